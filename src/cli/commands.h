@@ -1,0 +1,11 @@
+/* The `herd` subcommands. Each takes argc/argv starting at its own name and
+ * returns the process exit code: 0 success, 1 failure (message on stderr),
+ * 2 usage error. */
+#ifndef HERD_CLI_COMMANDS_H
+#define HERD_CLI_COMMANDS_H
+
+int herd_cmd_inspect(int argc, char **argv);
+int herd_cmd_synth(int argc, char **argv);
+int herd_cmd_convert(int argc, char **argv);
+
+#endif

@@ -1,0 +1,151 @@
+/* Scalar reference conversions between float and the weight formats herd
+ * computes. Built with -ffp-contract=off: Q4_0 rounding must not fuse
+ * x * id + 8.5 into one FMA, or values on a rounding boundary would land in a
+ * different nibble than llama-quantize puts them. */
+#include "kernels/quant.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "base/assert.h"
+
+static uint32_t f32_bits(float f) {
+    uint32_t x;
+    memcpy(&x, &f, sizeof x);
+    return x;
+}
+
+static float bits_f32(uint32_t x) {
+    float f;
+    memcpy(&f, &x, sizeof f);
+    return f;
+}
+
+uint16_t herd_fp32_to_fp16(float f) {
+    uint32_t x = f32_bits(f);
+    uint16_t sign = (uint16_t)((x >> 16) & 0x8000u);
+    uint32_t a = x & 0x7fffffffu;
+    if (a >= 0x7f800000u) /* inf stays inf; NaN stays a quiet NaN */
+        return (uint16_t)(sign | 0x7c00u | (a > 0x7f800000u ? 0x200u | ((a >> 13) & 0x3ffu) : 0u));
+    if (a >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u); /* >= 65520 rounds to inf */
+    if (a < 0x38800000u) {
+        /* Below the smallest normal half (2^-14): the result is a subnormal
+         * count of 2^-24 units. Scaling by 2^24 is exact, lrintf rounds to even. */
+        return (uint16_t)(sign | (uint16_t)lrintf(bits_f32(a) * 16777216.0f));
+    }
+    uint32_t h = ((a >> 23) - 112u) << 10 | ((a >> 13) & 0x3ffu); /* rebias 127 -> 15 */
+    uint32_t rest = a & 0x1fffu;
+    if (rest > 0x1000u || (rest == 0x1000u && (h & 1u))) h++; /* a carry into the exponent is right */
+    return (uint16_t)(sign | h);
+}
+
+float herd_fp16_to_fp32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+    uint32_t e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
+    if (e == 0x1f) return bits_f32(sign | 0x7f800000u | (m << 13));
+    if (e == 0) { /* zero or subnormal: m * 2^-24 is exact in float */
+        float v = (float)m * (1.0f / 16777216.0f);
+        return sign ? -v : v;
+    }
+    return bits_f32(sign | ((e + 112u) << 23) | (m << 13));
+}
+
+uint16_t herd_fp32_to_bf16(float f) {
+    uint32_t x = f32_bits(f);
+    if ((x & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((x >> 16) | 0x40u); /* quiet NaN */
+    return (uint16_t)((x + 0x7fffu + ((x >> 16) & 1u)) >> 16);
+}
+
+float herd_bf16_to_fp32(uint16_t h) { return bits_f32((uint32_t)h << 16); }
+
+void herd_quantize_row_q8_0_ref(const float *x, struct herd_block_q8_0 *y, size_t n) {
+    HERD_ASSERT(n % HERD_QK8_0 == 0);
+    for (size_t b = 0; b < n / HERD_QK8_0; b++, x += HERD_QK8_0) {
+        float amax = 0.0f;
+        for (int j = 0; j < HERD_QK8_0; j++) amax = fmaxf(amax, fabsf(x[j]));
+        const float d = amax / 127.0f;
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        y[b].d = herd_fp32_to_fp16(d);
+        for (int j = 0; j < HERD_QK8_0; j++) y[b].qs[j] = (int8_t)roundf(x[j] * id);
+    }
+}
+
+void herd_quantize_row_q4_0_ref(const float *x, struct herd_block_q4_0 *y, size_t n) {
+    HERD_ASSERT(n % HERD_QK4_0 == 0);
+    for (size_t b = 0; b < n / HERD_QK4_0; b++, x += HERD_QK4_0) {
+        float amax = 0.0f, max = 0.0f;
+        for (int j = 0; j < HERD_QK4_0; j++) {
+            if (fabsf(x[j]) > amax) { /* strict: the first of equal magnitudes wins */
+                amax = fabsf(x[j]);
+                max = x[j];
+            }
+        }
+        const float d = max / -8.0f;
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        y[b].d = herd_fp32_to_fp16(d);
+        for (int j = 0; j < HERD_QK4_0 / 2; j++) {
+            const float x0 = x[j] * id, x1 = x[j + HERD_QK4_0 / 2] * id;
+            int q0 = (int8_t)(x0 + 8.5f), q1 = (int8_t)(x1 + 8.5f);
+            q0 = q0 < 15 ? q0 : 15;
+            q1 = q1 < 15 ? q1 : 15;
+            y[b].qs[j] = (uint8_t)(q0 | (q1 << 4));
+        }
+    }
+}
+
+void herd_dequantize_row_ref(enum herd_ggml_type type, const void *src, float *dst, size_t n) {
+    switch (type) {
+    case HERD_GGML_TYPE_F32: memcpy(dst, src, n * sizeof *dst); return;
+    case HERD_GGML_TYPE_F16: {
+        const uint8_t *p = src;
+        for (size_t i = 0; i < n; i++) dst[i] = herd_fp16_to_fp32((uint16_t)(p[2 * i] | p[2 * i + 1] << 8));
+        return;
+    }
+    case HERD_GGML_TYPE_BF16: {
+        const uint8_t *p = src;
+        for (size_t i = 0; i < n; i++) dst[i] = herd_bf16_to_fp32((uint16_t)(p[2 * i] | p[2 * i + 1] << 8));
+        return;
+    }
+    case HERD_GGML_TYPE_Q8_0: {
+        HERD_ASSERT(n % HERD_QK8_0 == 0);
+        const struct herd_block_q8_0 *b = src;
+        for (size_t i = 0; i < n / HERD_QK8_0; i++) {
+            const float d = herd_fp16_to_fp32(b[i].d);
+            for (int j = 0; j < HERD_QK8_0; j++) dst[i * HERD_QK8_0 + j] = (float)b[i].qs[j] * d;
+        }
+        return;
+    }
+    case HERD_GGML_TYPE_Q4_0: {
+        HERD_ASSERT(n % HERD_QK4_0 == 0);
+        const struct herd_block_q4_0 *b = src;
+        for (size_t i = 0; i < n / HERD_QK4_0; i++) {
+            const float d = herd_fp16_to_fp32(b[i].d);
+            for (int j = 0; j < HERD_QK4_0 / 2; j++) {
+                dst[i * HERD_QK4_0 + j] = (float)((b[i].qs[j] & 0x0f) - 8) * d;
+                dst[i * HERD_QK4_0 + j + HERD_QK4_0 / 2] = (float)((b[i].qs[j] >> 4) - 8) * d;
+            }
+        }
+        return;
+    }
+    default: HERD_ASSERT(!"dequantize: type not computed");
+    }
+}
+
+void herd_quantize_row_ref(enum herd_ggml_type type, const float *src, void *dst, size_t n) {
+    switch (type) {
+    case HERD_GGML_TYPE_F32: memcpy(dst, src, n * sizeof *src); return;
+    case HERD_GGML_TYPE_F16:
+    case HERD_GGML_TYPE_BF16: {
+        uint8_t *p = dst;
+        for (size_t i = 0; i < n; i++) {
+            uint16_t h = type == HERD_GGML_TYPE_F16 ? herd_fp32_to_fp16(src[i]) : herd_fp32_to_bf16(src[i]);
+            p[2 * i] = (uint8_t)h;
+            p[2 * i + 1] = (uint8_t)(h >> 8);
+        }
+        return;
+    }
+    case HERD_GGML_TYPE_Q8_0: herd_quantize_row_q8_0_ref(src, dst, n); return;
+    case HERD_GGML_TYPE_Q4_0: herd_quantize_row_q4_0_ref(src, dst, n); return;
+    default: HERD_ASSERT(!"quantize: type not computed");
+    }
+}

@@ -1,0 +1,314 @@
+/* Reads a model's description out of GGUF metadata and checks that it is a
+ * model the engine can run. Everything here is semantic validation on top of
+ * the structural checks of the GGUF reader: a file can be a perfectly formed
+ * GGUF and still claim 2^40 layers or a BOS id past the vocabulary. */
+#include "model/model_desc.h"
+
+#include <stdio.h>
+#include <string.h>
+
+/* ------------------------------------------------------------ reading */
+
+static void copy_str(char *dst, size_t dst_bytes, struct herd_gguf_str s) {
+    size_t n = s.len < dst_bytes - 1 ? (size_t)s.len : dst_bytes - 1;
+    memcpy(dst, s.ptr, n);
+    dst[n] = '\0';
+}
+
+/* Optional unsigned key: absent keeps *out; present must be an integer <= max. */
+static enum herd_status opt_uint(const struct herd_gguf *g, const char *key, uint64_t max, uint64_t *out,
+                                 struct herd_error *err) {
+    enum herd_status rc = herd_gguf_get_uint(g, key, max, out, err);
+    if (rc == HERD_E_NOT_FOUND) return HERD_OK;
+    return rc;
+}
+
+static enum herd_status opt_arch_uint(const struct herd_gguf *g, const char *arch, const char *suffix, uint64_t max,
+                                      uint64_t *out, struct herd_error *err) {
+    char key[160];
+    snprintf(key, sizeof key, "%s.%s", arch, suffix);
+    return opt_uint(g, key, max, out, err);
+}
+
+static enum herd_status opt_arch_float(const struct herd_gguf *g, const char *arch, const char *suffix, double *out,
+                                       struct herd_error *err) {
+    char key[160];
+    snprintf(key, sizeof key, "%s.%s", arch, suffix);
+    enum herd_status rc = herd_gguf_get_float(g, key, out, err);
+    return rc == HERD_E_NOT_FOUND ? HERD_OK : rc;
+}
+
+static enum herd_status opt_string(const struct herd_gguf *g, const char *key, char *dst, size_t dst_bytes,
+                                   struct herd_error *err) {
+    struct herd_gguf_str s;
+    enum herd_status rc = herd_gguf_get_string(g, key, &s, err);
+    if (rc == HERD_E_NOT_FOUND) return HERD_OK;
+    if (rc == HERD_OK) copy_str(dst, dst_bytes, s);
+    return rc;
+}
+
+static enum herd_status opt_id(const struct herd_gguf *g, const char *key, int64_t *out, struct herd_error *err) {
+    uint64_t v;
+    enum herd_status rc = herd_gguf_get_uint(g, key, UINT32_MAX, &v, err);
+    if (rc == HERD_E_NOT_FOUND) return HERD_OK;
+    if (rc == HERD_OK) *out = (int64_t)v;
+    return rc;
+}
+
+static enum herd_status opt_bool(const struct herd_gguf *g, const char *key, bool *out, bool *present,
+                                 struct herd_error *err) {
+    enum herd_status rc = herd_gguf_get_bool(g, key, out, err);
+    if (rc == HERD_E_NOT_FOUND) return HERD_OK;
+    if (rc == HERD_OK) *present = true;
+    return rc;
+}
+
+/* Count of an array key of any element type; absent keeps 0. */
+static enum herd_status opt_array_count(const struct herd_gguf *g, const char *key, uint64_t *out,
+                                        struct herd_error *err) {
+    const struct herd_gguf_kv *kv = herd_gguf_find_kv(g, key);
+    if (!kv) return HERD_OK;
+    if (kv->type != HERD_GGUF_VTYPE_ARRAY)
+        return herd_error_set(err, HERD_E_FORMAT, "metadata key '%s' is %s; expected an array", key,
+                              herd_gguf_vtype_name(kv->type));
+    *out = kv->v.arr.count;
+    return HERD_OK;
+}
+
+enum herd_status herd_model_desc_read(const struct herd_gguf *g, struct herd_model_desc *d, struct herd_error *err) {
+    memset(d, 0, sizeof *d);
+    d->file_type = -1;
+    d->bos_id = d->eos_id = d->unk_id = d->pad_id = -1;
+    d->rope_freq_base = 10000.0;
+    d->rms_eps = 1e-5;
+    enum herd_status rc;
+#define TRY(expr)                                 \
+    do {                                          \
+        if ((rc = (expr)) != HERD_OK) return rc;  \
+    } while (0)
+    TRY(opt_string(g, "general.architecture", d->arch, sizeof d->arch, err));
+    TRY(opt_string(g, "general.name", d->name, sizeof d->name, err));
+    uint64_t ft = UINT64_MAX;
+    TRY(opt_uint(g, "general.file_type", 1u << 16, &ft, err));
+    if (ft != UINT64_MAX) d->file_type = (int64_t)ft;
+
+    if (d->arch[0]) {
+        const char *a = d->arch;
+        TRY(opt_arch_uint(g, a, "context_length", UINT32_MAX, &d->n_ctx_train, err));
+        TRY(opt_arch_uint(g, a, "embedding_length", HERD_MAX_EMBD, &d->n_embd, err));
+        TRY(opt_arch_uint(g, a, "block_count", HERD_MAX_LAYERS, &d->n_layer, err));
+        TRY(opt_arch_uint(g, a, "feed_forward_length", HERD_MAX_FF, &d->n_ff, err));
+        TRY(opt_arch_uint(g, a, "attention.head_count", HERD_MAX_HEADS, &d->n_head, err));
+        d->n_head_kv = d->n_head;
+        TRY(opt_arch_uint(g, a, "attention.head_count_kv", HERD_MAX_HEADS, &d->n_head_kv, err));
+        if (d->n_head && d->n_embd % d->n_head == 0) d->head_dim = d->n_embd / d->n_head;
+        d->n_rot = d->head_dim;
+        TRY(opt_arch_uint(g, a, "rope.dimension_count", HERD_MAX_EMBD, &d->n_rot, err));
+        TRY(opt_arch_float(g, a, "rope.freq_base", &d->rope_freq_base, err));
+        TRY(opt_arch_float(g, a, "attention.layer_norm_rms_epsilon", &d->rms_eps, err));
+    }
+
+    TRY(opt_string(g, "tokenizer.ggml.model", d->tok_model, sizeof d->tok_model, err));
+    TRY(opt_string(g, "tokenizer.ggml.pre", d->tok_pre, sizeof d->tok_pre, err));
+    TRY(opt_array_count(g, "tokenizer.ggml.tokens", &d->n_vocab, err));
+    TRY(opt_array_count(g, "tokenizer.ggml.merges", &d->n_merges, err));
+    TRY(opt_id(g, "tokenizer.ggml.bos_token_id", &d->bos_id, err));
+    TRY(opt_id(g, "tokenizer.ggml.eos_token_id", &d->eos_id, err));
+    TRY(opt_id(g, "tokenizer.ggml.unknown_token_id", &d->unk_id, err));
+    TRY(opt_id(g, "tokenizer.ggml.padding_token_id", &d->pad_id, err));
+    TRY(opt_bool(g, "tokenizer.ggml.add_bos_token", &d->add_bos, &d->has_add_bos, err));
+    TRY(opt_bool(g, "tokenizer.ggml.add_eos_token", &d->add_eos, &d->has_add_eos, err));
+    struct herd_gguf_str tmpl;
+    rc = herd_gguf_get_string(g, "tokenizer.chat_template", &tmpl, err);
+    if (rc == HERD_OK) d->chat_template_bytes = tmpl.len;
+    else if (rc != HERD_E_NOT_FOUND) return rc;
+#undef TRY
+
+    d->n_tensors = herd_gguf_n_tensors(g);
+    for (size_t i = 0; i < d->n_tensors; i++) {
+        const struct herd_gguf_tensor *t = herd_gguf_tensor_at(g, i);
+        d->weight_bytes += t->n_bytes; /* each fits in the file, so the sum does too */
+        d->n_params += t->n_elems;
+    }
+    d->tied_embeddings = d->n_tensors > 0 && !herd_gguf_find_tensor(g, "output.weight");
+    herd_error_clear(err);
+    return HERD_OK;
+}
+
+/* ------------------------------------------------------------ validation */
+
+bool herd_model_arch_supported(const char *arch) { return strcmp(arch, "llama") == 0 || strcmp(arch, "qwen2") == 0; }
+
+static enum herd_status require_hparam(const struct herd_model_desc *d, uint64_t v, const char *suffix,
+                                       struct herd_error *err) {
+    if (v == 0)
+        return herd_error_set(err, HERD_E_NOT_FOUND, "metadata key '%s.%s' is missing or 0", d->arch, suffix);
+    return HERD_OK;
+}
+
+/* A tensor that must exist with exactly this shape (n_dims dims of ne). */
+static enum herd_status check_tensor(const struct herd_gguf *g, const char *name, bool required, uint32_t n_dims,
+                                     uint64_t ne0, uint64_t ne1, struct herd_error *err) {
+    const struct herd_gguf_tensor *t = herd_gguf_find_tensor(g, name);
+    if (!t) {
+        if (!required) return HERD_OK;
+        return herd_error_set(err, HERD_E_NOT_FOUND, "required tensor '%s' is missing", name);
+    }
+    uint64_t want[2] = {ne0, ne1};
+    bool ok = t->n_dims == n_dims || (n_dims == 1 && t->ne[1] == 1 && t->ne[2] == 1 && t->ne[3] == 1);
+    for (uint32_t i = 0; ok && i < n_dims; i++) ok = t->ne[i] == want[i];
+    for (uint32_t i = n_dims; ok && i < HERD_GGUF_MAX_DIMS; i++) ok = t->ne[i] == 1;
+    if (!ok) {
+        if (n_dims == 1)
+            return herd_error_set(err, HERD_E_FORMAT, "tensor '%s' has shape [%llu, %llu, %llu, %llu]; expected [%llu]",
+                                  name, (unsigned long long)t->ne[0], (unsigned long long)t->ne[1],
+                                  (unsigned long long)t->ne[2], (unsigned long long)t->ne[3],
+                                  (unsigned long long)ne0);
+        return herd_error_set(err, HERD_E_FORMAT,
+                              "tensor '%s' has shape [%llu, %llu, %llu, %llu]; expected [%llu, %llu]", name,
+                              (unsigned long long)t->ne[0], (unsigned long long)t->ne[1],
+                              (unsigned long long)t->ne[2], (unsigned long long)t->ne[3], (unsigned long long)ne0,
+                              (unsigned long long)ne1);
+    }
+    const struct herd_ggml_type_info *ti = herd_ggml_type_info(t->type);
+    if (!ti->computed)
+        return herd_error_set(err, HERD_E_UNSUPPORTED,
+                              "tensor '%s' has type %s, which herd does not compute (f32, f16, bf16, q8_0, q4_0)",
+                              name, ti->name);
+    return HERD_OK;
+}
+
+static enum herd_status validate_tokenizer(const struct herd_gguf *g, const struct herd_model_desc *d,
+                                           struct herd_error *err) {
+    struct herd_gguf_array tokens, scores, types;
+    enum herd_status rc = herd_gguf_get_array(g, "tokenizer.ggml.tokens", HERD_GGUF_VTYPE_STRING, &tokens, err);
+    if (rc != HERD_OK) return rc;
+    if (tokens.count == 0 || tokens.count > HERD_MAX_VOCAB)
+        return herd_error_set(err, HERD_E_INVALID, "tokenizer.ggml.tokens has %llu entries; expected 1..%u",
+                              (unsigned long long)tokens.count, HERD_MAX_VOCAB);
+    if (!d->tok_model[0]) return herd_error_set(err, HERD_E_NOT_FOUND, "metadata key 'tokenizer.ggml.model' is missing");
+    bool have_scores = false, have_types = false;
+    rc = herd_gguf_get_array(g, "tokenizer.ggml.scores", HERD_GGUF_VTYPE_F32, &scores, err);
+    if (rc == HERD_OK) have_scores = true;
+    else if (rc != HERD_E_NOT_FOUND) return rc;
+    if (have_scores && scores.count != tokens.count)
+        return herd_error_set(err, HERD_E_FORMAT, "tokenizer.ggml.scores has %llu entries, tokens has %llu",
+                              (unsigned long long)scores.count, (unsigned long long)tokens.count);
+    rc = herd_gguf_get_array(g, "tokenizer.ggml.token_type", HERD_GGUF_VTYPE_I32, &types, err);
+    if (rc == HERD_OK) have_types = true;
+    else if (rc != HERD_E_NOT_FOUND) return rc;
+    if (have_types && types.count != tokens.count)
+        return herd_error_set(err, HERD_E_FORMAT, "tokenizer.ggml.token_type has %llu entries, tokens has %llu",
+                              (unsigned long long)types.count, (unsigned long long)tokens.count);
+
+    struct herd_gguf_str_iter it;
+    struct herd_gguf_str tok;
+    herd_gguf_str_iter_init(&it, &tokens);
+    for (uint64_t i = 0; herd_gguf_str_iter_next(&it, &tok); i++) {
+        if (tok.len > HERD_MAX_TOKEN_BYTES)
+            return herd_error_set(err, HERD_E_FORMAT, "token %llu is %llu bytes long; the limit is %u",
+                                  (unsigned long long)i, (unsigned long long)tok.len, HERD_MAX_TOKEN_BYTES);
+        if (have_types) {
+            int64_t ty = herd_gguf_array_i64(&types, i);
+            if (ty < 0 || ty > 6)
+                return herd_error_set(err, HERD_E_FORMAT, "token %llu has token_type %lld; expected 0..6",
+                                      (unsigned long long)i, (long long)ty);
+            /* SentencePiece byte tokens are exactly "<0xNN>" with two hex digits. */
+            if (ty == 6) {
+                static const char hex[] = "0123456789ABCDEFabcdef";
+                bool ok = tok.len == 6 && memcmp(tok.ptr, "<0x", 3) == 0 && tok.ptr[5] == '>' &&
+                          memchr(hex, tok.ptr[3], sizeof hex - 1) && memchr(hex, tok.ptr[4], sizeof hex - 1);
+                if (!ok) {
+                    char buf[64];
+                    return herd_error_set(err, HERD_E_FORMAT, "byte token %llu is '%s'; expected <0xNN>",
+                                          (unsigned long long)i, herd_gguf_str_printable(tok, buf, sizeof buf));
+                }
+            }
+        }
+    }
+    const struct {
+        const char *key;
+        int64_t id;
+    } ids[] = {{"tokenizer.ggml.bos_token_id", d->bos_id},
+               {"tokenizer.ggml.eos_token_id", d->eos_id},
+               {"tokenizer.ggml.unknown_token_id", d->unk_id},
+               {"tokenizer.ggml.padding_token_id", d->pad_id}};
+    for (size_t i = 0; i < sizeof ids / sizeof ids[0]; i++)
+        if (ids[i].id >= (int64_t)tokens.count)
+            return herd_error_set(err, HERD_E_INVALID, "%s = %lld is outside the vocabulary of %llu tokens",
+                                  ids[i].key, (long long)ids[i].id, (unsigned long long)tokens.count);
+    return HERD_OK;
+}
+
+enum herd_status herd_model_desc_validate(const struct herd_gguf *g, const struct herd_model_desc *d,
+                                          struct herd_error *err) {
+    enum herd_status rc;
+    if (!d->arch[0]) return herd_error_set(err, HERD_E_NOT_FOUND, "metadata key 'general.architecture' is missing");
+    if (!herd_model_arch_supported(d->arch))
+        return herd_error_set(err, HERD_E_UNSUPPORTED, "architecture '%s' is not supported (llama and qwen2 are)",
+                              d->arch);
+    if ((rc = require_hparam(d, d->n_embd, "embedding_length", err)) != HERD_OK) return rc;
+    if ((rc = require_hparam(d, d->n_layer, "block_count", err)) != HERD_OK) return rc;
+    if ((rc = require_hparam(d, d->n_ff, "feed_forward_length", err)) != HERD_OK) return rc;
+    if ((rc = require_hparam(d, d->n_head, "attention.head_count", err)) != HERD_OK) return rc;
+    if (d->n_head_kv == 0 || d->n_head % d->n_head_kv != 0)
+        return herd_error_set(err, HERD_E_INVALID, "%s.attention.head_count_kv = %llu does not divide head_count %llu",
+                              d->arch, (unsigned long long)d->n_head_kv, (unsigned long long)d->n_head);
+    if (d->n_embd % d->n_head != 0 || d->head_dim % 2 != 0)
+        return herd_error_set(err, HERD_E_INVALID,
+                              "embedding_length %llu / head_count %llu does not give an even head size",
+                              (unsigned long long)d->n_embd, (unsigned long long)d->n_head);
+    if (d->n_rot != d->head_dim)
+        return herd_error_set(err, HERD_E_UNSUPPORTED, "%s.rope.dimension_count = %llu: partial RoPE (head size %llu) "
+                              "is not supported", d->arch, (unsigned long long)d->n_rot,
+                              (unsigned long long)d->head_dim);
+    if (!(d->rms_eps > 0 && d->rms_eps < 1) || !(d->rope_freq_base > 0))
+        return herd_error_set(err, HERD_E_INVALID, "rms epsilon %g or rope base %g out of range", d->rms_eps,
+                              d->rope_freq_base);
+    if ((rc = validate_tokenizer(g, d, err)) != HERD_OK) return rc;
+
+    const uint64_t E = d->n_embd, V = d->n_vocab, hd = d->head_dim;
+    const uint64_t q_dim = d->n_head * hd, kv_dim = d->n_head_kv * hd;
+    if ((rc = check_tensor(g, "token_embd.weight", true, 2, E, V, err)) != HERD_OK) return rc;
+    if ((rc = check_tensor(g, "output_norm.weight", true, 1, E, 1, err)) != HERD_OK) return rc;
+    if ((rc = check_tensor(g, "output.weight", false, 2, E, V, err)) != HERD_OK) return rc;
+    const bool qwen2 = strcmp(d->arch, "qwen2") == 0;
+    for (uint64_t l = 0; l < d->n_layer; l++) {
+        const struct {
+            const char *name;
+            uint32_t n_dims;
+            uint64_t ne0, ne1;
+            bool required;
+        } need[] = {
+            {"attn_norm.weight", 1, E, 1, true},      {"attn_q.weight", 2, E, q_dim, true},
+            {"attn_k.weight", 2, E, kv_dim, true},    {"attn_v.weight", 2, E, kv_dim, true},
+            {"attn_output.weight", 2, q_dim, E, true}, {"ffn_norm.weight", 1, E, 1, true},
+            {"ffn_gate.weight", 2, E, d->n_ff, true}, {"ffn_up.weight", 2, E, d->n_ff, true},
+            {"ffn_down.weight", 2, d->n_ff, E, true}, {"attn_q.bias", 1, q_dim, 1, qwen2},
+            {"attn_k.bias", 1, kv_dim, 1, qwen2},     {"attn_v.bias", 1, kv_dim, 1, qwen2},
+        };
+        for (size_t i = 0; i < sizeof need / sizeof need[0]; i++) {
+            char name[96];
+            snprintf(name, sizeof name, "blk.%llu.%s", (unsigned long long)l, need[i].name);
+            rc = check_tensor(g, name, need[i].required, need[i].n_dims, need[i].ne0, need[i].ne1, err);
+            if (rc != HERD_OK) return rc;
+        }
+    }
+    herd_error_clear(err); /* optional keys that were absent left a message behind */
+    return HERD_OK;
+}
+
+/* ------------------------------------------------------------ memory estimate */
+
+void herd_model_desc_ram_estimate(const struct herd_model_desc *d, uint64_t n_ctx, struct herd_ram_estimate *out) {
+    /* Batch of 512 tokens: the residual stream and its normed copy, q/k/v and
+     * attention output, gate/up/activation for the FFN, all in f32; plus one
+     * row of logits per sequence in the batch (assume 512 for prefill). */
+    const uint64_t batch = 512;
+    const uint64_t kv_dim = d->n_head_kv * d->head_dim;
+    const uint64_t per_token = 4 * (2 * d->n_embd + d->n_embd + 2 * kv_dim + d->n_embd + 3 * d->n_ff);
+    out->weights = d->weight_bytes;
+    out->kv_cache = 2 /* K and V */ * 2 /* f16 */ * d->n_layer * n_ctx * kv_dim;
+    out->compute = batch * per_token + batch * 4 * d->n_vocab;
+    out->total = out->weights + out->kv_cache + out->compute;
+}

@@ -1,0 +1,84 @@
+/* What a GGUF file says about its model: architecture, hyperparameters,
+ * tokenizer summary, tensor totals; and the checks that decide whether the
+ * engine can run it. Read by `herd inspect` and, later, by the model loader,
+ * so both agree on what a file means. */
+#ifndef HERD_MODEL_MODEL_DESC_H
+#define HERD_MODEL_MODEL_DESC_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "herd/gguf.h"
+#include "herd/status.h"
+
+/* More layers than any released dense model has (405B: 126); bounds the
+ * per-layer arrays the engine allocates from block_count. */
+#define HERD_MAX_LAYERS 512u
+/* No real vocabulary has tokens this long; longer means a corrupt file. */
+#define HERD_MAX_TOKEN_BYTES 4096u
+/* Bounds on dimensions: well above today's largest models. */
+#define HERD_MAX_EMBD 65536u
+#define HERD_MAX_FF (1u << 20)
+#define HERD_MAX_HEADS 1024u
+#define HERD_MAX_VOCAB (1u << 22)
+
+struct herd_model_desc {
+    char arch[32];          /* general.architecture, "" if absent */
+    char name[128];         /* general.name, "" if absent */
+    int64_t file_type;      /* general.file_type, -1 if absent */
+    /* hyperparameters (0 where the file does not say) */
+    uint64_t n_ctx_train;
+    uint64_t n_embd;
+    uint64_t n_layer;
+    uint64_t n_ff;
+    uint64_t n_head;
+    uint64_t n_head_kv;     /* defaults to n_head */
+    uint64_t head_dim;      /* n_embd / n_head */
+    uint64_t n_rot;         /* rope.dimension_count, defaults to head_dim */
+    double rope_freq_base;  /* defaults to 10000 */
+    double rms_eps;         /* defaults to 1e-5 */
+    bool tied_embeddings;   /* tensors present and no output.weight */
+    /* tokenizer */
+    char tok_model[32];     /* tokenizer.ggml.model */
+    char tok_pre[64];       /* tokenizer.ggml.pre */
+    uint64_t n_vocab;       /* number of tokenizer.ggml.tokens */
+    uint64_t n_merges;
+    int64_t bos_id, eos_id, unk_id, pad_id; /* -1 when absent */
+    bool add_bos, add_eos;
+    bool has_add_bos, has_add_eos;
+    uint64_t chat_template_bytes; /* 0 when there is none */
+    /* tensors */
+    uint64_t n_tensors;
+    uint64_t weight_bytes;  /* sum of all tensor data */
+    uint64_t n_params;      /* sum of all tensor elements */
+};
+
+/* Fills d from g, leniently: missing keys keep their defaults, so this works
+ * on vocabulary-only files and on architectures the engine does not run.
+ * Returns an error only for values of the wrong type or out of range (a
+ * string array where a count is expected, an id that does not fit). */
+enum herd_status herd_model_desc_read(const struct herd_gguf *g, struct herd_model_desc *d, struct herd_error *err);
+
+/* Strict checks that the engine can run the model described by g and d:
+ * a supported architecture, all hyperparameters present and consistent,
+ * every required tensor present with the expected shape and a type the
+ * engine computes, a tokenizer whose arrays agree with each other and with
+ * token_embd, special ids inside the vocabulary, byte tokens well formed.
+ * Returns the first problem found, naming the key or tensor. */
+enum herd_status herd_model_desc_validate(const struct herd_gguf *g, const struct herd_model_desc *d,
+                                          struct herd_error *err);
+
+/* Memory a run with a context of n_ctx tokens needs, in bytes. */
+struct herd_ram_estimate {
+    uint64_t weights;   /* mapped from the file (page cache, shared between processes) */
+    uint64_t kv_cache;  /* f16 K and V for n_ctx tokens */
+    uint64_t compute;   /* activations and logits for a 512-token batch */
+    uint64_t total;
+};
+
+void herd_model_desc_ram_estimate(const struct herd_model_desc *d, uint64_t n_ctx, struct herd_ram_estimate *out);
+
+/* True for the architectures the engine implements ("llama", "qwen2"). */
+bool herd_model_arch_supported(const char *arch);
+
+#endif

@@ -1,0 +1,207 @@
+/* Synthetic Llama models: shapes of real models, random weights with the
+ * fixture recipe, the tokenizer copied from a vocabulary GGUF. Each tensor
+ * draws from its own generator seeded by (seed, tensor name), so the file is
+ * written in GGUF order while every tensor stays independent of the others. */
+#include "model/synth.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/rng.h"
+#include "kernels/quant.h"
+
+static const struct herd_synth_shape shapes[] = {
+    /* the fixtures' tiny-spm shape */
+    {"tiny", 64, 2, 4, 2, 192, 2048, 10000.0f, false},
+    {"smollm-135m", 576, 30, 9, 3, 1536, 2048, 10000.0f, true},
+    {"tinyllama-1.1b", 2048, 22, 32, 4, 5632, 2048, 10000.0f, false},
+    {"llama-3.2-1b", 2048, 16, 32, 8, 8192, 8192, 500000.0f, true},
+};
+
+const struct herd_synth_shape *herd_synth_shape_at(size_t i) {
+    return i < sizeof shapes / sizeof shapes[0] ? &shapes[i] : NULL;
+}
+
+const struct herd_synth_shape *herd_synth_shape_find(const char *name) {
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
+        if (strcmp(shapes[i].name, name) == 0) return &shapes[i];
+    return NULL;
+}
+
+void herd_synth_default_params(struct herd_synth_params *p) {
+    memset(p, 0, sizeof *p);
+    p->shape = "tiny";
+    p->type = HERD_GGML_TYPE_F32;
+    p->seed = 1;
+    p->tied = -1;
+}
+
+/* general.file_type values (llama_ftype) for the types synth writes. */
+static uint32_t file_type_of(enum herd_ggml_type t) {
+    switch (t) {
+    case HERD_GGML_TYPE_F32: return 0;
+    case HERD_GGML_TYPE_F16: return 1;
+    case HERD_GGML_TYPE_Q4_0: return 2;
+    case HERD_GGML_TYPE_Q8_0: return 7;
+    case HERD_GGML_TYPE_BF16: return 32;
+    default: return 0;
+    }
+}
+
+/* One tensor of the model: name, shape, how its values are drawn. */
+struct synth_tensor {
+    char name[64];
+    uint64_t ne0, ne1; /* ne1 == 1 for vectors */
+    double std;        /* N(0, std), plus `offset` */
+    double offset;
+    bool is_norm;      /* stored as F32 whatever the model type */
+};
+
+static uint64_t name_hash(const char *s) {
+    uint64_t h = 0xcbf29ce484222325ull; /* FNV-1a */
+    for (; *s; s++) h = (h ^ (uint8_t)*s) * 0x100000001b3ull;
+    return h;
+}
+
+static enum herd_status write_tensor_data(struct herd_gguf_writer *w, const struct synth_tensor *t,
+                                          enum herd_ggml_type type, uint64_t seed, struct herd_error *err) {
+    struct herd_rng rng;
+    herd_rng_init(&rng, herd_rng_mix(seed) ^ name_hash(t->name));
+    uint64_t ne[2] = {t->ne0, t->ne1}, n_bytes;
+    enum herd_status rc = herd_ggml_tensor_nbytes(type, t->ne1 > 1 ? 2 : 1, ne, NULL, &n_bytes, err);
+    if (rc != HERD_OK) return rc;
+    float *row = malloc(t->ne0 * sizeof *row);
+    uint8_t *out = malloc(n_bytes);
+    if (!row || !out) {
+        rc = herd_error_set(err, HERD_E_NOMEM, "out of memory for tensor %s (%llu bytes)", t->name,
+                            (unsigned long long)n_bytes);
+        goto out;
+    }
+    const uint64_t row_bytes = n_bytes / t->ne1;
+    for (uint64_t r = 0; r < t->ne1; r++) {
+        for (uint64_t i = 0; i < t->ne0; i++) row[i] = (float)(t->offset + t->std * herd_rng_normal(&rng));
+        herd_quantize_row_ref(type, row, out + r * row_bytes, t->ne0);
+    }
+    rc = herd_gguf_writer_put_tensor_data(w, out, n_bytes, err);
+out:
+    free(row);
+    free(out);
+    return rc;
+}
+
+static void add_tensor_spec(struct synth_tensor *list, size_t *n, const char *name, uint64_t ne0, uint64_t ne1,
+                            double std, double offset, bool is_norm) {
+    struct synth_tensor *t = &list[(*n)++];
+    snprintf(t->name, sizeof t->name, "%s", name);
+    t->ne0 = ne0;
+    t->ne1 = ne1;
+    t->std = std;
+    t->offset = offset;
+    t->is_norm = is_norm;
+}
+
+enum herd_status herd_synth_write(const struct herd_synth_params *p, struct herd_error *err) {
+    enum herd_status rc = HERD_OK;
+    struct herd_gguf *vocab = NULL;
+    struct herd_gguf_writer *w = NULL;
+    struct synth_tensor *specs = NULL;
+    const struct herd_synth_shape *s = herd_synth_shape_find(p->shape);
+    if (!s) return herd_error_set(err, HERD_E_INVALID, "unknown shape '%s'", p->shape);
+    const struct herd_ggml_type_info *ti = herd_ggml_type_info(p->type);
+    if (!ti || !ti->computed)
+        return herd_error_set(err, HERD_E_INVALID, "type %s cannot be synthesized (f32, f16, bf16, q8_0, q4_0)",
+                              ti ? ti->name : "?");
+    const bool tied = p->tied < 0 ? s->tied : p->tied != 0;
+
+    if ((rc = herd_gguf_open_file(p->vocab_path, &vocab, err)) != HERD_OK) goto out;
+    struct herd_gguf_array tokens;
+    rc = herd_gguf_get_array(vocab, "tokenizer.ggml.tokens", HERD_GGUF_VTYPE_STRING, &tokens, err);
+    if (rc != HERD_OK) {
+        herd_error_prefix(err, "%s: not a vocabulary", p->vocab_path);
+        goto out;
+    }
+    const uint64_t n_vocab = tokens.count;
+
+    w = herd_gguf_writer_create();
+    if (!w) {
+        rc = herd_error_set(err, HERD_E_NOMEM, "out of memory");
+        goto out;
+    }
+    char name[160];
+    snprintf(name, sizeof name, "synth-%s-%s%s", s->name, ti->name, tied ? "-tied" : "");
+    const uint32_t hd = s->n_embd / s->n_head;
+#define TRY(expr)                                \
+    do {                                         \
+        if ((rc = (expr)) != HERD_OK) goto out;  \
+    } while (0)
+    TRY(herd_gguf_writer_add_string(w, "general.architecture", "llama", err));
+    TRY(herd_gguf_writer_add_string(w, "general.name", name, err));
+    TRY(herd_gguf_writer_add_u32(w, "general.file_type", file_type_of(p->type), err));
+    TRY(herd_gguf_writer_add_u32(w, "llama.vocab_size", (uint32_t)n_vocab, err));
+    TRY(herd_gguf_writer_add_u32(w, "llama.context_length", s->n_ctx, err));
+    TRY(herd_gguf_writer_add_u32(w, "llama.embedding_length", s->n_embd, err));
+    TRY(herd_gguf_writer_add_u32(w, "llama.block_count", s->n_layer, err));
+    TRY(herd_gguf_writer_add_u32(w, "llama.feed_forward_length", s->n_ff, err));
+    TRY(herd_gguf_writer_add_u32(w, "llama.attention.head_count", s->n_head, err));
+    TRY(herd_gguf_writer_add_u32(w, "llama.attention.head_count_kv", s->n_head_kv, err));
+    TRY(herd_gguf_writer_add_f32(w, "llama.rope.freq_base", s->rope_freq_base, err));
+    TRY(herd_gguf_writer_add_f32(w, "llama.attention.layer_norm_rms_epsilon", 1e-5f, err));
+    TRY(herd_gguf_writer_add_u32(w, "llama.rope.dimension_count", hd, err));
+    TRY(herd_gguf_writer_add_u64(w, "general.seed", p->seed, err));
+    for (size_t i = 0; i < herd_gguf_n_kv(vocab); i++) {
+        const struct herd_gguf_kv *kv = herd_gguf_kv_at(vocab, i);
+        if (kv->key.len > 10 && memcmp(kv->key.ptr, "tokenizer.", 10) == 0)
+            TRY(herd_gguf_writer_add_kv_copy(w, kv, err));
+    }
+    if (p->type == HERD_GGML_TYPE_Q8_0 || p->type == HERD_GGML_TYPE_Q4_0)
+        TRY(herd_gguf_writer_add_u32(w, "general.quantization_version", 2, err));
+
+    /* Tensors in GGUF order, with the fixture recipe's scales. */
+    const double E = s->n_embd, F = s->n_ff, QD = (double)s->n_head * hd;
+    size_t n_specs = 0, max_specs = 3 + 9 * (size_t)s->n_layer;
+    specs = calloc(max_specs, sizeof *specs);
+    if (!specs) {
+        rc = herd_error_set(err, HERD_E_NOMEM, "out of memory");
+        goto out;
+    }
+    add_tensor_spec(specs, &n_specs, "token_embd.weight", s->n_embd, n_vocab, tied ? 0.15 : 0.6, 0, false);
+    add_tensor_spec(specs, &n_specs, "output_norm.weight", s->n_embd, 1, tied ? 0.1 * 6 / (0.15 * sqrt(E)) : 0.1,
+                    tied ? 6 / (0.15 * sqrt(E)) : 1.0, true);
+    if (!tied) add_tensor_spec(specs, &n_specs, "output.weight", s->n_embd, n_vocab, 6 / sqrt(E), 0, false);
+    for (uint32_t l = 0; l < s->n_layer; l++) {
+        char b[64];
+#define LAYER(suffix, ne0, ne1, std, offset, norm)                          \
+    do {                                                                    \
+        snprintf(b, sizeof b, "blk.%u.%s", l, suffix);                      \
+        add_tensor_spec(specs, &n_specs, b, ne0, ne1, std, offset, norm);   \
+    } while (0)
+        LAYER("attn_norm.weight", s->n_embd, 1, 0.1, 1.0, true);
+        LAYER("attn_q.weight", s->n_embd, (uint64_t)s->n_head * hd, 1.6 / sqrt(E), 0, false);
+        LAYER("attn_k.weight", s->n_embd, (uint64_t)s->n_head_kv * hd, 1.6 / sqrt(E), 0, false);
+        LAYER("attn_v.weight", s->n_embd, (uint64_t)s->n_head_kv * hd, 1.2 / sqrt(E), 0, false);
+        LAYER("attn_output.weight", (uint64_t)s->n_head * hd, s->n_embd, 0.8 / sqrt(QD), 0, false);
+        LAYER("ffn_norm.weight", s->n_embd, 1, 0.1, 1.0, true);
+        LAYER("ffn_gate.weight", s->n_embd, s->n_ff, 0.8 / sqrt(E), 0, false);
+        LAYER("ffn_up.weight", s->n_embd, s->n_ff, 0.8 / sqrt(E), 0, false);
+        LAYER("ffn_down.weight", s->n_ff, s->n_embd, 1.2 / sqrt(F), 0, false);
+#undef LAYER
+    }
+    for (size_t i = 0; i < n_specs; i++) {
+        const struct synth_tensor *t = &specs[i];
+        uint64_t ne[2] = {t->ne0, t->ne1};
+        TRY(herd_gguf_writer_add_tensor(w, t->name, t->is_norm ? HERD_GGML_TYPE_F32 : p->type, t->ne1 > 1 ? 2 : 1, ne,
+                                        err));
+    }
+    TRY(herd_gguf_writer_begin(w, p->out_path, err));
+    for (size_t i = 0; i < n_specs; i++)
+        TRY(write_tensor_data(w, &specs[i], specs[i].is_norm ? HERD_GGML_TYPE_F32 : p->type, p->seed, err));
+    TRY(herd_gguf_writer_finish(w, err));
+#undef TRY
+out:
+    free(specs);
+    herd_gguf_writer_destroy(w);
+    herd_gguf_destroy(vocab);
+    return rc;
+}

@@ -1,0 +1,43 @@
+/* Random-weight Llama models of real shapes, for tests and benchmarks that
+ * cannot download weights. The weight scales follow the recipe of the test
+ * fixtures (../shared/fixtures/README.md, "Weight recipe"), which keeps
+ * logits spread and greedy decoding stable, so a synthetic model exercises
+ * the engine like a trained one of the same shape. */
+#ifndef HERD_MODEL_SYNTH_H
+#define HERD_MODEL_SYNTH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "herd/gguf.h"
+#include "herd/status.h"
+
+struct herd_synth_shape {
+    const char *name;
+    uint32_t n_embd, n_layer, n_head, n_head_kv, n_ff;
+    uint32_t n_ctx;
+    float rope_freq_base;
+    bool tied; /* output shares token_embd, as in the real model */
+};
+
+/* The named shapes, in a fixed order; NULL past the end. */
+const struct herd_synth_shape *herd_synth_shape_at(size_t i);
+const struct herd_synth_shape *herd_synth_shape_find(const char *name);
+
+struct herd_synth_params {
+    const char *shape;        /* a name from herd_synth_shape_at */
+    enum herd_ggml_type type; /* F32, F16, BF16, Q8_0 or Q4_0 for every matrix; norms stay F32 */
+    uint64_t seed;
+    const char *vocab_path;   /* GGUF whose tokenizer.* entries are copied */
+    int tied;                 /* -1: as the shape says; 0 or 1 to override */
+    const char *out_path;
+};
+
+void herd_synth_default_params(struct herd_synth_params *p);
+
+/* Writes the model to p->out_path (atomically: nothing appears there on
+ * failure). Same parameters, same bytes. */
+enum herd_status herd_synth_write(const struct herd_synth_params *p, struct herd_error *err);
+
+#endif
