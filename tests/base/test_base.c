@@ -1,0 +1,97 @@
+/* Unit tests for src/base: status messages, the bounded buffer, checked
+ * arithmetic, the RNG. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <string.h>
+
+#include "base/buf.h"
+#include "base/checked.h"
+#include "base/rng.h"
+#include "herd/status.h"
+
+static void test_error_set_and_prefix(void **state) {
+    (void)state;
+    struct herd_error err = {0};
+    assert_int_equal(herd_error_set(&err, HERD_E_TRUNCATED, "at offset %d", 12), HERD_E_TRUNCATED);
+    assert_string_equal(err.msg, "at offset 12");
+    herd_error_prefix(&err, "file %s", "x.gguf");
+    assert_string_equal(err.msg, "file x.gguf: at offset 12");
+    assert_int_equal(err.code, HERD_E_TRUNCATED);
+    assert_string_equal(herd_status_name(HERD_E_TRUNCATED), "truncated");
+    assert_string_equal(herd_status_name((enum herd_status)999), "unknown");
+    assert_int_equal(herd_error_set(NULL, HERD_E_IO, "ignored"), HERD_E_IO);
+}
+
+static void test_error_message_is_bounded(void **state) {
+    (void)state;
+    struct herd_error err = {0};
+    char big[2000];
+    memset(big, 'a', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    herd_error_set(&err, HERD_E_INVALID, "%s", big);
+    assert_int_equal(strlen(err.msg), HERD_ERROR_MSG_BYTES - 1);
+    herd_error_prefix(&err, "%s", big);
+    assert_int_equal(strlen(err.msg), HERD_ERROR_MSG_BYTES - 1);
+}
+
+static void test_buf_ceiling(void **state) {
+    (void)state;
+    struct herd_buf b;
+    herd_buf_init(&b, 10);
+    assert_true(herd_buf_append(&b, "12345", 5));
+    assert_true(herd_buf_append_le(&b, 0x0403020100ull, 5));
+    assert_int_equal(b.len, 10);
+    assert_false(herd_buf_append(&b, "x", 1));
+    assert_int_equal(b.len, 10);
+    assert_memory_equal(b.data + 5, "\x00\x01\x02\x03\x04", 5);
+    herd_buf_cleanup(&b);
+}
+
+static void test_checked_arithmetic(void **state) {
+    (void)state;
+    uint64_t r = 7;
+    assert_false(herd_mul_u64(UINT64_MAX, 2, &r));
+    assert_int_equal(r, 7);
+    assert_false(herd_add_u64(UINT64_MAX, 1, &r));
+    assert_true(herd_mul_u64(1u << 20, 1u << 20, &r));
+    assert_int_equal(r, 1ull << 40);
+    /* GGML_PAD(SIZE_MAX - 3, 32) wraps to 0 in ggml; here it fails. */
+    assert_false(herd_align_up_u64(UINT64_MAX - 3, 32, &r));
+    assert_true(herd_align_up_u64(33, 32, &r));
+    assert_int_equal(r, 64);
+    size_t s;
+    assert_false(herd_mul_size(SIZE_MAX / 2 + 1, 2, &s));
+}
+
+static void test_rng_deterministic_and_normal(void **state) {
+    (void)state;
+    struct herd_rng a, b;
+    herd_rng_init(&a, 42);
+    herd_rng_init(&b, 42);
+    for (int i = 0; i < 100; i++) assert_int_equal(herd_rng_u64(&a), herd_rng_u64(&b));
+    herd_rng_init(&a, 1);
+    double sum = 0, sq = 0;
+    const int n = 200000;
+    for (int i = 0; i < n; i++) {
+        double x = herd_rng_normal(&a);
+        sum += x;
+        sq += x * x;
+    }
+    double mean = sum / n, var = sq / n - mean * mean;
+    assert_true(fabs(mean) < 0.01);
+    assert_true(fabs(var - 1.0) < 0.02);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_error_set_and_prefix), cmocka_unit_test(test_error_message_is_bounded),
+        cmocka_unit_test(test_buf_ceiling),          cmocka_unit_test(test_checked_arithmetic),
+        cmocka_unit_test(test_rng_deterministic_and_normal),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
