@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# Drives the herd binary as a user would: usage errors, help for every
+# command, inspect on every GGUF we have, synth and convert end to end, and
+# (when ../shared and numpy are present) the converted default model checked
+# against llama2.c's own greedy output through the float64 reference.
+# Usage: test_cli.sh HERD_BINARY SOURCE_DIR SHARED_DIR
+set -u
+HERD=$1
+SRC=$2
+SHARED=$3
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+pass=0
+fail=0
+ok() { pass=$((pass + 1)); }
+bad() { fail=$((fail + 1)); echo "FAIL: $*" >&2; }
+
+# expect_exit CODE CMD...: runs CMD, checks its exit code
+expect_exit() {
+    local want=$1
+    shift
+    "$@" >"$TMP/out" 2>"$TMP/err"
+    local got=$?
+    if [ "$got" -eq "$want" ]; then ok; else bad "exit $got (want $want): $*"; cat "$TMP/err" >&2; fi
+}
+
+# --- usage and help -------------------------------------------------------
+expect_exit 2 "$HERD"
+expect_exit 2 "$HERD" frobnicate
+grep -q "unknown command 'frobnicate'" "$TMP/err" && grep -q "usage: herd COMMAND" "$TMP/err" && ok || bad "unknown command message"
+[ "$(head -1 "$TMP/err")" = "herd: unknown command 'frobnicate'" ] && ok || bad "first line names the command"
+expect_exit 0 "$HERD" help
+grep -q inspect "$TMP/out" && grep -q synth "$TMP/out" && grep -q convert "$TMP/out" && ok || bad "help lists commands"
+expect_exit 0 "$HERD" --version
+for cmd in inspect synth convert; do
+    expect_exit 0 "$HERD" "$cmd" --help
+    grep -q "usage: herd $cmd" "$TMP/out" && ok || bad "$cmd --help"
+    expect_exit 0 "$HERD" help "$cmd"
+    expect_exit 2 "$HERD" "$cmd" --no-such-flag
+    [ "$(head -1 "$TMP/err")" = "herd $cmd: unknown option '--no-such-flag'" ] && ok || bad "$cmd unknown flag line"
+    grep -q "usage: herd $cmd" "$TMP/err" && ok || bad "$cmd usage on stderr"
+done
+expect_exit 2 "$HERD" inspect
+expect_exit 2 "$HERD" inspect a b
+expect_exit 2 "$HERD" inspect --ctx abc "$SRC/models/stories260K.gguf"
+expect_exit 2 "$HERD" synth --shape tiny
+expect_exit 2 "$HERD" synth --shape nope -o "$TMP/x.gguf"
+expect_exit 2 "$HERD" synth --shape tiny --type Q6_K -o "$TMP/x.gguf"
+expect_exit 2 "$HERD" convert gguf a b -o "$TMP/x.gguf"
+
+# --- inspect --------------------------------------------------------------
+files=("$SRC/models/stories260K.gguf" "$SRC"/tests/data/*.gguf "$SRC"/tests/fuzz/corpus/gguf/valid-*)
+if [ -d "$SHARED/fixtures" ]; then
+    files+=("$SHARED"/fixtures/models/*.gguf "$SHARED"/fixtures/tokenizer/*.gguf)
+else
+    echo "note: $SHARED/fixtures absent; inspecting the repository's own files only" >&2
+fi
+for f in "${files[@]}"; do
+    expect_exit 0 "$HERD" inspect "$f"
+    grep -q "^tensors (" "$TMP/out" && ok || bad "inspect $f: no tensor section"
+    expect_exit 0 "$HERD" inspect --json --ctx 256 "$f"
+    python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["ram_estimate"]["n_ctx"]==256; assert len(d["tensors"])==d["n_tensors"]' "$TMP/out" && ok || bad "inspect --json $f"
+done
+"$HERD" inspect "$SRC/models/stories260K.gguf" >"$TMP/out"
+grep -q "runnable      yes" "$TMP/out" && grep -q "n_layer 5" "$TMP/out" && grep -q "512 tokens" "$TMP/out" && ok || bad "stories260K summary"
+"$HERD" inspect "$SRC/tests/data/ggml-vocab-llama-spm.gguf" >"$TMP/out"
+grep -q "vocabulary only" "$TMP/out" && ok || bad "vocab-only file"
+# broken files: exit 1 with the reason, never a crash
+head -c 1000 "$SRC/models/stories260K.gguf" >"$TMP/cut.gguf"
+expect_exit 1 "$HERD" inspect "$TMP/cut.gguf"
+grep -q "truncated" "$TMP/err" && grep -q "cut.gguf" "$TMP/err" && ok || bad "truncated message"
+printf 'GGUF' >"$TMP/magic.gguf"
+expect_exit 1 "$HERD" inspect "$TMP/magic.gguf"
+expect_exit 1 "$HERD" inspect "$TMP/does-not-exist.gguf"
+expect_exit 1 "$HERD" inspect "$SRC/tests/fuzz/corpus/gguf/bad-alignment-3"
+
+# --- synth and convert ----------------------------------------------------
+expect_exit 0 "$HERD" synth --list-shapes
+grep -q "tinyllama-1.1b" "$TMP/out" && grep -q "llama-3.2-1b" "$TMP/out" && ok || bad "list shapes"
+expect_exit 0 "$HERD" synth --shape tiny --type Q8_0 --seed 9 -o "$TMP/a.gguf"
+expect_exit 0 "$HERD" synth --shape tiny --type Q8_0 --seed 9 -o "$TMP/b.gguf"
+cmp -s "$TMP/a.gguf" "$TMP/b.gguf" && ok || bad "synth is deterministic"
+"$HERD" inspect "$TMP/a.gguf" | grep -q "runnable      yes" && ok || bad "synth model runnable"
+expect_exit 1 "$HERD" synth --shape tiny -o "$TMP/c.gguf" --vocab "$TMP/missing.gguf"
+[ ! -e "$TMP/c.gguf" ] && ok || bad "failed synth leaves no file"
+S=$SRC/tests/data/stories260K
+expect_exit 0 "$HERD" convert llama2c "$S/stories260K.bin" "$S/tok512.bin" -o "$TMP/s.gguf"
+cmp -s "$TMP/s.gguf" "$SRC/models/stories260K.gguf" && ok || bad "convert reproduces the committed default model"
+expect_exit 0 "$HERD" convert llama2c "$S/stories260K.bin" "$S/tok512.bin" -o "$TMP/s8.gguf" --type Q8_0
+expect_exit 1 "$HERD" convert llama2c "$S/tok512.bin" "$S/tok512.bin" -o "$TMP/bad.gguf"
+[ ! -e "$TMP/bad.gguf" ] && ok || bad "failed convert leaves no file"
+
+# --- the converted model computes what llama2.c computed ------------------
+PY=/usr/bin/python3
+if [ -f "$SHARED/tools/reference.py" ] && $PY -c 'import numpy' 2>/dev/null; then
+    $PY "$SHARED/tools/reference.py" "$TMP/s.gguf" --ids 1 --n-predict 60 --top 1 >"$TMP/ref.json" &&
+    $PY - "$TMP/s.gguf" "$TMP/ref.json" "$S/greedy-bos-60.txt" "$SHARED/tools" <<'PYEOF' && ok || bad "reference greedy text differs from llama2.c's"
+import json, sys
+sys.path.insert(0, sys.argv[4])
+import gguf_fixture as G
+toks = G.GGUFFile(sys.argv[1]).get("tokenizer.ggml.tokens")
+out = b""
+for i in json.load(open(sys.argv[2]))["greedy_ids"]:
+    t = toks[i]
+    out += bytes([int(t[3:5], 16)]) if t.startswith("<0x") and len(t) == 6 else t.replace("\u2581", " ").encode()
+text = out.decode().lstrip(" ")
+want = open(sys.argv[3]).read().rstrip("\n")
+if text != want:
+    print("got:  %r\nwant: %r" % (text, want), file=sys.stderr)
+    sys.exit(1)
+PYEOF
+else
+    echo "note: skipping the reference check (needs $SHARED/tools/reference.py and python3-numpy)" >&2
+fi
+
+echo "cli: $pass passed, $fail failed"
+[ "$fail" -eq 0 ]
