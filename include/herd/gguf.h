@@ -44,18 +44,18 @@ extern "C" {
 /* Caps on what a file may declare. Real models have ~50 keys and at most a
  * few tens of thousands of tensors (per-expert MoE layouts); these caps are far
  * above that and far below what would let a header claim unbounded memory. */
-#define HERD_GGUF_MAX_KV (1u << 16)
-#define HERD_GGUF_MAX_TENSORS (1u << 20)
+#define HERD_GGUF_MAX_KV                (1u << 16)
+#define HERD_GGUF_MAX_TENSORS           (1u << 20)
 /* The GGUF spec bounds keys at 65535 bytes; ggml's GGML_MAX_NAME is 64
  * including the NUL, so tensor names longer than 63 bytes would not load in
  * llama.cpp either. */
-#define HERD_GGUF_MAX_KEY_BYTES 65535u
+#define HERD_GGUF_MAX_KEY_BYTES         65535u
 #define HERD_GGUF_MAX_TENSOR_NAME_BYTES 63u
-#define HERD_GGUF_MAX_DIMS 4u
+#define HERD_GGUF_MAX_DIMS              4u
 /* general.alignment: a power of two; above 1 MiB no writer uses it and the
  * padding alone could push the data section far past a small file. */
-#define HERD_GGUF_MAX_ALIGNMENT (1u << 20)
-#define HERD_GGUF_DEFAULT_ALIGNMENT 32u
+#define HERD_GGUF_MAX_ALIGNMENT         (1u << 20)
+#define HERD_GGUF_DEFAULT_ALIGNMENT     32u
 
 /* ------------------------------------------------------------ value and tensor types */
 
@@ -118,10 +118,10 @@ enum herd_ggml_type {
 };
 
 struct herd_ggml_type_info {
-    const char *name;      /* lower case, as ggml_type_name() prints it: "q4_0" */
-    uint32_t block_elems;  /* elements per block (1 for plain types) */
-    uint32_t block_bytes;  /* bytes per block */
-    bool computed;         /* the herd engine has kernels for it */
+    const char *name;     /* lower case, as ggml_type_name() prints it: "q4_0" */
+    uint32_t block_elems; /* elements per block (1 for plain types) */
+    uint32_t block_bytes; /* bytes per block */
+    bool computed;        /* the herd engine has kernels for it */
 };
 
 /* Traits of a ggml type id, or NULL for an id that no ggml release defines
@@ -148,21 +148,21 @@ struct herd_gguf_str {
 struct herd_gguf_array {
     enum herd_gguf_vtype type; /* element type, never ARRAY */
     uint64_t count;
-    const uint8_t *data;       /* first element as stored */
-    uint64_t n_bytes;          /* bytes from data to the end of the last element */
+    const uint8_t *data; /* first element as stored */
+    uint64_t n_bytes;    /* bytes from data to the end of the last element */
 };
 
 struct herd_gguf_kv {
     struct herd_gguf_str key;
     enum herd_gguf_vtype type;
-    uint64_t file_offset;    /* where the entry starts (its key length), for messages */
-    const uint8_t *raw;      /* the value as stored, right after the type field */
+    uint64_t file_offset; /* where the entry starts (its key length), for messages */
+    const uint8_t *raw;   /* the value as stored, right after the type field */
     uint64_t raw_bytes;
     union {
-        uint64_t u;          /* U8, U16, U32, U64 */
-        int64_t i;           /* I8, I16, I32, I64 */
-        double f;            /* F32, F64 */
-        bool b;              /* BOOL (any non-zero byte is true) */
+        uint64_t u; /* U8, U16, U32, U64 */
+        int64_t i;  /* I8, I16, I32, I64 */
+        double f;   /* F32, F64 */
+        bool b;     /* BOOL (any non-zero byte is true) */
         struct herd_gguf_str s;
         struct herd_gguf_array arr;
     } v;
@@ -173,7 +173,7 @@ struct herd_gguf_tensor {
     uint32_t n_dims;
     uint64_t ne[HERD_GGUF_MAX_DIMS]; /* dims past n_dims are 1 */
     enum herd_ggml_type type;
-    uint64_t offset;      /* relative to the data section */
+    uint64_t offset; /* relative to the data section */
     uint64_t n_elems;
     uint64_t n_bytes;
     uint64_t file_offset; /* where its info record starts, for messages */
@@ -189,8 +189,7 @@ enum herd_status herd_gguf_open_file(const char *path, struct herd_gguf **out, s
 
 /* Parses size bytes at data without copying them: the caller keeps data
  * alive and unchanged until herd_gguf_destroy. Same contract otherwise. */
-enum herd_status herd_gguf_open_memory(const void *data, size_t size, struct herd_gguf **out,
-                                       struct herd_error *err);
+enum herd_status herd_gguf_open_memory(const void *data, size_t size, struct herd_gguf **out, struct herd_error *err);
 
 /* Frees g and unmaps its file. NULL is a no-op. */
 void herd_gguf_destroy(struct herd_gguf *g);
@@ -218,8 +217,7 @@ const struct herd_gguf_tensor *herd_gguf_find_tensor(const struct herd_gguf *g, 
 enum herd_status herd_gguf_get_uint(const struct herd_gguf *g, const char *key, uint64_t max, uint64_t *out,
                                     struct herd_error *err);
 /* F32 or F64. NaN and infinities are refused. */
-enum herd_status herd_gguf_get_float(const struct herd_gguf *g, const char *key, double *out,
-                                     struct herd_error *err);
+enum herd_status herd_gguf_get_float(const struct herd_gguf *g, const char *key, double *out, struct herd_error *err);
 enum herd_status herd_gguf_get_bool(const struct herd_gguf *g, const char *key, bool *out, struct herd_error *err);
 enum herd_status herd_gguf_get_string(const struct herd_gguf *g, const char *key, struct herd_gguf_str *out,
                                       struct herd_error *err);
@@ -261,7 +259,7 @@ const char *herd_gguf_str_printable(struct herd_gguf_str s, char *buf, size_t bu
  * and each tensor are padded to the alignment with zeros. */
 struct herd_gguf_writer;
 
-struct herd_gguf_writer *herd_gguf_writer_create(void); /* NULL on out of memory */
+struct herd_gguf_writer *herd_gguf_writer_create(void);    /* NULL on out of memory */
 void herd_gguf_writer_destroy(struct herd_gguf_writer *w); /* removes an unfinished temp file */
 
 /* Metadata. Keys must be unique (HERD_E_DUPLICATE) and non-empty; setting
@@ -273,16 +271,13 @@ enum herd_status herd_gguf_writer_add_i32(struct herd_gguf_writer *w, const char
                                           struct herd_error *err);
 enum herd_status herd_gguf_writer_add_u64(struct herd_gguf_writer *w, const char *key, uint64_t v,
                                           struct herd_error *err);
-enum herd_status herd_gguf_writer_add_f32(struct herd_gguf_writer *w, const char *key, float v,
-                                          struct herd_error *err);
-enum herd_status herd_gguf_writer_add_bool(struct herd_gguf_writer *w, const char *key, bool v,
-                                           struct herd_error *err);
+enum herd_status herd_gguf_writer_add_f32(struct herd_gguf_writer *w, const char *key, float v, struct herd_error *err);
+enum herd_status herd_gguf_writer_add_bool(struct herd_gguf_writer *w, const char *key, bool v, struct herd_error *err);
 enum herd_status herd_gguf_writer_add_string(struct herd_gguf_writer *w, const char *key, const char *v,
                                              struct herd_error *err);
 /* An array of count fixed-size elements packed little endian at data. */
-enum herd_status herd_gguf_writer_add_array(struct herd_gguf_writer *w, const char *key,
-                                            enum herd_gguf_vtype elem_type, uint64_t count, const void *data,
-                                            struct herd_error *err);
+enum herd_status herd_gguf_writer_add_array(struct herd_gguf_writer *w, const char *key, enum herd_gguf_vtype elem_type,
+                                            uint64_t count, const void *data, struct herd_error *err);
 /* An array of count strings; lens[i] bytes at strs[i] (NUL bytes allowed). */
 enum herd_status herd_gguf_writer_add_string_array(struct herd_gguf_writer *w, const char *key, uint64_t count,
                                                    const char *const *strs, const uint64_t *lens,

@@ -47,8 +47,7 @@ enum herd_status herd_error_set(struct herd_error *err, enum herd_status code, c
 
 /* Puts "prefix: " in front of the message already in err (for adding the
  * file name or the caller's context). Keeps the code. Returns err->code. */
-enum herd_status herd_error_prefix(struct herd_error *err, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
+enum herd_status herd_error_prefix(struct herd_error *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Clears err to HERD_OK with an empty message. err may be NULL. */
 void herd_error_clear(struct herd_error *err);

@@ -7,12 +7,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#define HERD_ASSERT(cond)                                                                  \
-    do {                                                                                   \
-        if (!(cond)) {                                                                     \
-            fprintf(stderr, "herd: %s:%d: assertion failed: %s\n", __FILE__, __LINE__, #cond); \
-            abort();                                                                       \
-        }                                                                                  \
+#define HERD_ASSERT(cond)                                                                                              \
+    do {                                                                                                               \
+        if (!(cond)) {                                                                                                 \
+            fprintf(stderr, "herd: %s:%d: assertion failed: %s\n", __FILE__, __LINE__, #cond);                         \
+            abort();                                                                                                   \
+        }                                                                                                              \
     } while (0)
 
 #endif

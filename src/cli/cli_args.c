@@ -118,7 +118,6 @@ int cli_parse(const struct cli_command *cmd, const struct cli_opt *opts, int arg
         int rc = store(cmd, opts, found, value);
         if (rc != CLI_OK) return rc;
     }
-    if (*n_pos < cmd->min_pos)
-        return usage_error(cmd, opts, "missing argument: %s", cmd->args ? cmd->args : "");
+    if (*n_pos < cmd->min_pos) return usage_error(cmd, opts, "missing argument: %s", cmd->args ? cmd->args : "");
     return CLI_OK;
 }

@@ -10,20 +10,20 @@
 enum cli_opt_kind { CLI_FLAG, CLI_STRING, CLI_U64, CLI_F64 };
 
 struct cli_opt {
-    const char *long_name;  /* without the dashes: "json" */
-    char short_name;        /* 0 for none */
+    const char *long_name; /* without the dashes: "json" */
+    char short_name;       /* 0 for none */
     enum cli_opt_kind kind;
-    void *target;           /* bool *, const char **, uint64_t *, double * */
-    const char *metavar;    /* "N", "FILE"; NULL for flags */
+    void *target;        /* bool *, const char **, uint64_t *, double * */
+    const char *metavar; /* "N", "FILE"; NULL for flags */
     const char *help;
 };
 
 struct cli_command {
-    const char *name;       /* "inspect" */
-    const char *args;       /* positional synopsis: "FILE" */
-    const char *summary;    /* one line */
-    const char *details;    /* paragraphs after the options, may be NULL */
-    int min_pos, max_pos;   /* positional argument counts */
+    const char *name;     /* "inspect" */
+    const char *args;     /* positional synopsis: "FILE" */
+    const char *summary;  /* one line */
+    const char *details;  /* paragraphs after the options, may be NULL */
+    int min_pos, max_pos; /* positional argument counts */
 };
 
 /* Results of cli_parse. */

@@ -40,8 +40,10 @@ static void render_value(const struct herd_gguf_kv *kv, char *buf, size_t n) {
     case HERD_GGUF_VTYPE_F64: snprintf(buf, n, "%g", kv->v.f); return;
     case HERD_GGUF_VTYPE_BOOL: snprintf(buf, n, "%s", kv->v.b ? "true" : "false"); return;
     case HERD_GGUF_VTYPE_STRING:
-        if (kv->v.s.len > 60) snprintf(buf, n, "(%llu bytes) ", (unsigned long long)kv->v.s.len);
-        else buf[0] = '\0';
+        if (kv->v.s.len > 60)
+            snprintf(buf, n, "(%llu bytes) ", (unsigned long long)kv->v.s.len);
+        else
+            buf[0] = '\0';
         snprintf(buf + strlen(buf), n - strlen(buf), "\"%s\"", herd_gguf_str_printable(kv->v.s, s, 64));
         return;
     case HERD_GGUF_VTYPE_ARRAY: {
@@ -73,10 +75,14 @@ static const char *shape_str(const struct herd_gguf_tensor *t, char *buf, size_t
 }
 
 static void human_bytes(uint64_t b, char *buf, size_t n) {
-    if (b >= (1ull << 30)) snprintf(buf, n, "%.2f GiB", (double)b / (1ull << 30));
-    else if (b >= (1ull << 20)) snprintf(buf, n, "%.2f MiB", (double)b / (1ull << 20));
-    else if (b >= (1ull << 10)) snprintf(buf, n, "%.1f KiB", (double)b / (1ull << 10));
-    else snprintf(buf, n, "%llu B", (unsigned long long)b);
+    if (b >= (1ull << 30))
+        snprintf(buf, n, "%.2f GiB", (double)b / (1ull << 30));
+    else if (b >= (1ull << 20))
+        snprintf(buf, n, "%.2f MiB", (double)b / (1ull << 20));
+    else if (b >= (1ull << 10))
+        snprintf(buf, n, "%.1f KiB", (double)b / (1ull << 10));
+    else
+        snprintf(buf, n, "%llu B", (unsigned long long)b);
 }
 
 /* ------------------------------------------------------------ text output */
@@ -107,10 +113,14 @@ static void print_text(const char *path, const struct herd_gguf *g, const struct
     } else {
         printf("tokenizer     (none)\n");
     }
-    if (d->chat_template_bytes) printf("chat template present (%llu bytes)\n", (unsigned long long)d->chat_template_bytes);
-    else printf("chat template none (herd falls back to ChatML)\n");
-    if (runnable->code == HERD_OK) printf("runnable      yes\n");
-    else printf("runnable      no: %s\n", runnable->msg);
+    if (d->chat_template_bytes)
+        printf("chat template present (%llu bytes)\n", (unsigned long long)d->chat_template_bytes);
+    else
+        printf("chat template none (herd falls back to ChatML)\n");
+    if (runnable->code == HERD_OK)
+        printf("runnable      yes\n");
+    else
+        printf("runnable      no: %s\n", runnable->msg);
 
     printf("\nmetadata (%zu keys)\n", herd_gguf_n_kv(g));
     for (size_t i = 0; i < herd_gguf_n_kv(g); i++) {
@@ -184,10 +194,9 @@ static int print_json(const char *path, const struct herd_gguf *g, const struct 
     json_object_set_new(root, "file_type", d->file_type >= 0 ? json_integer(d->file_type) : json_null());
     json_t *hp = json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:f,s:f,s:b}", "n_ctx_train", (json_int_t)d->n_ctx_train,
                            "n_embd", (json_int_t)d->n_embd, "n_layer", (json_int_t)d->n_layer, "n_ff",
-                           (json_int_t)d->n_ff, "n_head", (json_int_t)d->n_head, "n_head_kv",
-                           (json_int_t)d->n_head_kv, "head_dim", (json_int_t)d->head_dim, "n_rot",
-                           (json_int_t)d->n_rot, "rope_freq_base", d->rope_freq_base, "rms_eps", d->rms_eps,
-                           "tied_embeddings", d->tied_embeddings);
+                           (json_int_t)d->n_ff, "n_head", (json_int_t)d->n_head, "n_head_kv", (json_int_t)d->n_head_kv,
+                           "head_dim", (json_int_t)d->head_dim, "n_rot", (json_int_t)d->n_rot, "rope_freq_base",
+                           d->rope_freq_base, "rms_eps", d->rms_eps, "tied_embeddings", d->tied_embeddings);
     json_object_set_new(root, "hparams", hp);
     json_t *tok = json_object();
     json_object_set_new(tok, "model", d->tok_model[0] ? json_string(d->tok_model) : json_null());
@@ -201,9 +210,9 @@ static int print_json(const char *path, const struct herd_gguf *g, const struct 
     json_object_set_new(tok, "add_bos_token", d->has_add_bos ? json_boolean(d->add_bos) : json_null());
     json_object_set_new(tok, "add_eos_token", d->has_add_eos ? json_boolean(d->add_eos) : json_null());
     json_object_set_new(root, "tokenizer", tok);
-    json_object_set_new(root, "chat_template",
-                        json_pack("{s:b,s:I}", "present", d->chat_template_bytes > 0, "bytes",
-                                  (json_int_t)d->chat_template_bytes));
+    json_object_set_new(
+        root, "chat_template",
+        json_pack("{s:b,s:I}", "present", d->chat_template_bytes > 0, "bytes", (json_int_t)d->chat_template_bytes));
     json_object_set_new(root, "runnable", json_boolean(runnable->code == HERD_OK));
     json_object_set_new(root, "runnable_error", runnable->code == HERD_OK ? json_null() : json_string(runnable->msg));
 
@@ -279,8 +288,10 @@ int herd_cmd_inspect(int argc, char **argv) {
     struct herd_ram_estimate ram;
     herd_model_desc_ram_estimate(&d, n_ctx, &ram);
     int rc = 0;
-    if (as_json) rc = print_json(pos[0], g, &d, &runnable, n_ctx, &ram);
-    else print_text(pos[0], g, &d, &runnable, n_ctx, &ram);
+    if (as_json)
+        rc = print_json(pos[0], g, &d, &runnable, n_ctx, &ram);
+    else
+        print_text(pos[0], g, &d, &runnable, n_ctx, &ram);
     herd_gguf_destroy(g);
     return rc;
 }

@@ -190,8 +190,7 @@ static enum herd_status parse_array(struct cursor *c, struct herd_gguf_kv *kv, c
         if (!herd_mul_u64(count, 8, &min_bytes) || min_bytes > remaining(c))
             return herd_error_set(err, HERD_E_TRUNCATED,
                                   "%s at offset %llu: %llu strings cannot fit in the %llu bytes left", field,
-                                  (unsigned long long)at, (unsigned long long)count,
-                                  (unsigned long long)remaining(c));
+                                  (unsigned long long)at, (unsigned long long)count, (unsigned long long)remaining(c));
         for (uint64_t i = 0; i < count; i++) {
             struct herd_gguf_str s;
             rc = read_str(c, "array string", UINT64_MAX, &s, err);
@@ -200,9 +199,8 @@ static enum herd_status parse_array(struct cursor *c, struct herd_gguf_kv *kv, c
     } else {
         uint64_t bytes;
         if (!herd_mul_u64(count, herd_gguf_vtype_size(et), &bytes))
-            return herd_error_set(err, HERD_E_OVERFLOW, "%s at offset %llu: %llu x %zu-byte elements overflows",
-                                  field, (unsigned long long)at, (unsigned long long)count,
-                                  herd_gguf_vtype_size(et));
+            return herd_error_set(err, HERD_E_OVERFLOW, "%s at offset %llu: %llu x %zu-byte elements overflows", field,
+                                  (unsigned long long)at, (unsigned long long)count, herd_gguf_vtype_size(et));
         rc = need(c, bytes, field, err);
         if (rc != HERD_OK) return rc;
         c->pos += bytes;
@@ -370,7 +368,8 @@ static enum herd_status check_tensor_data(struct herd_gguf *g, struct herd_error
     char name[96], other[96];
     if (g->n_tensors == 0) return HERD_OK;
     if (g->data_offset > g->size)
-        return herd_error_set(err, HERD_E_TRUNCATED, "truncated: data section starts at offset %llu, file is %llu bytes",
+        return herd_error_set(err, HERD_E_TRUNCATED,
+                              "truncated: data section starts at offset %llu, file is %llu bytes",
                               (unsigned long long)g->data_offset, (unsigned long long)g->size);
     uint64_t data_bytes = g->size - g->data_offset;
     for (size_t i = 0; i < g->n_tensors; i++) {
@@ -510,8 +509,7 @@ static enum herd_status open_common(struct herd_gguf *g, struct herd_gguf **out,
     return HERD_OK;
 }
 
-enum herd_status herd_gguf_open_memory(const void *data, size_t size, struct herd_gguf **out,
-                                       struct herd_error *err) {
+enum herd_status herd_gguf_open_memory(const void *data, size_t size, struct herd_gguf **out, struct herd_error *err) {
     *out = NULL;
     struct herd_gguf *g = calloc(1, sizeof *g);
     if (!g) return herd_error_set(err, HERD_E_NOMEM, "out of memory");
@@ -634,8 +632,7 @@ enum herd_status herd_gguf_get_uint(const struct herd_gguf *g, const char *key, 
     case HERD_GGUF_VTYPE_I32:
     case HERD_GGUF_VTYPE_I64:
         if (kv->v.i < 0)
-            return herd_error_set(err, HERD_E_INVALID, "metadata key '%s' = %lld is negative", key,
-                                  (long long)kv->v.i);
+            return herd_error_set(err, HERD_E_INVALID, "metadata key '%s' = %lld is negative", key, (long long)kv->v.i);
         v = (uint64_t)kv->v.i;
         break;
     default: return wrong_type(kv, key, "an integer", err);
@@ -647,8 +644,7 @@ enum herd_status herd_gguf_get_uint(const struct herd_gguf *g, const char *key, 
     return HERD_OK;
 }
 
-enum herd_status herd_gguf_get_float(const struct herd_gguf *g, const char *key, double *out,
-                                     struct herd_error *err) {
+enum herd_status herd_gguf_get_float(const struct herd_gguf *g, const char *key, double *out, struct herd_error *err) {
     const struct herd_gguf_kv *kv;
     enum herd_status rc = find(g, key, &kv, err);
     if (rc != HERD_OK) return rc;
@@ -690,8 +686,7 @@ enum herd_status herd_gguf_get_array(const struct herd_gguf *g, const char *key,
         snprintf(want, sizeof want, "an array of %s", herd_gguf_vtype_name(elem_type));
         if (kv->type == HERD_GGUF_VTYPE_ARRAY)
             return herd_error_set(err, HERD_E_FORMAT, "metadata key '%s' at offset %llu is an array of %s; expected %s",
-                                  key, (unsigned long long)kv->file_offset, herd_gguf_vtype_name(kv->v.arr.type),
-                                  want);
+                                  key, (unsigned long long)kv->file_offset, herd_gguf_vtype_name(kv->v.arr.type), want);
         return wrong_type(kv, key, want, err);
     }
     *out = kv->v.arr;

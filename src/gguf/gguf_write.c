@@ -31,13 +31,13 @@ struct wtensor {
 };
 
 struct herd_gguf_writer {
-    struct herd_buf kv;        /* serialized metadata entries */
+    struct herd_buf kv; /* serialized metadata entries */
     uint64_t n_kv;
-    char **keys;               /* for duplicate detection */
+    char **keys; /* for duplicate detection */
     size_t keys_cap;
     struct wtensor *tensors;
     size_t n_tensors, tensors_cap;
-    uint64_t data_bytes;       /* padded size of the data section so far */
+    uint64_t data_bytes; /* padded size of the data section so far */
     uint32_t alignment;
     /* streaming state */
     FILE *f;
@@ -171,9 +171,8 @@ enum herd_status herd_gguf_writer_add_string(struct herd_gguf_writer *w, const c
     return put(w, v, n, err);
 }
 
-enum herd_status herd_gguf_writer_add_array(struct herd_gguf_writer *w, const char *key,
-                                            enum herd_gguf_vtype elem_type, uint64_t count, const void *data,
-                                            struct herd_error *err) {
+enum herd_status herd_gguf_writer_add_array(struct herd_gguf_writer *w, const char *key, enum herd_gguf_vtype elem_type,
+                                            uint64_t count, const void *data, struct herd_error *err) {
     size_t es = herd_gguf_vtype_size(elem_type);
     if (es == 0) return herd_error_set(err, HERD_E_INVALID, "array '%s': element type must be fixed-size", key);
     size_t bytes;
@@ -301,8 +300,8 @@ enum herd_status herd_gguf_writer_begin(struct herd_gguf_writer *w, const char *
     for (size_t i = 0; ok && i < w->n_tensors; i++) {
         const struct wtensor *t = &w->tensors[i];
         size_t len = strlen(t->name);
-        ok = herd_buf_append_le(&h, len, 8) && herd_buf_append(&h, t->name, len) &&
-             herd_buf_append_le(&h, t->n_dims, 4);
+        ok =
+            herd_buf_append_le(&h, len, 8) && herd_buf_append(&h, t->name, len) && herd_buf_append_le(&h, t->n_dims, 4);
         for (uint32_t d = 0; ok && d < t->n_dims; d++) ok = herd_buf_append_le(&h, t->ne[d], 8);
         ok = ok && herd_buf_append_le(&h, (uint64_t)t->type, 4) && herd_buf_append_le(&h, t->offset, 8);
     }

@@ -14,8 +14,8 @@
 #include "kernels/quant.h"
 #include "model/model_desc.h"
 
-#define LLAMA2C_MAGIC 0x616b3432u /* "ak42" */
-#define LLAMA2C_HEADER_BYTES 256u /* versions 1 and 2 */
+#define LLAMA2C_MAGIC        0x616b3432u /* "ak42" */
+#define LLAMA2C_HEADER_BYTES 256u        /* versions 1 and 2 */
 
 /* SentencePiece token types as GGUF stores them (llama_token_type). */
 enum { TOKEN_NORMAL = 1, TOKEN_UNKNOWN = 2, TOKEN_CONTROL = 3, TOKEN_BYTE = 6 };
@@ -105,8 +105,9 @@ static enum herd_status read_header(struct ckpt *c, const char *path, struct her
     if (size >= 8 && (uint32_t)load_i32(b) == LLAMA2C_MAGIC) {
         c->version = load_i32(b + 4);
         if (c->version != 1 && c->version != 2)
-            return herd_error_set(err, HERD_E_UNSUPPORTED, "%s: llama2.c checkpoint version %d is not supported (0, 1, 2 are)",
-                                  path, c->version);
+            return herd_error_set(err, HERD_E_UNSUPPORTED,
+                                  "%s: llama2.c checkpoint version %d is not supported (0, 1, 2 are)", path,
+                                  c->version);
         if (size < LLAMA2C_HEADER_BYTES)
             return herd_error_set(err, HERD_E_TRUNCATED, "%s: truncated: %zu bytes, the version %d header is 256", path,
                                   size, c->version);
@@ -134,9 +135,12 @@ static enum herd_status read_header(struct ckpt *c, const char *path, struct her
         int32_t v;
         int64_t max;
     } checks[] = {
-        {"dim", c->dim, HERD_MAX_EMBD},          {"hidden_dim", c->hidden, HERD_MAX_FF},
-        {"n_layers", c->n_layers, HERD_MAX_LAYERS}, {"n_heads", c->n_heads, HERD_MAX_HEADS},
-        {"n_kv_heads", c->n_kv_heads, HERD_MAX_HEADS}, {"vocab_size", c->vocab, HERD_MAX_VOCAB},
+        {"dim", c->dim, HERD_MAX_EMBD},
+        {"hidden_dim", c->hidden, HERD_MAX_FF},
+        {"n_layers", c->n_layers, HERD_MAX_LAYERS},
+        {"n_heads", c->n_heads, HERD_MAX_HEADS},
+        {"n_kv_heads", c->n_kv_heads, HERD_MAX_HEADS},
+        {"vocab_size", c->vocab, HERD_MAX_VOCAB},
         {"seq_len", c->seq_len, INT32_MAX},
     };
     for (size_t i = 0; i < sizeof checks / sizeof checks[0]; i++)
@@ -147,15 +151,16 @@ static enum herd_status read_header(struct ckpt *c, const char *path, struct her
         return herd_error_set(err, HERD_E_FORMAT, "%s: dim %d / n_heads %d is not an even head size", path, c->dim,
                               c->n_heads);
     if (c->n_kv_heads > c->n_heads || c->n_heads % c->n_kv_heads != 0)
-        return herd_error_set(err, HERD_E_FORMAT, "%s: n_kv_heads %d does not divide n_heads %d", path,
-                              c->n_kv_heads, c->n_heads);
+        return herd_error_set(err, HERD_E_FORMAT, "%s: n_kv_heads %d does not divide n_heads %d", path, c->n_kv_heads,
+                              c->n_heads);
     if (c->version == 2 && (c->group < 1 || c->group > (1 << 20)))
         return herd_error_set(err, HERD_E_FORMAT, "%s: group_size %d is out of range", path, c->group);
     return HERD_OK;
 }
 
 static enum herd_status compute_layout(struct ckpt *c, const char *path, struct herd_error *err) {
-    static const enum kind legacy[] = {K_EMB, K_RMS_ATT, K_WQ, K_WK, K_WV, K_WO, K_RMS_FFN, K_W1, K_W2, K_W3, K_RMS_FINAL};
+    static const enum kind legacy[] = {K_EMB,     K_RMS_ATT, K_WQ, K_WK, K_WV,       K_WO,
+                                       K_RMS_FFN, K_W1,      K_W2, K_W3, K_RMS_FINAL};
     static const enum kind v1_norms[] = {K_RMS_ATT, K_RMS_FFN, K_RMS_FINAL};
     static const enum kind v1_mats[] = {K_EMB, K_WQ, K_WK, K_WV, K_WO, K_W1, K_W2, K_W3, K_CLS};
     static const enum kind cls[] = {K_CLS};
@@ -179,8 +184,9 @@ static enum herd_status compute_layout(struct ckpt *c, const char *path, struct 
             enum kind k = v1_mats[i];
             if (k == K_CLS && c->shared) continue;
             if ((kind_rows(c, k) * kind_cols(c, k)) % (uint64_t)c->group != 0)
-                return herd_error_set(err, HERD_E_FORMAT, "%s: a matrix of %llu values is not a multiple of group_size %d",
-                                      path, (unsigned long long)(kind_rows(c, k) * kind_cols(c, k)), c->group);
+                return herd_error_set(err, HERD_E_FORMAT,
+                                      "%s: a matrix of %llu values is not a multiple of group_size %d", path,
+                                      (unsigned long long)(kind_rows(c, k) * kind_cols(c, k)), c->group);
         }
         ok = lay_out(c, v1_norms, 3, 4, c->off, &pos) && lay_out(c, v1_mats, 9, 1, c->off, &pos);
         /* scales: 4 bytes per group, i.e. 4 / group bytes per value; lay out
@@ -256,8 +262,8 @@ static enum herd_status read_vocab(struct vocab *v, const char *path, int32_t n,
             return herd_error_set(err, HERD_E_FORMAT, "%s: token %d at offset %llu: score is not finite", path, i,
                                   (unsigned long long)pos);
         if (len < 0 || (uint32_t)len > HERD_MAX_TOKEN_BYTES)
-            return herd_error_set(err, HERD_E_FORMAT, "%s: token %d at offset %llu: length %d is not in 0..%u", path,
-                                  i, (unsigned long long)pos, len, HERD_MAX_TOKEN_BYTES);
+            return herd_error_set(err, HERD_E_FORMAT, "%s: token %d at offset %llu: length %d is not in 0..%u", path, i,
+                                  (unsigned long long)pos, len, HERD_MAX_TOKEN_BYTES);
         pos += 8;
         if (size - pos < (uint64_t)len)
             return herd_error_set(err, HERD_E_TRUNCATED, "%s: truncated at offset %llu: token %d needs %d bytes", path,
@@ -282,8 +288,10 @@ static enum herd_status read_vocab(struct vocab *v, const char *path, int32_t n,
                     out[o++] = text[j];
                 }
             }
-            if (i == 0 && o == 5 && memcmp(out, "<unk>", 5) == 0) type = TOKEN_UNKNOWN;
-            else if (is_byte_token(out, o)) type = TOKEN_BYTE;
+            if (i == 0 && o == 5 && memcmp(out, "<unk>", 5) == 0)
+                type = TOKEN_UNKNOWN;
+            else if (is_byte_token(out, o))
+                type = TOKEN_BYTE;
             else if ((o == 3 && memcmp(out, "<s>", 3) == 0) || (o == 4 && memcmp(out, "</s>", 4) == 0))
                 type = TOKEN_CONTROL;
         }
@@ -295,8 +303,10 @@ static enum herd_status read_vocab(struct vocab *v, const char *path, int32_t n,
     }
     v->n = n;
     if (pos != size)
-        return herd_error_set(err, HERD_E_FORMAT, "%s: %llu bytes after the last of %d tokens: wrong tokenizer for this "
-                              "checkpoint?", path, (unsigned long long)(size - pos), n);
+        return herd_error_set(err, HERD_E_FORMAT,
+                              "%s: %llu bytes after the last of %d tokens: wrong tokenizer for this "
+                              "checkpoint?",
+                              path, (unsigned long long)(size - pos), n);
     return HERD_OK;
 }
 
@@ -362,9 +372,9 @@ enum herd_status herd_llama2c_convert(const struct herd_llama2c_params *p, struc
         goto out;
     }
     const int32_t bos = 1, eos = 2, unk = 0;
-#define TRY(expr)                                \
-    do {                                         \
-        if ((rc = (expr)) != HERD_OK) goto out;  \
+#define TRY(expr)                                                                                                      \
+    do {                                                                                                               \
+        if ((rc = (expr)) != HERD_OK) goto out;                                                                        \
     } while (0)
     TRY(herd_gguf_writer_add_string(w, "general.architecture", "llama", err));
     TRY(herd_gguf_writer_add_string(w, "general.name", name, err));
@@ -403,17 +413,21 @@ enum herd_status herd_llama2c_convert(const struct herd_llama2c_params *p, struc
         rc = herd_error_set(err, HERD_E_NOMEM, "out of memory");
         goto out;
     }
-#define OUT(nm, k, l) \
-    do { snprintf(outs[n_outs].name, sizeof outs[n_outs].name, "%s", nm); outs[n_outs].kind = k; outs[n_outs++].layer = l; } while (0)
+#define OUT(nm, k, l)                                                                                                  \
+    do {                                                                                                               \
+        snprintf(outs[n_outs].name, sizeof outs[n_outs].name, "%s", nm);                                               \
+        outs[n_outs].kind = k;                                                                                         \
+        outs[n_outs++].layer = l;                                                                                      \
+    } while (0)
     OUT("token_embd.weight", K_EMB, 0);
     OUT("output_norm.weight", K_RMS_FINAL, 0);
     if (!c.shared) OUT("output.weight", K_CLS, 0);
     static const struct {
         const char *suffix;
         enum kind kind;
-    } per[] = {{"attn_norm.weight", K_RMS_ATT}, {"attn_q.weight", K_WQ},        {"attn_k.weight", K_WK},
-               {"attn_v.weight", K_WV},         {"attn_output.weight", K_WO},   {"ffn_norm.weight", K_RMS_FFN},
-               {"ffn_gate.weight", K_W1},       {"ffn_up.weight", K_W3},        {"ffn_down.weight", K_W2}};
+    } per[] = {{"attn_norm.weight", K_RMS_ATT}, {"attn_q.weight", K_WQ},      {"attn_k.weight", K_WK},
+               {"attn_v.weight", K_WV},         {"attn_output.weight", K_WO}, {"ffn_norm.weight", K_RMS_FFN},
+               {"ffn_gate.weight", K_W1},       {"ffn_up.weight", K_W3},      {"ffn_down.weight", K_W2}};
     for (int32_t l = 0; l < c.n_layers; l++)
         for (size_t i = 0; i < sizeof per / sizeof per[0]; i++) {
             char nm[64];

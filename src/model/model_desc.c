@@ -82,9 +82,9 @@ enum herd_status herd_model_desc_read(const struct herd_gguf *g, struct herd_mod
     d->rope_freq_base = 10000.0;
     d->rms_eps = 1e-5;
     enum herd_status rc;
-#define TRY(expr)                                 \
-    do {                                          \
-        if ((rc = (expr)) != HERD_OK) return rc;  \
+#define TRY(expr)                                                                                                      \
+    do {                                                                                                               \
+        if ((rc = (expr)) != HERD_OK) return rc;                                                                       \
     } while (0)
     TRY(opt_string(g, "general.architecture", d->arch, sizeof d->arch, err));
     TRY(opt_string(g, "general.name", d->name, sizeof d->name, err));
@@ -120,8 +120,10 @@ enum herd_status herd_model_desc_read(const struct herd_gguf *g, struct herd_mod
     TRY(opt_bool(g, "tokenizer.ggml.add_eos_token", &d->add_eos, &d->has_add_eos, err));
     struct herd_gguf_str tmpl;
     rc = herd_gguf_get_string(g, "tokenizer.chat_template", &tmpl, err);
-    if (rc == HERD_OK) d->chat_template_bytes = tmpl.len;
-    else if (rc != HERD_E_NOT_FOUND) return rc;
+    if (rc == HERD_OK)
+        d->chat_template_bytes = tmpl.len;
+    else if (rc != HERD_E_NOT_FOUND)
+        return rc;
 #undef TRY
 
     d->n_tensors = herd_gguf_n_tensors(g);
@@ -141,8 +143,7 @@ bool herd_model_arch_supported(const char *arch) { return strcmp(arch, "llama") 
 
 static enum herd_status require_hparam(const struct herd_model_desc *d, uint64_t v, const char *suffix,
                                        struct herd_error *err) {
-    if (v == 0)
-        return herd_error_set(err, HERD_E_NOT_FOUND, "metadata key '%s.%s' is missing or 0", d->arch, suffix);
+    if (v == 0) return herd_error_set(err, HERD_E_NOT_FOUND, "metadata key '%s.%s' is missing or 0", d->arch, suffix);
     return HERD_OK;
 }
 
@@ -162,19 +163,17 @@ static enum herd_status check_tensor(const struct herd_gguf *g, const char *name
         if (n_dims == 1)
             return herd_error_set(err, HERD_E_FORMAT, "tensor '%s' has shape [%llu, %llu, %llu, %llu]; expected [%llu]",
                                   name, (unsigned long long)t->ne[0], (unsigned long long)t->ne[1],
-                                  (unsigned long long)t->ne[2], (unsigned long long)t->ne[3],
-                                  (unsigned long long)ne0);
+                                  (unsigned long long)t->ne[2], (unsigned long long)t->ne[3], (unsigned long long)ne0);
         return herd_error_set(err, HERD_E_FORMAT,
                               "tensor '%s' has shape [%llu, %llu, %llu, %llu]; expected [%llu, %llu]", name,
-                              (unsigned long long)t->ne[0], (unsigned long long)t->ne[1],
-                              (unsigned long long)t->ne[2], (unsigned long long)t->ne[3], (unsigned long long)ne0,
-                              (unsigned long long)ne1);
+                              (unsigned long long)t->ne[0], (unsigned long long)t->ne[1], (unsigned long long)t->ne[2],
+                              (unsigned long long)t->ne[3], (unsigned long long)ne0, (unsigned long long)ne1);
     }
     const struct herd_ggml_type_info *ti = herd_ggml_type_info(t->type);
     if (!ti->computed)
         return herd_error_set(err, HERD_E_UNSUPPORTED,
-                              "tensor '%s' has type %s, which herd does not compute (f32, f16, bf16, q8_0, q4_0)",
-                              name, ti->name);
+                              "tensor '%s' has type %s, which herd does not compute (f32, f16, bf16, q8_0, q4_0)", name,
+                              ti->name);
     return HERD_OK;
 }
 
@@ -186,17 +185,22 @@ static enum herd_status validate_tokenizer(const struct herd_gguf *g, const stru
     if (tokens.count == 0 || tokens.count > HERD_MAX_VOCAB)
         return herd_error_set(err, HERD_E_INVALID, "tokenizer.ggml.tokens has %llu entries; expected 1..%u",
                               (unsigned long long)tokens.count, HERD_MAX_VOCAB);
-    if (!d->tok_model[0]) return herd_error_set(err, HERD_E_NOT_FOUND, "metadata key 'tokenizer.ggml.model' is missing");
+    if (!d->tok_model[0])
+        return herd_error_set(err, HERD_E_NOT_FOUND, "metadata key 'tokenizer.ggml.model' is missing");
     bool have_scores = false, have_types = false;
     rc = herd_gguf_get_array(g, "tokenizer.ggml.scores", HERD_GGUF_VTYPE_F32, &scores, err);
-    if (rc == HERD_OK) have_scores = true;
-    else if (rc != HERD_E_NOT_FOUND) return rc;
+    if (rc == HERD_OK)
+        have_scores = true;
+    else if (rc != HERD_E_NOT_FOUND)
+        return rc;
     if (have_scores && scores.count != tokens.count)
         return herd_error_set(err, HERD_E_FORMAT, "tokenizer.ggml.scores has %llu entries, tokens has %llu",
                               (unsigned long long)scores.count, (unsigned long long)tokens.count);
     rc = herd_gguf_get_array(g, "tokenizer.ggml.token_type", HERD_GGUF_VTYPE_I32, &types, err);
-    if (rc == HERD_OK) have_types = true;
-    else if (rc != HERD_E_NOT_FOUND) return rc;
+    if (rc == HERD_OK)
+        have_types = true;
+    else if (rc != HERD_E_NOT_FOUND)
+        return rc;
     if (have_types && types.count != tokens.count)
         return herd_error_set(err, HERD_E_FORMAT, "tokenizer.ggml.token_type has %llu entries, tokens has %llu",
                               (unsigned long long)types.count, (unsigned long long)tokens.count);
@@ -235,8 +239,8 @@ static enum herd_status validate_tokenizer(const struct herd_gguf *g, const stru
                {"tokenizer.ggml.padding_token_id", d->pad_id}};
     for (size_t i = 0; i < sizeof ids / sizeof ids[0]; i++)
         if (ids[i].id >= (int64_t)tokens.count)
-            return herd_error_set(err, HERD_E_INVALID, "%s = %lld is outside the vocabulary of %llu tokens",
-                                  ids[i].key, (long long)ids[i].id, (unsigned long long)tokens.count);
+            return herd_error_set(err, HERD_E_INVALID, "%s = %lld is outside the vocabulary of %llu tokens", ids[i].key,
+                                  (long long)ids[i].id, (unsigned long long)tokens.count);
     return HERD_OK;
 }
 
@@ -259,9 +263,10 @@ enum herd_status herd_model_desc_validate(const struct herd_gguf *g, const struc
                               "embedding_length %llu / head_count %llu does not give an even head size",
                               (unsigned long long)d->n_embd, (unsigned long long)d->n_head);
     if (d->n_rot != d->head_dim)
-        return herd_error_set(err, HERD_E_UNSUPPORTED, "%s.rope.dimension_count = %llu: partial RoPE (head size %llu) "
-                              "is not supported", d->arch, (unsigned long long)d->n_rot,
-                              (unsigned long long)d->head_dim);
+        return herd_error_set(err, HERD_E_UNSUPPORTED,
+                              "%s.rope.dimension_count = %llu: partial RoPE (head size %llu) "
+                              "is not supported",
+                              d->arch, (unsigned long long)d->n_rot, (unsigned long long)d->head_dim);
     if (!(d->rms_eps > 0 && d->rms_eps < 1) || !(d->rope_freq_base > 0))
         return herd_error_set(err, HERD_E_INVALID, "rms epsilon %g or rope base %g out of range", d->rms_eps,
                               d->rope_freq_base);
@@ -280,12 +285,12 @@ enum herd_status herd_model_desc_validate(const struct herd_gguf *g, const struc
             uint64_t ne0, ne1;
             bool required;
         } need[] = {
-            {"attn_norm.weight", 1, E, 1, true},      {"attn_q.weight", 2, E, q_dim, true},
-            {"attn_k.weight", 2, E, kv_dim, true},    {"attn_v.weight", 2, E, kv_dim, true},
+            {"attn_norm.weight", 1, E, 1, true},       {"attn_q.weight", 2, E, q_dim, true},
+            {"attn_k.weight", 2, E, kv_dim, true},     {"attn_v.weight", 2, E, kv_dim, true},
             {"attn_output.weight", 2, q_dim, E, true}, {"ffn_norm.weight", 1, E, 1, true},
-            {"ffn_gate.weight", 2, E, d->n_ff, true}, {"ffn_up.weight", 2, E, d->n_ff, true},
-            {"ffn_down.weight", 2, d->n_ff, E, true}, {"attn_q.bias", 1, q_dim, 1, qwen2},
-            {"attn_k.bias", 1, kv_dim, 1, qwen2},     {"attn_v.bias", 1, kv_dim, 1, qwen2},
+            {"ffn_gate.weight", 2, E, d->n_ff, true},  {"ffn_up.weight", 2, E, d->n_ff, true},
+            {"ffn_down.weight", 2, d->n_ff, E, true},  {"attn_q.bias", 1, q_dim, 1, qwen2},
+            {"attn_k.bias", 1, kv_dim, 1, qwen2},      {"attn_v.bias", 1, kv_dim, 1, qwen2},
         };
         for (size_t i = 0; i < sizeof need / sizeof need[0]; i++) {
             char name[96];

@@ -13,35 +13,35 @@
 
 /* More layers than any released dense model has (405B: 126); bounds the
  * per-layer arrays the engine allocates from block_count. */
-#define HERD_MAX_LAYERS 512u
+#define HERD_MAX_LAYERS      512u
 /* No real vocabulary has tokens this long; longer means a corrupt file. */
 #define HERD_MAX_TOKEN_BYTES 4096u
 /* Bounds on dimensions: well above today's largest models. */
-#define HERD_MAX_EMBD 65536u
-#define HERD_MAX_FF (1u << 20)
-#define HERD_MAX_HEADS 1024u
-#define HERD_MAX_VOCAB (1u << 22)
+#define HERD_MAX_EMBD        65536u
+#define HERD_MAX_FF          (1u << 20)
+#define HERD_MAX_HEADS       1024u
+#define HERD_MAX_VOCAB       (1u << 22)
 
 struct herd_model_desc {
-    char arch[32];          /* general.architecture, "" if absent */
-    char name[128];         /* general.name, "" if absent */
-    int64_t file_type;      /* general.file_type, -1 if absent */
+    char arch[32];     /* general.architecture, "" if absent */
+    char name[128];    /* general.name, "" if absent */
+    int64_t file_type; /* general.file_type, -1 if absent */
     /* hyperparameters (0 where the file does not say) */
     uint64_t n_ctx_train;
     uint64_t n_embd;
     uint64_t n_layer;
     uint64_t n_ff;
     uint64_t n_head;
-    uint64_t n_head_kv;     /* defaults to n_head */
-    uint64_t head_dim;      /* n_embd / n_head */
-    uint64_t n_rot;         /* rope.dimension_count, defaults to head_dim */
-    double rope_freq_base;  /* defaults to 10000 */
-    double rms_eps;         /* defaults to 1e-5 */
-    bool tied_embeddings;   /* tensors present and no output.weight */
+    uint64_t n_head_kv;    /* defaults to n_head */
+    uint64_t head_dim;     /* n_embd / n_head */
+    uint64_t n_rot;        /* rope.dimension_count, defaults to head_dim */
+    double rope_freq_base; /* defaults to 10000 */
+    double rms_eps;        /* defaults to 1e-5 */
+    bool tied_embeddings;  /* tensors present and no output.weight */
     /* tokenizer */
-    char tok_model[32];     /* tokenizer.ggml.model */
-    char tok_pre[64];       /* tokenizer.ggml.pre */
-    uint64_t n_vocab;       /* number of tokenizer.ggml.tokens */
+    char tok_model[32]; /* tokenizer.ggml.model */
+    char tok_pre[64];   /* tokenizer.ggml.pre */
+    uint64_t n_vocab;   /* number of tokenizer.ggml.tokens */
     uint64_t n_merges;
     int64_t bos_id, eos_id, unk_id, pad_id; /* -1 when absent */
     bool add_bos, add_eos;
@@ -49,8 +49,8 @@ struct herd_model_desc {
     uint64_t chat_template_bytes; /* 0 when there is none */
     /* tensors */
     uint64_t n_tensors;
-    uint64_t weight_bytes;  /* sum of all tensor data */
-    uint64_t n_params;      /* sum of all tensor elements */
+    uint64_t weight_bytes; /* sum of all tensor data */
+    uint64_t n_params;     /* sum of all tensor elements */
 };
 
 /* Fills d from g, leniently: missing keys keep their defaults, so this works
@@ -70,9 +70,9 @@ enum herd_status herd_model_desc_validate(const struct herd_gguf *g, const struc
 
 /* Memory a run with a context of n_ctx tokens needs, in bytes. */
 struct herd_ram_estimate {
-    uint64_t weights;   /* mapped from the file (page cache, shared between processes) */
-    uint64_t kv_cache;  /* f16 K and V for n_ctx tokens */
-    uint64_t compute;   /* activations and logits for a 512-token batch */
+    uint64_t weights;  /* mapped from the file (page cache, shared between processes) */
+    uint64_t kv_cache; /* f16 K and V for n_ctx tokens */
+    uint64_t compute;  /* activations and logits for a 512-token batch */
     uint64_t total;
 };
 

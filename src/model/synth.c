@@ -56,7 +56,7 @@ struct synth_tensor {
     uint64_t ne0, ne1; /* ne1 == 1 for vectors */
     double std;        /* N(0, std), plus `offset` */
     double offset;
-    bool is_norm;      /* stored as F32 whatever the model type */
+    bool is_norm; /* stored as F32 whatever the model type */
 };
 
 static uint64_t name_hash(const char *s) {
@@ -132,9 +132,9 @@ enum herd_status herd_synth_write(const struct herd_synth_params *p, struct herd
     char name[160];
     snprintf(name, sizeof name, "synth-%s-%s%s", s->name, ti->name, tied ? "-tied" : "");
     const uint32_t hd = s->n_embd / s->n_head;
-#define TRY(expr)                                \
-    do {                                         \
-        if ((rc = (expr)) != HERD_OK) goto out;  \
+#define TRY(expr)                                                                                                      \
+    do {                                                                                                               \
+        if ((rc = (expr)) != HERD_OK) goto out;                                                                        \
     } while (0)
     TRY(herd_gguf_writer_add_string(w, "general.architecture", "llama", err));
     TRY(herd_gguf_writer_add_string(w, "general.name", name, err));
@@ -172,10 +172,10 @@ enum herd_status herd_synth_write(const struct herd_synth_params *p, struct herd
     if (!tied) add_tensor_spec(specs, &n_specs, "output.weight", s->n_embd, n_vocab, 6 / sqrt(E), 0, false);
     for (uint32_t l = 0; l < s->n_layer; l++) {
         char b[64];
-#define LAYER(suffix, ne0, ne1, std, offset, norm)                          \
-    do {                                                                    \
-        snprintf(b, sizeof b, "blk.%u.%s", l, suffix);                      \
-        add_tensor_spec(specs, &n_specs, b, ne0, ne1, std, offset, norm);   \
+#define LAYER(suffix, ne0, ne1, std, offset, norm)                                                                     \
+    do {                                                                                                               \
+        snprintf(b, sizeof b, "blk.%u.%s", l, suffix);                                                                 \
+        add_tensor_spec(specs, &n_specs, b, ne0, ne1, std, offset, norm);                                              \
     } while (0)
         LAYER("attn_norm.weight", s->n_embd, 1, 0.1, 1.0, true);
         LAYER("attn_q.weight", s->n_embd, (uint64_t)s->n_head * hd, 1.6 / sqrt(E), 0, false);

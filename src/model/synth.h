@@ -29,8 +29,8 @@ struct herd_synth_params {
     const char *shape;        /* a name from herd_synth_shape_at */
     enum herd_ggml_type type; /* F32, F16, BF16, Q8_0 or Q4_0 for every matrix; norms stay F32 */
     uint64_t seed;
-    const char *vocab_path;   /* GGUF whose tokenizer.* entries are copied */
-    int tied;                 /* -1: as the shape says; 0 or 1 to override */
+    const char *vocab_path; /* GGUF whose tokenizer.* entries are copied */
+    int tied;               /* -1: as the shape says; 0 or 1 to override */
     const char *out_path;
 };
 

@@ -89,8 +89,10 @@ static void test_rng_deterministic_and_normal(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_error_set_and_prefix), cmocka_unit_test(test_error_message_is_bounded),
-        cmocka_unit_test(test_buf_ceiling),          cmocka_unit_test(test_checked_arithmetic),
+        cmocka_unit_test(test_error_set_and_prefix),
+        cmocka_unit_test(test_error_message_is_bounded),
+        cmocka_unit_test(test_buf_ceiling),
+        cmocka_unit_test(test_checked_arithmetic),
         cmocka_unit_test(test_rng_deterministic_and_normal),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

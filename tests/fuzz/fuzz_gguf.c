@@ -29,7 +29,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     for (size_t i = 0; i < herd_gguf_n_tensors(g); i++) {
         const struct herd_gguf_tensor *t = herd_gguf_tensor_at(g, i);
         /* touch the first and last byte: must lie inside the input */
-        if (t->n_bytes) (void)(((const volatile uint8_t *)t->data)[0] + ((const volatile uint8_t *)t->data)[t->n_bytes - 1]);
+        if (t->n_bytes)
+            (void)(((const volatile uint8_t *)t->data)[0] + ((const volatile uint8_t *)t->data)[t->n_bytes - 1]);
     }
     struct herd_model_desc d;
     if (herd_model_desc_read(g, &d, &err) == HERD_OK) {

@@ -24,11 +24,13 @@ static void header(struct herd_buf *b, uint32_t version, uint64_t n_tensors, uin
 /* Parses b's bytes from an exact-size copy; returns the status and fills err. */
 static enum herd_status parse_bytes(const struct herd_buf *b, struct herd_error *err) {
     unsigned char *copy = malloc(b->len ? b->len : 1);
-    memcpy(copy, b->data, b->len);
+    if (b->len) memcpy(copy, b->data, b->len);
     struct herd_gguf *g = NULL;
     enum herd_status rc = herd_gguf_open_memory(copy, b->len, &g, err);
-    if (rc == HERD_OK) assert_non_null(g);
-    else assert_null(g);
+    if (rc == HERD_OK)
+        assert_non_null(g);
+    else
+        assert_null(g);
     herd_gguf_destroy(g);
     free(copy);
     return rc;

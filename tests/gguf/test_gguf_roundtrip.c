@@ -73,9 +73,9 @@ static void test_roundtrip_repo_files(void **state) {
 static void test_roundtrip_shared_fixtures(void **state) {
     (void)state;
     static const char *const files[] = {
-        "fixtures/models/tiny-spm-f32.gguf",       "fixtures/models/tiny-spm-f16.gguf",
-        "fixtures/models/tiny-spm-q8_0.gguf",      "fixtures/models/tiny-spm-q4_0.gguf",
-        "fixtures/models/tiny-spm-tied-f32.gguf",  "fixtures/models/tiny-bpe-q4_0.gguf",
+        "fixtures/models/tiny-spm-f32.gguf",        "fixtures/models/tiny-spm-f16.gguf",
+        "fixtures/models/tiny-spm-q8_0.gguf",       "fixtures/models/tiny-spm-q4_0.gguf",
+        "fixtures/models/tiny-spm-tied-f32.gguf",   "fixtures/models/tiny-bpe-q4_0.gguf",
         "fixtures/tokenizer/ggml-vocab-gpt-2.gguf", "fixtures/tokenizer/ggml-vocab-llama-spm.gguf",
         "fixtures/tokenizer/ggml-vocab-phi-3.gguf",
     };

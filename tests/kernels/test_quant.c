@@ -19,8 +19,10 @@ static void test_fp16_every_value_round_trips(void **state) {
     for (uint32_t h = 0; h < 65536; h++) {
         float f = herd_fp16_to_fp32((uint16_t)h);
         uint16_t back = herd_fp32_to_fp16(f);
-        if (isnan(f)) assert_true((back & 0x7c00) == 0x7c00 && (back & 0x3ff));
-        else if (back != h) fail_msg("half 0x%04x -> %g -> 0x%04x", h, f, back);
+        if (isnan(f))
+            assert_true((back & 0x7c00) == 0x7c00 && (back & 0x3ff));
+        else if (back != h)
+            fail_msg("half 0x%04x -> %g -> 0x%04x", h, f, back);
     }
 }
 
@@ -30,11 +32,11 @@ static void test_fp16_rounding(void **state) {
     assert_int_equal(herd_fp32_to_fp16(65519.0f), 0x7bff);
     assert_int_equal(herd_fp32_to_fp16(65520.0f), 0x7c00); /* ties to even -> inf */
     assert_int_equal(herd_fp32_to_fp16(-1e10f), 0xfc00);
-    assert_int_equal(herd_fp32_to_fp16(1.0f + 1.0f / 2048), 0x3c00);                 /* tie, even stays */
-    assert_int_equal(herd_fp32_to_fp16(1.0f + 3.0f / 2048), 0x3c02);                 /* tie, odd rounds up */
-    assert_int_equal(herd_fp32_to_fp16(5.9604645e-8f), 0x0001);                      /* smallest subnormal */
-    assert_int_equal(herd_fp32_to_fp16(2.9802322e-8f), 0x0000);                      /* half of it: tie to 0 */
-    assert_int_equal(herd_fp32_to_fp16(6.1035156e-5f), 0x0400);                      /* smallest normal */
+    assert_int_equal(herd_fp32_to_fp16(1.0f + 1.0f / 2048), 0x3c00); /* tie, even stays */
+    assert_int_equal(herd_fp32_to_fp16(1.0f + 3.0f / 2048), 0x3c02); /* tie, odd rounds up */
+    assert_int_equal(herd_fp32_to_fp16(5.9604645e-8f), 0x0001);      /* smallest subnormal */
+    assert_int_equal(herd_fp32_to_fp16(2.9802322e-8f), 0x0000);      /* half of it: tie to 0 */
+    assert_int_equal(herd_fp32_to_fp16(6.1035156e-5f), 0x0400);      /* smallest normal */
     /* every float between two halves rounds to the nearer one */
     for (uint32_t h = 0x0001; h < 0x7bff; h += 97) {
         float lo = herd_fp16_to_fp32((uint16_t)h), hi = herd_fp16_to_fp32((uint16_t)(h + 1));

@@ -44,8 +44,10 @@ static float value(enum kind k, int layer, uint64_t i) { return (float)code(k, l
 
 static void put_tensor(struct herd_buf *b, enum kind k, int layer, bool int8) {
     for (uint64_t i = 0; i < numel(k); i++) {
-        if (int8) put_u8(b, (uint8_t)code(k, layer, i));
-        else put_f32(b, value(k, layer, i));
+        if (int8)
+            put_u8(b, (uint8_t)code(k, layer, i));
+        else
+            put_f32(b, value(k, layer, i));
     }
 }
 
@@ -88,8 +90,10 @@ static void make_checkpoint(struct herd_buf *b, int version, bool shared) {
     put_per_layer(b, RMS_ATT, false), put_per_layer(b, RMS_FFN, false), put_tensor(b, RMS_FINAL, 0, false);
     bool int8 = version == 2;
     for (size_t m = 0; m < sizeof mats / sizeof mats[0]; m++) {
-        if (mats[m] == EMB) put_tensor(b, EMB, 0, int8);
-        else put_per_layer(b, mats[m], int8);
+        if (mats[m] == EMB)
+            put_tensor(b, EMB, 0, int8);
+        else
+            put_per_layer(b, mats[m], int8);
     }
     if (!shared) put_tensor(b, CLS, 0, int8);
     if (int8) {
@@ -130,7 +134,8 @@ static void check_tensor(const struct herd_gguf *g, const char *name, enum kind 
     float *v = malloc(t->n_elems * sizeof *v);
     herd_dequantize_row_ref(t->type, t->data, v, (size_t)t->n_elems);
     for (uint64_t i = 0; i < t->n_elems; i++)
-        if (fabsf(v[i] - value(k, layer, i)) > tol) fail_msg("%s[%llu] = %g, want %g", name, (unsigned long long)i, v[i], value(k, layer, i));
+        if (fabsf(v[i] - value(k, layer, i)) > tol)
+            fail_msg("%s[%llu] = %g, want %g", name, (unsigned long long)i, v[i], value(k, layer, i));
     free(v);
 }
 
@@ -151,7 +156,7 @@ static void check_converted(const char *path, bool shared, float tol) {
     static const struct {
         const char *suffix;
         enum kind k;
-    } per[] = {{"attn_norm", RMS_ATT}, {"attn_q", WQ},    {"attn_k", WK},   {"attn_v", WV},    {"attn_output", WO},
+    } per[] = {{"attn_norm", RMS_ATT}, {"attn_q", WQ},   {"attn_k", WK},   {"attn_v", WV}, {"attn_output", WO},
                {"ffn_norm", RMS_FFN},  {"ffn_gate", W1}, {"ffn_down", W2}, {"ffn_up", W3}};
     for (int l = 0; l < LAYERS; l++)
         for (size_t i = 0; i < sizeof per / sizeof per[0]; i++) {
@@ -165,7 +170,15 @@ static void check_converted(const char *path, bool shared, float tol) {
     struct herd_gguf_str_iter it;
     struct herd_gguf_str s;
     herd_gguf_str_iter_init(&it, &toks);
-    const char *want[VOCAB] = {"<unk>", "<s>", "</s>", "<0x0A>", "\xe2\x96\x81the", "a\xe2\x96\x81" "b", "c", "d"};
+    const char *want[VOCAB] = {"<unk>",
+                               "<s>",
+                               "</s>",
+                               "<0x0A>",
+                               "\xe2\x96\x81the",
+                               "a\xe2\x96\x81"
+                               "b",
+                               "c",
+                               "d"};
     for (int i = 0; herd_gguf_str_iter_next(&it, &s); i++) assert_true(herd_gguf_str_eq(s, want[i]));
     struct herd_gguf_array types;
     assert_int_equal(herd_gguf_get_array(g, "tokenizer.ggml.token_type", HERD_GGUF_VTYPE_I32, &types, &err), HERD_OK);

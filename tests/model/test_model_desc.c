@@ -16,12 +16,12 @@ enum { EMBD = 32, FF = 64, VOCAB = 8 };
 
 struct spec {
     const char *arch;
-    uint64_t block_count;       /* written as u64 */
+    uint64_t block_count; /* written as u64 */
     bool scores_as_u8;
     bool long_token;
-    const char *byte_token;     /* text of the BYTE-typed token 3 */
+    const char *byte_token; /* text of the BYTE-typed token 3 */
     uint32_t bos;
-    uint64_t embd_rows;         /* token_embd ne[1] */
+    uint64_t embd_rows; /* token_embd ne[1] */
     const char *drop_tensor;
     enum herd_ggml_type matrix_type;
     bool head_count_kv_3;
@@ -37,10 +37,10 @@ static void write_model(const struct spec *s, const char *path) {
     char key[128];
 #define OK(expr) assert_int_equal((expr), HERD_OK)
     OK(herd_gguf_writer_add_string(w, "general.architecture", s->arch, &err));
-#define ARCH_U32(suffix, v)                                           \
-    do {                                                              \
-        snprintf(key, sizeof key, "%s.%s", s->arch, suffix);          \
-        OK(herd_gguf_writer_add_u32(w, key, v, &err));                \
+#define ARCH_U32(suffix, v)                                                                                            \
+    do {                                                                                                               \
+        snprintf(key, sizeof key, "%s.%s", s->arch, suffix);                                                           \
+        OK(herd_gguf_writer_add_u32(w, key, v, &err));                                                                 \
     } while (0)
     ARCH_U32("embedding_length", EMBD);
     snprintf(key, sizeof key, "%s.block_count", s->arch);
@@ -58,8 +58,10 @@ static void write_model(const struct spec *s, const char *path) {
     OK(herd_gguf_writer_add_string_array(w, "tokenizer.ggml.tokens", VOCAB, toks, lens, &err));
     float scores[VOCAB] = {0};
     uint8_t scores_u8[VOCAB] = {0};
-    if (s->scores_as_u8) OK(herd_gguf_writer_add_array(w, "tokenizer.ggml.scores", HERD_GGUF_VTYPE_U8, VOCAB, scores_u8, &err));
-    else OK(herd_gguf_writer_add_array(w, "tokenizer.ggml.scores", HERD_GGUF_VTYPE_F32, VOCAB, scores, &err));
+    if (s->scores_as_u8)
+        OK(herd_gguf_writer_add_array(w, "tokenizer.ggml.scores", HERD_GGUF_VTYPE_U8, VOCAB, scores_u8, &err));
+    else
+        OK(herd_gguf_writer_add_array(w, "tokenizer.ggml.scores", HERD_GGUF_VTYPE_F32, VOCAB, scores, &err));
     int32_t types[VOCAB] = {2, 3, 3, 6, 1, 1, 1, 1};
     OK(herd_gguf_writer_add_array(w, "tokenizer.ggml.token_type", HERD_GGUF_VTYPE_I32, VOCAB, types, &err));
     OK(herd_gguf_writer_add_u32(w, "tokenizer.ggml.bos_token_id", s->bos, &err));
@@ -211,8 +213,8 @@ static void test_fixtures_and_estimate(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_good_model_validates), cmocka_unit_test(test_a7_block_count),
-        cmocka_unit_test(test_a7_tokenizer_arrays),  cmocka_unit_test(test_a7_tensors),
+        cmocka_unit_test(test_good_model_validates),       cmocka_unit_test(test_a7_block_count),
+        cmocka_unit_test(test_a7_tokenizer_arrays),        cmocka_unit_test(test_a7_tensors),
         cmocka_unit_test(test_unsupported_arch_and_heads), cmocka_unit_test(test_fixtures_and_estimate),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

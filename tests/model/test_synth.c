@@ -152,8 +152,10 @@ static void test_errors(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_deterministic), cmocka_unit_test(test_valid_and_recipe_scales),
-        cmocka_unit_test(test_quantized_matches_f32), cmocka_unit_test(test_tied),
+        cmocka_unit_test(test_deterministic),
+        cmocka_unit_test(test_valid_and_recipe_scales),
+        cmocka_unit_test(test_quantized_matches_f32),
+        cmocka_unit_test(test_tied),
         cmocka_unit_test(test_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
