@@ -36,6 +36,15 @@ static inline bool herd_add_size(size_t a, size_t b, size_t *out) {
     return true;
 }
 
+/* Marks a function whose unsigned arithmetic wraps on purpose (hashes,
+ * random number generators), for the fuzz build's
+ * -fsanitize=unsigned-integer-overflow, which flags every other wrap. */
+#if defined(__clang__)
+#define HERD_WRAPS_ON_PURPOSE __attribute__((no_sanitize("unsigned-integer-overflow")))
+#else
+#define HERD_WRAPS_ON_PURPOSE
+#endif
+
 /* Rounds n up to a multiple of align (a power of two). False on overflow:
  * this is the checked form of GGML_PAD, which wraps for n near UINT64_MAX. */
 static inline bool herd_align_up_u64(uint64_t n, uint64_t align, uint64_t *out) {

@@ -4,7 +4,9 @@
 
 #include <math.h>
 
-uint64_t herd_rng_mix(uint64_t x) {
+#include "base/checked.h"
+
+HERD_WRAPS_ON_PURPOSE uint64_t herd_rng_mix(uint64_t x) {
     x += 0x9e3779b97f4a7c15ull;
     x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
     x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
@@ -21,7 +23,7 @@ void herd_rng_init(struct herd_rng *r, uint64_t seed) {
 
 static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
 
-uint64_t herd_rng_u64(struct herd_rng *r) {
+HERD_WRAPS_ON_PURPOSE uint64_t herd_rng_u64(struct herd_rng *r) {
     uint64_t *s = r->s;
     const uint64_t out = rotl(s[1] * 5, 7) * 9;
     const uint64_t t = s[1] << 17;

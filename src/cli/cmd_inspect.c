@@ -23,6 +23,21 @@ static const struct cli_command cmd = {
 
 /* ------------------------------------------------------------ value rendering */
 
+/* general.file_type is llama.cpp's llama_ftype: the dominant weight type. */
+static const char *file_type_name(int64_t ft) {
+    static const char *const names[] = {
+        [0] = "all F32",     [1] = "mostly F16",  [2] = "mostly Q4_0",  [3] = "mostly Q4_1", [7] = "mostly Q8_0",
+        [8] = "mostly Q5_0", [9] = "mostly Q5_1", [10] = "mostly Q2_K", [11] = "Q3_K_S",     [12] = "Q3_K_M",
+        [13] = "Q3_K_L",     [14] = "Q4_K_S",     [15] = "Q4_K_M",      [16] = "Q5_K_S",     [17] = "Q5_K_M",
+        [18] = "Q6_K",       [19] = "IQ2_XXS",    [20] = "IQ2_XS",      [21] = "Q2_K_S",     [22] = "IQ3_XS",
+        [23] = "IQ3_XXS",    [24] = "IQ1_S",      [25] = "IQ4_NL",      [26] = "IQ3_S",      [27] = "IQ3_M",
+        [28] = "IQ2_S",      [29] = "IQ2_M",      [30] = "IQ4_XS",      [31] = "IQ1_M",      [32] = "mostly BF16",
+        [36] = "TQ1_0",      [37] = "TQ2_0",      [38] = "MXFP4_MOE",
+    };
+    if (ft < 0 || ft >= (int64_t)(sizeof names / sizeof names[0]) || !names[ft]) return "unknown";
+    return names[ft];
+}
+
 /* A short human rendering of a metadata value: scalars in full, strings cut,
  * arrays as "[type x count]" with their first few elements. */
 static void render_value(const struct herd_gguf_kv *kv, char *buf, size_t n) {
@@ -94,7 +109,7 @@ static void print_text(const char *path, const struct herd_gguf *g, const struct
     printf("file          %s (%s, GGUF v%u, alignment %u)\n", path, a, herd_gguf_version(g), herd_gguf_alignment(g));
     printf("architecture  %s\n", d->arch[0] ? d->arch : "(none)");
     if (d->name[0]) printf("name          %s\n", d->name);
-    if (d->file_type >= 0) printf("file type     %lld\n", (long long)d->file_type);
+    if (d->file_type >= 0) printf("file type     %lld (%s)\n", (long long)d->file_type, file_type_name(d->file_type));
     if (d->n_embd)
         printf("hparams       n_embd %llu, n_layer %llu, n_ff %llu, n_head %llu, n_head_kv %llu, head_dim %llu, "
                "n_ctx_train %llu, rope_freq_base %g, rms_eps %g%s\n",
@@ -192,6 +207,8 @@ static int print_json(const char *path, const struct herd_gguf *g, const struct 
     json_object_set_new(root, "architecture", d->arch[0] ? json_string(d->arch) : json_null());
     json_object_set_new(root, "name", d->name[0] ? json_string(d->name) : json_null());
     json_object_set_new(root, "file_type", d->file_type >= 0 ? json_integer(d->file_type) : json_null());
+    json_object_set_new(root, "file_type_name",
+                        d->file_type >= 0 ? json_string(file_type_name(d->file_type)) : json_null());
     json_t *hp = json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:f,s:f,s:b}", "n_ctx_train", (json_int_t)d->n_ctx_train,
                            "n_embd", (json_int_t)d->n_embd, "n_layer", (json_int_t)d->n_layer, "n_ff",
                            (json_int_t)d->n_ff, "n_head", (json_int_t)d->n_head, "n_head_kv", (json_int_t)d->n_head_kv,

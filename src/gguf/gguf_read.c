@@ -6,6 +6,7 @@
  * it, grows its arrays only as entries are actually parsed (so memory follows
  * the file's real size, never a declared count), and names the field and the
  * byte offset in every error. */
+#include <math.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -564,16 +565,10 @@ const struct herd_gguf_tensor *herd_gguf_tensor_at(const struct herd_gguf *g, si
     return &g->tensors[i];
 }
 
-/* Binary search over a name-sorted index. Before the index exists (while
- * parsing), falls back to a linear scan of what was parsed so far. */
+/* Binary search over the name-sorted indexes built while parsing. */
 const struct herd_gguf_kv *herd_gguf_find_kv(const struct herd_gguf *g, const char *key) {
     struct herd_gguf_str want = {key, strlen(key)};
-    if (!g->kv_by_key) {
-        for (size_t i = 0; i < g->n_kv; i++)
-            if (str_cmp(g->kvs[i].key, want) == 0) return &g->kvs[i];
-        return NULL;
-    }
-    size_t lo = 0, hi = g->n_kv;
+    size_t lo = 0, hi = g->kv_by_key ? g->n_kv : 0;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
         int c = str_cmp(g->kv_by_key[mid].name, want);
@@ -651,8 +646,7 @@ enum herd_status herd_gguf_get_float(const struct herd_gguf *g, const char *key,
     if (kv->type != HERD_GGUF_VTYPE_F32 && kv->type != HERD_GGUF_VTYPE_F64)
         return wrong_type(kv, key, "f32 or f64", err);
     double v = kv->v.f;
-    if (v != v || v > 1e308 || v < -1e308)
-        return herd_error_set(err, HERD_E_INVALID, "metadata key '%s' is not a finite number", key);
+    if (!isfinite(v)) return herd_error_set(err, HERD_E_INVALID, "metadata key '%s' is not a finite number", key);
     *out = v;
     return HERD_OK;
 }

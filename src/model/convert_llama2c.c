@@ -12,6 +12,7 @@
 #include "base/checked.h"
 #include "base/mapped_file.h"
 #include "kernels/quant.h"
+#include "model/llama_meta.h"
 #include "model/model_desc.h"
 
 #define LLAMA2C_MAGIC        0x616b3432u /* "ak42" */
@@ -322,16 +323,6 @@ static void vocab_cleanup(struct vocab *v, int32_t n) {
 
 /* ------------------------------------------------------------ conversion */
 
-static uint32_t file_type_of(enum herd_ggml_type t) {
-    switch (t) {
-    case HERD_GGML_TYPE_F16: return 1;
-    case HERD_GGML_TYPE_Q4_0: return 2;
-    case HERD_GGML_TYPE_Q8_0: return 7;
-    case HERD_GGML_TYPE_BF16: return 32;
-    default: return 0;
-    }
-}
-
 struct out_tensor {
     char name[64];
     enum kind kind;
@@ -365,7 +356,6 @@ enum herd_status herd_llama2c_convert(const struct herd_llama2c_params *p, struc
         char *dot = strrchr(name, '.');
         if (dot && dot != name) *dot = '\0';
     }
-    const uint32_t hs = (uint32_t)(c.dim / c.n_heads);
     w = herd_gguf_writer_create();
     if (!w) {
         rc = herd_error_set(err, HERD_E_NOMEM, "out of memory");
@@ -376,19 +366,20 @@ enum herd_status herd_llama2c_convert(const struct herd_llama2c_params *p, struc
     do {                                                                                                               \
         if ((rc = (expr)) != HERD_OK) goto out;                                                                        \
     } while (0)
-    TRY(herd_gguf_writer_add_string(w, "general.architecture", "llama", err));
-    TRY(herd_gguf_writer_add_string(w, "general.name", name, err));
-    TRY(herd_gguf_writer_add_u32(w, "general.file_type", file_type_of(p->type), err));
-    TRY(herd_gguf_writer_add_u32(w, "llama.vocab_size", (uint32_t)c.vocab, err));
-    TRY(herd_gguf_writer_add_u32(w, "llama.context_length", (uint32_t)c.seq_len, err));
-    TRY(herd_gguf_writer_add_u32(w, "llama.embedding_length", (uint32_t)c.dim, err));
-    TRY(herd_gguf_writer_add_u32(w, "llama.block_count", (uint32_t)c.n_layers, err));
-    TRY(herd_gguf_writer_add_u32(w, "llama.feed_forward_length", (uint32_t)c.hidden, err));
-    TRY(herd_gguf_writer_add_u32(w, "llama.attention.head_count", (uint32_t)c.n_heads, err));
-    TRY(herd_gguf_writer_add_u32(w, "llama.attention.head_count_kv", (uint32_t)c.n_kv_heads, err));
-    TRY(herd_gguf_writer_add_f32(w, "llama.rope.freq_base", 10000.0f, err));
-    TRY(herd_gguf_writer_add_f32(w, "llama.attention.layer_norm_rms_epsilon", 1e-5f, err));
-    TRY(herd_gguf_writer_add_u32(w, "llama.rope.dimension_count", hs, err));
+    const struct herd_llama_meta meta = {
+        .name = name,
+        .type = p->type,
+        .n_vocab = (uint32_t)c.vocab,
+        .n_ctx = (uint32_t)c.seq_len,
+        .n_embd = (uint32_t)c.dim,
+        .n_layer = (uint32_t)c.n_layers,
+        .n_ff = (uint32_t)c.hidden,
+        .n_head = (uint32_t)c.n_heads,
+        .n_head_kv = (uint32_t)c.n_kv_heads,
+        .rope_freq_base = 10000.0f,
+        .rms_eps = 1e-5f, /* llama2.c's constants */
+    };
+    TRY(herd_llama_meta_write(w, &meta, err));
     TRY(herd_gguf_writer_add_string(w, "tokenizer.ggml.model", "llama", err));
     TRY(herd_gguf_writer_add_string(w, "tokenizer.ggml.pre", "default", err));
     TRY(herd_gguf_writer_add_string_array(w, "tokenizer.ggml.tokens", (uint64_t)v.n, (const char *const *)v.texts,
@@ -402,8 +393,7 @@ enum herd_status herd_llama2c_convert(const struct herd_llama2c_params *p, struc
     TRY(herd_gguf_writer_add_u32(w, "tokenizer.ggml.unknown_token_id", unk, err));
     TRY(herd_gguf_writer_add_bool(w, "tokenizer.ggml.add_bos_token", true, err));
     TRY(herd_gguf_writer_add_bool(w, "tokenizer.ggml.add_eos_token", false, err));
-    if (p->type == HERD_GGML_TYPE_Q8_0 || p->type == HERD_GGML_TYPE_Q4_0)
-        TRY(herd_gguf_writer_add_u32(w, "general.quantization_version", 2, err));
+    TRY(herd_llama_meta_write_quant_version(w, p->type, err));
 
     /* GGUF order: token_embd, output_norm, output, then each layer. */
     const size_t max_outs = 3 + 9 * (size_t)c.n_layers;

@@ -9,8 +9,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/checked.h"
 #include "base/rng.h"
 #include "kernels/quant.h"
+#include "model/llama_meta.h"
 
 static const struct herd_synth_shape shapes[] = {
     /* the fixtures' tiny-spm shape */
@@ -38,18 +40,6 @@ void herd_synth_default_params(struct herd_synth_params *p) {
     p->tied = -1;
 }
 
-/* general.file_type values (llama_ftype) for the types synth writes. */
-static uint32_t file_type_of(enum herd_ggml_type t) {
-    switch (t) {
-    case HERD_GGML_TYPE_F32: return 0;
-    case HERD_GGML_TYPE_F16: return 1;
-    case HERD_GGML_TYPE_Q4_0: return 2;
-    case HERD_GGML_TYPE_Q8_0: return 7;
-    case HERD_GGML_TYPE_BF16: return 32;
-    default: return 0;
-    }
-}
-
 /* One tensor of the model: name, shape, how its values are drawn. */
 struct synth_tensor {
     char name[64];
@@ -59,7 +49,7 @@ struct synth_tensor {
     bool is_norm; /* stored as F32 whatever the model type */
 };
 
-static uint64_t name_hash(const char *s) {
+HERD_WRAPS_ON_PURPOSE static uint64_t name_hash(const char *s) {
     uint64_t h = 0xcbf29ce484222325ull; /* FNV-1a */
     for (; *s; s++) h = (h ^ (uint8_t)*s) * 0x100000001b3ull;
     return h;
@@ -136,27 +126,27 @@ enum herd_status herd_synth_write(const struct herd_synth_params *p, struct herd
     do {                                                                                                               \
         if ((rc = (expr)) != HERD_OK) goto out;                                                                        \
     } while (0)
-    TRY(herd_gguf_writer_add_string(w, "general.architecture", "llama", err));
-    TRY(herd_gguf_writer_add_string(w, "general.name", name, err));
-    TRY(herd_gguf_writer_add_u32(w, "general.file_type", file_type_of(p->type), err));
-    TRY(herd_gguf_writer_add_u32(w, "llama.vocab_size", (uint32_t)n_vocab, err));
-    TRY(herd_gguf_writer_add_u32(w, "llama.context_length", s->n_ctx, err));
-    TRY(herd_gguf_writer_add_u32(w, "llama.embedding_length", s->n_embd, err));
-    TRY(herd_gguf_writer_add_u32(w, "llama.block_count", s->n_layer, err));
-    TRY(herd_gguf_writer_add_u32(w, "llama.feed_forward_length", s->n_ff, err));
-    TRY(herd_gguf_writer_add_u32(w, "llama.attention.head_count", s->n_head, err));
-    TRY(herd_gguf_writer_add_u32(w, "llama.attention.head_count_kv", s->n_head_kv, err));
-    TRY(herd_gguf_writer_add_f32(w, "llama.rope.freq_base", s->rope_freq_base, err));
-    TRY(herd_gguf_writer_add_f32(w, "llama.attention.layer_norm_rms_epsilon", 1e-5f, err));
-    TRY(herd_gguf_writer_add_u32(w, "llama.rope.dimension_count", hd, err));
+    const struct herd_llama_meta meta = {
+        .name = name,
+        .type = p->type,
+        .n_vocab = (uint32_t)n_vocab,
+        .n_ctx = s->n_ctx,
+        .n_embd = s->n_embd,
+        .n_layer = s->n_layer,
+        .n_ff = s->n_ff,
+        .n_head = s->n_head,
+        .n_head_kv = s->n_head_kv,
+        .rope_freq_base = s->rope_freq_base,
+        .rms_eps = 1e-5f,
+    };
+    TRY(herd_llama_meta_write(w, &meta, err));
     TRY(herd_gguf_writer_add_u64(w, "general.seed", p->seed, err));
     for (size_t i = 0; i < herd_gguf_n_kv(vocab); i++) {
         const struct herd_gguf_kv *kv = herd_gguf_kv_at(vocab, i);
         if (kv->key.len > 10 && memcmp(kv->key.ptr, "tokenizer.", 10) == 0)
             TRY(herd_gguf_writer_add_kv_copy(w, kv, err));
     }
-    if (p->type == HERD_GGML_TYPE_Q8_0 || p->type == HERD_GGML_TYPE_Q4_0)
-        TRY(herd_gguf_writer_add_u32(w, "general.quantization_version", 2, err));
+    TRY(herd_llama_meta_write_quant_version(w, p->type, err));
 
     /* Tensors in GGUF order, with the fixture recipe's scales. */
     const double E = s->n_embd, F = s->n_ff, QD = (double)s->n_head * hd;
