@@ -25,6 +25,7 @@ enum herd_status {
     HERD_E_DUPLICATE,   /* a key or a name occurs twice where it must be unique */
     HERD_E_UNSUPPORTED, /* well-formed, but a feature herd does not implement */
     HERD_E_NOT_FOUND,   /* a required key, tensor or file is missing */
+    HERD_E_AGAIN,       /* a bounded resource (KV blocks, a queue) is full now; retry later */
     HERD_E__COUNT
 };
 

@@ -16,6 +16,7 @@ const char *herd_status_name(enum herd_status code) {
         [HERD_E_DUPLICATE] = "duplicate",
         [HERD_E_UNSUPPORTED] = "unsupported",
         [HERD_E_NOT_FOUND] = "not_found",
+        [HERD_E_AGAIN] = "again",
     };
     if ((unsigned)code >= HERD_E__COUNT) return "unknown";
     return names[code];

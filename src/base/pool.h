@@ -1,0 +1,22 @@
+/* A fixed thread pool for data-parallel kernels: every call runs one
+ * function on all threads, each with its (ith, nth), and returns when all
+ * are done. The calling thread is thread 0, so a pool of 1 has no workers.
+ * Workers spin briefly between calls (a forward pass makes hundreds of calls
+ * microseconds apart) and then sleep on a condition variable. */
+#ifndef HERD_BASE_POOL_H
+#define HERD_BASE_POOL_H
+
+typedef void (*herd_pool_fn)(void *ctx, int ith, int nth);
+
+struct herd_pool;
+
+/* n_threads >= 1. NULL if threads cannot be created. Destroy with herd_pool_destroy. */
+struct herd_pool *herd_pool_create(int n_threads);
+void herd_pool_destroy(struct herd_pool *p);
+int herd_pool_size(const struct herd_pool *p);
+
+/* Runs fn(ctx, ith, nth) for ith in 0..nth-1, one per thread, and waits.
+ * Only one thread may call this at a time; fn must not call it. */
+void herd_pool_run(struct herd_pool *p, herd_pool_fn fn, void *ctx);
+
+#endif

@@ -1,0 +1,40 @@
+/* Options every command that runs a model shares (-m, --threads, --ctx,
+ * --precise, --kv-type) and the code that turns them into a loaded model and
+ * a context, so each command states them once. */
+#ifndef HERD_CLI_CLI_MODEL_H
+#define HERD_CLI_CLI_MODEL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "cli/cli_args.h"
+#include "model/forward.h"
+#include "model/model.h"
+
+struct cli_model_opts {
+    const char *model;   /* -m; NULL: the default model */
+    uint64_t threads;    /* 0: all CPUs this process may use */
+    uint64_t ctx;        /* context (KV capacity) in tokens; 0: the model's, at most 4096 */
+    bool precise;        /* f32 activations and f32 KV cache */
+    const char *kv_type; /* "f16" (default) or "f32" */
+};
+
+/* Option table entries for these fields; append {0} after your own. */
+#define CLI_MODEL_OPTIONS(o)                                                                                           \
+    {"model", 'm', CLI_STRING, &(o).model, "FILE", "GGUF model (default: the built-in stories260K)"},                  \
+        {"threads", 't', CLI_U64, &(o).threads, "N", "threads (default: the CPUs this process may use)"},              \
+        {"ctx", 'c', CLI_U64, &(o).ctx, "N", "context length in tokens (default: the model's, at most 4096)"},         \
+        {"precise", 0, CLI_FLAG, &(o).precise, NULL, "f32 activations and an f32 KV cache (slower; for checking)"}, {  \
+        "kv-type", 0, CLI_STRING, &(o).kv_type, "T", "KV cache type: f16 (default) or f32"                             \
+    }
+
+/* Loads the model and creates a context for max_batch tokens per step and
+ * max_outputs logit rows; prints the error (prefixed with cmd) and returns
+ * false on failure. */
+bool cli_model_open(const char *cmd, const struct cli_model_opts *o, uint32_t max_batch, uint32_t max_outputs,
+                    uint32_t max_seqs, struct herd_model **model, struct herd_context **ctx);
+
+/* Parses "1,2,3" into ids (at most max); false with a message on bad input. */
+bool cli_parse_ids(const char *cmd, const char *text, int32_t *ids, uint32_t max, uint32_t *n);
+
+#endif

@@ -1,0 +1,138 @@
+/* AVX-512 kernels. With VNNI, vpdpbusd does the unsigned-by-signed byte dot
+ * product and the 32-bit accumulation in one instruction. Two blocks of 32
+ * values are handled per 512-bit register. Falls back to the AVX2 table for
+ * the kernels that gain nothing from wider registers. */
+#include <immintrin.h>
+#include <pthread.h>
+
+#include "base/cpu.h"
+#include "kernels/kernels.h"
+#include "kernels/quant.h"
+
+static inline float fp16(uint16_t h) { return _cvtsh_ss(h); }
+
+/* Two 32-byte blocks of signed weights and activations -> 16 int32 partial
+ * sums (8 per block) as floats. */
+static inline __m512 dot_i8x2_vnni(__m512i w, __m512i x) {
+    __m512i aw = _mm512_abs_epi8(w);
+    /* x with w's sign: negate where w < 0 (w == 0 contributes 0 either way) */
+    __mmask64 neg = _mm512_movepi8_mask(w);
+    __m512i sx = _mm512_mask_sub_epi8(x, neg, _mm512_setzero_si512(), x);
+    return _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(_mm512_setzero_si512(), aw, sx));
+}
+
+static inline __m512 dot_i8x2_bw(__m512i w, __m512i x) {
+    __m512i aw = _mm512_abs_epi8(w);
+    __mmask64 neg = _mm512_movepi8_mask(w);
+    __m512i sx = _mm512_mask_sub_epi8(x, neg, _mm512_setzero_si512(), x);
+    __m512i p = _mm512_madd_epi16(_mm512_maddubs_epi16(aw, sx), _mm512_set1_epi16(1));
+    return _mm512_cvtepi32_ps(p);
+}
+
+/* Scales of two blocks spread over the two 256-bit halves. */
+static inline __m512 two_scales(float s0, float s1) {
+    return _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_set1_ps(s0)), _mm256_set1_ps(s1), 1);
+}
+
+#define DEFINE_Q8_0(NAME, DOT)                                                                                         \
+    static float NAME(const void *w, const struct herd_block_q8a *x, size_t n) {                                       \
+        const struct herd_block_q8_0 *b = w;                                                                           \
+        const size_t nb = n / HERD_QK8A;                                                                               \
+        __m512 acc = _mm512_setzero_ps();                                                                              \
+        size_t i = 0;                                                                                                  \
+        for (; i + 2 <= nb; i += 2) {                                                                                  \
+            __m512i wq = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)b[i].qs)),      \
+                                            _mm256_loadu_si256((const __m256i *)b[i + 1].qs), 1);                      \
+            __m512i xq = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)x[i].qs)),      \
+                                            _mm256_loadu_si256((const __m256i *)x[i + 1].qs), 1);                      \
+            acc = _mm512_fmadd_ps(two_scales(fp16(b[i].d) * x[i].d, fp16(b[i + 1].d) * x[i + 1].d), DOT(wq, xq), acc); \
+        }                                                                                                              \
+        float sum = _mm512_reduce_add_ps(acc);                                                                         \
+        for (; i < nb; i++) {                                                                                          \
+            int32_t s = 0;                                                                                             \
+            for (int j = 0; j < HERD_QK8A; j++) s += (int32_t)b[i].qs[j] * x[i].qs[j];                                 \
+            sum += fp16(b[i].d) * x[i].d * (float)s;                                                                   \
+        }                                                                                                              \
+        return sum;                                                                                                    \
+    }
+
+static inline __m256i q4_0_unpack(const struct herd_block_q4_0 *b) {
+    const __m128i low = _mm_set1_epi8(0x0f);
+    __m128i raw = _mm_loadu_si128((const __m128i *)b->qs);
+    __m256i nib = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(raw, 4), low), _mm_and_si128(raw, low));
+    return _mm256_sub_epi8(nib, _mm256_set1_epi8(8));
+}
+
+#define DEFINE_Q4_0(NAME, DOT)                                                                                         \
+    static float NAME(const void *w, const struct herd_block_q8a *x, size_t n) {                                       \
+        const struct herd_block_q4_0 *b = w;                                                                           \
+        const size_t nb = n / HERD_QK8A;                                                                               \
+        __m512 acc = _mm512_setzero_ps();                                                                              \
+        size_t i = 0;                                                                                                  \
+        for (; i + 2 <= nb; i += 2) {                                                                                  \
+            __m512i wq = _mm512_inserti64x4(_mm512_castsi256_si512(q4_0_unpack(&b[i])), q4_0_unpack(&b[i + 1]), 1);    \
+            __m512i xq = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)x[i].qs)),      \
+                                            _mm256_loadu_si256((const __m256i *)x[i + 1].qs), 1);                      \
+            acc = _mm512_fmadd_ps(two_scales(fp16(b[i].d) * x[i].d, fp16(b[i + 1].d) * x[i + 1].d), DOT(wq, xq), acc); \
+        }                                                                                                              \
+        float sum = _mm512_reduce_add_ps(acc);                                                                         \
+        for (; i < nb; i++) {                                                                                          \
+            int32_t s = 0;                                                                                             \
+            for (int j = 0; j < HERD_QK8A / 2; j++) {                                                                  \
+                s += ((b[i].qs[j] & 0x0f) - 8) * x[i].qs[j];                                                           \
+                s += ((b[i].qs[j] >> 4) - 8) * x[i].qs[j + HERD_QK8A / 2];                                             \
+            }                                                                                                          \
+            sum += fp16(b[i].d) * x[i].d * (float)s;                                                                   \
+        }                                                                                                              \
+        return sum;                                                                                                    \
+    }
+
+DEFINE_Q8_0(dot_q8_0_q8a_vnni, dot_i8x2_vnni)
+DEFINE_Q8_0(dot_q8_0_q8a_avx512, dot_i8x2_bw)
+DEFINE_Q4_0(dot_q4_0_q8a_vnni, dot_i8x2_vnni)
+DEFINE_Q4_0(dot_q4_0_q8a_avx512, dot_i8x2_bw)
+
+static float dot_f32_avx512(const float *w, const float *x, size_t n) {
+    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+    size_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        a0 = _mm512_fmadd_ps(_mm512_loadu_ps(w + i), _mm512_loadu_ps(x + i), a0);
+        a1 = _mm512_fmadd_ps(_mm512_loadu_ps(w + i + 16), _mm512_loadu_ps(x + i + 16), a1);
+    }
+    for (; i + 16 <= n; i += 16) a0 = _mm512_fmadd_ps(_mm512_loadu_ps(w + i), _mm512_loadu_ps(x + i), a0);
+    if (i < n) {
+        __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
+        a1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, w + i), _mm512_maskz_loadu_ps(m, x + i), a1);
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+}
+
+static float dot_f16_f32_avx512(const uint16_t *w, const float *x, size_t n) {
+    __m512 a0 = _mm512_setzero_ps();
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        a0 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(w + i))), _mm512_loadu_ps(x + i), a0);
+    float sum = _mm512_reduce_add_ps(a0);
+    for (; i < n; i++) sum += fp16(w[i]) * x[i];
+    return sum;
+}
+
+static struct herd_kernels table;
+static pthread_once_t once = PTHREAD_ONCE_INIT;
+
+/* Starts from the AVX2 table and replaces what AVX-512 does better. */
+static void init_table(void) {
+    const struct herd_cpu_features *f = herd_cpu_features();
+    table = *herd_kernels_avx2();
+    table.name = f->avx512_vnni ? "avx512-vnni" : "avx512";
+    table.dot_q8_0_q8a = f->avx512_vnni ? dot_q8_0_q8a_vnni : dot_q8_0_q8a_avx512;
+    table.dot_q4_0_q8a = f->avx512_vnni ? dot_q4_0_q8a_vnni : dot_q4_0_q8a_avx512;
+    table.dot_f32 = dot_f32_avx512;
+    table.dot_f16_f32 = dot_f16_f32_avx512;
+}
+
+const struct herd_kernels *herd_kernels_avx512(void) {
+    if (!herd_cpu_features()->avx512) return NULL;
+    pthread_once(&once, init_table);
+    return &table;
+}

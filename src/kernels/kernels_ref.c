@@ -1,0 +1,92 @@
+/* Scalar reference kernels: the definition every SIMD variant is tested
+ * against. Built with -ffp-contract=off so its rounding is the same with
+ * every compiler and flag set. */
+#include <math.h>
+#include <string.h>
+
+#include "base/assert.h"
+#include "base/cpu.h"
+#include "kernels/kernels.h"
+#include "kernels/quant.h"
+
+static void quantize_row_q8a_ref(const float *x, struct herd_block_q8a *y, size_t n) {
+    HERD_ASSERT(n % HERD_QK8A == 0);
+    for (size_t b = 0; b < n / HERD_QK8A; b++, x += HERD_QK8A) {
+        float amax = 0.0f;
+        for (int j = 0; j < HERD_QK8A; j++) amax = fmaxf(amax, fabsf(x[j]));
+        const float id = amax > 0.0f ? 127.0f / amax : 0.0f;
+        y[b].d = amax / 127.0f;
+        for (int j = 0; j < HERD_QK8A; j++) y[b].qs[j] = (int8_t)lrintf(x[j] * id);
+    }
+}
+
+static float dot_q8_0_q8a_ref(const void *w, const struct herd_block_q8a *x, size_t n) {
+    const struct herd_block_q8_0 *b = w;
+    float sum = 0.0f;
+    for (size_t i = 0; i < n / HERD_QK8A; i++) {
+        int32_t s = 0;
+        for (int j = 0; j < HERD_QK8A; j++) s += (int32_t)b[i].qs[j] * x[i].qs[j];
+        sum += herd_fp16_to_fp32(b[i].d) * x[i].d * (float)s;
+    }
+    return sum;
+}
+
+static float dot_q4_0_q8a_ref(const void *w, const struct herd_block_q8a *x, size_t n) {
+    const struct herd_block_q4_0 *b = w;
+    float sum = 0.0f;
+    for (size_t i = 0; i < n / HERD_QK8A; i++) {
+        int32_t s = 0;
+        for (int j = 0; j < HERD_QK8A / 2; j++) {
+            s += ((b[i].qs[j] & 0x0f) - 8) * x[i].qs[j];
+            s += ((b[i].qs[j] >> 4) - 8) * x[i].qs[j + HERD_QK8A / 2];
+        }
+        sum += herd_fp16_to_fp32(b[i].d) * x[i].d * (float)s;
+    }
+    return sum;
+}
+
+static float dot_f32_ref(const float *w, const float *x, size_t n) {
+    float sum = 0.0f;
+    for (size_t i = 0; i < n; i++) sum += w[i] * x[i];
+    return sum;
+}
+
+static float dot_f16_f32_ref(const uint16_t *w, const float *x, size_t n) {
+    float sum = 0.0f;
+    for (size_t i = 0; i < n; i++) sum += herd_fp16_to_fp32(w[i]) * x[i];
+    return sum;
+}
+
+static float dot_bf16_f32_ref(const uint16_t *w, const float *x, size_t n) {
+    float sum = 0.0f;
+    for (size_t i = 0; i < n; i++) sum += herd_bf16_to_fp32(w[i]) * x[i];
+    return sum;
+}
+
+static void axpy_f32_ref(float a, const float *x, float *y, size_t n) {
+    for (size_t i = 0; i < n; i++) y[i] += a * x[i];
+}
+
+static void axpy_f16_ref(float a, const uint16_t *x, float *y, size_t n) {
+    for (size_t i = 0; i < n; i++) y[i] += a * herd_fp16_to_fp32(x[i]);
+}
+
+static const struct herd_kernels ref = {
+    .name = "ref",
+    .quantize_row_q8a = quantize_row_q8a_ref,
+    .dot_q8_0_q8a = dot_q8_0_q8a_ref,
+    .dot_q4_0_q8a = dot_q4_0_q8a_ref,
+    .dot_f32 = dot_f32_ref,
+    .dot_f16_f32 = dot_f16_f32_ref,
+    .dot_bf16_f32 = dot_bf16_f32_ref,
+    .axpy_f32 = axpy_f32_ref,
+    .axpy_f16 = axpy_f16_ref,
+};
+
+const struct herd_kernels *herd_kernels_ref(void) { return &ref; }
+
+const struct herd_kernels *herd_kernels_best(void) {
+    const struct herd_kernels *k = herd_kernels_avx512();
+    if (!k) k = herd_kernels_avx2();
+    return k ? k : &ref;
+}

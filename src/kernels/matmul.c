@@ -1,0 +1,92 @@
+/* Weight-stationary matmul over a thread pool. */
+#include "kernels/matmul.h"
+
+#include "base/assert.h"
+#include "kernels/quant.h"
+
+void herd_matrix_from_tensor(struct herd_matrix *m, const struct herd_gguf_tensor *t) {
+    m->type = t->type;
+    m->data = t->data;
+    m->cols = t->ne[0];
+    m->rows = t->n_elems / t->ne[0];
+    m->row_bytes = (size_t)(t->n_bytes / m->rows);
+}
+
+static bool is_quantized(enum herd_ggml_type t) { return t == HERD_GGML_TYPE_Q8_0 || t == HERD_GGML_TYPE_Q4_0; }
+
+size_t herd_matmul_scratch_bytes(const struct herd_matrix *w, size_t n_tokens, int n_threads, bool precise) {
+    if (!is_quantized(w->type)) return 0;
+    if (precise) return (size_t)n_threads * w->cols * sizeof(float) + 64 * (size_t)n_threads;
+    return n_tokens * (w->cols / HERD_QK8A) * sizeof(struct herd_block_q8a);
+}
+
+struct job {
+    const struct herd_kernels *k;
+    const struct herd_matrix *w;
+    const float *x;
+    size_t x_stride, n_tokens;
+    float *y;
+    size_t y_stride;
+    void *scratch;
+    bool precise;
+};
+
+static void quantize_part(void *ctx, int ith, int nth) {
+    const struct job *j = ctx;
+    struct herd_block_q8a *q = j->scratch;
+    const size_t nb = j->w->cols / HERD_QK8A;
+    for (size_t t = (size_t)ith; t < j->n_tokens; t += (size_t)nth)
+        j->k->quantize_row_q8a(j->x + t * j->x_stride, q + t * nb, j->w->cols);
+}
+
+static void rows_of(const struct job *j, int ith, int nth, size_t *r0, size_t *r1) {
+    /* Whole chunks of 8 rows per thread keep neighbouring rows (and their
+     * output cache lines) on one thread. */
+    const size_t chunks = (j->w->rows + 7) / 8;
+    size_t c0 = chunks * (size_t)ith / (size_t)nth, c1 = chunks * (size_t)(ith + 1) / (size_t)nth;
+    *r0 = c0 * 8;
+    *r1 = c1 * 8 < j->w->rows ? c1 * 8 : j->w->rows;
+}
+
+static void dot_part(void *ctx, int ith, int nth) {
+    const struct job *j = ctx;
+    const struct herd_matrix *w = j->w;
+    const struct herd_kernels *k = j->k;
+    size_t r0, r1;
+    rows_of(j, ith, nth, &r0, &r1);
+    const size_t nb = w->cols / HERD_QK8A;
+    const struct herd_block_q8a *q = j->scratch;
+    float *deq = NULL;
+    if (j->precise && is_quantized(w->type)) {
+        /* one row per thread, 64-byte separated to avoid false sharing */
+        deq = (float *)((char *)j->scratch + (size_t)ith * (w->cols * sizeof(float) + 64));
+    }
+    for (size_t r = r0; r < r1; r++) {
+        const void *row = (const char *)w->data + r * w->row_bytes;
+        if (deq) herd_dequantize_row_ref(w->type, row, deq, w->cols);
+        for (size_t t = 0; t < j->n_tokens; t++) {
+            const float *xt = j->x + t * j->x_stride;
+            float v;
+            if (deq) {
+                v = k->dot_f32(deq, xt, w->cols);
+            } else {
+                switch (w->type) {
+                case HERD_GGML_TYPE_Q8_0: v = k->dot_q8_0_q8a(row, q + t * nb, w->cols); break;
+                case HERD_GGML_TYPE_Q4_0: v = k->dot_q4_0_q8a(row, q + t * nb, w->cols); break;
+                case HERD_GGML_TYPE_F32: v = k->dot_f32(row, xt, w->cols); break;
+                case HERD_GGML_TYPE_F16: v = k->dot_f16_f32(row, xt, w->cols); break;
+                case HERD_GGML_TYPE_BF16: v = k->dot_bf16_f32(row, xt, w->cols); break;
+                default: HERD_ASSERT(!"matmul: type not computed"); v = 0;
+                }
+            }
+            j->y[t * j->y_stride + r] = v;
+        }
+    }
+}
+
+void herd_matmul(struct herd_pool *pool, const struct herd_kernels *k, const struct herd_matrix *w, const float *x,
+                 size_t x_stride, size_t n_tokens, float *y, size_t y_stride, void *scratch, bool precise) {
+    struct job j = {k, w, x, x_stride, n_tokens, y, y_stride, scratch, precise};
+    if (is_quantized(w->type) && !precise) herd_pool_run(pool, quantize_part, &j);
+    herd_pool_run(pool, dot_part, &j);
+}

@@ -1,0 +1,46 @@
+/* Matrix multiplication of a weight matrix (any computed type, used in place
+ * from the mapped file) with a batch of activation rows: the one kernel that
+ * does nearly all of a forward pass's work.
+ *
+ *   y[t][r] = sum_c W[r][c] * x[t][c]     W: rows x cols (GGUF ne = [cols, rows])
+ *
+ * Rows are split across the pool's threads; each thread walks its rows and,
+ * for each weight row it loads, computes the dot product with every token of
+ * the batch, so a weight row read from memory once serves the whole batch.
+ * Each output element is one dot product in a fixed order, whatever the
+ * batch size or thread count: results do not depend on what else is in the
+ * batch. */
+#ifndef HERD_KERNELS_MATMUL_H
+#define HERD_KERNELS_MATMUL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/pool.h"
+#include "herd/gguf.h"
+#include "kernels/kernels.h"
+
+struct herd_matrix {
+    enum herd_ggml_type type; /* F32, F16, BF16, Q8_0, Q4_0 */
+    const void *data;
+    uint64_t rows, cols;
+    size_t row_bytes;
+};
+
+/* Fills m from a GGUF tensor of 1 or 2 dimensions. */
+void herd_matrix_from_tensor(struct herd_matrix *m, const struct herd_gguf_tensor *t);
+
+/* Scratch bytes herd_matmul needs for n_tokens rows of activations with this
+ * matrix on n_threads threads (quantized activations, or in precise mode one
+ * dequantized weight row per thread). */
+size_t herd_matmul_scratch_bytes(const struct herd_matrix *w, size_t n_tokens, int n_threads, bool precise);
+
+/* y (n_tokens x w->rows, row stride y_stride floats) = x (n_tokens x w->cols,
+ * row stride x_stride) times W^T. precise: dequantize quantized weights to
+ * f32 and keep f32 activations (slow, for checking against the reference);
+ * otherwise activations are quantized to 8 bits for Q8_0/Q4_0 weights. */
+void herd_matmul(struct herd_pool *pool, const struct herd_kernels *k, const struct herd_matrix *w, const float *x,
+                 size_t x_stride, size_t n_tokens, float *y, size_t y_stride, void *scratch, bool precise);
+
+#endif

@@ -1,0 +1,351 @@
+/* The Llama-family forward pass over a ragged batch of tokens from many
+ * sequences (see forward.h). Per layer:
+ *   xn = rmsnorm(x) * attn_norm
+ *   q, k, v = xn Wq^T, xn Wk^T, xn Wv^T (+ biases for qwen2); RoPE on q and k
+ *   k, v -> the KV cache at (seq, pos); attention of each token over its own
+ *   sequence's positions 0..pos (causal), online softmax block by block
+ *   x += att Wo^T
+ *   xn = rmsnorm(x) * ffn_norm;  x += (silu(xn Wgate^T) * xn Wup^T) Wdown^T
+ * then logits = (rmsnorm(x) * output_norm) Wout^T for the tokens that ask.
+ * Every per-token computation is independent of the rest of the batch, so a
+ * sequence's results are the same alone or batched. */
+#include "model/forward.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/assert.h"
+#include "base/cpu.h"
+#include "kernels/quant.h"
+
+void herd_context_default_params(struct herd_context_params *p) {
+    memset(p, 0, sizeof *p);
+    p->max_batch_tokens = 512;
+    p->max_outputs = 64;
+    p->kv_tokens = 4096;
+    p->kv_block_tokens = 16;
+    p->max_seqs = 64;
+    p->kv_type = HERD_KV_F16;
+}
+
+/* Per-batch bookkeeping, one entry per sequence slot. */
+struct seq_span {
+    uint32_t first_pos, count, old_len;
+    bool present;
+};
+
+static void *alloc_floats(size_t n, bool *ok) {
+    void *p = aligned_alloc(64, ((n ? n : 1) * sizeof(float) + 63) & ~(size_t)63);
+    if (!p) *ok = false;
+    return p;
+}
+
+enum herd_status herd_context_create(const struct herd_model *m, const struct herd_context_params *pp,
+                                     struct herd_context **out, struct herd_error *err) {
+    *out = NULL;
+    struct herd_context_params p = *pp;
+    if (p.n_threads <= 0) p.n_threads = herd_cpu_count();
+    if (p.max_batch_tokens == 0 || p.max_outputs == 0 || p.kv_tokens == 0 || p.max_seqs == 0 || p.kv_block_tokens == 0)
+        return herd_error_set(err, HERD_E_INVALID, "context sizes must be positive");
+    if (p.max_outputs > p.max_batch_tokens) p.max_outputs = p.max_batch_tokens;
+    struct herd_context *c = calloc(1, sizeof *c);
+    if (!c) return herd_error_set(err, HERD_E_NOMEM, "out of memory");
+    c->model = m;
+    c->params = p;
+    c->k = p.kernels ? p.kernels : herd_kernels_best();
+    const struct herd_model_desc *d = &m->desc;
+    const size_t B = p.max_batch_tokens, E = d->n_embd, qd = d->n_head * d->head_dim;
+    const size_t kvd = d->n_head_kv * d->head_dim, F = d->n_ff, V = d->n_vocab;
+    struct herd_kv_params kp = {
+        .n_layer = (uint32_t)d->n_layer,
+        .kv_dim = (uint32_t)kvd,
+        .block_tokens = p.kv_block_tokens,
+        .n_blocks = (p.kv_tokens + p.kv_block_tokens - 1) / p.kv_block_tokens,
+        .max_seqs = p.max_seqs,
+        .type = p.kv_type,
+    };
+    enum herd_status rc = herd_kv_create(&kp, &c->kv, err);
+    if (rc != HERD_OK) goto fail;
+    c->pool = herd_pool_create(p.n_threads);
+    if (!c->pool) {
+        rc = herd_error_set(err, HERD_E_NOMEM, "cannot start %d threads", p.n_threads);
+        goto fail;
+    }
+    bool ok = true;
+    c->x = alloc_floats(B * E, &ok);
+    c->xn = alloc_floats(B * E, &ok);
+    c->q = alloc_floats(B * qd, &ok);
+    c->kx = alloc_floats(B * kvd, &ok);
+    c->vx = alloc_floats(B * kvd, &ok);
+    c->att = alloc_floats(B * qd, &ok);
+    c->gate = alloc_floats(B * F, &ok);
+    c->up = alloc_floats(B * F, &ok);
+    c->out_rows = alloc_floats(p.max_outputs * E, &ok);
+    c->logits = alloc_floats(p.max_outputs * V, &ok);
+    /* per thread: the running output [head_dim] and one block's scores, cache-line separated */
+    c->att_scratch = alloc_floats((size_t)p.n_threads * (d->head_dim + p.kv_block_tokens + 16), &ok);
+    size_t mm = herd_matmul_scratch_bytes(&m->output, p.max_outputs, p.n_threads, p.precise);
+    for (uint64_t l = 0; l < d->n_layer; l++) {
+        const struct herd_layer *L = &m->layers[l];
+        const struct herd_matrix *ws[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+        for (size_t i = 0; i < sizeof ws / sizeof ws[0]; i++) {
+            size_t b = herd_matmul_scratch_bytes(ws[i], B, p.n_threads, p.precise);
+            if (b > mm) mm = b;
+        }
+    }
+    c->mm_scratch_bytes = mm;
+    c->mm_scratch = aligned_alloc(64, (mm + 64) & ~(size_t)63);
+    if (!ok || !c->mm_scratch) {
+        rc = herd_error_set(err, HERD_E_NOMEM, "cannot allocate activation buffers for %zu tokens", B);
+        goto fail;
+    }
+    *out = c;
+    return HERD_OK;
+fail:
+    herd_context_destroy(c);
+    return rc;
+}
+
+void herd_context_destroy(struct herd_context *c) {
+    if (!c) return;
+    herd_pool_destroy(c->pool);
+    herd_kv_destroy(c->kv);
+    free(c->x);
+    free(c->xn);
+    free(c->q);
+    free(c->kx);
+    free(c->vx);
+    free(c->att);
+    free(c->gate);
+    free(c->up);
+    free(c->out_rows);
+    free(c->logits);
+    free(c->att_scratch);
+    free(c->mm_scratch);
+    free(c);
+}
+
+const float *herd_context_logits(const struct herd_context *c, uint32_t i) {
+    HERD_ASSERT(i < c->n_outputs);
+    return c->logits + (size_t)i * c->model->desc.n_vocab;
+}
+
+/* ------------------------------------------------------------ element-wise pieces */
+
+static void rmsnorm(float *out, const float *x, const float *w, size_t n, double eps) {
+    double ss = 0.0; /* double: the sum of n squares loses nothing worth keeping */
+    for (size_t i = 0; i < n; i++) ss += (double)x[i] * x[i];
+    const float scale = (float)(1.0 / sqrt(ss / (double)n + eps));
+    for (size_t i = 0; i < n; i++) out[i] = x[i] * scale * w[i];
+}
+
+/* Rotates n_heads heads of v (head_dim apart) for position pos. */
+static void rope(const struct herd_model *m, float *v, uint64_t n_heads, uint32_t pos) {
+    const struct herd_model_desc *d = &m->desc;
+    const uint64_t hd = d->head_dim, half = d->n_rot / 2;
+    for (uint64_t i = 0; i < half; i++) {
+        double theta = (double)pos * pow(d->rope_freq_base, -2.0 * (double)i / (double)d->n_rot);
+        if (m->rope_freqs) theta /= m->rope_freqs[i];
+        const float cs = (float)cos(theta), sn = (float)sin(theta);
+        for (uint64_t h = 0; h < n_heads; h++) {
+            float *p = v + h * hd;
+            float *a = m->rope_neox ? &p[i] : &p[2 * i];
+            float *b = m->rope_neox ? &p[i + half] : &p[2 * i + 1];
+            const float x0 = *a, x1 = *b;
+            *a = x0 * cs - x1 * sn;
+            *b = x0 * sn + x1 * cs;
+        }
+    }
+}
+
+static void store_row(void *dst, const float *src, size_t n, enum herd_kv_type t) {
+    if (t == HERD_KV_F32) {
+        memcpy(dst, src, n * sizeof(float));
+        return;
+    }
+    uint16_t *h = dst;
+    for (size_t i = 0; i < n; i++) h[i] = herd_fp32_to_fp16(src[i]);
+}
+
+/* ------------------------------------------------------------ attention */
+
+struct att_job {
+    struct herd_context *c;
+    const struct herd_batch *b;
+    uint32_t layer;
+};
+
+/* One (token, head): online softmax over the sequence's blocks. */
+static void attend(struct herd_context *c, const struct herd_batch *b, uint32_t layer, uint32_t t, uint32_t h,
+                   float *acc, float *scores) {
+    const struct herd_model_desc *d = &c->model->desc;
+    const struct herd_kernels *k = c->k;
+    const uint32_t hd = (uint32_t)d->head_dim, bt = c->params.kv_block_tokens;
+    const uint32_t kvh = h / (uint32_t)(d->n_head / d->n_head_kv);
+    const size_t kvd = d->n_head_kv * hd;
+    const bool f32 = c->params.kv_type == HERD_KV_F32;
+    const size_t elem = f32 ? 4 : 2;
+    const float *q = c->q + (size_t)t * d->n_head * hd + (size_t)h * hd;
+    const float scale = 1.0f / sqrtf((float)hd);
+    const uint32_t n_pos = b->pos[t] + 1;
+    uint32_t n_blocks;
+    const int32_t *blocks = herd_kv_seq_blocks(c->kv, b->seq[t], &n_blocks);
+    float m = -INFINITY, l = 0.0f;
+    memset(acc, 0, hd * sizeof *acc);
+    for (uint32_t bi = 0; bi * bt < n_pos; bi++) {
+        HERD_ASSERT(bi < n_blocks);
+        const uint8_t *K = herd_kv_block_k(c->kv, blocks[bi], layer);
+        const uint8_t *Vb = herd_kv_block_v(c->kv, blocks[bi], layer);
+        const uint32_t n = n_pos - bi * bt < bt ? n_pos - bi * bt : bt;
+        float bm = -INFINITY;
+        for (uint32_t j = 0; j < n; j++) {
+            const void *kr = K + ((size_t)j * kvd + (size_t)kvh * hd) * elem;
+            float s = f32 ? k->dot_f32(kr, q, hd) : k->dot_f16_f32(kr, q, hd);
+            scores[j] = s * scale;
+            if (scores[j] > bm) bm = scores[j];
+        }
+        if (bm > m) {
+            const float f = expf(m - bm); /* 0 on the first block */
+            for (uint32_t i = 0; i < hd; i++) acc[i] *= f;
+            l *= f;
+            m = bm;
+        }
+        for (uint32_t j = 0; j < n; j++) {
+            const float w = expf(scores[j] - m);
+            l += w;
+            const void *vr = Vb + ((size_t)j * kvd + (size_t)kvh * hd) * elem;
+            if (f32)
+                k->axpy_f32(w, vr, acc, hd);
+            else
+                k->axpy_f16(w, vr, acc, hd);
+        }
+    }
+    float *out = c->att + (size_t)t * d->n_head * hd + (size_t)h * hd;
+    const float inv = 1.0f / l;
+    for (uint32_t i = 0; i < hd; i++) out[i] = acc[i] * inv;
+}
+
+static void attention_part(void *ctx, int ith, int nth) {
+    struct att_job *j = ctx;
+    struct herd_context *c = j->c;
+    const struct herd_model_desc *d = &c->model->desc;
+    float *acc = c->att_scratch + (size_t)ith * (d->head_dim + c->params.kv_block_tokens + 16);
+    float *scores = acc + d->head_dim;
+    const uint32_t n_head = (uint32_t)d->n_head;
+    const uint32_t tasks = j->b->n_tokens * n_head;
+    for (uint32_t i = (uint32_t)ith; i < tasks; i += (uint32_t)nth)
+        attend(c, j->b, j->layer, i / n_head, i % n_head, acc, scores);
+}
+
+/* ------------------------------------------------------------ decode */
+
+static enum herd_status check_batch(struct herd_context *c, const struct herd_batch *b, struct seq_span *spans,
+                                    uint32_t *n_out, struct herd_error *err) {
+    const struct herd_model_desc *d = &c->model->desc;
+    if (b->n_tokens == 0 || b->n_tokens > c->params.max_batch_tokens)
+        return herd_error_set(err, HERD_E_INVALID, "batch of %u tokens; 1..%u allowed", b->n_tokens,
+                              c->params.max_batch_tokens);
+    *n_out = 0;
+    for (uint32_t i = 0; i < b->n_tokens; i++) {
+        if (b->tokens[i] < 0 || (uint64_t)b->tokens[i] >= d->n_vocab)
+            return herd_error_set(err, HERD_E_INVALID, "invalid token id %d (vocabulary of %llu)", b->tokens[i],
+                                  (unsigned long long)d->n_vocab);
+        const int32_t s = b->seq[i];
+        if (!herd_kv_seq_valid(c->kv, s)) return herd_error_set(err, HERD_E_INVALID, "invalid sequence %d", s);
+        struct seq_span *sp = &spans[s];
+        if (!sp->present) {
+            sp->present = true;
+            sp->first_pos = b->pos[i];
+            sp->count = 0;
+            sp->old_len = herd_kv_seq_len(c->kv, s);
+            if (b->pos[i] > sp->old_len)
+                return herd_error_set(err, HERD_E_INVALID, "sequence %d: position %u leaves a gap after %u", s,
+                                      b->pos[i], sp->old_len);
+        } else if (b->pos[i] != sp->first_pos + sp->count) {
+            return herd_error_set(err, HERD_E_INVALID, "sequence %d: position %u where %u was expected", s, b->pos[i],
+                                  sp->first_pos + sp->count);
+        }
+        sp->count++;
+        if (b->want_logits ? b->want_logits[i] : i == b->n_tokens - 1) (*n_out)++;
+    }
+    if (*n_out > c->params.max_outputs)
+        return herd_error_set(err, HERD_E_INVALID, "%u logit rows requested; at most %u per batch", *n_out,
+                              c->params.max_outputs);
+    return HERD_OK;
+}
+
+enum herd_status herd_decode(struct herd_context *c, const struct herd_batch *b, struct herd_error *err) {
+    const struct herd_model *m = c->model;
+    const struct herd_model_desc *d = &m->desc;
+    const size_t T = b->n_tokens, E = d->n_embd, hd = d->head_dim;
+    const size_t qd = d->n_head * hd, kvd = d->n_head_kv * hd, F = d->n_ff;
+    struct herd_pool *pool = c->pool;
+    const struct herd_kernels *k = c->k;
+    const bool precise = c->params.precise;
+    c->n_outputs = 0;
+
+    struct seq_span *spans = calloc(c->params.max_seqs, sizeof *spans);
+    if (!spans) return herd_error_set(err, HERD_E_NOMEM, "out of memory");
+    uint32_t n_out = 0;
+    enum herd_status rc = check_batch(c, b, spans, &n_out, err);
+    if (rc != HERD_OK) goto out;
+    /* Reserve KV rows for every sequence, all or nothing. */
+    for (uint32_t s = 0; s < c->params.max_seqs; s++) {
+        if (!spans[s].present) continue;
+        rc = herd_kv_seq_prepare(c->kv, (int32_t)s, spans[s].first_pos, spans[s].count, err);
+        if (rc != HERD_OK) {
+            for (uint32_t r = 0; r < s; r++)
+                if (spans[r].present) herd_kv_seq_truncate(c->kv, (int32_t)r, spans[r].old_len);
+            goto out;
+        }
+    }
+
+    for (size_t t = 0; t < T; t++)
+        herd_dequantize_row_ref(m->tok_embd.type,
+                                (const char *)m->tok_embd.data + (size_t)b->tokens[t] * m->tok_embd.row_bytes,
+                                c->x + t * E, E);
+
+    for (uint32_t l = 0; l < d->n_layer; l++) {
+        const struct herd_layer *L = &m->layers[l];
+        for (size_t t = 0; t < T; t++) rmsnorm(c->xn + t * E, c->x + t * E, L->attn_norm, E, d->rms_eps);
+        herd_matmul(pool, k, &L->wq, c->xn, E, T, c->q, qd, c->mm_scratch, precise);
+        herd_matmul(pool, k, &L->wk, c->xn, E, T, c->kx, kvd, c->mm_scratch, precise);
+        herd_matmul(pool, k, &L->wv, c->xn, E, T, c->vx, kvd, c->mm_scratch, precise);
+        for (size_t t = 0; t < T; t++) {
+            float *q = c->q + t * qd, *kk = c->kx + t * kvd, *v = c->vx + t * kvd;
+            if (L->bq) {
+                for (size_t i = 0; i < qd; i++) q[i] += L->bq[i];
+                for (size_t i = 0; i < kvd; i++) kk[i] += L->bk[i], v[i] += L->bv[i];
+            }
+            rope(m, q, d->n_head, b->pos[t]);
+            rope(m, kk, d->n_head_kv, b->pos[t]);
+            store_row(herd_kv_k(c->kv, b->seq[t], l, b->pos[t]), kk, kvd, c->params.kv_type);
+            store_row(herd_kv_v(c->kv, b->seq[t], l, b->pos[t]), v, kvd, c->params.kv_type);
+        }
+        struct att_job aj = {c, b, l};
+        herd_pool_run(pool, attention_part, &aj);
+        herd_matmul(pool, k, &L->wo, c->att, qd, T, c->xn, E, c->mm_scratch, precise);
+        for (size_t i = 0; i < T * E; i++) c->x[i] += c->xn[i];
+
+        for (size_t t = 0; t < T; t++) rmsnorm(c->xn + t * E, c->x + t * E, L->ffn_norm, E, d->rms_eps);
+        herd_matmul(pool, k, &L->w_gate, c->xn, E, T, c->gate, F, c->mm_scratch, precise);
+        herd_matmul(pool, k, &L->w_up, c->xn, E, T, c->up, F, c->mm_scratch, precise);
+        for (size_t i = 0; i < T * F; i++) {
+            const float g = c->gate[i];
+            c->gate[i] = g / (1.0f + expf(-g)) * c->up[i];
+        }
+        herd_matmul(pool, k, &L->w_down, c->gate, F, T, c->xn, E, c->mm_scratch, precise);
+        for (size_t i = 0; i < T * E; i++) c->x[i] += c->xn[i];
+    }
+
+    uint32_t o = 0;
+    for (size_t t = 0; t < T; t++)
+        if (b->want_logits ? b->want_logits[t] : t == T - 1)
+            rmsnorm(c->out_rows + (size_t)o++ * E, c->x + t * E, m->output_norm, E, d->rms_eps);
+    if (n_out) herd_matmul(pool, k, &m->output, c->out_rows, E, n_out, c->logits, d->n_vocab, c->mm_scratch, precise);
+    c->n_outputs = n_out;
+out:
+    free(spans);
+    return rc;
+}

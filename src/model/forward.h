@@ -1,0 +1,75 @@
+/* The batched forward pass: one entry point evaluates a batch of tokens from
+ * one or more sequences, each token with its sequence and position, against
+ * the paged KV cache, and returns logits for the tokens that ask for them.
+ * A single-user run is a batch of one sequence; continuous batching in the
+ * server builds its batches for this same call. There is no second path. */
+#ifndef HERD_MODEL_FORWARD_H
+#define HERD_MODEL_FORWARD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/pool.h"
+#include "herd/status.h"
+#include "kernels/kernels.h"
+#include "model/kv_cache.h"
+#include "model/model.h"
+
+struct herd_context_params {
+    int n_threads;                      /* 0: herd_cpu_count() */
+    uint32_t max_batch_tokens;          /* tokens per herd_decode call (512) */
+    uint32_t max_outputs;               /* logit rows per call (64) */
+    uint32_t kv_tokens;                 /* KV capacity in tokens over all sequences (4096) */
+    uint32_t kv_block_tokens;           /* positions per KV block (16) */
+    uint32_t max_seqs;                  /* sequence slots (64) */
+    enum herd_kv_type kv_type;          /* F16 default; F32 for exact comparisons */
+    bool precise;                       /* f32 activations into every matmul (no 8-bit activation quantization) */
+    const struct herd_kernels *kernels; /* NULL: the best for this CPU */
+};
+
+void herd_context_default_params(struct herd_context_params *p);
+
+struct herd_context {
+    const struct herd_model *model;
+    struct herd_context_params params;
+    struct herd_kv *kv;
+    struct herd_pool *pool;
+    const struct herd_kernels *k;
+    /* activations, [max_batch_tokens][dim] each */
+    float *x, *xn, *q, *kx, *vx, *att, *gate, *up;
+    float *out_rows;    /* [max_outputs][n_embd], normed final rows of the tokens that want logits */
+    float *logits;      /* [max_outputs][n_vocab] */
+    float *att_scratch; /* per thread: running output [head_dim] */
+    void *mm_scratch;
+    size_t mm_scratch_bytes;
+    uint32_t n_outputs; /* rows of logits filled by the last herd_decode */
+};
+
+/* Creates a context: the KV cache, the thread pool and every buffer are
+ * allocated here, once. HERD_E_NOMEM names the size that failed. */
+enum herd_status herd_context_create(const struct herd_model *m, const struct herd_context_params *p,
+                                     struct herd_context **out, struct herd_error *err);
+void herd_context_destroy(struct herd_context *c);
+
+struct herd_batch {
+    uint32_t n_tokens;
+    const int32_t *tokens;   /* token ids */
+    const uint32_t *pos;     /* position of each token in its sequence */
+    const int32_t *seq;      /* KV cache sequence of each token */
+    const bool *want_logits; /* NULL: only the last token of the batch */
+};
+
+/* Evaluates the batch. Per sequence, its tokens must have consecutive
+ * positions in batch order starting at or below the sequence's current
+ * length (a position below it overwrites from there). Token ids must be in
+ * the vocabulary. On HERD_E_AGAIN (KV cache full) nothing was computed and
+ * the cache is as before; other errors (bad ids, positions, too many tokens)
+ * are HERD_E_INVALID. On success logits for the k-th token that wanted them
+ * are at herd_context_logits(c, k). The hot function of the engine. */
+enum herd_status herd_decode(struct herd_context *c, const struct herd_batch *b, struct herd_error *err);
+
+/* Logits row i (< c->n_outputs) of the last herd_decode, n_vocab floats. */
+const float *herd_context_logits(const struct herd_context *c, uint32_t i);
+
+#endif

@@ -1,0 +1,224 @@
+/* Paged KV cache: block pool, free list, reference counts, per-sequence
+ * block tables, copy-on-write. Not thread-safe: one thread (the scheduler,
+ * or a single-user run) owns it; the forward pass's threads only read and
+ * write rows of blocks prepared beforehand. */
+#include "model/kv_cache.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/assert.h"
+#include "base/checked.h"
+
+struct seq {
+    bool used;
+    uint32_t len;
+    uint32_t n_blocks, cap;
+    int32_t *blocks;
+};
+
+struct herd_kv {
+    struct herd_kv_params p;
+    size_t elem_bytes, row_bytes, layer_bytes, block_bytes;
+    uint8_t *pool;
+    int32_t *refs;
+    int32_t *free_list;
+    uint32_t n_free;
+    struct seq *seqs;
+};
+
+size_t herd_kv_block_bytes(const struct herd_kv_params *p) {
+    size_t elem = p->type == HERD_KV_F32 ? 4 : 2;
+    return (size_t)p->n_layer * 2 * p->block_tokens * p->kv_dim * elem;
+}
+
+enum herd_status herd_kv_create(const struct herd_kv_params *p, struct herd_kv **out, struct herd_error *err) {
+    *out = NULL;
+    if (p->n_layer == 0 || p->kv_dim == 0 || p->block_tokens == 0 || p->n_blocks == 0 || p->max_seqs == 0)
+        return herd_error_set(err, HERD_E_INVALID, "KV cache parameters must be positive");
+    struct herd_kv *kv = calloc(1, sizeof *kv);
+    if (!kv) return herd_error_set(err, HERD_E_NOMEM, "out of memory");
+    kv->p = *p;
+    kv->elem_bytes = p->type == HERD_KV_F32 ? 4 : 2;
+    kv->row_bytes = (size_t)p->kv_dim * kv->elem_bytes;
+    kv->layer_bytes = 2 * (size_t)p->block_tokens * kv->row_bytes;
+    kv->block_bytes = herd_kv_block_bytes(p);
+    size_t total;
+    if (!herd_mul_size(kv->block_bytes, p->n_blocks, &total)) {
+        free(kv);
+        return herd_error_set(err, HERD_E_NOMEM, "KV cache of %u blocks overflows", p->n_blocks);
+    }
+    kv->pool = aligned_alloc(64, (total + 63) & ~(size_t)63);
+    kv->refs = calloc(p->n_blocks, sizeof *kv->refs);
+    kv->free_list = malloc(p->n_blocks * sizeof *kv->free_list);
+    kv->seqs = calloc(p->max_seqs, sizeof *kv->seqs);
+    if (!kv->pool || !kv->refs || !kv->free_list || !kv->seqs) {
+        herd_kv_destroy(kv);
+        return herd_error_set(err, HERD_E_NOMEM, "cannot allocate a KV cache of %zu bytes (%u blocks)", total,
+                              p->n_blocks);
+    }
+    for (uint32_t i = 0; i < p->n_blocks; i++) kv->free_list[i] = (int32_t)(p->n_blocks - 1 - i);
+    kv->n_free = p->n_blocks;
+    *out = kv;
+    return HERD_OK;
+}
+
+void herd_kv_destroy(struct herd_kv *kv) {
+    if (!kv) return;
+    if (kv->seqs)
+        for (uint32_t i = 0; i < kv->p.max_seqs; i++) free(kv->seqs[i].blocks);
+    free(kv->seqs);
+    free(kv->pool);
+    free(kv->refs);
+    free(kv->free_list);
+    free(kv);
+}
+
+const struct herd_kv_params *herd_kv_params(const struct herd_kv *kv) { return &kv->p; }
+uint32_t herd_kv_free_blocks(const struct herd_kv *kv) { return kv->n_free; }
+
+static struct seq *get(const struct herd_kv *kv, int32_t id) {
+    HERD_ASSERT(id >= 0 && (uint32_t)id < kv->p.max_seqs && kv->seqs[id].used);
+    return &kv->seqs[id];
+}
+
+bool herd_kv_seq_valid(const struct herd_kv *kv, int32_t id) {
+    return id >= 0 && (uint32_t)id < kv->p.max_seqs && kv->seqs[id].used;
+}
+
+uint32_t herd_kv_seq_len(const struct herd_kv *kv, int32_t id) { return get(kv, id)->len; }
+
+static enum herd_status new_slot(struct herd_kv *kv, int32_t *id, struct herd_error *err) {
+    for (uint32_t i = 0; i < kv->p.max_seqs; i++) {
+        if (!kv->seqs[i].used) {
+            struct seq *s = &kv->seqs[i];
+            s->used = true;
+            s->len = 0;
+            s->n_blocks = 0;
+            *id = (int32_t)i;
+            return HERD_OK;
+        }
+    }
+    return herd_error_set(err, HERD_E_AGAIN, "all %u sequence slots are in use", kv->p.max_seqs);
+}
+
+/* Grows s's block table to hold n blocks. */
+static enum herd_status table_room(struct seq *s, uint32_t n, struct herd_error *err) {
+    if (n <= s->cap) return HERD_OK;
+    uint32_t cap = s->cap ? s->cap : 8;
+    while (cap < n) cap *= 2;
+    int32_t *b = realloc(s->blocks, cap * sizeof *b);
+    if (!b) return herd_error_set(err, HERD_E_NOMEM, "out of memory");
+    s->blocks = b;
+    s->cap = cap;
+    return HERD_OK;
+}
+
+enum herd_status herd_kv_seq_new(struct herd_kv *kv, int32_t *id, struct herd_error *err) {
+    return new_slot(kv, id, err);
+}
+
+static void release(struct herd_kv *kv, int32_t block) {
+    HERD_ASSERT(kv->refs[block] > 0);
+    if (--kv->refs[block] == 0) kv->free_list[kv->n_free++] = block;
+}
+
+enum herd_status herd_kv_seq_fork(struct herd_kv *kv, int32_t src, uint32_t n_tokens, int32_t *id,
+                                  struct herd_error *err) {
+    struct seq *s = get(kv, src);
+    HERD_ASSERT(n_tokens <= s->len);
+    uint32_t nb = (n_tokens + kv->p.block_tokens - 1) / kv->p.block_tokens;
+    enum herd_status rc = new_slot(kv, id, err);
+    if (rc != HERD_OK) return rc;
+    struct seq *d = &kv->seqs[*id];
+    s = get(kv, src); /* same array, no reallocation, but keep it obvious */
+    if ((rc = table_room(d, nb, err)) != HERD_OK) {
+        d->used = false;
+        return rc;
+    }
+    for (uint32_t i = 0; i < nb; i++) {
+        d->blocks[i] = s->blocks[i];
+        kv->refs[s->blocks[i]]++;
+    }
+    d->n_blocks = nb;
+    d->len = n_tokens;
+    return HERD_OK;
+}
+
+void herd_kv_seq_free(struct herd_kv *kv, int32_t id) {
+    struct seq *s = get(kv, id);
+    for (uint32_t i = 0; i < s->n_blocks; i++) release(kv, s->blocks[i]);
+    s->n_blocks = 0;
+    s->len = 0;
+    s->used = false;
+}
+
+void herd_kv_seq_truncate(struct herd_kv *kv, int32_t id, uint32_t n_tokens) {
+    struct seq *s = get(kv, id);
+    if (n_tokens >= s->len) return;
+    uint32_t nb = (n_tokens + kv->p.block_tokens - 1) / kv->p.block_tokens;
+    for (uint32_t i = nb; i < s->n_blocks; i++) release(kv, s->blocks[i]);
+    s->n_blocks = nb;
+    s->len = n_tokens;
+}
+
+enum herd_status herd_kv_seq_prepare(struct herd_kv *kv, int32_t id, uint32_t pos, uint32_t n, struct herd_error *err) {
+    struct seq *s = get(kv, id);
+    HERD_ASSERT(pos <= s->len);
+    if (n == 0) return HERD_OK;
+    const uint32_t bt = kv->p.block_tokens;
+    const uint32_t end = pos + n;
+    const uint32_t need_blocks = (end + bt - 1) / bt;
+    /* count what is needed before changing anything */
+    uint32_t fresh = need_blocks > s->n_blocks ? need_blocks - s->n_blocks : 0;
+    uint32_t copies = 0;
+    for (uint32_t b = pos / bt; b < s->n_blocks && b < need_blocks; b++)
+        if (kv->refs[s->blocks[b]] > 1) copies++;
+    if (fresh + copies > kv->n_free)
+        return herd_error_set(err, HERD_E_AGAIN, "KV cache full: %u blocks needed, %u free of %u", fresh + copies,
+                              kv->n_free, kv->p.n_blocks);
+    enum herd_status rc = table_room(s, need_blocks, err);
+    if (rc != HERD_OK) return rc;
+    for (uint32_t b = pos / bt; b < s->n_blocks && b < need_blocks; b++) {
+        int32_t old = s->blocks[b];
+        if (kv->refs[old] <= 1) continue;
+        int32_t nw = kv->free_list[--kv->n_free];
+        kv->refs[nw] = 1;
+        memcpy(kv->pool + (size_t)nw * kv->block_bytes, kv->pool + (size_t)old * kv->block_bytes, kv->block_bytes);
+        release(kv, old);
+        s->blocks[b] = nw;
+    }
+    while (s->n_blocks < need_blocks) {
+        int32_t nw = kv->free_list[--kv->n_free];
+        kv->refs[nw] = 1;
+        s->blocks[s->n_blocks++] = nw;
+    }
+    if (end > s->len) s->len = end;
+    return HERD_OK;
+}
+
+static void *row(struct herd_kv *kv, int32_t id, uint32_t layer, uint32_t pos, size_t which) {
+    struct seq *s = get(kv, id);
+    HERD_ASSERT(pos < s->len && layer < kv->p.n_layer);
+    const uint32_t bt = kv->p.block_tokens;
+    uint8_t *block = kv->pool + (size_t)s->blocks[pos / bt] * kv->block_bytes;
+    return block + layer * kv->layer_bytes + which * bt * kv->row_bytes + (pos % bt) * kv->row_bytes;
+}
+
+void *herd_kv_k(struct herd_kv *kv, int32_t seq, uint32_t layer, uint32_t pos) { return row(kv, seq, layer, pos, 0); }
+void *herd_kv_v(struct herd_kv *kv, int32_t seq, uint32_t layer, uint32_t pos) { return row(kv, seq, layer, pos, 1); }
+
+const int32_t *herd_kv_seq_blocks(const struct herd_kv *kv, int32_t id, uint32_t *n) {
+    const struct seq *s = get(kv, id);
+    *n = s->n_blocks;
+    return s->blocks;
+}
+
+void *herd_kv_block_k(struct herd_kv *kv, int32_t block, uint32_t layer) {
+    return kv->pool + (size_t)block * kv->block_bytes + layer * kv->layer_bytes;
+}
+
+void *herd_kv_block_v(struct herd_kv *kv, int32_t block, uint32_t layer) {
+    return kv->pool + (size_t)block * kv->block_bytes + layer * kv->layer_bytes +
+           (size_t)kv->p.block_tokens * kv->row_bytes;
+}

@@ -1,0 +1,71 @@
+/* Paged KV cache: one pool of fixed-size blocks allocated at start, a block
+ * table per sequence, blocks reference-counted so that sequences share a
+ * prompt prefix (fork) and are copied only when one of them writes into a
+ * shared block. Running out of blocks is HERD_E_AGAIN, which the scheduler
+ * acts on (wait, preempt); it never crashes.
+ *
+ * A block holds block_tokens positions of every layer:
+ *   for each layer: K [block_tokens][kv_dim], then V [block_tokens][kv_dim]
+ * in f16 (default) or f32 (for exact comparison with the reference). */
+#ifndef HERD_MODEL_KV_CACHE_H
+#define HERD_MODEL_KV_CACHE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "herd/status.h"
+
+enum herd_kv_type { HERD_KV_F16 = 0, HERD_KV_F32 = 1 };
+
+struct herd_kv_params {
+    uint32_t n_layer;
+    uint32_t kv_dim;       /* KV heads x head size */
+    uint32_t block_tokens; /* positions per block; 16 by default */
+    uint32_t n_blocks;     /* the pool */
+    uint32_t max_seqs;     /* sequence slots */
+    enum herd_kv_type type;
+};
+
+struct herd_kv;
+
+/* Bytes of one block for these parameters. */
+size_t herd_kv_block_bytes(const struct herd_kv_params *p);
+
+/* Allocates the whole pool now (HERD_E_NOMEM on failure, with the size). */
+enum herd_status herd_kv_create(const struct herd_kv_params *p, struct herd_kv **out, struct herd_error *err);
+void herd_kv_destroy(struct herd_kv *kv);
+const struct herd_kv_params *herd_kv_params(const struct herd_kv *kv);
+
+uint32_t herd_kv_free_blocks(const struct herd_kv *kv);
+
+/* A new empty sequence; HERD_E_AGAIN when all max_seqs slots are taken. */
+enum herd_status herd_kv_seq_new(struct herd_kv *kv, int32_t *seq, struct herd_error *err);
+/* A new sequence sharing src's first n_tokens positions (n_tokens <= src's length). */
+enum herd_status herd_kv_seq_fork(struct herd_kv *kv, int32_t src, uint32_t n_tokens, int32_t *seq,
+                                  struct herd_error *err);
+/* Releases the sequence and its references to blocks. */
+void herd_kv_seq_free(struct herd_kv *kv, int32_t seq);
+/* Forgets positions from n_tokens on (blocks past it are released). */
+void herd_kv_seq_truncate(struct herd_kv *kv, int32_t seq, uint32_t n_tokens);
+uint32_t herd_kv_seq_len(const struct herd_kv *kv, int32_t seq);
+bool herd_kv_seq_valid(const struct herd_kv *kv, int32_t seq);
+
+/* Makes positions [pos, pos + n) writable: appends blocks as needed and
+ * copies shared blocks in that range. All or nothing: HERD_E_AGAIN (state
+ * unchanged) when the pool cannot supply the blocks. pos must be <= the
+ * sequence length. Afterwards the sequence length is max(len, pos + n). */
+enum herd_status herd_kv_seq_prepare(struct herd_kv *kv, int32_t seq, uint32_t pos, uint32_t n, struct herd_error *err);
+
+/* Address of the K or V row of (seq, layer, pos); pos < the sequence length.
+ * Rows are f16 or f32 per the cache type. */
+void *herd_kv_k(struct herd_kv *kv, int32_t seq, uint32_t layer, uint32_t pos);
+void *herd_kv_v(struct herd_kv *kv, int32_t seq, uint32_t layer, uint32_t pos);
+
+/* The sequence's block table (n = number of blocks in use), for attention
+ * to walk block by block; and a block's K / V rows for a layer. */
+const int32_t *herd_kv_seq_blocks(const struct herd_kv *kv, int32_t seq, uint32_t *n);
+void *herd_kv_block_k(struct herd_kv *kv, int32_t block, uint32_t layer);
+void *herd_kv_block_v(struct herd_kv *kv, int32_t block, uint32_t layer);
+
+#endif

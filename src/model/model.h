@@ -1,0 +1,43 @@
+/* A loaded model: the validated description of a GGUF file and its weights
+ * bound in place (pointers into the read-only mapping). Vectors (norm
+ * weights, biases) are converted to f32 once at load; matrices stay in their
+ * file type and are used by the kernels directly. */
+#ifndef HERD_MODEL_MODEL_H
+#define HERD_MODEL_MODEL_H
+
+#include <stdbool.h>
+
+#include "herd/gguf.h"
+#include "herd/status.h"
+#include "kernels/matmul.h"
+#include "model/model_desc.h"
+
+struct herd_layer {
+    const float *attn_norm;          /* [n_embd] */
+    const float *ffn_norm;           /* [n_embd] */
+    const float *bq, *bk, *bv;       /* qwen2 biases [q_dim], [kv_dim], [kv_dim]; NULL for llama */
+    struct herd_matrix wq;           /* (n_head * head_dim, n_embd) */
+    struct herd_matrix wk, wv;       /* (n_head_kv * head_dim, n_embd) */
+    struct herd_matrix wo;           /* (n_embd, n_head * head_dim) */
+    struct herd_matrix w_gate, w_up; /* (n_ff, n_embd) */
+    struct herd_matrix w_down;       /* (n_embd, n_ff) */
+};
+
+struct herd_model {
+    struct herd_gguf *gguf; /* owns the mapping */
+    struct herd_model_desc desc;
+    bool rope_neox;              /* qwen2 rotates pairs (i, i + n_rot/2); llama adjacent pairs */
+    const float *rope_freqs;     /* Llama 3.1 frequency divisors [n_rot/2], or NULL */
+    struct herd_matrix tok_embd; /* (n_vocab, n_embd) */
+    struct herd_matrix output;   /* (n_vocab, n_embd); tok_embd when tied */
+    const float *output_norm;    /* [n_embd] */
+    struct herd_layer *layers;   /* [n_layer] */
+    float *owned_f32;            /* backing store of the converted vectors */
+};
+
+/* Opens, validates (herd_model_desc_validate) and binds path. The error
+ * names the file and the problem; *out is NULL on failure. */
+enum herd_status herd_model_load(const char *path, struct herd_model **out, struct herd_error *err);
+void herd_model_destroy(struct herd_model *m);
+
+#endif
