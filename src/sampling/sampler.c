@@ -1,0 +1,205 @@
+/* Samplers. Working set per call: a copy of the logits, and for the
+ * filtered draw a candidate list sorted by logit (partial selection when
+ * top_k bounds it). */
+#include "sampling/sampler.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct cand {
+    int32_t id;
+    float logit;
+};
+
+struct herd_sampler {
+    struct herd_sampler_params p;
+    struct herd_logit_bias *bias;
+    uint32_t n_vocab;
+    struct herd_rng rng;
+    float *work;       /* [n_vocab] */
+    struct cand *cand; /* [n_vocab] */
+    int32_t *recent;   /* ring of the last penalty_last_n tokens */
+    uint32_t n_recent, recent_head;
+    uint16_t *counts; /* [n_vocab] occurrences inside the ring */
+    float last_prob;
+};
+
+void herd_sampler_default_params(struct herd_sampler_params *p) {
+    memset(p, 0, sizeof *p);
+    p->temperature = 0.0f;
+    p->top_p = 1.0f;
+    p->repeat_penalty = 1.0f;
+    p->penalty_last_n = 64;
+}
+
+enum herd_status herd_sampler_create(const struct herd_sampler_params *p, uint32_t n_vocab, struct herd_sampler **out,
+                                     struct herd_error *err) {
+    *out = NULL;
+    if (!isfinite(p->temperature) || p->temperature < 0 || p->temperature > 100)
+        return herd_error_set(err, HERD_E_INVALID, "temperature must be in [0, 100]");
+    if (!isfinite(p->top_p) || p->top_p <= 0 || p->top_p > 1)
+        return herd_error_set(err, HERD_E_INVALID, "top_p must be in (0, 1]");
+    if (!isfinite(p->min_p) || p->min_p < 0 || p->min_p > 1)
+        return herd_error_set(err, HERD_E_INVALID, "min_p must be in [0, 1]");
+    if (!isfinite(p->repeat_penalty) || p->repeat_penalty <= 0 || p->repeat_penalty > 100)
+        return herd_error_set(err, HERD_E_INVALID, "repetition penalty must be in (0, 100]");
+    if (!isfinite(p->presence_penalty) || fabsf(p->presence_penalty) > 2)
+        return herd_error_set(err, HERD_E_INVALID, "presence penalty must be in [-2, 2]");
+    if (!isfinite(p->frequency_penalty) || fabsf(p->frequency_penalty) > 2)
+        return herd_error_set(err, HERD_E_INVALID, "frequency penalty must be in [-2, 2]");
+    if (p->penalty_last_n > 65536) return herd_error_set(err, HERD_E_INVALID, "penalty window must be <= 65536");
+    for (uint32_t i = 0; i < p->n_bias; i++) {
+        if (p->bias[i].token < 0 || (uint32_t)p->bias[i].token >= n_vocab)
+            return herd_error_set(err, HERD_E_INVALID, "logit bias token %d is outside the vocabulary of %u",
+                                  p->bias[i].token, n_vocab);
+        if (isnan(p->bias[i].bias) || p->bias[i].bias > 100)
+            return herd_error_set(err, HERD_E_INVALID, "logit bias for token %d must be <= 100 or -inf",
+                                  p->bias[i].token);
+    }
+    struct herd_sampler *s = calloc(1, sizeof *s);
+    if (!s) return herd_error_set(err, HERD_E_NOMEM, "out of memory");
+    s->p = *p;
+    s->n_vocab = n_vocab;
+    s->work = malloc(n_vocab * sizeof *s->work);
+    s->cand = malloc(n_vocab * sizeof *s->cand);
+    s->counts = calloc(n_vocab, sizeof *s->counts);
+    s->recent = malloc((p->penalty_last_n ? p->penalty_last_n : 1) * sizeof *s->recent);
+    s->bias = malloc((p->n_bias ? p->n_bias : 1) * sizeof *s->bias);
+    if (!s->work || !s->cand || !s->counts || !s->recent || !s->bias) {
+        herd_sampler_destroy(s);
+        return herd_error_set(err, HERD_E_NOMEM, "out of memory for a sampler over %u tokens", n_vocab);
+    }
+    if (p->n_bias) memcpy(s->bias, p->bias, p->n_bias * sizeof *s->bias);
+    s->p.bias = s->bias;
+    herd_rng_init(&s->rng, p->seed);
+    *out = s;
+    return HERD_OK;
+}
+
+void herd_sampler_destroy(struct herd_sampler *s) {
+    if (!s) return;
+    free(s->work);
+    free(s->cand);
+    free(s->counts);
+    free(s->recent);
+    free(s->bias);
+    free(s);
+}
+
+void herd_sampler_accept(struct herd_sampler *s, int32_t token) {
+    const uint32_t n = s->p.penalty_last_n;
+    if (n == 0 || token < 0 || (uint32_t)token >= s->n_vocab) return;
+    if (s->n_recent == n) {
+        int32_t old = s->recent[s->recent_head];
+        s->counts[old]--;
+    } else {
+        s->n_recent++;
+    }
+    s->recent[s->recent_head] = token;
+    s->recent_head = (s->recent_head + 1) % n;
+    if (s->counts[token] < UINT16_MAX) s->counts[token]++;
+}
+
+float herd_sampler_last_prob(const struct herd_sampler *s) { return s->last_prob; }
+
+static int cand_cmp(const void *a, const void *b) {
+    const struct cand *x = a, *y = b;
+    if (x->logit != y->logit) return x->logit < y->logit ? 1 : -1;
+    return (x->id > y->id) - (x->id < y->id);
+}
+
+/* Puts the k best candidates first, sorted (k == n: sort everything). */
+static void select_top(struct cand *c, uint32_t n, uint32_t k) {
+    if (k < n && k <= 256) {
+        /* insertion into a sorted prefix: O(n k), fast for small k */
+        for (uint32_t i = 0; i < n; i++) {
+            if (i >= k && cand_cmp(&c[i], &c[k - 1]) >= 0) continue;
+            struct cand v = c[i];
+            uint32_t j = i < k ? i : k - 1;
+            while (j > 0 && cand_cmp(&v, &c[j - 1]) < 0) {
+                c[j] = c[j - 1];
+                j--;
+            }
+            c[j] = v;
+        }
+        return;
+    }
+    qsort(c, n, sizeof *c, cand_cmp);
+}
+
+int32_t herd_sampler_sample(struct herd_sampler *s, const float *logits) {
+    const uint32_t V = s->n_vocab;
+    float *w = s->work;
+    memcpy(w, logits, V * sizeof *w);
+    for (uint32_t i = 0; i < s->p.n_bias; i++) w[s->bias[i].token] += s->bias[i].bias;
+    if (s->n_recent) {
+        const uint32_t n = s->n_recent, cap = s->p.penalty_last_n;
+        for (uint32_t i = 0; i < n; i++) {
+            /* each distinct token once: only at its most recent ring slot */
+            int32_t t = s->recent[(s->recent_head + cap - 1 - i) % cap];
+            uint32_t first = 1;
+            for (uint32_t j = 0; j < i; j++)
+                if (s->recent[(s->recent_head + cap - 1 - j) % cap] == t) first = 0;
+            if (!first) continue;
+            if (s->p.repeat_penalty != 1.0f) w[t] = w[t] > 0 ? w[t] / s->p.repeat_penalty : w[t] * s->p.repeat_penalty;
+            w[t] -= s->p.presence_penalty + s->p.frequency_penalty * (float)s->counts[t];
+        }
+    }
+    if (s->p.temperature <= 0.0f) {
+        uint32_t best = 0;
+        for (uint32_t i = 1; i < V; i++)
+            if (w[i] > w[best]) best = i;
+        s->last_prob = 1.0f;
+        return (int32_t)best;
+    }
+    uint32_t n = 0;
+    const float inv_t = 1.0f / s->p.temperature;
+    for (uint32_t i = 0; i < V; i++)
+        if (w[i] > -INFINITY) s->cand[n++] = (struct cand){(int32_t)i, w[i] * inv_t};
+    if (n == 0) { /* everything banned: fall back to the unbiased argmax */
+        uint32_t best = 0;
+        for (uint32_t i = 1; i < V; i++)
+            if (logits[i] > logits[best]) best = i;
+        s->last_prob = 0.0f;
+        return (int32_t)best;
+    }
+    uint32_t keep = s->p.top_k && s->p.top_k < n ? s->p.top_k : n;
+    select_top(s->cand, n, keep);
+    n = keep;
+    /* probabilities of the kept candidates (sorted, so cand[0] is the max) */
+    const double mx = s->cand[0].logit;
+    double total = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        w[i] = (float)exp(s->cand[i].logit - mx);
+        total += w[i];
+    }
+    if (s->p.top_p < 1.0f) {
+        double cum = 0;
+        uint32_t i = 0;
+        for (; i < n; i++) {
+            cum += w[i] / total;
+            if (cum >= s->p.top_p) break;
+        }
+        n = i + 1 < n ? i + 1 : n;
+    }
+    if (s->p.min_p > 0.0f) {
+        const float floor_w = s->p.min_p * w[0]; /* w[0] = exp(0) = 1: relative to the best */
+        uint32_t i = 1;
+        while (i < n && w[i] >= floor_w) i++;
+        n = i;
+    }
+    total = 0;
+    for (uint32_t i = 0; i < n; i++) total += w[i];
+    double u = herd_rng_uniform(&s->rng) * total, cum = 0;
+    uint32_t pick = n - 1;
+    for (uint32_t i = 0; i < n; i++) {
+        cum += w[i];
+        if (u < cum) {
+            pick = i;
+            break;
+        }
+    }
+    s->last_prob = (float)(w[pick] / total);
+    return s->cand[pick].id;
+}

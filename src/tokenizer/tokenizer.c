@@ -1,0 +1,79 @@
+/* Token lookup table and the tokenize entry point. */
+#include "tokenizer/tokenizer.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/checked.h"
+
+HERD_WRAPS_ON_PURPOSE static uint32_t hash_bytes(const char *p, size_t n) {
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (size_t i = 0; i < n; i++) h = (h ^ (uint8_t)p[i]) * 16777619u;
+    return h;
+}
+
+enum herd_status herd_tokenizer_create(const struct herd_vocab *vocab, struct herd_tokenizer **out,
+                                       struct herd_error *err) {
+    *out = NULL;
+    struct herd_tokenizer *tk = calloc(1, sizeof *tk);
+    if (!tk) return herd_error_set(err, HERD_E_NOMEM, "out of memory");
+    uint32_t cap = 1024;
+    while (cap < 2 * vocab->n_tokens) cap *= 2; /* load factor <= 1/2 keeps probes short */
+    tk->vocab = vocab;
+    tk->mask = cap - 1;
+    tk->slots = malloc(cap * sizeof *tk->slots);
+    if (!tk->slots) {
+        free(tk);
+        return herd_error_set(err, HERD_E_NOMEM, "out of memory");
+    }
+    memset(tk->slots, 0xff, cap * sizeof *tk->slots);
+    for (uint32_t id = 0; id < vocab->n_tokens; id++) {
+        const struct herd_gguf_str *s = &vocab->text[id];
+        if (herd_tokenizer_find(tk, s->ptr, (size_t)s->len) >= 0) continue; /* first of duplicates wins */
+        uint32_t i = hash_bytes(s->ptr, (size_t)s->len) & tk->mask;
+        while (tk->slots[i] >= 0) i = (i + 1) & tk->mask;
+        tk->slots[i] = (int32_t)id;
+    }
+    *out = tk;
+    return HERD_OK;
+}
+
+void herd_tokenizer_destroy(struct herd_tokenizer *tk) {
+    if (!tk) return;
+    free(tk->slots);
+    free(tk);
+}
+
+int32_t herd_tokenizer_find(const struct herd_tokenizer *tk, const char *text, size_t len) {
+    uint32_t i = hash_bytes(text, len) & tk->mask;
+    for (;;) {
+        int32_t id = tk->slots[i];
+        if (id < 0) return -1;
+        const struct herd_gguf_str *s = &tk->vocab->text[id];
+        if (s->len == len && memcmp(s->ptr, text, len) == 0) return id;
+        i = (i + 1) & tk->mask;
+    }
+}
+
+enum herd_status herd_tokenize(const struct herd_tokenizer *tk, const char *text, size_t len, bool add_special,
+                               int32_t *out, uint32_t max, uint32_t *n_out, struct herd_error *err) {
+    const struct herd_vocab *v = tk->vocab;
+    uint32_t n = 0;
+    if (add_special && v->add_bos && v->bos >= 0) {
+        if (max == 0) return herd_error_set(err, HERD_E_INVALID, "no room for tokens");
+        out[n++] = v->bos;
+    }
+    if (v->kind != HERD_VOCAB_SPM)
+        return herd_error_set(err, HERD_E_UNSUPPORTED,
+                              "byte-level BPE tokenization is not implemented yet; pass token ids instead");
+    uint32_t got = 0;
+    enum herd_status rc = herd_tokenize_spm(tk, text, len, out + n, max - n, &got, err);
+    if (rc != HERD_OK) return rc;
+    n += got;
+    if (add_special && v->add_eos && v->eos >= 0) {
+        if (n >= max) return herd_error_set(err, HERD_E_INVALID, "text is longer than %u tokens", max);
+        out[n++] = v->eos;
+    }
+    *n_out = n;
+    return HERD_OK;
+}

@@ -1,0 +1,152 @@
+/* SentencePiece tokenization against llama.cpp's test vectors
+ * (../shared/fixtures/tokenizer, 46 cases per vocabulary; a few of them are
+ * also asserted here so the default suite checks them without ../shared),
+ * and the streaming detokenizer's UTF-8 hold-back. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "herd/gguf.h"
+#include "test_util.h"
+#include "tokenizer/tokenizer.h"
+#include "tokenizer/vocab.h"
+
+struct fixture {
+    struct herd_gguf *g;
+    struct herd_vocab *v;
+    struct herd_tokenizer *tk;
+};
+
+static void open_vocab(struct fixture *f, const char *path) {
+    struct herd_error err = {0};
+    if (herd_gguf_open_file(path, &f->g, &err) != HERD_OK) fail_msg("%s", err.msg);
+    if (herd_vocab_load(f->g, &f->v, &err) != HERD_OK) fail_msg("%s", err.msg);
+    if (herd_tokenizer_create(f->v, &f->tk, &err) != HERD_OK) fail_msg("%s", err.msg);
+}
+
+static void close_vocab(struct fixture *f) {
+    herd_tokenizer_destroy(f->tk);
+    herd_vocab_destroy(f->v);
+    herd_gguf_destroy(f->g);
+}
+
+static uint32_t tok(struct fixture *f, const char *text, int32_t *ids) {
+    struct herd_error err = {0};
+    uint32_t n = 0;
+    if (herd_tokenize(f->tk, text, strlen(text), false, ids, 4096, &n, &err) != HERD_OK) fail_msg("%s", err.msg);
+    return n;
+}
+
+static void test_known_cases(void **state) {
+    (void)state;
+    char p[512];
+    struct fixture f;
+    open_vocab(&f, test_data_path("ggml-vocab-llama-spm.gguf", p, sizeof p));
+    int32_t ids[64];
+    assert_int_equal(tok(&f, "Hello world", ids), 2);
+    assert_int_equal(ids[0], 15043);
+    assert_int_equal(ids[1], 3186);
+    assert_int_equal(tok(&f, " ", ids), 1);
+    assert_int_equal(ids[0], 259);
+    assert_int_equal(tok(&f, "", ids), 0);
+    /* BOS is added only when asked */
+    struct herd_error err = {0};
+    uint32_t n;
+    assert_int_equal(herd_tokenize(f.tk, "Hello", 5, true, ids, 64, &n, &err), HERD_OK);
+    assert_int_equal(ids[0], 1);
+    assert_int_equal(herd_tokenize(f.tk, "Hello world", 11, false, ids, 1, &n, &err), HERD_E_INVALID);
+    close_vocab(&f);
+}
+
+/* Splits the .inp file on the separator and compares with each .out line. */
+static void run_vectors(const char *vocab_name) {
+    char p[512], pi[600], po[600], rel[256];
+    snprintf(rel, sizeof rel, "fixtures/tokenizer/%s", vocab_name);
+    if (!test_shared_path(rel, p, sizeof p)) skip();
+    snprintf(pi, sizeof pi, "%s.inp", p);
+    snprintf(po, sizeof po, "%s.out", p);
+    struct fixture f;
+    open_vocab(&f, p);
+    size_t ni, no;
+    char *inp = (char *)test_read_file(pi, &ni), *outp = (char *)test_read_file(po, &no);
+    inp = realloc(inp, ni + 1), inp[ni] = '\0';
+    outp = realloc(outp, no + 1), outp[no] = '\0';
+    const char *sep = "\n__ggml_vocab_test__\n";
+    char *cur = inp, *line = outp;
+    int cases = 0;
+    int32_t *ids = malloc(65536 * sizeof *ids);
+    for (char *end; (end = strstr(cur, sep)); cur = end + strlen(sep)) {
+        char *nl = strchr(line, '\n');
+        assert_non_null(nl);
+        *nl = '\0';
+        struct herd_error err = {0};
+        uint32_t n;
+        if (herd_tokenize(f.tk, cur, (size_t)(end - cur), false, ids, 65536, &n, &err) != HERD_OK)
+            fail_msg("%s", err.msg);
+        char got[16384];
+        size_t o = 0;
+        for (uint32_t i = 0; i < n && o < sizeof got - 16; i++)
+            o += (size_t)snprintf(got + o, sizeof got - o, " %d", ids[i]);
+        got[o] = '\0';
+        if (strcmp(got, line) != 0) fail_msg("%s case %d: got '%s', want '%s'", vocab_name, cases, got, line);
+        line = nl + 1;
+        cases++;
+    }
+    assert_int_equal(cases, 46);
+    free(ids);
+    free(inp);
+    free(outp);
+    close_vocab(&f);
+}
+
+static void test_llama_spm_vectors(void **state) {
+    (void)state;
+    run_vectors("ggml-vocab-llama-spm.gguf");
+}
+
+static void test_phi3_vectors(void **state) {
+    (void)state;
+    run_vectors("ggml-vocab-phi-3.gguf");
+}
+
+static void test_detok_utf8_holdback(void **state) {
+    (void)state;
+    char p[512];
+    struct fixture f;
+    open_vocab(&f, test_data_path("ggml-vocab-llama-spm.gguf", p, sizeof p));
+    struct herd_detok d;
+    herd_detok_init(&d, f.v);
+    char out[128];
+    /* "é" = C3 A9 as two byte tokens: nothing, then the whole character */
+    assert_int_equal(herd_detok_push(&d, f.v->byte_token[0xc3], out, sizeof out), 0);
+    size_t n = herd_detok_push(&d, f.v->byte_token[0xa9], out, sizeof out);
+    assert_int_equal(n, 2);
+    assert_memory_equal(out, "\xc3\xa9", 2);
+    /* an impossible byte becomes U+FFFD; a dangling lead byte too, at flush */
+    n = herd_detok_push(&d, f.v->byte_token[0xff], out, sizeof out);
+    assert_int_equal(n, 3);
+    assert_memory_equal(out, "\xef\xbf\xbd", 3);
+    assert_int_equal(herd_detok_push(&d, f.v->byte_token[0xe2], out, sizeof out), 0);
+    assert_int_equal(herd_detok_flush(&d, out, sizeof out), 3);
+    /* SPM drops the space prefix of the first piece only */
+    herd_detok_init(&d, f.v);
+    n = herd_detok_push(&d, 15043, out, sizeof out); /* "▁Hello" */
+    assert_int_equal(n, 5);
+    assert_memory_equal(out, "Hello", 5);
+    n = herd_detok_push(&d, 3186, out, sizeof out); /* "▁world" */
+    assert_memory_equal(out, " world", n);
+    assert_int_equal(herd_detok_push(&d, 1, out, sizeof out), 0); /* BOS prints nothing */
+    close_vocab(&f);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_known_cases),
+        cmocka_unit_test(test_llama_spm_vectors),
+        cmocka_unit_test(test_phi3_vectors),
+        cmocka_unit_test(test_detok_utf8_holdback),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
