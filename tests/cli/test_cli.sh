@@ -32,7 +32,7 @@ grep -q "unknown command 'frobnicate'" "$TMP/err" && grep -q "usage: herd COMMAN
 expect_exit 0 "$HERD" help
 grep -q inspect "$TMP/out" && grep -q synth "$TMP/out" && grep -q convert "$TMP/out" && ok || bad "help lists commands"
 expect_exit 0 "$HERD" --version
-for cmd in inspect synth convert; do
+for cmd in inspect synth convert run eval; do
     expect_exit 0 "$HERD" "$cmd" --help
     grep -q "usage: herd $cmd" "$TMP/out" && ok || bad "$cmd --help"
     expect_exit 0 "$HERD" help "$cmd"
@@ -89,6 +89,28 @@ cmp -s "$TMP/s.gguf" "$SRC/models/stories260K.gguf" && ok || bad "convert reprod
 expect_exit 0 "$HERD" convert llama2c "$S/stories260K.bin" "$S/tok512.bin" -o "$TMP/s8.gguf" --type Q8_0
 expect_exit 1 "$HERD" convert llama2c "$S/tok512.bin" "$S/tok512.bin" -o "$TMP/bad.gguf"
 [ ! -e "$TMP/bad.gguf" ] && ok || bad "failed convert leaves no file"
+
+# --- run and eval -----------------------------------------------------------
+# llama2.c's own greedy output from BOS alone (run.c prints `steps` tokens)
+"$HERD" run --prompt-ids 1 -n 60 --greedy >"$TMP/g60.txt" 2>"$TMP/err"
+cmp -s "$TMP/g60.txt" "$S/greedy-bos-60.txt" && ok || bad "greedy 60 tokens differ from llama2.c"
+grep -q "tokens/s" "$TMP/err" && ok || bad "run prints timings to stderr"
+"$HERD" run --prompt-ids 1 -n 256 --greedy --threads 1 >"$TMP/g256.txt" 2>/dev/null
+cmp -s "$TMP/g256.txt" "$S/greedy-bos-256.txt" && ok || bad "greedy 256 tokens differ from llama2.c"
+"$HERD" run -p "Once upon a time" -n 20 --seed 5 --json >"$TMP/a.json" 2>/dev/null
+"$HERD" run -p "Once upon a time" -n 20 --seed 5 --json >"$TMP/b.json" 2>/dev/null
+python3 -c 'import json,sys; a=json.load(open(sys.argv[1])); b=json.load(open(sys.argv[2])); assert a["ids"]==b["ids"] and a["prompt_ids"][0]==1 and len(a["ids"])==20, (a,b)' "$TMP/a.json" "$TMP/b.json" && ok || bad "seeded run is deterministic"
+expect_exit 2 "$HERD" run
+expect_exit 2 "$HERD" run -p x --prompt-ids 1
+expect_exit 2 "$HERD" run --prompt-ids 1,x
+expect_exit 1 "$HERD" run --prompt-ids 1,512
+grep -q "invalid token id 512" "$TMP/err" && ok || bad "out-of-vocabulary id message"
+expect_exit 1 "$HERD" run --prompt-ids 1,2,3 --ctx 3
+grep -q "context" "$TMP/err" && ok || bad "prompt longer than the context message"
+expect_exit 1 "$HERD" run -m "$TMP/cut.gguf" --prompt-ids 1
+grep -q "truncated" "$TMP/err" && ok || bad "corrupt model message"
+expect_exit 0 "$HERD" eval --ids 1,403,407 --top 3
+python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["n_vocab"]==512 and len(d["positions"])==3 and len(d["positions"][0]["top"])==3 and len(d["last_logits"])==512' "$TMP/out" && ok || bad "eval JSON shape"
 
 # --- the converted model computes what llama2.c computed ------------------
 PY=/usr/bin/python3

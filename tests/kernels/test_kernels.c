@@ -1,0 +1,182 @@
+/* Every SIMD kernel family against its _ref twin at odd sizes, outputs
+ * poisoned with NaN first: quantization must be byte-identical, dot products
+ * and axpy equal within a float-rounding tolerance (the SIMD versions sum in
+ * a different order and use FMA). Also matmul end to end on every weight
+ * type, and the thread pool. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <math.h>
+
+#include "base/pool.h"
+#include "base/rng.h"
+#include "kernels/kernels.h"
+#include "kernels/matmul.h"
+#include "kernels/quant.h"
+#include "test_util.h"
+
+/* Relative tolerance for sums of up to ~4k products in float. */
+#define DOT_RTOL 2e-5f
+
+static void fill(struct herd_rng *r, float *x, size_t n, float scale) {
+    for (size_t i = 0; i < n; i++) x[i] = (float)herd_rng_normal(r) * scale;
+}
+
+static void close_enough(float got, float want, float magnitude, const char *what, size_t n) {
+    if (!(fabsf(got - want) <= DOT_RTOL * (magnitude + 1.0f)))
+        fail_msg("%s n=%zu: %.9g vs ref %.9g", what, n, got, want);
+}
+
+static void compare_family(const struct herd_kernels *k) {
+    const struct herd_kernels *ref = herd_kernels_ref();
+    struct herd_rng r;
+    herd_rng_init(&r, 11);
+    const size_t blocks[] = {1, 3, 31, 33, 129};
+    for (size_t bi = 0; bi < sizeof blocks / sizeof blocks[0]; bi++) {
+        const size_t n = blocks[bi] * 32;
+        float *x = malloc(n * sizeof *x), *w = malloc(n * sizeof *w);
+        fill(&r, x, n, 3.0f);
+        fill(&r, w, n, 0.1f);
+        x[5] = 0.0f; /* exact zeros and a block of zeros */
+        if (n >= 64) memset(x + 32, 0, 32 * sizeof *x);
+        struct herd_block_q8a *qa = malloc(blocks[bi] * sizeof *qa), *qb = malloc(blocks[bi] * sizeof *qb);
+        memset(qa, 0xff, blocks[bi] * sizeof *qa);
+        memset(qb, 0xff, blocks[bi] * sizeof *qb);
+        ref->quantize_row_q8a(x, qa, n);
+        k->quantize_row_q8a(x, qb, n);
+        if (memcmp(qa, qb, blocks[bi] * sizeof *qa) != 0) fail_msg("%s quantize_row_q8a differs at n=%zu", k->name, n);
+
+        struct herd_block_q8_0 *w8 = malloc(blocks[bi] * sizeof *w8);
+        struct herd_block_q4_0 *w4 = malloc(blocks[bi] * sizeof *w4);
+        herd_quantize_row_q8_0_ref(w, w8, n);
+        herd_quantize_row_q4_0_ref(w, w4, n);
+        float mag = 0;
+        for (size_t i = 0; i < n; i++) mag += fabsf(w[i] * x[i]);
+        close_enough(k->dot_q8_0_q8a(w8, qa, n), ref->dot_q8_0_q8a(w8, qa, n), mag, "dot_q8_0_q8a", n);
+        close_enough(k->dot_q4_0_q8a(w4, qa, n), ref->dot_q4_0_q8a(w4, qa, n), mag, "dot_q4_0_q8a", n);
+        free(x), free(w), free(qa), free(qb), free(w8), free(w4);
+    }
+    const size_t sizes[] = {1, 7, 31, 33, 4097};
+    for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
+        const size_t n = sizes[si];
+        float *x = malloc(n * sizeof *x), *w = malloc(n * sizeof *w), *ya = malloc(n * sizeof *ya),
+              *yb = malloc(n * sizeof *yb);
+        uint16_t *h = malloc(n * sizeof *h), *bf = malloc(n * sizeof *bf);
+        fill(&r, x, n, 1.0f);
+        fill(&r, w, n, 1.0f);
+        for (size_t i = 0; i < n; i++) h[i] = herd_fp32_to_fp16(w[i]), bf[i] = herd_fp32_to_bf16(w[i]);
+        float mag = 0;
+        for (size_t i = 0; i < n; i++) mag += fabsf(w[i] * x[i]);
+        close_enough(k->dot_f32(w, x, n), ref->dot_f32(w, x, n), mag, "dot_f32", n);
+        close_enough(k->dot_f16_f32(h, x, n), ref->dot_f16_f32(h, x, n), mag, "dot_f16_f32", n);
+        close_enough(k->dot_bf16_f32(bf, x, n), ref->dot_bf16_f32(bf, x, n), mag, "dot_bf16_f32", n);
+        for (size_t i = 0; i < n; i++) ya[i] = yb[i] = x[i];
+        ref->axpy_f32(0.7f, w, ya, n);
+        k->axpy_f32(0.7f, w, yb, n);
+        for (size_t i = 0; i < n; i++) close_enough(yb[i], ya[i], fabsf(ya[i]), "axpy_f32", n);
+        for (size_t i = 0; i < n; i++) ya[i] = yb[i] = x[i];
+        ref->axpy_f16(-1.3f, h, ya, n);
+        k->axpy_f16(-1.3f, h, yb, n);
+        for (size_t i = 0; i < n; i++) close_enough(yb[i], ya[i], fabsf(ya[i]), "axpy_f16", n);
+        free(x), free(w), free(ya), free(yb), free(h), free(bf);
+    }
+}
+
+static void test_avx2_matches_ref(void **state) {
+    (void)state;
+    const struct herd_kernels *k = herd_kernels_avx2();
+    if (!k) skip();
+    compare_family(k);
+}
+
+static void test_avx512_matches_ref(void **state) {
+    (void)state;
+    const struct herd_kernels *k = herd_kernels_avx512();
+    if (!k) skip();
+    compare_family(k);
+}
+
+/* matmul with the best kernels vs the ref kernels, every weight type, odd
+ * row counts, a padded output stride whose gaps must stay NaN. */
+static void test_matmul_all_types(void **state) {
+    (void)state;
+    struct herd_pool *pool = herd_pool_create(2);
+    struct herd_rng r;
+    herd_rng_init(&r, 5);
+    const enum herd_ggml_type types[] = {HERD_GGML_TYPE_F32, HERD_GGML_TYPE_F16, HERD_GGML_TYPE_BF16,
+                                         HERD_GGML_TYPE_Q8_0, HERD_GGML_TYPE_Q4_0};
+    const size_t rows = 37, cols = 96, T = 5, ys = rows + 3;
+    float *wf = malloc(rows * cols * sizeof *wf), *x = malloc(T * cols * sizeof *x);
+    fill(&r, wf, rows * cols, 0.2f);
+    fill(&r, x, T * cols, 1.0f);
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+        uint64_t ne[2] = {cols, rows}, bytes;
+        struct herd_error err;
+        assert_int_equal(herd_ggml_tensor_nbytes(types[ti], 2, ne, NULL, &bytes, &err), HERD_OK);
+        uint8_t *wq = malloc(bytes);
+        for (size_t rr = 0; rr < rows; rr++)
+            herd_quantize_row_ref(types[ti], wf + rr * cols, wq + rr * (bytes / rows), cols);
+        struct herd_matrix m = {types[ti], wq, rows, cols, bytes / rows};
+        float *ya = malloc(T * ys * sizeof *ya), *yb = malloc(T * ys * sizeof *yb);
+        for (size_t i = 0; i < T * ys; i++) ya[i] = yb[i] = NAN;
+        void *scratch =
+            malloc(herd_matmul_scratch_bytes(&m, T, 2, true) + herd_matmul_scratch_bytes(&m, T, 2, false) + 64);
+        herd_matmul(pool, herd_kernels_ref(), &m, x, cols, T, ya, ys, scratch, false);
+        herd_matmul(pool, herd_kernels_best(), &m, x, cols, T, yb, ys, scratch, false);
+        for (size_t t = 0; t < T; t++)
+            for (size_t i = 0; i < ys; i++) {
+                float a = ya[t * ys + i], b = yb[t * ys + i];
+                if (i >= rows) {
+                    assert_true(isnan(a) && isnan(b));
+                    continue;
+                }
+                assert_false(isnan(a));
+                close_enough(b, a, 20.0f, herd_ggml_type_info(types[ti])->name, cols);
+            }
+        /* precise mode: dequantized weights, f32 activations: the f32 result */
+        herd_matmul(pool, herd_kernels_best(), &m, x, cols, T, yb, ys, scratch, true);
+        for (size_t t = 0; t < T; t++)
+            for (size_t i = 0; i < rows; i++) {
+                float deq[96];
+                herd_dequantize_row_ref(types[ti], wq + i * (bytes / rows), deq, cols);
+                double want = 0;
+                for (size_t c = 0; c < cols; c++) want += (double)deq[c] * x[t * cols + c];
+                assert_true(fabs(yb[t * ys + i] - want) < 1e-4);
+            }
+        free(wq), free(ya), free(yb), free(scratch);
+    }
+    free(wf), free(x);
+    herd_pool_destroy(pool);
+}
+
+struct count_ctx {
+    int hits[8];
+};
+
+static void count_fn(void *ctx, int ith, int nth) {
+    struct count_ctx *c = ctx;
+    assert_true(nth == 4 && ith >= 0 && ith < 4);
+    c->hits[ith]++;
+}
+
+static void test_pool_runs_every_thread(void **state) {
+    (void)state;
+    struct herd_pool *p = herd_pool_create(4);
+    struct count_ctx c = {{0}};
+    for (int i = 0; i < 1000; i++) herd_pool_run(p, count_fn, &c);
+    for (int i = 0; i < 4; i++) assert_int_equal(c.hits[i], 1000);
+    herd_pool_destroy(p);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_avx2_matches_ref),
+        cmocka_unit_test(test_avx512_matches_ref),
+        cmocka_unit_test(test_matmul_all_types),
+        cmocka_unit_test(test_pool_runs_every_thread),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

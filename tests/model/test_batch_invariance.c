@@ -1,0 +1,201 @@
+/* Batch invariance: a sequence's logits are bit-identical whether it runs
+ * alone or in a batch with other sequences at other positions, with any
+ * split of its prompt into chunks; and the KV cache's sharing (fork) gives
+ * the same results as recomputation. Uses the shipped Q4_0 fixture and the
+ * default model, with the best kernels and with the reference kernels. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "base/rng.h"
+#include "model/forward.h"
+#include "test_util.h"
+
+static struct herd_model *load(const char *path) {
+    struct herd_error err = {0};
+    struct herd_model *m = NULL;
+    if (herd_model_load(path, &m, &err) != HERD_OK) fail_msg("%s", err.msg);
+    return m;
+}
+
+static struct herd_context *context(const struct herd_model *m, int threads, const struct herd_kernels *k) {
+    struct herd_context_params p;
+    herd_context_default_params(&p);
+    p.n_threads = threads;
+    p.kv_tokens = 2048;
+    p.kernels = k;
+    struct herd_error err = {0};
+    struct herd_context *c = NULL;
+    if (herd_context_create(m, &p, &c, &err) != HERD_OK) fail_msg("%s", err.msg);
+    return c;
+}
+
+/* Runs ids[0..n) on a fresh sequence in chunks of `chunk`; copies the last logits. */
+static void run_alone(struct herd_context *c, const int32_t *ids, uint32_t n, uint32_t chunk, float *logits) {
+    struct herd_error err = {0};
+    int32_t s;
+    assert_int_equal(herd_kv_seq_new(c->kv, &s, &err), HERD_OK);
+    uint32_t pos[512];
+    int32_t seq[512];
+    for (uint32_t i0 = 0; i0 < n; i0 += chunk) {
+        uint32_t m = n - i0 < chunk ? n - i0 : chunk;
+        for (uint32_t i = 0; i < m; i++) pos[i] = i0 + i, seq[i] = s;
+        struct herd_batch b = {m, ids + i0, pos, seq, NULL};
+        if (herd_decode(c, &b, &err) != HERD_OK) fail_msg("%s", err.msg);
+    }
+    memcpy(logits, herd_context_logits(c, 0), c->model->desc.n_vocab * sizeof *logits);
+    herd_kv_seq_free(c->kv, s);
+}
+
+static void check_model(const char *path, const struct herd_kernels *k) {
+    struct herd_model *m = load(path);
+    const uint32_t V = (uint32_t)m->desc.n_vocab;
+    struct herd_rng rng;
+    herd_rng_init(&rng, 7);
+    enum { N = 40 };
+    int32_t ids[N];
+    for (int i = 0; i < N; i++) ids[i] = (int32_t)(herd_rng_u64(&rng) % V);
+    float *alone = malloc(V * sizeof *alone), *other = malloc(V * sizeof *other);
+
+    struct herd_context *c = context(m, 2, k);
+    run_alone(c, ids, N, 512, alone);
+    /* same prompt in chunks of 1, 7 and 16 tokens */
+    const uint32_t chunks[] = {1, 7, 16};
+    for (size_t i = 0; i < 3; i++) {
+        run_alone(c, ids, N, chunks[i], other);
+        if (memcmp(alone, other, V * sizeof *alone) != 0) fail_msg("%s: chunk %u changes the logits", path, chunks[i]);
+    }
+    herd_context_destroy(c);
+    /* a different thread count */
+    c = context(m, 1, k);
+    run_alone(c, ids, N, 512, other);
+    if (memcmp(alone, other, V * sizeof *alone) != 0) fail_msg("%s: 1 thread changes the logits", path);
+
+    /* inside a batch: two other sequences, one already 23 tokens in, one new */
+    struct herd_error err = {0};
+    int32_t s_other, s_me, s_new;
+    assert_int_equal(herd_kv_seq_new(c->kv, &s_other, &err), HERD_OK);
+    int32_t pre[23];
+    uint32_t ppos[23];
+    int32_t pseq[23];
+    for (int i = 0; i < 23; i++) pre[i] = (int32_t)((i * 31 + 5) % V), ppos[i] = (uint32_t)i, pseq[i] = s_other;
+    struct herd_batch pb = {23, pre, ppos, pseq, NULL};
+    assert_int_equal(herd_decode(c, &pb, &err), HERD_OK);
+    assert_int_equal(herd_kv_seq_new(c->kv, &s_me, &err), HERD_OK);
+    assert_int_equal(herd_kv_seq_new(c->kv, &s_new, &err), HERD_OK);
+    int32_t bt[N + 6];
+    uint32_t bp[N + 6];
+    int32_t bs[N + 6];
+    bool want[N + 6];
+    uint32_t n = 0;
+    for (int i = 0; i < 3; i++) bt[n] = (int32_t)(i + 3), bp[n] = 23 + (uint32_t)i, bs[n] = s_other, want[n++] = true;
+    for (int i = 0; i < N; i++) bt[n] = ids[i], bp[n] = (uint32_t)i, bs[n] = s_me, want[n++] = i == N - 1;
+    for (int i = 0; i < 3; i++) bt[n] = (int32_t)(i + 9), bp[n] = (uint32_t)i, bs[n] = s_new, want[n++] = i == 2;
+    struct herd_batch mixed = {n, bt, bp, bs, want};
+    assert_int_equal(herd_decode(c, &mixed, &err), HERD_OK);
+    assert_int_equal(c->n_outputs, 5);
+    if (memcmp(alone, herd_context_logits(c, 3), V * sizeof *alone) != 0)
+        fail_msg("%s: batching with other sequences changes the logits", path);
+
+    /* fork: a copy of the first 20 tokens continued with the rest equals the original */
+    int32_t s_fork;
+    assert_int_equal(herd_kv_seq_fork(c->kv, s_me, 20, &s_fork, &err), HERD_OK);
+    uint32_t fp[N];
+    int32_t fs[N];
+    for (int i = 20; i < N; i++) fp[i - 20] = (uint32_t)i, fs[i - 20] = s_fork;
+    struct herd_batch fb = {N - 20, ids + 20, fp, fs, NULL};
+    assert_int_equal(herd_decode(c, &fb, &err), HERD_OK);
+    if (memcmp(alone, herd_context_logits(c, 0), V * sizeof *alone) != 0)
+        fail_msg("%s: a forked prefix changes the logits", path);
+    herd_context_destroy(c);
+    herd_model_destroy(m);
+    free(alone);
+    free(other);
+}
+
+static void test_invariance_best_kernels(void **state) {
+    (void)state;
+    char p[512];
+    check_model(test_data_path("tiny-spm-q4_0.gguf", p, sizeof p), NULL);
+    snprintf(p, sizeof p, "%s/models/stories260K.gguf", HERD_SOURCE_DIR);
+    check_model(p, NULL);
+}
+
+static void test_invariance_ref_kernels(void **state) {
+    (void)state;
+    char p[512];
+    check_model(test_data_path("tiny-spm-q4_0.gguf", p, sizeof p), herd_kernels_ref());
+}
+
+static void test_bad_batches(void **state) {
+    (void)state;
+    char p[512];
+    struct herd_model *m = load(test_data_path("tiny-spm-q4_0.gguf", p, sizeof p));
+    struct herd_context *c = context(m, 1, NULL);
+    struct herd_error err = {0};
+    int32_t s;
+    assert_int_equal(herd_kv_seq_new(c->kv, &s, &err), HERD_OK);
+    int32_t tok[2] = {1, 32000};
+    uint32_t pos[2] = {0, 1};
+    int32_t seq[2] = {s, s};
+    struct herd_batch b = {2, tok, pos, seq, NULL};
+    assert_int_equal(herd_decode(c, &b, &err), HERD_E_INVALID); /* id == n_vocab */
+    assert_non_null(strstr(err.msg, "invalid token id 32000"));
+    tok[1] = -1;
+    assert_int_equal(herd_decode(c, &b, &err), HERD_E_INVALID);
+    tok[1] = 5;
+    pos[1] = 3;
+    assert_int_equal(herd_decode(c, &b, &err), HERD_E_INVALID); /* gap */
+    pos[0] = 1, pos[1] = 2;
+    assert_int_equal(herd_decode(c, &b, &err), HERD_E_INVALID); /* starts past the end */
+    seq[0] = 63;
+    pos[0] = 0, pos[1] = 1;
+    assert_int_equal(herd_decode(c, &b, &err), HERD_E_INVALID); /* unknown sequence */
+    assert_int_equal(herd_kv_seq_len(c->kv, s), 0);
+    herd_context_destroy(c);
+    herd_model_destroy(m);
+}
+
+/* Filling the KV cache is HERD_E_AGAIN and leaves every sequence as it was. */
+static void test_kv_exhaustion(void **state) {
+    (void)state;
+    char p[512];
+    struct herd_model *m = load(test_data_path("tiny-spm-q4_0.gguf", p, sizeof p));
+    struct herd_context_params cp;
+    herd_context_default_params(&cp);
+    cp.n_threads = 1;
+    cp.kv_tokens = 64; /* 4 blocks of 16 */
+    struct herd_error err = {0};
+    struct herd_context *c = NULL;
+    assert_int_equal(herd_context_create(m, &cp, &c, &err), HERD_OK);
+    int32_t a, b2;
+    assert_int_equal(herd_kv_seq_new(c->kv, &a, &err), HERD_OK);
+    assert_int_equal(herd_kv_seq_new(c->kv, &b2, &err), HERD_OK);
+    int32_t tok[64];
+    uint32_t pos[64];
+    int32_t seq[64];
+    for (int i = 0; i < 64; i++) tok[i] = 100 + i, pos[i] = (uint32_t)(i % 40), seq[i] = i < 40 ? a : b2;
+    struct herd_batch first = {40, tok, pos, seq, NULL};
+    assert_int_equal(herd_decode(c, &first, &err), HERD_OK); /* 3 blocks */
+    struct herd_batch second = {24, tok + 40, pos + 40, seq + 40, NULL};
+    assert_int_equal(herd_decode(c, &second, &err), HERD_E_AGAIN); /* needs 2, 1 free */
+    assert_non_null(strstr(err.msg, "KV cache full"));
+    assert_int_equal(herd_kv_seq_len(c->kv, a), 40);
+    assert_int_equal(herd_kv_seq_len(c->kv, b2), 0);
+    herd_kv_seq_free(c->kv, a);
+    assert_int_equal(herd_decode(c, &second, &err), HERD_OK);
+    herd_context_destroy(c);
+    herd_model_destroy(m);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_invariance_best_kernels),
+        cmocka_unit_test(test_invariance_ref_kernels),
+        cmocka_unit_test(test_bad_batches),
+        cmocka_unit_test(test_kv_exhaustion),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
