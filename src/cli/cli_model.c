@@ -27,6 +27,7 @@ bool cli_model_open(const char *cmd, const struct cli_model_opts *o, uint32_t ma
         n_ctx = (*model)->desc.n_ctx_train && (*model)->desc.n_ctx_train < 4096 ? (*model)->desc.n_ctx_train : 4096;
     if (n_ctx > (1u << 24)) n_ctx = 1u << 24;
     p.kv_tokens = (uint32_t)n_ctx * (max_seqs > 1 ? max_seqs : 1);
+    p.n_ctx = (uint32_t)n_ctx;
     p.max_batch_tokens = max_batch;
     p.max_outputs = max_outputs;
     p.max_seqs = max_seqs;

@@ -93,7 +93,7 @@ int herd_cmd_run(int argc, char **argv) {
         herd_error_set(&err, HERD_E_INVALID, "the prompt is empty (and the vocabulary adds no BOS)");
         goto fail;
     }
-    const uint32_t n_ctx = herd_kv_params(ctx->kv)->n_blocks * herd_kv_params(ctx->kv)->block_tokens;
+    const uint32_t n_ctx = ctx->params.n_ctx;
     if (n_prompt >= n_ctx) {
         herd_error_set(&err, HERD_E_INVALID, "the prompt has %u tokens; the context holds %u (raise --ctx)", n_prompt,
                        n_ctx);

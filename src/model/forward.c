@@ -49,6 +49,7 @@ enum herd_status herd_context_create(const struct herd_model *m, const struct he
     if (p.max_batch_tokens == 0 || p.max_outputs == 0 || p.kv_tokens == 0 || p.max_seqs == 0 || p.kv_block_tokens == 0)
         return herd_error_set(err, HERD_E_INVALID, "context sizes must be positive");
     if (p.max_outputs > p.max_batch_tokens) p.max_outputs = p.max_batch_tokens;
+    if (p.n_ctx == 0) p.n_ctx = p.kv_tokens;
     struct herd_context *c = calloc(1, sizeof *c);
     if (!c) return herd_error_set(err, HERD_E_NOMEM, "out of memory");
     c->model = m;
@@ -251,6 +252,9 @@ static enum herd_status check_batch(struct herd_context *c, const struct herd_ba
         if (b->tokens[i] < 0 || (uint64_t)b->tokens[i] >= d->n_vocab)
             return herd_error_set(err, HERD_E_INVALID, "invalid token id %d (vocabulary of %llu)", b->tokens[i],
                                   (unsigned long long)d->n_vocab);
+        if (b->pos[i] >= c->params.n_ctx)
+            return herd_error_set(err, HERD_E_INVALID, "position %u exceeds the context of %u tokens", b->pos[i],
+                                  c->params.n_ctx);
         const int32_t s = b->seq[i];
         if (!herd_kv_seq_valid(c->kv, s)) return herd_error_set(err, HERD_E_INVALID, "invalid sequence %d", s);
         struct seq_span *sp = &spans[s];

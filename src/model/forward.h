@@ -21,6 +21,7 @@ struct herd_context_params {
     uint32_t max_batch_tokens;          /* tokens per herd_decode call (512) */
     uint32_t max_outputs;               /* logit rows per call (64) */
     uint32_t kv_tokens;                 /* KV capacity in tokens over all sequences (4096) */
+    uint32_t n_ctx;                     /* positions per sequence (0: kv_tokens) */
     uint32_t kv_block_tokens;           /* positions per KV block (16) */
     uint32_t max_seqs;                  /* sequence slots (64) */
     enum herd_kv_type kv_type;          /* F16 default; F32 for exact comparisons */
