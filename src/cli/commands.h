@@ -9,5 +9,6 @@ int herd_cmd_synth(int argc, char **argv);
 int herd_cmd_convert(int argc, char **argv);
 int herd_cmd_eval(int argc, char **argv);
 int herd_cmd_run(int argc, char **argv);
+int herd_cmd_bench(int argc, char **argv);
 
 #endif

@@ -12,6 +12,7 @@ struct command {
 
 static const struct command commands[] = {
     {"run", herd_cmd_run, "generate text from a prompt"},
+    {"bench", herd_cmd_bench, "measure prompt, generation and batched generation speed"},
     {"eval", herd_cmd_eval, "one forward pass over token ids; logits as JSON (for correctness checks)"},
     {"inspect", herd_cmd_inspect, "show a GGUF file's architecture, tokenizer, tensors and memory needs"},
     {"synth", herd_cmd_synth, "write a random-weight Llama model of a real shape (for tests and benchmarks)"},

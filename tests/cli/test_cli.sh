@@ -32,7 +32,7 @@ grep -q "unknown command 'frobnicate'" "$TMP/err" && grep -q "usage: herd COMMAN
 expect_exit 0 "$HERD" help
 grep -q inspect "$TMP/out" && grep -q synth "$TMP/out" && grep -q convert "$TMP/out" && ok || bad "help lists commands"
 expect_exit 0 "$HERD" --version
-for cmd in inspect synth convert run eval; do
+for cmd in inspect synth convert run eval bench; do
     expect_exit 0 "$HERD" "$cmd" --help
     grep -q "usage: herd $cmd" "$TMP/out" && ok || bad "$cmd --help"
     expect_exit 0 "$HERD" help "$cmd"
@@ -111,6 +111,9 @@ expect_exit 1 "$HERD" run -m "$TMP/cut.gguf" --prompt-ids 1
 grep -q "truncated" "$TMP/err" && ok || bad "corrupt model message"
 expect_exit 0 "$HERD" eval --ids 1,403,407 --top 3
 python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["n_vocab"]==512 and len(d["positions"])==3 and len(d["positions"][0]["top"])==3 and len(d["last_logits"])==512' "$TMP/out" && ok || bad "eval JSON shape"
+
+expect_exit 0 "$HERD" bench -p 16 -n 4 -r 1 --batch 2 --batch-prompt 4 --no-ceilings --json
+python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); t=[r["test"] for r in d["results"]]; assert t==["pp16","tg4","tg4-b2"], t; assert all(r["tokens_per_s"]>0 for r in d["results"])' "$TMP/out" && ok || bad "bench JSON"
 
 # --- the converted model computes what llama2.c computed ------------------
 PY=/usr/bin/python3

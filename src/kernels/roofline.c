@@ -1,0 +1,170 @@
+/* Machine ceilings measured in the same run as a benchmark, so results can
+ * be given as a fraction of what this machine does at this moment (a noisy
+ * neighbour lowers both). */
+#include "kernels/roofline.h"
+
+#include <immintrin.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "base/cpu.h"
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+struct read_job {
+    const float *buf;
+    size_t n;
+    const struct herd_kernels *k;
+    float sink[64];
+};
+
+static void read_part(void *ctx, int ith, int nth) {
+    struct read_job *j = ctx;
+    size_t per = j->n / (size_t)nth;
+    const float *p = j->buf + per * (size_t)ith;
+    j->sink[ith % 64] += j->k->dot_f32(p, p, per);
+}
+
+double herd_roofline_read_gbps(struct herd_pool *pool, const struct herd_kernels *k, size_t bytes, int reps) {
+    size_t n = bytes / sizeof(float);
+    float *buf = aligned_alloc(64, n * sizeof(float));
+    if (!buf) return 0;
+    memset(buf, 0, n * sizeof(float)); /* touch every page before timing */
+    struct read_job j = {buf, n, k, {0}};
+    double best = 0;
+    for (int r = 0; r < reps; r++) {
+        double t0 = now_s();
+        herd_pool_run(pool, read_part, &j);
+        double t = now_s() - t0;
+        double gbps = (double)(n * sizeof(float)) / t / 1e9;
+        if (gbps > best) best = gbps;
+    }
+    free(buf);
+    return best;
+}
+
+/* Compute probes: 12 independent accumulator chains held in named
+ * registers (an array would be kept in memory), so the loop is bound by the
+ * execution units, not by latency. Each is compiled for the ISA it uses. */
+#define CHAINS     12
+#define UNROLL(OP) OP(0) OP(1) OP(2) OP(3) OP(4) OP(5) OP(6) OP(7) OP(8) OP(9) OP(10) OP(11)
+
+__attribute__((target("avx512f,avx512bw,avx512vnni"))) static double int8_vnni_loop(size_t iters) {
+    const __m512i u = _mm512_set1_epi8(3), s = _mm512_set1_epi8(-2);
+#define DECL(i) __m512i a##i = _mm512_setzero_si512();
+#define STEP(i) a##i = _mm512_dpbusd_epi32(a##i, u, s);
+#define SUM(i)  sum += _mm512_reduce_add_epi32(a##i);
+    UNROLL(DECL)
+    for (size_t it = 0; it < iters; it++) {
+        UNROLL(STEP)
+    }
+    int32_t sum = 0;
+    UNROLL(SUM)
+#undef DECL
+#undef STEP
+#undef SUM
+    return (double)sum; /* keeps the loop alive */
+}
+
+__attribute__((target("avx2,fma"))) static double int8_avx2_loop(size_t iters) {
+    const __m256i u = _mm256_set1_epi8(3), s = _mm256_set1_epi8(-2), ones = _mm256_set1_epi16(1);
+#define DECL(i) __m256i a##i = _mm256_setzero_si256();
+#define STEP(i) a##i = _mm256_add_epi32(a##i, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), ones));
+#define SUM(i)  acc = _mm256_add_epi32(acc, a##i);
+    UNROLL(DECL)
+    for (size_t it = 0; it < iters; it++) {
+        UNROLL(STEP)
+    }
+    __m256i acc = _mm256_setzero_si256();
+    UNROLL(SUM)
+#undef DECL
+#undef STEP
+#undef SUM
+    int32_t out[8], sum = 0;
+    _mm256_storeu_si256((__m256i *)out, acc);
+    for (int j = 0; j < 8; j++) sum += out[j];
+    return (double)sum;
+}
+
+__attribute__((target("avx512f"))) static double f32_avx512_loop(size_t iters) {
+    const __m512 x = _mm512_set1_ps(1.0000001f), y = _mm512_set1_ps(0.9999999f);
+#define DECL(i) __m512 a##i = _mm512_setzero_ps();
+#define STEP(i) a##i = _mm512_fmadd_ps(x, y, a##i);
+#define SUM(i)  acc = _mm512_add_ps(acc, a##i);
+    UNROLL(DECL)
+    for (size_t it = 0; it < iters; it++) {
+        UNROLL(STEP)
+    }
+    __m512 acc = _mm512_setzero_ps();
+    UNROLL(SUM)
+#undef DECL
+#undef STEP
+#undef SUM
+    return _mm512_reduce_add_ps(acc);
+}
+
+__attribute__((target("avx2,fma"))) static double f32_avx2_loop(size_t iters) {
+    const __m256 x = _mm256_set1_ps(1.0000001f), y = _mm256_set1_ps(0.9999999f);
+#define DECL(i) __m256 a##i = _mm256_setzero_ps();
+#define STEP(i) a##i = _mm256_fmadd_ps(x, y, a##i);
+#define SUM(i)  acc = _mm256_add_ps(acc, a##i);
+    UNROLL(DECL)
+    for (size_t it = 0; it < iters; it++) {
+        UNROLL(STEP)
+    }
+    __m256 acc = _mm256_setzero_ps();
+    UNROLL(SUM)
+#undef DECL
+#undef STEP
+#undef SUM
+    float out[8], sum = 0;
+    _mm256_storeu_ps(out, acc);
+    for (int j = 0; j < 8; j++) sum += out[j];
+    return sum;
+}
+
+struct compute_job {
+    bool int8;
+    size_t iters;
+    double sink[64];
+};
+
+static void compute_part(void *ctx, int ith, int nth) {
+    (void)nth;
+    struct compute_job *j = ctx;
+    const struct herd_cpu_features *f = herd_cpu_features();
+    double r;
+    if (j->int8)
+        r = f->avx512_vnni ? int8_vnni_loop(j->iters) : f->avx2 ? int8_avx2_loop(j->iters) : 0;
+    else
+        r = f->avx512 ? f32_avx512_loop(j->iters) : f->avx2 ? f32_avx2_loop(j->iters) : 0;
+    j->sink[ith % 64] += r;
+}
+
+/* Operations per probe iteration: CHAINS instructions x lanes x 2 (multiply and add). */
+static double ops_per_iter(bool int8) {
+    const struct herd_cpu_features *f = herd_cpu_features();
+    if (int8) return f->avx512_vnni ? CHAINS * 64.0 * 2 : f->avx2 ? CHAINS * 32.0 * 2 : 0;
+    return f->avx512 ? CHAINS * 16.0 * 2 : f->avx2 ? CHAINS * 8.0 * 2 : 0;
+}
+
+static double compute_ops(struct herd_pool *pool, bool int8, int reps) {
+    struct compute_job j = {int8, 2000000, {0}};
+    double best = 0;
+    for (int r = 0; r < reps; r++) {
+        double t0 = now_s();
+        herd_pool_run(pool, compute_part, &j);
+        double t = now_s() - t0;
+        double ops = ops_per_iter(int8) * (double)j.iters * herd_pool_size(pool) / t;
+        if (ops > best) best = ops;
+    }
+    return best;
+}
+
+double herd_roofline_int8_ops(struct herd_pool *pool, int reps) { return compute_ops(pool, true, reps); }
+double herd_roofline_f32_flops(struct herd_pool *pool, int reps) { return compute_ops(pool, false, reps); }
