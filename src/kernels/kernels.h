@@ -10,8 +10,11 @@
 #ifndef HERD_KERNELS_KERNELS_H
 #define HERD_KERNELS_KERNELS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "herd/gguf.h"
 
 #define HERD_QK8A 32
 
@@ -19,8 +22,21 @@
  * than ggml's fp16 scale: one less rounding, same memory traffic order). */
 struct herd_block_q8a {
     float d;
+    int32_t sum; /* sum of qs: the offset term of unsigned-weight dot products */
     int8_t qs[HERD_QK8A];
 };
+
+/* Quantized matrices repacked at load for the tiled kernels: rows in groups
+ * of HERD_PACK_ROWS; per group and per 32-column block one chunk holding the
+ * group's 16 fp16 scales, then the weights as unsigned bytes interleaved 4
+ * columns x 16 rows per 64-byte vector, the layout a 512-bit dot-product
+ * instruction (vpdpbusd: 16 lanes, each summing 4 byte products) consumes:
+ *   Q4_0: 4 vectors; byte 4r+i of vector j = the original qs[4j+i] of row r
+ *         (low nibble: column 4j+i, high nibble: column 16+4j+i); value = nibble - 8
+ *   Q8_0: 8 vectors; byte 4r+i of vector k = q[4k+i] of row r, + 128; value = byte - 128 */
+#define HERD_PACK_ROWS       16
+#define HERD_PACK_Q4_0_CHUNK (2 * HERD_PACK_ROWS + 4 * 64)
+#define HERD_PACK_Q8_0_CHUNK (2 * HERD_PACK_ROWS + 8 * 64)
 
 struct herd_kernels {
     const char *name;
@@ -32,6 +48,13 @@ struct herd_kernels {
     float (*dot_f32)(const float *w, const float *x, size_t n);
     float (*dot_f16_f32)(const uint16_t *w, const float *x, size_t n);
     float (*dot_bf16_f32)(const uint16_t *w, const float *x, size_t n);
+    /* Packed matmul for one group of 16 rows: y[t][0..16) for the n_tok
+     * tokens whose activation rows start at x + t * x_stride (in blocks);
+     * n_blocks chunks of the group start at w. type: Q8_0 or Q4_0. */
+    void (*gemm_packed)(enum herd_ggml_type type, const uint8_t *w, size_t n_blocks, const struct herd_block_q8a *x,
+                        size_t x_stride, size_t n_tok, float *y, size_t y_stride);
+    /* Whether herd should repack quantized weights at load for this family. */
+    bool prefers_packed;
     /* y[i] += a * x[i] */
     void (*axpy_f32)(float a, const float *x, float *y, size_t n);
     void (*axpy_f16)(float a, const uint16_t *x, float *y, size_t n);
@@ -41,6 +64,10 @@ const struct herd_kernels *herd_kernels_ref(void);
 /* NULL when the processor (or HERD_CPU) does not allow the family. */
 const struct herd_kernels *herd_kernels_avx2(void);
 const struct herd_kernels *herd_kernels_avx512(void);
+/* The scalar twin of gemm_packed, shared by families without their own. */
+void herd_gemm_packed_ref(enum herd_ggml_type type, const uint8_t *w, size_t n_blocks, const struct herd_block_q8a *x,
+                          size_t x_stride, size_t n_tok, float *y, size_t y_stride);
+
 /* The best family this processor runs. */
 const struct herd_kernels *herd_kernels_best(void);
 

@@ -37,7 +37,15 @@ static void quantize_row_q8a_avx2(const float *x, struct herd_block_q8a *y, size
         i0 = _mm256_packs_epi32(i0, i1);
         i2 = _mm256_packs_epi32(i2, i3);
         i0 = _mm256_packs_epi16(i0, i2);
-        _mm256_storeu_si256((__m256i *)y[b].qs, _mm256_permutevar8x32_epi32(i0, perm));
+        const __m256i q = _mm256_permutevar8x32_epi32(i0, perm);
+        _mm256_storeu_si256((__m256i *)y[b].qs, q);
+        /* sum of the 32 bytes: widen to 16 bits in pairs, then to 32 bits */
+        __m256i s16 = _mm256_maddubs_epi16(_mm256_set1_epi8(1), q);
+        __m256i s32 = _mm256_madd_epi16(s16, _mm256_set1_epi16(1));
+        __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s32), _mm256_extracti128_si256(s32, 1));
+        s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4e));
+        s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xb1));
+        y[b].sum = _mm_cvtsi128_si32(s4);
     }
 }
 
@@ -146,6 +154,8 @@ static const struct herd_kernels avx2 = {
     .dot_bf16_f32 = dot_bf16_f32_avx2,
     .axpy_f32 = axpy_f32_avx2,
     .axpy_f16 = axpy_f16_avx2,
+    .gemm_packed = herd_gemm_packed_ref,
+    .prefers_packed = false,
 };
 
 const struct herd_kernels *herd_kernels_avx2(void) { return herd_cpu_features()->avx2 ? &avx2 : NULL; }

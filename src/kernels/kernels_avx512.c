@@ -4,6 +4,8 @@
  * the kernels that gain nothing from wider registers. */
 #include <immintrin.h>
 #include <pthread.h>
+#include <stdbool.h>
+#include <string.h>
 
 #include "base/cpu.h"
 #include "kernels/kernels.h"
@@ -117,6 +119,66 @@ static float dot_f16_f32_avx512(const uint16_t *w, const float *x, size_t n) {
     return sum;
 }
 
+/* ------------------------------------------------------------ packed tiles */
+
+/* One 16-row group times NT tokens: the weights of a block are loaded (and
+ * for Q4_0 unpacked) once into 8 registers and serve every token of the
+ * tile; each token then costs 8 vpdpbusd with a broadcast of 4 activation
+ * bytes, an offset correction, and one FMA per block. Accumulation order
+ * per output is the same for every NT, so results do not depend on the
+ * batch. */
+/* Loops below are fully unrolled (constant trip counts and GCC's unroll
+ * pragma) so that W[] and acc[] live in registers, not on the stack. */
+#define HERD_UNROLL _Pragma("GCC unroll 8")
+#define DEFINE_GEMM_TILE(NT)                                                                                           \
+    static void gemm_tile_##NT(bool q4, const uint8_t *w, size_t n_blocks, const struct herd_block_q8a *x,             \
+                               size_t x_stride, float *y, size_t y_stride) {                                           \
+        const size_t chunk = q4 ? HERD_PACK_Q4_0_CHUNK : HERD_PACK_Q8_0_CHUNK;                                         \
+        const int32_t offset = q4 ? 8 : 128;                                                                           \
+        const __m512i low = _mm512_set1_epi8(0x0f);                                                                    \
+        __m512 acc[NT];                                                                                                \
+        HERD_UNROLL for (int t = 0; t < NT; t++) acc[t] = _mm512_setzero_ps();                                         \
+        for (size_t b = 0; b < n_blocks; b++) {                                                                        \
+            const uint8_t *c = w + b * chunk;                                                                          \
+            const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)c));                                 \
+            const uint8_t *v = c + 2 * HERD_PACK_ROWS;                                                                 \
+            __m512i W[8];                                                                                              \
+            if (q4) {                                                                                                  \
+                HERD_UNROLL for (int j = 0; j < 4; j++) {                                                              \
+                    __m512i raw = _mm512_loadu_si512((const void *)(v + 64 * j));                                      \
+                    W[j] = _mm512_and_si512(raw, low);                                                                 \
+                    W[j + 4] = _mm512_and_si512(_mm512_srli_epi16(raw, 4), low);                                       \
+                }                                                                                                      \
+            } else {                                                                                                   \
+                HERD_UNROLL for (int k = 0; k < 8; k++) W[k] = _mm512_loadu_si512((const void *)(v + 64 * k));         \
+            }                                                                                                          \
+            HERD_UNROLL for (int t = 0; t < NT; t++) {                                                                 \
+                const struct herd_block_q8a *xb = x + (size_t)t * x_stride + b;                                        \
+                const int32_t *xq = (const int32_t *)(const void *)xb->qs;                                             \
+                __m512i s = _mm512_setzero_si512();                                                                    \
+                HERD_UNROLL for (int k = 0; k < 8; k++) s = _mm512_dpbusd_epi32(s, W[k], _mm512_set1_epi32(xq[k]));    \
+                s = _mm512_sub_epi32(s, _mm512_set1_epi32(offset * xb->sum));                                          \
+                acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw, _mm512_set1_ps(xb->d)), acc[t]);     \
+            }                                                                                                          \
+        }                                                                                                              \
+        HERD_UNROLL for (int t = 0; t < NT; t++) _mm512_storeu_ps(y + (size_t)t * y_stride, acc[t]);                   \
+    }
+
+DEFINE_GEMM_TILE(1)
+DEFINE_GEMM_TILE(2)
+DEFINE_GEMM_TILE(4)
+DEFINE_GEMM_TILE(8)
+
+static void gemm_packed_vnni(enum herd_ggml_type type, const uint8_t *w, size_t n_blocks,
+                             const struct herd_block_q8a *x, size_t x_stride, size_t n_tok, float *y, size_t y_stride) {
+    const bool q4 = type == HERD_GGML_TYPE_Q4_0;
+    size_t t = 0;
+    for (; t + 8 <= n_tok; t += 8) gemm_tile_8(q4, w, n_blocks, x + t * x_stride, x_stride, y + t * y_stride, y_stride);
+    if (t + 4 <= n_tok) gemm_tile_4(q4, w, n_blocks, x + t * x_stride, x_stride, y + t * y_stride, y_stride), t += 4;
+    if (t + 2 <= n_tok) gemm_tile_2(q4, w, n_blocks, x + t * x_stride, x_stride, y + t * y_stride, y_stride), t += 2;
+    if (t < n_tok) gemm_tile_1(q4, w, n_blocks, x + t * x_stride, x_stride, y + t * y_stride, y_stride);
+}
+
 static struct herd_kernels table;
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 
@@ -129,6 +191,10 @@ static void init_table(void) {
     table.dot_q4_0_q8a = f->avx512_vnni ? dot_q4_0_q8a_vnni : dot_q4_0_q8a_avx512;
     table.dot_f32 = dot_f32_avx512;
     table.dot_f16_f32 = dot_f16_f32_avx512;
+    if (f->avx512_vnni) {
+        table.gemm_packed = gemm_packed_vnni;
+        table.prefers_packed = true;
+    }
 }
 
 const struct herd_kernels *herd_kernels_avx512(void) {

@@ -16,7 +16,12 @@ static void quantize_row_q8a_ref(const float *x, struct herd_block_q8a *y, size_
         for (int j = 0; j < HERD_QK8A; j++) amax = fmaxf(amax, fabsf(x[j]));
         const float id = amax > 0.0f ? 127.0f / amax : 0.0f;
         y[b].d = amax / 127.0f;
-        for (int j = 0; j < HERD_QK8A; j++) y[b].qs[j] = (int8_t)lrintf(x[j] * id);
+        int32_t sum = 0;
+        for (int j = 0; j < HERD_QK8A; j++) {
+            y[b].qs[j] = (int8_t)lrintf(x[j] * id);
+            sum += y[b].qs[j];
+        }
+        y[b].sum = sum;
     }
 }
 
@@ -71,6 +76,39 @@ static void axpy_f16_ref(float a, const uint16_t *x, float *y, size_t n) {
     for (size_t i = 0; i < n; i++) y[i] += a * herd_fp16_to_fp32(x[i]);
 }
 
+void herd_gemm_packed_ref(enum herd_ggml_type type, const uint8_t *w, size_t n_blocks, const struct herd_block_q8a *x,
+                          size_t x_stride, size_t n_tok, float *y, size_t y_stride) {
+    HERD_ASSERT(type == HERD_GGML_TYPE_Q4_0 || type == HERD_GGML_TYPE_Q8_0);
+    const bool q4 = type == HERD_GGML_TYPE_Q4_0;
+    const size_t chunk = q4 ? HERD_PACK_Q4_0_CHUNK : HERD_PACK_Q8_0_CHUNK;
+    const int32_t offset = q4 ? 8 : 128;
+    for (size_t t = 0; t < n_tok; t++) {
+        float acc[HERD_PACK_ROWS] = {0};
+        for (size_t b = 0; b < n_blocks; b++) {
+            const uint8_t *c = w + b * chunk;
+            const struct herd_block_q8a *xb = x + t * x_stride + b;
+            for (int r = 0; r < HERD_PACK_ROWS; r++) {
+                int32_t s = 0;
+                for (int col = 0; col < HERD_QK8A; col++) {
+                    int32_t u;
+                    if (q4) {
+                        const int j = (col % 16) / 4, i = col % 4;
+                        const uint8_t byte = c[2 * HERD_PACK_ROWS + 64 * j + 4 * r + i];
+                        u = col < 16 ? (byte & 0x0f) : (byte >> 4);
+                    } else {
+                        u = c[2 * HERD_PACK_ROWS + 64 * (col / 4) + 4 * r + col % 4];
+                    }
+                    s += u * xb->qs[col];
+                }
+                s -= offset * xb->sum;
+                const uint16_t dh = (uint16_t)(c[2 * r] | c[2 * r + 1] << 8);
+                acc[r] += (float)s * (herd_fp16_to_fp32(dh) * xb->d);
+            }
+        }
+        for (int r = 0; r < HERD_PACK_ROWS; r++) y[t * y_stride + (size_t)r] = acc[r];
+    }
+}
+
 static const struct herd_kernels ref = {
     .name = "ref",
     .quantize_row_q8a = quantize_row_q8a_ref,
@@ -81,6 +119,8 @@ static const struct herd_kernels ref = {
     .dot_bf16_f32 = dot_bf16_f32_ref,
     .axpy_f32 = axpy_f32_ref,
     .axpy_f16 = axpy_f16_ref,
+    .gemm_packed = herd_gemm_packed_ref,
+    .prefers_packed = false,
 };
 
 const struct herd_kernels *herd_kernels_ref(void) { return &ref; }

@@ -1,6 +1,8 @@
 /* Weight-stationary matmul over a thread pool. */
 #include "kernels/matmul.h"
 
+#include <string.h>
+
 #include "base/assert.h"
 #include "kernels/quant.h"
 
@@ -10,6 +12,40 @@ void herd_matrix_from_tensor(struct herd_matrix *m, const struct herd_gguf_tenso
     m->cols = t->ne[0];
     m->rows = t->n_elems / t->ne[0];
     m->row_bytes = (size_t)(t->n_bytes / m->rows);
+    m->packed = NULL;
+}
+
+size_t herd_matrix_packed_bytes(const struct herd_matrix *m) {
+    if (m->rows % HERD_PACK_ROWS != 0) return 0;
+    const size_t chunk = m->type == HERD_GGML_TYPE_Q4_0   ? HERD_PACK_Q4_0_CHUNK
+                         : m->type == HERD_GGML_TYPE_Q8_0 ? HERD_PACK_Q8_0_CHUNK
+                                                          : 0;
+    return (size_t)(m->rows / HERD_PACK_ROWS) * (size_t)(m->cols / 32) * chunk;
+}
+
+void herd_matrix_pack(struct herd_matrix *m, uint8_t *dst) {
+    const bool q4 = m->type == HERD_GGML_TYPE_Q4_0;
+    const size_t chunk = q4 ? HERD_PACK_Q4_0_CHUNK : HERD_PACK_Q8_0_CHUNK;
+    const size_t nb = (size_t)m->cols / 32, groups = (size_t)m->rows / HERD_PACK_ROWS;
+    for (size_t g = 0; g < groups; g++)
+        for (size_t b = 0; b < nb; b++) {
+            uint8_t *c = dst + (g * nb + b) * chunk;
+            for (int r = 0; r < HERD_PACK_ROWS; r++) {
+                const uint8_t *row = (const uint8_t *)m->data + (g * HERD_PACK_ROWS + (size_t)r) * m->row_bytes;
+                if (q4) {
+                    const struct herd_block_q4_0 *blk = (const struct herd_block_q4_0 *)row + b;
+                    memcpy(c + 2 * r, &blk->d, 2);
+                    for (int j = 0; j < 4; j++) memcpy(c + 2 * HERD_PACK_ROWS + 64 * j + 4 * r, blk->qs + 4 * j, 4);
+                } else {
+                    const struct herd_block_q8_0 *blk = (const struct herd_block_q8_0 *)row + b;
+                    memcpy(c + 2 * r, &blk->d, 2);
+                    for (int k = 0; k < 8; k++)
+                        for (int i = 0; i < 4; i++)
+                            c[2 * HERD_PACK_ROWS + 64 * k + 4 * r + i] = (uint8_t)(blk->qs[4 * k + i] ^ (int8_t)0x80);
+                }
+            }
+        }
+    m->packed = dst;
 }
 
 static bool is_quantized(enum herd_ggml_type t) { return t == HERD_GGML_TYPE_Q8_0 || t == HERD_GGML_TYPE_Q4_0; }
@@ -46,6 +82,18 @@ static void rows_of(const struct job *j, int ith, int nth, size_t *r0, size_t *r
     size_t c0 = chunks * (size_t)ith / (size_t)nth, c1 = chunks * (size_t)(ith + 1) / (size_t)nth;
     *r0 = c0 * 8;
     *r1 = c1 * 8 < j->w->rows ? c1 * 8 : j->w->rows;
+}
+
+/* Packed path: whole groups of 16 rows per thread. */
+static void packed_part(void *ctx, int ith, int nth) {
+    const struct job *j = ctx;
+    const struct herd_matrix *w = j->w;
+    const size_t groups = (size_t)w->rows / HERD_PACK_ROWS, nb = (size_t)w->cols / HERD_QK8A;
+    const size_t chunk = w->type == HERD_GGML_TYPE_Q4_0 ? HERD_PACK_Q4_0_CHUNK : HERD_PACK_Q8_0_CHUNK;
+    const size_t g0 = groups * (size_t)ith / (size_t)nth, g1 = groups * (size_t)(ith + 1) / (size_t)nth;
+    for (size_t g = g0; g < g1; g++)
+        j->k->gemm_packed(w->type, w->packed + g * nb * chunk, nb, j->scratch, nb, j->n_tokens,
+                          j->y + g * HERD_PACK_ROWS, j->y_stride);
 }
 
 static void dot_part(void *ctx, int ith, int nth) {
@@ -88,5 +136,5 @@ void herd_matmul(struct herd_pool *pool, const struct herd_kernels *k, const str
                  size_t x_stride, size_t n_tokens, float *y, size_t y_stride, void *scratch, bool precise) {
     struct job j = {k, w, x, x_stride, n_tokens, y, y_stride, scratch, precise};
     if (is_quantized(w->type) && !precise) herd_pool_run(pool, quantize_part, &j);
-    herd_pool_run(pool, dot_part, &j);
+    herd_pool_run(pool, w->packed && !precise ? packed_part : dot_part, &j);
 }

@@ -23,10 +23,19 @@
 
 struct herd_matrix {
     enum herd_ggml_type type; /* F32, F16, BF16, Q8_0, Q4_0 */
-    const void *data;
+    const void *data;         /* as in the file */
     uint64_t rows, cols;
     size_t row_bytes;
+    const uint8_t *packed; /* the same weights repacked for the tiled kernels, or NULL */
 };
+
+/* Bytes of the packed copy of m, 0 when m cannot be packed (not Q8_0/Q4_0,
+ * or rows not a multiple of HERD_PACK_ROWS). */
+size_t herd_matrix_packed_bytes(const struct herd_matrix *m);
+
+/* Writes the packed copy of m to dst (herd_matrix_packed_bytes(m) bytes,
+ * 64-byte aligned) and points m->packed at it. */
+void herd_matrix_pack(struct herd_matrix *m, uint8_t *dst);
 
 /* Fills m from a GGUF tensor of 1 or 2 dimensions. */
 void herd_matrix_from_tensor(struct herd_matrix *m, const struct herd_gguf_tensor *t);

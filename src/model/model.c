@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/kernels.h"
 #include "kernels/quant.h"
 
 /* Copies a vector tensor (any computed type) into dst as f32. */
@@ -87,6 +88,36 @@ enum herd_status herd_model_load(const char *path, struct herd_model **out, stru
         herd_matrix_from_tensor(&L->w_down, T("ffn_down.weight"));
 #undef T
     }
+    const char *no_pack = getenv("HERD_NO_PACK");
+    if (herd_kernels_best()->prefers_packed && !(no_pack && *no_pack && strcmp(no_pack, "0") != 0)) {
+        /* every matrix the forward pass multiplies, the output (maybe token_embd) once */
+        size_t total = herd_matrix_packed_bytes(&m->output);
+        for (uint64_t l = 0; l < d->n_layer; l++) {
+            struct herd_layer *L = &m->layers[l];
+            struct herd_matrix *lm[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+            for (size_t i = 0; i < 7; i++) total += herd_matrix_packed_bytes(lm[i]);
+        }
+        if (total) {
+            m->packed_store = aligned_alloc(64, (total + 63) & ~(size_t)63);
+            if (!m->packed_store) {
+                rc = herd_error_set(err, HERD_E_NOMEM, "%s: cannot allocate %zu bytes for repacked weights", path,
+                                    total);
+                goto fail;
+            }
+            m->packed_bytes = total;
+            uint8_t *dst = m->packed_store;
+            size_t n = herd_matrix_packed_bytes(&m->output);
+            if (n) herd_matrix_pack(&m->output, dst), dst += n;
+            for (uint64_t l = 0; l < d->n_layer; l++) {
+                struct herd_layer *L = &m->layers[l];
+                struct herd_matrix *lm[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+                for (size_t i = 0; i < 7; i++) {
+                    n = herd_matrix_packed_bytes(lm[i]);
+                    if (n) herd_matrix_pack(lm[i], dst), dst += n;
+                }
+            }
+        }
+    }
     *out = m;
     return HERD_OK;
 fail:
@@ -98,6 +129,7 @@ void herd_model_destroy(struct herd_model *m) {
     if (!m) return;
     herd_gguf_destroy(m->gguf);
     free(m->owned_f32);
+    free(m->packed_store);
     free(m->layers);
     free(m);
 }

@@ -33,10 +33,15 @@ struct herd_model {
     const float *output_norm;    /* [n_embd] */
     struct herd_layer *layers;   /* [n_layer] */
     float *owned_f32;            /* backing store of the converted vectors */
+    uint8_t *packed_store;       /* repacked quantized matrices (see herd_matrix_pack), or NULL */
+    size_t packed_bytes;
 };
 
-/* Opens, validates (herd_model_desc_validate) and binds path. The error
- * names the file and the problem; *out is NULL on failure. */
+/* Opens, validates (herd_model_desc_validate) and binds path. When the
+ * best kernels for this CPU prefer it (and HERD_NO_PACK is not set),
+ * quantized matrices are also repacked once into the tiled kernels' layout
+ * (a copy in memory; the file's bytes stay in use for precise mode). The
+ * error names the file and the problem; *out is NULL on failure. */
 enum herd_status herd_model_load(const char *path, struct herd_model **out, struct herd_error *err);
 void herd_model_destroy(struct herd_model *m);
 

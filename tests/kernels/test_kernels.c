@@ -119,7 +119,7 @@ static void test_matmul_all_types(void **state) {
         uint8_t *wq = malloc(bytes);
         for (size_t rr = 0; rr < rows; rr++)
             herd_quantize_row_ref(types[ti], wf + rr * cols, wq + rr * (bytes / rows), cols);
-        struct herd_matrix m = {types[ti], wq, rows, cols, bytes / rows};
+        struct herd_matrix m = {types[ti], wq, rows, cols, bytes / rows, NULL};
         float *ya = malloc(T * ys * sizeof *ya), *yb = malloc(T * ys * sizeof *yb);
         for (size_t i = 0; i < T * ys; i++) ya[i] = yb[i] = NAN;
         void *scratch =
@@ -152,6 +152,46 @@ static void test_matmul_all_types(void **state) {
     herd_pool_destroy(pool);
 }
 
+/* Packed tiles (the ref twin and the best family) against the unpacked
+ * reference dot products, for every token count 1..11 (all tile shapes). */
+static void test_packed_matches_unpacked(void **state) {
+    (void)state;
+    struct herd_pool *pool = herd_pool_create(2);
+    struct herd_rng r;
+    herd_rng_init(&r, 9);
+    const size_t rows = 48, cols = 160, T = 11;
+    float *wf = malloc(rows * cols * sizeof *wf), *x = malloc(T * cols * sizeof *x);
+    fill(&r, wf, rows * cols, 0.3f);
+    fill(&r, x, T * cols, 1.0f);
+    const enum herd_ggml_type types[] = {HERD_GGML_TYPE_Q8_0, HERD_GGML_TYPE_Q4_0};
+    for (size_t ti = 0; ti < 2; ti++) {
+        uint64_t ne[2] = {cols, rows}, bytes;
+        struct herd_error err;
+        assert_int_equal(herd_ggml_tensor_nbytes(types[ti], 2, ne, NULL, &bytes, &err), HERD_OK);
+        uint8_t *wq = malloc(bytes);
+        for (size_t rr = 0; rr < rows; rr++)
+            herd_quantize_row_ref(types[ti], wf + rr * cols, wq + rr * (bytes / rows), cols);
+        struct herd_matrix plain = {types[ti], wq, rows, cols, bytes / rows, NULL}, packed = plain;
+        uint8_t *store = aligned_alloc(64, (herd_matrix_packed_bytes(&packed) + 63) & ~(size_t)63);
+        herd_matrix_pack(&packed, store);
+        void *scratch = malloc(herd_matmul_scratch_bytes(&plain, T, 2, false) + 64);
+        const struct herd_kernels *fams[2] = {herd_kernels_ref(), herd_kernels_best()};
+        for (size_t n = 1; n <= T; n++) {
+            float *want = malloc(n * rows * sizeof *want), *got = malloc(n * rows * sizeof *got);
+            herd_matmul(pool, herd_kernels_ref(), &plain, x, cols, n, want, rows, scratch, false);
+            for (int f = 0; f < 2; f++) {
+                for (size_t i = 0; i < n * rows; i++) got[i] = NAN;
+                herd_matmul(pool, fams[f], &packed, x, cols, n, got, rows, scratch, false);
+                for (size_t i = 0; i < n * rows; i++) close_enough(got[i], want[i], 20.0f, fams[f]->name, n);
+            }
+            free(want), free(got);
+        }
+        free(wq), free(store), free(scratch);
+    }
+    free(wf), free(x);
+    herd_pool_destroy(pool);
+}
+
 struct count_ctx {
     int hits[8];
 };
@@ -173,9 +213,8 @@ static void test_pool_runs_every_thread(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_avx2_matches_ref),
-        cmocka_unit_test(test_avx512_matches_ref),
-        cmocka_unit_test(test_matmul_all_types),
+        cmocka_unit_test(test_avx2_matches_ref),       cmocka_unit_test(test_avx512_matches_ref),
+        cmocka_unit_test(test_matmul_all_types),       cmocka_unit_test(test_packed_matches_unpacked),
         cmocka_unit_test(test_pool_runs_every_thread),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
