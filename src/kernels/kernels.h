@@ -55,6 +55,14 @@ struct herd_kernels {
                         size_t x_stride, size_t n_tok, float *y, size_t y_stride);
     /* Whether herd should repack quantized weights at load for this family. */
     bool prefers_packed;
+    /* Attention over one KV block for the G query heads that share a KV
+     * head: q [G][hd] (already scaled by 1/sqrt(hd)); K this KV head's
+     * [hd][bt] and V its first row (row stride v_stride elements), f16 or f32
+     * (kv_f32); the first n of the block's bt keys are valid (bt <= 16).
+     * Updates each head's running max m[g], sum l[g] and unnormalised output
+     * acc[g][hd]: the online softmax, one block at a time. */
+    void (*attn_block)(const float *q, int G, int hd, const void *K, const void *V, size_t v_stride, int bt, int n,
+                       bool kv_f32, float *m, float *l, float *acc);
     /* y[i] += a * x[i] */
     void (*axpy_f32)(float a, const float *x, float *y, size_t n);
     void (*axpy_f16)(float a, const uint16_t *x, float *y, size_t n);
@@ -67,6 +75,9 @@ const struct herd_kernels *herd_kernels_avx512(void);
 /* The scalar twin of gemm_packed, shared by families without their own. */
 void herd_gemm_packed_ref(enum herd_ggml_type type, const uint8_t *w, size_t n_blocks, const struct herd_block_q8a *x,
                           size_t x_stride, size_t n_tok, float *y, size_t y_stride);
+
+void herd_attn_block_ref(const float *q, int G, int hd, const void *K, const void *V, size_t v_stride, int bt, int n,
+                         bool kv_f32, float *m, float *l, float *acc);
 
 /* The best family this processor runs. */
 const struct herd_kernels *herd_kernels_best(void);

@@ -156,6 +156,7 @@ static const struct herd_kernels avx2 = {
     .axpy_f16 = axpy_f16_avx2,
     .gemm_packed = herd_gemm_packed_ref,
     .prefers_packed = false,
+    .attn_block = herd_attn_block_ref, /* no AVX2 twin yet */
 };
 
 const struct herd_kernels *herd_kernels_avx2(void) { return herd_cpu_features()->avx2 ? &avx2 : NULL; }

@@ -3,6 +3,7 @@
  * values are handled per 512-bit register. Falls back to the AVX2 table for
  * the kernels that gain nothing from wider registers. */
 #include <immintrin.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <string.h>
@@ -179,6 +180,91 @@ static void gemm_packed_vnni(enum herd_ggml_type type, const uint8_t *w, size_t 
     if (t < n_tok) gemm_tile_1(q4, w, n_blocks, x + t * x_stride, x_stride, y + t * y_stride, y_stride);
 }
 
+/* ------------------------------------------------------------ attention */
+
+/* e^x for x <= 0 (softmax arguments), 16 lanes: x = n ln2 + r with |r| <=
+ * ln2/2, e^r by a degree-6 polynomial (relative error ~2e-7), times 2^n. */
+static inline __m512 exp_ps(__m512 x) {
+    x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.3981999507e-3f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r);
+    p = _mm512_add_ps(p, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
+}
+
+/* Scores of the block's keys for one head: lane j = q . K[:, j]. */
+static inline __m512 block_scores(const float *q, int hd, const void *K, int bt, __mmask16 valid, bool f32) {
+    __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
+    int d = 0;
+    for (; d + 2 <= hd; d += 2) {
+        __m512 k0, k1;
+        if (f32) {
+            k0 = _mm512_maskz_loadu_ps(valid, (const float *)K + (size_t)d * bt);
+            k1 = _mm512_maskz_loadu_ps(valid, (const float *)K + (size_t)(d + 1) * bt);
+        } else {
+            k0 = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(valid, (const uint16_t *)K + (size_t)d * bt));
+            k1 = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(valid, (const uint16_t *)K + (size_t)(d + 1) * bt));
+        }
+        s0 = _mm512_fmadd_ps(_mm512_set1_ps(q[d]), k0, s0);
+        s1 = _mm512_fmadd_ps(_mm512_set1_ps(q[d + 1]), k1, s1);
+    }
+    for (; d < hd; d++) {
+        __m512 k0 = f32 ? _mm512_maskz_loadu_ps(valid, (const float *)K + (size_t)d * bt)
+                        : _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(valid, (const uint16_t *)K + (size_t)d * bt));
+        s0 = _mm512_fmadd_ps(_mm512_set1_ps(q[d]), k0, s0);
+    }
+    return _mm512_add_ps(s0, s1);
+}
+
+static void attn_block_avx512(const float *q, int G, int hd, const void *K, const void *V, size_t v_stride, int bt,
+                              int n, bool f32, float *m, float *l, float *acc) {
+    const __mmask16 valid = (__mmask16)((1u << n) - 1);
+    for (int g = 0; g < G; g++) {
+        const float *qg = q + (size_t)g * hd;
+        float *ag = acc + (size_t)g * hd;
+        __m512 s = block_scores(qg, hd, K, bt, valid, f32);
+        s = _mm512_mask_blend_ps(valid, _mm512_set1_ps(-INFINITY), s);
+        const float bm = _mm512_reduce_max_ps(s);
+        if (bm > m[g]) {
+            const float f = expf(m[g] - bm);
+            const __m512 vf = _mm512_set1_ps(f);
+            int d = 0;
+            for (; d + 16 <= hd; d += 16) _mm512_storeu_ps(ag + d, _mm512_mul_ps(_mm512_loadu_ps(ag + d), vf));
+            for (; d < hd; d++) ag[d] *= f;
+            l[g] *= f;
+            m[g] = bm;
+        }
+        const __m512 p = _mm512_maskz_mov_ps(valid, exp_ps(_mm512_sub_ps(s, _mm512_set1_ps(m[g]))));
+        l[g] += _mm512_reduce_add_ps(p);
+        float pw[16];
+        _mm512_storeu_ps(pw, p);
+        int d = 0;
+        for (; d + 16 <= hd; d += 16) {
+            __m512 a = _mm512_loadu_ps(ag + d);
+            for (int j = 0; j < n; j++) {
+                const size_t off = (size_t)j * v_stride + (size_t)d;
+                __m512 v = f32 ? _mm512_loadu_ps((const float *)V + off)
+                               : _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)V + off)));
+                a = _mm512_fmadd_ps(_mm512_set1_ps(pw[j]), v, a);
+            }
+            _mm512_storeu_ps(ag + d, a);
+        }
+        for (; d < hd; d++)
+            for (int j = 0; j < n; j++) {
+                const size_t off = (size_t)j * v_stride + (size_t)d;
+                ag[d] += pw[j] * (f32 ? ((const float *)V)[off] : _cvtsh_ss(((const uint16_t *)V)[off]));
+            }
+    }
+}
+
 static struct herd_kernels table;
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 
@@ -191,6 +277,7 @@ static void init_table(void) {
     table.dot_q4_0_q8a = f->avx512_vnni ? dot_q4_0_q8a_vnni : dot_q4_0_q8a_avx512;
     table.dot_f32 = dot_f32_avx512;
     table.dot_f16_f32 = dot_f16_f32_avx512;
+    table.attn_block = attn_block_avx512;
     if (f->avx512_vnni) {
         table.gemm_packed = gemm_packed_vnni;
         table.prefers_packed = true;

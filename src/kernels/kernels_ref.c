@@ -109,6 +109,39 @@ void herd_gemm_packed_ref(enum herd_ggml_type type, const uint8_t *w, size_t n_b
     }
 }
 
+static float kv_at(const void *p, size_t i, bool f32) {
+    if (f32) return ((const float *)p)[i];
+    return herd_fp16_to_fp32(((const uint16_t *)p)[i]);
+}
+
+void herd_attn_block_ref(const float *q, int G, int hd, const void *K, const void *V, size_t v_stride, int bt, int n,
+                         bool kv_f32, float *m, float *l, float *acc) {
+    float s[16];
+    HERD_ASSERT(bt <= 16 && n <= bt);
+    for (int g = 0; g < G; g++) {
+        const float *qg = q + (size_t)g * hd;
+        float *ag = acc + (size_t)g * hd;
+        float bm = -INFINITY;
+        for (int j = 0; j < n; j++) {
+            float dot = 0.0f;
+            for (int d = 0; d < hd; d++) dot += qg[d] * kv_at(K, (size_t)d * bt + j, kv_f32);
+            s[j] = dot;
+            bm = fmaxf(bm, dot);
+        }
+        if (bm > m[g]) {
+            const float f = expf(m[g] - bm); /* 0 on the first block */
+            for (int d = 0; d < hd; d++) ag[d] *= f;
+            l[g] *= f;
+            m[g] = bm;
+        }
+        for (int j = 0; j < n; j++) {
+            const float w = expf(s[j] - m[g]);
+            l[g] += w;
+            for (int d = 0; d < hd; d++) ag[d] += w * kv_at(V, (size_t)j * v_stride + d, kv_f32);
+        }
+    }
+}
+
 static const struct herd_kernels ref = {
     .name = "ref",
     .quantize_row_q8a = quantize_row_q8a_ref,
@@ -121,6 +154,7 @@ static const struct herd_kernels ref = {
     .axpy_f16 = axpy_f16_ref,
     .gemm_packed = herd_gemm_packed_ref,
     .prefers_packed = false,
+    .attn_block = herd_attn_block_ref,
 };
 
 const struct herd_kernels *herd_kernels_ref(void) { return &ref; }

@@ -35,6 +35,13 @@ struct seq_span {
     bool present;
 };
 
+/* Floats of per-thread attention scratch: scaled q, acc ([G][head_dim] each),
+ * m and l ([G] each), padded to a cache line. */
+static size_t att_scratch_floats(const struct herd_model_desc *d) {
+    const size_t G = d->n_head / d->n_head_kv;
+    return (2 * G * d->head_dim + 2 * G + 15) & ~(size_t)15;
+}
+
 static void *alloc_floats(size_t n, bool *ok) {
     void *p = aligned_alloc(64, ((n ? n : 1) * sizeof(float) + 63) & ~(size_t)63);
     if (!p) *ok = false;
@@ -61,6 +68,7 @@ enum herd_status herd_context_create(const struct herd_model *m, const struct he
     struct herd_kv_params kp = {
         .n_layer = (uint32_t)d->n_layer,
         .kv_dim = (uint32_t)kvd,
+        .head_dim = (uint32_t)d->head_dim,
         .block_tokens = p.kv_block_tokens,
         .n_blocks = (p.kv_tokens + p.kv_block_tokens - 1) / p.kv_block_tokens,
         .max_seqs = p.max_seqs,
@@ -85,7 +93,7 @@ enum herd_status herd_context_create(const struct herd_model *m, const struct he
     c->out_rows = alloc_floats(p.max_outputs * E, &ok);
     c->logits = alloc_floats(p.max_outputs * V, &ok);
     /* per thread: the running output [head_dim] and one block's scores, cache-line separated */
-    c->att_scratch = alloc_floats((size_t)p.n_threads * (d->head_dim + p.kv_block_tokens + 16), &ok);
+    c->att_scratch = alloc_floats((size_t)p.n_threads * att_scratch_floats(d), &ok);
     size_t mm = herd_matmul_scratch_bytes(&m->output, p.max_outputs, p.n_threads, p.precise);
     for (uint64_t l = 0; l < d->n_layer; l++) {
         const struct herd_layer *L = &m->layers[l];
@@ -160,15 +168,6 @@ static void rope(const struct herd_model *m, float *v, uint64_t n_heads, uint32_
     }
 }
 
-static void store_row(void *dst, const float *src, size_t n, enum herd_kv_type t) {
-    if (t == HERD_KV_F32) {
-        memcpy(dst, src, n * sizeof(float));
-        return;
-    }
-    uint16_t *h = dst;
-    for (size_t i = 0; i < n; i++) h[i] = herd_fp32_to_fp16(src[i]);
-}
-
 /* ------------------------------------------------------------ attention */
 
 struct att_job {
@@ -177,66 +176,45 @@ struct att_job {
     uint32_t layer;
 };
 
-/* One (token, head): online softmax over the sequence's blocks. */
-static void attend(struct herd_context *c, const struct herd_batch *b, uint32_t layer, uint32_t t, uint32_t h,
-                   float *acc, float *scores) {
+/* One (token, KV head): the G query heads sharing it walk the sequence's
+ * blocks together, each block's scores and values in one kernel call. */
+static void attend(struct herd_context *c, const struct herd_batch *b, uint32_t layer, uint32_t t, uint32_t kvh,
+                   float *scratch) {
     const struct herd_model_desc *d = &c->model->desc;
-    const struct herd_kernels *k = c->k;
     const uint32_t hd = (uint32_t)d->head_dim, bt = c->params.kv_block_tokens;
-    const uint32_t kvh = h / (uint32_t)(d->n_head / d->n_head_kv);
-    const size_t kvd = d->n_head_kv * hd;
+    const uint32_t G = (uint32_t)(d->n_head / d->n_head_kv);
+    const size_t kvd = d->n_head_kv * hd, elem = c->params.kv_type == HERD_KV_F32 ? 4 : 2;
     const bool f32 = c->params.kv_type == HERD_KV_F32;
-    const size_t elem = f32 ? 4 : 2;
-    const float *q = c->q + (size_t)t * d->n_head * hd + (size_t)h * hd;
+    float *q = scratch, *acc = q + (size_t)G * hd, *m = acc + (size_t)G * hd, *l = m + G;
+    const float *qsrc = c->q + (size_t)t * d->n_head * hd + (size_t)kvh * G * hd;
     const float scale = 1.0f / sqrtf((float)hd);
+    for (uint32_t i = 0; i < G * hd; i++) q[i] = qsrc[i] * scale, acc[i] = 0.0f;
+    for (uint32_t g = 0; g < G; g++) m[g] = -INFINITY, l[g] = 0.0f;
     const uint32_t n_pos = b->pos[t] + 1;
     uint32_t n_blocks;
     const int32_t *blocks = herd_kv_seq_blocks(c->kv, b->seq[t], &n_blocks);
-    float m = -INFINITY, l = 0.0f;
-    memset(acc, 0, hd * sizeof *acc);
     for (uint32_t bi = 0; bi * bt < n_pos; bi++) {
         HERD_ASSERT(bi < n_blocks);
-        const uint8_t *K = herd_kv_block_k(c->kv, blocks[bi], layer);
-        const uint8_t *Vb = herd_kv_block_v(c->kv, blocks[bi], layer);
+        const uint8_t *K = (const uint8_t *)herd_kv_block_k(c->kv, blocks[bi], layer) + (size_t)kvh * hd * bt * elem;
+        const uint8_t *V = (const uint8_t *)herd_kv_block_v(c->kv, blocks[bi], layer) + (size_t)kvh * hd * elem;
         const uint32_t n = n_pos - bi * bt < bt ? n_pos - bi * bt : bt;
-        float bm = -INFINITY;
-        for (uint32_t j = 0; j < n; j++) {
-            const void *kr = K + ((size_t)j * kvd + (size_t)kvh * hd) * elem;
-            float s = f32 ? k->dot_f32(kr, q, hd) : k->dot_f16_f32(kr, q, hd);
-            scores[j] = s * scale;
-            if (scores[j] > bm) bm = scores[j];
-        }
-        if (bm > m) {
-            const float f = expf(m - bm); /* 0 on the first block */
-            for (uint32_t i = 0; i < hd; i++) acc[i] *= f;
-            l *= f;
-            m = bm;
-        }
-        for (uint32_t j = 0; j < n; j++) {
-            const float w = expf(scores[j] - m);
-            l += w;
-            const void *vr = Vb + ((size_t)j * kvd + (size_t)kvh * hd) * elem;
-            if (f32)
-                k->axpy_f32(w, vr, acc, hd);
-            else
-                k->axpy_f16(w, vr, acc, hd);
-        }
+        c->k->attn_block(q, (int)G, (int)hd, K, V, kvd, (int)bt, (int)n, f32, m, l, acc);
     }
-    float *out = c->att + (size_t)t * d->n_head * hd + (size_t)h * hd;
-    const float inv = 1.0f / l;
-    for (uint32_t i = 0; i < hd; i++) out[i] = acc[i] * inv;
+    float *out = c->att + (size_t)t * d->n_head * hd + (size_t)kvh * G * hd;
+    for (uint32_t g = 0; g < G; g++) {
+        const float inv = 1.0f / l[g];
+        for (uint32_t i = 0; i < hd; i++) out[(size_t)g * hd + i] = acc[(size_t)g * hd + i] * inv;
+    }
 }
 
 static void attention_part(void *ctx, int ith, int nth) {
     struct att_job *j = ctx;
     struct herd_context *c = j->c;
     const struct herd_model_desc *d = &c->model->desc;
-    float *acc = c->att_scratch + (size_t)ith * (d->head_dim + c->params.kv_block_tokens + 16);
-    float *scores = acc + d->head_dim;
-    const uint32_t n_head = (uint32_t)d->n_head;
-    const uint32_t tasks = j->b->n_tokens * n_head;
-    for (uint32_t i = (uint32_t)ith; i < tasks; i += (uint32_t)nth)
-        attend(c, j->b, j->layer, i / n_head, i % n_head, acc, scores);
+    float *scratch = c->att_scratch + (size_t)ith * att_scratch_floats(d);
+    const uint32_t n_kv = (uint32_t)d->n_head_kv;
+    const uint32_t tasks = j->b->n_tokens * n_kv;
+    for (uint32_t i = (uint32_t)ith; i < tasks; i += (uint32_t)nth) attend(c, j->b, j->layer, i / n_kv, i % n_kv, scratch);
 }
 
 /* ------------------------------------------------------------ decode */
@@ -324,8 +302,7 @@ enum herd_status herd_decode(struct herd_context *c, const struct herd_batch *b,
             }
             rope(m, q, d->n_head, b->pos[t]);
             rope(m, kk, d->n_head_kv, b->pos[t]);
-            store_row(herd_kv_k(c->kv, b->seq[t], l, b->pos[t]), kk, kvd, c->params.kv_type);
-            store_row(herd_kv_v(c->kv, b->seq[t], l, b->pos[t]), v, kvd, c->params.kv_type);
+            herd_kv_store(c->kv, b->seq[t], l, b->pos[t], kk, v);
         }
         struct att_job aj = {c, b, l};
         herd_pool_run(pool, attention_part, &aj);

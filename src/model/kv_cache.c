@@ -9,6 +9,7 @@
 
 #include "base/assert.h"
 #include "base/checked.h"
+#include "kernels/quant.h"
 
 struct seq {
     bool used;
@@ -34,8 +35,9 @@ size_t herd_kv_block_bytes(const struct herd_kv_params *p) {
 
 enum herd_status herd_kv_create(const struct herd_kv_params *p, struct herd_kv **out, struct herd_error *err) {
     *out = NULL;
-    if (p->n_layer == 0 || p->kv_dim == 0 || p->block_tokens == 0 || p->n_blocks == 0 || p->max_seqs == 0)
-        return herd_error_set(err, HERD_E_INVALID, "KV cache parameters must be positive");
+    if (p->n_layer == 0 || p->kv_dim == 0 || p->head_dim == 0 || p->kv_dim % p->head_dim || p->block_tokens == 0 ||
+        p->block_tokens > 16 || p->n_blocks == 0 || p->max_seqs == 0)
+        return herd_error_set(err, HERD_E_INVALID, "KV cache parameters must be positive, block_tokens at most 16");
     struct herd_kv *kv = calloc(1, sizeof *kv);
     if (!kv) return herd_error_set(err, HERD_E_NOMEM, "out of memory");
     kv->p = *p;
@@ -197,16 +199,26 @@ enum herd_status herd_kv_seq_prepare(struct herd_kv *kv, int32_t id, uint32_t po
     return HERD_OK;
 }
 
-static void *row(struct herd_kv *kv, int32_t id, uint32_t layer, uint32_t pos, size_t which) {
-    struct seq *s = get(kv, id);
-    HERD_ASSERT(pos < s->len && layer < kv->p.n_layer);
-    const uint32_t bt = kv->p.block_tokens;
-    uint8_t *block = kv->pool + (size_t)s->blocks[pos / bt] * kv->block_bytes;
-    return block + layer * kv->layer_bytes + which * bt * kv->row_bytes + (pos % bt) * kv->row_bytes;
+static void put(struct herd_kv *kv, uint8_t *base, size_t index, float v) {
+    if (kv->p.type == HERD_KV_F32) memcpy(base + index * 4, &v, 4);
+    else {
+        uint16_t h = herd_fp32_to_fp16(v);
+        memcpy(base + index * 2, &h, 2);
+    }
 }
 
-void *herd_kv_k(struct herd_kv *kv, int32_t seq, uint32_t layer, uint32_t pos) { return row(kv, seq, layer, pos, 0); }
-void *herd_kv_v(struct herd_kv *kv, int32_t seq, uint32_t layer, uint32_t pos) { return row(kv, seq, layer, pos, 1); }
+void herd_kv_store(struct herd_kv *kv, int32_t id, uint32_t layer, uint32_t pos, const float *k, const float *v) {
+    struct seq *s = get(kv, id);
+    HERD_ASSERT(pos < s->len && layer < kv->p.n_layer);
+    const uint32_t bt = kv->p.block_tokens, slot = pos % bt, hd = kv->p.head_dim;
+    uint8_t *K = herd_kv_block_k(kv, s->blocks[pos / bt], layer);
+    uint8_t *V = herd_kv_block_v(kv, s->blocks[pos / bt], layer);
+    for (uint32_t i = 0; i < kv->p.kv_dim; i++) {
+        const uint32_t h = i / hd, d = i % hd;
+        put(kv, K, ((size_t)h * hd + d) * bt + slot, k[i]);
+        put(kv, V, (size_t)slot * kv->p.kv_dim + i, v[i]);
+    }
+}
 
 const int32_t *herd_kv_seq_blocks(const struct herd_kv *kv, int32_t id, uint32_t *n) {
     const struct seq *s = get(kv, id);

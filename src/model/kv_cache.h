@@ -5,7 +5,9 @@
  * acts on (wait, preempt); it never crashes.
  *
  * A block holds block_tokens positions of every layer:
- *   for each layer: K [block_tokens][kv_dim], then V [block_tokens][kv_dim]
+ *   for each layer: K [kv_heads][head_dim][block_tokens] (transposed, so the
+ *   attention kernel computes the scores of all the block's keys at once
+ *   with one vector per head dimension), then V [block_tokens][kv_dim]
  * in f16 (default) or f32 (for exact comparison with the reference). */
 #ifndef HERD_MODEL_KV_CACHE_H
 #define HERD_MODEL_KV_CACHE_H
@@ -21,6 +23,7 @@ enum herd_kv_type { HERD_KV_F16 = 0, HERD_KV_F32 = 1 };
 struct herd_kv_params {
     uint32_t n_layer;
     uint32_t kv_dim;       /* KV heads x head size */
+    uint32_t head_dim;
     uint32_t block_tokens; /* positions per block; 16 by default */
     uint32_t n_blocks;     /* the pool */
     uint32_t max_seqs;     /* sequence slots */
@@ -57,13 +60,13 @@ bool herd_kv_seq_valid(const struct herd_kv *kv, int32_t seq);
  * sequence length. Afterwards the sequence length is max(len, pos + n). */
 enum herd_status herd_kv_seq_prepare(struct herd_kv *kv, int32_t seq, uint32_t pos, uint32_t n, struct herd_error *err);
 
-/* Address of the K or V row of (seq, layer, pos); pos < the sequence length.
- * Rows are f16 or f32 per the cache type. */
-void *herd_kv_k(struct herd_kv *kv, int32_t seq, uint32_t layer, uint32_t pos);
-void *herd_kv_v(struct herd_kv *kv, int32_t seq, uint32_t layer, uint32_t pos);
+/* Writes the K and V vectors (kv_dim floats each) of (seq, layer, pos),
+ * converted to the cache type; pos < the sequence length. */
+void herd_kv_store(struct herd_kv *kv, int32_t seq, uint32_t layer, uint32_t pos, const float *k, const float *v);
 
 /* The sequence's block table (n = number of blocks in use), for attention
- * to walk block by block; and a block's K / V rows for a layer. */
+ * to walk block by block; and a block's K ([kv_heads][head_dim][block_tokens])
+ * and V ([block_tokens][kv_dim]) for a layer. */
 const int32_t *herd_kv_seq_blocks(const struct herd_kv *kv, int32_t seq, uint32_t *n);
 void *herd_kv_block_k(struct herd_kv *kv, int32_t block, uint32_t layer);
 void *herd_kv_block_v(struct herd_kv *kv, int32_t block, uint32_t layer);

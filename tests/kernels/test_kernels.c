@@ -192,6 +192,44 @@ static void test_packed_matches_unpacked(void **state) {
     herd_pool_destroy(pool);
 }
 
+/* Attention block kernel of the best family against the ref twin: head
+ * sizes 8, 24 and 64, 1..8 heads per KV head, 1..16 valid keys, f16 and f32
+ * caches, over three consecutive blocks (so the running max moves). */
+static void test_attn_block_matches_ref(void **state) {
+    (void)state;
+    const struct herd_kernels *k = herd_kernels_best();
+    struct herd_rng r;
+    herd_rng_init(&r, 21);
+    const int hds[] = {8, 24, 64}, Gs[] = {1, 3, 8};
+    for (int hi = 0; hi < 3; hi++)
+        for (int gi = 0; gi < 3; gi++)
+            for (int f32 = 0; f32 < 2; f32++)
+                for (int n = 1; n <= 16; n += 5) {
+                    const int hd = hds[hi], G = Gs[gi], bt = 16;
+                    const size_t vs = (size_t)hd * 2; /* V rows of two KV heads */
+                    float q[8 * 64], K[64 * 16], V[16 * 128];
+                    uint16_t Kh[64 * 16], Vh[16 * 128];
+                    float acc_a[8 * 64] = {0}, acc_b[8 * 64] = {0}, ma[8], mb[8], la[8] = {0}, lb[8] = {0};
+                    fill(&r, q, (size_t)G * hd, 0.5f);
+                    for (int g = 0; g < G; g++) ma[g] = mb[g] = -INFINITY;
+                    for (int blk = 0; blk < 3; blk++) {
+                        fill(&r, K, (size_t)hd * bt, 1.0f + (float)blk);
+                        fill(&r, V, (size_t)bt * vs, 1.0f);
+                        for (size_t i = 0; i < (size_t)hd * bt; i++) Kh[i] = herd_fp32_to_fp16(K[i]), K[i] = herd_fp16_to_fp32(Kh[i]);
+                        for (size_t i = 0; i < (size_t)bt * vs; i++) Vh[i] = herd_fp32_to_fp16(V[i]), V[i] = herd_fp16_to_fp32(Vh[i]);
+                        const void *Kp = f32 ? (const void *)K : (const void *)Kh, *Vp = f32 ? (const void *)V : (const void *)Vh;
+                        herd_attn_block_ref(q, G, hd, Kp, Vp, vs, bt, n, f32, ma, la, acc_a);
+                        k->attn_block(q, G, hd, Kp, Vp, vs, bt, n, f32, mb, lb, acc_b);
+                    }
+                    for (int g = 0; g < G; g++) {
+                        close_enough(mb[g], ma[g], 50.0f, "attn max", (size_t)n);
+                        close_enough(lb[g], la[g], la[g] * 50, "attn l", (size_t)n);
+                        for (int d = 0; d < hd; d++)
+                            close_enough(acc_b[g * hd + d] / lb[g], acc_a[g * hd + d] / la[g], 50.0f, "attn out", (size_t)n);
+                    }
+                }
+}
+
 struct count_ctx {
     int hits[8];
 };
@@ -215,7 +253,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_avx2_matches_ref),       cmocka_unit_test(test_avx512_matches_ref),
         cmocka_unit_test(test_matmul_all_types),       cmocka_unit_test(test_packed_matches_unpacked),
-        cmocka_unit_test(test_pool_runs_every_thread),
+        cmocka_unit_test(test_pool_runs_every_thread), cmocka_unit_test(test_attn_block_matches_ref),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
