@@ -153,13 +153,20 @@ static float dot_f16_f32_avx512(const uint16_t *w, const float *x, size_t n) {
             } else {                                                                                                   \
                 HERD_UNROLL for (int k = 0; k < 8; k++) W[k] = _mm512_loadu_si512((const void *)(v + 64 * k));         \
             }                                                                                                          \
+            /* k outer, tokens inner: NT independent vpdpbusd chains interleave */                                     \
+            __m512i s[NT];                                                                                             \
+            HERD_UNROLL for (int t = 0; t < NT; t++) s[t] = _mm512_setzero_si512();                                    \
+            HERD_UNROLL for (int k = 0; k < 8; k++) {                                                                  \
+                HERD_UNROLL for (int t = 0; t < NT; t++) {                                                             \
+                    int32_t xq;                                                                                        \
+                    memcpy(&xq, x[(size_t)t * x_stride + b].qs + 4 * k, 4);                                            \
+                    s[t] = _mm512_dpbusd_epi32(s[t], W[k], _mm512_set1_epi32(xq));                                     \
+                }                                                                                                      \
+            }                                                                                                          \
             HERD_UNROLL for (int t = 0; t < NT; t++) {                                                                 \
                 const struct herd_block_q8a *xb = x + (size_t)t * x_stride + b;                                        \
-                const int32_t *xq = (const int32_t *)(const void *)xb->qs;                                             \
-                __m512i s = _mm512_setzero_si512();                                                                    \
-                HERD_UNROLL for (int k = 0; k < 8; k++) s = _mm512_dpbusd_epi32(s, W[k], _mm512_set1_epi32(xq[k]));    \
-                s = _mm512_sub_epi32(s, _mm512_set1_epi32(offset * xb->sum));                                          \
-                acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw, _mm512_set1_ps(xb->d)), acc[t]);     \
+                __m512i st = _mm512_sub_epi32(s[t], _mm512_set1_epi32(offset * xb->sum));                              \
+                acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(st), _mm512_mul_ps(dw, _mm512_set1_ps(xb->d)), acc[t]);    \
             }                                                                                                          \
         }                                                                                                              \
         HERD_UNROLL for (int t = 0; t < NT; t++) _mm512_storeu_ps(y + (size_t)t * y_stride, acc[t]);                   \

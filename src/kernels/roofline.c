@@ -23,20 +23,26 @@ struct read_job {
     float sink[64];
 };
 
-/* Streams n floats with 8 independent integer add chains over 512-byte
- * steps: bound by memory, not by an FMA latency chain. */
+/* Streams n floats as 4 concurrent sequential streams (one per quarter;
+ * AMD and Intel prefetchers both track several streams per core), summing
+ * with independent integer adds so the loop is bound by memory, not by an
+ * add or FMA latency chain. */
 __attribute__((target("avx2"))) static float read_avx2(const float *p, size_t n) {
+    const size_t q = n / 4 / 64 * 64; /* floats per stream, whole 256-byte steps */
+    const __m256i *s0 = (const __m256i *)p, *s1 = (const __m256i *)(p + q), *s2 = (const __m256i *)(p + 2 * q),
+                  *s3 = (const __m256i *)(p + 3 * q);
     __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
-    const __m256i *v = (const __m256i *)p;
-    for (size_t i = 0; i + 16 <= n / 8; i += 16) {
-        a0 = _mm256_add_epi32(a0, _mm256_add_epi32(_mm256_load_si256(v + i), _mm256_load_si256(v + i + 1)));
-        a1 = _mm256_add_epi32(a1, _mm256_add_epi32(_mm256_load_si256(v + i + 2), _mm256_load_si256(v + i + 3)));
-        a2 = _mm256_add_epi32(a2, _mm256_add_epi32(_mm256_load_si256(v + i + 4), _mm256_load_si256(v + i + 5)));
-        a3 = _mm256_add_epi32(a3, _mm256_add_epi32(_mm256_load_si256(v + i + 6), _mm256_load_si256(v + i + 7)));
-        a4 = _mm256_add_epi32(a4, _mm256_add_epi32(_mm256_load_si256(v + i + 8), _mm256_load_si256(v + i + 9)));
-        a5 = _mm256_add_epi32(a5, _mm256_add_epi32(_mm256_load_si256(v + i + 10), _mm256_load_si256(v + i + 11)));
-        a6 = _mm256_add_epi32(a6, _mm256_add_epi32(_mm256_load_si256(v + i + 12), _mm256_load_si256(v + i + 13)));
-        a7 = _mm256_add_epi32(a7, _mm256_add_epi32(_mm256_load_si256(v + i + 14), _mm256_load_si256(v + i + 15)));
+    for (size_t i = 0; i < q / 8; i += 8) {
+#define STREAM(S, A, B)                                                                                                \
+    A = _mm256_add_epi32(A, _mm256_add_epi32(_mm256_load_si256(S + i), _mm256_load_si256(S + i + 1)));                 \
+    B = _mm256_add_epi32(B, _mm256_add_epi32(_mm256_load_si256(S + i + 2), _mm256_load_si256(S + i + 3)));             \
+    A = _mm256_add_epi32(A, _mm256_add_epi32(_mm256_load_si256(S + i + 4), _mm256_load_si256(S + i + 5)));             \
+    B = _mm256_add_epi32(B, _mm256_add_epi32(_mm256_load_si256(S + i + 6), _mm256_load_si256(S + i + 7)));
+        STREAM(s0, a0, a1)
+        STREAM(s1, a2, a3)
+        STREAM(s2, a4, a5)
+        STREAM(s3, a6, a7)
+#undef STREAM
     }
     __m256i s = _mm256_add_epi32(_mm256_add_epi32(_mm256_add_epi32(a0, a1), _mm256_add_epi32(a2, a3)),
                                  _mm256_add_epi32(_mm256_add_epi32(a4, a5), _mm256_add_epi32(a6, a7)));
@@ -45,11 +51,31 @@ __attribute__((target("avx2"))) static float read_avx2(const float *p, size_t n)
     return (float)(out[0] + out[7]);
 }
 
+/* The same with 512-bit loads, as the AVX-512 kernels read weights. */
+__attribute__((target("avx512f"))) static float read_avx512(const float *p, size_t n) {
+    const size_t q = n / 4 / 64 * 64;
+    const __m512i *s0 = (const __m512i *)p, *s1 = (const __m512i *)(p + q), *s2 = (const __m512i *)(p + 2 * q),
+                  *s3 = (const __m512i *)(p + 3 * q);
+    __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
+    for (size_t i = 0; i < q / 16; i += 4) {
+        a0 = _mm512_add_epi32(a0, _mm512_add_epi32(_mm512_load_si512(s0 + i), _mm512_load_si512(s0 + i + 1)));
+        a0 = _mm512_add_epi32(a0, _mm512_add_epi32(_mm512_load_si512(s0 + i + 2), _mm512_load_si512(s0 + i + 3)));
+        a1 = _mm512_add_epi32(a1, _mm512_add_epi32(_mm512_load_si512(s1 + i), _mm512_load_si512(s1 + i + 1)));
+        a1 = _mm512_add_epi32(a1, _mm512_add_epi32(_mm512_load_si512(s1 + i + 2), _mm512_load_si512(s1 + i + 3)));
+        a2 = _mm512_add_epi32(a2, _mm512_add_epi32(_mm512_load_si512(s2 + i), _mm512_load_si512(s2 + i + 1)));
+        a2 = _mm512_add_epi32(a2, _mm512_add_epi32(_mm512_load_si512(s2 + i + 2), _mm512_load_si512(s2 + i + 3)));
+        a3 = _mm512_add_epi32(a3, _mm512_add_epi32(_mm512_load_si512(s3 + i), _mm512_load_si512(s3 + i + 1)));
+        a3 = _mm512_add_epi32(a3, _mm512_add_epi32(_mm512_load_si512(s3 + i + 2), _mm512_load_si512(s3 + i + 3)));
+    }
+    return (float)_mm512_reduce_add_epi32(_mm512_add_epi32(_mm512_add_epi32(a0, a1), _mm512_add_epi32(a2, a3)));
+}
+
 static void read_part(void *ctx, int ith, int nth) {
     struct read_job *j = ctx;
-    size_t per = j->n / (size_t)nth / 128 * 128; /* whole 512-byte steps, 64-byte aligned */
+    size_t per = j->n / (size_t)nth / 256 * 256; /* whole 1 KiB steps, 64-byte aligned */
     const float *p = j->buf + per * (size_t)ith;
-    j->sink[ith % 64] += herd_cpu_features()->avx2 ? read_avx2(p, per) : j->k->dot_f32(p, p, per);
+    const struct herd_cpu_features *f = herd_cpu_features();
+    j->sink[ith % 64] += f->avx512 ? read_avx512(p, per) : f->avx2 ? read_avx2(p, per) : j->k->dot_f32(p, p, per);
 }
 
 double herd_roofline_read_gbps(struct herd_pool *pool, const struct herd_kernels *k, size_t bytes, int reps) {

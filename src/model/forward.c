@@ -214,7 +214,8 @@ static void attention_part(void *ctx, int ith, int nth) {
     float *scratch = c->att_scratch + (size_t)ith * att_scratch_floats(d);
     const uint32_t n_kv = (uint32_t)d->n_head_kv;
     const uint32_t tasks = j->b->n_tokens * n_kv;
-    for (uint32_t i = (uint32_t)ith; i < tasks; i += (uint32_t)nth) attend(c, j->b, j->layer, i / n_kv, i % n_kv, scratch);
+    for (uint32_t i = (uint32_t)ith; i < tasks; i += (uint32_t)nth)
+        attend(c, j->b, j->layer, i / n_kv, i % n_kv, scratch);
 }
 
 /* ------------------------------------------------------------ decode */

@@ -200,7 +200,8 @@ enum herd_status herd_kv_seq_prepare(struct herd_kv *kv, int32_t id, uint32_t po
 }
 
 static void put(struct herd_kv *kv, uint8_t *base, size_t index, float v) {
-    if (kv->p.type == HERD_KV_F32) memcpy(base + index * 4, &v, 4);
+    if (kv->p.type == HERD_KV_F32)
+        memcpy(base + index * 4, &v, 4);
     else {
         uint16_t h = herd_fp32_to_fp16(v);
         memcpy(base + index * 2, &h, 2);

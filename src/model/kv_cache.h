@@ -22,7 +22,7 @@ enum herd_kv_type { HERD_KV_F16 = 0, HERD_KV_F32 = 1 };
 
 struct herd_kv_params {
     uint32_t n_layer;
-    uint32_t kv_dim;       /* KV heads x head size */
+    uint32_t kv_dim; /* KV heads x head size */
     uint32_t head_dim;
     uint32_t block_tokens; /* positions per block; 16 by default */
     uint32_t n_blocks;     /* the pool */

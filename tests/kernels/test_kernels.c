@@ -215,9 +215,12 @@ static void test_attn_block_matches_ref(void **state) {
                     for (int blk = 0; blk < 3; blk++) {
                         fill(&r, K, (size_t)hd * bt, 1.0f + (float)blk);
                         fill(&r, V, (size_t)bt * vs, 1.0f);
-                        for (size_t i = 0; i < (size_t)hd * bt; i++) Kh[i] = herd_fp32_to_fp16(K[i]), K[i] = herd_fp16_to_fp32(Kh[i]);
-                        for (size_t i = 0; i < (size_t)bt * vs; i++) Vh[i] = herd_fp32_to_fp16(V[i]), V[i] = herd_fp16_to_fp32(Vh[i]);
-                        const void *Kp = f32 ? (const void *)K : (const void *)Kh, *Vp = f32 ? (const void *)V : (const void *)Vh;
+                        for (size_t i = 0; i < (size_t)hd * bt; i++)
+                            Kh[i] = herd_fp32_to_fp16(K[i]), K[i] = herd_fp16_to_fp32(Kh[i]);
+                        for (size_t i = 0; i < (size_t)bt * vs; i++)
+                            Vh[i] = herd_fp32_to_fp16(V[i]), V[i] = herd_fp16_to_fp32(Vh[i]);
+                        const void *Kp = f32 ? (const void *)K : (const void *)Kh,
+                                   *Vp = f32 ? (const void *)V : (const void *)Vh;
                         herd_attn_block_ref(q, G, hd, Kp, Vp, vs, bt, n, f32, ma, la, acc_a);
                         k->attn_block(q, G, hd, Kp, Vp, vs, bt, n, f32, mb, lb, acc_b);
                     }
@@ -225,7 +228,8 @@ static void test_attn_block_matches_ref(void **state) {
                         close_enough(mb[g], ma[g], 50.0f, "attn max", (size_t)n);
                         close_enough(lb[g], la[g], la[g] * 50, "attn l", (size_t)n);
                         for (int d = 0; d < hd; d++)
-                            close_enough(acc_b[g * hd + d] / lb[g], acc_a[g * hd + d] / la[g], 50.0f, "attn out", (size_t)n);
+                            close_enough(acc_b[g * hd + d] / lb[g], acc_a[g * hd + d] / la[g], 50.0f, "attn out",
+                                         (size_t)n);
                     }
                 }
 }
