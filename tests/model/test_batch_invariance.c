@@ -129,6 +129,65 @@ static void test_invariance_ref_kernels(void **state) {
     check_model(test_data_path("tiny-spm-q4_0.gguf", p, sizeof p), herd_kernels_ref());
 }
 
+/* Randomised: 20 rounds of 1-6 sequences with random prompt lengths fed in
+ * random interleavings and chunk sizes; each sequence's last logits must be
+ * bit-identical to its run alone. */
+static void test_randomised_interleavings(void **state) {
+    (void)state;
+    char p[512];
+    struct herd_model *m = load(test_data_path("tiny-spm-q4_0.gguf", p, sizeof p));
+    const uint32_t V = (uint32_t)m->desc.n_vocab;
+    struct herd_context *alone_ctx = context(m, 2, NULL), *c = context(m, 2, NULL);
+    struct herd_rng rng;
+    herd_rng_init(&rng, 99);
+    float *want = malloc(6 * (size_t)V * sizeof *want);
+    for (int round = 0; round < 20; round++) {
+        const uint32_t n_seq = 1 + (uint32_t)(herd_rng_u64(&rng) % 6);
+        int32_t ids[6][48], seq[6];
+        uint32_t len[6], done[6] = {0};
+        struct herd_error err = {0};
+        for (uint32_t s = 0; s < n_seq; s++) {
+            len[s] = 1 + (uint32_t)(herd_rng_u64(&rng) % 48);
+            for (uint32_t i = 0; i < len[s]; i++) ids[s][i] = (int32_t)(herd_rng_u64(&rng) % V);
+            run_alone(alone_ctx, ids[s], len[s], 512, want + s * V);
+            assert_int_equal(herd_kv_seq_new(c->kv, &seq[s], &err), HERD_OK);
+        }
+        for (;;) {
+            int32_t bt[64], bs[64];
+            uint32_t bp[64], n = 0, finishing[6], n_fin = 0;
+            bool wl[64];
+            for (uint32_t s = 0; s < n_seq; s++) {
+                if (done[s] == len[s] || herd_rng_u64(&rng) % 3 == 0) continue;
+                uint32_t k = 1 + (uint32_t)(herd_rng_u64(&rng) % 9);
+                if (k > len[s] - done[s]) k = len[s] - done[s];
+                for (uint32_t i = 0; i < k; i++) {
+                    bt[n] = ids[s][done[s] + i], bp[n] = done[s] + i, bs[n] = seq[s];
+                    wl[n] = done[s] + i == len[s] - 1;
+                    if (wl[n]) finishing[n_fin++] = s;
+                    n++;
+                }
+                done[s] += k;
+            }
+            if (n == 0) {
+                bool all = true;
+                for (uint32_t s = 0; s < n_seq; s++) all = all && done[s] == len[s];
+                if (all) break;
+                continue;
+            }
+            struct herd_batch b = {n, bt, bp, bs, wl};
+            assert_int_equal(herd_decode(c, &b, &err), HERD_OK);
+            for (uint32_t f = 0; f < n_fin; f++)
+                if (memcmp(herd_context_logits(c, f), want + finishing[f] * V, V * sizeof(float)) != 0)
+                    fail_msg("round %d: sequence %u differs from its run alone", round, finishing[f]);
+        }
+        for (uint32_t s = 0; s < n_seq; s++) herd_kv_seq_free(c->kv, seq[s]);
+    }
+    free(want);
+    herd_context_destroy(alone_ctx);
+    herd_context_destroy(c);
+    herd_model_destroy(m);
+}
+
 static void test_bad_batches(void **state) {
     (void)state;
     char p[512];
@@ -194,6 +253,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_invariance_best_kernels),
         cmocka_unit_test(test_invariance_ref_kernels),
+        cmocka_unit_test(test_randomised_interleavings),
         cmocka_unit_test(test_bad_batches),
         cmocka_unit_test(test_kv_exhaustion),
     };
