@@ -7,5 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 scripts/build.sh
-if [ $# -eq 0 ]; then set -- -p "Once upon a time" -n 200; fi
+case " $* " in
+    *" -p "* | *" --prompt "* | *" --prompt-ids "*) ;;
+    *) set -- -p "Once upon a time" -n 200 "$@" ;;
+esac
 exec build/bin/herd run "$@"
