@@ -187,6 +187,7 @@ int herd_cmd_run(int argc, char **argv) {
         fwrite(piece, 1, n, stdout);
         fputc('\n', stdout);
     }
+    fflush(stdout);
     fprintf(stderr,
             "herd run: prompt %u tokens in %.1f ms (%.1f tokens/s), generated %u tokens in %.1f ms (%.1f tokens/s), "
             "%d threads, %s kernels, finish %s\n",
