@@ -84,6 +84,12 @@ static void rows_of(const struct job *j, int ith, int nth, size_t *r0, size_t *r
     *r1 = c1 * 8 < j->w->rows ? c1 * 8 : j->w->rows;
 }
 
+/* Tokens per pass over a thread's weight groups: 64 tokens of quantized
+ * activations (64 x 64 blocks x 40 bytes = 164 KB at 2048 columns) stay in L2
+ * while every group streams past them; a larger batch is split into such
+ * passes rather than re-reading all activations from L3 for every group. */
+#define PACKED_TOKEN_CHUNK 64
+
 /* Packed path: whole groups of 16 rows per thread. */
 static void packed_part(void *ctx, int ith, int nth) {
     const struct job *j = ctx;
@@ -91,9 +97,13 @@ static void packed_part(void *ctx, int ith, int nth) {
     const size_t groups = (size_t)w->rows / HERD_PACK_ROWS, nb = (size_t)w->cols / HERD_QK8A;
     const size_t chunk = w->type == HERD_GGML_TYPE_Q4_0 ? HERD_PACK_Q4_0_CHUNK : HERD_PACK_Q8_0_CHUNK;
     const size_t g0 = groups * (size_t)ith / (size_t)nth, g1 = groups * (size_t)(ith + 1) / (size_t)nth;
-    for (size_t g = g0; g < g1; g++)
-        j->k->gemm_packed(w->type, w->packed + g * nb * chunk, nb, j->scratch, nb, j->n_tokens,
-                          j->y + g * HERD_PACK_ROWS, j->y_stride);
+    const struct herd_block_q8a *x = j->scratch;
+    for (size_t t0 = 0; t0 < j->n_tokens; t0 += PACKED_TOKEN_CHUNK) {
+        const size_t nt = j->n_tokens - t0 < PACKED_TOKEN_CHUNK ? j->n_tokens - t0 : PACKED_TOKEN_CHUNK;
+        for (size_t g = g0; g < g1; g++)
+            j->k->gemm_packed(w->type, w->packed + g * nb * chunk, nb, x + t0 * nb, nb, nt,
+                              j->y + t0 * j->y_stride + g * HERD_PACK_ROWS, j->y_stride);
+    }
 }
 
 static void dot_part(void *ctx, int ith, int nth) {
