@@ -34,8 +34,10 @@ bool cli_model_open(const char *cmd, const struct cli_model_opts *o, uint32_t ma
     p.precise = o->precise;
     if (o->precise || (o->kv_type && strcmp(o->kv_type, "f32") == 0))
         p.kv_type = HERD_KV_F32;
+    else if (o->kv_type && strcmp(o->kv_type, "q8") == 0)
+        p.kv_type = HERD_KV_Q8;
     else if (o->kv_type && strcmp(o->kv_type, "f16") != 0) {
-        fprintf(stderr, "herd %s: --kv-type must be f16 or f32\n", cmd);
+        fprintf(stderr, "herd %s: --kv-type must be f16, f32 or q8\n", cmd);
         herd_model_destroy(*model);
         *model = NULL;
         return false;

@@ -16,7 +16,7 @@ struct cli_model_opts {
     uint64_t threads;    /* 0: all CPUs this process may use */
     uint64_t ctx;        /* context (KV capacity) in tokens; 0: the model's, at most 4096 */
     bool precise;        /* f32 activations and f32 KV cache */
-    const char *kv_type; /* "f16" (default) or "f32" */
+    const char *kv_type; /* "f16" (default), "f32" or "q8" */
 };
 
 /* Option table entries for these fields; append {0} after your own. */
@@ -25,7 +25,7 @@ struct cli_model_opts {
         {"threads", 't', CLI_U64, &(o).threads, "N", "threads (default: the CPUs this process may use)"},              \
         {"ctx", 'c', CLI_U64, &(o).ctx, "N", "context length in tokens (default: the model's, at most 4096)"},         \
         {"precise", 0, CLI_FLAG, &(o).precise, NULL, "f32 activations and an f32 KV cache (slower; for checking)"}, {  \
-        "kv-type", 0, CLI_STRING, &(o).kv_type, "T", "KV cache type: f16 (default) or f32"                             \
+        "kv-type", 0, CLI_STRING, &(o).kv_type, "T", "KV cache type: f16 (default), f32 or q8"                         \
     }
 
 /* Loads the model and creates a context for max_batch tokens per step and

@@ -38,6 +38,22 @@ struct herd_block_q8a {
 #define HERD_PACK_Q4_0_CHUNK (2 * HERD_PACK_ROWS + 4 * 64)
 #define HERD_PACK_Q8_0_CHUNK (2 * HERD_PACK_ROWS + 8 * 64)
 
+/* One KV head of one KV-cache block, as the attention kernel reads it.
+ * K is [head_dim][bt] (transposed), V rows are v_stride elements apart.
+ * For the 8-bit type each key's K vector and each V row carry one float
+ * scale (value = int8 x scale). */
+enum herd_attn_kv_type { HERD_ATTN_KV_F16 = 0, HERD_ATTN_KV_F32 = 1, HERD_ATTN_KV_Q8 = 2 };
+
+struct herd_attn_kv {
+    enum herd_attn_kv_type type;
+    const void *k;
+    const float *k_scale; /* [bt], Q8 only */
+    const void *v;
+    size_t v_stride;
+    const float *v_scale; /* one per V row, v_scale_stride apart; Q8 only */
+    size_t v_scale_stride;
+};
+
 struct herd_kernels {
     const char *name;
     /* x[n] (n a multiple of 32) -> n/32 blocks: d = amax/127, q = round-half-even(x * 127/amax). */
@@ -56,13 +72,12 @@ struct herd_kernels {
     /* Whether herd should repack quantized weights at load for this family. */
     bool prefers_packed;
     /* Attention over one KV block for the G query heads that share a KV
-     * head: q [G][hd] (already scaled by 1/sqrt(hd)); K this KV head's
-     * [hd][bt] and V its first row (row stride v_stride elements), f16 or f32
-     * (kv_f32); the first n of the block's bt keys are valid (bt <= 16).
-     * Updates each head's running max m[g], sum l[g] and unnormalised output
-     * acc[g][hd]: the online softmax, one block at a time. */
-    void (*attn_block)(const float *q, int G, int hd, const void *K, const void *V, size_t v_stride, int bt, int n,
-                       bool kv_f32, float *m, float *l, float *acc);
+     * head: q [G][hd] (already scaled by 1/sqrt(hd)); kv that head's block;
+     * the first n of the block's bt keys are valid (bt <= 16). Updates each
+     * head's running max m[g], sum l[g] and unnormalised output acc[g][hd]:
+     * the online softmax, one block at a time. */
+    void (*attn_block)(const float *q, int G, int hd, const struct herd_attn_kv *kv, int bt, int n, float *m, float *l,
+                       float *acc);
     /* y[i] += a * x[i] */
     void (*axpy_f32)(float a, const float *x, float *y, size_t n);
     void (*axpy_f16)(float a, const uint16_t *x, float *y, size_t n);
@@ -76,8 +91,8 @@ const struct herd_kernels *herd_kernels_avx512(void);
 void herd_gemm_packed_ref(enum herd_ggml_type type, const uint8_t *w, size_t n_blocks, const struct herd_block_q8a *x,
                           size_t x_stride, size_t n_tok, float *y, size_t y_stride);
 
-void herd_attn_block_ref(const float *q, int G, int hd, const void *K, const void *V, size_t v_stride, int bt, int n,
-                         bool kv_f32, float *m, float *l, float *acc);
+void herd_attn_block_ref(const float *q, int G, int hd, const struct herd_attn_kv *kv, int bt, int n, float *m,
+                         float *l, float *acc);
 
 /* The best family this processor runs. */
 const struct herd_kernels *herd_kernels_best(void);

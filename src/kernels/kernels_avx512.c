@@ -207,37 +207,59 @@ static inline __m512 exp_ps(__m512 x) {
     return _mm512_scalef_ps(p, n);
 }
 
+/* Row d of a block's K (the 16 keys' values of one head dimension) as floats. */
+static inline __m512 k_row(const struct herd_attn_kv *kv, int d, int bt, __mmask16 valid) {
+    const size_t off = (size_t)d * (size_t)bt;
+    switch (kv->type) {
+    case HERD_ATTN_KV_F32: return _mm512_maskz_loadu_ps(valid, (const float *)kv->k + off);
+    case HERD_ATTN_KV_Q8:
+        return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(valid, (const int8_t *)kv->k + off)));
+    default: return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(valid, (const uint16_t *)kv->k + off));
+    }
+}
+
+/* 16 values of V row j from column d, as floats (unscaled for Q8). */
+static inline __m512 v_row(const struct herd_attn_kv *kv, int j, int d) {
+    const size_t off = (size_t)j * kv->v_stride + (size_t)d;
+    switch (kv->type) {
+    case HERD_ATTN_KV_F32: return _mm512_loadu_ps((const float *)kv->v + off);
+    case HERD_ATTN_KV_Q8:
+        return _mm512_cvtepi32_ps(
+            _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)((const int8_t *)kv->v + off))));
+    default: return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)kv->v + off)));
+    }
+}
+
+static inline float v_scalar(const struct herd_attn_kv *kv, int j, int d) {
+    const size_t off = (size_t)j * kv->v_stride + (size_t)d;
+    switch (kv->type) {
+    case HERD_ATTN_KV_F32: return ((const float *)kv->v)[off];
+    case HERD_ATTN_KV_Q8: return (float)((const int8_t *)kv->v)[off];
+    default: return _cvtsh_ss(((const uint16_t *)kv->v)[off]);
+    }
+}
+
 /* Scores of the block's keys for one head: lane j = q . K[:, j]. */
-static inline __m512 block_scores(const float *q, int hd, const void *K, int bt, __mmask16 valid, bool f32) {
+static inline __m512 block_scores(const float *q, int hd, const struct herd_attn_kv *kv, int bt, __mmask16 valid) {
     __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
     int d = 0;
     for (; d + 2 <= hd; d += 2) {
-        __m512 k0, k1;
-        if (f32) {
-            k0 = _mm512_maskz_loadu_ps(valid, (const float *)K + (size_t)d * bt);
-            k1 = _mm512_maskz_loadu_ps(valid, (const float *)K + (size_t)(d + 1) * bt);
-        } else {
-            k0 = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(valid, (const uint16_t *)K + (size_t)d * bt));
-            k1 = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(valid, (const uint16_t *)K + (size_t)(d + 1) * bt));
-        }
-        s0 = _mm512_fmadd_ps(_mm512_set1_ps(q[d]), k0, s0);
-        s1 = _mm512_fmadd_ps(_mm512_set1_ps(q[d + 1]), k1, s1);
+        s0 = _mm512_fmadd_ps(_mm512_set1_ps(q[d]), k_row(kv, d, bt, valid), s0);
+        s1 = _mm512_fmadd_ps(_mm512_set1_ps(q[d + 1]), k_row(kv, d + 1, bt, valid), s1);
     }
-    for (; d < hd; d++) {
-        __m512 k0 = f32 ? _mm512_maskz_loadu_ps(valid, (const float *)K + (size_t)d * bt)
-                        : _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(valid, (const uint16_t *)K + (size_t)d * bt));
-        s0 = _mm512_fmadd_ps(_mm512_set1_ps(q[d]), k0, s0);
-    }
-    return _mm512_add_ps(s0, s1);
+    if (d < hd) s0 = _mm512_fmadd_ps(_mm512_set1_ps(q[d]), k_row(kv, d, bt, valid), s0);
+    __m512 s = _mm512_add_ps(s0, s1);
+    if (kv->type == HERD_ATTN_KV_Q8) s = _mm512_mul_ps(s, _mm512_maskz_loadu_ps(valid, kv->k_scale));
+    return s;
 }
 
-static void attn_block_avx512(const float *q, int G, int hd, const void *K, const void *V, size_t v_stride, int bt,
-                              int n, bool f32, float *m, float *l, float *acc) {
+static void attn_block_avx512(const float *q, int G, int hd, const struct herd_attn_kv *kv, int bt, int n, float *m,
+                              float *l, float *acc) {
     const __mmask16 valid = (__mmask16)((1u << n) - 1);
     for (int g = 0; g < G; g++) {
         const float *qg = q + (size_t)g * hd;
         float *ag = acc + (size_t)g * hd;
-        __m512 s = block_scores(qg, hd, K, bt, valid, f32);
+        __m512 s = block_scores(qg, hd, kv, bt, valid);
         s = _mm512_mask_blend_ps(valid, _mm512_set1_ps(-INFINITY), s);
         const float bm = _mm512_reduce_max_ps(s);
         if (bm > m[g]) {
@@ -253,22 +275,16 @@ static void attn_block_avx512(const float *q, int G, int hd, const void *K, cons
         l[g] += _mm512_reduce_add_ps(p);
         float pw[16];
         _mm512_storeu_ps(pw, p);
+        if (kv->type == HERD_ATTN_KV_Q8) /* fold each row's scale into its weight */
+            for (int j = 0; j < n; j++) pw[j] *= kv->v_scale[(size_t)j * kv->v_scale_stride];
         int d = 0;
         for (; d + 16 <= hd; d += 16) {
             __m512 a = _mm512_loadu_ps(ag + d);
-            for (int j = 0; j < n; j++) {
-                const size_t off = (size_t)j * v_stride + (size_t)d;
-                __m512 v = f32 ? _mm512_loadu_ps((const float *)V + off)
-                               : _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)V + off)));
-                a = _mm512_fmadd_ps(_mm512_set1_ps(pw[j]), v, a);
-            }
+            for (int j = 0; j < n; j++) a = _mm512_fmadd_ps(_mm512_set1_ps(pw[j]), v_row(kv, j, d), a);
             _mm512_storeu_ps(ag + d, a);
         }
         for (; d < hd; d++)
-            for (int j = 0; j < n; j++) {
-                const size_t off = (size_t)j * v_stride + (size_t)d;
-                ag[d] += pw[j] * (f32 ? ((const float *)V)[off] : _cvtsh_ss(((const uint16_t *)V)[off]));
-            }
+            for (int j = 0; j < n; j++) ag[d] += pw[j] * v_scalar(kv, j, d);
     }
 }
 

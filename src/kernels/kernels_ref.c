@@ -109,13 +109,26 @@ void herd_gemm_packed_ref(enum herd_ggml_type type, const uint8_t *w, size_t n_b
     }
 }
 
-static float kv_at(const void *p, size_t i, bool f32) {
-    if (f32) return ((const float *)p)[i];
-    return herd_fp16_to_fp32(((const uint16_t *)p)[i]);
+static float k_at(const struct herd_attn_kv *kv, int d, int j, int bt) {
+    const size_t i = (size_t)d * (size_t)bt + (size_t)j;
+    switch (kv->type) {
+    case HERD_ATTN_KV_F32: return ((const float *)kv->k)[i];
+    case HERD_ATTN_KV_Q8: return (float)((const int8_t *)kv->k)[i] * kv->k_scale[j];
+    default: return herd_fp16_to_fp32(((const uint16_t *)kv->k)[i]);
+    }
 }
 
-void herd_attn_block_ref(const float *q, int G, int hd, const void *K, const void *V, size_t v_stride, int bt, int n,
-                         bool kv_f32, float *m, float *l, float *acc) {
+static float v_at(const struct herd_attn_kv *kv, int j, int d) {
+    const size_t i = (size_t)j * kv->v_stride + (size_t)d;
+    switch (kv->type) {
+    case HERD_ATTN_KV_F32: return ((const float *)kv->v)[i];
+    case HERD_ATTN_KV_Q8: return (float)((const int8_t *)kv->v)[i] * kv->v_scale[(size_t)j * kv->v_scale_stride];
+    default: return herd_fp16_to_fp32(((const uint16_t *)kv->v)[i]);
+    }
+}
+
+void herd_attn_block_ref(const float *q, int G, int hd, const struct herd_attn_kv *kv, int bt, int n, float *m,
+                         float *l, float *acc) {
     float s[16];
     HERD_ASSERT(bt <= 16 && n <= bt);
     for (int g = 0; g < G; g++) {
@@ -124,7 +137,7 @@ void herd_attn_block_ref(const float *q, int G, int hd, const void *K, const voi
         float bm = -INFINITY;
         for (int j = 0; j < n; j++) {
             float dot = 0.0f;
-            for (int d = 0; d < hd; d++) dot += qg[d] * kv_at(K, (size_t)d * bt + j, kv_f32);
+            for (int d = 0; d < hd; d++) dot += qg[d] * k_at(kv, d, j, bt);
             s[j] = dot;
             bm = fmaxf(bm, dot);
         }
@@ -137,7 +150,7 @@ void herd_attn_block_ref(const float *q, int G, int hd, const void *K, const voi
         for (int j = 0; j < n; j++) {
             const float w = expf(s[j] - m[g]);
             l[g] += w;
-            for (int d = 0; d < hd; d++) ag[d] += w * kv_at(V, (size_t)j * v_stride + d, kv_f32);
+            for (int d = 0; d < hd; d++) ag[d] += w * v_at(kv, j, d);
         }
     }
 }

@@ -183,8 +183,6 @@ static void attend(struct herd_context *c, const struct herd_batch *b, uint32_t 
     const struct herd_model_desc *d = &c->model->desc;
     const uint32_t hd = (uint32_t)d->head_dim, bt = c->params.kv_block_tokens;
     const uint32_t G = (uint32_t)(d->n_head / d->n_head_kv);
-    const size_t kvd = d->n_head_kv * hd, elem = c->params.kv_type == HERD_KV_F32 ? 4 : 2;
-    const bool f32 = c->params.kv_type == HERD_KV_F32;
     float *q = scratch, *acc = q + (size_t)G * hd, *m = acc + (size_t)G * hd, *l = m + G;
     const float *qsrc = c->q + (size_t)t * d->n_head * hd + (size_t)kvh * G * hd;
     const float scale = 1.0f / sqrtf((float)hd);
@@ -195,10 +193,10 @@ static void attend(struct herd_context *c, const struct herd_batch *b, uint32_t 
     const int32_t *blocks = herd_kv_seq_blocks(c->kv, b->seq[t], &n_blocks);
     for (uint32_t bi = 0; bi * bt < n_pos; bi++) {
         HERD_ASSERT(bi < n_blocks);
-        const uint8_t *K = (const uint8_t *)herd_kv_block_k(c->kv, blocks[bi], layer) + (size_t)kvh * hd * bt * elem;
-        const uint8_t *V = (const uint8_t *)herd_kv_block_v(c->kv, blocks[bi], layer) + (size_t)kvh * hd * elem;
+        struct herd_attn_kv view;
+        herd_kv_head_view(c->kv, blocks[bi], layer, kvh, &view);
         const uint32_t n = n_pos - bi * bt < bt ? n_pos - bi * bt : bt;
-        c->k->attn_block(q, (int)G, (int)hd, K, V, kvd, (int)bt, (int)n, f32, m, l, acc);
+        c->k->attn_block(q, (int)G, (int)hd, &view, (int)bt, (int)n, m, l, acc);
     }
     float *out = c->att + (size_t)t * d->n_head * hd + (size_t)kvh * G * hd;
     for (uint32_t g = 0; g < G; g++) {

@@ -24,7 +24,7 @@ struct herd_context_params {
     uint32_t n_ctx;                     /* positions per sequence (0: kv_tokens) */
     uint32_t kv_block_tokens;           /* positions per KV block (16) */
     uint32_t max_seqs;                  /* sequence slots (64) */
-    enum herd_kv_type kv_type;          /* F16 default; F32 for exact comparisons */
+    enum herd_kv_type kv_type;          /* F16 default; F32 for exact comparisons; Q8 to halve memory */
     bool precise;                       /* f32 activations into every matmul (no 8-bit activation quantization) */
     const struct herd_kernels *kernels; /* NULL: the best for this CPU */
 };

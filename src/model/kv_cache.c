@@ -4,6 +4,7 @@
  * write rows of blocks prepared beforehand. */
 #include "model/kv_cache.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -20,7 +21,10 @@ struct seq {
 
 struct herd_kv {
     struct herd_kv_params p;
-    size_t elem_bytes, row_bytes, layer_bytes, block_bytes;
+    size_t elem_bytes;   /* of one value: 4, 2 or 1 */
+    size_t k_head_bytes; /* one head's K in a block: values, then (Q8) its per-key scales */
+    size_t v_bytes;      /* a block's V rows of one layer, then (Q8) their scales */
+    size_t layer_bytes, block_bytes;
     uint8_t *pool;
     int32_t *refs;
     int32_t *free_list;
@@ -28,9 +32,21 @@ struct herd_kv {
     struct seq *seqs;
 };
 
+/* Byte sizes of the per-layer regions (see kv_cache.h for the layout). */
+static void layout(const struct herd_kv_params *p, size_t *elem, size_t *k_head, size_t *v_bytes) {
+    const size_t e = p->type == HERD_KV_F32 ? 4 : p->type == HERD_KV_Q8 ? 1 : 2;
+    const size_t scales = p->type == HERD_KV_Q8 ? sizeof(float) : 0;
+    const size_t n_heads = p->kv_dim / p->head_dim;
+    *elem = e;
+    *k_head = (size_t)p->head_dim * p->block_tokens * e + scales * p->block_tokens;
+    *v_bytes = (size_t)p->block_tokens * p->kv_dim * e + scales * p->block_tokens * n_heads;
+}
+
 size_t herd_kv_block_bytes(const struct herd_kv_params *p) {
-    size_t elem = p->type == HERD_KV_F32 ? 4 : 2;
-    return (size_t)p->n_layer * 2 * p->block_tokens * p->kv_dim * elem;
+    size_t e, kh, vb;
+    layout(p, &e, &kh, &vb);
+    const size_t layer = (kh * (p->kv_dim / p->head_dim) + vb + 63) & ~(size_t)63; /* layers 64-byte aligned */
+    return (size_t)p->n_layer * layer;
 }
 
 enum herd_status herd_kv_create(const struct herd_kv_params *p, struct herd_kv **out, struct herd_error *err) {
@@ -41,10 +57,9 @@ enum herd_status herd_kv_create(const struct herd_kv_params *p, struct herd_kv *
     struct herd_kv *kv = calloc(1, sizeof *kv);
     if (!kv) return herd_error_set(err, HERD_E_NOMEM, "out of memory");
     kv->p = *p;
-    kv->elem_bytes = p->type == HERD_KV_F32 ? 4 : 2;
-    kv->row_bytes = (size_t)p->kv_dim * kv->elem_bytes;
-    kv->layer_bytes = 2 * (size_t)p->block_tokens * kv->row_bytes;
+    layout(p, &kv->elem_bytes, &kv->k_head_bytes, &kv->v_bytes);
     kv->block_bytes = herd_kv_block_bytes(p);
+    kv->layer_bytes = kv->block_bytes / p->n_layer;
     size_t total;
     if (!herd_mul_size(kv->block_bytes, p->n_blocks, &total)) {
         free(kv);
@@ -199,25 +214,62 @@ enum herd_status herd_kv_seq_prepare(struct herd_kv *kv, int32_t id, uint32_t po
     return HERD_OK;
 }
 
-static void put(struct herd_kv *kv, uint8_t *base, size_t index, float v) {
-    if (kv->p.type == HERD_KV_F32)
-        memcpy(base + index * 4, &v, 4);
-    else {
-        uint16_t h = herd_fp32_to_fp16(v);
-        memcpy(base + index * 2, &h, 2);
+static uint8_t *layer_base(const struct herd_kv *kv, int32_t block, uint32_t layer) {
+    return kv->pool + (size_t)block * kv->block_bytes + (size_t)layer * kv->layer_bytes;
+}
+
+void herd_kv_head_view(const struct herd_kv *kv, int32_t block, uint32_t layer, uint32_t head,
+                       struct herd_attn_kv *view) {
+    const uint32_t bt = kv->p.block_tokens, hd = kv->p.head_dim, n_heads = kv->p.kv_dim / hd;
+    uint8_t *base = layer_base(kv, block, layer);
+    uint8_t *k = base + (size_t)head * kv->k_head_bytes;
+    uint8_t *v = base + (size_t)n_heads * kv->k_head_bytes;
+    view->type = kv->p.type == HERD_KV_F32  ? HERD_ATTN_KV_F32
+                 : kv->p.type == HERD_KV_Q8 ? HERD_ATTN_KV_Q8
+                                            : HERD_ATTN_KV_F16;
+    view->k = k;
+    view->v = v + (size_t)head * hd * kv->elem_bytes;
+    view->v_stride = kv->p.kv_dim;
+    view->k_scale = NULL;
+    view->v_scale = NULL;
+    view->v_scale_stride = n_heads;
+    if (kv->p.type == HERD_KV_Q8) {
+        view->k_scale = (const float *)(const void *)(k + (size_t)hd * bt);
+        view->v_scale = (const float *)(const void *)(v + (size_t)bt * kv->p.kv_dim) + head;
     }
+}
+
+/* int8 quantization of n values with one scale: amax / 127, round half to even. */
+static float quantize_i8(const float *x, size_t n, size_t stride, int8_t *out, size_t out_stride) {
+    float amax = 0.0f;
+    for (size_t i = 0; i < n; i++) amax = fmaxf(amax, fabsf(x[i * stride]));
+    const float scale = amax / 127.0f, inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+    for (size_t i = 0; i < n; i++) out[i * out_stride] = (int8_t)lrintf(x[i * stride] * inv);
+    return scale;
 }
 
 void herd_kv_store(struct herd_kv *kv, int32_t id, uint32_t layer, uint32_t pos, const float *k, const float *v) {
     struct seq *s = get(kv, id);
     HERD_ASSERT(pos < s->len && layer < kv->p.n_layer);
-    const uint32_t bt = kv->p.block_tokens, slot = pos % bt, hd = kv->p.head_dim;
-    uint8_t *K = herd_kv_block_k(kv, s->blocks[pos / bt], layer);
-    uint8_t *V = herd_kv_block_v(kv, s->blocks[pos / bt], layer);
-    for (uint32_t i = 0; i < kv->p.kv_dim; i++) {
-        const uint32_t h = i / hd, d = i % hd;
-        put(kv, K, ((size_t)h * hd + d) * bt + slot, k[i]);
-        put(kv, V, (size_t)slot * kv->p.kv_dim + i, v[i]);
+    const uint32_t bt = kv->p.block_tokens, slot = pos % bt, hd = kv->p.head_dim, n_heads = kv->p.kv_dim / hd;
+    for (uint32_t h = 0; h < n_heads; h++) {
+        struct herd_attn_kv view;
+        herd_kv_head_view(kv, s->blocks[pos / bt], layer, h, &view);
+        uint8_t *K = (uint8_t *)view.k, *V = (uint8_t *)view.v + (size_t)slot * view.v_stride * kv->elem_bytes;
+        const float *kh = k + (size_t)h * hd, *vh = v + (size_t)h * hd;
+        switch (kv->p.type) {
+        case HERD_KV_F32:
+            for (uint32_t d = 0; d < hd; d++) ((float *)(void *)K)[(size_t)d * bt + slot] = kh[d];
+            memcpy(V, vh, hd * sizeof(float));
+            break;
+        case HERD_KV_Q8:
+            ((float *)view.k_scale)[slot] = quantize_i8(kh, hd, 1, (int8_t *)K + slot, bt);
+            ((float *)view.v_scale)[(size_t)slot * view.v_scale_stride] = quantize_i8(vh, hd, 1, (int8_t *)V, 1);
+            break;
+        default:
+            for (uint32_t d = 0; d < hd; d++) ((uint16_t *)(void *)K)[(size_t)d * bt + slot] = herd_fp32_to_fp16(kh[d]);
+            for (uint32_t d = 0; d < hd; d++) ((uint16_t *)(void *)V)[d] = herd_fp32_to_fp16(vh[d]);
+        }
     }
 }
 
@@ -225,13 +277,4 @@ const int32_t *herd_kv_seq_blocks(const struct herd_kv *kv, int32_t id, uint32_t
     const struct seq *s = get(kv, id);
     *n = s->n_blocks;
     return s->blocks;
-}
-
-void *herd_kv_block_k(struct herd_kv *kv, int32_t block, uint32_t layer) {
-    return kv->pool + (size_t)block * kv->block_bytes + layer * kv->layer_bytes;
-}
-
-void *herd_kv_block_v(struct herd_kv *kv, int32_t block, uint32_t layer) {
-    return kv->pool + (size_t)block * kv->block_bytes + layer * kv->layer_bytes +
-           (size_t)kv->p.block_tokens * kv->row_bytes;
 }

@@ -8,7 +8,10 @@
  *   for each layer: K [kv_heads][head_dim][block_tokens] (transposed, so the
  *   attention kernel computes the scores of all the block's keys at once
  *   with one vector per head dimension), then V [block_tokens][kv_dim]
- * in f16 (default) or f32 (for exact comparison with the reference). */
+ * in f16 (default), f32 (for exact comparison with the reference) or 8 bits
+ * (HERD_KV_Q8: int8 values with one float scale per key and head for K and
+ * per row and head for V, stored after each head's K and after the V rows;
+ * about 0.53x the f16 size at head size 64). */
 #ifndef HERD_MODEL_KV_CACHE_H
 #define HERD_MODEL_KV_CACHE_H
 
@@ -17,8 +20,9 @@
 #include <stdint.h>
 
 #include "herd/status.h"
+#include "kernels/kernels.h"
 
-enum herd_kv_type { HERD_KV_F16 = 0, HERD_KV_F32 = 1 };
+enum herd_kv_type { HERD_KV_F16 = 0, HERD_KV_F32 = 1, HERD_KV_Q8 = 2 };
 
 struct herd_kv_params {
     uint32_t n_layer;
@@ -68,7 +72,8 @@ void herd_kv_store(struct herd_kv *kv, int32_t seq, uint32_t layer, uint32_t pos
  * to walk block by block; and a block's K ([kv_heads][head_dim][block_tokens])
  * and V ([block_tokens][kv_dim]) for a layer. */
 const int32_t *herd_kv_seq_blocks(const struct herd_kv *kv, int32_t seq, uint32_t *n);
-void *herd_kv_block_k(struct herd_kv *kv, int32_t block, uint32_t layer);
-void *herd_kv_block_v(struct herd_kv *kv, int32_t block, uint32_t layer);
+/* Where one KV head of a block's layer lies, for the attention kernel. */
+void herd_kv_head_view(const struct herd_kv *kv, int32_t block, uint32_t layer, uint32_t head,
+                       struct herd_attn_kv *view);
 
 #endif
