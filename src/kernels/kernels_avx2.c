@@ -144,6 +144,111 @@ static void axpy_f16_avx2(float a, const uint16_t *x, float *y, size_t n) {
     for (; i < n; i++) y[i] += a * fp16(x[i]);
 }
 
+/* ------------------------------------------------------------ attention */
+
+/* e^x for x <= 0, 8 lanes: the same range reduction and polynomial as the
+ * AVX-512 version; 2^n built in the exponent bits. */
+static inline __m256 exp_ps(__m256 x) {
+    x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
+    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.3981999507e-3f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r);
+    p = _mm256_add_ps(p, _mm256_set1_ps(1.0f));
+    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+/* 8 values of K row d starting at key j0 (keys past n read as 0). */
+static inline __m256 k_row8(const struct herd_attn_kv *kv, int d, int bt, int j0, int n) {
+    const size_t off = (size_t)d * (size_t)bt + (size_t)j0;
+    if (j0 + 8 <= n) {
+        switch (kv->type) {
+        case HERD_ATTN_KV_F32: return _mm256_loadu_ps((const float *)kv->k + off);
+        case HERD_ATTN_KV_Q8:
+            return _mm256_cvtepi32_ps(
+                _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)((const int8_t *)kv->k + off))));
+        default: return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)kv->k + off)));
+        }
+    }
+    float t[8] = {0};
+    for (int j = j0; j < n && j < j0 + 8; j++) {
+        const size_t o = (size_t)d * (size_t)bt + (size_t)j;
+        t[j - j0] = kv->type == HERD_ATTN_KV_F32  ? ((const float *)kv->k)[o]
+                    : kv->type == HERD_ATTN_KV_Q8 ? (float)((const int8_t *)kv->k)[o]
+                                                  : fp16(((const uint16_t *)kv->k)[o]);
+    }
+    return _mm256_loadu_ps(t);
+}
+
+static inline float v_at(const struct herd_attn_kv *kv, int j, int d) {
+    const size_t off = (size_t)j * kv->v_stride + (size_t)d;
+    switch (kv->type) {
+    case HERD_ATTN_KV_F32: return ((const float *)kv->v)[off];
+    case HERD_ATTN_KV_Q8: return (float)((const int8_t *)kv->v)[off];
+    default: return fp16(((const uint16_t *)kv->v)[off]);
+    }
+}
+
+static inline __m256 v_row8(const struct herd_attn_kv *kv, int j, int d) {
+    const size_t off = (size_t)j * kv->v_stride + (size_t)d;
+    switch (kv->type) {
+    case HERD_ATTN_KV_F32: return _mm256_loadu_ps((const float *)kv->v + off);
+    case HERD_ATTN_KV_Q8:
+        return _mm256_cvtepi32_ps(
+            _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)((const int8_t *)kv->v + off))));
+    default: return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)kv->v + off)));
+    }
+}
+
+static void attn_block_avx2(const float *q, int G, int hd, const struct herd_attn_kv *kv, int bt, int n, float *m,
+                            float *l, float *acc) {
+    for (int g = 0; g < G; g++) {
+        const float *qg = q + (size_t)g * hd;
+        float *ag = acc + (size_t)g * hd;
+        float sc[16];
+        for (int j0 = 0; j0 < n; j0 += 8) { /* scores of 8 keys at a time */
+            __m256 s = _mm256_setzero_ps();
+            for (int d = 0; d < hd; d++) s = _mm256_fmadd_ps(_mm256_set1_ps(qg[d]), k_row8(kv, d, bt, j0, n), s);
+            _mm256_storeu_ps(sc + j0, s);
+        }
+        float bm = -INFINITY;
+        for (int j = 0; j < n; j++) {
+            if (kv->type == HERD_ATTN_KV_Q8) sc[j] *= kv->k_scale[j];
+            bm = fmaxf(bm, sc[j]);
+        }
+        if (bm > m[g]) {
+            const float f = expf(m[g] - bm);
+            for (int d = 0; d < hd; d++) ag[d] *= f;
+            l[g] *= f;
+            m[g] = bm;
+        }
+        float pw[16];
+        for (int j0 = 0; j0 < n; j0 += 8) {
+            __m256 e = exp_ps(_mm256_sub_ps(_mm256_loadu_ps(sc + j0), _mm256_set1_ps(m[g])));
+            _mm256_storeu_ps(pw + j0, e);
+        }
+        for (int j = 0; j < n; j++) {
+            l[g] += pw[j];
+            if (kv->type == HERD_ATTN_KV_Q8) pw[j] *= kv->v_scale[(size_t)j * kv->v_scale_stride];
+        }
+        int d = 0;
+        for (; d + 8 <= hd; d += 8) {
+            __m256 a = _mm256_loadu_ps(ag + d);
+            for (int j = 0; j < n; j++) a = _mm256_fmadd_ps(_mm256_set1_ps(pw[j]), v_row8(kv, j, d), a);
+            _mm256_storeu_ps(ag + d, a);
+        }
+        for (; d < hd; d++)
+            for (int j = 0; j < n; j++) ag[d] += pw[j] * v_at(kv, j, d);
+    }
+}
+
 static const struct herd_kernels avx2 = {
     .name = "avx2",
     .quantize_row_q8a = quantize_row_q8a_avx2,
@@ -156,7 +261,7 @@ static const struct herd_kernels avx2 = {
     .axpy_f16 = axpy_f16_avx2,
     .gemm_packed = herd_gemm_packed_ref,
     .prefers_packed = false,
-    .attn_block = herd_attn_block_ref, /* no AVX2 twin yet */
+    .attn_block = attn_block_avx2,
 };
 
 const struct herd_kernels *herd_kernels_avx2(void) { return herd_cpu_features()->avx2 ? &avx2 : NULL; }
