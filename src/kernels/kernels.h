@@ -54,6 +54,12 @@ struct herd_attn_kv {
     size_t v_scale_stride;
 };
 
+/* Scalar element access for attention tails and the reference kernel:
+ * K[d][j] and V row j, column d, as floats (Q8: unscaled int8 value; the
+ * callers apply the scales). */
+float herd_attn_kv_k_at(const struct herd_attn_kv *kv, int d, int j, int bt);
+float herd_attn_kv_v_at(const struct herd_attn_kv *kv, int j, int d);
+
 struct herd_kernels {
     const char *name;
     /* x[n] (n a multiple of 32) -> n/32 blocks: d = amax/127, q = round-half-even(x * 127/amax). */

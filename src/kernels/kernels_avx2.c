@@ -178,22 +178,8 @@ static inline __m256 k_row8(const struct herd_attn_kv *kv, int d, int bt, int j0
         }
     }
     float t[8] = {0};
-    for (int j = j0; j < n && j < j0 + 8; j++) {
-        const size_t o = (size_t)d * (size_t)bt + (size_t)j;
-        t[j - j0] = kv->type == HERD_ATTN_KV_F32  ? ((const float *)kv->k)[o]
-                    : kv->type == HERD_ATTN_KV_Q8 ? (float)((const int8_t *)kv->k)[o]
-                                                  : fp16(((const uint16_t *)kv->k)[o]);
-    }
+    for (int j = j0; j < n && j < j0 + 8; j++) t[j - j0] = herd_attn_kv_k_at(kv, d, j, bt);
     return _mm256_loadu_ps(t);
-}
-
-static inline float v_at(const struct herd_attn_kv *kv, int j, int d) {
-    const size_t off = (size_t)j * kv->v_stride + (size_t)d;
-    switch (kv->type) {
-    case HERD_ATTN_KV_F32: return ((const float *)kv->v)[off];
-    case HERD_ATTN_KV_Q8: return (float)((const int8_t *)kv->v)[off];
-    default: return fp16(((const uint16_t *)kv->v)[off]);
-    }
 }
 
 static inline __m256 v_row8(const struct herd_attn_kv *kv, int j, int d) {
@@ -245,7 +231,7 @@ static void attn_block_avx2(const float *q, int G, int hd, const struct herd_att
             _mm256_storeu_ps(ag + d, a);
         }
         for (; d < hd; d++)
-            for (int j = 0; j < n; j++) ag[d] += pw[j] * v_at(kv, j, d);
+            for (int j = 0; j < n; j++) ag[d] += pw[j] * herd_attn_kv_v_at(kv, j, d);
     }
 }
 

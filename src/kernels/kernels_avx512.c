@@ -230,15 +230,6 @@ static inline __m512 v_row(const struct herd_attn_kv *kv, int j, int d) {
     }
 }
 
-static inline float v_scalar(const struct herd_attn_kv *kv, int j, int d) {
-    const size_t off = (size_t)j * kv->v_stride + (size_t)d;
-    switch (kv->type) {
-    case HERD_ATTN_KV_F32: return ((const float *)kv->v)[off];
-    case HERD_ATTN_KV_Q8: return (float)((const int8_t *)kv->v)[off];
-    default: return _cvtsh_ss(((const uint16_t *)kv->v)[off]);
-    }
-}
-
 /* Scores of the block's keys for one head: lane j = q . K[:, j]. */
 static inline __m512 block_scores(const float *q, int hd, const struct herd_attn_kv *kv, int bt, __mmask16 valid) {
     __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
@@ -284,7 +275,7 @@ static void attn_block_avx512(const float *q, int G, int hd, const struct herd_a
             _mm512_storeu_ps(ag + d, a);
         }
         for (; d < hd; d++)
-            for (int j = 0; j < n; j++) ag[d] += pw[j] * v_scalar(kv, j, d);
+            for (int j = 0; j < n; j++) ag[d] += pw[j] * herd_attn_kv_v_at(kv, j, d);
     }
 }
 

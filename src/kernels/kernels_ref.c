@@ -109,22 +109,32 @@ void herd_gemm_packed_ref(enum herd_ggml_type type, const uint8_t *w, size_t n_b
     }
 }
 
-static float k_at(const struct herd_attn_kv *kv, int d, int j, int bt) {
+float herd_attn_kv_k_at(const struct herd_attn_kv *kv, int d, int j, int bt) {
     const size_t i = (size_t)d * (size_t)bt + (size_t)j;
     switch (kv->type) {
     case HERD_ATTN_KV_F32: return ((const float *)kv->k)[i];
-    case HERD_ATTN_KV_Q8: return (float)((const int8_t *)kv->k)[i] * kv->k_scale[j];
+    case HERD_ATTN_KV_Q8: return (float)((const int8_t *)kv->k)[i];
     default: return herd_fp16_to_fp32(((const uint16_t *)kv->k)[i]);
     }
 }
 
-static float v_at(const struct herd_attn_kv *kv, int j, int d) {
+float herd_attn_kv_v_at(const struct herd_attn_kv *kv, int j, int d) {
     const size_t i = (size_t)j * kv->v_stride + (size_t)d;
     switch (kv->type) {
     case HERD_ATTN_KV_F32: return ((const float *)kv->v)[i];
-    case HERD_ATTN_KV_Q8: return (float)((const int8_t *)kv->v)[i] * kv->v_scale[(size_t)j * kv->v_scale_stride];
+    case HERD_ATTN_KV_Q8: return (float)((const int8_t *)kv->v)[i];
     default: return herd_fp16_to_fp32(((const uint16_t *)kv->v)[i]);
     }
+}
+
+static float k_at(const struct herd_attn_kv *kv, int d, int j, int bt) {
+    const float v = herd_attn_kv_k_at(kv, d, j, bt);
+    return kv->type == HERD_ATTN_KV_Q8 ? v * kv->k_scale[j] : v;
+}
+
+static float v_at(const struct herd_attn_kv *kv, int j, int d) {
+    const float v = herd_attn_kv_v_at(kv, j, d);
+    return kv->type == HERD_ATTN_KV_Q8 ? v * kv->v_scale[(size_t)j * kv->v_scale_stride] : v;
 }
 
 void herd_attn_block_ref(const float *q, int G, int hd, const struct herd_attn_kv *kv, int bt, int n, float *m,
