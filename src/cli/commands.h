@@ -10,5 +10,7 @@ int herd_cmd_convert(int argc, char **argv);
 int herd_cmd_eval(int argc, char **argv);
 int herd_cmd_run(int argc, char **argv);
 int herd_cmd_bench(int argc, char **argv);
+int herd_cmd_tokenize(int argc, char **argv);
+int herd_cmd_detokenize(int argc, char **argv);
 
 #endif

@@ -14,6 +14,8 @@ static const struct command commands[] = {
     {"run", herd_cmd_run, "generate text from a prompt"},
     {"bench", herd_cmd_bench, "measure prompt, generation and batched generation speed"},
     {"eval", herd_cmd_eval, "one forward pass over token ids; logits as JSON (for correctness checks)"},
+    {"tokenize", herd_cmd_tokenize, "print the token ids of a text (JSON array)"},
+    {"detokenize", herd_cmd_detokenize, "print the text of token ids"},
     {"inspect", herd_cmd_inspect, "show a GGUF file's architecture, tokenizer, tensors and memory needs"},
     {"synth", herd_cmd_synth, "write a random-weight Llama model of a real shape (for tests and benchmarks)"},
     {"convert", herd_cmd_convert, "convert a model from another format to GGUF (llama2c)"},

@@ -32,7 +32,7 @@ grep -q "unknown command 'frobnicate'" "$TMP/err" && grep -q "usage: herd COMMAN
 expect_exit 0 "$HERD" help
 grep -q inspect "$TMP/out" && grep -q synth "$TMP/out" && grep -q convert "$TMP/out" && ok || bad "help lists commands"
 expect_exit 0 "$HERD" --version
-for cmd in inspect synth convert run eval bench; do
+for cmd in inspect synth convert run eval bench tokenize detokenize; do
     expect_exit 0 "$HERD" "$cmd" --help
     grep -q "usage: herd $cmd" "$TMP/out" && ok || bad "$cmd --help"
     expect_exit 0 "$HERD" help "$cmd"
@@ -114,6 +114,20 @@ python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["n_vocab"]
 
 expect_exit 0 "$HERD" bench -p 16 -n 4 -r 1 --batch 2 --batch-prompt 4 --no-ceilings --json
 python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); t=[r["test"] for r in d["results"]]; assert t==["pp16","tg4","tg4-b2"], t; assert all(r["tokens_per_s"]>0 for r in d["results"])' "$TMP/out" && ok || bad "bench JSON"
+
+# --- tokenize / detokenize --------------------------------------------------
+V=$SRC/tests/data/ggml-vocab-llama-spm.gguf
+[ "$("$HERD" tokenize -m "$V" "Hello world")" = "[1,15043,3186]" ] && ok || bad "tokenize with BOS"
+[ "$("$HERD" tokenize -m "$V" --no-bos "Hello world")" = "[15043,3186]" ] && ok || bad "tokenize --no-bos"
+[ "$("$HERD" detokenize -m "$V" 1 15043 3186)" = "Hello world" ] && ok || bad "detokenize"
+[ "$("$HERD" detokenize -m "$V" 198 172)" = "$(printf '\xc3\xa9')" ] && ok || bad "detokenize joins byte tokens into one character"
+expect_exit 2 "$HERD" detokenize -m "$V" 32000
+expect_exit 2 "$HERD" detokenize -m "$V" abc
+[ "$("$HERD" tokenize "Once upon a time")" = "[1,403,407,261,378]" ] && ok || bad "tokenize on the default model"
+if [ -d "$SHARED/fixtures" ]; then
+    expect_exit 1 "$HERD" tokenize -m "$SHARED/fixtures/tokenizer/ggml-vocab-gpt-2.gguf" "Hello"
+    grep -q "BPE" "$TMP/err" && ok || bad "BPE refusal message"
+fi
 
 # --- the converted model computes what llama2.c computed ------------------
 PY=/usr/bin/python3

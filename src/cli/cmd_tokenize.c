@@ -1,0 +1,137 @@
+/* `herd tokenize` and `herd detokenize`: the model's own vocabulary from its
+ * GGUF (vocabulary-only files work too), for checking prompts by hand and
+ * for tests. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/paths.h"
+#include "cli/cli_args.h"
+#include "cli/commands.h"
+#include "herd/gguf.h"
+#include "tokenizer/tokenizer.h"
+#include "tokenizer/vocab.h"
+
+/* A token list longer than this is refused rather than allocated. */
+#define TOKENIZE_MAX_IDS (1u << 24)
+
+static const struct cli_command tok_cmd = {
+    .name = "tokenize",
+    .args = "TEXT",
+    .summary = "Print the token ids of TEXT as a JSON array, with BOS (and EOS) added as the model's vocabulary asks.",
+    .details = "Special-token text in TEXT (\"<s>\") is tokenized as plain text. SentencePiece vocabularies are\n"
+               "supported; byte-level BPE vocabularies are refused with a message until their tokenizer lands.",
+    .min_pos = 1,
+    .max_pos = 1,
+};
+
+static const struct cli_command detok_cmd = {
+    .name = "detokenize",
+    .args = "ID...",
+    .summary = "Print the text of token ids (control tokens print nothing; invalid UTF-8 prints as U+FFFD).",
+    .min_pos = 1,
+    .max_pos = 1 << 16,
+};
+
+struct vocab_handle {
+    struct herd_gguf *g;
+    struct herd_vocab *v;
+};
+
+static bool open_vocab(const char *cmd, const char *model, struct vocab_handle *h) {
+    char path[4096];
+    const char *file = model ? model : herd_paths_data(HERD_PATH_DEFAULT_MODEL, path, sizeof path);
+    struct herd_error err = {0};
+    if (herd_gguf_open_file(file, &h->g, &err) != HERD_OK || herd_vocab_load(h->g, &h->v, &err) != HERD_OK) {
+        fprintf(stderr, "herd %s: %s%s%s\n", cmd, h->g ? file : "", h->g ? ": " : "", err.msg);
+        herd_gguf_destroy(h->g);
+        h->g = NULL;
+        return false;
+    }
+    return true;
+}
+
+static void close_vocab(struct vocab_handle *h) {
+    herd_vocab_destroy(h->v);
+    herd_gguf_destroy(h->g);
+}
+
+int herd_cmd_tokenize(int argc, char **argv) {
+    const char *model = NULL;
+    bool no_bos = false;
+    const struct cli_opt opts[] = {
+        {"model", 'm', CLI_STRING, &model, "FILE", "GGUF model or vocabulary (default: the built-in model)"},
+        {"no-bos", 0, CLI_FLAG, &no_bos, NULL, "add no BOS/EOS even if the vocabulary asks for them"},
+        {0},
+    };
+    const char *pos[1];
+    int n_pos;
+    int prc = cli_parse(&tok_cmd, opts, argc, argv, pos, &n_pos);
+    if (prc != CLI_OK) return prc == CLI_EXIT_OK ? 0 : prc;
+    struct vocab_handle h = {0};
+    if (!open_vocab("tokenize", model, &h)) return 1;
+    struct herd_tokenizer *tk = NULL;
+    struct herd_error err = {0};
+    const size_t len = strlen(pos[0]);
+    uint32_t max = len + 8 < TOKENIZE_MAX_IDS ? (uint32_t)len + 8 : TOKENIZE_MAX_IDS, n = 0;
+    int32_t *ids = malloc(max * sizeof *ids);
+    int rc = 1;
+    if (!ids) goto out;
+    if (herd_tokenizer_create(h.v, &tk, &err) != HERD_OK ||
+        herd_tokenize(tk, pos[0], len, !no_bos, ids, max, &n, &err) != HERD_OK) {
+        fprintf(stderr, "herd tokenize: %s\n", err.msg);
+        goto out;
+    }
+    putchar('[');
+    for (uint32_t i = 0; i < n; i++) printf(i ? ",%d" : "%d", ids[i]);
+    printf("]\n");
+    rc = 0;
+out:
+    free(ids);
+    herd_tokenizer_destroy(tk);
+    close_vocab(&h);
+    return rc;
+}
+
+int herd_cmd_detokenize(int argc, char **argv) {
+    const char *model = NULL;
+    const struct cli_opt opts[] = {
+        {"model", 'm', CLI_STRING, &model, "FILE", "GGUF model or vocabulary (default: the built-in model)"},
+        {0},
+    };
+    const char **pos = malloc((1 << 16) * sizeof *pos);
+    if (!pos) return 1;
+    int n_pos;
+    int prc = cli_parse(&detok_cmd, opts, argc, argv, pos, &n_pos);
+    if (prc != CLI_OK) {
+        free(pos);
+        return prc == CLI_EXIT_OK ? 0 : prc;
+    }
+    struct vocab_handle h = {0};
+    if (!open_vocab("detokenize", model, &h)) {
+        free(pos);
+        return 1;
+    }
+    struct herd_detok d;
+    herd_detok_init(&d, h.v);
+    char out[1024];
+    int rc = 0;
+    for (int i = 0; i < n_pos; i++) {
+        char *end;
+        errno = 0;
+        long id = strtol(pos[i], &end, 10);
+        if (*end || errno || id < 0 || (uint64_t)id >= h.v->n_tokens) {
+            fprintf(stderr, "herd detokenize: '%s' is not a token id of this vocabulary (0..%u)\n", pos[i],
+                    h.v->n_tokens - 1);
+            rc = 2;
+            break;
+        }
+        fwrite(out, 1, herd_detok_push(&d, (int32_t)id, out, sizeof out), stdout);
+    }
+    fwrite(out, 1, herd_detok_flush(&d, out, sizeof out), stdout);
+    putchar('\n');
+    close_vocab(&h);
+    free(pos);
+    return rc;
+}
