@@ -34,12 +34,20 @@ enum herd_status herd_tokenizer_create(const struct herd_vocab *vocab, struct he
         while (tk->slots[i] >= 0) i = (i + 1) & tk->mask;
         tk->slots[i] = (int32_t)id;
     }
+    if (vocab->kind == HERD_VOCAB_BPE) {
+        enum herd_status rc = herd_bpe_create(vocab->gguf, vocab->pre, &tk->bpe, err);
+        if (rc != HERD_OK) {
+            herd_tokenizer_destroy(tk);
+            return rc;
+        }
+    }
     *out = tk;
     return HERD_OK;
 }
 
 void herd_tokenizer_destroy(struct herd_tokenizer *tk) {
     if (!tk) return;
+    herd_bpe_destroy(tk->bpe);
     free(tk->slots);
     free(tk);
 }
@@ -63,11 +71,9 @@ enum herd_status herd_tokenize(const struct herd_tokenizer *tk, const char *text
         if (max == 0) return herd_error_set(err, HERD_E_INVALID, "no room for tokens");
         out[n++] = v->bos;
     }
-    if (v->kind != HERD_VOCAB_SPM)
-        return herd_error_set(err, HERD_E_UNSUPPORTED,
-                              "byte-level BPE tokenization is not implemented yet; pass token ids instead");
     uint32_t got = 0;
-    enum herd_status rc = herd_tokenize_spm(tk, text, len, out + n, max - n, &got, err);
+    enum herd_status rc = v->kind == HERD_VOCAB_SPM ? herd_tokenize_spm(tk, text, len, out + n, max - n, &got, err)
+                                                    : herd_tokenize_bpe(tk, text, len, out + n, max - n, &got, err);
     if (rc != HERD_OK) return rc;
     n += got;
     if (add_special && v->add_eos && v->eos >= 0) {

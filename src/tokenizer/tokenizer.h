@@ -1,7 +1,7 @@
-/* Text -> token ids for a model's vocabulary. SentencePiece vocabularies
- * ("llama") are tokenized here; byte-level BPE ("gpt2") with its
- * pre-tokenizers is the tokenizer issue's (it is refused with a clear error
- * until then). Special-token text in the input is treated as plain text. */
+/* Text -> token ids for a model's vocabulary: SentencePiece ("llama",
+ * tokenizer_spm.c) and byte-level BPE ("gpt2", tokenizer_bpe.c, for the
+ * pre-tokenizers listed there; others are refused by name). Special-token
+ * text in the input is treated as plain text. */
 #ifndef HERD_TOKENIZER_TOKENIZER_H
 #define HERD_TOKENIZER_TOKENIZER_H
 
@@ -12,9 +12,12 @@
 #include "herd/status.h"
 #include "tokenizer/vocab.h"
 
+struct herd_bpe;
+
 struct herd_tokenizer {
     const struct herd_vocab *vocab;
-    int32_t *slots; /* open-addressing table of token ids by text, -1 empty */
+    struct herd_bpe *bpe; /* merges and pre-tokenizer, BPE vocabularies only */
+    int32_t *slots;       /* open-addressing table of token ids by text, -1 empty */
     uint32_t mask;
 };
 
@@ -31,6 +34,15 @@ int32_t herd_tokenizer_find(const struct herd_tokenizer *tk, const char *text, s
  * ids would be needed; HERD_E_UNSUPPORTED for vocabularies not handled yet. */
 enum herd_status herd_tokenize(const struct herd_tokenizer *tk, const char *text, size_t len, bool add_special,
                                int32_t *out, uint32_t max, uint32_t *n_out, struct herd_error *err);
+
+/* BPE state from the GGUF: merge ranks and the named pre-tokenizer's
+ * compiled pattern. HERD_E_UNSUPPORTED names an unknown pre-tokenizer. */
+enum herd_status herd_bpe_create(const struct herd_gguf *g, const char *pre, struct herd_bpe **out,
+                                 struct herd_error *err);
+void herd_bpe_destroy(struct herd_bpe *b);
+/* The BPE algorithm alone (no special tokens). */
+enum herd_status herd_tokenize_bpe(const struct herd_tokenizer *tk, const char *text, size_t len, int32_t *out,
+                                   uint32_t max, uint32_t *n_out, struct herd_error *err);
 
 /* The SentencePiece algorithm alone (no special tokens). */
 enum herd_status herd_tokenize_spm(const struct herd_tokenizer *tk, const char *text, size_t len, int32_t *out,

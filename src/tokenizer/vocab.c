@@ -48,6 +48,15 @@ enum herd_status herd_vocab_load(const struct herd_gguf *g, struct herd_vocab **
     if (!v) return herd_error_set(err, HERD_E_NOMEM, "out of memory");
     const uint32_t n = (uint32_t)tokens.count;
     v->kind = kind;
+    v->gguf = g;
+    struct herd_gguf_str pre;
+    if (herd_gguf_get_string(g, "tokenizer.ggml.pre", &pre, err) == HERD_OK) {
+        size_t k = pre.len < sizeof v->pre - 1 ? (size_t)pre.len : sizeof v->pre - 1;
+        memcpy(v->pre, pre.ptr, k);
+        v->pre[k] = '\0';
+    } else {
+        strcpy(v->pre, "default");
+    }
     v->n_tokens = n;
     v->text = malloc(n * sizeof *v->text);
     v->type = malloc(n);

@@ -29,6 +29,8 @@ enum herd_token_type {
 
 struct herd_vocab {
     enum herd_vocab_kind kind;
+    const struct herd_gguf *gguf; /* the file it was read from (merges live there) */
+    char pre[64];                 /* tokenizer.ggml.pre, "default" when absent */
     uint32_t n_tokens;
     struct herd_gguf_str *text; /* [n_tokens], into the GGUF mapping */
     uint8_t *type;              /* [n_tokens] enum herd_token_type */

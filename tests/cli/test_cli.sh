@@ -125,8 +125,11 @@ expect_exit 2 "$HERD" detokenize -m "$V" 32000
 expect_exit 2 "$HERD" detokenize -m "$V" abc
 [ "$("$HERD" tokenize "Once upon a time")" = "[1,403,407,261,378]" ] && ok || bad "tokenize on the default model"
 if [ -d "$SHARED/fixtures" ]; then
-    expect_exit 1 "$HERD" tokenize -m "$SHARED/fixtures/tokenizer/ggml-vocab-gpt-2.gguf" "Hello"
-    grep -q "BPE" "$TMP/err" && ok || bad "BPE refusal message"
+    G2=$SHARED/fixtures/tokenizer/ggml-vocab-gpt-2.gguf
+    [ "$("$HERD" tokenize -m "$G2" "Hello world")" = "[15496,995]" ] && ok || bad "tokenize (GPT-2 BPE)"
+    [ "$("$HERD" detokenize -m "$G2" 18435 995)" = " Hello world" ] && ok || bad "detokenize (GPT-2 BPE)"
+    expect_exit 1 "$HERD" tokenize -m "$G2" "$(printf 'bad \xff byte')"
+    grep -q "UTF-8" "$TMP/err" && ok || bad "invalid UTF-8 message"
 fi
 
 # --- the converted model computes what llama2.c computed ------------------

@@ -111,6 +111,41 @@ static void test_phi3_vectors(void **state) {
     run_vectors("ggml-vocab-phi-3.gguf");
 }
 
+static void test_gpt2_vectors(void **state) {
+    (void)state;
+    run_vectors("ggml-vocab-gpt-2.gguf");
+}
+
+/* A BPE vocabulary whose pre-tokenizer herd does not know is refused by name. */
+static void test_unknown_pre_tokenizer(void **state) {
+    (void)state;
+    char src[512], out[512];
+    if (!test_shared_path("fixtures/tokenizer/ggml-vocab-gpt-2.gguf", src, sizeof src)) skip();
+    test_tmp_path("pre.gguf", out, sizeof out);
+    struct herd_error err = {0};
+    struct herd_gguf *g = NULL;
+    assert_int_equal(herd_gguf_open_file(src, &g, &err), HERD_OK);
+    struct herd_gguf_writer *w = herd_gguf_writer_create();
+    for (size_t i = 0; i < herd_gguf_n_kv(g); i++) {
+        const struct herd_gguf_kv *kv = herd_gguf_kv_at(g, i);
+        if (herd_gguf_str_eq(kv->key, "tokenizer.ggml.pre")) continue;
+        assert_int_equal(herd_gguf_writer_add_kv_copy(w, kv, &err), HERD_OK);
+    }
+    assert_int_equal(herd_gguf_writer_add_string(w, "tokenizer.ggml.pre", "made-up-pre", &err), HERD_OK);
+    assert_int_equal(herd_gguf_writer_begin(w, out, &err), HERD_OK);
+    assert_int_equal(herd_gguf_writer_finish(w, &err), HERD_OK);
+    herd_gguf_writer_destroy(w);
+    herd_gguf_destroy(g);
+    struct fixture f = {0};
+    assert_int_equal(herd_gguf_open_file(out, &f.g, &err), HERD_OK);
+    assert_int_equal(herd_vocab_load(f.g, &f.v, &err), HERD_OK);
+    assert_int_equal(herd_tokenizer_create(f.v, &f.tk, &err), HERD_E_UNSUPPORTED);
+    assert_non_null(strstr(err.msg, "made-up-pre"));
+    herd_vocab_destroy(f.v);
+    herd_gguf_destroy(f.g);
+    unlink(out);
+}
+
 static void test_detok_utf8_holdback(void **state) {
     (void)state;
     char p[512];
@@ -143,10 +178,9 @@ static void test_detok_utf8_holdback(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_known_cases),
-        cmocka_unit_test(test_llama_spm_vectors),
-        cmocka_unit_test(test_phi3_vectors),
-        cmocka_unit_test(test_detok_utf8_holdback),
+        cmocka_unit_test(test_known_cases),           cmocka_unit_test(test_llama_spm_vectors),
+        cmocka_unit_test(test_phi3_vectors),          cmocka_unit_test(test_gpt2_vectors),
+        cmocka_unit_test(test_unknown_pre_tokenizer), cmocka_unit_test(test_detok_utf8_holdback),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
