@@ -18,16 +18,39 @@
 #include "base/checked.h"
 #include "tokenizer/tokenizer.h"
 
-/* The GPT-2 pattern of Hugging Face's tokenizer.json (with the final \s+,
- * which llama.cpp leaves out but the reference tokenizer has). */
-static const char gpt2_pattern[] = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
+/* Pre-tokenizers, as sequences of patterns. Each pattern splits every
+ * fragment left by the previous one into its matches and the gaps between
+ * them, all kept (Hugging Face's Split with the "Isolated" behaviour), so a
+ * sequence reproduces tokenizer.json's Sequence of Splits. The patterns are
+ * those of the models' tokenizer.json files (PCRE2 supports the (?i:) and
+ * lookahead forms directly); the names are the tokenizer.ggml.pre values
+ * llama.cpp's converter writes, and "default" is llama.cpp's fallback set.
+ * Only gpt-2 is checked against reference vectors (../shared/fixtures);
+ * deepseek-llm (a long explicit letter list) is not here yet. */
+#define GPT2_PAT "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+"
+#define LLAMA3_PAT                                                                                                     \
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| "                                         \
+    "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|"                                                                     \
+    "\\s+(?!\\S)|\\s+"
+#define QWEN2_PAT                                                                                                      \
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|"  \
+    "\\s+(?!\\S)|\\s+"
+
+#define MAX_PATTERNS 6
 
 static const struct {
-    const char *name;
-    const char *pattern;
+    const char *names[8];
+    const char *patterns[MAX_PATTERNS];
 } pre_tokenizers[] = {
-    {"gpt-2", gpt2_pattern}, {"gpt2", gpt2_pattern}, {"mpt", gpt2_pattern},
-    {"olmo", gpt2_pattern},  {"jais", gpt2_pattern},
+    {{"gpt-2", "gpt2", "mpt", "olmo", "jais", "gpt-neox", "phi-2"}, {GPT2_PAT}},
+    {{"llama3", "llama-bpe", "dbrx", "smaug-bpe"}, {LLAMA3_PAT}},
+    {{"qwen2", "stablelm2"}, {QWEN2_PAT}},
+    {{"starcoder", "refact", "command-r", "smollm", "codeshell", "exaone", "minerva"}, {"\\p{N}", GPT2_PAT}},
+    {{"falcon"}, {"[\\p{P}\\$\\+<=>\\^~\\|`]+", GPT2_PAT, "[0-9][0-9][0-9]"}},
+    {{"deepseek-coder"},
+     {"[\r\n]", "\\s?\\p{L}+", "\\s?\\p{P}+", "[\\x{4E00}-\\x{9FA5}\\x{0800}-\\x{4E00}\\x{AC00}-\\x{D7FF}]+",
+      "\\p{N}"}},
+    {{"default"}, {"[\\p{P}\\$\\+<=>\\^~\\|]+", GPT2_PAT, "\\p{N}+", "[0-9][0-9][0-9]"}},
 };
 
 /* ------------------------------------------------------------ merges table */
@@ -46,8 +69,9 @@ struct merge {
 };
 
 struct herd_bpe {
-    pcre2_code *re;
-    pcre2_match_data *md;
+    pcre2_code *re[MAX_PATTERNS];
+    pcre2_match_data *md[MAX_PATTERNS];
+    int n_re;
     struct merge *merges; /* by rank */
     uint32_t n_merges;
     int32_t *slots; /* open addressing: merge rank by (left, right), -1 empty */
@@ -67,8 +91,10 @@ static int32_t merge_rank(const struct herd_bpe *b, const char *l, size_t nl, co
 
 void herd_bpe_destroy(struct herd_bpe *b) {
     if (!b) return;
-    pcre2_match_data_free(b->md);
-    pcre2_code_free(b->re);
+    for (int i = 0; i < b->n_re; i++) {
+        pcre2_match_data_free(b->md[i]);
+        pcre2_code_free(b->re[i]);
+    }
     free(b->merges);
     free(b->slots);
     free(b);
@@ -77,12 +103,13 @@ void herd_bpe_destroy(struct herd_bpe *b) {
 enum herd_status herd_bpe_create(const struct herd_gguf *g, const char *pre, struct herd_bpe **out,
                                  struct herd_error *err) {
     *out = NULL;
-    const char *pattern = NULL;
-    for (size_t i = 0; i < sizeof pre_tokenizers / sizeof pre_tokenizers[0]; i++)
-        if (strcmp(pre_tokenizers[i].name, pre) == 0) pattern = pre_tokenizers[i].pattern;
-    if (!pattern)
+    int which = -1;
+    for (size_t i = 0; which < 0 && i < sizeof pre_tokenizers / sizeof pre_tokenizers[0]; i++)
+        for (size_t j = 0; j < 8 && pre_tokenizers[i].names[j]; j++)
+            if (strcmp(pre_tokenizers[i].names[j], pre) == 0) which = (int)i;
+    if (which < 0)
         return herd_error_set(err, HERD_E_UNSUPPORTED,
-                              "pre-tokenizer '%s' is not supported yet (gpt-2, mpt, olmo, jais are)", pre);
+                              "pre-tokenizer '%s' is not supported (see docs/modules/sampling-tokenizer.md)", pre);
     struct herd_gguf_array merges;
     enum herd_status rc = herd_gguf_get_array(g, "tokenizer.ggml.merges", HERD_GGUF_VTYPE_STRING, &merges, err);
     if (rc != HERD_OK) return rc;
@@ -91,22 +118,30 @@ enum herd_status herd_bpe_create(const struct herd_gguf *g, const char *pre, str
                               (unsigned long long)merges.count);
     struct herd_bpe *b = calloc(1, sizeof *b);
     if (!b) return herd_error_set(err, HERD_E_NOMEM, "out of memory");
-    int code;
-    PCRE2_SIZE offset;
-    b->re = pcre2_compile((PCRE2_SPTR)pattern, PCRE2_ZERO_TERMINATED, PCRE2_UTF | PCRE2_UCP, &code, &offset, NULL);
-    if (!b->re) {
-        herd_bpe_destroy(b);
-        return herd_error_set(err, HERD_E_INVALID, "pre-tokenizer '%s': pattern does not compile (PCRE2 error %d)", pre,
-                              code);
+    for (int i = 0; i < MAX_PATTERNS && pre_tokenizers[which].patterns[i]; i++) {
+        int code;
+        PCRE2_SIZE offset;
+        b->re[i] = pcre2_compile((PCRE2_SPTR)pre_tokenizers[which].patterns[i], PCRE2_ZERO_TERMINATED,
+                                 PCRE2_UTF | PCRE2_UCP, &code, &offset, NULL);
+        if (!b->re[i]) {
+            herd_bpe_destroy(b);
+            return herd_error_set(err, HERD_E_INVALID,
+                                  "pre-tokenizer '%s': pattern %d does not compile (PCRE2 error %d)", pre, i, code);
+        }
+        b->n_re = i + 1;
+        pcre2_jit_compile(b->re[i], PCRE2_JIT_COMPLETE); /* the interpreter serves if JIT is unavailable */
+        b->md[i] = pcre2_match_data_create_from_pattern(b->re[i], NULL);
+        if (!b->md[i]) {
+            herd_bpe_destroy(b);
+            return herd_error_set(err, HERD_E_NOMEM, "out of memory");
+        }
     }
-    pcre2_jit_compile(b->re, PCRE2_JIT_COMPLETE); /* falls back to the interpreter if JIT is unavailable */
-    b->md = pcre2_match_data_create_from_pattern(b->re, NULL);
     const uint32_t n = (uint32_t)merges.count;
     uint32_t cap = 1024;
     while (cap < 2 * n) cap *= 2;
     b->merges = malloc((n ? n : 1) * sizeof *b->merges);
     b->slots = malloc(cap * sizeof *b->slots);
-    if (!b->md || !b->merges || !b->slots) {
+    if (!b->merges || !b->slots) {
         herd_bpe_destroy(b);
         return herd_error_set(err, HERD_E_NOMEM, "out of memory for %u merges", n);
     }
@@ -279,29 +314,83 @@ out:
     return rc;
 }
 
+/* Fragments of the text (offset, length) during pre-tokenization. */
+struct frags {
+    size_t *off, *len;
+    size_t n, cap;
+};
+
+static bool frag_push(struct frags *f, size_t off, size_t len) {
+    if (len == 0) return true;
+    if (f->n == f->cap) {
+        size_t cap = f->cap ? f->cap * 2 : 64;
+        size_t *o = realloc(f->off, cap * sizeof *o), *l = o ? realloc(f->len, cap * sizeof *l) : NULL;
+        if (o) f->off = o;
+        if (!o || !l) return false;
+        f->len = l;
+        f->cap = cap;
+    }
+    f->off[f->n] = off;
+    f->len[f->n++] = len;
+    return true;
+}
+
+/* Splits every fragment of in by pattern i into matches and gaps (out). */
+static enum herd_status split(const struct herd_bpe *b, int i, const char *text, const struct frags *in,
+                              struct frags *out, struct herd_error *err) {
+    for (size_t k = 0; k < in->n; k++) {
+        const PCRE2_SPTR frag = (PCRE2_SPTR)(text + in->off[k]);
+        const size_t len = in->len[k];
+        PCRE2_SIZE start = 0, gap = 0;
+        while (start < len) {
+            /* the whole text was UTF-8-checked once before splitting */
+            int m = pcre2_match(b->re[i], frag, len, start, PCRE2_NO_UTF_CHECK, b->md[i], NULL);
+            if (m == PCRE2_ERROR_NOMATCH) break;
+            if (m < 0) {
+                PCRE2_UCHAR msg[128];
+                pcre2_get_error_message(m, msg, sizeof msg);
+                return herd_error_set(err, HERD_E_INVALID, "cannot pre-tokenize the text: %s", (const char *)msg);
+            }
+            PCRE2_SIZE *ov = pcre2_get_ovector_pointer(b->md[i]);
+            if (ov[1] <= ov[0]) { /* an empty match cannot make progress: step one character */
+                start = ov[0] + 1;
+                while (start < len && (frag[start] & 0xc0) == 0x80) start++;
+                continue;
+            }
+            if (!frag_push(out, in->off[k] + gap, ov[0] - gap) || !frag_push(out, in->off[k] + ov[0], ov[1] - ov[0]))
+                return herd_error_set(err, HERD_E_NOMEM, "out of memory");
+            gap = start = ov[1];
+        }
+        if (!frag_push(out, in->off[k] + gap, len - gap)) return herd_error_set(err, HERD_E_NOMEM, "out of memory");
+    }
+    return HERD_OK;
+}
+
 enum herd_status herd_tokenize_bpe(const struct herd_tokenizer *tk, const char *text, size_t len, int32_t *out,
                                    uint32_t max, uint32_t *n_out, struct herd_error *err) {
     const struct herd_bpe *b = tk->bpe;
     *n_out = 0;
-    PCRE2_SIZE start = 0;
-    uint32_t options = 0; /* the first match checks the whole text's UTF-8; later ones need not repeat it */
-    while (start < len) {
-        int m = pcre2_match(b->re, (PCRE2_SPTR)text, len, start, options, b->md, NULL);
-        options = PCRE2_NO_UTF_CHECK;
-        if (m == PCRE2_ERROR_NOMATCH) break;
-        if (m < 0) {
-            PCRE2_UCHAR msg[128];
-            pcre2_get_error_message(m, msg, sizeof msg);
-            return herd_error_set(err, HERD_E_INVALID, "cannot pre-tokenize the text: %s", (const char *)msg);
-        }
-        PCRE2_SIZE *ov = pcre2_get_ovector_pointer(b->md);
-        if (ov[1] <= ov[0]) { /* an empty match cannot make progress: skip one byte */
-            start = ov[0] + 1;
-            continue;
-        }
-        enum herd_status rc = encode_word(tk, b, text + ov[0], ov[1] - ov[0], out, max, n_out, err);
-        if (rc != HERD_OK) return rc;
-        start = ov[1];
+    int code;
+    PCRE2_SIZE bad;
+    if (len && (code = pcre2_match(b->re[0], (PCRE2_SPTR)text, len, 0, 0, b->md[0], NULL)) < PCRE2_ERROR_NOMATCH) {
+        PCRE2_UCHAR msg[128];
+        pcre2_get_error_message(code, msg, sizeof msg);
+        bad = pcre2_get_startchar(b->md[0]);
+        return herd_error_set(err, HERD_E_INVALID, "the text is not valid UTF-8 (%s, near byte %zu)", (const char *)msg,
+                              (size_t)bad);
     }
-    return HERD_OK;
+    struct frags a = {0}, c = {0};
+    enum herd_status rc = HERD_OK;
+    if (!frag_push(&a, 0, len)) rc = herd_error_set(err, HERD_E_NOMEM, "out of memory");
+    for (int i = 0; rc == HERD_OK && i < b->n_re; i++) {
+        c.n = 0;
+        rc = split(b, i, text, &a, &c, err);
+        struct frags t = a;
+        a = c;
+        c = t;
+    }
+    for (size_t k = 0; rc == HERD_OK && k < a.n; k++)
+        rc = encode_word(tk, b, text + a.off[k], a.len[k], out, max, n_out, err);
+    free(a.off), free(a.len), free(c.off), free(c.len);
+    return rc;
 }

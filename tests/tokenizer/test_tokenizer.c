@@ -116,12 +116,12 @@ static void test_gpt2_vectors(void **state) {
     run_vectors("ggml-vocab-gpt-2.gguf");
 }
 
-/* A BPE vocabulary whose pre-tokenizer herd does not know is refused by name. */
-static void test_unknown_pre_tokenizer(void **state) {
-    (void)state;
-    char src[512], out[512];
-    if (!test_shared_path("fixtures/tokenizer/ggml-vocab-gpt-2.gguf", src, sizeof src)) skip();
-    test_tmp_path("pre.gguf", out, sizeof out);
+/* Writes the GPT-2 vocabulary with tokenizer.ggml.pre replaced; false
+ * without ../shared. */
+static bool vocab_with_pre(const char *pre, char *out, size_t n) {
+    char src[512];
+    if (!test_shared_path("fixtures/tokenizer/ggml-vocab-gpt-2.gguf", src, sizeof src)) return false;
+    test_tmp_path("pre.gguf", out, n);
     struct herd_error err = {0};
     struct herd_gguf *g = NULL;
     assert_int_equal(herd_gguf_open_file(src, &g, &err), HERD_OK);
@@ -131,11 +131,20 @@ static void test_unknown_pre_tokenizer(void **state) {
         if (herd_gguf_str_eq(kv->key, "tokenizer.ggml.pre")) continue;
         assert_int_equal(herd_gguf_writer_add_kv_copy(w, kv, &err), HERD_OK);
     }
-    assert_int_equal(herd_gguf_writer_add_string(w, "tokenizer.ggml.pre", "made-up-pre", &err), HERD_OK);
+    assert_int_equal(herd_gguf_writer_add_string(w, "tokenizer.ggml.pre", pre, &err), HERD_OK);
     assert_int_equal(herd_gguf_writer_begin(w, out, &err), HERD_OK);
     assert_int_equal(herd_gguf_writer_finish(w, &err), HERD_OK);
     herd_gguf_writer_destroy(w);
     herd_gguf_destroy(g);
+    return true;
+}
+
+/* A BPE vocabulary whose pre-tokenizer herd does not know is refused by name. */
+static void test_unknown_pre_tokenizer(void **state) {
+    (void)state;
+    char out[512];
+    if (!vocab_with_pre("made-up-pre", out, sizeof out)) skip();
+    struct herd_error err = {0};
     struct fixture f = {0};
     assert_int_equal(herd_gguf_open_file(out, &f.g, &err), HERD_OK);
     assert_int_equal(herd_vocab_load(f.g, &f.v, &err), HERD_OK);
@@ -144,6 +153,35 @@ static void test_unknown_pre_tokenizer(void **state) {
     herd_vocab_destroy(f.v);
     herd_gguf_destroy(f.g);
     unlink(out);
+}
+
+/* Every supported pre-tokenizer compiles and is lossless: byte-level BPE
+ * detokenizes back to exactly the input, whatever the split. */
+static void test_every_pre_tokenizer_round_trips(void **state) {
+    (void)state;
+    static const char *const names[] = {"gpt-2",          "llama-bpe", "llama3",  "qwen2", "starcoder", "refact",
+                                        "command-r",      "smollm",    "falcon",  "mpt",   "gpt-neox",  "phi-2",
+                                        "deepseek-coder", "stablelm2", "default", "olmo"};
+    static const char text[] = "Hello world!  It's 12345 \xe2\x80\x94 \xc3\xbcn\xc3\xaf"
+                               "code \xe4\xbd\xa0\xe5\xa5\xbd\n\n"
+                               "   tabs\there, 3.14159, $x^2 <= y|z> ~ done.  ";
+    char path[512];
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        if (!vocab_with_pre(names[i], path, sizeof path)) skip();
+        struct fixture f;
+        open_vocab(&f, path);
+        int32_t ids[512];
+        uint32_t n = 0;
+        struct herd_error err = {0};
+        if (herd_tokenize(f.tk, text, strlen(text), false, ids, 512, &n, &err) != HERD_OK)
+            fail_msg("%s: %s", names[i], err.msg);
+        char back[1024];
+        size_t o = 0;
+        for (uint32_t k = 0; k < n; k++) o += herd_vocab_piece(f.v, ids[k], back + o, sizeof back - o);
+        if (o != strlen(text) || memcmp(back, text, o) != 0) fail_msg("%s: the round trip changes the text", names[i]);
+        close_vocab(&f);
+        unlink(path);
+    }
 }
 
 static void test_detok_utf8_holdback(void **state) {
@@ -180,7 +218,8 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_known_cases),           cmocka_unit_test(test_llama_spm_vectors),
         cmocka_unit_test(test_phi3_vectors),          cmocka_unit_test(test_gpt2_vectors),
-        cmocka_unit_test(test_unknown_pre_tokenizer), cmocka_unit_test(test_detok_utf8_holdback),
+        cmocka_unit_test(test_unknown_pre_tokenizer), cmocka_unit_test(test_every_pre_tokenizer_round_trips),
+        cmocka_unit_test(test_detok_utf8_holdback),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
