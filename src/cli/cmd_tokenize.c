@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "base/paths.h"
 #include "cli/cli_args.h"
@@ -18,11 +19,11 @@
 
 static const struct cli_command tok_cmd = {
     .name = "tokenize",
-    .args = "TEXT",
+    .args = "[TEXT]",
     .summary = "Print the token ids of TEXT as a JSON array, with BOS (and EOS) added as the model's vocabulary asks.",
     .details = "Special-token text in TEXT (\"<s>\") is tokenized as plain text. SentencePiece and byte-level BPE\n"
                "vocabularies are supported; a BPE pre-tokenizer herd does not know is an error naming it.",
-    .min_pos = 1,
+    .min_pos = 0,
     .max_pos = 1,
 };
 
@@ -57,38 +58,113 @@ static void close_vocab(struct vocab_handle *h) {
     herd_gguf_destroy(h->g);
 }
 
+/* Reads a whole file (or stdin for "-") up to TOKENIZE_MAX_TEXT bytes. */
+#define TOKENIZE_MAX_TEXT ((size_t)64 << 20)
+
+static char *read_text(const char *path, size_t *len) {
+    FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
+    if (!f) {
+        fprintf(stderr, "herd tokenize: %s: %s\n", path, strerror(errno));
+        return NULL;
+    }
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap);
+    for (size_t got; buf && (got = fread(buf + n, 1, cap - n, f)) > 0;) {
+        n += got;
+        if (n == cap) {
+            if (cap >= TOKENIZE_MAX_TEXT) {
+                fprintf(stderr, "herd tokenize: %s: larger than %zu bytes\n", path, TOKENIZE_MAX_TEXT);
+                free(buf);
+                buf = NULL;
+                break;
+            }
+            char *p = realloc(buf, cap * 2);
+            if (!p) free(buf);
+            buf = p;
+            cap *= 2;
+        }
+    }
+    if (f != stdin) fclose(f);
+    *len = n;
+    return buf;
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
 int herd_cmd_tokenize(int argc, char **argv) {
-    const char *model = NULL;
-    bool no_bos = false;
+    const char *model = NULL, *file = NULL;
+    bool no_bos = false, quiet = false;
+    uint64_t repeat = 1;
     const struct cli_opt opts[] = {
         {"model", 'm', CLI_STRING, &model, "FILE", "GGUF model or vocabulary (default: the built-in model)"},
         {"no-bos", 0, CLI_FLAG, &no_bos, NULL, "add no BOS/EOS even if the vocabulary asks for them"},
+        {"file", 'f', CLI_STRING, &file, "FILE", "read the text from FILE (- for stdin) instead of TEXT"},
+        {"repeat", 0, CLI_U64, &repeat, "N", "tokenize N times and print the median time to stderr (benchmarks)"},
+        {"quiet", 'q', CLI_FLAG, &quiet, NULL, "print only the token count, not the ids"},
         {0},
     };
     const char *pos[1];
     int n_pos;
     int prc = cli_parse(&tok_cmd, opts, argc, argv, pos, &n_pos);
     if (prc != CLI_OK) return prc == CLI_EXIT_OK ? 0 : prc;
+    if ((n_pos == 1) == (file != NULL) || repeat == 0 || repeat > 1000) {
+        fprintf(stderr, "herd tokenize: give TEXT or --file (not both); --repeat must be 1..1000\n");
+        cli_print_help(&tok_cmd, opts, stderr);
+        return 2;
+    }
+    size_t len = 0;
+    char *owned = NULL;
+    const char *text = n_pos ? pos[0] : NULL;
+    if (file && !(text = owned = read_text(file, &len))) return 1;
+    if (!file) len = strlen(text);
     struct vocab_handle h = {0};
-    if (!open_vocab("tokenize", model, &h)) return 1;
+    if (!open_vocab("tokenize", model, &h)) {
+        free(owned);
+        return 1;
+    }
     struct herd_tokenizer *tk = NULL;
     struct herd_error err = {0};
-    const size_t len = strlen(pos[0]);
     uint32_t max = len + 8 < TOKENIZE_MAX_IDS ? (uint32_t)len + 8 : TOKENIZE_MAX_IDS, n = 0;
     int32_t *ids = malloc(max * sizeof *ids);
+    double *times = malloc(repeat * sizeof *times);
     int rc = 1;
-    if (!ids) goto out;
-    if (herd_tokenizer_create(h.v, &tk, &err) != HERD_OK ||
-        herd_tokenize(tk, pos[0], len, !no_bos, ids, max, &n, &err) != HERD_OK) {
-        fprintf(stderr, "herd tokenize: %s\n", err.msg);
-        goto out;
+    if (!ids || !times) goto out;
+    if (herd_tokenizer_create(h.v, &tk, &err) != HERD_OK) goto fail;
+    for (uint64_t r = 0; r < repeat; r++) {
+        const double t0 = now_s();
+        if (herd_tokenize(tk, text, len, !no_bos, ids, max, &n, &err) != HERD_OK) goto fail;
+        times[r] = now_s() - t0;
     }
-    putchar('[');
-    for (uint32_t i = 0; i < n; i++) printf(i ? ",%d" : "%d", ids[i]);
-    printf("]\n");
+    if (quiet) {
+        printf("%u\n", n);
+    } else {
+        putchar('[');
+        for (uint32_t i = 0; i < n; i++) printf(i ? ",%d" : "%d", ids[i]);
+        printf("]\n");
+    }
+    if (repeat > 1) {
+        qsort(times, repeat, sizeof *times, cmp_double);
+        const double med = times[repeat / 2];
+        fprintf(stderr, "herd tokenize: %zu bytes -> %u tokens, median of %llu: %.2f ms (%.1f MB/s)\n", len, n,
+                (unsigned long long)repeat, med * 1e3, (double)len / med / 1e6);
+    }
     rc = 0;
+    goto out;
+fail:
+    fprintf(stderr, "herd tokenize: %s\n", err.msg);
 out:
     free(ids);
+    free(times);
+    free(owned);
     herd_tokenizer_destroy(tk);
     close_vocab(&h);
     return rc;

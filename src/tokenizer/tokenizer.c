@@ -34,8 +34,20 @@ enum herd_status herd_tokenizer_create(const struct herd_vocab *vocab, struct he
         while (tk->slots[i] >= 0) i = (i + 1) & tk->mask;
         tk->slots[i] = (int32_t)id;
     }
+    if (vocab->kind == HERD_VOCAB_SPM) {
+        tk->spm_cut_before_space = tk->spm_cut_at_newline = true;
+        for (uint32_t id = 0; id < vocab->n_tokens; id++) {
+            const struct herd_gguf_str *t = &vocab->text[id];
+            if (t->len > 1 && memchr(t->ptr, '\n', (size_t)t->len)) tk->spm_cut_at_newline = false;
+            for (uint64_t k = 1; k + 3 <= t->len; k++) {
+                bool mark = memcmp(t->ptr + k, "\xe2\x96\x81", 3) == 0;
+                bool after_mark = k >= 3 && memcmp(t->ptr + k - 3, "\xe2\x96\x81", 3) == 0;
+                if (mark && !after_mark) tk->spm_cut_before_space = false;
+            }
+        }
+    }
     if (vocab->kind == HERD_VOCAB_BPE) {
-        enum herd_status rc = herd_bpe_create(vocab->gguf, vocab->pre, &tk->bpe, err);
+        enum herd_status rc = herd_bpe_create(tk, vocab->pre, &tk->bpe, err);
         if (rc != HERD_OK) {
             herd_tokenizer_destroy(tk);
             return rc;

@@ -17,7 +17,12 @@ struct herd_bpe;
 struct herd_tokenizer {
     const struct herd_vocab *vocab;
     struct herd_bpe *bpe; /* merges and pre-tokenizer, BPE vocabularies only */
-    int32_t *slots;       /* open-addressing table of token ids by text, -1 empty */
+    /* SentencePiece: boundaries no vocabulary token spans, so tokenization
+     * can run segment by segment: before a "▁" that follows another
+     * character (no token holds "x▁"), and around "\n" (no multi-byte token
+     * holds a newline). Computed from the vocabulary at create. */
+    bool spm_cut_before_space, spm_cut_at_newline;
+    int32_t *slots; /* open-addressing table of token ids by text, -1 empty */
     uint32_t mask;
 };
 
@@ -35,9 +40,10 @@ int32_t herd_tokenizer_find(const struct herd_tokenizer *tk, const char *text, s
 enum herd_status herd_tokenize(const struct herd_tokenizer *tk, const char *text, size_t len, bool add_special,
                                int32_t *out, uint32_t max, uint32_t *n_out, struct herd_error *err);
 
-/* BPE state from the GGUF: merge ranks and the named pre-tokenizer's
- * compiled pattern. HERD_E_UNSUPPORTED names an unknown pre-tokenizer. */
-enum herd_status herd_bpe_create(const struct herd_gguf *g, const char *pre, struct herd_bpe **out,
+/* BPE state from tk's vocabulary file: merge ranks by token-id pair and the
+ * named pre-tokenizer's compiled patterns (tk's token table must be built).
+ * HERD_E_UNSUPPORTED names an unknown pre-tokenizer. */
+enum herd_status herd_bpe_create(const struct herd_tokenizer *tk, const char *pre, struct herd_bpe **out,
                                  struct herd_error *err);
 void herd_bpe_destroy(struct herd_bpe *b);
 /* The BPE algorithm alone (no special tokens). */

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "base/checked.h"
+#include "model/model_desc.h"
 #include "tokenizer/tokenizer.h"
 
 /* Pre-tokenizers, as sequences of patterns. Each pattern splits every
@@ -55,37 +56,37 @@ static const struct {
 
 /* ------------------------------------------------------------ merges table */
 
-HERD_WRAPS_ON_PURPOSE static uint32_t hash2(const char *a, size_t na, const char *b, size_t nb) {
-    uint32_t h = 2166136261u;
-    for (size_t i = 0; i < na; i++) h = (h ^ (uint8_t)a[i]) * 16777619u;
-    h = (h ^ 0xffu) * 16777619u; /* a separator no UTF-8 text contains */
-    for (size_t i = 0; i < nb; i++) h = (h ^ (uint8_t)b[i]) * 16777619u;
-    return h;
-}
-
-struct merge {
-    const char *left, *right;
-    uint32_t nl, nr;
+/* Every symbol during BPE is a token (single byte-level characters are
+ * tokens, and a merge's result is one), so merges are keyed by the pair of
+ * token ids and carry the id they produce: a lookup is one integer hash
+ * probe, no string compare. */
+struct merge_slot {
+    uint64_t key; /* left id << 32 | right id; UINT64_MAX when empty */
+    int32_t rank;
+    int32_t result;
 };
 
 struct herd_bpe {
     pcre2_code *re[MAX_PATTERNS];
     pcre2_match_data *md[MAX_PATTERNS];
     int n_re;
-    struct merge *merges; /* by rank */
-    uint32_t n_merges;
-    int32_t *slots; /* open addressing: merge rank by (left, right), -1 empty */
-    uint32_t mask;
+    struct merge_slot *slots;
+    uint64_t mask;
+    int32_t byte_id[256]; /* token of each byte's byte-level character, -1 if missing */
 };
 
-static int32_t merge_rank(const struct herd_bpe *b, const char *l, size_t nl, const char *r, size_t nr) {
-    uint32_t i = hash2(l, nl, r, nr) & b->mask;
-    for (;;) {
-        int32_t rank = b->slots[i];
-        if (rank < 0) return -1;
-        const struct merge *m = &b->merges[rank];
-        if (m->nl == nl && m->nr == nr && memcmp(m->left, l, nl) == 0 && memcmp(m->right, r, nr) == 0) return rank;
-        i = (i + 1) & b->mask;
+HERD_WRAPS_ON_PURPOSE static uint64_t hash_key(uint64_t k) {
+    k ^= k >> 33;
+    k *= 0xff51afd7ed558ccdull;
+    k ^= k >> 33;
+    return k;
+}
+
+static const struct merge_slot *find_merge(const struct herd_bpe *b, int32_t left, int32_t right) {
+    const uint64_t key = (uint64_t)(uint32_t)left << 32 | (uint32_t)right;
+    for (uint64_t i = hash_key(key) & b->mask;; i = (i + 1) & b->mask) {
+        if (b->slots[i].key == key) return &b->slots[i];
+        if (b->slots[i].key == UINT64_MAX) return NULL;
     }
 }
 
@@ -95,14 +96,36 @@ void herd_bpe_destroy(struct herd_bpe *b) {
         pcre2_match_data_free(b->md[i]);
         pcre2_code_free(b->re[i]);
     }
-    free(b->merges);
     free(b->slots);
     free(b);
 }
 
-enum herd_status herd_bpe_create(const struct herd_gguf *g, const char *pre, struct herd_bpe **out,
+/* GPT-2's byte-level alphabet: printable bytes map to themselves, the 68
+ * others to U+0100.. in byte order. */
+static uint32_t byte_char(uint8_t c) {
+    uint32_t next = 256;
+    for (int b = 0; b < 256; b++) {
+        bool printable = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255);
+        if (b == c) return printable ? (uint32_t)b : next;
+        if (!printable) next++;
+    }
+    return 0;
+}
+
+static size_t put_utf8(uint32_t cp, char *out) {
+    if (cp < 0x80) {
+        out[0] = (char)cp;
+        return 1;
+    }
+    out[0] = (char)(0xc0 | (cp >> 6)); /* the alphabet stays below U+0800 */
+    out[1] = (char)(0x80 | (cp & 0x3f));
+    return 2;
+}
+
+enum herd_status herd_bpe_create(const struct herd_tokenizer *tk, const char *pre, struct herd_bpe **out,
                                  struct herd_error *err) {
     *out = NULL;
+    const struct herd_gguf *g = tk->vocab->gguf;
     int which = -1;
     for (size_t i = 0; which < 0 && i < sizeof pre_tokenizers / sizeof pre_tokenizers[0]; i++)
         for (size_t j = 0; j < 8 && pre_tokenizers[i].names[j]; j++)
@@ -136,36 +159,42 @@ enum herd_status herd_bpe_create(const struct herd_gguf *g, const char *pre, str
             return herd_error_set(err, HERD_E_NOMEM, "out of memory");
         }
     }
+    for (int c = 0; c < 256; c++) {
+        char u[2];
+        b->byte_id[c] = herd_tokenizer_find(tk, u, put_utf8(byte_char((uint8_t)c), u));
+    }
     const uint32_t n = (uint32_t)merges.count;
-    uint32_t cap = 1024;
-    while (cap < 2 * n) cap *= 2;
-    b->merges = malloc((n ? n : 1) * sizeof *b->merges);
+    uint64_t cap = 1024;
+    while (cap < 2 * (uint64_t)n) cap *= 2;
     b->slots = malloc(cap * sizeof *b->slots);
-    if (!b->merges || !b->slots) {
+    if (!b->slots) {
         herd_bpe_destroy(b);
         return herd_error_set(err, HERD_E_NOMEM, "out of memory for %u merges", n);
     }
+    for (uint64_t i = 0; i < cap; i++) b->slots[i].key = UINT64_MAX;
     b->mask = cap - 1;
-    memset(b->slots, 0xff, cap * sizeof *b->slots);
+    char joined[2 * HERD_MAX_TOKEN_BYTES];
     struct herd_gguf_str_iter it;
     struct herd_gguf_str s;
     herd_gguf_str_iter_init(&it, &merges);
     for (uint32_t rank = 0; herd_gguf_str_iter_next(&it, &s); rank++) {
         const char *sp = memchr(s.ptr, ' ', (size_t)s.len);
-        if (!sp || sp == s.ptr || sp == s.ptr + s.len - 1) {
+        if (!sp || sp == s.ptr || sp == s.ptr + s.len - 1 || s.len > sizeof joined) {
             herd_bpe_destroy(b);
             return herd_error_set(err, HERD_E_FORMAT,
                                   "tokenizer.ggml.merges entry %u is not two tokens split by a space", rank);
         }
-        struct merge *m = &b->merges[b->n_merges];
-        m->left = s.ptr;
-        m->nl = (uint32_t)(sp - s.ptr);
-        m->right = sp + 1;
-        m->nr = (uint32_t)(s.len - m->nl - 1);
-        if (merge_rank(b, m->left, m->nl, m->right, m->nr) >= 0) continue; /* the first (lowest rank) wins */
-        uint32_t i = hash2(m->left, m->nl, m->right, m->nr) & b->mask;
-        while (b->slots[i] >= 0) i = (i + 1) & b->mask;
-        b->slots[i] = (int32_t)b->n_merges++;
+        const size_t nl = (size_t)(sp - s.ptr), nr = (size_t)s.len - nl - 1;
+        memcpy(joined, s.ptr, nl);
+        memcpy(joined + nl, sp + 1, nr);
+        const int32_t l = herd_tokenizer_find(tk, s.ptr, nl), r = herd_tokenizer_find(tk, sp + 1, nr);
+        const int32_t res = herd_tokenizer_find(tk, joined, nl + nr);
+        /* a merge whose parts or product are not tokens can never apply */
+        if (l < 0 || r < 0 || res < 0 || find_merge(b, l, r)) continue; /* the first (lowest rank) wins */
+        const uint64_t key = (uint64_t)(uint32_t)l << 32 | (uint32_t)r;
+        uint64_t i = hash_key(key) & b->mask;
+        while (b->slots[i].key != UINT64_MAX) i = (i + 1) & b->mask;
+        b->slots[i] = (struct merge_slot){key, (int32_t)rank, res};
     }
     *out = b;
     return HERD_OK;
@@ -173,51 +202,26 @@ enum herd_status herd_bpe_create(const struct herd_gguf *g, const char *pre, str
 
 /* ------------------------------------------------------------ one word */
 
-/* GPT-2's byte-level alphabet: printable bytes map to themselves, the 68
- * others to U+0100.. in byte order. */
-static uint32_t byte_char(uint8_t c) {
-    static uint32_t table[256];
-    static int ready;
-    if (!ready) { /* idempotent; racing initialisers write the same values */
-        uint32_t next = 256;
-        for (int b = 0; b < 256; b++) {
-            bool printable = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255);
-            table[b] = printable ? (uint32_t)b : next++;
-        }
-        ready = 1;
-    }
-    return table[c];
-}
-
-static size_t put_utf8(uint32_t cp, char *out) {
-    if (cp < 0x80) {
-        out[0] = (char)cp;
-        return 1;
-    }
-    out[0] = (char)(0xc0 | (cp >> 6)); /* the alphabet stays below U+0800 */
-    out[1] = (char)(0x80 | (cp & 0x3f));
-    return 2;
-}
-
 struct sym {
-    uint32_t start, len;
+    int32_t id; /* the token this symbol is */
     int32_t prev, next;
+    uint32_t len; /* raw bytes covered; 0 once merged away */
 };
 
 struct big {
     int32_t rank, left;
-    uint32_t len;
+    int32_t left_id, right_id, result;
 };
 
 static bool big_before(const struct big *a, const struct big *b) {
     return a->rank != b->rank ? a->rank < b->rank : a->left < b->left;
 }
 
+/* Working memory for words, reused across the words of one call. */
 struct word {
-    const struct herd_tokenizer *tk;
     const struct herd_bpe *bpe;
-    const char *text; /* the word in the byte-level alphabet */
     struct sym *sym;
+    size_t cap_sym;
     struct big *heap;
     size_t n_heap, cap_heap;
     bool nomem;
@@ -225,9 +229,8 @@ struct word {
 
 static void push(struct word *w, int32_t left, int32_t right) {
     if (left < 0 || right < 0) return;
-    const struct sym *l = &w->sym[left], *r = &w->sym[right];
-    int32_t rank = merge_rank(w->bpe, w->text + l->start, l->len, w->text + r->start, r->len);
-    if (rank < 0) return;
+    const struct merge_slot *m = find_merge(w->bpe, w->sym[left].id, w->sym[right].id);
+    if (!m) return;
     if (w->n_heap == w->cap_heap) {
         size_t cap = w->cap_heap ? w->cap_heap * 2 : 32;
         struct big *p = realloc(w->heap, cap * sizeof *p);
@@ -238,7 +241,7 @@ static void push(struct word *w, int32_t left, int32_t right) {
         w->heap = p;
         w->cap_heap = cap;
     }
-    struct big b = {rank, left, l->len + r->len};
+    struct big b = {m->rank, left, w->sym[left].id, w->sym[right].id, m->result};
     size_t i = w->n_heap++;
     while (i > 0 && big_before(&b, &w->heap[(i - 1) / 2])) {
         w->heap[i] = w->heap[(i - 1) / 2];
@@ -264,54 +267,43 @@ static struct big pop(struct word *w) {
 }
 
 /* Tokenizes one pre-tokenized word (raw bytes) into out. */
-static enum herd_status encode_word(const struct herd_tokenizer *tk, const struct herd_bpe *bpe, const char *bytes,
-                                    size_t n, int32_t *out, uint32_t max, uint32_t *n_out, struct herd_error *err) {
-    char *text = malloc(2 * n + 1);
-    struct sym *sym = malloc((n + 1) * sizeof *sym);
-    struct word w = {tk, bpe, text, sym, NULL, 0, 0, false};
-    enum herd_status rc = HERD_OK;
-    if (!text || !sym) {
-        rc = herd_error_set(err, HERD_E_NOMEM, "out of memory");
-        goto out;
+static enum herd_status encode_word(struct word *w, const struct herd_tokenizer *tk, const char *bytes, size_t n,
+                                    int32_t *out, uint32_t max, uint32_t *n_out, struct herd_error *err) {
+    if (n > w->cap_sym) {
+        size_t cap = n > 2 * w->cap_sym ? n : 2 * w->cap_sym;
+        struct sym *p = realloc(w->sym, cap * sizeof *p);
+        if (!p) return herd_error_set(err, HERD_E_NOMEM, "out of memory");
+        w->sym = p;
+        w->cap_sym = cap;
     }
-    size_t o = 0;
+    struct sym *sym = w->sym;
+    const int32_t fallback = tk->vocab->unk >= 0 ? tk->vocab->unk : 0;
+    w->n_heap = 0;
     for (size_t i = 0; i < n; i++) {
-        size_t k = put_utf8(byte_char((uint8_t)bytes[i]), text + o);
-        sym[i] = (struct sym){(uint32_t)o, (uint32_t)k, (int32_t)i - 1, i + 1 < n ? (int32_t)i + 1 : -1};
-        o += k;
+        int32_t id = w->bpe->byte_id[(uint8_t)bytes[i]];
+        sym[i] = (struct sym){id >= 0 ? id : fallback, (int32_t)i - 1, i + 1 < n ? (int32_t)i + 1 : -1, 1};
     }
-    for (size_t i = 1; i < n; i++) push(&w, (int32_t)i - 1, (int32_t)i);
-    while (w.n_heap && !w.nomem) {
-        struct big b = pop(&w);
+    for (size_t i = 1; i < n; i++) push(w, (int32_t)i - 1, (int32_t)i);
+    while (w->n_heap && !w->nomem) {
+        struct big b = pop(w);
         struct sym *l = &sym[b.left];
-        if (l->len == 0 || l->next < 0) continue;
+        if (l->len == 0 || l->next < 0 || l->id != b.left_id) continue;
         struct sym *r = &sym[l->next];
-        if (l->len + r->len != b.len) continue; /* stale */
+        if (r->id != b.right_id) continue; /* stale: a side changed since */
+        l->id = b.result;
         l->len += r->len;
         r->len = 0;
         l->next = r->next;
         if (r->next >= 0) sym[r->next].prev = b.left;
-        push(&w, l->prev, b.left);
-        push(&w, b.left, l->next);
+        push(w, l->prev, b.left);
+        push(w, b.left, l->next);
     }
-    if (w.nomem) {
-        rc = herd_error_set(err, HERD_E_NOMEM, "out of memory");
-        goto out;
-    }
+    if (w->nomem) return herd_error_set(err, HERD_E_NOMEM, "out of memory");
     for (int32_t i = 0; n > 0 && i >= 0; i = sym[i].next) {
-        int32_t id = herd_tokenizer_find(tk, text + sym[i].start, sym[i].len);
-        if (id < 0) id = tk->vocab->unk >= 0 ? tk->vocab->unk : 0; /* a merge product missing from the vocabulary */
-        if (*n_out >= max) {
-            rc = herd_error_set(err, HERD_E_INVALID, "text is longer than %u tokens", max);
-            goto out;
-        }
-        out[(*n_out)++] = id;
+        if (*n_out >= max) return herd_error_set(err, HERD_E_INVALID, "text is longer than %u tokens", max);
+        out[(*n_out)++] = sym[i].id;
     }
-out:
-    free(text);
-    free(sym);
-    free(w.heap);
-    return rc;
+    return HERD_OK;
 }
 
 /* Fragments of the text (offset, length) during pre-tokenization. */
@@ -389,8 +381,10 @@ enum herd_status herd_tokenize_bpe(const struct herd_tokenizer *tk, const char *
         a = c;
         c = t;
     }
+    struct word w = {.bpe = b};
     for (size_t k = 0; rc == HERD_OK && k < a.n; k++)
-        rc = encode_word(tk, b, text + a.off[k], a.len[k], out, max, n_out, err);
+        rc = encode_word(&w, tk, text + a.off[k], a.len[k], out, max, n_out, err);
+    free(w.sym), free(w.heap);
     free(a.off), free(a.len), free(c.off), free(c.len);
     return rc;
 }

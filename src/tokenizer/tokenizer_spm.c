@@ -116,6 +116,19 @@ static uint32_t utf8_len(uint8_t c) {
     return 1; /* stray continuation or invalid byte: a symbol of its own */
 }
 
+static bool is_space_mark(const char *p, uint32_t len) { return len == 3 && memcmp(p, "\xe2\x96\x81", 3) == 0; }
+
+/* True when no merge can join symbols x and y (adjacent), so a segment may
+ * end between them. */
+static bool segment_cut(const struct herd_tokenizer *tk, const char *text, const struct symbol *x,
+                        const struct symbol *y) {
+    const bool x_space = is_space_mark(text + x->start, x->len), y_space = is_space_mark(text + y->start, y->len);
+    if (tk->spm_cut_before_space && y_space && !x_space) return true;
+    if (tk->spm_cut_at_newline && ((x->len == 1 && text[x->start] == '\n') || (y->len == 1 && text[y->start] == '\n')))
+        return true;
+    return false;
+}
+
 enum herd_status herd_tokenize_spm(const struct herd_tokenizer *tk, const char *text, size_t len, int32_t *out,
                                    uint32_t max, uint32_t *n_out, struct herd_error *err) {
     const struct herd_vocab *v = tk->vocab;
@@ -141,30 +154,41 @@ enum herd_status herd_tokenize_spm(const struct herd_tokenizer *tk, const char *
     for (size_t i = 0; i < o;) {
         uint32_t l = utf8_len((uint8_t)buf[i]);
         if (i + l > o) l = (uint32_t)(o - i);
-        sym[n_sym] = (struct symbol){(uint32_t)i, l, n_sym - 1, -1};
-        if (n_sym > 0) sym[n_sym - 1].next = n_sym;
-        n_sym++;
+        sym[n_sym++] = (struct symbol){(uint32_t)i, l, -1, -1};
         i += l;
     }
-    for (int32_t i = 1; i < n_sym; i++) try_bigram(&s, i - 1, i);
-    while (s.heap.n && !s.nomem) {
-        struct bigram b = heap_pop(&s.heap);
-        struct symbol *left = &sym[b.left];
-        if (left->len == 0 || left->next < 0) continue;
-        struct symbol *right = &sym[left->next];
-        if (left->len + right->len != b.len) continue; /* stale: one side changed since */
-        left->len += right->len;
-        right->len = 0;
-        left->next = right->next;
-        if (right->next >= 0) sym[right->next].prev = b.left;
-        try_bigram(&s, left->prev, b.left);
-        try_bigram(&s, b.left, left->next);
+    /* Segments the merges cannot cross (see herd_tokenizer_create): each is
+     * tokenized on its own, which keeps the priority queue small and in
+     * cache; the result is the same as one pass over the whole text. */
+    for (int32_t a = 0; a < n_sym && !s.nomem && !s.overflow;) {
+        int32_t b = a + 1;
+        while (b < n_sym && !segment_cut(tk, buf, &sym[b - 1], &sym[b])) b++;
+        for (int32_t i = a; i < b; i++) {
+            sym[i].prev = i > a ? i - 1 : -1;
+            sym[i].next = i + 1 < b ? i + 1 : -1;
+        }
+        s.heap.n = 0;
+        for (int32_t i = a + 1; i < b; i++) try_bigram(&s, i - 1, i);
+        while (s.heap.n && !s.nomem) {
+            struct bigram bg = heap_pop(&s.heap);
+            struct symbol *left = &sym[bg.left];
+            if (left->len == 0 || left->next < 0) continue;
+            struct symbol *right = &sym[left->next];
+            if (left->len + right->len != bg.len) continue; /* stale: one side changed since */
+            left->len += right->len;
+            right->len = 0;
+            left->next = right->next;
+            if (right->next >= 0) sym[right->next].prev = bg.left;
+            try_bigram(&s, left->prev, bg.left);
+            try_bigram(&s, bg.left, left->next);
+        }
+        for (int32_t i = a; i >= 0 && i < b; i = sym[i].next) emit_symbol(&s, &sym[i]);
+        a = b;
     }
     if (s.nomem) {
         rc = herd_error_set(err, HERD_E_NOMEM, "out of memory tokenizing %zu bytes", len);
         goto out;
     }
-    for (int32_t i = 0; i >= 0 && i < n_sym; i = sym[i].next) emit_symbol(&s, &sym[i]);
     if (s.overflow) {
         rc = herd_error_set(err, HERD_E_INVALID, "text is longer than %u tokens", max);
         goto out;

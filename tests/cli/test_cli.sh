@@ -124,6 +124,13 @@ V=$SRC/tests/data/ggml-vocab-llama-spm.gguf
 expect_exit 2 "$HERD" detokenize -m "$V" 32000
 expect_exit 2 "$HERD" detokenize -m "$V" abc
 [ "$("$HERD" tokenize "Once upon a time")" = "[1,403,407,261,378]" ] && ok || bad "tokenize on the default model"
+printf 'Hello world' >"$TMP/hello.txt"
+[ "$("$HERD" tokenize -m "$V" -f "$TMP/hello.txt")" = "[1,15043,3186]" ] && ok || bad "tokenize --file"
+[ "$(printf 'Hello world' | "$HERD" tokenize -m "$V" -f - -q)" = "3" ] && ok || bad "tokenize from stdin, --quiet"
+"$HERD" tokenize -m "$V" -f "$TMP/hello.txt" --repeat 3 -q 2>"$TMP/err" >/dev/null
+grep -q "median of 3" "$TMP/err" && ok || bad "tokenize --repeat timing"
+expect_exit 2 "$HERD" tokenize -m "$V" -f "$TMP/hello.txt" "also text"
+expect_exit 1 "$HERD" tokenize -m "$V" -f "$TMP/missing.txt"
 if [ -d "$SHARED/fixtures" ]; then
     G2=$SHARED/fixtures/tokenizer/ggml-vocab-gpt-2.gguf
     [ "$("$HERD" tokenize -m "$G2" "Hello world")" = "[15496,995]" ] && ok || bad "tokenize (GPT-2 BPE)"

@@ -184,6 +184,31 @@ static void test_every_pre_tokenizer_round_trips(void **state) {
     }
 }
 
+/* Segmenting the SentencePiece pass (for speed) gives the same ids as one
+ * pass over the whole text, on varied text with spaces, runs of spaces,
+ * newlines, digits, punctuation and non-Latin script. */
+static void test_spm_segments_equal_whole_pass(void **state) {
+    (void)state;
+    char p[512];
+    struct fixture f;
+    open_vocab(&f, test_data_path("ggml-vocab-llama-spm.gguf", p, sizeof p));
+    assert_true(f.tk->spm_cut_before_space && f.tk->spm_cut_at_newline); /* Llama's vocabulary allows both */
+    static const char piece[] = "Once upon a time,  there were   three\n\nbears: 1234 \xc3\xbc\xc3\xa9 "
+                                "\xe4\xbd\xa0\xe5\xa5\xbd\t(tab) end.\n  indented line\nHello world";
+    char text[4096] = "";
+    for (int i = 0; i < 20; i++) strcat(text, piece);
+    int32_t *a = malloc(8192 * sizeof *a), *b = malloc(8192 * sizeof *b);
+    uint32_t na, nb;
+    struct herd_error err = {0};
+    assert_int_equal(herd_tokenize(f.tk, text, strlen(text), true, a, 8192, &na, &err), HERD_OK);
+    f.tk->spm_cut_before_space = f.tk->spm_cut_at_newline = false;
+    assert_int_equal(herd_tokenize(f.tk, text, strlen(text), true, b, 8192, &nb, &err), HERD_OK);
+    assert_int_equal(na, nb);
+    assert_memory_equal(a, b, na * sizeof *a);
+    free(a), free(b);
+    close_vocab(&f);
+}
+
 static void test_detok_utf8_holdback(void **state) {
     (void)state;
     char p[512];
@@ -219,7 +244,7 @@ int main(void) {
         cmocka_unit_test(test_known_cases),           cmocka_unit_test(test_llama_spm_vectors),
         cmocka_unit_test(test_phi3_vectors),          cmocka_unit_test(test_gpt2_vectors),
         cmocka_unit_test(test_unknown_pre_tokenizer), cmocka_unit_test(test_every_pre_tokenizer_round_trips),
-        cmocka_unit_test(test_detok_utf8_holdback),
+        cmocka_unit_test(test_detok_utf8_holdback),   cmocka_unit_test(test_spm_segments_equal_whole_pass),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
