@@ -87,7 +87,8 @@ int herd_cmd_run(int argc, char **argv) {
     if (!cli_model_open("run", &mo, 512, 1, 1, &model, &ctx)) goto out;
     if (herd_vocab_load(model->gguf, &vocab, &err) != HERD_OK || herd_tokenizer_create(vocab, &tk, &err) != HERD_OK)
         goto fail;
-    if (prompt && herd_tokenize(tk, prompt, strlen(prompt), true, ids, RUN_MAX_PROMPT, &n_prompt, &err) != HERD_OK)
+    if (prompt && herd_tokenize(tk, prompt, strlen(prompt), HERD_TOK_ADD_SPECIAL, ids, RUN_MAX_PROMPT, &n_prompt,
+                                &err) != HERD_OK)
         goto fail;
     if (n_prompt == 0) {
         herd_error_set(&err, HERD_E_INVALID, "the prompt is empty (and the vocabulary adds no BOS)");

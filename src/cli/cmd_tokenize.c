@@ -21,7 +21,7 @@ static const struct cli_command tok_cmd = {
     .name = "tokenize",
     .args = "[TEXT]",
     .summary = "Print the token ids of TEXT as a JSON array, with BOS (and EOS) added as the model's vocabulary asks.",
-    .details = "Special-token text in TEXT (\"<s>\") is tokenized as plain text. SentencePiece and byte-level BPE\n"
+    .details = "Special-token text in TEXT (\"<s>\") is plain text unless --special. SentencePiece and byte-level BPE\n"
                "vocabularies are supported; a BPE pre-tokenizer herd does not know is an error naming it.",
     .min_pos = 0,
     .max_pos = 1,
@@ -102,11 +102,13 @@ static int cmp_double(const void *a, const void *b) {
 
 int herd_cmd_tokenize(int argc, char **argv) {
     const char *model = NULL, *file = NULL;
-    bool no_bos = false, quiet = false;
+    bool no_bos = false, quiet = false, special = false;
     uint64_t repeat = 1;
     const struct cli_opt opts[] = {
         {"model", 'm', CLI_STRING, &model, "FILE", "GGUF model or vocabulary (default: the built-in model)"},
         {"no-bos", 0, CLI_FLAG, &no_bos, NULL, "add no BOS/EOS even if the vocabulary asks for them"},
+        {"special", 0, CLI_FLAG, &special, NULL,
+         "parse control-token text (\"<s>\", \"<|im_start|>\") as those tokens"},
         {"file", 'f', CLI_STRING, &file, "FILE", "read the text from FILE (- for stdin) instead of TEXT"},
         {"repeat", 0, CLI_U64, &repeat, "N", "tokenize N times and print the median time to stderr (benchmarks)"},
         {"quiet", 'q', CLI_FLAG, &quiet, NULL, "print only the token count, not the ids"},
@@ -141,7 +143,9 @@ int herd_cmd_tokenize(int argc, char **argv) {
     if (herd_tokenizer_create(h.v, &tk, &err) != HERD_OK) goto fail;
     for (uint64_t r = 0; r < repeat; r++) {
         const double t0 = now_s();
-        if (herd_tokenize(tk, text, len, !no_bos, ids, max, &n, &err) != HERD_OK) goto fail;
+        if (herd_tokenize(tk, text, len, (no_bos ? 0 : HERD_TOK_ADD_SPECIAL) | (special ? HERD_TOK_PARSE_SPECIAL : 0),
+                          ids, max, &n, &err) != HERD_OK)
+            goto fail;
         times[r] = now_s() - t0;
     }
     if (quiet) {

@@ -22,6 +22,9 @@ struct herd_tokenizer {
      * character (no token holds "x▁"), and around "\n" (no multi-byte token
      * holds a newline). Computed from the vocabulary at create. */
     bool spm_cut_before_space, spm_cut_at_newline;
+    /* control and user-defined tokens, longest text first, for PARSE_SPECIAL */
+    int32_t *specials;
+    uint32_t n_specials;
     int32_t *slots; /* open-addressing table of token ids by text, -1 empty */
     uint32_t mask;
 };
@@ -34,10 +37,17 @@ void herd_tokenizer_destroy(struct herd_tokenizer *tk);
 /* Id of the token whose text is exactly these bytes, or -1. */
 int32_t herd_tokenizer_find(const struct herd_tokenizer *tk, const char *text, size_t len);
 
-/* Tokenizes len bytes of text into out (at most max ids); add_special adds
- * BOS (and EOS) as the vocabulary asks. HERD_E_INVALID when more than max
- * ids would be needed; HERD_E_UNSUPPORTED for vocabularies not handled yet. */
-enum herd_status herd_tokenize(const struct herd_tokenizer *tk, const char *text, size_t len, bool add_special,
+/* Flags of herd_tokenize. */
+enum {
+    HERD_TOK_ADD_SPECIAL = 1u,   /* BOS (and EOS) as the vocabulary asks */
+    HERD_TOK_PARSE_SPECIAL = 2u, /* text of control and user-defined tokens ("<s>", "<|im_start|>") becomes
+                                    those tokens; without it, such text is tokenized as plain text */
+};
+
+/* Tokenizes len bytes of text into out (at most max ids) with flags.
+ * HERD_E_INVALID when more than max ids would be needed or the text is not
+ * UTF-8 (BPE). */
+enum herd_status herd_tokenize(const struct herd_tokenizer *tk, const char *text, size_t len, unsigned flags,
                                int32_t *out, uint32_t max, uint32_t *n_out, struct herd_error *err);
 
 /* BPE state from tk's vocabulary file: merge ranks by token-id pair and the
@@ -50,8 +60,9 @@ void herd_bpe_destroy(struct herd_bpe *b);
 enum herd_status herd_tokenize_bpe(const struct herd_tokenizer *tk, const char *text, size_t len, int32_t *out,
                                    uint32_t max, uint32_t *n_out, struct herd_error *err);
 
-/* The SentencePiece algorithm alone (no special tokens). */
-enum herd_status herd_tokenize_spm(const struct herd_tokenizer *tk, const char *text, size_t len, int32_t *out,
-                                   uint32_t max, uint32_t *n_out, struct herd_error *err);
+/* The SentencePiece algorithm alone (no special tokens); add_prefix puts
+ * the vocabulary's "▁" prefix in front (when it has add_space_prefix). */
+enum herd_status herd_tokenize_spm(const struct herd_tokenizer *tk, const char *text, size_t len, bool add_prefix,
+                                   int32_t *out, uint32_t max, uint32_t *n_out, struct herd_error *err);
 
 #endif

@@ -129,8 +129,8 @@ static bool segment_cut(const struct herd_tokenizer *tk, const char *text, const
     return false;
 }
 
-enum herd_status herd_tokenize_spm(const struct herd_tokenizer *tk, const char *text, size_t len, int32_t *out,
-                                   uint32_t max, uint32_t *n_out, struct herd_error *err) {
+enum herd_status herd_tokenize_spm(const struct herd_tokenizer *tk, const char *text, size_t len, bool add_prefix,
+                                   int32_t *out, uint32_t max, uint32_t *n_out, struct herd_error *err) {
     const struct herd_vocab *v = tk->vocab;
     /* escaped text: "▁" prefix and every ' ' -> "▁" (3 bytes) */
     size_t cap = 3 * len + 4;
@@ -143,7 +143,7 @@ enum herd_status herd_tokenize_spm(const struct herd_tokenizer *tk, const char *
         goto out;
     }
     size_t o = 0;
-    if (v->add_space_prefix && len > 0) memcpy(buf, "\xe2\x96\x81", 3), o = 3;
+    if (add_prefix && v->add_space_prefix && len > 0) memcpy(buf, "\xe2\x96\x81", 3), o = 3;
     for (size_t i = 0; i < len; i++) {
         if (text[i] == ' ')
             memcpy(buf + o, "\xe2\x96\x81", 3), o += 3;

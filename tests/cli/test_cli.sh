@@ -120,6 +120,7 @@ V=$SRC/tests/data/ggml-vocab-llama-spm.gguf
 [ "$("$HERD" tokenize -m "$V" "Hello world")" = "[1,15043,3186]" ] && ok || bad "tokenize with BOS"
 [ "$("$HERD" tokenize -m "$V" --no-bos "Hello world")" = "[15043,3186]" ] && ok || bad "tokenize --no-bos"
 [ "$("$HERD" detokenize -m "$V" 1 15043 3186)" = "Hello world" ] && ok || bad "detokenize"
+[ "$("$HERD" tokenize -m "$V" --no-bos --special "<s>Hello</s>")" = "[1,15043,2]" ] && ok || bad "tokenize --special"
 [ "$("$HERD" detokenize -m "$V" 198 172)" = "$(printf '\xc3\xa9')" ] && ok || bad "detokenize joins byte tokens into one character"
 expect_exit 2 "$HERD" detokenize -m "$V" 32000
 expect_exit 2 "$HERD" detokenize -m "$V" abc

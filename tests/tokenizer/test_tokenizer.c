@@ -35,7 +35,7 @@ static void close_vocab(struct fixture *f) {
 static uint32_t tok(struct fixture *f, const char *text, int32_t *ids) {
     struct herd_error err = {0};
     uint32_t n = 0;
-    if (herd_tokenize(f->tk, text, strlen(text), false, ids, 4096, &n, &err) != HERD_OK) fail_msg("%s", err.msg);
+    if (herd_tokenize(f->tk, text, strlen(text), 0, ids, 4096, &n, &err) != HERD_OK) fail_msg("%s", err.msg);
     return n;
 }
 
@@ -54,9 +54,9 @@ static void test_known_cases(void **state) {
     /* BOS is added only when asked */
     struct herd_error err = {0};
     uint32_t n;
-    assert_int_equal(herd_tokenize(f.tk, "Hello", 5, true, ids, 64, &n, &err), HERD_OK);
+    assert_int_equal(herd_tokenize(f.tk, "Hello", 5, HERD_TOK_ADD_SPECIAL, ids, 64, &n, &err), HERD_OK);
     assert_int_equal(ids[0], 1);
-    assert_int_equal(herd_tokenize(f.tk, "Hello world", 11, false, ids, 1, &n, &err), HERD_E_INVALID);
+    assert_int_equal(herd_tokenize(f.tk, "Hello world", 11, 0, ids, 1, &n, &err), HERD_E_INVALID);
     close_vocab(&f);
 }
 
@@ -83,8 +83,7 @@ static void run_vectors(const char *vocab_name) {
         *nl = '\0';
         struct herd_error err = {0};
         uint32_t n;
-        if (herd_tokenize(f.tk, cur, (size_t)(end - cur), false, ids, 65536, &n, &err) != HERD_OK)
-            fail_msg("%s", err.msg);
+        if (herd_tokenize(f.tk, cur, (size_t)(end - cur), 0, ids, 65536, &n, &err) != HERD_OK) fail_msg("%s", err.msg);
         char got[16384];
         size_t o = 0;
         for (uint32_t i = 0; i < n && o < sizeof got - 16; i++)
@@ -173,7 +172,7 @@ static void test_every_pre_tokenizer_round_trips(void **state) {
         int32_t ids[512];
         uint32_t n = 0;
         struct herd_error err = {0};
-        if (herd_tokenize(f.tk, text, strlen(text), false, ids, 512, &n, &err) != HERD_OK)
+        if (herd_tokenize(f.tk, text, strlen(text), 0, ids, 512, &n, &err) != HERD_OK)
             fail_msg("%s: %s", names[i], err.msg);
         char back[1024];
         size_t o = 0;
@@ -200,12 +199,42 @@ static void test_spm_segments_equal_whole_pass(void **state) {
     int32_t *a = malloc(8192 * sizeof *a), *b = malloc(8192 * sizeof *b);
     uint32_t na, nb;
     struct herd_error err = {0};
-    assert_int_equal(herd_tokenize(f.tk, text, strlen(text), true, a, 8192, &na, &err), HERD_OK);
+    assert_int_equal(herd_tokenize(f.tk, text, strlen(text), HERD_TOK_ADD_SPECIAL, a, 8192, &na, &err), HERD_OK);
     f.tk->spm_cut_before_space = f.tk->spm_cut_at_newline = false;
-    assert_int_equal(herd_tokenize(f.tk, text, strlen(text), true, b, 8192, &nb, &err), HERD_OK);
+    assert_int_equal(herd_tokenize(f.tk, text, strlen(text), HERD_TOK_ADD_SPECIAL, b, 8192, &nb, &err), HERD_OK);
     assert_int_equal(na, nb);
     assert_memory_equal(a, b, na * sizeof *a);
     free(a), free(b);
+    close_vocab(&f);
+}
+
+/* Control-token text becomes those tokens only with HERD_TOK_PARSE_SPECIAL;
+ * the longest special token wins; SentencePiece puts its space prefix on
+ * the text after a special token. */
+static void test_parse_special(void **state) {
+    (void)state;
+    char p[512];
+    struct fixture f;
+    open_vocab(&f, test_data_path("ggml-vocab-llama-spm.gguf", p, sizeof p));
+    int32_t ids[64];
+    uint32_t n;
+    struct herd_error err = {0};
+    const char *text = "<s>Hello</s> world";
+    assert_int_equal(herd_tokenize(f.tk, text, strlen(text), HERD_TOK_PARSE_SPECIAL, ids, 64, &n, &err), HERD_OK);
+    const int32_t want[] = {1, 15043, 2, 29871, 3186};
+    assert_int_equal(n, 5);
+    assert_memory_equal(ids, want, sizeof want);
+    assert_int_equal(herd_tokenize(f.tk, text, strlen(text), 0, ids, 64, &n, &err), HERD_OK);
+    for (uint32_t i = 0; i < n; i++) assert_true(ids[i] != 1 && ids[i] != 2); /* plain text: no BOS/EOS ids */
+    close_vocab(&f);
+
+    char q[512];
+    if (!test_shared_path("fixtures/tokenizer/ggml-vocab-phi-3.gguf", q, sizeof q)) return;
+    open_vocab(&f, q);
+    text = "<|user|>\nHi<|end|>";
+    assert_int_equal(herd_tokenize(f.tk, text, strlen(text), HERD_TOK_PARSE_SPECIAL, ids, 64, &n, &err), HERD_OK);
+    assert_int_equal(ids[0], 32010);     /* <|user|> */
+    assert_int_equal(ids[n - 1], 32007); /* <|end|> */
     close_vocab(&f);
 }
 
@@ -241,10 +270,15 @@ static void test_detok_utf8_holdback(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_known_cases),           cmocka_unit_test(test_llama_spm_vectors),
-        cmocka_unit_test(test_phi3_vectors),          cmocka_unit_test(test_gpt2_vectors),
-        cmocka_unit_test(test_unknown_pre_tokenizer), cmocka_unit_test(test_every_pre_tokenizer_round_trips),
-        cmocka_unit_test(test_detok_utf8_holdback),   cmocka_unit_test(test_spm_segments_equal_whole_pass),
+        cmocka_unit_test(test_known_cases),
+        cmocka_unit_test(test_llama_spm_vectors),
+        cmocka_unit_test(test_phi3_vectors),
+        cmocka_unit_test(test_gpt2_vectors),
+        cmocka_unit_test(test_unknown_pre_tokenizer),
+        cmocka_unit_test(test_every_pre_tokenizer_round_trips),
+        cmocka_unit_test(test_detok_utf8_holdback),
+        cmocka_unit_test(test_parse_special),
+        cmocka_unit_test(test_spm_segments_equal_whole_pass),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
