@@ -238,6 +238,36 @@ static void test_parse_special(void **state) {
     close_vocab(&f);
 }
 
+/* The default model's 512-token vocabulary round-trips llama2.c's texts:
+ * tokenize, then detokenize, gives the text back byte for byte. */
+static void test_stories260k_round_trip(void **state) {
+    (void)state;
+    char p[512], t[512];
+    snprintf(p, sizeof p, "%s/models/stories260K.gguf", HERD_SOURCE_DIR);
+    struct fixture f;
+    open_vocab(&f, p);
+    const char *files[] = {"stories260K/greedy-bos-60.txt", "stories260K/greedy-bos-256.txt"};
+    for (int k = 0; k < 2; k++) {
+        size_t n;
+        char *text = (char *)test_read_file(test_data_path(files[k], t, sizeof t), &n);
+        while (n && text[n - 1] == '\n') n--; /* run.c ends its output with a newline */
+        int32_t ids[2048];
+        uint32_t m;
+        struct herd_error err = {0};
+        assert_int_equal(herd_tokenize(f.tk, text, n, HERD_TOK_ADD_SPECIAL, ids, 2048, &m, &err), HERD_OK);
+        assert_int_equal(ids[0], 1);
+        struct herd_detok d;
+        herd_detok_init(&d, f.v);
+        char back[8192];
+        size_t o = 0;
+        for (uint32_t i = 0; i < m; i++) o += herd_detok_push(&d, ids[i], back + o, sizeof back - o);
+        o += herd_detok_flush(&d, back + o, sizeof back - o);
+        if (o != n || memcmp(back, text, n) != 0) fail_msg("%s does not round-trip", files[k]);
+        free(text);
+    }
+    close_vocab(&f);
+}
+
 static void test_detok_utf8_holdback(void **state) {
     (void)state;
     char p[512];
@@ -278,6 +308,7 @@ int main(void) {
         cmocka_unit_test(test_every_pre_tokenizer_round_trips),
         cmocka_unit_test(test_detok_utf8_holdback),
         cmocka_unit_test(test_parse_special),
+        cmocka_unit_test(test_stories260k_round_trip),
         cmocka_unit_test(test_spm_segments_equal_whole_pass),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
