@@ -10,6 +10,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "base/timing.h"
 #include "cli/cli_model.h"
 #include "cli/commands.h"
 #include "kernels/roofline.h"
@@ -28,22 +29,6 @@ static const struct cli_command cmd = {
     .min_pos = 0,
     .max_pos = 0,
 };
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n) {
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
 
 struct bench {
     struct herd_context *ctx;
@@ -143,37 +128,37 @@ int herd_cmd_bench(int argc, char **argv) {
     if (n_prompt) {
         for (int r = 0; r < R; r++) {
             if (!new_seqs(&b, seqs, 1)) goto fail;
-            double t0 = now_s();
+            double t0 = herd_time_now_s();
             if (!feed(&b, seqs, 1, 0, (uint32_t)n_prompt, max_batch)) goto fail;
-            samples[r] = (double)n_prompt / (now_s() - t0);
+            samples[r] = (double)n_prompt / (herd_time_now_s() - t0);
             free_seqs(&b, seqs, 1);
         }
         snprintf(rows[n_rows].name, sizeof rows[n_rows].name, "pp%llu", (unsigned long long)n_prompt);
-        rows[n_rows++].tps = median(samples, R);
+        rows[n_rows++].tps = herd_median(samples, (size_t)R);
     }
     if (n_gen) {
         for (int r = 0; r < R; r++) {
             if (!new_seqs(&b, seqs, 1)) goto fail;
-            double t0 = now_s();
+            double t0 = herd_time_now_s();
             if (!feed(&b, seqs, 1, 0, (uint32_t)n_gen, 1)) goto fail;
-            samples[r] = (double)n_gen / (now_s() - t0);
+            samples[r] = (double)n_gen / (herd_time_now_s() - t0);
             free_seqs(&b, seqs, 1);
         }
         snprintf(rows[n_rows].name, sizeof rows[n_rows].name, "tg%llu", (unsigned long long)n_gen);
-        rows[n_rows++].tps = median(samples, R);
+        rows[n_rows++].tps = herd_median(samples, (size_t)R);
     }
     if (n_gen && batch) {
         const uint32_t B = (uint32_t)batch;
         for (int r = 0; r < R; r++) {
             if (!new_seqs(&b, seqs, B)) goto fail;
             if (batch_prompt && !feed(&b, seqs, B, 0, (uint32_t)batch_prompt, max_batch / B)) goto fail;
-            double t0 = now_s();
+            double t0 = herd_time_now_s();
             if (!feed(&b, seqs, B, (uint32_t)batch_prompt, (uint32_t)n_gen, 1)) goto fail;
-            samples[r] = (double)B * (double)n_gen / (now_s() - t0);
+            samples[r] = (double)B * (double)n_gen / (herd_time_now_s() - t0);
             free_seqs(&b, seqs, B);
         }
         snprintf(rows[n_rows].name, sizeof rows[n_rows].name, "tg%llu-b%u", (unsigned long long)n_gen, B);
-        rows[n_rows++].tps = median(samples, R);
+        rows[n_rows++].tps = herd_median(samples, (size_t)R);
     }
 
     double bw = 0, int8 = 0, f32 = 0;

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "base/timing.h"
 #include "cli/cli_model.h"
 #include "cli/commands.h"
 #include "sampling/sampler.h"
@@ -28,12 +29,6 @@ static const struct cli_command cmd = {
 };
 
 #define RUN_MAX_PROMPT (1u << 20)
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 int herd_cmd_run(int argc, char **argv) {
     struct cli_model_opts mo = {0};
@@ -120,7 +115,7 @@ int herd_cmd_run(int argc, char **argv) {
         free(seq);
         goto out;
     }
-    const double t0 = now_s();
+    const double t0 = herd_time_now_s();
     enum herd_status st = HERD_OK;
     for (uint32_t i0 = 0; i0 < n_prompt && st == HERD_OK; i0 += 512) {
         uint32_t m = n_prompt - i0 < 512 ? n_prompt - i0 : 512;
@@ -131,7 +126,7 @@ int herd_cmd_run(int argc, char **argv) {
     free(pos);
     free(seq);
     if (st != HERD_OK) goto fail;
-    const double t1 = now_s();
+    const double t1 = herd_time_now_s();
 
     if (n_predict > n_ctx - n_prompt) n_predict = n_ctx - n_prompt;
     gen = malloc((n_predict ? n_predict : 1) * sizeof *gen);
@@ -167,7 +162,7 @@ int herd_cmd_run(int argc, char **argv) {
     }
     size_t n = herd_detok_flush(&detok, piece, sizeof piece);
     if (text_len + n < text_cap) memcpy(text + text_len, piece, n), text_len += n;
-    const double t2 = now_s();
+    const double t2 = herd_time_now_s();
     const double pp_s = t1 - t0, tg_s = t2 - t1;
     if (as_json) {
         json_t *pj = json_array(), *gj = json_array();

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "base/timing.h"
 #include "base/paths.h"
 #include "cli/cli_args.h"
 #include "cli/commands.h"
@@ -89,17 +90,6 @@ static char *read_text(const char *path, size_t *len) {
     return buf;
 }
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 int herd_cmd_tokenize(int argc, char **argv) {
     const char *model = NULL, *file = NULL;
     bool no_bos = false, quiet = false, special = false;
@@ -142,11 +132,11 @@ int herd_cmd_tokenize(int argc, char **argv) {
     if (!ids || !times) goto out;
     if (herd_tokenizer_create(h.v, &tk, &err) != HERD_OK) goto fail;
     for (uint64_t r = 0; r < repeat; r++) {
-        const double t0 = now_s();
+        const double t0 = herd_time_now_s();
         if (herd_tokenize(tk, text, len, (no_bos ? 0 : HERD_TOK_ADD_SPECIAL) | (special ? HERD_TOK_PARSE_SPECIAL : 0),
                           ids, max, &n, &err) != HERD_OK)
             goto fail;
-        times[r] = now_s() - t0;
+        times[r] = herd_time_now_s() - t0;
     }
     if (quiet) {
         printf("%u\n", n);
@@ -156,8 +146,7 @@ int herd_cmd_tokenize(int argc, char **argv) {
         printf("]\n");
     }
     if (repeat > 1) {
-        qsort(times, repeat, sizeof *times, cmp_double);
-        const double med = times[repeat / 2];
+        const double med = herd_median(times, (size_t)repeat);
         fprintf(stderr, "herd tokenize: %zu bytes -> %u tokens, median of %llu: %.2f ms (%.1f MB/s)\n", len, n,
                 (unsigned long long)repeat, med * 1e3, (double)len / med / 1e6);
     }

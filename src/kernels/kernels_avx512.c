@@ -51,11 +51,8 @@ static inline __m512 two_scales(float s0, float s1) {
             acc = _mm512_fmadd_ps(two_scales(fp16(b[i].d) * x[i].d, fp16(b[i + 1].d) * x[i + 1].d), DOT(wq, xq), acc); \
         }                                                                                                              \
         float sum = _mm512_reduce_add_ps(acc);                                                                         \
-        for (; i < nb; i++) {                                                                                          \
-            int32_t s = 0;                                                                                             \
-            for (int j = 0; j < HERD_QK8A; j++) s += (int32_t)b[i].qs[j] * x[i].qs[j];                                 \
-            sum += fp16(b[i].d) * x[i].d * (float)s;                                                                   \
-        }                                                                                                              \
+        if (i < nb) /* an odd last block: the reference kernel */                                                      \
+            sum += herd_kernels_ref()->dot_q8_0_q8a(b + i, x + i, (nb - i) * HERD_QK8A);                               \
         return sum;                                                                                                    \
     }
 
@@ -79,14 +76,8 @@ static inline __m256i q4_0_unpack(const struct herd_block_q4_0 *b) {
             acc = _mm512_fmadd_ps(two_scales(fp16(b[i].d) * x[i].d, fp16(b[i + 1].d) * x[i + 1].d), DOT(wq, xq), acc); \
         }                                                                                                              \
         float sum = _mm512_reduce_add_ps(acc);                                                                         \
-        for (; i < nb; i++) {                                                                                          \
-            int32_t s = 0;                                                                                             \
-            for (int j = 0; j < HERD_QK8A / 2; j++) {                                                                  \
-                s += ((b[i].qs[j] & 0x0f) - 8) * x[i].qs[j];                                                           \
-                s += ((b[i].qs[j] >> 4) - 8) * x[i].qs[j + HERD_QK8A / 2];                                             \
-            }                                                                                                          \
-            sum += fp16(b[i].d) * x[i].d * (float)s;                                                                   \
-        }                                                                                                              \
+        if (i < nb) /* an odd last block: the reference kernel */                                                      \
+            sum += herd_kernels_ref()->dot_q4_0_q8a(b + i, x + i, (nb - i) * HERD_QK8A);                               \
         return sum;                                                                                                    \
     }
 

@@ -1,6 +1,7 @@
 /* Machine ceilings measured in the same run as a benchmark, so results can
  * be given as a fraction of what this machine does at this moment (a noisy
  * neighbour lowers both). */
+#include "base/timing.h"
 #include "kernels/roofline.h"
 
 #include <immintrin.h>
@@ -9,12 +10,6 @@
 #include <time.h>
 
 #include "base/cpu.h"
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 struct read_job {
     const float *buf;
@@ -86,9 +81,9 @@ double herd_roofline_read_gbps(struct herd_pool *pool, const struct herd_kernels
     struct read_job j = {buf, n, k, {0}};
     double best = 0;
     for (int r = 0; r < reps; r++) {
-        double t0 = now_s();
+        double t0 = herd_time_now_s();
         herd_pool_run(pool, read_part, &j);
-        double t = now_s() - t0;
+        double t = herd_time_now_s() - t0;
         double gbps = (double)(n * sizeof(float)) / t / 1e9;
         if (gbps > best) best = gbps;
     }
@@ -205,9 +200,9 @@ static double compute_ops(struct herd_pool *pool, bool int8, int reps) {
     struct compute_job j = {int8, 2000000, {0}};
     double best = 0;
     for (int r = 0; r < reps; r++) {
-        double t0 = now_s();
+        double t0 = herd_time_now_s();
         herd_pool_run(pool, compute_part, &j);
-        double t = now_s() - t0;
+        double t = herd_time_now_s() - t0;
         double ops = ops_per_iter(int8) * (double)j.iters * herd_pool_size(pool) / t;
         if (ops > best) best = ops;
     }
