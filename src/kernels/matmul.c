@@ -58,11 +58,11 @@ size_t herd_matmul_scratch_bytes(const struct herd_matrix *w, size_t n_tokens, i
 
 struct job {
     const struct herd_kernels *k;
-    const struct herd_matrix *w;
+    const struct herd_matmul_out *outs;
+    size_t n_outs;
+    size_t cols;
     const float *x;
     size_t x_stride, n_tokens;
-    float *y;
-    size_t y_stride;
     void *scratch;
     bool precise;
 };
@@ -70,18 +70,9 @@ struct job {
 static void quantize_part(void *ctx, int ith, int nth) {
     const struct job *j = ctx;
     struct herd_block_q8a *q = j->scratch;
-    const size_t nb = j->w->cols / HERD_QK8A;
+    const size_t nb = j->cols / HERD_QK8A;
     for (size_t t = (size_t)ith; t < j->n_tokens; t += (size_t)nth)
-        j->k->quantize_row_q8a(j->x + t * j->x_stride, q + t * nb, j->w->cols);
-}
-
-static void rows_of(const struct job *j, int ith, int nth, size_t *r0, size_t *r1) {
-    /* Whole chunks of 8 rows per thread keep neighbouring rows (and their
-     * output cache lines) on one thread. */
-    const size_t chunks = (j->w->rows + 7) / 8;
-    size_t c0 = chunks * (size_t)ith / (size_t)nth, c1 = chunks * (size_t)(ith + 1) / (size_t)nth;
-    *r0 = c0 * 8;
-    *r1 = c1 * 8 < j->w->rows ? c1 * 8 : j->w->rows;
+        j->k->quantize_row_q8a(j->x + t * j->x_stride, q + t * nb, j->cols);
 }
 
 /* Tokens per pass over a thread's weight groups: 64 tokens of quantized
@@ -90,10 +81,9 @@ static void rows_of(const struct job *j, int ith, int nth, size_t *r0, size_t *r
  * passes rather than re-reading all activations from L3 for every group. */
 #define PACKED_TOKEN_CHUNK 64
 
-/* Packed path: whole groups of 16 rows per thread. */
-static void packed_part(void *ctx, int ith, int nth) {
-    const struct job *j = ctx;
-    const struct herd_matrix *w = j->w;
+/* Packed path: this thread's share of whole groups of 16 rows. */
+static void packed_rows(const struct job *j, const struct herd_matmul_out *o, int ith, int nth) {
+    const struct herd_matrix *w = o->w;
     const size_t groups = (size_t)w->rows / HERD_PACK_ROWS, nb = (size_t)w->cols / HERD_QK8A;
     const size_t chunk = w->type == HERD_GGML_TYPE_Q4_0 ? HERD_PACK_Q4_0_CHUNK : HERD_PACK_Q8_0_CHUNK;
     const size_t g0 = groups * (size_t)ith / (size_t)nth, g1 = groups * (size_t)(ith + 1) / (size_t)nth;
@@ -102,16 +92,19 @@ static void packed_part(void *ctx, int ith, int nth) {
         const size_t nt = j->n_tokens - t0 < PACKED_TOKEN_CHUNK ? j->n_tokens - t0 : PACKED_TOKEN_CHUNK;
         for (size_t g = g0; g < g1; g++)
             j->k->gemm_packed(w->type, w->packed + g * nb * chunk, nb, x + t0 * nb, nb, nt,
-                              j->y + t0 * j->y_stride + g * HERD_PACK_ROWS, j->y_stride);
+                              o->y + t0 * o->y_stride + g * HERD_PACK_ROWS, o->y_stride);
     }
 }
 
-static void dot_part(void *ctx, int ith, int nth) {
-    const struct job *j = ctx;
-    const struct herd_matrix *w = j->w;
+/* Row-by-row path: this thread's share of whole chunks of 8 rows (keeping
+ * neighbouring rows, and their output cache lines, on one thread). */
+static void dot_rows(const struct job *j, const struct herd_matmul_out *o, int ith, int nth) {
+    const struct herd_matrix *w = o->w;
     const struct herd_kernels *k = j->k;
-    size_t r0, r1;
-    rows_of(j, ith, nth, &r0, &r1);
+    const size_t chunks = (w->rows + 7) / 8;
+    const size_t r0 = chunks * (size_t)ith / (size_t)nth * 8;
+    size_t r1 = chunks * (size_t)(ith + 1) / (size_t)nth * 8;
+    if (r1 > w->rows) r1 = w->rows;
     const size_t nb = w->cols / HERD_QK8A;
     const struct herd_block_q8a *q = j->scratch;
     float *deq = NULL;
@@ -137,14 +130,36 @@ static void dot_part(void *ctx, int ith, int nth) {
                 default: HERD_ASSERT(!"matmul: type not computed"); v = 0;
                 }
             }
-            j->y[t * j->y_stride + r] = v;
+            o->y[t * o->y_stride + r] = v;
         }
     }
 }
 
+static void work_part(void *ctx, int ith, int nth) {
+    const struct job *j = ctx;
+    for (size_t i = 0; i < j->n_outs; i++) {
+        const struct herd_matmul_out *o = &j->outs[i];
+        if (o->w->packed && !j->precise)
+            packed_rows(j, o, ith, nth);
+        else
+            dot_rows(j, o, ith, nth);
+    }
+}
+
+void herd_matmul_multi(struct herd_pool *pool, const struct herd_kernels *k, const struct herd_matmul_out *outs,
+                       size_t n_outs, const float *x, size_t x_stride, size_t n_tokens, void *scratch, bool precise) {
+    bool quantized = false;
+    for (size_t i = 0; i < n_outs; i++) {
+        HERD_ASSERT(outs[i].w->cols == outs[0].w->cols);
+        quantized = quantized || is_quantized(outs[i].w->type);
+    }
+    struct job j = {k, outs, n_outs, (size_t)outs[0].w->cols, x, x_stride, n_tokens, scratch, precise};
+    if (quantized && !precise) herd_pool_run(pool, quantize_part, &j);
+    herd_pool_run(pool, work_part, &j);
+}
+
 void herd_matmul(struct herd_pool *pool, const struct herd_kernels *k, const struct herd_matrix *w, const float *x,
                  size_t x_stride, size_t n_tokens, float *y, size_t y_stride, void *scratch, bool precise) {
-    struct job j = {k, w, x, x_stride, n_tokens, y, y_stride, scratch, precise};
-    if (is_quantized(w->type) && !precise) herd_pool_run(pool, quantize_part, &j);
-    herd_pool_run(pool, w->packed && !precise ? packed_part : dot_part, &j);
+    const struct herd_matmul_out o = {w, y, y_stride};
+    herd_matmul_multi(pool, k, &o, 1, x, x_stride, n_tokens, scratch, precise);
 }

@@ -52,4 +52,17 @@ size_t herd_matmul_scratch_bytes(const struct herd_matrix *w, size_t n_tokens, i
 void herd_matmul(struct herd_pool *pool, const struct herd_kernels *k, const struct herd_matrix *w, const float *x,
                  size_t x_stride, size_t n_tokens, float *y, size_t y_stride, void *scratch, bool precise);
 
+/* Several matrices with the same column count times the same activations
+ * (Q, K and V; gate and up): the activations are quantized once and all
+ * the matrices' rows are split over the threads in one pool call, so one
+ * barrier serves them all. */
+struct herd_matmul_out {
+    const struct herd_matrix *w;
+    float *y;
+    size_t y_stride;
+};
+
+void herd_matmul_multi(struct herd_pool *pool, const struct herd_kernels *k, const struct herd_matmul_out *outs,
+                       size_t n_outs, const float *x, size_t x_stride, size_t n_tokens, void *scratch, bool precise);
+
 #endif

@@ -290,9 +290,8 @@ enum herd_status herd_decode(struct herd_context *c, const struct herd_batch *b,
     for (uint32_t l = 0; l < d->n_layer; l++) {
         const struct herd_layer *L = &m->layers[l];
         for (size_t t = 0; t < T; t++) rmsnorm(c->xn + t * E, c->x + t * E, L->attn_norm, E, d->rms_eps);
-        herd_matmul(pool, k, &L->wq, c->xn, E, T, c->q, qd, c->mm_scratch, precise);
-        herd_matmul(pool, k, &L->wk, c->xn, E, T, c->kx, kvd, c->mm_scratch, precise);
-        herd_matmul(pool, k, &L->wv, c->xn, E, T, c->vx, kvd, c->mm_scratch, precise);
+        const struct herd_matmul_out qkv[3] = {{&L->wq, c->q, qd}, {&L->wk, c->kx, kvd}, {&L->wv, c->vx, kvd}};
+        herd_matmul_multi(pool, k, qkv, 3, c->xn, E, T, c->mm_scratch, precise);
         for (size_t t = 0; t < T; t++) {
             float *q = c->q + t * qd, *kk = c->kx + t * kvd, *v = c->vx + t * kvd;
             if (L->bq) {
@@ -309,8 +308,8 @@ enum herd_status herd_decode(struct herd_context *c, const struct herd_batch *b,
         for (size_t i = 0; i < T * E; i++) c->x[i] += c->xn[i];
 
         for (size_t t = 0; t < T; t++) rmsnorm(c->xn + t * E, c->x + t * E, L->ffn_norm, E, d->rms_eps);
-        herd_matmul(pool, k, &L->w_gate, c->xn, E, T, c->gate, F, c->mm_scratch, precise);
-        herd_matmul(pool, k, &L->w_up, c->xn, E, T, c->up, F, c->mm_scratch, precise);
+        const struct herd_matmul_out gate_up[2] = {{&L->w_gate, c->gate, F}, {&L->w_up, c->up, F}};
+        herd_matmul_multi(pool, k, gate_up, 2, c->xn, E, T, c->mm_scratch, precise);
         for (size_t i = 0; i < T * F; i++) {
             const float g = c->gate[i];
             c->gate[i] = g / (1.0f + expf(-g)) * c->up[i];
