@@ -104,6 +104,8 @@ enum herd_status herd_context_create(const struct herd_model *m, const struct he
         }
     }
     c->mm_scratch_bytes = mm;
+    c->spans = calloc(p.max_seqs, sizeof *c->spans);
+    if (!c->spans) ok = false;
     c->mm_scratch = aligned_alloc(64, (mm + 64) & ~(size_t)63);
     if (!ok || !c->mm_scratch) {
         rc = herd_error_set(err, HERD_E_NOMEM, "cannot allocate activation buffers for %zu tokens", B);
@@ -132,6 +134,7 @@ void herd_context_destroy(struct herd_context *c) {
     free(c->logits);
     free(c->att_scratch);
     free(c->mm_scratch);
+    free(c->spans);
     free(c);
 }
 
@@ -266,8 +269,8 @@ enum herd_status herd_decode(struct herd_context *c, const struct herd_batch *b,
     const bool precise = c->params.precise;
     c->n_outputs = 0;
 
-    struct seq_span *spans = calloc(c->params.max_seqs, sizeof *spans);
-    if (!spans) return herd_error_set(err, HERD_E_NOMEM, "out of memory");
+    struct seq_span *spans = c->spans;
+    memset(spans, 0, c->params.max_seqs * sizeof *spans);
     uint32_t n_out = 0;
     enum herd_status rc = check_batch(c, b, spans, &n_out, err);
     if (rc != HERD_OK) goto out;
@@ -325,6 +328,5 @@ enum herd_status herd_decode(struct herd_context *c, const struct herd_batch *b,
     if (n_out) herd_matmul(pool, k, &m->output, c->out_rows, E, n_out, c->logits, d->n_vocab, c->mm_scratch, precise);
     c->n_outputs = n_out;
 out:
-    free(spans);
     return rc;
 }

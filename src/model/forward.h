@@ -31,6 +31,8 @@ struct herd_context_params {
 
 void herd_context_default_params(struct herd_context_params *p);
 
+struct seq_span;
+
 struct herd_context {
     const struct herd_model *model;
     struct herd_context_params params;
@@ -44,7 +46,8 @@ struct herd_context {
     float *att_scratch; /* per thread: running output [head_dim] */
     void *mm_scratch;
     size_t mm_scratch_bytes;
-    uint32_t n_outputs; /* rows of logits filled by the last herd_decode */
+    uint32_t n_outputs;     /* rows of logits filled by the last herd_decode */
+    struct seq_span *spans; /* per sequence slot, reused by every herd_decode */
 };
 
 /* Creates a context: the KV cache, the thread pool and every buffer are

@@ -113,7 +113,9 @@ static int bpe_char_to_byte(uint32_t cp) {
     uint32_t k = cp - 256;
     for (int b = 0; b < 256; b++) {
         bool printable = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255);
-        if (!printable && k-- == 0) return b;
+        if (printable) continue;
+        if (k == 0) return b;
+        k--;
     }
     return -1;
 }

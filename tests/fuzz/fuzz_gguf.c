@@ -7,6 +7,8 @@
 
 #include "herd/gguf.h"
 #include "model/model_desc.h"
+#include "tokenizer/tokenizer.h"
+#include "tokenizer/vocab.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -38,6 +40,24 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         struct herd_ram_estimate r;
         herd_model_desc_ram_estimate(&d, 4096, &r);
     }
+    /* RELIABILITY A7's fuzz_model_load (vocabulary only): the vocabulary and
+     * tokenizer built from whatever metadata the file has, then used once. */
+    struct herd_vocab *v = NULL;
+    struct herd_tokenizer *tk = NULL;
+    if (herd_vocab_load(g, &v, &err) == HERD_OK && herd_tokenizer_create(v, &tk, &err) == HERD_OK) {
+        static const char text[] = "Hello <s> w\xc3\xb6rld 123\n";
+        int32_t ids[64];
+        uint32_t n;
+        (void)herd_tokenize(tk, text, sizeof text - 1, HERD_TOK_ADD_SPECIAL | HERD_TOK_PARSE_SPECIAL, ids, 64, &n,
+                            &err);
+        struct herd_detok dt;
+        char out[128];
+        herd_detok_init(&dt, v);
+        for (uint32_t i = 0; i < v->n_tokens && i < 8; i++) (void)herd_detok_push(&dt, (int32_t)i, out, sizeof out);
+        (void)herd_detok_flush(&dt, out, sizeof out);
+    }
+    herd_tokenizer_destroy(tk);
+    herd_vocab_destroy(v);
     herd_gguf_destroy(g);
     return 0;
 }

@@ -69,6 +69,35 @@ def model(n_layer=1, alignment=None, vocab=("<unk>", "<s>", "</s>", "<0x41>", "a
     return head + b"".join(blobs)
 
 
+def byte_chars():
+    """GPT-2's byte-level alphabet, byte -> character."""
+    printable = list(range(33, 127)) + list(range(161, 173)) + list(range(174, 256))
+    out, nxt = {}, 256
+    for b in range(256):
+        if b in printable:
+            out[b] = chr(b)
+        else:
+            out[b] = chr(nxt)
+            nxt += 1
+    return out
+
+
+def bpe_vocab():
+    """A small byte-level BPE vocabulary-only file: 256 byte tokens, a few merges."""
+    bc = byte_chars()
+    toks = [bc[b] for b in range(256)] + ["\u0120h", "el", "lo", "\u0120hel", "<|endoftext|>"]
+    merges = ["\u0120 h", "e l", "l o", "\u0120h el"]
+    types = [1] * 260 + [3]
+    kvs = [kv("general.architecture", 8, s("gpt2")),
+           kv("tokenizer.ggml.model", 8, s("gpt2")),
+           kv("tokenizer.ggml.pre", 8, s("gpt-2")),
+           kv("tokenizer.ggml.tokens", 9, struct.pack("<IQ", 8, len(toks)) + b"".join(s(t) for t in toks)),
+           kv("tokenizer.ggml.token_type", 9, struct.pack("<IQ", 5, len(types)) + struct.pack("<%di" % len(types), *types)),
+           kv("tokenizer.ggml.merges", 9, struct.pack("<IQ", 8, len(merges)) + b"".join(s(m) for m in merges)),
+           kv("tokenizer.ggml.eos_token_id", 4, struct.pack("<I", 260))]
+    return b"GGUF" + struct.pack("<IQQ", 3, 0, len(kvs)) + b"".join(kvs)
+
+
 def main():
     out = sys.argv[1]
     os.makedirs(out, exist_ok=True)
@@ -85,6 +114,7 @@ def main():
         "header-huge-counts": b"GGUF" + struct.pack("<IQQ", 3, 2**64 - 1, 2**63),
         "magic-only": b"GGUF",
         "version1": b"GGUF" + struct.pack("<III", 1, 0, 0),
+        "bpe-vocab": bpe_vocab(),
     }
     full = model()
     seeds["truncated-half"] = full[: len(full) // 2]
