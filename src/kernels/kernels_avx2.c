@@ -3,6 +3,8 @@
  * x with w's sign moved onto it, through vpmaddubsw, then vpmaddwd to 32 bits. */
 #include <immintrin.h>
 #include <math.h>
+#include <stdbool.h>
+#include <string.h>
 
 #include "base/cpu.h"
 #include "kernels/kernels.h"
@@ -144,6 +146,79 @@ static void axpy_f16_avx2(float a, const uint16_t *x, float *y, size_t n) {
     for (; i < n; i++) y[i] += a * fp16(x[i]);
 }
 
+/* ------------------------------------------------------------ packed tiles */
+
+/* The packed layout (kernels.h) read 8 rows at a time: bytes 0-31 of a
+ * 64-byte vector are rows 0-7 (4 columns each), bytes 32-63 rows 8-15, the
+ * operand layout of vpmaddubsw + vpmaddwd, which sum 4 byte products per
+ * 32-bit lane like vpdpbusd. Q4_0 nibbles (0..15) times int8 cannot
+ * saturate 16 bits; Q8_0 bytes are turned back to signed and use the sign
+ * trick (|w| times x with w's sign). Per output the accumulation order is
+ * fixed, whatever the number of tokens. */
+#define HERD_UNROLL _Pragma("GCC unroll 8")
+
+static inline __m256i dot4_q4(__m256i w, __m256i x) {
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(w, x), _mm256_set1_epi16(1));
+}
+
+static inline __m256i dot4_q8(__m256i w_unsigned, __m256i x) {
+    const __m256i w = _mm256_xor_si256(w_unsigned, _mm256_set1_epi8((char)0x80));
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w)),
+                             _mm256_set1_epi16(1));
+}
+
+#define DEFINE_GEMM_TILE(NT)                                                                                           \
+    static void gemm_tile_##NT(bool q4, const uint8_t *w, size_t n_blocks, const struct herd_block_q8a *x,             \
+                               size_t x_stride, float *y, size_t y_stride) {                                           \
+        const size_t chunk = q4 ? HERD_PACK_Q4_0_CHUNK : HERD_PACK_Q8_0_CHUNK;                                         \
+        const __m256i low = _mm256_set1_epi8(0x0f);                                                                    \
+        for (int half = 0; half < 2; half++) { /* rows 0-7, then 8-15 */                                               \
+            __m256 acc[NT];                                                                                            \
+            HERD_UNROLL for (int t = 0; t < NT; t++) acc[t] = _mm256_setzero_ps();                                     \
+            for (size_t b = 0; b < n_blocks; b++) {                                                                    \
+                const uint8_t *c = w + b * chunk;                                                                      \
+                const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(c + 16 * half)));                  \
+                const uint8_t *v = c + 2 * HERD_PACK_ROWS + 32 * half;                                                 \
+                __m256i W[8];                                                                                          \
+                if (q4) {                                                                                              \
+                    HERD_UNROLL for (int j = 0; j < 4; j++) {                                                          \
+                        __m256i raw = _mm256_loadu_si256((const __m256i *)(v + 64 * j));                               \
+                        W[j] = _mm256_and_si256(raw, low);                                                             \
+                        W[j + 4] = _mm256_and_si256(_mm256_srli_epi16(raw, 4), low);                                   \
+                    }                                                                                                  \
+                } else {                                                                                               \
+                    HERD_UNROLL for (int k = 0; k < 8; k++) W[k] = _mm256_loadu_si256((const __m256i *)(v + 64 * k));  \
+                }                                                                                                      \
+                HERD_UNROLL for (int t = 0; t < NT; t++) {                                                             \
+                    const struct herd_block_q8a *xb = x + (size_t)t * x_stride + b;                                    \
+                    __m256i s = _mm256_setzero_si256();                                                                \
+                    HERD_UNROLL for (int k = 0; k < 8; k++) {                                                          \
+                        int32_t xq;                                                                                    \
+                        memcpy(&xq, xb->qs + 4 * k, 4);                                                                \
+                        const __m256i xv = _mm256_set1_epi32(xq);                                                      \
+                        s = _mm256_add_epi32(s, q4 ? dot4_q4(W[k], xv) : dot4_q8(W[k], xv));                           \
+                    }                                                                                                  \
+                    if (q4) s = _mm256_sub_epi32(s, _mm256_set1_epi32(8 * xb->sum));                                   \
+                    acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(dw, _mm256_set1_ps(xb->d)), acc[t]); \
+                }                                                                                                      \
+            }                                                                                                          \
+            HERD_UNROLL for (int t = 0; t < NT; t++) _mm256_storeu_ps(y + (size_t)t * y_stride + 8 * half, acc[t]);    \
+        }                                                                                                              \
+    }
+
+DEFINE_GEMM_TILE(1)
+DEFINE_GEMM_TILE(2)
+DEFINE_GEMM_TILE(4)
+
+static void gemm_packed_avx2(enum herd_ggml_type type, const uint8_t *w, size_t n_blocks,
+                             const struct herd_block_q8a *x, size_t x_stride, size_t n_tok, float *y, size_t y_stride) {
+    const bool q4 = type == HERD_GGML_TYPE_Q4_0;
+    size_t t = 0;
+    for (; t + 4 <= n_tok; t += 4) gemm_tile_4(q4, w, n_blocks, x + t * x_stride, x_stride, y + t * y_stride, y_stride);
+    if (t + 2 <= n_tok) gemm_tile_2(q4, w, n_blocks, x + t * x_stride, x_stride, y + t * y_stride, y_stride), t += 2;
+    if (t < n_tok) gemm_tile_1(q4, w, n_blocks, x + t * x_stride, x_stride, y + t * y_stride, y_stride);
+}
+
 /* ------------------------------------------------------------ attention */
 
 /* e^x for x <= 0, 8 lanes: the same range reduction and polynomial as the
@@ -245,8 +320,8 @@ static const struct herd_kernels avx2 = {
     .dot_bf16_f32 = dot_bf16_f32_avx2,
     .axpy_f32 = axpy_f32_avx2,
     .axpy_f16 = axpy_f16_avx2,
-    .gemm_packed = herd_gemm_packed_ref,
-    .prefers_packed = false,
+    .gemm_packed = gemm_packed_avx2,
+    .prefers_packed = true,
     .attn_block = attn_block_avx2,
 };
 
