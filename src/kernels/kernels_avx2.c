@@ -105,31 +105,24 @@ static inline __m256 load_bf16(const uint16_t *p) {
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16));
 }
 
-static float dot_f16_f32_avx2(const uint16_t *w, const float *x, size_t n) {
-    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-    size_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        a0 = _mm256_fmadd_ps(load_f16(w + i), _mm256_loadu_ps(x + i), a0);
-        a1 = _mm256_fmadd_ps(load_f16(w + i + 8), _mm256_loadu_ps(x + i + 8), a1);
+/* Dot product of a 16-bit float row (f16 or bf16, read through LOAD, the
+ * tail through SCALAR) with an f32 row: two accumulators of 8 lanes. */
+#define DEFINE_DOT16(NAME, LOAD, SCALAR)                                                                               \
+    static float NAME(const uint16_t *w, const float *x, size_t n) {                                                   \
+        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();                                                     \
+        size_t i = 0;                                                                                                  \
+        for (; i + 16 <= n; i += 16) {                                                                                 \
+            a0 = _mm256_fmadd_ps(LOAD(w + i), _mm256_loadu_ps(x + i), a0);                                             \
+            a1 = _mm256_fmadd_ps(LOAD(w + i + 8), _mm256_loadu_ps(x + i + 8), a1);                                     \
+        }                                                                                                              \
+        for (; i + 8 <= n; i += 8) a0 = _mm256_fmadd_ps(LOAD(w + i), _mm256_loadu_ps(x + i), a0);                      \
+        float sum = hsum_ps(_mm256_add_ps(a0, a1));                                                                    \
+        for (; i < n; i++) sum += SCALAR(w[i]) * x[i];                                                                 \
+        return sum;                                                                                                    \
     }
-    for (; i + 8 <= n; i += 8) a0 = _mm256_fmadd_ps(load_f16(w + i), _mm256_loadu_ps(x + i), a0);
-    float sum = hsum_ps(_mm256_add_ps(a0, a1));
-    for (; i < n; i++) sum += fp16(w[i]) * x[i];
-    return sum;
-}
 
-static float dot_bf16_f32_avx2(const uint16_t *w, const float *x, size_t n) {
-    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-    size_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        a0 = _mm256_fmadd_ps(load_bf16(w + i), _mm256_loadu_ps(x + i), a0);
-        a1 = _mm256_fmadd_ps(load_bf16(w + i + 8), _mm256_loadu_ps(x + i + 8), a1);
-    }
-    for (; i + 8 <= n; i += 8) a0 = _mm256_fmadd_ps(load_bf16(w + i), _mm256_loadu_ps(x + i), a0);
-    float sum = hsum_ps(_mm256_add_ps(a0, a1));
-    for (; i < n; i++) sum += herd_bf16_to_fp32(w[i]) * x[i];
-    return sum;
-}
+DEFINE_DOT16(dot_f16_f32_avx2, load_f16, fp16)
+DEFINE_DOT16(dot_bf16_f32_avx2, load_bf16, herd_bf16_to_fp32)
 
 static void axpy_f32_avx2(float a, const float *x, float *y, size_t n) {
     const __m256 va = _mm256_set1_ps(a);

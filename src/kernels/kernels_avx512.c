@@ -37,24 +37,8 @@ static inline __m512 two_scales(float s0, float s1) {
     return _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_set1_ps(s0)), _mm256_set1_ps(s1), 1);
 }
 
-#define DEFINE_Q8_0(NAME, DOT)                                                                                         \
-    static float NAME(const void *w, const struct herd_block_q8a *x, size_t n) {                                       \
-        const struct herd_block_q8_0 *b = w;                                                                           \
-        const size_t nb = n / HERD_QK8A;                                                                               \
-        __m512 acc = _mm512_setzero_ps();                                                                              \
-        size_t i = 0;                                                                                                  \
-        for (; i + 2 <= nb; i += 2) {                                                                                  \
-            __m512i wq = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)b[i].qs)),      \
-                                            _mm256_loadu_si256((const __m256i *)b[i + 1].qs), 1);                      \
-            __m512i xq = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)x[i].qs)),      \
-                                            _mm256_loadu_si256((const __m256i *)x[i + 1].qs), 1);                      \
-            acc = _mm512_fmadd_ps(two_scales(fp16(b[i].d) * x[i].d, fp16(b[i + 1].d) * x[i + 1].d), DOT(wq, xq), acc); \
-        }                                                                                                              \
-        float sum = _mm512_reduce_add_ps(acc);                                                                         \
-        if (i < nb) /* an odd last block: the reference kernel */                                                      \
-            sum += herd_kernels_ref()->dot_q8_0_q8a(b + i, x + i, (nb - i) * HERD_QK8A);                               \
-        return sum;                                                                                                    \
-    }
+/* Two blocks' weights as 64 signed bytes. */
+static inline __m256i q8_0_load(const struct herd_block_q8_0 *b) { return _mm256_loadu_si256((const __m256i *)b->qs); }
 
 static inline __m256i q4_0_unpack(const struct herd_block_q4_0 *b) {
     const __m128i low = _mm_set1_epi8(0x0f);
@@ -63,28 +47,30 @@ static inline __m256i q4_0_unpack(const struct herd_block_q4_0 *b) {
     return _mm256_sub_epi8(nib, _mm256_set1_epi8(8));
 }
 
-#define DEFINE_Q4_0(NAME, DOT)                                                                                         \
+/* Dot product of a quantized weight row (BLOCK, its bytes through LOAD) with
+ * an activation row, two blocks per 512-bit step; REF handles an odd last block. */
+#define DEFINE_DOT(NAME, BLOCK, LOAD, DOT, REF)                                                                        \
     static float NAME(const void *w, const struct herd_block_q8a *x, size_t n) {                                       \
-        const struct herd_block_q4_0 *b = w;                                                                           \
+        const BLOCK *b = w;                                                                                            \
         const size_t nb = n / HERD_QK8A;                                                                               \
         __m512 acc = _mm512_setzero_ps();                                                                              \
         size_t i = 0;                                                                                                  \
         for (; i + 2 <= nb; i += 2) {                                                                                  \
-            __m512i wq = _mm512_inserti64x4(_mm512_castsi256_si512(q4_0_unpack(&b[i])), q4_0_unpack(&b[i + 1]), 1);    \
+            __m512i wq = _mm512_inserti64x4(_mm512_castsi256_si512(LOAD(&b[i])), LOAD(&b[i + 1]), 1);                  \
             __m512i xq = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)x[i].qs)),      \
                                             _mm256_loadu_si256((const __m256i *)x[i + 1].qs), 1);                      \
             acc = _mm512_fmadd_ps(two_scales(fp16(b[i].d) * x[i].d, fp16(b[i + 1].d) * x[i + 1].d), DOT(wq, xq), acc); \
         }                                                                                                              \
         float sum = _mm512_reduce_add_ps(acc);                                                                         \
         if (i < nb) /* an odd last block: the reference kernel */                                                      \
-            sum += herd_kernels_ref()->dot_q4_0_q8a(b + i, x + i, (nb - i) * HERD_QK8A);                               \
+            sum += herd_kernels_ref()->REF(b + i, x + i, (nb - i) * HERD_QK8A);                                        \
         return sum;                                                                                                    \
     }
 
-DEFINE_Q8_0(dot_q8_0_q8a_vnni, dot_i8x2_vnni)
-DEFINE_Q8_0(dot_q8_0_q8a_avx512, dot_i8x2_bw)
-DEFINE_Q4_0(dot_q4_0_q8a_vnni, dot_i8x2_vnni)
-DEFINE_Q4_0(dot_q4_0_q8a_avx512, dot_i8x2_bw)
+DEFINE_DOT(dot_q8_0_q8a_vnni, struct herd_block_q8_0, q8_0_load, dot_i8x2_vnni, dot_q8_0_q8a)
+DEFINE_DOT(dot_q8_0_q8a_avx512, struct herd_block_q8_0, q8_0_load, dot_i8x2_bw, dot_q8_0_q8a)
+DEFINE_DOT(dot_q4_0_q8a_vnni, struct herd_block_q4_0, q4_0_unpack, dot_i8x2_vnni, dot_q4_0_q8a)
+DEFINE_DOT(dot_q4_0_q8a_avx512, struct herd_block_q4_0, q4_0_unpack, dot_i8x2_bw, dot_q4_0_q8a)
 
 static float dot_f32_avx512(const float *w, const float *x, size_t n) {
     __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
