@@ -301,10 +301,6 @@ enum herd_status herd_gguf_writer_put_tensor_data(struct herd_gguf_writer *w, co
  * file to PATH. */
 enum herd_status herd_gguf_writer_finish(struct herd_gguf_writer *w, struct herd_error *err);
 
-/* Size in bytes of the header and metadata the writer would produce now
- * (before padding), for tests and planning. */
-uint64_t herd_gguf_writer_header_bytes(const struct herd_gguf_writer *w);
-
 /* Tensor bytes for type and ne, checked: HERD_E_OVERFLOW if the element count
  * or the byte count does not fit in int64, HERD_E_FORMAT if ne[0] is not a
  * multiple of the block size or a dimension is 0. The one place that computes

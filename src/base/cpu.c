@@ -27,14 +27,6 @@ const struct herd_cpu_features *herd_cpu_features(void) {
     return &features;
 }
 
-const char *herd_cpu_kernel_name(void) {
-    const struct herd_cpu_features *f = herd_cpu_features();
-    if (f->avx512_vnni) return "avx512-vnni";
-    if (f->avx512) return "avx512";
-    if (f->avx2) return "avx2";
-    return "ref";
-}
-
 /* cgroup v2: "max 100000" or "QUOTA PERIOD" in /sys/fs/cgroup/cpu.max. */
 static int cgroup_cpus(void) {
     FILE *f = fopen("/sys/fs/cgroup/cpu.max", "r");

@@ -16,9 +16,6 @@ struct herd_cpu_features {
  * for comparing kernels). Thread-safe after the first call returns. */
 const struct herd_cpu_features *herd_cpu_features(void);
 
-/* Name of the best kernel family in use: "avx512-vnni", "avx512", "avx2", "ref". */
-const char *herd_cpu_kernel_name(void);
-
 /* CPUs this process may run on: the affinity mask, further limited by a
  * cgroup v2 cpu.max quota (rounded up). At least 1. */
 int herd_cpu_count(void);

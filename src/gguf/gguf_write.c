@@ -254,12 +254,6 @@ enum herd_status herd_gguf_writer_add_tensor(struct herd_gguf_writer *w, const c
     return HERD_OK;
 }
 
-uint64_t herd_gguf_writer_header_bytes(const struct herd_gguf_writer *w) {
-    uint64_t n = 24 + w->kv.len;
-    for (size_t i = 0; i < w->n_tensors; i++) n += 8 + strlen(w->tensors[i].name) + 4 + 8 * w->tensors[i].n_dims + 12;
-    return n;
-}
-
 /* ------------------------------------------------------------ streaming output */
 
 static enum herd_status write_bytes(struct herd_gguf_writer *w, const void *p, size_t n, struct herd_error *err) {

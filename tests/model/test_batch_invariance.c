@@ -237,13 +237,17 @@ static void test_kv_exhaustion(void **state) {
     int32_t seq[64];
     for (int i = 0; i < 64; i++) tok[i] = 100 + i, pos[i] = (uint32_t)(i % 40), seq[i] = i < 40 ? a : b2;
     struct herd_batch first = {40, tok, pos, seq, NULL};
+    assert_int_equal(herd_kv_free_blocks(c->kv), 4);
     assert_int_equal(herd_decode(c, &first, &err), HERD_OK); /* 3 blocks */
+    assert_int_equal(herd_kv_free_blocks(c->kv), 1);
     struct herd_batch second = {24, tok + 40, pos + 40, seq + 40, NULL};
     assert_int_equal(herd_decode(c, &second, &err), HERD_E_AGAIN); /* needs 2, 1 free */
     assert_non_null(strstr(err.msg, "KV cache full"));
     assert_int_equal(herd_kv_seq_len(c->kv, a), 40);
     assert_int_equal(herd_kv_seq_len(c->kv, b2), 0);
+    assert_int_equal(herd_kv_free_blocks(c->kv), 1); /* the refused batch took nothing */
     herd_kv_seq_free(c->kv, a);
+    assert_int_equal(herd_kv_free_blocks(c->kv), 4);
     assert_int_equal(herd_decode(c, &second, &err), HERD_OK);
     herd_context_destroy(c);
     herd_model_destroy(m);
