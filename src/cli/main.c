@@ -16,6 +16,7 @@ static const struct command commands[] = {
     {"eval", herd_cmd_eval, "one forward pass over token ids; logits as JSON (for correctness checks)"},
     {"tokenize", herd_cmd_tokenize, "print the token ids of a text (JSON array)"},
     {"detokenize", herd_cmd_detokenize, "print the text of token ids"},
+    {"chat-template", herd_cmd_chat_template, "render a conversation through a chat template (debugging)"},
     {"inspect", herd_cmd_inspect, "show a GGUF file's architecture, tokenizer, tensors and memory needs"},
     {"synth", herd_cmd_synth, "write a random-weight Llama model of a real shape (for tests and benchmarks)"},
     {"convert", herd_cmd_convert, "convert a model from another format to GGUF (llama2c)"},
