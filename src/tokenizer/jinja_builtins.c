@@ -521,11 +521,6 @@ BUILTIN(m_values) {
     return l;
 }
 
-BUILTIN(m_unsafe) {
-    (void)self, (void)args;
-    jj_error(r, at, "this template tried to modify a value; chat templates are rendered read-only");
-}
-
 /* --------------------------------------------------------- method table */
 
 static const struct jj_builtin str_methods[] = {
@@ -538,20 +533,24 @@ static const struct jj_builtin str_methods[] = {
 };
 
 static const struct jj_builtin dict_methods[] = {
-    {"get", m_get},       {"items", m_items},       {"keys", m_keys},      {"values", m_values}, {"pop", m_unsafe},
-    {"update", m_unsafe}, {"setdefault", m_unsafe}, {"popitem", m_unsafe}, {"clear", m_unsafe},  {NULL, NULL},
+    {"get", m_get}, {"items", m_items}, {"keys", m_keys}, {"values", m_values}, {NULL, NULL},
 };
 
-static const struct jj_builtin list_methods[] = {
-    {"append", m_unsafe}, {"extend", m_unsafe}, {"insert", m_unsafe},  {"pop", m_unsafe}, {"remove", m_unsafe},
-    {"clear", m_unsafe},  {"sort", m_unsafe},   {"reverse", m_unsafe}, {NULL, NULL},
-};
+/* Methods that modify their object: Jinja's immutable sandbox (which
+ * Hugging Face renders with) turns them into an undefined value that
+ * fails when called. */
+static const char *const unsafe_methods[] = {"append", "extend",  "insert", "pop",        "remove",  "clear",
+                                             "sort",   "reverse", "update", "setdefault", "popitem", NULL};
 
 bool jj_method(struct jj_render *r, const struct jj_value *v, const char *name, size_t n, struct jj_value *out) {
-    const struct jj_builtin *table = v->kind == JJ_STR    ? str_methods
-                                     : v->kind == JJ_DICT ? dict_methods
-                                     : v->kind == JJ_LIST ? list_methods
-                                                          : NULL;
+    const struct jj_builtin *table = v->kind == JJ_STR ? str_methods : v->kind == JJ_DICT ? dict_methods : NULL;
+    if (v->kind == JJ_LIST || v->kind == JJ_DICT)
+        for (size_t i = 0; unsafe_methods[i]; i++)
+            if (strlen(unsafe_methods[i]) == n && memcmp(unsafe_methods[i], name, n) == 0) {
+                *out = jj_undef(r, "access to attribute '%s' of '%s' object is unsafe.", unsafe_methods[i],
+                                jj_type_name(v));
+                return true;
+            }
     if (!table) return false;
     for (; table->name; table++) {
         if (strlen(table->name) != n || memcmp(table->name, name, n) != 0) continue;
@@ -1049,7 +1048,11 @@ BUILTIN(f_attr) {
     const struct jj_value *name = jj_arg(args, 0, NULL);
     size_t n;
     const char *s = want_str(r, at, name, &n, "attr name");
-    return jj_getattr(r, at, self, jj_strdup(&r->arena, s, n));
+    /* Python getattr only: a dict's keys are not its attributes */
+    struct jj_value m;
+    jj_require_defined(r, at, self);
+    if (jj_method(r, self, s, n, &m)) return m;
+    return jj_undef(r, "'%s' has no attribute '%.*s'", jj_object_repr(self), (int)(n > 100 ? 100 : n), s);
 }
 
 BUILTIN(f_wordcount) {

@@ -11,6 +11,7 @@
 
 struct jj_frame {
     struct jj_frame *parent;
+    bool captured; /* a macro's closure: must outlive the iteration */
     size_t n, cap;
     const char **names;
     struct jj_value *vals;
@@ -542,24 +543,33 @@ static void assign(struct jj_render *r, struct jj_frame *f, const struct jj_node
     for (size_t i = 0; i < items->n; i++) frame_set(r, f, target->kids.v[i]->name, items->items[i]);
 }
 
-static struct jj_value loop_object(struct jj_render *r, const struct jj_list *items, size_t i) {
-    struct jj_value d = jj_dict_new(r, JJ_DICT);
-    struct jj_dict *o = d.u.dict;
+/* The `loop` variable: one dict per loop, updated in place each
+ * iteration (Jinja's LoopContext also advances in place), so a long loop
+ * does not allocate per iteration. */
+static void loop_update(struct jj_render *r, struct jj_value *loop, const struct jj_list *items, size_t i) {
     size_t n = items->n;
-#define SET(k, v) jj_dict_set(r, o, jj_str(k, sizeof(k) - 1), v)
-    SET("index", jj_int((int64_t)i + 1));
-    SET("index0", jj_int((int64_t)i));
-    SET("revindex", jj_int((int64_t)(n - i)));
-    SET("revindex0", jj_int((int64_t)(n - i - 1)));
-    SET("first", jj_bool(i == 0));
-    SET("last", jj_bool(i + 1 == n));
-    SET("length", jj_int((int64_t)n));
-    SET("depth", jj_int(1));
-    SET("depth0", jj_int(0));
-    SET("previtem", i ? items->items[i - 1] : jj_undef(r, "there is no previous item"));
-    SET("nextitem", i + 1 < n ? items->items[i + 1] : jj_undef(r, "there is no next item"));
-#undef SET
-    return d;
+    struct jj_value vals[] = {
+        jj_int((int64_t)i + 1),
+        jj_int((int64_t)i),
+        jj_int((int64_t)(n - i)),
+        jj_int((int64_t)(n - i - 1)),
+        jj_bool(i == 0),
+        jj_bool(i + 1 == n),
+        jj_int((int64_t)n),
+        jj_int(1),
+        jj_int(0),
+        i ? items->items[i - 1] : (struct jj_value){.kind = JJ_UNDEF, .u.undef_msg = "there is no previous item"},
+        i + 1 < n ? items->items[i + 1] : (struct jj_value){.kind = JJ_UNDEF, .u.undef_msg = "there is no next item"},
+    };
+    static const char *const keys[] = {"index",  "index0", "revindex", "revindex0", "first",   "last",
+                                       "length", "depth",  "depth0",   "previtem",  "nextitem"};
+    if (loop->kind != JJ_DICT) {
+        *loop = jj_dict_new(r, JJ_DICT);
+        for (size_t k = 0; k < sizeof keys / sizeof *keys; k++)
+            jj_dict_set(r, loop->u.dict, jj_str(keys[k], strlen(keys[k])), vals[k]);
+        return;
+    }
+    memcpy(loop->u.dict->vals, vals, sizeof vals);
 }
 
 static enum flow exec_for(struct jj_render *r, struct jj_frame *f, struct jj_buf *out, const struct jj_node *n) {
@@ -578,11 +588,19 @@ static enum flow exec_for(struct jj_render *r, struct jj_frame *f, struct jj_buf
         kept.u.list->n = k;
         items = kept.u.list;
     }
+    struct jj_value loop = {.kind = JJ_NONE};
+    struct jj_frame *it = NULL;
     for (size_t i = 0; i < items->n; i++) {
         step(r, n);
-        struct jj_frame *it = frame_new(r, f);
+        /* a fresh scope per iteration (what the body sets does not carry
+         * over), reused unless a macro defined in it holds on to it */
+        if (!it || it->captured)
+            it = frame_new(r, f);
+        else
+            it->n = 0;
         assign(r, it, n->target, items->items[i]);
-        frame_set(r, it, "loop", loop_object(r, items, i));
+        loop_update(r, &loop, items, i);
+        frame_set(r, it, "loop", loop);
         if (exec_body(r, it, out, &n->body) == FLOW_BREAK) break;
     }
     if (!items->n) return exec_body(r, f, out, &n->orelse);
@@ -628,6 +646,7 @@ static enum flow exec_node(struct jj_render *r, struct jj_frame *f, struct jj_bu
         struct jj_macro *m = jj_alloc(&r->arena, sizeof *m);
         m->def = n;
         m->closure = f;
+        for (struct jj_frame *c = f; c; c = c->parent) c->captured = true;
         frame_set(r, f, n->name, (struct jj_value){.kind = JJ_MACRO, .u.macro = m});
         return FLOW_NORMAL;
     }
@@ -635,6 +654,7 @@ static enum flow exec_node(struct jj_render *r, struct jj_frame *f, struct jj_bu
         struct jj_macro *m = jj_alloc(&r->arena, sizeof *m);
         m->def = n;
         m->closure = f;
+        for (struct jj_frame *c = f; c; c = c->parent) c->captured = true;
         struct jj_value fn = eval(r, f, n->a->a);
         struct jj_args args;
         eval_args(r, f, &n->a->kids, &args, 1);

@@ -590,6 +590,8 @@ static struct jj_node *parse_postfix(struct parser *ps, struct jj_node *n) {
         } else if (accept_op(ps, "(")) {
             struct jj_node *c = node(ps, JN_CALL, at);
             c->a = n;
+            c->line = n->line; /* errors in a call point at what is called */
+            c->col = n->col;
             parse_call_args(ps, &c->kids);
             n = c;
         } else {
