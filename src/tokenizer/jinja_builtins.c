@@ -363,9 +363,9 @@ static int64_t find_str(const struct jj_value *s, const struct jj_value *sub, bo
     if (!last) {
         hit = sub->u.s.n ? memmem(s->u.s.p, s->u.s.n, sub->u.s.p, sub->u.s.n) : s->u.s.p;
     } else {
-        for (size_t i = s->u.s.n + 1; i-- > 0;)
-            if (s->u.s.n - i >= sub->u.s.n && memcmp(s->u.s.p + i, sub->u.s.p, sub->u.s.n) == 0) {
-                hit = s->u.s.p + i;
+        for (size_t i = s->u.s.n + 1; i > 0; i--)
+            if (s->u.s.n - (i - 1) >= sub->u.s.n && memcmp(s->u.s.p + i - 1, sub->u.s.p, sub->u.s.n) == 0) {
+                hit = s->u.s.p + i - 1;
                 break;
             }
     }
@@ -859,7 +859,7 @@ BUILTIN(f_reverse) {
     if (self->kind == JJ_STR) {
         struct jj_list *chars = jj_iterate(r, at, self);
         struct jj_buf b = {0};
-        for (size_t i = chars->n; i-- > 0;) jj_buf_put(r, &b, chars->items[i].u.s.p, chars->items[i].u.s.n);
+        for (size_t i = chars->n; i > 0; i--) jj_buf_put(r, &b, chars->items[i - 1].u.s.p, chars->items[i - 1].u.s.n);
         return jj_str_buf(&b);
     }
     struct jj_list *items = jj_iterate(r, at, self);

@@ -60,8 +60,8 @@ static void frame_set(struct jj_render *r, struct jj_frame *f, const char *name,
 
 static const struct jj_value *frame_lookup(const struct jj_frame *f, const char *name) {
     for (; f; f = f->parent)
-        for (size_t i = f->n; i-- > 0;)
-            if (strcmp(f->names[i], name) == 0) return &f->vals[i];
+        for (size_t i = f->n; i > 0; i--)
+            if (strcmp(f->names[i - 1], name) == 0) return &f->vals[i - 1];
     return NULL;
 }
 

@@ -469,7 +469,7 @@ static struct jj_node *node(struct parser *ps, enum jj_node_kind kind, const str
 static void nodes_push(struct parser *ps, struct jj_nodes *l, struct jj_node *n) {
     /* grows by doubling; the arena keeps the old arrays, which is fine for
      * template-sized lists */
-    if ((l->n & (l->n - 1)) == 0) {
+    if (l->n == 0 || (l->n & (l->n - 1)) == 0) { /* at 0 and at each power of two */
         size_t cap = l->n ? l->n * 2 : 1;
         struct jj_node **v = jj_alloc(ps->arena, cap * sizeof *v);
         if (l->n) memcpy(v, l->v, l->n * sizeof *v);
@@ -1137,7 +1137,45 @@ static void parse_body(struct parser *ps, struct jj_nodes *out, const char *cons
     }
 }
 
+/* Length of the valid UTF-8 prefix of s: no overlong forms, surrogates or
+ * code points past U+10FFFF (what Python's str can hold). */
+static size_t utf8_valid_prefix(const char *s, size_t n) {
+    size_t i = 0;
+    while (i < n) {
+        unsigned char c = (unsigned char)s[i];
+        size_t len = c < 0x80                   ? 1
+                     : (c >= 0xC2 && c <= 0xDF) ? 2
+                     : (c >= 0xE0 && c <= 0xEF) ? 3
+                     : (c >= 0xF0 && c <= 0xF4) ? 4
+                                                : 0;
+        if (!len || n - i < len) return i;
+        for (size_t k = 1; k < len; k++)
+            if (((unsigned char)s[i + k] & 0xC0) != 0x80) return i;
+        unsigned char c1 = len > 1 ? (unsigned char)s[i + 1] : 0;
+        if ((c == 0xE0 && c1 < 0xA0) || (c == 0xED && c1 >= 0xA0) || (c == 0xF0 && c1 < 0x90) ||
+            (c == 0xF4 && c1 >= 0x90))
+            return i;
+        i += len;
+    }
+    return n;
+}
+
 void jj_parse(struct herd_jinja_template *t, const char *src, size_t len, struct jj_fail *f) {
+    /* every string the engine makes is UTF-8 because the template and the
+     * JSON variables are; check the template once here */
+    size_t valid = utf8_valid_prefix(src, len);
+    if (valid < len) {
+        uint32_t line = 1, col = 1;
+        for (size_t i = 0; i < valid; i++) {
+            if (src[i] == '\n') {
+                line++;
+                col = 1;
+            } else if (((unsigned char)src[i] & 0xC0) != 0x80) {
+                col++;
+            }
+        }
+        jj_fail_at(f, HERD_E_FORMAT, line, col, "the template is not valid UTF-8 (byte %zu)", valid);
+    }
     /* newlines normalised to \n, one trailing newline dropped */
     char *s = jj_alloc(&t->arena, len + 1);
     size_t n = 0;

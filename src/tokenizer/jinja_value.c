@@ -401,7 +401,7 @@ static bool is_printable(const char *p, size_t n) {
     if (!nonprintable_re) return true;
     pcre2_match_data *md = pcre2_match_data_create(1, NULL);
     if (!md) return true;
-    int rc = pcre2_match(nonprintable_re, (PCRE2_SPTR)p, n, 0, PCRE2_NO_UTF_CHECK, md, NULL);
+    int rc = pcre2_match(nonprintable_re, (PCRE2_SPTR)p, n, 0, 0, md, NULL);
     pcre2_match_data_free(md);
     return rc < 0;
 }

@@ -32,7 +32,7 @@ grep -q "unknown command 'frobnicate'" "$TMP/err" && grep -q "usage: herd COMMAN
 expect_exit 0 "$HERD" help
 grep -q inspect "$TMP/out" && grep -q synth "$TMP/out" && grep -q convert "$TMP/out" && ok || bad "help lists commands"
 expect_exit 0 "$HERD" --version
-for cmd in inspect synth convert run eval bench tokenize detokenize; do
+for cmd in inspect synth convert run eval bench tokenize detokenize chat-template; do
     expect_exit 0 "$HERD" "$cmd" --help
     grep -q "usage: herd $cmd" "$TMP/out" && ok || bad "$cmd --help"
     expect_exit 0 "$HERD" help "$cmd"
@@ -114,6 +114,45 @@ python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["n_vocab"]
 
 expect_exit 0 "$HERD" bench -p 16 -n 4 -r 1 --batch 2 --batch-prompt 4 --no-ceilings --json
 python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); t=[r["test"] for r in d["results"]]; assert t==["pp16","tg4","tg4-b2"], t; assert all(r["tokens_per_s"]>0 for r in d["results"])' "$TMP/out" && ok || bad "bench JSON"
+
+# --- chat-template -----------------------------------------------------------
+V=$SRC/tests/data/ggml-vocab-llama-spm.gguf
+printf '[{"role":"user","content":"Hello"}]' >"$TMP/msgs.json"
+# a model without a template falls back to ChatML
+"$HERD" chat-template -m "$V" --messages "$TMP/msgs.json" --add-generation-prompt >"$TMP/out"
+printf '<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\n' | cmp -s - "$TMP/out" && ok || bad "ChatML fallback"
+# a built-in by name gets the model's BOS
+"$HERD" chat-template -m "$V" --template llama3 --messages "$TMP/msgs.json" >"$TMP/out"
+printf '<s><|start_header_id|>user<|end_header_id|>\n\nHello<|eot_id|>' | cmp -s - "$TMP/out" && ok || bad "--template llama3 with the model's BOS"
+# a file, no model: BOS/EOS empty unless given
+printf '{{ bos_token }}|{%% for m in messages %%}{{ m.content | upper }}{%% endfor %%}|{{ eos_token }}\n' >"$TMP/t.jinja"
+[ "$("$HERD" chat-template --template "$TMP/t.jinja" --messages "$TMP/msgs.json")" = "|HELLO|" ] && ok || bad "--template FILE"
+[ "$("$HERD" chat-template --template "$TMP/t.jinja" --messages "$TMP/msgs.json" --bos B --eos E)" = "B|HELLO|E" ] && ok || bad "--bos/--eos"
+printf '{{ strftime_now("%%d %%b %%Y") }}' >"$TMP/date.jinja"
+[ "$("$HERD" chat-template --template "$TMP/date.jinja" --messages "$TMP/msgs.json" --now 2026-07-26)" = "26 Jul 2026" ] && ok || bad "--now"
+printf '[{"type":"function","function":{"name":"f"}}]' >"$TMP/tools.json"
+printf '{%% if tools is defined %%}{{ tools | map(attribute="function.name") | join }}{%% else %%}none{%% endif %%}' >"$TMP/tools.jinja"
+[ "$("$HERD" chat-template --template "$TMP/tools.jinja" --messages "$TMP/msgs.json" --tools "$TMP/tools.json")" = "f" ] && ok || bad "--tools"
+[ "$("$HERD" chat-template --template "$TMP/tools.jinja" --messages "$TMP/msgs.json")" = "none" ] && ok || bad "no --tools: tools undefined"
+# errors: the template's own message with line and column, exit 1
+printf 'ok\n{{ raise_exception("Conversation roles must alternate") }}' >"$TMP/raise.jinja"
+expect_exit 1 "$HERD" chat-template --template "$TMP/raise.jinja" --messages "$TMP/msgs.json"
+grep -q "line 2, column 4: Conversation roles must alternate" "$TMP/err" && ok || bad "raise_exception message with position"
+printf '{%% for %%}' >"$TMP/broken.jinja"
+expect_exit 1 "$HERD" chat-template --template "$TMP/broken.jinja" --messages "$TMP/msgs.json"
+grep -q "line 1, column" "$TMP/err" && ok || bad "parse error with position"
+printf '[{"role": ' >"$TMP/badmsgs.json"
+expect_exit 1 "$HERD" chat-template --template chatml --messages "$TMP/badmsgs.json"
+expect_exit 1 "$HERD" chat-template --template no-such-template-name --messages "$TMP/msgs.json"
+grep -q "chatml" "$TMP/err" && ok || bad "unknown template lists the built-in names"
+expect_exit 2 "$HERD" chat-template --template chatml
+expect_exit 2 "$HERD" chat-template --messages "$TMP/msgs.json"
+expect_exit 2 "$HERD" chat-template --template chatml --messages "$TMP/msgs.json" --now yesterday
+# the model's own template (phi-3's vocabulary carries one)
+if [ -f "$SHARED/fixtures/tokenizer/ggml-vocab-phi-3.gguf" ]; then
+    "$HERD" chat-template -m "$SHARED/fixtures/tokenizer/ggml-vocab-phi-3.gguf" --messages "$TMP/msgs.json" >"$TMP/out"
+    printf '<s><|user|>\nHello<|end|>\n<|assistant|>\n' | cmp -s - "$TMP/out" && ok || bad "phi-3's own template"
+fi
 
 # --- tokenize / detokenize --------------------------------------------------
 V=$SRC/tests/data/ggml-vocab-llama-spm.gguf
