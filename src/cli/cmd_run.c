@@ -11,6 +11,7 @@
 #include "cli/cli_model.h"
 #include "cli/commands.h"
 #include "sampling/sampler.h"
+#include "tokenizer/chat_template.h"
 #include "tokenizer/tokenizer.h"
 #include "tokenizer/vocab.h"
 
@@ -30,9 +31,29 @@ static const struct cli_command cmd = {
 
 #define RUN_MAX_PROMPT (1u << 20)
 
+/* [system,] user message through the chat template, with the assistant's
+ * turn opened. */
+static bool render_chat(const struct herd_gguf *g, const struct herd_vocab *v, const char *override, const char *system,
+                        const char *user, char **out, size_t *out_len, struct herd_error *err) {
+    struct herd_chat_template *t = NULL;
+    if (herd_chat_template_load(g, v, override, &t, err) != HERD_OK) return false;
+    json_t *messages = json_array();
+    if (system) json_array_append_new(messages, json_pack("{s:s,s:s}", "role", "system", "content", system));
+    json_array_append_new(messages, json_pack("{s:s,s:s}", "role", "user", "content", user));
+    struct herd_chat_render_params p = {.messages = messages, .add_generation_prompt = true, .now = time(NULL)};
+    bool ok = json_array_size(messages) == (system ? 2u : 1u) &&
+              herd_chat_template_render(t, &p, out, out_len, err) == HERD_OK;
+    if (json_array_size(messages) != (system ? 2u : 1u))
+        herd_error_set(err, HERD_E_INVALID, "-p / --system is not UTF-8");
+    json_decref(messages);
+    herd_chat_template_destroy(t);
+    return ok;
+}
+
 int herd_cmd_run(int argc, char **argv) {
     struct cli_model_opts mo = {0};
-    const char *prompt = NULL, *prompt_ids = NULL;
+    const char *prompt = NULL, *prompt_ids = NULL, *chat_template = NULL, *system = NULL;
+    bool chat = false;
     uint64_t n_predict = 256, top_k = 0, seed = 0;
     double temp = 0.8, top_p = 1.0, min_p = 0.0, repeat_penalty = 1.0;
     bool as_json = false, ignore_eos = false, greedy = false;
@@ -40,6 +61,10 @@ int herd_cmd_run(int argc, char **argv) {
         CLI_MODEL_OPTIONS(mo),
         {"prompt", 'p', CLI_STRING, &prompt, "TEXT", "prompt text"},
         {"prompt-ids", 0, CLI_STRING, &prompt_ids, "1,2,3", "prompt as token ids (instead of -p)"},
+        {"chat", 0, CLI_FLAG, &chat, NULL, "-p is a user message: render it through the model's chat template"},
+        {"system", 0, CLI_STRING, &system, "TEXT", "with --chat: a system message before it"},
+        {"chat-template", 0, CLI_STRING, &chat_template, "NAME|FILE",
+         "with --chat: this template instead of the model's (a name in the model, a built-in, or a file)"},
         {"n-predict", 'n', CLI_U64, &n_predict, "N", "tokens to generate at most (default 256)"},
         {"temp", 0, CLI_F64, &temp, "T", "temperature; 0 is greedy (default 0.8)"},
         {"greedy", 0, CLI_FLAG, &greedy, NULL, "same as --temp 0"},
@@ -60,6 +85,11 @@ int herd_cmd_run(int argc, char **argv) {
         cli_print_help(&cmd, opts, stderr);
         return 2;
     }
+    if ((chat || chat_template || system) && !prompt) {
+        fprintf(stderr, "herd run: --chat, --system and --chat-template need -p TEXT\n");
+        return 2;
+    }
+    if (chat_template || system) chat = true;
     if (greedy) temp = 0;
 
     struct herd_model *model = NULL;
@@ -82,9 +112,21 @@ int herd_cmd_run(int argc, char **argv) {
     if (!cli_model_open("run", &mo, 512, 1, 1, &model, &ctx)) goto out;
     if (herd_vocab_load(model->gguf, &vocab, &err) != HERD_OK || herd_tokenizer_create(vocab, &tk, &err) != HERD_OK)
         goto fail;
-    if (prompt && herd_tokenize(tk, prompt, strlen(prompt), HERD_TOK_ADD_SPECIAL, ids, RUN_MAX_PROMPT, &n_prompt,
-                                &err) != HERD_OK)
+    if (chat) {
+        /* the rendered prompt carries its own BOS and control tokens:
+         * tokenize it with special-token parsing and nothing added, as
+         * Hugging Face's apply_chat_template(tokenize=True) does */
+        char *rendered = NULL;
+        size_t rendered_len = 0;
+        if (!render_chat(model->gguf, vocab, chat_template, system, prompt, &rendered, &rendered_len, &err)) goto fail;
+        enum herd_status ts =
+            herd_tokenize(tk, rendered, rendered_len, HERD_TOK_PARSE_SPECIAL, ids, RUN_MAX_PROMPT, &n_prompt, &err);
+        free(rendered);
+        if (ts != HERD_OK) goto fail;
+    } else if (prompt && herd_tokenize(tk, prompt, strlen(prompt), HERD_TOK_ADD_SPECIAL, ids, RUN_MAX_PROMPT, &n_prompt,
+                                       &err) != HERD_OK) {
         goto fail;
+    }
     if (n_prompt == 0) {
         herd_error_set(&err, HERD_E_INVALID, "the prompt is empty (and the vocabulary adds no BOS)");
         goto fail;

@@ -154,6 +154,15 @@ if [ -f "$SHARED/fixtures/tokenizer/ggml-vocab-phi-3.gguf" ]; then
     printf '<s><|user|>\nHello<|end|>\n<|assistant|>\n' | cmp -s - "$TMP/out" && ok || bad "phi-3's own template"
 fi
 
+# run --chat: the prompt is the rendered template, tokenized with special tokens and nothing added
+M=$SRC/models/stories260K.gguf
+"$HERD" chat-template -m "$M" --template chatml --messages "$TMP/msgs.json" --add-generation-prompt >"$TMP/rendered.txt"
+want=$("$HERD" tokenize -m "$M" --no-bos --special -f "$TMP/rendered.txt")
+got=$("$HERD" run -m "$M" --chat --chat-template chatml -p Hello -n 1 --greedy --json | grep -o '"prompt_ids": *\[[0-9, ]*\]' | sed 's/.*\[/[/; s/ //g')
+[ -n "$want" ] && [ "$got" = "$want" ] && ok || bad "run --chat prompt ids ($got vs $want)"
+expect_exit 2 "$HERD" run --chat --prompt-ids 1,2
+expect_exit 1 "$HERD" run -m "$M" --chat --chat-template "$TMP/raise.jinja" -p Hello -n 1
+
 # --- tokenize / detokenize --------------------------------------------------
 V=$SRC/tests/data/ggml-vocab-llama-spm.gguf
 [ "$("$HERD" tokenize -m "$V" "Hello world")" = "[1,15043,3186]" ] && ok || bad "tokenize with BOS"
