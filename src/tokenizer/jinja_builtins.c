@@ -3,6 +3,7 @@
  * Python 3 (Hugging Face's tojson: non-ASCII kept, keys unsorted). */
 #include <ctype.h>
 #include <locale.h>
+#include <pcre2.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -181,7 +182,10 @@ static struct jj_value replace_str(struct jj_render *r, const struct jj_value *s
     size_t n = s->u.s.n, on = old->u.s.n;
     if (on == 0) { /* Python inserts new before every character and at the end */
         for (size_t i = 0; i < n;) {
-            if (count-- != 0) jj_buf_put(r, &b, new->u.s.p, new->u.s.n);
+            if (count != 0) {
+                jj_buf_put(r, &b, new->u.s.p, new->u.s.n);
+                if (count > 0) count--;
+            }
             size_t next = jj_utf8_next(p, n, i);
             jj_buf_put(r, &b, p + i, next - i);
             i = next;
@@ -314,9 +318,15 @@ static bool affix(const struct jj_value *s, const struct jj_value *x, bool suffi
 
 /* ------------------------------------------------------ string methods */
 
-BUILTIN(m_strip) { return strip(self, jj_arg(args, 0, "chars"), true, true); }
-BUILTIN(m_lstrip) { return strip(self, jj_arg(args, 0, "chars"), true, false); }
-BUILTIN(m_rstrip) { return strip(self, jj_arg(args, 0, "chars"), false, true); }
+static const struct jj_value *strip_chars(struct jj_render *r, const struct jj_node *at, const struct jj_args *args) {
+    const struct jj_value *c = jj_arg(args, 0, "chars");
+    if (c && c->kind != JJ_STR && c->kind != JJ_NONE) jj_error(r, at, "strip arg must be None or str");
+    return c;
+}
+
+BUILTIN(m_strip) { return strip(self, strip_chars(r, at, args), true, true); }
+BUILTIN(m_lstrip) { return strip(self, strip_chars(r, at, args), true, false); }
+BUILTIN(m_rstrip) { return strip(self, strip_chars(r, at, args), false, true); }
 BUILTIN(m_upper) { return change_case(r, self, CASE_UPPER); }
 BUILTIN(m_lower) { return change_case(r, self, CASE_LOWER); }
 BUILTIN(m_title) { return change_case(r, self, CASE_TITLE); }
@@ -962,7 +972,16 @@ BUILTIN(f_round) {
     const char *method = mv ? want_str(r, at, mv, &mn, "method") : "common";
     if (mn == 4 && memcmp(method, "ceil", 4) == 0) return jj_float(ceil(x * scale) / scale);
     if (mn == 5 && memcmp(method, "floor", 5) == 0) return jj_float(floor(x * scale) / scale);
-    return jj_float(nearbyint(x * scale) / scale); /* Python's round: half to even */
+    if (self->kind != JJ_FLOAT && prec >= 0)
+        return jj_int(self->kind == JJ_INT ? self->u.i : self->u.b); /* round(int) is an int */
+    if (prec >= 0 && isfinite(x)) {
+        /* Python rounds the exact binary value, ties to even: what
+         * printf's exact decimal conversion does (round(2.675, 2) is 2.67) */
+        char buf[720]; /* 309 integer digits of DBL_MAX, the point, 340 decimals */
+        snprintf(buf, sizeof buf, "%.*f", (int)(prec > 340 ? 340 : prec), x);
+        return jj_float(strtod(buf, NULL));
+    }
+    return jj_float(nearbyint(x * scale) / scale);
 }
 
 BUILTIN(f_int) {
@@ -1055,17 +1074,29 @@ BUILTIN(f_attr) {
     return jj_undef(r, "'%s' has no attribute '%.*s'", jj_object_repr(self), (int)(n > 100 ? 100 : n), s);
 }
 
+/* len(re.findall(r"\w+", s)) with Unicode word characters (PCRE2). */
+static pcre2_code *word_re;
+static pthread_once_t word_once = PTHREAD_ONCE_INIT;
+
+static void word_init(void) {
+    int e;
+    PCRE2_SIZE off;
+    word_re = pcre2_compile((PCRE2_SPTR) "\\w+", PCRE2_ZERO_TERMINATED, PCRE2_UTF | PCRE2_UCP, &e, &off, NULL);
+}
+
 BUILTIN(f_wordcount) {
-    (void)at, (void)args;
     struct jj_value s = jj_to_str(r, self);
+    pthread_once(&word_once, word_init);
+    pcre2_match_data *md = word_re ? pcre2_match_data_create(1, NULL) : NULL;
+    if (!md) jj_error(r, at, "wordcount: out of memory");
     int64_t words = 0;
-    bool in_word = false;
-    for (size_t i = 0; i < s.u.s.n; i++) {
-        unsigned char c = (unsigned char)s.u.s.p[i];
-        bool w = isalnum(c) || c == '_' || c >= 0x80;
-        words += w && !in_word;
-        in_word = w;
+    for (PCRE2_SIZE at_byte = 0; at_byte <= s.u.s.n;) {
+        if (pcre2_match(word_re, (PCRE2_SPTR)s.u.s.p, s.u.s.n, at_byte, 0, md, NULL) < 0) break;
+        PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
+        words++;
+        at_byte = ov[1] > ov[0] ? ov[1] : ov[0] + 1;
     }
+    pcre2_match_data_free(md);
     return jj_int(words);
 }
 

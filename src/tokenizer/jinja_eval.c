@@ -115,6 +115,9 @@ static struct jj_value call_macro(struct jj_render *r, const struct jj_node *at,
     bool *bound = jj_alloc(&r->arena, (n_params + 1) * sizeof *bound);
     memset(bound, 0, (n_params + 1) * sizeof *bound);
     size_t extra = args->n_pos > n_params ? args->n_pos - n_params : 0;
+    const char *mname = def->kind == JN_MACRO ? def->name : "caller";
+    if (extra && def->kind == JN_MACRO && !def->uses_varargs)
+        jj_error(r, at, "macro '%s' takes not more than %zu argument(s)", mname, n_params);
     struct jj_value varargs = jj_list_new(r, JJ_TUPLE, extra);
     for (size_t i = 0; i < args->n_pos; i++) {
         if (i < n_params) {
@@ -129,14 +132,15 @@ static struct jj_value call_macro(struct jj_render *r, const struct jj_node *at,
     for (size_t k = 0; k < args->n_kw; k++) {
         size_t i = 0;
         while (i < n_params && strcmp(def->kids.v[i]->name, args->kw_names[k]) != 0) i++;
-        if (i < n_params) {
-            if (bound[i])
-                jj_error(r, at, "macro '%s' got multiple values for argument '%s'", def->name ? def->name : "caller",
-                         args->kw_names[k]);
+        if (i < n_params && !bound[i]) {
             frame_set(r, f, def->kids.v[i]->name, args->kw[k]);
             bound[i] = true;
         } else if (strcmp(args->kw_names[k], "caller") == 0) {
             caller = args->kw[k];
+        } else if (def->kind == JN_MACRO && !def->uses_kwargs) {
+            /* a parameter already given by position lands here too, as in
+             * Jinja2's Macro.__call__ */
+            jj_error(r, at, "macro '%s' takes no keyword argument '%s'", mname, args->kw_names[k]);
         } else {
             jj_dict_set(r, kwargs.u.dict, jj_str(args->kw_names[k], strlen(args->kw_names[k])), args->kw[k]);
         }
@@ -212,6 +216,16 @@ static struct jj_value repeat(struct jj_render *r, const struct jj_node *at, con
     return l;
 }
 
+/* CPython's float floor division (float_divmod): inf // 2 is nan, and the
+ * result is exact where floor(a / b) would round. */
+static double py_floordiv(double a, double b) {
+    double mod = fmod(a, b), div = (a - mod) / b;
+    if (mod != 0 && ((b < 0) != (mod < 0))) div -= 1.0;
+    if (div == 0) return copysign(0.0, a / b);
+    double fl = floor(div);
+    return div - fl > 0.5 ? fl + 1.0 : fl;
+}
+
 static double py_fmod(double a, double b) {
     double m = fmod(a, b);
     if (m != 0 && ((m < 0) != (b < 0))) m += b;
@@ -285,7 +299,7 @@ static struct jj_value arith(struct jj_render *r, const struct jj_node *at, enum
             return jj_int(q);
         }
         if (fy == 0) jj_error(r, at, "float floor division by zero");
-        return jj_float(floor(fx / fy));
+        return jj_float(py_floordiv(fx, fy));
     case JO_MOD:
         if (ints) {
             if (y == 0) jj_error(r, at, "integer division or modulo by zero");
@@ -405,6 +419,9 @@ static struct jj_value eval_slice(struct jj_render *r, struct jj_frame *f, const
         res.safe = obj.safe;
         return res;
     }
+    /* as Jinja2: None[...] is undefined, a dict cannot be sliced */
+    if (obj.kind == JJ_NONE) return jj_undef(r, "'NoneType' object is not subscriptable");
+    if (obj.kind == JJ_DICT || obj.kind == JJ_NAMESPACE) jj_error(r, n, "unhashable type: 'slice'");
     jj_error(r, n, "'%s' object is not subscriptable", jj_type_name(&obj));
 }
 

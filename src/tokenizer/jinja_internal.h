@@ -190,7 +190,8 @@ struct jj_node {
     struct jj_nodes kids;
     enum jj_op *ops; /* JN_COMPARE, one per kid; JN_BINOP uses op */
     enum jj_op op;
-    bool negated; /* JN_TEST: is not */
+    bool negated;                   /* JN_TEST: is not */
+    bool uses_varargs, uses_kwargs; /* JN_MACRO: its body reads them, so extra arguments are allowed */
     struct jj_nodes body, orelse;
 };
 

@@ -887,7 +887,7 @@ static struct jj_node *parse_tuple(struct parser *ps, bool with_cond) {
     struct jj_node *t = node(ps, JN_TUPLE, at);
     nodes_push(ps, &t->kids, first);
     while (accept_op(ps, ",")) {
-        if (cur(ps)->type == T_BLOCK_END || is_name(ps, "if")) break;
+        if (cur(ps)->type == T_BLOCK_END || cur(ps)->type == T_VAR_END || is_name(ps, "if")) break;
         nodes_push(ps, &t->kids, with_cond ? parse_expr(ps) : parse_or(ps));
     }
     return t;
@@ -1031,9 +1031,17 @@ static struct jj_node *parse_macro(struct parser *ps, const struct tok *at) {
     parse_params(ps, &n->kids);
     end_tag(ps);
     static const char *const ends[] = {"endmacro", NULL};
+    size_t body_start = ps->i;
     parse_body(ps, &n->body, ends);
+    /* Jinja2 lets a macro take extra arguments only if its body reads
+     * varargs / kwargs */
+    for (size_t k = body_start; k < ps->i; k++) {
+        const struct tok *t = &ps->toks[k];
+        if (t->type != T_NAME) continue;
+        if (t->n == 7 && memcmp(t->p, "varargs", 7) == 0) n->uses_varargs = true;
+        if (t->n == 6 && memcmp(t->p, "kwargs", 6) == 0) n->uses_kwargs = true;
+    }
     take_end_name(ps, ends);
-    if (cur(ps)->type == T_NAME) ps->i++; /* {% endmacro name %} */
     end_tag(ps);
     return n;
 }

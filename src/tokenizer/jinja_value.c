@@ -2,7 +2,6 @@
  * repr(), json.dumps, truth, equality and ordering, iteration, attribute
  * and item access (Jinja's environment.getattr / getitem rules), and the
  * arena and error exit everything uses. */
-#define PCRE2_CODE_UNIT_WIDTH 8
 #include <math.h>
 #include <pcre2.h>
 #include <pthread.h>

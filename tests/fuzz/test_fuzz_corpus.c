@@ -12,7 +12,8 @@
 #include "test_util.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-#include "fuzz/fuzz_gguf.c"
+/* the target under test: fuzz/fuzz_gguf.c or fuzz/fuzz_jinja.c (CMake) */
+#include HERD_FUZZ_TARGET
 
 static void test_replay_corpus(void **state) {
     (void)state;
