@@ -6,6 +6,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "base/timing.h"
 #include "cli/cli_args.h"
 #include "cli/commands.h"
 #include "herd/gguf.h"
@@ -59,6 +60,7 @@ int herd_cmd_chat_template(int argc, char **argv) {
     const char *model = NULL, *tmpl = NULL, *messages_path = NULL, *tools_path = NULL, *bos = NULL, *eos = NULL,
                *now_s = NULL;
     bool gen = false;
+    uint64_t repeat = 1;
     const struct cli_opt opts[] = {
         {"model", 'm', CLI_STRING, &model, "FILE", "GGUF model (or vocabulary) whose template and BOS/EOS to use"},
         {"template", 0, CLI_STRING, &tmpl, "NAME|FILE", "template to use instead of the model's"},
@@ -68,13 +70,15 @@ int herd_cmd_chat_template(int argc, char **argv) {
         {"bos", 0, CLI_STRING, &bos, "TEXT", "bos_token (default: the model's; empty without -m)"},
         {"eos", 0, CLI_STRING, &eos, "TEXT", "eos_token (default: the model's; empty without -m)"},
         {"now", 0, CLI_STRING, &now_s, "YYYY-MM-DD", "date strftime_now() formats (default: today, UTC)"},
+        {"repeat", 0, CLI_U64, &repeat, "N", "render N times and print the median time to stderr (benchmarks)"},
         {0},
     };
     int n_pos;
     int prc = cli_parse(&cmd, opts, argc, argv, NULL, &n_pos);
     if (prc != CLI_OK) return prc == CLI_EXIT_OK ? 0 : prc;
-    if ((!model && !tmpl) || !messages_path) {
-        fprintf(stderr, "herd chat-template: give -m MODEL or --template NAME|FILE, and --messages FILE\n");
+    if ((!model && !tmpl) || !messages_path || repeat == 0 || repeat > 100000) {
+        fprintf(stderr, "herd chat-template: give -m MODEL or --template NAME|FILE, and --messages FILE; --repeat is "
+                        "1..100000\n");
         cli_print_help(&cmd, opts, stderr);
         return 2;
     }
@@ -113,10 +117,24 @@ int herd_cmd_chat_template(int argc, char **argv) {
                              : "",
         .now = now,
     };
-    if (herd_chat_template_render(t, &p, &text, &len, &err) != HERD_OK) {
-        fprintf(stderr, "herd chat-template: %s\n", err.msg);
-        goto out;
+    double *times = calloc(repeat, sizeof *times);
+    if (!times) goto out;
+    for (uint64_t i = 0; i < repeat; i++) {
+        free(text);
+        text = NULL;
+        double t0 = herd_time_now_s();
+        enum herd_status st = herd_chat_template_render(t, &p, &text, &len, &err);
+        times[i] = herd_time_now_s() - t0;
+        if (st != HERD_OK) {
+            fprintf(stderr, "herd chat-template: %s\n", err.msg);
+            free(times);
+            goto out;
+        }
     }
+    if (repeat > 1)
+        fprintf(stderr, "herd chat-template: %zu bytes rendered, median of %llu: %.1f us\n", len,
+                (unsigned long long)repeat, herd_median(times, (size_t)repeat) * 1e6);
+    free(times);
     rc = fwrite(text, 1, len, stdout) == len && fflush(stdout) == 0 ? 0 : 1;
 out:
     free(text);
