@@ -1,0 +1,894 @@
+/* The scheduler thread and the request objects clients share with it
+ * (sched.h).
+ *
+ * A choice is one sequence of the KV cache. Its known tokens are the
+ * prompt followed by what it generated; n_computed of them are in the KV
+ * cache. Each step feeds every choice the tokens from n_computed on: the
+ * last known token with logits (decode: a new token is sampled), the ones
+ * before it without (prefill, in budget-sized chunks). Before the n choices
+ * of a request fork, only choice 0 runs, up to the prompt's last token;
+ * then the others fork from it sharing those blocks, and each feeds the
+ * last prompt token itself. Preemption only forgets n_computed (and the
+ * blocks): recomputation replays the same known tokens, so no token is
+ * lost or repeated, and the sampler and detokenizer state carry on. */
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "base/assert.h"
+#include "base/buf.h"
+#include "base/timing.h"
+#include "engine/sched.h"
+#include "engine/stop_match.h"
+#include "model/kv_cache.h"
+
+/* Bytes one detokenizer push can produce: a held-back partial character
+ * plus the longest token piece (herd_detok_push's contract). */
+#define DETOK_BYTES          1024
+/* Event text per request is bounded like the output it carries. */
+#define EVENT_TEXT_MAX_BYTES ((size_t)64 << 20)
+#define STEP_WINDOW          256
+
+struct choice {
+    int32_t seq; /* KV sequence, -1 while not running */
+    uint32_t n_computed;
+    int32_t *gen; /* [max_tokens] generated tokens */
+    uint32_t n_gen;
+    struct herd_sampler *sampler;
+    struct herd_detok detok;
+    struct herd_stop_match stop;
+    bool finished;
+};
+
+enum req_state { REQ_NEW, REQ_WAITING, REQ_RUNNING, REQ_DONE };
+
+struct herd_request {
+    atomic_int refs;
+    atomic_bool cancel;
+    void (*notify)(void *arg);
+    void *notify_arg;
+
+    pthread_mutex_t lock; /* guards the event queue, stats and done */
+    struct herd_event *ev;
+    size_t *ev_text_off; /* event i's text starts here in ev_text */
+    size_t n_ev, cap_ev;
+    struct herd_buf ev_text;
+    struct herd_buf polled_text; /* text of the events handed out by the last poll */
+    struct herd_request_stats stats;
+    bool all_finished;
+
+    /* immutable after create */
+    int32_t *prompt;
+    uint32_t n_prompt;
+    struct herd_gen_params gp;
+    char *stops[HERD_MAX_STOPS];
+
+    /* scheduler thread only */
+    enum req_state state;
+    bool forked;
+    uint64_t arrival;
+    uint32_t n_active;
+    struct choice ch[HERD_MAX_CHOICES];
+    struct herd_request *next_in; /* inbox list */
+};
+
+struct out_row {
+    struct herd_request *r;
+    uint32_t choice;
+};
+
+struct herd_sched {
+    struct herd_context *ctx;
+    const struct herd_vocab *vocab;
+    struct herd_sched_params p;
+    uint32_t n_ctx, n_vocab;
+
+    pthread_t thread;
+    bool thread_started;
+    pthread_mutex_t lock; /* guards the inbox, the flags and the status */
+    pthread_cond_t wake;
+    struct herd_request *inbox_head, *inbox_tail;
+    uint32_t n_queued; /* inbox + waiting */
+    bool stop, draining;
+    struct herd_sched_status status;
+
+    /* scheduler thread only */
+    struct herd_request **waiting, **running, **order;
+    uint32_t n_waiting, n_running, cap_reqs;
+    uint32_t seqs_in_use;
+    uint64_t arrivals;
+    int32_t *b_tok, *b_seq;
+    uint32_t *b_pos;
+    bool *b_want;
+    struct out_row *rows;
+    double step_s[STEP_WINDOW];
+    uint64_t n_steps;
+};
+
+/* ------------------------------------------------------------ parameters */
+
+void herd_gen_default_params(struct herd_gen_params *p) {
+    memset(p, 0, sizeof *p);
+    p->max_tokens = 16;
+    p->n = 1;
+    herd_sampler_default_params(&p->sampling);
+}
+
+void herd_sched_default_params(struct herd_sched_params *p) {
+    p->batch_tokens = 512;
+    p->max_queue = 256;
+    p->aging_s = 10.0;
+}
+
+/* -------------------------------------------------------------- requests */
+
+struct herd_request *herd_request_create(const int32_t *prompt, uint32_t n_prompt, const struct herd_gen_params *gp,
+                                         void (*notify)(void *arg), void *arg, struct herd_error *err) {
+    if (n_prompt == 0 || !prompt) {
+        herd_error_set(err, HERD_E_INVALID, "the prompt is empty");
+        return NULL;
+    }
+    if (gp->n < 1 || gp->n > HERD_MAX_CHOICES || gp->max_tokens < 1 || gp->n_stop > HERD_MAX_STOPS ||
+        gp->top_logprobs > HERD_MAX_TOP_LOGPROBS) {
+        herd_error_set(err, HERD_E_INVALID,
+                       "n must be 1..%d, max_tokens >= 1, at most %d stop strings, top_logprobs <= %d",
+                       HERD_MAX_CHOICES, HERD_MAX_STOPS, HERD_MAX_TOP_LOGPROBS);
+        return NULL;
+    }
+    struct herd_request *r = calloc(1, sizeof *r);
+    if (!r) goto nomem;
+    atomic_init(&r->refs, 1);
+    atomic_init(&r->cancel, false);
+    pthread_mutex_init(&r->lock, NULL);
+    r->notify = notify;
+    r->notify_arg = arg;
+    r->gp = *gp;
+    r->gp.sampling.bias = NULL;
+    r->n_prompt = n_prompt;
+    herd_buf_init(&r->ev_text, EVENT_TEXT_MAX_BYTES);
+    herd_buf_init(&r->polled_text, EVENT_TEXT_MAX_BYTES);
+    for (uint32_t i = 0; i < gp->n; i++) r->ch[i].seq = -1;
+    if (!(r->prompt = malloc(n_prompt * sizeof *r->prompt))) goto nomem;
+    memcpy(r->prompt, prompt, n_prompt * sizeof *prompt);
+    for (uint32_t i = 0; i < gp->n_stop; i++) {
+        if (!gp->stop[i] || !gp->stop[i][0]) {
+            herd_error_set(err, HERD_E_INVALID, "stop strings must not be empty");
+            goto fail;
+        }
+        if (!(r->stops[i] = strdup(gp->stop[i]))) goto nomem;
+        r->gp.stop[i] = r->stops[i];
+    }
+    for (uint32_t i = 0; i < gp->n; i++) {
+        struct choice *c = &r->ch[i];
+        if (!(c->gen = malloc(gp->max_tokens * sizeof *c->gen))) goto nomem;
+        herd_stop_match_init(&c->stop, (const char *const *)r->stops, gp->n_stop);
+    }
+    r->stats.prompt_tokens = n_prompt;
+    /* the samplers are made at submit (n_vocab is known there): keep a
+     * copy of the bias list until then */
+    if (gp->sampling.n_bias) {
+        struct herd_logit_bias *b = malloc(gp->sampling.n_bias * sizeof *b);
+        if (!b) goto nomem;
+        memcpy(b, gp->sampling.bias, gp->sampling.n_bias * sizeof *b);
+        r->gp.sampling.bias = b;
+    }
+    return r;
+nomem:
+    herd_error_set(err, HERD_E_NOMEM, "out of memory creating a request");
+fail:
+    if (r) {
+        atomic_store(&r->refs, 1);
+        herd_request_release(r);
+    }
+    return NULL;
+}
+
+static void request_free(struct herd_request *r) {
+    for (uint32_t i = 0; i < r->gp.n; i++) {
+        herd_sampler_destroy(r->ch[i].sampler);
+        herd_stop_match_cleanup(&r->ch[i].stop);
+        free(r->ch[i].gen);
+    }
+    for (uint32_t i = 0; i < HERD_MAX_STOPS; i++) free(r->stops[i]);
+    free((void *)r->gp.sampling.bias);
+    free(r->prompt);
+    free(r->ev);
+    free(r->ev_text_off);
+    herd_buf_cleanup(&r->ev_text);
+    herd_buf_cleanup(&r->polled_text);
+    pthread_mutex_destroy(&r->lock);
+    free(r);
+}
+
+void herd_request_release(struct herd_request *r) {
+    if (r && atomic_fetch_sub(&r->refs, 1) == 1) request_free(r);
+}
+
+void herd_request_cancel(struct herd_request *r) { atomic_store(&r->cancel, true); }
+
+size_t herd_request_poll(struct herd_request *r, struct herd_event *out, size_t max) {
+    pthread_mutex_lock(&r->lock);
+    if (r->n_ev == 0 || max == 0) {
+        pthread_mutex_unlock(&r->lock);
+        return 0;
+    }
+    size_t k = r->n_ev < max ? r->n_ev : max;
+    size_t text_end = k < r->n_ev ? r->ev_text_off[k] : r->ev_text.len;
+    r->polled_text.len = 0;
+    if (text_end && !herd_buf_append(&r->polled_text, r->ev_text.data, text_end)) {
+        pthread_mutex_unlock(&r->lock); /* out of memory: try again on the next poll */
+        return 0;
+    }
+    for (size_t i = 0; i < k; i++) {
+        out[i] = r->ev[i];
+        size_t end = i + 1 < r->n_ev ? r->ev_text_off[i + 1] : r->ev_text.len;
+        out[i].text_len = end - r->ev_text_off[i];
+        out[i].text = out[i].text_len ? (const char *)r->polled_text.data + r->ev_text_off[i] : "";
+    }
+    /* drop what was handed out */
+    memmove(r->ev, r->ev + k, (r->n_ev - k) * sizeof *r->ev);
+    memmove(r->ev_text_off, r->ev_text_off + k, (r->n_ev - k) * sizeof *r->ev_text_off);
+    r->n_ev -= k;
+    for (size_t i = 0; i < r->n_ev; i++) r->ev_text_off[i] -= text_end;
+    if (r->ev_text.len > text_end) memmove(r->ev_text.data, r->ev_text.data + text_end, r->ev_text.len - text_end);
+    r->ev_text.len -= text_end;
+    pthread_mutex_unlock(&r->lock);
+    return k;
+}
+
+bool herd_request_done(struct herd_request *r) {
+    pthread_mutex_lock(&r->lock);
+    bool done = r->all_finished && r->n_ev == 0;
+    pthread_mutex_unlock(&r->lock);
+    return done;
+}
+
+void herd_request_stats(struct herd_request *r, struct herd_request_stats *out) {
+    pthread_mutex_lock(&r->lock);
+    *out = r->stats;
+    pthread_mutex_unlock(&r->lock);
+}
+
+/* Queues an event (scheduler thread); the caller notifies afterwards. An
+ * event that cannot be stored (out of memory, or 64 MiB of unread text)
+ * cancels the request rather than dropping text silently. */
+static void push_event(struct herd_request *r, const struct herd_event *e, const char *text, size_t len) {
+    pthread_mutex_lock(&r->lock);
+    bool ok = true;
+    if (r->n_ev == r->cap_ev) {
+        size_t cap = r->cap_ev ? r->cap_ev * 2 : 16;
+        struct herd_event *ev = realloc(r->ev, cap * sizeof *ev);
+        if (ev) r->ev = ev;
+        size_t *off = ev ? realloc(r->ev_text_off, cap * sizeof *off) : NULL;
+        if (off) r->ev_text_off = off;
+        if (ev && off)
+            r->cap_ev = cap;
+        else
+            ok = false;
+    }
+    size_t at = r->ev_text.len;
+    if (ok && !herd_buf_append(&r->ev_text, text, len)) ok = false;
+    if (ok) {
+        r->ev[r->n_ev] = *e;
+        r->ev_text_off[r->n_ev++] = at;
+    } else {
+        atomic_store(&r->cancel, true);
+    }
+    pthread_mutex_unlock(&r->lock);
+}
+
+static void notify(struct herd_request *r) {
+    if (r->notify) r->notify(r->notify_arg);
+}
+
+/* ------------------------------------------------------------- scheduler */
+
+static double effective_priority(const struct herd_sched *s, const struct herd_request *r, double now) {
+    double waited = r->stats.submitted_s > 0 ? now - r->stats.submitted_s : 0;
+    return (double)r->gp.priority - (s->p.aging_s > 0 ? floor(waited / s->p.aging_s) : 0);
+}
+
+/* Order of service: effective priority, then arrival. */
+static bool before(const struct herd_sched *s, const struct herd_request *a, const struct herd_request *b, double now) {
+    double pa = effective_priority(s, a, now), pb = effective_priority(s, b, now);
+    if (pa != pb) return pa < pb;
+    return a->arrival < b->arrival;
+}
+
+static void sort_requests(const struct herd_sched *s, struct herd_request **v, uint32_t n, double now) {
+    for (uint32_t i = 1; i < n; i++) { /* insertion sort: lists are short and nearly sorted */
+        struct herd_request *x = v[i];
+        uint32_t j = i;
+        while (j > 0 && before(s, x, v[j - 1], now)) {
+            v[j] = v[j - 1];
+            j--;
+        }
+        v[j] = x;
+    }
+}
+
+static uint32_t known_tokens(const struct herd_request *r, const struct choice *c) { return r->n_prompt + c->n_gen; }
+
+static int32_t token_at(const struct herd_request *r, const struct choice *c, uint32_t pos) {
+    return pos < r->n_prompt ? r->prompt[pos] : c->gen[pos - r->n_prompt];
+}
+
+/* seqs_in_use counts the sequence slots reserved by running requests:
+ * one per unfinished choice, from admission on, so that the forks of a
+ * request's choices always find a slot. */
+static void free_choice_seq(struct herd_sched *s, struct choice *c) {
+    if (c->seq >= 0) {
+        herd_kv_seq_free(s->ctx->kv, c->seq);
+        c->seq = -1;
+    }
+}
+
+static void remove_at(struct herd_request **v, uint32_t *n, uint32_t i) {
+    memmove(v + i, v + i + 1, (*n - i - 1) * sizeof *v);
+    (*n)--;
+}
+
+/* Frees a running request's blocks and puts it back in the waiting list. */
+static void preempt(struct herd_sched *s, struct herd_request *r) {
+    for (uint32_t i = 0; i < r->gp.n; i++) {
+        free_choice_seq(s, &r->ch[i]);
+        r->ch[i].n_computed = 0;
+    }
+    s->seqs_in_use -= r->n_active;
+    r->forked = false;
+    r->state = REQ_WAITING;
+    for (uint32_t i = 0; i < s->n_running; i++)
+        if (s->running[i] == r) {
+            remove_at(s->running, &s->n_running, i);
+            break;
+        }
+    s->waiting[s->n_waiting++] = r;
+    pthread_mutex_lock(&s->lock);
+    s->n_queued++;
+    s->status.preemptions++;
+    pthread_mutex_unlock(&s->lock);
+    pthread_mutex_lock(&r->lock);
+    r->stats.preemptions++;
+    pthread_mutex_unlock(&r->lock);
+}
+
+/* The running request served last (lowest priority, newest), other than
+ * keep; NULL if there is none or it is not below limit_prio's request. */
+static struct herd_request *preemption_victim(struct herd_sched *s, const struct herd_request *keep,
+                                              const struct herd_request *must_outrank, double now) {
+    struct herd_request *v = NULL;
+    for (uint32_t i = 0; i < s->n_running; i++) {
+        struct herd_request *r = s->running[i];
+        if (r == keep) continue;
+        if (!v || before(s, v, r, now)) v = r;
+    }
+    if (v && must_outrank && !before(s, must_outrank, v, now)) return NULL;
+    return v;
+}
+
+/* Finishes a choice: emits its last event, frees its sequence. */
+static void finish_choice(struct herd_sched *s, struct herd_request *r, uint32_t i, enum herd_finish why,
+                          struct herd_event *e, const char *text, size_t len) {
+    struct choice *c = &r->ch[i];
+    if (c->finished) return;
+    c->finished = true;
+    e->finish = why;
+    push_event(r, e, text, len);
+    free_choice_seq(s, c);
+    r->n_active--;
+    if (r->state == REQ_RUNNING) s->seqs_in_use--;
+}
+
+/* The request is over (all choices finished): it leaves the scheduler. */
+static void retire(struct herd_sched *s, struct herd_request *r) {
+    for (uint32_t i = 0; i < r->gp.n; i++) free_choice_seq(s, &r->ch[i]);
+    pthread_mutex_lock(&r->lock);
+    r->stats.finished_s = herd_time_now_s();
+    r->all_finished = true;
+    pthread_mutex_unlock(&r->lock);
+    r->state = REQ_DONE;
+    notify(r);
+    herd_request_release(r);
+}
+
+static void cancel_request(struct herd_sched *s, struct herd_request *r) {
+    for (uint32_t i = 0; i < r->gp.n; i++) {
+        struct herd_event e = {.choice = i, .token = -1};
+        finish_choice(s, r, i, HERD_FINISH_CANCELLED, &e, "", 0);
+    }
+}
+
+/* Makes the samplers (n_vocab is known here) and checks the prompt. */
+static enum herd_status prepare_request(struct herd_sched *s, struct herd_request *r, struct herd_error *err) {
+    for (uint32_t i = 0; i < r->n_prompt; i++)
+        if (r->prompt[i] < 0 || (uint32_t)r->prompt[i] >= s->n_vocab)
+            return herd_error_set(err, HERD_E_INVALID, "prompt token %d at position %u is outside the vocabulary",
+                                  r->prompt[i], i);
+    for (uint32_t i = 0; i < r->gp.n; i++) {
+        struct choice *c = &r->ch[i];
+        struct herd_sampler_params sp = r->gp.sampling;
+        sp.seed = r->gp.sampling.seed + i;
+        enum herd_status rc = herd_sampler_create(&sp, s->n_vocab, &c->sampler, err);
+        if (rc != HERD_OK) return rc;
+        for (uint32_t k = 0; k < r->n_prompt; k++) herd_sampler_accept(c->sampler, r->prompt[k]);
+        herd_detok_init(&c->detok, s->vocab);
+    }
+    r->n_active = r->gp.n;
+    return HERD_OK;
+}
+
+/* Starts r: choice 0's sequence with the blocks for the whole prompt (or
+ * for everything it knows, when resuming with one choice). */
+static enum herd_status admit(struct herd_sched *s, struct herd_request *r, struct herd_error *err) {
+    struct choice *c0 = &r->ch[0];
+    int32_t seq;
+    enum herd_status rc = herd_kv_seq_new(s->ctx->kv, &seq, err);
+    if (rc != HERD_OK) return rc;
+    uint32_t reserve = r->gp.n == 1 ? known_tokens(r, c0) : r->n_prompt;
+    rc = herd_kv_seq_prepare(s->ctx->kv, seq, 0, reserve, err);
+    if (rc != HERD_OK) {
+        herd_kv_seq_free(s->ctx->kv, seq);
+        return rc;
+    }
+    /* prepare set the length to `reserve`; positions are written as the
+     * steps feed them */
+    c0->seq = seq;
+    c0->n_computed = 0;
+    s->seqs_in_use += r->n_active;
+    r->state = REQ_RUNNING;
+    return HERD_OK;
+}
+
+static void admit_waiting(struct herd_sched *s, double now) {
+    sort_requests(s, s->waiting, s->n_waiting, now);
+    while (s->n_waiting) {
+        struct herd_request *r = s->waiting[0];
+        uint32_t slots = r->n_active + (r->ch[0].finished ? 1 : 0); /* + the prompt carrier, see fork_choices */
+        if (s->seqs_in_use + slots > s->ctx->params.max_seqs) {
+            struct herd_request *v = preemption_victim(s, NULL, r, now);
+            if (!v) return;
+            preempt(s, v);
+            sort_requests(s, s->waiting, s->n_waiting, now);
+            continue;
+        }
+        struct herd_error err = {0};
+        enum herd_status rc = admit(s, r, &err);
+        if (rc == HERD_E_AGAIN) {
+            /* no blocks: a lower-priority running request makes room */
+            struct herd_request *v = preemption_victim(s, NULL, r, now);
+            if (!v) return;
+            preempt(s, v);
+            sort_requests(s, s->waiting, s->n_waiting, now);
+            continue;
+        }
+        remove_at(s->waiting, &s->n_waiting, 0);
+        pthread_mutex_lock(&s->lock);
+        s->n_queued--;
+        pthread_mutex_unlock(&s->lock);
+        if (rc != HERD_OK) { /* cannot happen for validated requests; end it rather than loop */
+            cancel_request(s, r);
+            retire(s, r);
+            continue;
+        }
+        pthread_mutex_lock(&r->lock);
+        if (r->stats.admitted_s == 0) r->stats.admitted_s = now;
+        pthread_mutex_unlock(&r->lock);
+        s->running[s->n_running++] = r;
+    }
+}
+
+/* Choices 1..n-1 start as copies of choice 0's prompt prefix. */
+static bool fork_choices(struct herd_sched *s, struct herd_request *r) {
+    for (uint32_t i = 1; i < r->gp.n; i++) {
+        struct choice *c = &r->ch[i];
+        if (c->finished || c->seq >= 0) continue;
+        struct herd_error err = {0};
+        if (herd_kv_seq_fork(s->ctx->kv, r->ch[0].seq, r->n_prompt - 1, &c->seq, &err) != HERD_OK) return false;
+        c->n_computed = r->n_prompt - 1;
+    }
+    r->forked = true;
+    /* a resumed request whose choice 0 had finished only needed its
+     * sequence to carry the shared prompt */
+    if (r->ch[0].finished) free_choice_seq(s, &r->ch[0]);
+    return true;
+}
+
+/* Adds tokens [c->n_computed, end) of a choice to the batch, logits on
+ * the last if want_last. */
+static void add_tokens(struct herd_sched *s, uint32_t *n, uint32_t *n_rows, struct herd_request *r, uint32_t ci,
+                       uint32_t end, bool want_last) {
+    struct choice *c = &r->ch[ci];
+    for (uint32_t pos = c->n_computed; pos < end; pos++) {
+        s->b_tok[*n] = token_at(r, c, pos);
+        s->b_pos[*n] = pos;
+        s->b_seq[*n] = c->seq;
+        s->b_want[*n] = want_last && pos + 1 == end;
+        if (s->b_want[*n]) s->rows[(*n_rows)++] = (struct out_row){r, ci};
+        (*n)++;
+    }
+    c->n_computed = end;
+}
+
+/* Makes KV room for [pos, pos + len) of a choice, preempting a
+ * lower-priority request if the pool is empty. False: no room now. */
+static bool make_room(struct herd_sched *s, struct herd_request *r, struct choice *c, uint32_t pos, uint32_t len,
+                      bool may_preempt, double now) {
+    for (;;) {
+        struct herd_error err = {0};
+        if (herd_kv_seq_prepare(s->ctx->kv, c->seq, pos, len, &err) == HERD_OK) return true;
+        if (!may_preempt) return false;
+        struct herd_request *v = preemption_victim(s, r, NULL, now);
+        if (!v || before(s, v, r, now)) return false;
+        preempt(s, v);
+    }
+}
+
+/* Fills the batch. Returns the number of tokens. */
+static uint32_t build_batch(struct herd_sched *s, uint32_t *n_rows, double now) {
+    uint32_t n = 0, budget = s->p.batch_tokens, max_rows = s->ctx->params.max_outputs;
+    *n_rows = 0;
+    sort_requests(s, s->running, s->n_running, now);
+    /* 1: one decode token per generating choice. Room for all of a
+     * request's choices is made before any is added, so that if the
+     * request itself has to give way nothing of it is in the batch. */
+    struct herd_request **order = s->order;
+    uint32_t n_order = s->n_running;
+    memcpy(order, s->running, n_order * sizeof *order);
+    for (uint32_t k = 0; k < n_order && n < budget; k++) {
+        struct herd_request *r = order[k];
+        if (r->state != REQ_RUNNING) continue; /* preempted by a request before it */
+        if (r->gp.n > 1 && !r->forked) {
+            if (r->ch[0].n_computed < r->n_prompt - 1) continue;
+            if (!fork_choices(s, r)) continue;
+        }
+        bool room = true;
+        for (uint32_t i = 0; i < r->gp.n && room; i++) {
+            struct choice *c = &r->ch[i];
+            if (c->finished || c->seq < 0 || c->n_computed + 1 != known_tokens(r, c)) continue;
+            if (make_room(s, r, c, c->n_computed, 1, true, now)) continue;
+            room = false;
+            if (s->n_running > 1) {
+                preempt(s, r); /* the lowest-priority request gives way itself */
+            } else {
+                /* alone and still no block: the pool cannot hold this
+                 * choice any longer (n choices of a long context) */
+                struct herd_event e = {.choice = i, .token = -1};
+                finish_choice(s, r, i, HERD_FINISH_LENGTH, &e, "", 0);
+                room = true;
+            }
+        }
+        if (!room) continue;
+        for (uint32_t i = 0; i < r->gp.n && n < budget && *n_rows < max_rows; i++) {
+            struct choice *c = &r->ch[i];
+            if (c->finished || c->seq < 0 || c->n_computed + 1 != known_tokens(r, c)) continue;
+            add_tokens(s, &n, n_rows, r, i, c->n_computed + 1, true);
+        }
+    }
+    /* 2: prompt (and recomputation) chunks with what is left */
+    for (uint32_t k = 0; k < s->n_running && n < budget; k++) {
+        struct herd_request *r = s->running[k];
+        bool shared_phase = r->gp.n > 1 && !r->forked;
+        for (uint32_t i = 0; i < r->gp.n && n < budget; i++) {
+            struct choice *c = &r->ch[i];
+            /* before the fork only choice 0 runs (finished or not: it
+             * carries the shared prompt), up to the prompt's last token */
+            if (shared_phase && i > 0) break;
+            if ((c->finished && !shared_phase) || c->seq < 0) continue;
+            uint32_t target = shared_phase ? r->n_prompt - 1 : known_tokens(r, c);
+            bool logits = !shared_phase;
+            /* nothing to feed, or only the decode token of step 1 */
+            if (c->n_computed >= target || (logits && c->n_computed + 1 == target)) continue;
+            uint32_t end = target;
+            if (end - c->n_computed > budget - n) {
+                end = c->n_computed + (budget - n);
+                logits = false;
+            }
+            if (logits && *n_rows >= max_rows) { /* no logits row left: stop one short */
+                end--;
+                logits = false;
+            }
+            if (end <= c->n_computed) continue;
+            if (!make_room(s, r, c, c->n_computed, end - c->n_computed, false, now)) continue;
+            add_tokens(s, &n, n_rows, r, i, end, logits);
+        }
+    }
+    return n;
+}
+
+/* log-softmax of the chosen token and the top-k tokens, from raw logits. */
+static void logprobs(const float *logits, uint32_t n_vocab, struct herd_event *e, uint32_t top_k) {
+    float mx = -INFINITY;
+    for (uint32_t i = 0; i < n_vocab; i++) mx = logits[i] > mx ? logits[i] : mx;
+    double sum = 0;
+    for (uint32_t i = 0; i < n_vocab; i++) sum += exp((double)(logits[i] - mx));
+    const float lse = mx + (float)log(sum);
+    e->logprob = e->token >= 0 ? logits[e->token] - lse : 0;
+    e->n_top = 0;
+    for (uint32_t i = 0; i < n_vocab && top_k; i++) {
+        float l = logits[i];
+        if (e->n_top == top_k && l <= e->top_logprob[top_k - 1] + lse) continue;
+        uint32_t j = e->n_top < top_k ? e->n_top++ : top_k - 1;
+        while (j > 0 && e->top_logprob[j - 1] < l - lse) {
+            e->top_logprob[j] = e->top_logprob[j - 1];
+            e->top_token[j] = e->top_token[j - 1];
+            j--;
+        }
+        e->top_logprob[j] = l - lse;
+        e->top_token[j] = (int32_t)i;
+    }
+}
+
+/* A new token of choice ci: stop conditions, text, the event. */
+static void emit_token(struct herd_sched *s, struct herd_request *r, uint32_t ci, int32_t tok, const float *logits) {
+    struct choice *c = &r->ch[ci];
+    struct herd_event e = {.choice = ci, .token = tok};
+    if (r->gp.logprobs || r->gp.top_logprobs) logprobs(logits, s->n_vocab, &e, r->gp.top_logprobs);
+    struct herd_buf out;
+    herd_buf_init(&out, EVENT_TEXT_MAX_BYTES);
+    char piece[DETOK_BYTES];
+    if (herd_vocab_is_eog(s->vocab, tok) && !r->gp.ignore_eos) {
+        /* the end-of-generation token is not output; what was held back is */
+        size_t m = herd_detok_flush(&c->detok, piece, sizeof piece);
+        bool ok =
+            herd_stop_match_push(&c->stop, piece, m, &out) != HERD_STOP_NOMEM && herd_stop_match_flush(&c->stop, &out);
+        e.token = -1;
+        finish_choice(s, r, ci, ok ? HERD_FINISH_STOP : HERD_FINISH_CANCELLED, &e, (const char *)out.data,
+                      ok ? out.len : 0);
+        herd_buf_cleanup(&out);
+        return;
+    }
+    c->gen[c->n_gen++] = tok;
+    herd_sampler_accept(c->sampler, tok);
+    pthread_mutex_lock(&r->lock);
+    r->stats.completion_tokens++;
+    if (r->stats.first_token_s == 0) r->stats.first_token_s = herd_time_now_s();
+    pthread_mutex_unlock(&r->lock);
+    size_t m = herd_detok_push(&c->detok, tok, piece, sizeof piece);
+    enum herd_stop_result sr = herd_stop_match_push(&c->stop, piece, m, &out);
+    if (sr == HERD_STOP_MATCHED) {
+        finish_choice(s, r, ci, HERD_FINISH_STOP, &e, (const char *)out.data, out.len);
+    } else if (sr == HERD_STOP_NOMEM) {
+        finish_choice(s, r, ci, HERD_FINISH_CANCELLED, &e, "", 0);
+    } else if (c->n_gen == r->gp.max_tokens) {
+        m = herd_detok_flush(&c->detok, piece, sizeof piece);
+        bool ok =
+            herd_stop_match_push(&c->stop, piece, m, &out) == HERD_STOP_MORE && herd_stop_match_flush(&c->stop, &out);
+        finish_choice(s, r, ci, ok ? HERD_FINISH_LENGTH : HERD_FINISH_STOP, &e, (const char *)out.data, out.len);
+    } else {
+        push_event(r, &e, (const char *)out.data, out.len);
+    }
+    herd_buf_cleanup(&out);
+}
+
+static void drop_cancelled(struct herd_sched *s) {
+    for (uint32_t i = 0; i < s->n_running;) {
+        struct herd_request *r = s->running[i];
+        if (atomic_load(&r->cancel) || r->n_active == 0) {
+            if (r->n_active) cancel_request(s, r);
+            remove_at(s->running, &s->n_running, i);
+            retire(s, r);
+        } else {
+            i++;
+        }
+    }
+    for (uint32_t i = 0; i < s->n_waiting;) {
+        struct herd_request *r = s->waiting[i];
+        if (atomic_load(&r->cancel)) {
+            cancel_request(s, r);
+            remove_at(s->waiting, &s->n_waiting, i);
+            pthread_mutex_lock(&s->lock);
+            s->n_queued--;
+            pthread_mutex_unlock(&s->lock);
+            retire(s, r);
+        } else {
+            i++;
+        }
+    }
+}
+
+/* One step; false when there was nothing to run. */
+static bool step(struct herd_sched *s) {
+    double now = herd_time_now_s();
+    drop_cancelled(s);
+    admit_waiting(s, now);
+    uint32_t n_rows = 0;
+    uint32_t n = build_batch(s, &n_rows, now);
+    if (n == 0) return false;
+    struct herd_batch b = {
+        .n_tokens = n, .tokens = s->b_tok, .pos = s->b_pos, .seq = s->b_seq, .want_logits = s->b_want};
+    struct herd_error err = {0};
+    enum herd_status rc = herd_decode(s->ctx, &b, &err);
+    if (rc != HERD_OK) {
+        /* a bug or a broken model: end the requests in this batch rather
+         * than retry the same batch forever */
+        for (uint32_t i = 0; i < s->n_running; i++) atomic_store(&s->running[i]->cancel, true);
+        return true;
+    }
+    for (uint32_t k = 0; k < n_rows; k++) {
+        struct herd_request *r = s->rows[k].r;
+        uint32_t ci = s->rows[k].choice;
+        if (r->ch[ci].finished) continue;
+        const float *logits = herd_context_logits(s->ctx, k);
+        int32_t tok = herd_sampler_sample(r->ch[ci].sampler, logits);
+        emit_token(s, r, ci, tok, logits);
+    }
+    for (uint32_t k = 0; k < n_rows; k++) notify(s->rows[k].r);
+    drop_cancelled(s); /* retires what finished in this step */
+    double dt = herd_time_now_s() - now;
+    pthread_mutex_lock(&s->lock);
+    s->step_s[s->n_steps % STEP_WINDOW] = dt;
+    s->n_steps++;
+    s->status.steps = s->n_steps;
+    s->status.generated_tokens += n_rows;
+    s->status.prompt_tokens += n - n_rows;
+    pthread_mutex_unlock(&s->lock);
+    return true;
+}
+
+static void *sched_main(void *arg) {
+    struct herd_sched *s = arg;
+    for (;;) {
+        pthread_mutex_lock(&s->lock);
+        for (struct herd_request *r = s->inbox_head; r; r = r->next_in) {
+            r->arrival = s->arrivals++;
+            r->state = REQ_WAITING;
+            s->waiting[s->n_waiting++] = r;
+        }
+        s->inbox_head = s->inbox_tail = NULL;
+        bool stop = s->stop;
+        s->status.waiting = s->n_waiting;
+        s->status.running = s->n_running;
+        s->status.kv_blocks_free = herd_kv_free_blocks(s->ctx->kv);
+        pthread_mutex_unlock(&s->lock);
+        if (stop) break;
+        bool worked = step(s);
+        if (!worked) {
+            pthread_mutex_lock(&s->lock);
+            if (!s->inbox_head && !s->stop) {
+                /* idle, or waiting for room: sleep until a submit, with a
+                 * short timeout so cancellations and aging are seen */
+                struct timespec ts;
+                clock_gettime(CLOCK_REALTIME, &ts);
+                long ns = ts.tv_nsec + (s->n_waiting || s->n_running ? 5 : 200) * 1000000L;
+                ts.tv_sec += ns / 1000000000L;
+                ts.tv_nsec = ns % 1000000000L;
+                pthread_cond_timedwait(&s->wake, &s->lock, &ts);
+            }
+            pthread_mutex_unlock(&s->lock);
+        }
+    }
+    /* shut down: everything still here is cancelled */
+    for (uint32_t i = 0; i < s->n_running; i++) {
+        cancel_request(s, s->running[i]);
+        retire(s, s->running[i]);
+    }
+    for (uint32_t i = 0; i < s->n_waiting; i++) {
+        if (s->waiting[i]->n_active) cancel_request(s, s->waiting[i]);
+        retire(s, s->waiting[i]);
+    }
+    s->n_running = s->n_waiting = 0;
+    return NULL;
+}
+
+enum herd_status herd_sched_create(struct herd_context *ctx, const struct herd_vocab *vocab,
+                                   const struct herd_sched_params *p, struct herd_sched **out, struct herd_error *err) {
+    *out = NULL;
+    if (p->batch_tokens < 1 || p->batch_tokens > ctx->params.max_batch_tokens || p->max_queue < 1)
+        return herd_error_set(err, HERD_E_INVALID, "batch tokens must be 1..%u and the queue at least 1",
+                              ctx->params.max_batch_tokens);
+    struct herd_sched *s = calloc(1, sizeof *s);
+    if (!s) return herd_error_set(err, HERD_E_NOMEM, "out of memory creating the scheduler");
+    s->ctx = ctx;
+    s->vocab = vocab;
+    s->p = *p;
+    s->n_ctx = ctx->params.n_ctx;
+    s->n_vocab = ctx->model->desc.n_vocab;
+    /* a request is in one list at a time; each list holds at most every
+     * queued plus every running request */
+    s->cap_reqs = p->max_queue + ctx->params.max_seqs + 1;
+    s->waiting = calloc(s->cap_reqs, sizeof *s->waiting);
+    s->running = calloc(s->cap_reqs, sizeof *s->running);
+    s->order = calloc(s->cap_reqs, sizeof *s->order);
+    uint32_t bt = p->batch_tokens;
+    s->b_tok = calloc(bt, sizeof *s->b_tok);
+    s->b_seq = calloc(bt, sizeof *s->b_seq);
+    s->b_pos = calloc(bt, sizeof *s->b_pos);
+    s->b_want = calloc(bt, sizeof *s->b_want);
+    s->rows = calloc(ctx->params.max_outputs, sizeof *s->rows);
+    pthread_mutex_init(&s->lock, NULL);
+    pthread_cond_init(&s->wake, NULL);
+    s->status.kv_blocks_total = herd_kv_params(ctx->kv)->n_blocks;
+    if (!s->waiting || !s->running || !s->order || !s->b_tok || !s->b_seq || !s->b_pos || !s->b_want || !s->rows) {
+        herd_sched_destroy(s);
+        return herd_error_set(err, HERD_E_NOMEM, "out of memory creating the scheduler");
+    }
+    if (pthread_create(&s->thread, NULL, sched_main, s) != 0) {
+        herd_sched_destroy(s);
+        return herd_error_set(err, HERD_E_NOMEM, "cannot start the scheduler thread");
+    }
+    s->thread_started = true;
+    *out = s;
+    return HERD_OK;
+}
+
+void herd_sched_destroy(struct herd_sched *s) {
+    if (!s) return;
+    if (s->thread_started) {
+        pthread_mutex_lock(&s->lock);
+        s->stop = true;
+        pthread_cond_signal(&s->wake);
+        pthread_mutex_unlock(&s->lock);
+        pthread_join(s->thread, NULL);
+    }
+    /* requests submitted after the thread stopped */
+    for (struct herd_request *r = s->inbox_head, *next; r; r = next) {
+        next = r->next_in;
+        herd_request_release(r);
+    }
+    pthread_mutex_destroy(&s->lock);
+    pthread_cond_destroy(&s->wake);
+    free(s->waiting);
+    free(s->running);
+    free(s->order);
+    free(s->b_tok);
+    free(s->b_seq);
+    free(s->b_pos);
+    free(s->b_want);
+    free(s->rows);
+    free(s);
+}
+
+enum herd_status herd_sched_submit(struct herd_sched *s, struct herd_request *r, struct herd_error *err) {
+    if ((uint64_t)r->n_prompt + r->gp.max_tokens > s->n_ctx)
+        return herd_error_set(err, HERD_E_INVALID,
+                              "this model's context holds %u tokens; the prompt has %u and max_tokens asks for %u more",
+                              s->n_ctx, r->n_prompt, r->gp.max_tokens);
+    if (r->state != REQ_NEW) return herd_error_set(err, HERD_E_INVALID, "a request is submitted once");
+    if (!r->ch[0].sampler) { /* not yet (a submit refused for a full queue may be retried) */
+        enum herd_status rc = prepare_request(s, r, err);
+        if (rc != HERD_OK) return rc;
+    }
+    pthread_mutex_lock(&s->lock);
+    if (s->draining || s->stop) {
+        pthread_mutex_unlock(&s->lock);
+        return herd_error_set(err, HERD_E_INVALID, "the server is shutting down");
+    }
+    if (s->n_queued >= s->p.max_queue) {
+        pthread_mutex_unlock(&s->lock);
+        return herd_error_set(err, HERD_E_AGAIN, "the queue is full (%u requests waiting)", s->p.max_queue);
+    }
+    atomic_fetch_add(&r->refs, 1);
+    r->state = REQ_WAITING;
+    r->stats.submitted_s = herd_time_now_s();
+    r->next_in = NULL;
+    if (s->inbox_tail)
+        s->inbox_tail->next_in = r;
+    else
+        s->inbox_head = r;
+    s->inbox_tail = r;
+    s->n_queued++;
+    pthread_cond_signal(&s->wake);
+    pthread_mutex_unlock(&s->lock);
+    return HERD_OK;
+}
+
+void herd_sched_drain(struct herd_sched *s) {
+    pthread_mutex_lock(&s->lock);
+    s->draining = true;
+    pthread_mutex_unlock(&s->lock);
+}
+
+void herd_sched_status(struct herd_sched *s, struct herd_sched_status *out) {
+    pthread_mutex_lock(&s->lock);
+    *out = s->status;
+    uint64_t n = s->n_steps < STEP_WINDOW ? s->n_steps : STEP_WINDOW;
+    double tmp[STEP_WINDOW];
+    memcpy(tmp, s->step_s, n * sizeof *tmp);
+    pthread_mutex_unlock(&s->lock);
+    out->median_step_s = n ? herd_median(tmp, (size_t)n) : 0;
+}
+
+uint32_t herd_sched_n_ctx(const struct herd_sched *s) { return s->n_ctx; }

@@ -1,0 +1,139 @@
+/* The scheduler: one thread that owns the model context and its KV cache
+ * and runs requests from any number of client threads with continuous
+ * batching.
+ *
+ * Each step builds one batch under a token budget: first one token for
+ * every sequence that is generating (so streams keep flowing), then chunks
+ * of prompts with what is left, so a long prompt is spread over steps
+ * instead of freezing everyone. A request is admitted from the waiting
+ * queue (lowest priority value first, then arrival; waiting time raises
+ * the effective priority so nothing starves) when a sequence slot is free
+ * and its prompt's KV blocks can be reserved. When a generating sequence
+ * needs a block and none is free, the lowest-priority running request is
+ * preempted: its blocks are freed and it goes back to the queue, to be
+ * recomputed from its prompt and the tokens it already produced, so
+ * nothing is lost or repeated. The n choices of a request share the
+ * prompt's KV blocks (fork), each sampling on its own seed.
+ *
+ * Client threads create a request, submit it, and read its events (text
+ * deltas per choice, then a finish per choice) with herd_request_poll when
+ * the notify callback fires; herd_request_cancel stops it within a step. */
+#ifndef HERD_ENGINE_SCHED_H
+#define HERD_ENGINE_SCHED_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "herd/status.h"
+#include "model/forward.h"
+#include "sampling/sampler.h"
+#include "tokenizer/vocab.h"
+
+#define HERD_MAX_CHOICES      16
+#define HERD_MAX_STOPS        4
+#define HERD_MAX_TOP_LOGPROBS 20
+
+enum herd_finish {
+    HERD_FINISH_NONE = 0,
+    HERD_FINISH_STOP,      /* an end-of-generation token or a stop string */
+    HERD_FINISH_LENGTH,    /* max_tokens, or the context is full */
+    HERD_FINISH_CANCELLED, /* herd_request_cancel, or the scheduler stopped */
+};
+
+struct herd_gen_params {
+    uint32_t max_tokens;                 /* tokens to generate per choice at most (>= 1) */
+    uint32_t n;                          /* choices, 1..HERD_MAX_CHOICES */
+    int32_t priority;                    /* lower runs first (vLLM's convention) */
+    struct herd_sampler_params sampling; /* choice i draws with seed + i */
+    const char *stop[HERD_MAX_STOPS];    /* copied at create */
+    uint32_t n_stop;
+    bool ignore_eos;
+    bool logprobs;
+    uint32_t top_logprobs; /* 0..HERD_MAX_TOP_LOGPROBS */
+};
+
+void herd_gen_default_params(struct herd_gen_params *p);
+
+/* One generated token of one choice. text is what became emittable with it
+ * (complete UTF-8; empty while a multi-byte character or a possible stop
+ * string is held back). The last event of a choice has finish set (and no
+ * token when finish comes from a stop string, EOS or cancellation). */
+struct herd_event {
+    uint32_t choice;
+    int32_t token; /* -1: no token (the finish event of a stop or a cancel) */
+    const char *text;
+    size_t text_len;
+    enum herd_finish finish;
+    float logprob; /* log-probability of token under the model (when logprobs) */
+    uint32_t n_top;
+    int32_t top_token[HERD_MAX_TOP_LOGPROBS];
+    float top_logprob[HERD_MAX_TOP_LOGPROBS];
+};
+
+/* Timing and counts of a request, for logs and metrics (seconds on
+ * herd_time_now_s's clock; 0 when it has not happened). */
+struct herd_request_stats {
+    double submitted_s, admitted_s, first_token_s, finished_s;
+    uint32_t prompt_tokens;
+    uint32_t completion_tokens; /* over all choices */
+    uint32_t preemptions;
+};
+
+struct herd_request;
+
+/* A request for prompt (n_prompt >= 1 token ids, copied). notify (may be
+ * NULL) is called from the scheduler thread, without locks held, whenever
+ * new events are ready; it must only wake the client up. The creator holds
+ * one reference. NULL on out of memory or bad parameters (err says which). */
+struct herd_request *herd_request_create(const int32_t *prompt, uint32_t n_prompt, const struct herd_gen_params *gp,
+                                         void (*notify)(void *arg), void *arg, struct herd_error *err);
+/* Drops the caller's reference; the request is freed once the scheduler is
+ * done with it too. Call herd_request_cancel first to stop it. */
+void herd_request_release(struct herd_request *r);
+/* Asks the scheduler to stop the request and free its blocks (next step). */
+void herd_request_cancel(struct herd_request *r);
+/* Moves up to max ready events into out; their text stays valid until the
+ * next poll or release. Returns how many. Thread-safe. */
+size_t herd_request_poll(struct herd_request *r, struct herd_event *out, size_t max);
+/* True once every choice has finished and all events were polled. */
+bool herd_request_done(struct herd_request *r);
+void herd_request_stats(struct herd_request *r, struct herd_request_stats *out);
+
+struct herd_sched_params {
+    uint32_t batch_tokens; /* tokens per step (decode + prompt chunks); <= the context's max_batch_tokens */
+    uint32_t max_queue;    /* waiting requests; beyond it submit says HERD_E_AGAIN */
+    double aging_s;        /* each aging_s of waiting counts as one priority level */
+};
+
+void herd_sched_default_params(struct herd_sched_params *p);
+
+struct herd_sched;
+
+/* Starts the scheduler thread on ctx (which it owns from now until
+ * destroy; the model and vocab must outlive it). */
+enum herd_status herd_sched_create(struct herd_context *ctx, const struct herd_vocab *vocab,
+                                   const struct herd_sched_params *p, struct herd_sched **out, struct herd_error *err);
+/* Cancels everything still running, stops the thread, frees. */
+void herd_sched_destroy(struct herd_sched *s);
+
+/* Queues r (the scheduler takes its own reference). HERD_E_AGAIN when the
+ * waiting queue is full, HERD_E_INVALID when the prompt plus max_tokens
+ * does not fit the context or the scheduler is draining. Thread-safe. */
+enum herd_status herd_sched_submit(struct herd_sched *s, struct herd_request *r, struct herd_error *err);
+
+/* Refuses new requests from now on; running and waiting ones continue. */
+void herd_sched_drain(struct herd_sched *s);
+
+struct herd_sched_status {
+    uint32_t waiting, running; /* requests */
+    uint32_t kv_blocks_total, kv_blocks_free;
+    uint64_t steps, preemptions, prompt_tokens, generated_tokens;
+    double median_step_s; /* over the last 256 steps */
+};
+void herd_sched_status(struct herd_sched *s, struct herd_sched_status *out);
+
+/* Positions per sequence (prompt + output must fit). */
+uint32_t herd_sched_n_ctx(const struct herd_sched *s);
+
+#endif

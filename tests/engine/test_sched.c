@@ -1,0 +1,417 @@
+/* The scheduler on the default model (stories260K): every request's output
+ * is what it would be alone, however requests are batched, chunked,
+ * forked, preempted or prioritised; stop strings, lengths, cancellation,
+ * the queue bound and the context check. */
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <unistd.h>
+
+#include "base/timing.h"
+#include "engine/sched.h"
+#include "engine/stop_match.h"
+#include "model/forward.h"
+#include "model/model.h"
+#include "test_util.h"
+#include "tokenizer/tokenizer.h"
+#include "tokenizer/vocab.h"
+
+struct env {
+    struct herd_model *m;
+    struct herd_context *ctx;
+    struct herd_vocab *v;
+    struct herd_tokenizer *tk;
+    struct herd_sched *s;
+};
+
+static void env_open(struct env *e, uint32_t kv_tokens, uint32_t max_seqs, uint32_t batch_tokens, uint32_t max_queue) {
+    struct herd_error err = {0};
+    char path[512];
+    snprintf(path, sizeof path, "%s/models/stories260K.gguf", HERD_SOURCE_DIR);
+    if (herd_model_load(path, &e->m, &err) != HERD_OK) fail_msg("%s", err.msg);
+    struct herd_context_params p;
+    herd_context_default_params(&p);
+    p.n_threads = 2;
+    p.kv_tokens = kv_tokens;
+    p.n_ctx = 256;
+    p.max_seqs = max_seqs;
+    if (herd_context_create(e->m, &p, &e->ctx, &err) != HERD_OK) fail_msg("%s", err.msg);
+    if (herd_vocab_load(e->m->gguf, &e->v, &err) != HERD_OK) fail_msg("%s", err.msg);
+    if (herd_tokenizer_create(e->v, &e->tk, &err) != HERD_OK) fail_msg("%s", err.msg);
+    struct herd_sched_params sp;
+    herd_sched_default_params(&sp);
+    sp.batch_tokens = batch_tokens;
+    sp.max_queue = max_queue;
+    if (herd_sched_create(e->ctx, e->v, &sp, &e->s, &err) != HERD_OK) fail_msg("%s", err.msg);
+}
+
+static void env_close(struct env *e) {
+    herd_sched_destroy(e->s);
+    herd_tokenizer_destroy(e->tk);
+    herd_vocab_destroy(e->v);
+    herd_context_destroy(e->ctx);
+    herd_model_destroy(e->m);
+}
+
+/* What one request produced: per choice, its text and finish reason. */
+struct result {
+    char text[HERD_MAX_CHOICES][4096];
+    size_t len[HERD_MAX_CHOICES];
+    int32_t tokens[HERD_MAX_CHOICES][256];
+    uint32_t n_tokens[HERD_MAX_CHOICES];
+    enum herd_finish finish[HERD_MAX_CHOICES];
+    uint32_t n_events;
+};
+
+static struct herd_request *make(struct env *e, const char *prompt, const struct herd_gen_params *gp) {
+    int32_t ids[512];
+    uint32_t n = 0;
+    struct herd_error err = {0};
+    if (herd_tokenize(e->tk, prompt, strlen(prompt), HERD_TOK_ADD_SPECIAL, ids, 512, &n, &err) != HERD_OK)
+        fail_msg("%s", err.msg);
+    struct herd_request *r = herd_request_create(ids, n, gp, NULL, NULL, &err);
+    if (!r) fail_msg("%s", err.msg);
+    return r;
+}
+
+/* Polls r until done (bounded: 60 s). */
+static void collect(struct herd_request *r, struct result *out) {
+    memset(out, 0, sizeof *out);
+    struct herd_event ev[64];
+    double t0 = herd_time_now_s();
+    while (!herd_request_done(r)) {
+        size_t n = herd_request_poll(r, ev, 64);
+        for (size_t i = 0; i < n; i++) {
+            uint32_t c = ev[i].choice;
+            assert_true(out->len[c] + ev[i].text_len < sizeof out->text[c]);
+            memcpy(out->text[c] + out->len[c], ev[i].text, ev[i].text_len);
+            out->len[c] += ev[i].text_len;
+            if (ev[i].token >= 0 && out->n_tokens[c] < 256) out->tokens[c][out->n_tokens[c]++] = ev[i].token;
+            if (ev[i].finish) out->finish[c] = ev[i].finish;
+            out->n_events++;
+        }
+        if (!n) usleep(200);
+        if (herd_time_now_s() - t0 > 60) fail_msg("request did not finish in 60 s");
+    }
+}
+
+static void run_one(struct env *e, const char *prompt, const struct herd_gen_params *gp, struct result *out) {
+    struct herd_request *r = make(e, prompt, gp);
+    struct herd_error err = {0};
+    if (herd_sched_submit(e->s, r, &err) != HERD_OK) fail_msg("%s", err.msg);
+    collect(r, out);
+    herd_request_release(r);
+}
+
+static void wait_idle(struct env *e) {
+    struct herd_sched_status st;
+    for (int i = 0; i < 2000; i++) {
+        herd_sched_status(e->s, &st);
+        if (st.running == 0 && st.waiting == 0 && st.kv_blocks_free == st.kv_blocks_total) return;
+        usleep(1000);
+    }
+    fail_msg("scheduler not idle: %u running, %u waiting, %u/%u blocks free", st.running, st.waiting, st.kv_blocks_free,
+             st.kv_blocks_total);
+}
+
+static const char *const prompts[] = {
+    "Once upon a time",
+    "The little dog",
+    "Lily wanted to play with her friend Tom in the park, but it",
+    "One day",
+    "The sun was shining and the birds were singing. A girl named",
+    "Tim had a red ball",
+    "There was a big tree",
+    "Mom said",
+};
+#define N_PROMPTS (sizeof prompts / sizeof prompts[0])
+
+static void greedy(struct herd_gen_params *gp, uint32_t max_tokens) {
+    herd_gen_default_params(gp);
+    gp->max_tokens = max_tokens;
+    gp->sampling.temperature = 0;
+}
+
+/* Alone, then all at once: identical text and tokens. */
+static void test_concurrent_equals_alone(void **state) {
+    (void)state;
+    struct env e;
+    env_open(&e, 4096, 16, 64, 64);
+    struct herd_gen_params gp;
+    greedy(&gp, 48);
+    static struct result alone[N_PROMPTS], together[N_PROMPTS];
+    for (size_t i = 0; i < N_PROMPTS; i++) run_one(&e, prompts[i], &gp, &alone[i]);
+    struct herd_request *r[N_PROMPTS];
+    struct herd_error err = {0};
+    for (size_t i = 0; i < N_PROMPTS; i++) {
+        r[i] = make(&e, prompts[i], &gp);
+        assert_int_equal(herd_sched_submit(e.s, r[i], &err), HERD_OK);
+    }
+    for (size_t i = 0; i < N_PROMPTS; i++) {
+        collect(r[i], &together[i]);
+        herd_request_release(r[i]);
+        assert_int_equal(together[i].n_tokens[0], alone[i].n_tokens[0]);
+        assert_memory_equal(together[i].tokens[0], alone[i].tokens[0], alone[i].n_tokens[0] * sizeof(int32_t));
+        assert_int_equal(together[i].len[0], alone[i].len[0]);
+        assert_memory_equal(together[i].text[0], alone[i].text[0], alone[i].len[0]);
+        assert_int_equal(together[i].finish[0], alone[i].finish[0]);
+    }
+    assert_true(alone[0].len[0] > 20);
+    wait_idle(&e);
+    env_close(&e);
+}
+
+/* n choices share the prompt: greedy choices are all the single answer;
+ * sampled choice i is the single answer with seed + i. */
+static void test_choices(void **state) {
+    (void)state;
+    struct env e;
+    env_open(&e, 4096, 16, 64, 64);
+    struct herd_gen_params gp;
+    greedy(&gp, 32);
+    struct result one, many;
+    run_one(&e, prompts[2], &gp, &one);
+    gp.n = 4;
+    run_one(&e, prompts[2], &gp, &many);
+    for (int c = 0; c < 4; c++) {
+        assert_int_equal(many.len[c], one.len[0]);
+        assert_memory_equal(many.text[c], one.text[0], one.len[0]);
+    }
+    herd_gen_default_params(&gp);
+    gp.max_tokens = 32;
+    gp.sampling.temperature = 1.0f;
+    gp.sampling.seed = 42;
+    gp.n = 3;
+    run_one(&e, prompts[0], &gp, &many);
+    bool differ = false;
+    for (uint32_t c = 0; c < 3; c++) {
+        struct herd_gen_params g1 = gp;
+        g1.n = 1;
+        g1.sampling.seed = 42 + c;
+        run_one(&e, prompts[0], &g1, &one);
+        assert_int_equal(many.len[c], one.len[0]);
+        assert_memory_equal(many.text[c], one.text[0], one.len[0]);
+        if (c && (many.len[c] != many.len[0] || memcmp(many.text[c], many.text[0], many.len[0]))) differ = true;
+    }
+    assert_true(differ); /* different seeds, different stories */
+    wait_idle(&e);
+    env_close(&e);
+}
+
+/* A stop string found in the greedy text ends the output right before it
+ * (matched across tokens, never emitted). */
+static void test_stop_strings(void **state) {
+    (void)state;
+    struct env e;
+    env_open(&e, 4096, 16, 64, 64);
+    struct herd_gen_params gp;
+    greedy(&gp, 64);
+    struct result full, cut;
+    run_one(&e, prompts[0], &gp, &full);
+    assert_int_equal(full.finish[0], HERD_FINISH_LENGTH);
+    /* a stop made of the end of one word and the start of the next */
+    size_t at = full.len[0] / 2;
+    while (at < full.len[0] && full.text[0][at] != ' ') at++;
+    assert_true(at + 3 < full.len[0]);
+    char stop[8] = {full.text[0][at - 2], full.text[0][at - 1], ' ', full.text[0][at + 1], 0};
+    const char *first = memmem(full.text[0], full.len[0], stop, strlen(stop));
+    gp.stop[0] = "a string that never appears";
+    gp.stop[1] = stop;
+    gp.n_stop = 2;
+    run_one(&e, prompts[0], &gp, &cut);
+    assert_int_equal(cut.finish[0], HERD_FINISH_STOP);
+    assert_int_equal(cut.len[0], (size_t)(first - full.text[0]));
+    assert_memory_equal(cut.text[0], full.text[0], cut.len[0]);
+    wait_idle(&e);
+    env_close(&e);
+}
+
+static void test_stop_match_unit(void **state) {
+    (void)state;
+    const char *stops[] = {"END", "\n\n"};
+    struct herd_stop_match m;
+    herd_stop_match_init(&m, stops, 2);
+    struct herd_buf out;
+    herd_buf_init(&out, 1 << 20);
+    assert_int_equal(herd_stop_match_push(&m, "abc E", 5, &out), HERD_STOP_MORE);
+    assert_int_equal(out.len, 4); /* "E" held back */
+    assert_int_equal(herd_stop_match_push(&m, "N", 1, &out), HERD_STOP_MORE);
+    assert_int_equal(out.len, 4);
+    assert_int_equal(herd_stop_match_push(&m, "x\n", 2, &out), HERD_STOP_MORE); /* "EN" was not a stop */
+    assert_int_equal(out.len, 7);
+    assert_memory_equal(out.data, "abc ENx", 7);
+    assert_int_equal(herd_stop_match_push(&m, "\ntail", 5, &out), HERD_STOP_MATCHED);
+    assert_int_equal(out.len, 7);
+    herd_stop_match_cleanup(&m);
+    herd_stop_match_init(&m, stops, 2);
+    out.len = 0;
+    assert_int_equal(herd_stop_match_push(&m, "the EN", 6, &out), HERD_STOP_MORE);
+    assert_true(herd_stop_match_flush(&m, &out));
+    assert_int_equal(out.len, 6);
+    herd_stop_match_cleanup(&m);
+    herd_buf_cleanup(&out);
+}
+
+/* A small KV pool forces preemption; every output is still exactly what
+ * it is alone. */
+static void test_preemption_keeps_outputs(void **state) {
+    (void)state;
+    struct env big, small;
+    env_open(&big, 4096, 16, 64, 64);
+    struct herd_gen_params gp;
+    greedy(&gp, 100);
+    static struct result alone[N_PROMPTS], squeezed[N_PROMPTS];
+    for (size_t i = 0; i < N_PROMPTS; i++) run_one(&big, prompts[i], &gp, &alone[i]);
+    env_close(&big);
+    /* 8 requests of ~110 positions in a pool of 320: at most ~2-3 fit */
+    env_open(&small, 320, 16, 64, 64);
+    struct herd_request *r[N_PROMPTS];
+    struct herd_error err = {0};
+    for (size_t i = 0; i < N_PROMPTS; i++) {
+        gp.priority = (int32_t)(i % 3);
+        r[i] = make(&small, prompts[i], &gp);
+        assert_int_equal(herd_sched_submit(small.s, r[i], &err), HERD_OK);
+    }
+    for (size_t i = 0; i < N_PROMPTS; i++) {
+        collect(r[i], &squeezed[i]);
+        herd_request_release(r[i]);
+        assert_int_equal(squeezed[i].len[0], alone[i].len[0]);
+        assert_memory_equal(squeezed[i].text[0], alone[i].text[0], alone[i].len[0]);
+    }
+    struct herd_sched_status st;
+    herd_sched_status(small.s, &st);
+    fprintf(stderr, "preemptions: %llu in %llu steps\n", (unsigned long long)st.preemptions,
+            (unsigned long long)st.steps);
+    assert_true(st.preemptions > 0);
+    wait_idle(&small);
+    env_close(&small);
+}
+
+/* One sequence slot: a high-priority request arriving while a low one runs
+ * takes the slot (the low one is preempted) and finishes first; the low
+ * one's output is unchanged. */
+static void test_priority(void **state) {
+    (void)state;
+    struct env e;
+    env_open(&e, 4096, 1, 64, 64);
+    struct herd_gen_params gp;
+    greedy(&gp, 120);
+    struct result low_alone, low, high;
+    run_one(&e, prompts[0], &gp, &low_alone);
+    gp.priority = 10;
+    struct herd_request *rl = make(&e, prompts[0], &gp);
+    struct herd_error err = {0};
+    assert_int_equal(herd_sched_submit(e.s, rl, &err), HERD_OK);
+    struct herd_event ev[8];
+    while (herd_request_poll(rl, ev, 8) == 0) usleep(100); /* it is running */
+    gp.priority = -5;
+    gp.max_tokens = 20;
+    struct herd_request *rh = make(&e, prompts[1], &gp);
+    assert_int_equal(herd_sched_submit(e.s, rh, &err), HERD_OK);
+    collect(rh, &high);
+    struct herd_request_stats sh, sl;
+    herd_request_stats(rh, &sh);
+    collect(rl, &low);
+    herd_request_stats(rl, &sl);
+    assert_true(sh.finished_s < sl.finished_s);
+    assert_true(sl.preemptions >= 1);
+    /* the first events were polled away above: compare the tail */
+    assert_true(low.len[0] <= low_alone.len[0]);
+    assert_memory_equal(low.text[0], low_alone.text[0] + (low_alone.len[0] - low.len[0]), low.len[0]);
+    herd_request_release(rh);
+    herd_request_release(rl);
+    wait_idle(&e);
+    env_close(&e);
+}
+
+static void test_cancel_queue_and_limits(void **state) {
+    (void)state;
+    struct env e;
+    env_open(&e, 4096, 2, 64, 3);
+    struct herd_gen_params gp;
+    greedy(&gp, 200);
+    gp.ignore_eos = true;
+    struct herd_error err = {0};
+    /* too long for the context (256) */
+    gp.max_tokens = 250;
+    struct herd_request *big = make(&e, prompts[2], &gp);
+    assert_int_equal(herd_sched_submit(e.s, big, &err), HERD_E_INVALID);
+    assert_non_null(strstr(err.msg, "context"));
+    herd_request_release(big);
+    gp.max_tokens = 200;
+    /* the queue holds 3: with slow steps some submits are refused */
+    struct herd_request *r[12];
+    int accepted = 0, refused = 0;
+    for (int i = 0; i < 12; i++) {
+        r[i] = make(&e, prompts[i % N_PROMPTS], &gp);
+        enum herd_status rc = herd_sched_submit(e.s, r[i], &err);
+        if (rc == HERD_OK)
+            accepted++;
+        else if (rc == HERD_E_AGAIN)
+            refused++;
+        else
+            fail_msg("%s", err.msg);
+        if (rc != HERD_OK) {
+            herd_request_release(r[i]);
+            r[i] = NULL;
+        }
+    }
+    assert_true(refused > 0);
+    assert_true(accepted >= 3);
+    /* cancel them all: everything is freed within a few steps */
+    for (int i = 0; i < 12; i++)
+        if (r[i]) herd_request_cancel(r[i]);
+    for (int i = 0; i < 12; i++) {
+        if (!r[i]) continue;
+        struct result res;
+        collect(r[i], &res);
+        assert_int_equal(res.finish[0], HERD_FINISH_CANCELLED);
+        herd_request_release(r[i]);
+    }
+    wait_idle(&e);
+    /* draining refuses new work */
+    herd_sched_drain(e.s);
+    struct herd_request *late = make(&e, prompts[0], &gp);
+    assert_int_equal(herd_sched_submit(e.s, late, &err), HERD_E_INVALID);
+    herd_request_release(late);
+    env_close(&e);
+}
+
+/* A request released by its client before it ends is cancelled and freed
+ * by the scheduler (no leak under ASan), and destroying the scheduler with
+ * work in flight ends that work. */
+static void test_release_and_shutdown(void **state) {
+    (void)state;
+    struct env e;
+    env_open(&e, 4096, 4, 64, 16);
+    struct herd_gen_params gp;
+    greedy(&gp, 200);
+    gp.ignore_eos = true;
+    struct herd_error err = {0};
+    for (int i = 0; i < 4; i++) {
+        struct herd_request *r = make(&e, prompts[i], &gp);
+        assert_int_equal(herd_sched_submit(e.s, r, &err), HERD_OK);
+        if (i % 2) herd_request_cancel(r);
+        herd_request_release(r);
+    }
+    usleep(20000);
+    env_close(&e);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_stop_match_unit),
+        cmocka_unit_test(test_concurrent_equals_alone),
+        cmocka_unit_test(test_choices),
+        cmocka_unit_test(test_stop_strings),
+        cmocka_unit_test(test_preemption_keeps_outputs),
+        cmocka_unit_test(test_priority),
+        cmocka_unit_test(test_cancel_queue_and_limits),
+        cmocka_unit_test(test_release_and_shutdown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
