@@ -68,6 +68,13 @@ static int store(const struct cli_command *cmd, const struct cli_opt *opts, cons
         if (!parse_f64(value, o->target)) return usage_error(cmd, opts, "option --%s needs a number", o->long_name);
         return CLI_OK;
     case CLI_FLAG: *(bool *)o->target = true; return CLI_OK;
+    case CLI_STRING_LIST: {
+        struct cli_strings *l = o->target;
+        if (l->n == CLI_LIST_MAX) return usage_error(cmd, opts, "option --%s given more than 16 times", o->long_name);
+        l->v[l->n++] = value;
+        l->v[l->n] = NULL;
+        return CLI_OK;
+    }
     }
     return CLI_OK;
 }

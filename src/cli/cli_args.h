@@ -7,13 +7,20 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-enum cli_opt_kind { CLI_FLAG, CLI_STRING, CLI_U64, CLI_F64 };
+enum cli_opt_kind { CLI_FLAG, CLI_STRING, CLI_U64, CLI_F64, CLI_STRING_LIST };
+
+/* Target of a CLI_STRING_LIST option, which may be given several times. */
+#define CLI_LIST_MAX 16
+struct cli_strings {
+    const char *v[CLI_LIST_MAX + 1]; /* NULL-terminated */
+    int n;
+};
 
 struct cli_opt {
     const char *long_name; /* without the dashes: "json" */
     char short_name;       /* 0 for none */
     enum cli_opt_kind kind;
-    void *target;        /* bool *, const char **, uint64_t *, double * */
+    void *target;        /* bool *, const char **, uint64_t *, double *, struct cli_strings * */
     const char *metavar; /* "N", "FILE"; NULL for flags */
     const char *help;
 };

@@ -42,6 +42,27 @@ bool cli_model_open(const char *cmd, const struct cli_model_opts *o, uint32_t ma
         *model = NULL;
         return false;
     }
+    if (o->kv_mem) {
+        const struct herd_model_desc *d = &(*model)->desc;
+        struct herd_kv_params kp = {.n_layer = (uint32_t)d->n_layer,
+                                    .kv_dim = (uint32_t)(d->n_head_kv * d->head_dim),
+                                    .head_dim = (uint32_t)d->head_dim,
+                                    .block_tokens = p.kv_block_tokens,
+                                    .n_blocks = 1,
+                                    .max_seqs = 1,
+                                    .type = p.kv_type};
+        size_t per_block = herd_kv_block_bytes(&kp);
+        uint64_t blocks = per_block ? o->kv_mem / per_block : 0;
+        if (blocks * p.kv_block_tokens < n_ctx) {
+            fprintf(stderr, "herd %s: --kv-mem %llu bytes holds %llu tokens, less than one context of %llu\n", cmd,
+                    (unsigned long long)o->kv_mem, (unsigned long long)(blocks * p.kv_block_tokens),
+                    (unsigned long long)n_ctx);
+            herd_model_destroy(*model);
+            *model = NULL;
+            return false;
+        }
+        p.kv_tokens = (uint32_t)(blocks * p.kv_block_tokens > (1u << 30) ? (1u << 30) : blocks * p.kv_block_tokens);
+    }
     if (herd_context_create(*model, &p, ctx, &err) != HERD_OK) {
         fprintf(stderr, "herd %s: %s\n", cmd, err.msg);
         herd_model_destroy(*model);

@@ -17,6 +17,7 @@ struct cli_model_opts {
     uint64_t ctx;        /* context (KV capacity) in tokens; 0: the model's, at most 4096 */
     bool precise;        /* f32 activations and f32 KV cache */
     const char *kv_type; /* "f16" (default), "f32" or "q8" */
+    uint64_t kv_mem;     /* KV cache bytes over all sequences; 0: ctx x max_seqs tokens */
 };
 
 /* Option table entries for these fields; append {0} after your own. */

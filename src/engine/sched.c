@@ -280,8 +280,19 @@ static void push_event(struct herd_request *r, const struct herd_event *e, const
     pthread_mutex_unlock(&r->lock);
 }
 
+/* Under the request's lock, so that herd_request_set_notify can promise
+ * the old callback is done with. */
 static void notify(struct herd_request *r) {
+    pthread_mutex_lock(&r->lock);
     if (r->notify) r->notify(r->notify_arg);
+    pthread_mutex_unlock(&r->lock);
+}
+
+void herd_request_set_notify(struct herd_request *r, void (*fn)(void *arg), void *arg) {
+    pthread_mutex_lock(&r->lock);
+    r->notify = fn;
+    r->notify_arg = arg;
+    pthread_mutex_unlock(&r->lock);
 }
 
 /* ------------------------------------------------------------- scheduler */
@@ -415,6 +426,10 @@ static enum herd_status prepare_request(struct herd_sched *s, struct herd_reques
         if (rc != HERD_OK) return rc;
         for (uint32_t k = 0; k < r->n_prompt; k++) herd_sampler_accept(c->sampler, r->prompt[k]);
         herd_detok_init(&c->detok, s->vocab);
+        /* the output continues the prompt's text: a SentencePiece space
+         * prefix on its first token is a real space (as vLLM's incremental
+         * detokenization, which sees the prompt, keeps it) */
+        c->detok.started = true;
     }
     r->n_active = r->gp.n;
     return HERD_OK;

@@ -83,11 +83,15 @@ struct herd_request_stats {
 struct herd_request;
 
 /* A request for prompt (n_prompt >= 1 token ids, copied). notify (may be
- * NULL) is called from the scheduler thread, without locks held, whenever
- * new events are ready; it must only wake the client up. The creator holds
+ * NULL) is called from the scheduler thread, with the request's lock held,
+ * whenever new events are ready; it must only wake the client up (and not
+ * call back into the request). The creator holds
  * one reference. NULL on out of memory or bad parameters (err says which). */
 struct herd_request *herd_request_create(const int32_t *prompt, uint32_t n_prompt, const struct herd_gen_params *gp,
                                          void (*notify)(void *arg), void *arg, struct herd_error *err);
+/* Replaces the notify callback; after it returns the old one is never
+ * called again (clients clear it before freeing what arg points to). */
+void herd_request_set_notify(struct herd_request *r, void (*notify)(void *arg), void *arg);
 /* Drops the caller's reference; the request is freed once the scheduler is
  * done with it too. Call herd_request_cancel first to stop it. */
 void herd_request_release(struct herd_request *r);

@@ -1,0 +1,178 @@
+/* `herd serve`: loads the model, starts the scheduler thread and runs the
+ * OpenAI-compatible HTTP server on this thread until SIGTERM / SIGINT has
+ * drained it. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/paths.h"
+#include "cli/cli_args.h"
+#include "cli/cli_model.h"
+#include "cli/commands.h"
+#include "engine/sched.h"
+#include "server/server.h"
+#include "tokenizer/chat_template.h"
+#include "tokenizer/tokenizer.h"
+#include "tokenizer/vocab.h"
+
+static const struct cli_command cmd = {
+    .name = "serve",
+    .args = "",
+    .summary = "Serve the model over an OpenAI-compatible HTTP API (chat and text completions, streaming).",
+    .details = "Binds 127.0.0.1:8080 by default. With no -m it serves the built-in default model. Requests are\n"
+               "batched continuously: --batch-tokens per step, --max-seqs sequences at once, --max-queue waiting\n"
+               "(then 429 with Retry-After). API keys (--api-key, repeatable, or --api-key-file with one per\n"
+               "line) protect everything but /health, /livez, /readyz and /metrics (also those with --auth-all).\n"
+               "SIGTERM or SIGINT drains: /readyz turns 503, running requests get --drain-timeout seconds to\n"
+               "finish, then the process exits 0; a second signal exits at once.",
+    .min_pos = 0,
+    .max_pos = 0,
+};
+
+/* One key per line (blank lines and # comments skipped). The file is read
+ * whole into *storage (at most 64 KiB), which the keys point into. */
+static bool read_keys(const char *path, struct cli_strings *keys, char **storage) {
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        fprintf(stderr, "herd serve: --api-key-file %s: %s\n", path, strerror(errno));
+        return false;
+    }
+    char *buf = malloc(65537);
+    size_t n = buf ? fread(buf, 1, 65537, f) : 0;
+    fclose(f);
+    *storage = buf;
+    if (!buf || n > 65536) {
+        fprintf(stderr, "herd serve: --api-key-file %s: %s\n", path, buf ? "larger than 64 KiB" : "out of memory");
+        return false;
+    }
+    buf[n] = 0;
+    for (char *line = strtok(buf, "\r\n"); line; line = strtok(NULL, "\r\n")) {
+        if (!*line || *line == '#') continue;
+        if (keys->n == CLI_LIST_MAX) {
+            fprintf(stderr, "herd serve: more than %d API keys\n", CLI_LIST_MAX);
+            return false;
+        }
+        keys->v[keys->n++] = line;
+    }
+    keys->v[keys->n] = NULL;
+    return true;
+}
+
+int herd_cmd_serve(int argc, char **argv) {
+    struct cli_model_opts mo = {0};
+    struct herd_server_params sp;
+    herd_server_default_params(&sp);
+    struct herd_sched_params schp;
+    herd_sched_default_params(&schp);
+    const char *host = NULL, *chat_template = NULL, *key_file = NULL, *name = NULL;
+    uint64_t port = 8080, batch_tokens = 512, max_seqs = 16, max_queue = 256, max_body = 16u << 20, max_conns = 1024,
+             max_n = 16;
+    double drain_timeout = 30, header_timeout = 10;
+    bool auth_all = false, quiet = false;
+    struct cli_strings keys = {0};
+    const struct cli_opt opts[] = {
+        CLI_MODEL_OPTIONS(mo),
+        {"host", 0, CLI_STRING, &host, "ADDR", "address to bind (default 127.0.0.1)"},
+        {"port", 0, CLI_U64, &port, "N", "port (default 8080; 0 picks a free one)"},
+        {"model-name", 0, CLI_STRING, &name, "NAME", "the model id clients send (default: the file name)"},
+        {"chat-template", 0, CLI_STRING, &chat_template, "NAME|FILE", "chat template instead of the model's"},
+        {"batch-tokens", 0, CLI_U64, &batch_tokens, "N", "tokens per scheduler step (default 512)"},
+        {"max-seqs", 0, CLI_U64, &max_seqs, "N", "sequences computed at once (default 16)"},
+        {"kv-mem", 0, CLI_U64, &mo.kv_mem, "BYTES", "KV cache size (default: a full context per sequence)"},
+        {"max-queue", 0, CLI_U64, &max_queue, "N", "requests waiting before 429 (default 256)"},
+        {"max-body", 0, CLI_U64, &max_body, "BYTES", "largest request body (default 16 MiB)"},
+        {"max-connections", 0, CLI_U64, &max_conns, "N", "open connections (default 1024)"},
+        {"max-n", 0, CLI_U64, &max_n, "N", "largest n (default 16)"},
+        {"header-timeout", 0, CLI_F64, &header_timeout, "S", "seconds to receive a request's headers (default 10)"},
+        {"drain-timeout", 0, CLI_F64, &drain_timeout, "S", "seconds running requests get after SIGTERM (default 30)"},
+        {"api-key", 0, CLI_STRING_LIST, &keys, "KEY", "accept this API key (repeatable)"},
+        {"api-key-file", 0, CLI_STRING, &key_file, "FILE", "accept the keys in FILE, one per line"},
+        {"auth-all", 0, CLI_FLAG, &auth_all, NULL, "require a key for health and metrics too"},
+        {"quiet", 'q', CLI_FLAG, &quiet, NULL, "no access log"},
+        {0},
+    };
+    int n_pos;
+    int prc = cli_parse(&cmd, opts, argc, argv, NULL, &n_pos);
+    if (prc != CLI_OK) return prc == CLI_EXIT_OK ? 0 : prc;
+    if (port > 65535 || batch_tokens < 1 || batch_tokens > 8192 || max_seqs < 1 || max_seqs > 1024 || max_queue < 1 ||
+        max_body < 1024 || max_conns < 1 || max_n < 1 || max_n > HERD_MAX_CHOICES || drain_timeout < 0 ||
+        header_timeout <= 0) {
+        fprintf(stderr,
+                "herd serve: --port 0..65535, --batch-tokens 1..8192, --max-seqs 1..1024, --max-n 1..%d, "
+                "--max-body >= 1024, other limits >= 1\n",
+                HERD_MAX_CHOICES);
+        return 2;
+    }
+    char *key_storage = NULL;
+    if (key_file && !read_keys(key_file, &keys, &key_storage)) {
+        free(key_storage);
+        return 1;
+    }
+    int rc = 1;
+    struct herd_model *model = NULL;
+    struct herd_context *ctx = NULL;
+    struct herd_vocab *vocab = NULL;
+    struct herd_tokenizer *tk = NULL;
+    struct herd_chat_template *tmpl = NULL;
+    struct herd_sched *sched = NULL;
+    struct herd_server *srv = NULL;
+    struct herd_error err = {0};
+    /* a step's logits rows: one per decoding sequence plus the prompts
+     * finishing in it */
+    if (!cli_model_open("serve", &mo, (uint32_t)batch_tokens, (uint32_t)(max_seqs + 16), (uint32_t)max_seqs, &model,
+                        &ctx))
+        goto out;
+    if (herd_vocab_load(model->gguf, &vocab, &err) != HERD_OK || herd_tokenizer_create(vocab, &tk, &err) != HERD_OK ||
+        herd_chat_template_load(model->gguf, vocab, chat_template, &tmpl, &err) != HERD_OK)
+        goto fail;
+    schp.batch_tokens = (uint32_t)batch_tokens;
+    schp.max_queue = (uint32_t)max_queue;
+    if (herd_sched_create(ctx, vocab, &schp, &sched, &err) != HERD_OK) goto fail;
+    char default_name[256];
+    if (!name) {
+        char path[4096];
+        const char *file = mo.model ? mo.model : herd_paths_data(HERD_PATH_DEFAULT_MODEL, path, sizeof path);
+        const char *base = strrchr(file, '/') ? strrchr(file, '/') + 1 : file;
+        snprintf(default_name, sizeof default_name, "%s", base);
+        char *dot = strrchr(default_name, '.');
+        if (dot && strcmp(dot, ".gguf") == 0) *dot = 0;
+        name = default_name;
+    }
+    sp.host = host ? host : "127.0.0.1";
+    sp.port = (uint16_t)port;
+    sp.http.max_body_bytes = max_body;
+    sp.max_connections = (uint32_t)max_conns;
+    sp.max_n = (uint32_t)max_n;
+    sp.header_timeout_s = header_timeout;
+    sp.drain_timeout_s = drain_timeout;
+    sp.api_keys = keys.n ? keys.v : NULL;
+    sp.auth_all = auth_all;
+    sp.model_name = name;
+    sp.quiet = quiet;
+    sp.max_tokens_limit = herd_sched_n_ctx(sched);
+    struct herd_server_model sm = {model, vocab, tk, tmpl, sched};
+    if (herd_server_create(&sp, &sm, &srv, &err) != HERD_OK) goto fail;
+    fprintf(stderr,
+            "herd serve: %s (%s, context %u, chat template: %s) on http://%s:%u\n"
+            "  try: curl http://%s:%u/v1/chat/completions -H 'Content-Type: application/json' \\\n"
+            "         -d '{\"model\": \"%s\", \"messages\": [{\"role\": \"user\", \"content\": \"Hello\"}]}'\n",
+            name, model->desc.arch, herd_sched_n_ctx(sched), tmpl->origin, sp.host, herd_server_port(srv), sp.host,
+            herd_server_port(srv), name);
+    if (herd_server_run(srv, &err) != HERD_OK) goto fail;
+    fprintf(stderr, "herd serve: stopped\n");
+    rc = 0;
+    goto out;
+fail:
+    fprintf(stderr, "herd serve: %s\n", err.msg);
+out:
+    herd_server_destroy(srv);
+    herd_sched_destroy(sched);
+    herd_chat_template_destroy(tmpl);
+    herd_tokenizer_destroy(tk);
+    herd_vocab_destroy(vocab);
+    herd_context_destroy(ctx);
+    herd_model_destroy(model);
+    free(key_storage);
+    return rc;
+}

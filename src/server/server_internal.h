@@ -1,0 +1,92 @@
+/* Shared insides of server.c (connections, HTTP, routing) and openai.c
+ * (the API handlers). Everything here runs on the event-loop thread,
+ * except the wake-up the scheduler triggers with event_active. */
+#ifndef HERD_SERVER_SERVER_INTERNAL_H
+#define HERD_SERVER_SERVER_INTERNAL_H
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "server/server.h"
+
+struct herd_server {
+    struct herd_server_params p;
+    struct herd_server_model m;
+    struct event_base *base;
+    struct evconnlistener *listener;
+    struct event *sigterm, *sigint, *drain_timer;
+    uint16_t port;
+    uint32_t n_conns;
+    struct conn *conns; /* all open connections */
+    bool draining, drain_expired;
+    uint64_t next_request_id;
+    double drain_started_s;
+    time_t started_wall;
+    /* counters for /metrics (the observability issue extends them) */
+    uint64_t requests_total, responses_by_class[6], rejected_queue_full, rejected_auth, rejected_bad_request,
+        rejected_too_long, cancelled;
+};
+
+enum conn_state {
+    CONN_READING,   /* parsing a request */
+    CONN_WORKING,   /* a handler waits for the scheduler */
+    CONN_STREAMING, /* a handler sends server-sent events */
+    CONN_CLOSING,   /* flushing the last response, then close */
+};
+
+/* What an OpenAI handler keeps while its request runs. */
+struct api_call;
+
+struct conn {
+    struct herd_server *srv;
+    struct bufferevent *bev;
+    struct herd_http_parser parser;
+    struct event *deadline;
+    struct event *wake; /* activated by the scheduler's notify */
+    enum conn_state state;
+    bool keep_alive;
+    bool head_started; /* bytes of the current request arrived */
+    char request_id[48];
+    char method[16];
+    char path[128];
+    double t_start;
+    int status;
+    struct api_call *call;
+    struct conn *prev, *next;
+};
+
+/* Responses. Headers end with Content-Length (or chunked for streams);
+ * X-Request-Id is always set. */
+void conn_respond(struct conn *c, int status, const char *content_type, const char *body, size_t len,
+                  const char *extra_headers);
+void conn_respond_json(struct conn *c, int status, json_t *body); /* steals body */
+/* OpenAI's error shape {"error": {"message", "type", "param", "code"}}. */
+void conn_respond_error(struct conn *c, int status, const char *type, const char *param, const char *code,
+                        const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+void conn_stream_begin(struct conn *c);                              /* 200, text/event-stream, chunked */
+void conn_stream_send(struct conn *c, const char *data, size_t len); /* one chunk */
+void conn_stream_end(struct conn *c);                                /* the last chunk; the request is over */
+/* Bytes waiting to be written to the client. */
+size_t conn_pending_output(const struct conn *c);
+
+/* 429 with a Retry-After estimated from the queue. */
+void server_respond_queue_full(struct conn *c, const char *msg);
+
+/* Handlers (openai.c). Each ends the request with one conn_respond* or a
+ * stream, possibly later (from api_on_wake). */
+void api_chat_completions(struct conn *c, json_t *body);
+void api_completions(struct conn *c, json_t *body);
+void api_tokenize(struct conn *c, json_t *body);
+void api_detokenize(struct conn *c, json_t *body);
+void api_models(struct conn *c, const char *id);
+/* The scheduler has events for c's call. */
+void api_on_wake(struct conn *c);
+/* The client is gone or the server stops: cancel and free the call. */
+void api_abort(struct conn *c);
+
+#endif
