@@ -298,11 +298,18 @@ size_t herd_http_parse(struct herd_http_parser *p, const char *data, size_t len)
             break;
         }
         case HERD_HTTP_CHUNK_CRLF: {
-            if (!take_line(p, d, left, &used)) break;
-            bool ok = (p->line.len == 2 && p->line.data[0] == '\r') || p->line.len == 1;
-            p->line.len = 0;
-            if (!ok) return fail(p, 400, "malformed chunk end", used);
-            p->phase = HERD_HTTP_CHUNK_SIZE;
+            /* exactly CRLF (or LF) after the chunk data, checked byte by
+             * byte so that garbage there fails at once */
+            char ch = d[0];
+            used++;
+            if (ch == '\r' && p->line.len == 0) {
+                p->line.len = 1;
+            } else if (ch == '\n') {
+                p->line.len = 0;
+                p->phase = HERD_HTTP_CHUNK_SIZE;
+            } else {
+                return fail(p, 400, "malformed chunk end", used);
+            }
             break;
         }
         case HERD_HTTP_TRAILERS: {

@@ -288,6 +288,10 @@ static void call_free(struct api_call *a) {
     free(a);
 }
 
+void api_cancel(struct conn *c) {
+    if (c->call && c->call->req) herd_request_cancel(c->call->req);
+}
+
 void api_abort(struct conn *c) {
     call_free(c->call);
     c->call = NULL;
@@ -621,7 +625,7 @@ void api_chat_completions(struct conn *c, json_t *body) {
     enum herd_status rc =
         ids ? herd_tokenize(m->tokenizer, prompt, len, HERD_TOK_PARSE_SPECIAL, ids, cap, &n_ids, &err) : HERD_E_NOMEM;
     free(prompt);
-    if (rc == HERD_E_INVALID && strstr(err.msg, "more than")) {
+    if (rc == HERD_E_OVERFLOW) {
         free(ids);
         c->srv->rejected_too_long++;
         conn_respond_error(c, 400, "invalid_request_error", "messages", "context_length_exceeded",
@@ -706,7 +710,7 @@ void api_completions(struct conn *c, json_t *body) {
                                             HERD_TOK_ADD_SPECIAL, ids, cap, &n_ids, &err);
         if (rc != HERD_OK) {
             free(ids);
-            if (strstr(err.msg, "more than")) {
+            if (rc == HERD_E_OVERFLOW) {
                 c->srv->rejected_too_long++;
                 conn_respond_error(c, 400, "invalid_request_error", "prompt", "context_length_exceeded",
                                    "this model's maximum context length is %u tokens; the prompt has more", cap);

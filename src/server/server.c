@@ -513,7 +513,7 @@ static void on_drain_tick(evutil_socket_t fd, short what, void *arg) {
         /* time is up: what still runs ends now (finish_reason "abort") */
         s->drain_expired = true;
         for (struct conn *c = s->conns; c; c = c->next)
-            if (c->call) api_abort(c);
+            if (c->call) api_cancel(c);
     }
     if (s->drain_expired && herd_time_now_s() - s->drain_started_s > s->p.drain_timeout_s + 2) {
         event_base_loopexit(s->base, NULL);
@@ -566,10 +566,20 @@ enum herd_status herd_server_create(const struct herd_server_params *p, const st
     }
     struct sockaddr_storage ss;
     memset(&ss, 0, sizeof ss);
-    int sl = (int)sizeof ss;
+    int sl;
     char addr[300];
     snprintf(addr, sizeof addr, strchr(p->host, ':') ? "[%s]:%u" : "%s:%u", p->host, p->port);
-    if (evutil_parse_sockaddr_port(addr, (struct sockaddr *)&ss, &sl) != 0) {
+    struct sockaddr_in *v4 = (struct sockaddr_in *)&ss;
+    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&ss;
+    if (inet_pton(AF_INET, p->host, &v4->sin_addr) == 1) {
+        v4->sin_family = AF_INET;
+        v4->sin_port = htons(p->port);
+        sl = (int)sizeof *v4;
+    } else if (inet_pton(AF_INET6, p->host, &v6->sin6_addr) == 1) {
+        v6->sin6_family = AF_INET6;
+        v6->sin6_port = htons(p->port);
+        sl = (int)sizeof *v6;
+    } else {
         herd_server_destroy(s);
         return herd_error_set(err, HERD_E_INVALID, "--host %s is not an IP address", p->host);
     }
@@ -607,6 +617,12 @@ void herd_server_destroy(struct herd_server *s) {
     while (s->conns) conn_free(s->conns);
     if (s->sigterm) event_free(s->sigterm);
     if (s->sigint) event_free(s->sigint);
+    if (s->sigterm || s->sigint) {
+        /* drained: a late signal must not kill the process mid-teardown
+         * (freeing the events restored the default action) */
+        signal(SIGTERM, SIG_IGN);
+        signal(SIGINT, SIG_IGN);
+    }
     if (s->drain_timer) event_free(s->drain_timer);
     if (s->listener) evconnlistener_free(s->listener);
     if (s->base) event_base_free(s->base);

@@ -86,7 +86,10 @@ void api_detokenize(struct conn *c, json_t *body);
 void api_models(struct conn *c, const char *id);
 /* The scheduler has events for c's call. */
 void api_on_wake(struct conn *c);
-/* The client is gone or the server stops: cancel and free the call. */
+/* The client is gone: cancel and free the call. */
 void api_abort(struct conn *c);
+/* The drain ran out of time: the request stops, the answer ends normally
+ * with finish_reason "abort". */
+void api_cancel(struct conn *c);
 
 #endif

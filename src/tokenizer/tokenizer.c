@@ -154,7 +154,7 @@ enum herd_status herd_tokenize(const struct herd_tokenizer *tk, const char *text
             }
             rc = plain(tk, text + start, i - start, after_special, out, max, &n, err);
             if (rc != HERD_OK) break;
-            if (n >= max) return herd_error_set(err, HERD_E_INVALID, "text is longer than %u tokens", max);
+            if (n >= max) return herd_error_set(err, HERD_E_OVERFLOW, "text is longer than %u tokens", max);
             out[n++] = id;
             i += (size_t)v->text[id].len;
             start = i;
@@ -164,7 +164,7 @@ enum herd_status herd_tokenize(const struct herd_tokenizer *tk, const char *text
     }
     if (rc != HERD_OK) return rc;
     if (add_special && v->add_eos && v->eos >= 0) {
-        if (n >= max) return herd_error_set(err, HERD_E_INVALID, "text is longer than %u tokens", max);
+        if (n >= max) return herd_error_set(err, HERD_E_OVERFLOW, "text is longer than %u tokens", max);
         out[n++] = v->eos;
     }
     *n_out = n;

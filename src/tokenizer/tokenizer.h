@@ -45,7 +45,7 @@ enum {
 };
 
 /* Tokenizes len bytes of text into out (at most max ids) with flags.
- * HERD_E_INVALID when more than max ids would be needed or the text is not
+ * HERD_E_OVERFLOW when more than max ids would be needed, HERD_E_INVALID when the text is not
  * UTF-8 (BPE). */
 enum herd_status herd_tokenize(const struct herd_tokenizer *tk, const char *text, size_t len, unsigned flags,
                                int32_t *out, uint32_t max, uint32_t *n_out, struct herd_error *err);

@@ -324,7 +324,7 @@ static enum herd_status encode_word(struct word *w, const struct herd_tokenizer 
     }
     if (w->nomem) return herd_error_set(err, HERD_E_NOMEM, "out of memory");
     for (int32_t i = 0; n > 0 && i >= 0; i = sym[i].next) {
-        if (*n_out >= max) return herd_error_set(err, HERD_E_INVALID, "text is longer than %u tokens", max);
+        if (*n_out >= max) return herd_error_set(err, HERD_E_OVERFLOW, "text is longer than %u tokens", max);
         out[(*n_out)++] = sym[i].id;
     }
     return HERD_OK;

@@ -190,7 +190,7 @@ enum herd_status herd_tokenize_spm(const struct herd_tokenizer *tk, const char *
         goto out;
     }
     if (s.overflow) {
-        rc = herd_error_set(err, HERD_E_INVALID, "text is longer than %u tokens", max);
+        rc = herd_error_set(err, HERD_E_OVERFLOW, "text is longer than %u tokens", max);
         goto out;
     }
     *n_out = s.n;

@@ -56,7 +56,7 @@ static void test_known_cases(void **state) {
     uint32_t n;
     assert_int_equal(herd_tokenize(f.tk, "Hello", 5, HERD_TOK_ADD_SPECIAL, ids, 64, &n, &err), HERD_OK);
     assert_int_equal(ids[0], 1);
-    assert_int_equal(herd_tokenize(f.tk, "Hello world", 11, 0, ids, 1, &n, &err), HERD_E_INVALID);
+    assert_int_equal(herd_tokenize(f.tk, "Hello world", 11, 0, ids, 1, &n, &err), HERD_E_OVERFLOW);
     close_vocab(&f);
 }
 

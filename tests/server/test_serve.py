@@ -1,0 +1,438 @@
+#!/usr/bin/env python3
+"""End-to-end tests of `herd serve` on 127.0.0.1, with raw sockets and
+http.client (Python's standard library only): the API's shapes, every bad
+input of RELIABILITY.md rows B, C, D and F that a socket can send, limits,
+API keys, the queue bound, cancellation on disconnect, identical greedy
+answers under 16 concurrent clients, and the SIGTERM drain.
+
+Usage: test_serve.py HERD_BINARY SOURCE_DIR
+Every server started here binds 127.0.0.1 on a free port and is stopped at
+the end; every wait is bounded.
+"""
+import http.client
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+HERD, SRC = sys.argv[1], sys.argv[2]
+MODEL = os.path.join(SRC, "models", "stories260K.gguf")
+NAME = "stories260K"
+failures = []
+passed = 0
+
+
+def check(cond, what):
+    global passed
+    if cond:
+        passed += 1
+    else:
+        failures.append(what)
+        print("FAIL:", what, file=sys.stderr)
+
+
+class Server:
+    def __init__(self, *args):
+        self.log = tempfile.NamedTemporaryFile("w+", prefix="herd-serve-", suffix=".log", delete=False)
+        self.proc = subprocess.Popen([HERD, "serve", "-m", MODEL, "--port", "0", "--threads", "1", *args],
+                                     stdout=subprocess.DEVNULL, stderr=self.log)
+        deadline = time.time() + 30
+        self.port = None
+        while time.time() < deadline and self.port is None:
+            with open(self.log.name) as f:
+                m = re.search(r"on http://127\.0\.0\.1:(\d+)", f.read())
+            if m:
+                self.port = int(m.group(1))
+            elif self.proc.poll() is not None:
+                break
+            else:
+                time.sleep(0.05)
+        if self.port is None:
+            raise RuntimeError("server did not start: " + open(self.log.name).read())
+
+    def request(self, method, path, body=None, headers=None, timeout=60):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        data = body if isinstance(body, (bytes, type(None))) else json.dumps(body).encode()
+        h = {"Content-Type": "application/json"}
+        h.update(headers or {})
+        conn.request(method, path, body=data, headers=h)
+        r = conn.getresponse()
+        raw = r.read()
+        conn.close()
+        try:
+            parsed = json.loads(raw) if raw else None
+        except ValueError:
+            parsed = raw
+        return r.status, parsed, r
+
+    def post(self, path, body, **kw):
+        return self.request("POST", path, body, **kw)
+
+    def raw(self, data, read_timeout=5):
+        s = socket.create_connection(("127.0.0.1", self.port), timeout=read_timeout)
+        try:
+            s.sendall(data)
+        except OSError:
+            pass
+        out = b""
+        try:
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                out += chunk
+                if b"\r\n\r\n" in out and b"Content-Length" in out:
+                    head, _, rest = out.partition(b"\r\n\r\n")
+                    m = re.search(rb"Content-Length: (\d+)", head)
+                    if m and len(rest) >= int(m.group(1)):
+                        break
+        except OSError:
+            pass
+        s.close()
+        return out
+
+    def metrics(self):
+        _, body, _ = self.request("GET", "/metrics")
+        text = body.decode() if isinstance(body, bytes) else str(body)
+        return {m.group(1): float(m.group(2)) for m in re.finditer(r"^(\w+(?:\{[^}]*\})?) (\S+)$", text, re.M)}
+
+    def stop(self, sig=signal.SIGTERM, timeout=30):
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            return None
+
+
+def stream(srv, path, body, on_chunk=None):
+    """POSTs with stream: true; returns the list of parsed data chunks and
+    whether [DONE] ended it."""
+    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=60)
+    conn.request("POST", path, body=json.dumps(dict(body, stream=True)), headers={"Content-Type": "application/json"})
+    r = conn.getresponse()
+    chunks, done, buf = [], False, b""
+    assert r.status == 200, r.status
+    assert r.getheader("Content-Type").startswith("text/event-stream")
+    while True:
+        line = r.readline()
+        if not line:
+            break
+        line = line.strip()
+        if not line.startswith(b"data: "):
+            continue
+        payload = line[6:]
+        if payload == b"[DONE]":
+            done = True
+            continue
+        chunks.append(json.loads(payload))
+        if on_chunk:
+            on_chunk(chunks[-1])
+    conn.close()
+    return chunks, done
+
+
+def chat(msg, **kw):
+    return dict({"model": NAME, "messages": [{"role": "user", "content": msg}], "temperature": 0}, **kw)
+
+
+def completion(prompt, **kw):
+    return dict({"model": NAME, "prompt": prompt, "temperature": 0}, **kw)
+
+
+# ------------------------------------------------------------------ basics
+srv = Server("--max-queue", "64")
+st, body, r = srv.request("GET", "/health")
+check(st == 200 and body["status"] == "ok", "health")
+check(srv.request("GET", "/livez")[0] == 200 and srv.request("GET", "/readyz")[0] == 200, "livez/readyz")
+st, body, _ = srv.request("GET", "/v1/models")
+check(st == 200 and body["object"] == "list" and body["data"][0]["id"] == NAME, "models list")
+check(srv.request("GET", "/v1/models/" + NAME)[0] == 200, "model by id")
+check(srv.request("GET", "/v1/models/nope")[0] == 404, "unknown model id 404")
+check(srv.request("GET", "/nowhere")[0] == 404, "unknown route 404")
+check(srv.request("GET", "/v1/completions")[0] == 405, "GET on a POST route 405")
+
+st, body, r = srv.post("/v1/chat/completions", chat("Once upon a time", max_tokens=24))
+check(st == 200 and body["object"] == "chat.completion", "chat completion")
+check(body["choices"][0]["message"]["role"] == "assistant" and len(body["choices"][0]["message"]["content"]) > 0,
+      "chat message")
+check(body["choices"][0]["finish_reason"] == "length" and body["usage"]["completion_tokens"] == 24, "chat usage/length")
+check(body["usage"]["total_tokens"] == body["usage"]["prompt_tokens"] + 24, "usage total")
+check(r.getheader("X-Request-Id") is not None, "request id header")
+st, body, r = srv.post("/v1/chat/completions", chat("hi", max_tokens=2), headers={"X-Request-Id": "my-id.1"})
+check(r.getheader("X-Request-Id") == "my-id.1" and "my-id.1" in body["id"], "client request id echoed")
+st, body, r = srv.post("/v1/chat/completions", chat("hi", max_tokens=2), headers={"X-Request-Id": "bad id\x7f"})
+check(r.getheader("X-Request-Id") != "bad id\x7f", "bad request id replaced")
+
+# streaming = the same text as the whole answer
+st, whole, _ = srv.post("/v1/completions", completion("Once upon a time", max_tokens=40))
+chunks, done = stream(srv, "/v1/completions", completion("Once upon a time", max_tokens=40,
+                                                         stream_options={"include_usage": True}))
+text = "".join(c["choices"][0]["text"] for c in chunks if c["choices"])
+check(done and text == whole["choices"][0]["text"], "stream text equals the whole answer")
+check(chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 40, "include_usage final chunk")
+check(all(c["usage"] is None for c in chunks[:-1]), "usage null before the last chunk")
+check([c for c in chunks if c["choices"]][-1]["choices"][0]["finish_reason"] == "length", "stream finish reason")
+chunks, done = stream(srv, "/v1/chat/completions", chat("Once upon a time", max_tokens=10))
+check(done and chunks[0]["choices"][0]["delta"].get("role") == "assistant", "chat stream starts with the role")
+check(chunks[0]["object"] == "chat.completion.chunk", "chat chunk object")
+
+# stop strings never emitted, matched across tokens
+full = whole["choices"][0]["text"]
+i = len(full) // 2
+stop = full[i:i + 3]
+st, cut, _ = srv.post("/v1/completions", completion("Once upon a time", max_tokens=40, stop=[stop, "zzzz"]))
+check(st == 200 and cut["choices"][0]["text"] == full[:full.index(stop)] and cut["choices"][0]["finish_reason"] == "stop",
+      "stop string")
+# n > 1 share the prompt; greedy choices are identical
+st, many, _ = srv.post("/v1/completions", completion("Once upon a time", max_tokens=20, n=3))
+check(st == 200 and len(many["choices"]) == 3 and len({c["text"] for c in many["choices"]}) == 1, "n=3 greedy")
+st, seeded, _ = srv.post("/v1/completions", completion("Once upon a time", max_tokens=30, n=2, temperature=1.0, seed=7))
+st2, seeded2, _ = srv.post("/v1/completions", completion("Once upon a time", max_tokens=30, n=2, temperature=1.0, seed=7))
+check(st == 200 and [c["text"] for c in seeded["choices"]] == [c["text"] for c in seeded2["choices"]], "seed repeats")
+# logprobs
+st, lp, _ = srv.post("/v1/chat/completions", chat("hi", max_tokens=3, logprobs=True, top_logprobs=2))
+content = lp["choices"][0]["logprobs"]["content"]
+check(st == 200 and len(content) == 3 and len(content[0]["top_logprobs"]) == 2 and content[0]["logprob"] <= 0,
+      "chat logprobs")
+st, lp, _ = srv.post("/v1/completions", completion("Once", max_tokens=3, logprobs=2))
+check(st == 200 and len(lp["choices"][0]["logprobs"]["token_logprobs"]) == 3, "completion logprobs")
+# tokenize / detokenize
+st, tok, _ = srv.post("/tokenize", {"prompt": "Once upon a time"})
+check(st == 200 and tok["tokens"] == [1, 403, 407, 261, 378] and tok["count"] == 5, "tokenize")
+st, detok, _ = srv.post("/detokenize", {"tokens": tok["tokens"]})
+check(st == 200 and detok["prompt"] == "Once upon a time", "detokenize")
+
+# ----------------------------------------------------------- bad requests
+def bad(path, body, status=400, param=None, code=None, what=""):
+    st, b, _ = srv.post(path, body)
+    ok = st == status and isinstance(b, dict) and "error" in b and set(b["error"]) == {"message", "type", "param", "code"}
+    if param is not None:
+        ok = ok and b["error"]["param"] == param
+    if code is not None:
+        ok = ok and b["error"]["code"] == code
+    check(ok, f"{what or json.dumps(body)[:80]} -> {status} param={param} (got {st} {b})")
+    return b
+
+
+for raw_body in [b"", b"{", b"{:", b"[" * 100000, b'{"a":1,"a":2}', b'{"x":1e400}', b'{"x":"\\u0000"}',
+                 b'{"x":"\\ud800"}', b'"just a string"']:
+    st, b, _ = srv.post("/v1/chat/completions", raw_body)
+    check(st == 400 and b["error"]["type"] == "invalid_request_error", f"bad JSON {raw_body[:20]!r} -> 400")
+C = "/v1/chat/completions"
+bad(C, {"model": NAME, "messages": None}, param="messages")
+bad(C, {"model": NAME, "messages": "s"}, param="messages")
+bad(C, {"model": NAME, "messages": [123]}, param="messages[0]")
+bad(C, {"model": NAME, "messages": [{}]}, param="messages[0]")
+bad(C, {"model": NAME, "messages": [{"role": 123, "content": "x"}]}, param="messages[0]")
+bad(C, {"model": NAME, "messages": [{"role": "user", "content": 123}]}, param="messages[0]")
+bad(C, {"messages": [{"role": "user", "content": "x"}]}, param="model")
+bad(C, dict(chat("x"), surprise=1), param="surprise")
+bad(C, dict(chat("x"), model="other"), status=404, param="model", code="model_not_found")
+bad(C, {"model": NAME, "messages": [{"role": "user", "content": "x"}] * 10000}, param="messages")
+P = "/v1/completions"
+bad(P, completion([-1]), param="prompt")
+bad(P, completion([512]), param="prompt")
+bad(P, completion([2 ** 31 - 1]), param="prompt")
+bad(P, completion([[1, 2]]), param="prompt")
+bad(P, completion(["a"] * 100000), param="prompt")
+bad(P, completion("x", n=10 ** 9), param="n")
+bad(P, completion("x", best_of=10 ** 6), param="best_of")
+bad(P, completion("x", logprobs=10 ** 6), param="logprobs")
+bad(P, completion("x", max_tokens=2 ** 31), param="max_tokens")
+bad(P, completion("x", max_tokens=0), param="max_tokens")
+bad(P, completion("x", temperature=-1), param="temperature")
+bad(P, completion("x", temperature="nan"), param="temperature")
+bad(P, completion("x", top_p=2), param="top_p")
+bad(P, completion("x", seed=-1), param="seed")
+bad(P, completion("x", logit_bias={str(i): 1 for i in range(100000)}), param="logit_bias")
+bad(P, completion("x", logit_bias={"99999": 1}), param="logit_bias")
+bad(P, completion("x", stop=["s"] * 10000), param="stop")
+bad(P, completion("x", stop=[""]), param="stop")
+bad(C, chat("x", top_logprobs=25, logprobs=True), param="top_logprobs")
+b = bad(P, completion("x", max_tokens=600), param="max_tokens", code="context_length_exceeded")
+check("512" in b["error"]["message"] and "600" in b["error"]["message"], "context error names both numbers")
+b = bad(P, completion("word " * 2000), param="prompt", code="context_length_exceeded")
+check(srv.request("GET", "/health")[0] == 200, "still up after the bad inputs")
+
+# ------------------------------------------------------------- HTTP limits
+out = srv.raw(b"GET /health HTTP/1.1\r\nX-Big: " + b"a" * (1 << 20) + b"\r\n\r\n")
+check(out.startswith(b"HTTP/1.1 431"), "1 MiB header -> 431")
+out = srv.raw(b"GET /health HTTP/1.1\r\n" + b"".join(b"H%d: v\r\n" % i for i in range(10000)) + b"\r\n")
+check(out.startswith(b"HTTP/1.1 431"), "10 000 headers -> 431")
+out = srv.raw(b"GET /" + b"a" * 65536 + b" HTTP/1.1\r\n\r\n")
+check(out.startswith(b"HTTP/1.1 414"), "64 KiB request line -> 414")
+for framing in [b"Content-Length: 1000000000000\r\n", b"Content-Length: -1\r\n",
+                b"Content-Length: 1\r\nContent-Length: 2\r\n", b"Content-Length: 3\r\nTransfer-Encoding: chunked\r\n"]:
+    out = srv.raw(b"POST /v1/completions HTTP/1.1\r\n" + framing + b"\r\nabc")
+    want = b"HTTP/1.1 413" if b"1000000000000" in framing else b"HTTP/1.1 400"
+    check(out.startswith(want) and b"Connection: close" in out, f"framing {framing!r} -> {want!r}")
+out = srv.raw(b"POST /v1/completions HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nFFFFFFFFFFFFFFFFF\r\n")
+check(out.startswith(b"HTTP/1.1 400"), "huge chunk size -> 400")
+big = b"\n" * (17 << 20)
+out = srv.raw(b"POST /v1/completions HTTP/1.1\r\nContent-Length: %d\r\n\r\n" % len(big) + big[:1000])
+check(out.startswith(b"HTTP/1.1 413"), "body over the limit -> 413 before reading it")
+# keep-alive and pipelining on one connection
+out = srv.raw(b"GET /livez HTTP/1.1\r\n\r\nGET /livez HTTP/1.1\r\nConnection: close\r\n\r\n", read_timeout=5)
+check(out.count(b"HTTP/1.1 200") == 2, "two pipelined requests on one connection")
+
+# --------------------------------------------- identical under concurrency
+prompts = ["Once upon a time", "The little dog", "Lily wanted to play", "One day", "The sun was shining",
+           "Tim had a red ball", "There was a big tree", "Mom said", "A bird", "The cat", "Sam and Sue",
+           "In the park", "It was raining", "The boy", "She smiled", "They went"]
+alone = [srv.post("/v1/completions", completion(p, max_tokens=48))[1]["choices"][0]["text"] for p in prompts]
+together = [None] * len(prompts)
+
+
+def worker(i):
+    if i % 2:
+        ch, _ = stream(srv, "/v1/completions", completion(prompts[i], max_tokens=48))
+        together[i] = "".join(c["choices"][0]["text"] for c in ch if c["choices"])
+    else:
+        together[i] = srv.post("/v1/completions", completion(prompts[i], max_tokens=48))[1]["choices"][0]["text"]
+
+
+threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(prompts))]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join(60)
+check(together == alone, "16 concurrent clients get the same greedy text as alone")
+
+# ------------------------------------------- disconnect frees the request
+def long_stream_then_close(read_chunks):
+    s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+    body = json.dumps(completion("Once upon a time", max_tokens=480, ignore_eos=True, stream=True)).encode()
+    s.sendall(b"POST /v1/completions HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+              % len(body) + body)
+    got = b""
+    while got.count(b"data: ") < read_chunks:
+        got += s.recv(4096)
+    s.close()
+
+
+for _ in range(20):
+    long_stream_then_close(2)
+deadline = time.time() + 3
+while time.time() < deadline:
+    m = srv.metrics()
+    if m.get("herd_requests_running") == 0 and m.get("herd_kv_blocks_used") == 0:
+        break
+    time.sleep(0.05)
+check(m.get("herd_requests_running") == 0 and m.get("herd_kv_blocks_used") == 0, f"disconnects free KV ({m})")
+check(srv.stop() == 0, "exit 0 after SIGTERM")
+
+# ---------------------------------------------------------------- API keys
+keyfile = tempfile.NamedTemporaryFile("w", delete=False)
+keyfile.write("# keys\nk-from-file\n")
+keyfile.close()
+srv = Server("--api-key", "k1", "--api-key", "k2", "--api-key-file", keyfile.name)
+check(srv.post(C, chat("x", max_tokens=1))[0] == 401, "no key -> 401")
+st, b, _ = srv.post(C, chat("x", max_tokens=1), headers={"Authorization": "Bearer wrong"})
+check(st == 401 and b["error"]["code"] == "invalid_api_key", "wrong key -> 401")
+for k in ["k1", "k2", "k-from-file"]:
+    check(srv.post(C, chat("x", max_tokens=1), headers={"Authorization": "Bearer " + k})[0] == 200, f"key {k}")
+check(srv.request("GET", "/health")[0] == 200 and srv.request("GET", "/metrics")[0] == 200, "probes open")
+srv.stop()
+srv = Server("--api-key", "k1", "--auth-all")
+check(srv.request("GET", "/health")[0] == 401, "--auth-all protects /health")
+srv.stop()
+os.unlink(keyfile.name)
+
+# ------------------------------------------------------ queue and timeouts
+srv = Server("--max-queue", "1", "--max-seqs", "1", "--header-timeout", "1")
+results = []
+
+
+def hog():
+    results.append(srv.post(P, completion("Once upon a time", max_tokens=480, ignore_eos=True)))
+
+
+threads = [threading.Thread(target=hog) for _ in range(8)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join(60)
+full = [r for r in results if r[0] == 429]
+check(len(full) > 0, "a full queue answers 429")
+check(all(re.fullmatch(r"\d+", r[2].getheader("Retry-After") or "") for r in full), "429 has Retry-After seconds")
+check(all(r[1]["error"]["type"] == "rate_limit_exceeded" for r in full), "429 error type")
+check(any(r[0] == 200 for r in results), "the queued ones are answered")
+s = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+s.sendall(b"POST /v1/completions HTTP/1.1\r\nContent-Len")  # and then nothing (slowloris)
+s.settimeout(5)
+try:
+    got = s.recv(4096)
+except OSError:
+    got = b""
+s.close()
+check(got.startswith(b"HTTP/1.1 408"), "slow headers -> 408 after the header timeout")
+srv.stop()
+
+# ------------------------------------------------------------------ drain
+# One sequence at a time and eight long streams queued: the drain has work
+# to wait for (the model is fast; the queue makes it last).
+def drain_run(timeout_s):
+    srv = Server("--max-seqs", "1", "--drain-timeout", str(timeout_s))
+    outs = [None] * 8
+    started = threading.Event()
+
+    def client(i):
+        try:
+            outs[i] = stream(srv, P, completion(prompts[i], max_tokens=480, ignore_eos=True),
+                             on_chunk=lambda c: started.set())
+        except (AssertionError, OSError, http.client.HTTPException) as e:
+            outs[i] = None
+            print("drain client:", repr(e), file=sys.stderr)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    started.wait(30)
+    deadline = time.time() + 30
+    while time.time() < deadline:  # all eight submitted before the signal
+        m = srv.metrics()
+        if m.get("herd_requests_waiting", 0) + m.get("herd_requests_running", 0) >= 8:
+            break
+        time.sleep(0.01)
+    t0 = time.time()
+    srv.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.05)
+    def probe(f):  # with drain timeout 0 the server may already be gone
+        try:
+            return f()[0]
+        except (OSError, http.client.HTTPException):
+            return None
+
+    ready = probe(lambda: srv.request("GET", "/readyz"))
+    live = probe(lambda: srv.request("GET", "/livez"))
+    new = probe(lambda: srv.post(P, completion("x", max_tokens=2)))
+    for t in threads:
+        t.join(60)
+    try:  # it exits by itself
+        code = srv.proc.wait(30)
+    except subprocess.TimeoutExpired:
+        code = srv.stop(signal.SIGKILL)
+    return outs, ready, live, new, code, time.time() - t0
+
+
+outs, ready, live, new, code, took = drain_run(30)
+check(ready == 503 and live == 200 and new == 503, f"while draining: readyz {ready}, livez {live}, new request {new}")
+finishes = [[c for c in ch if c["choices"]][-1]["choices"][0]["finish_reason"] for ch, done in filter(None, outs) if done]
+check(len(finishes) == 8 and set(finishes) == {"length"}, f"every running and queued stream finishes ({finishes})")
+check(code == 0, "exit 0 after draining")
+outs, ready, live, new, code, took = drain_run(0)
+finishes = [[c for c in ch if c["choices"]][-1]["choices"][0]["finish_reason"] for ch, done in filter(None, outs) if ch and done]
+check("abort" in finishes, f"drain timeout 0: requests end with finish_reason abort ({finishes})")
+check(code == 0 and took < 4, f"drain timeout 0: exit 0 within 4 s (exit {code}, took {took:.1f} s)")
+
+print(f"serve: {passed} passed, {len(failures)} failed")
+sys.exit(1 if failures else 0)
