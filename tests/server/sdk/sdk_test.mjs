@@ -1,0 +1,147 @@
+// herd serve with the official `openai` npm SDK as the client: chat,
+// completions, streaming with usage, n > 1, stop, logprobs, and the SDK's
+// own error classes for 400 / 401 / 404 / 429. Starts its servers on
+// 127.0.0.1 (free ports), stops them at the end; every wait is bounded.
+// Usage: node sdk_test.mjs HERD_BINARY MODEL.gguf
+import { spawn } from "node:child_process";
+import OpenAI from "openai";
+
+const [herd, modelPath] = process.argv.slice(2);
+const NAME = "stories260K";
+let passed = 0;
+const failed = [];
+
+function check(cond, what) {
+  if (cond) passed++;
+  else {
+    failed.push(what);
+    console.error("FAIL:", what);
+  }
+}
+
+function startServer(args = []) {
+  return new Promise((resolve, reject) => {
+    const proc = spawn(herd, ["serve", "-m", modelPath, "--port", "0", "--threads", "1", "-q", ...args], {
+      stdio: ["ignore", "ignore", "pipe"],
+    });
+    let log = "";
+    const timer = setTimeout(() => reject(new Error("server did not start: " + log)), 30000);
+    proc.stderr.on("data", (d) => {
+      log += d;
+      const m = log.match(/on http:\/\/127\.0\.0\.1:(\d+)/);
+      if (m) {
+        clearTimeout(timer);
+        resolve({ proc, port: Number(m[1]) });
+      }
+    });
+    proc.on("exit", (code) => reject(new Error(`server exited ${code}: ${log}`)));
+  });
+}
+
+function stopServer(s) {
+  return new Promise((resolve) => {
+    const t = setTimeout(() => s.proc.kill("SIGKILL"), 20000);
+    s.proc.removeAllListeners("exit");
+    s.proc.on("exit", (code) => {
+      clearTimeout(t);
+      resolve(code);
+    });
+    s.proc.kill("SIGTERM");
+  });
+}
+
+async function expectError(promise, Klass, status, what, extra = () => true) {
+  try {
+    await promise;
+    check(false, `${what}: no error`);
+  } catch (e) {
+    check(e instanceof Klass && e.status === status && extra(e), `${what}: ${e.constructor.name} ${e.status} ${e.message}`);
+  }
+}
+
+const srv = await startServer(["--api-key", "sk-test"]);
+const client = new OpenAI({ baseURL: `http://127.0.0.1:${srv.port}/v1`, apiKey: "sk-test", maxRetries: 0, timeout: 60000 });
+
+// models
+const models = await client.models.list();
+check(models.data.length === 1 && models.data[0].id === NAME, "models.list");
+const model = await client.models.retrieve(NAME);
+check(model.id === NAME, "models.retrieve");
+
+// chat
+const chat = await client.chat.completions.create({
+  model: NAME,
+  messages: [{ role: "system", content: "Tell stories." }, { role: "user", content: "Once upon a time" }],
+  max_tokens: 20,
+  temperature: 0,
+});
+check(chat.object === "chat.completion" && chat.choices[0].message.role === "assistant", "chat shape");
+check(chat.choices[0].message.content.length > 0 && chat.choices[0].finish_reason === "length", "chat content");
+check(chat.usage.completion_tokens === 20 && chat.usage.prompt_tokens > 0, "chat usage");
+
+// streaming chat with usage: same text as the whole answer
+const stream = await client.chat.completions.create({
+  model: NAME,
+  messages: [{ role: "system", content: "Tell stories." }, { role: "user", content: "Once upon a time" }],
+  max_tokens: 20,
+  temperature: 0,
+  stream: true,
+  stream_options: { include_usage: true },
+});
+let text = "";
+let usage = null;
+let finish = null;
+for await (const chunk of stream) {
+  if (chunk.choices.length) {
+    text += chunk.choices[0].delta.content ?? "";
+    if (chunk.choices[0].finish_reason) finish = chunk.choices[0].finish_reason;
+  }
+  if (chunk.usage) usage = chunk.usage;
+}
+check(text === chat.choices[0].message.content, "streamed chat text equals the whole answer");
+check(finish === "length" && usage && usage.completion_tokens === 20, "stream finish and usage");
+
+// completions, n > 1, stop, logprobs
+const comp = await client.completions.create({ model: NAME, prompt: "Once upon a time", max_tokens: 30, temperature: 0 });
+check(comp.object === "text_completion" && comp.choices[0].text.length > 0, "completion");
+const stopAt = comp.choices[0].text.slice(10, 13);
+const stopped = await client.completions.create({
+  model: NAME, prompt: "Once upon a time", max_tokens: 30, temperature: 0, stop: [stopAt],
+});
+check(stopped.choices[0].text === comp.choices[0].text.slice(0, comp.choices[0].text.indexOf(stopAt)) &&
+      stopped.choices[0].finish_reason === "stop", "stop string");
+const many = await client.completions.create({ model: NAME, prompt: "Once upon a time", max_tokens: 10, n: 3, temperature: 0 });
+check(many.choices.length === 3 && new Set(many.choices.map((c) => c.text)).size === 1, "n=3");
+const lp = await client.chat.completions.create({
+  model: NAME, messages: [{ role: "user", content: "hi" }], max_tokens: 3, logprobs: true, top_logprobs: 3,
+});
+check(lp.choices[0].logprobs.content.length === 3 && lp.choices[0].logprobs.content[0].top_logprobs.length === 3,
+      "chat logprobs");
+const clp = await client.completions.create({ model: NAME, prompt: "Once", max_tokens: 3, logprobs: 2 });
+check(clp.choices[0].logprobs.token_logprobs.length === 3, "completion logprobs");
+
+// errors through the SDK's classes
+await expectError(client.chat.completions.create({ model: NAME, messages: [] }), OpenAI.BadRequestError, 400,
+  "empty messages", (e) => e.param === "messages");
+await expectError(client.completions.create({ model: NAME, prompt: "x", max_tokens: 600 }), OpenAI.BadRequestError, 400,
+  "context length", (e) => e.code === "context_length_exceeded");
+await expectError(client.completions.create({ model: NAME, prompt: "x", temperature: 5 }), OpenAI.BadRequestError, 400,
+  "temperature range", (e) => e.param === "temperature");
+await expectError(client.chat.completions.create({ model: "gpt-4", messages: [{ role: "user", content: "x" }] }),
+  OpenAI.NotFoundError, 404, "unknown model");
+const noKey = new OpenAI({ baseURL: `http://127.0.0.1:${srv.port}/v1`, apiKey: "wrong", maxRetries: 0 });
+await expectError(noKey.models.list(), OpenAI.AuthenticationError, 401, "wrong API key");
+check(await stopServer(srv) === 0, "server exit 0");
+
+// a full queue: 429 RateLimitError
+const small = await startServer(["--max-queue", "1", "--max-seqs", "1"]);
+const c2 = new OpenAI({ baseURL: `http://127.0.0.1:${small.port}/v1`, apiKey: "none", maxRetries: 0, timeout: 60000 });
+const results = await Promise.allSettled(Array.from({ length: 8 }, () =>
+  c2.completions.create({ model: NAME, prompt: "Once upon a time", max_tokens: 480, ignore_eos: true })));
+const limited = results.filter((r) => r.status === "rejected" && r.reason instanceof OpenAI.RateLimitError);
+check(limited.length > 0, "a full queue gives RateLimitError");
+check(results.some((r) => r.status === "fulfilled"), "the queued requests are answered");
+check(await stopServer(small) === 0, "second server exit 0");
+
+console.log(`sdk: ${passed} passed, ${failed.length} failed`);
+process.exit(failed.length ? 1 : 0);
