@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Serving benchmark (issue: herd serve). On the smollm-135m Q8_0 synth model
+# (herd synth, cached in $HERD_BENCH_MODELS, default /tmp/herd-bench-models):
+#   1. the single-stream generation rate of `herd bench` (tg128), the
+#      baseline batching must beat;
+#   2. `herd serve` loaded by `herd loadtest` with 16 concurrent streaming
+#      clients, 128 prompt and 128 output tokens each.
+# Prints a table and writes bench/results/serve-<UTC date>.json with the
+# throughput ratio (target: >= 4x) and the TTFT / ITL percentiles.
+# Usage: bench/serve.sh [--threads N] [--requests N] [--shape S] [--type T]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+HERD=build/bin/herd
+[ -x "$HERD" ] || scripts/build.sh
+threads=2 requests=96 shape=smollm-135m type=Q8_0 port=18777
+while [ $# -gt 0 ]; do
+    case $1 in
+    --threads) threads=$2; shift 2 ;;
+    --requests) requests=$2; shift 2 ;;
+    --shape) shape=$2; shift 2 ;;
+    --type) type=$2; shift 2 ;;
+    *) echo "usage: $0 [--threads N] [--requests N] [--shape S] [--type T]" >&2; exit 2 ;;
+    esac
+done
+models=${HERD_BENCH_MODELS:-/tmp/herd-bench-models}
+mkdir -p "$models" bench/results
+f=$models/$shape-$type.gguf
+[ -f "$f" ] || "$HERD" synth --shape "$shape" --type "$type" -o "$f" 2>/dev/null
+tmp=$(mktemp -d)
+server=""
+cleanup() { [ -n "$server" ] && kill "$server" 2>/dev/null; rm -rf "$tmp"; }
+trap cleanup EXIT
+"$HERD" bench -m "$f" -p 128 -n 128 -r 3 -t "$threads" --json >"$tmp/bench.json"
+single=$(python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print([r for r in d['results'] if r['test'].startswith('tg')][0]['tokens_per_s'])" "$tmp/bench.json")
+"$HERD" serve -m "$f" --port $port -t "$threads" --max-seqs 16 --batch-tokens 512 -q 2>"$tmp/serve.log" &
+server=$!
+for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break; sleep 0.1; done
+"$HERD" loadtest --url "http://127.0.0.1:$port" -c 16 -n "$requests" --prompt-tokens 128 --max-tokens 128 \
+    --json "$tmp/load.json" --svg "$tmp/load.svg" | tee "$tmp/load.md"
+stamp=$(date -u +%Y%m%dT%H%M%SZ)
+out=bench/results/serve-$stamp.json
+cp "$tmp/load.svg" "bench/results/serve-$stamp.svg"
+python3 - "$tmp/load.json" "$single" "$out" "$shape" "$type" "$threads" <<'PY'
+import json, sys
+load = json.load(open(sys.argv[1]))
+single = float(sys.argv[2])
+res = {"model": f"{sys.argv[4]} {sys.argv[5]} (herd synth)", "threads": int(sys.argv[6]),
+       "single_stream_tokens_per_s": single, "loadtest": load,
+       "ratio_vs_single_stream": load["output_tokens_per_s"] / single}
+json.dump(res, open(sys.argv[3], "w"), indent=1)
+print(f"| single stream (herd bench tg128) | {single:.1f} tokens/s |")
+print(f"| 16 clients through herd serve | {load['output_tokens_per_s']:.1f} tokens/s |")
+print(f"| ratio | {res['ratio_vs_single_stream']:.2f}x (target >= 4x) |")
+print(f"| TTFT p99 / ITL p99 | {load['ttft_ms']['p99']:.1f} ms / {load['itl_ms']['p99']:.1f} ms |")
+PY
+echo "wrote $out"
