@@ -4,7 +4,7 @@
 set -euo pipefail
 packages=(
     build-essential cmake ninja-build pkg-config git
-    libcmocka-dev libjansson-dev libpcre2-dev libevent-dev
+    libcmocka-dev libjansson-dev libpcre2-dev libevent-dev libxxhash-dev
     clang libclang-rt-14-dev clang-format
     python3 python3-numpy
 )

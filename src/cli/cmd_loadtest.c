@@ -194,7 +194,8 @@ finished:
     close(fd);
     s->e2e_s = herd_time_now_s() - t_start;
     s->ok = status == 200 && got_usage && s->out_tokens > 0;
-    if (!s->ok && !s->error[0]) snprintf(s->error, sizeof s->error, "HTTP status %d%s", status, got_usage ? "" : ", no usage");
+    if (!s->ok && !s->error[0])
+        snprintf(s->error, sizeof s->error, "HTTP status %d%s", status, got_usage ? "" : ", no usage");
 }
 
 static void *client(void *arg) {
@@ -242,14 +243,17 @@ static bool write_svg(const char *path, const char *const names[4], double *cons
     FILE *f = fopen(path, "w");
     if (!f) return false;
     const int W = 900, H = 240, PW = 200, PH = 160, X0 = 20;
-    fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" font-family=\"sans-serif\" "
-               "font-size=\"11\">\n<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n", W, H);
+    fprintf(f,
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" font-family=\"sans-serif\" "
+            "font-size=\"11\">\n<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n",
+            W, H);
     for (int m = 0; m < 4; m++) {
         int ox = X0 + m * (PW + 20), oy = 30;
         double mx = n[m] ? v[m][n[m] - 1] * 1e3 : 1;
         if (mx <= 0) mx = 1;
         fprintf(f, "<text x=\"%d\" y=\"20\">%s (ms), CDF of %zu</text>\n", ox, names[m], n[m]);
-        fprintf(f, "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" fill=\"none\" stroke=\"#999\"/>\n", ox, oy, PW, PH);
+        fprintf(f, "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" fill=\"none\" stroke=\"#999\"/>\n", ox, oy, PW,
+                PH);
         fprintf(f, "<text x=\"%d\" y=\"%d\">0</text><text x=\"%d\" y=\"%d\" text-anchor=\"end\">%.1f</text>\n", ox,
                 oy + PH + 14, ox + PW, oy + PH + 14, mx);
         fprintf(f, "<polyline fill=\"none\" stroke=\"#2060c0\" stroke-width=\"1.5\" points=\"");
@@ -314,7 +318,8 @@ int herd_cmd_loadtest(int argc, char **argv) {
     if (!url || !r || !parse_url(url, r) || (concurrency && rate > 0) || requests < 1 || requests > 1000000 ||
         prompt_tokens < 1 || prompt_tokens > 1000000 || max_tokens < 1 || max_tokens > 1000000 || rate < 0 ||
         concurrency > 4096) {
-        fprintf(stderr, "herd loadtest: give --url http://HOST:PORT, and --concurrency or --rate (not both); counts >= 1\n");
+        fprintf(stderr,
+                "herd loadtest: give --url http://HOST:PORT, and --concurrency or --rate (not both); counts >= 1\n");
         free(r);
         return 2;
     }
@@ -334,8 +339,8 @@ int herd_cmd_loadtest(int argc, char **argv) {
     if (!model) { /* ask the server */
         int fd = connect_to(r);
         char req[512], resp[8192];
-        int qn = snprintf(req, sizeof req, "GET /v1/models HTTP/1.1\r\nHost: %s\r\n%s%s%sConnection: close\r\n\r\n", r->host,
-                          key ? "Authorization: Bearer " : "", key ? key : "", key ? "\r\n" : "");
+        int qn = snprintf(req, sizeof req, "GET /v1/models HTTP/1.1\r\nHost: %s\r\n%s%s%sConnection: close\r\n\r\n",
+                          r->host, key ? "Authorization: Bearer " : "", key ? key : "", key ? "\r\n" : "");
         size_t have = 0;
         if (fd >= 0 && send_all(fd, req, (size_t)qn))
             for (ssize_t got; (got = recv(fd, resp + have, sizeof resp - 1 - have, 0)) > 0;) have += (size_t)got;
@@ -393,8 +398,8 @@ int herd_cmd_loadtest(int argc, char **argv) {
             n_itl += r->samples[i].n_itl;
         }
     }
-    double *ttft = calloc(ok + 1, sizeof *ttft), *tpot = calloc(ok + 1, sizeof *tpot), *e2e = calloc(ok + 1, sizeof *e2e),
-           *itl = calloc(n_itl + 1, sizeof *itl);
+    double *ttft = calloc(ok + 1, sizeof *ttft), *tpot = calloc(ok + 1, sizeof *tpot),
+           *e2e = calloc(ok + 1, sizeof *e2e), *itl = calloc(n_itl + 1, sizeof *itl);
     size_t k = 0, ki = 0, kt = 0;
     for (uint64_t i = 0; i < requests; i++) {
         const struct sample *s = &r->samples[i];

@@ -21,6 +21,7 @@
 #include "base/assert.h"
 #include "base/buf.h"
 #include "base/timing.h"
+#include "engine/prefix_cache.h"
 #include "engine/sched.h"
 #include "engine/stop_match.h"
 #include "model/kv_cache.h"
@@ -41,6 +42,8 @@ struct choice {
     struct herd_detok detok;
     struct herd_stop_match stop;
     bool finished;
+    uint32_t n_cached_blocks; /* full blocks of this choice offered to the prefix cache */
+    uint64_t chain_hash;      /* the hash of the last of them */
 };
 
 enum req_state { REQ_NEW, REQ_WAITING, REQ_RUNNING, REQ_DONE };
@@ -106,6 +109,8 @@ struct herd_sched {
     struct out_row *rows;
     double step_s[STEP_WINDOW];
     uint64_t n_steps;
+    struct herd_prefix_cache *pc;
+    int32_t *match_blocks; /* scratch for a prefix match, [n_ctx / block_tokens] */
 };
 
 /* ------------------------------------------------------------ parameters */
@@ -347,6 +352,8 @@ static void preempt(struct herd_sched *s, struct herd_request *r) {
     for (uint32_t i = 0; i < r->gp.n; i++) {
         free_choice_seq(s, &r->ch[i]);
         r->ch[i].n_computed = 0;
+        r->ch[i].n_cached_blocks = 0;
+        r->ch[i].chain_hash = 0;
     }
     s->seqs_in_use -= r->n_active;
     r->forked = false;
@@ -437,13 +444,36 @@ static enum herd_status prepare_request(struct herd_sched *s, struct herd_reques
 
 /* Starts r: choice 0's sequence with the blocks for the whole prompt (or
  * for everything it knows, when resuming with one choice). */
+/* Evicts cached blocks no sequence uses until n are free (or none is
+ * left to evict). */
+static void free_blocks_for(struct herd_sched *s, uint32_t n) {
+    uint32_t have = herd_kv_free_blocks(s->ctx->kv);
+    if (s->pc && have < n) herd_prefix_cache_evict(s->pc, n - have);
+}
+
+/* Starts r: choice 0's sequence begins with the prompt's blocks found in
+ * the prefix cache, and blocks for the rest of the prompt (or of
+ * everything it knows, when resuming with one choice) are reserved. */
 static enum herd_status admit(struct herd_sched *s, struct herd_request *r, struct herd_error *err) {
     struct choice *c0 = &r->ch[0];
+    const uint32_t bt = herd_kv_params(s->ctx->kv)->block_tokens;
     int32_t seq;
     enum herd_status rc = herd_kv_seq_new(s->ctx->kv, &seq, err);
     if (rc != HERD_OK) return rc;
+    /* the last prompt token is always computed (its logits are needed) */
+    uint32_t matched = 0;
+    uint64_t last_hash = 0;
+    if (s->pc && r->n_prompt > 1)
+        matched = herd_prefix_cache_match(s->pc, r->prompt, (r->n_prompt - 1) / bt, s->match_blocks, &last_hash);
+    if (matched && (rc = herd_kv_seq_adopt(s->ctx->kv, seq, s->match_blocks, matched, err)) != HERD_OK) {
+        herd_kv_seq_free(s->ctx->kv, seq);
+        return rc;
+    }
+    uint32_t start = matched * bt;
     uint32_t reserve = r->gp.n == 1 ? known_tokens(r, c0) : r->n_prompt;
-    rc = herd_kv_seq_prepare(s->ctx->kv, seq, 0, reserve, err);
+    uint32_t need = (reserve + bt - 1) / bt - matched;
+    free_blocks_for(s, need);
+    rc = herd_kv_seq_prepare(s->ctx->kv, seq, start, reserve - start, err);
     if (rc != HERD_OK) {
         herd_kv_seq_free(s->ctx->kv, seq);
         return rc;
@@ -451,10 +481,40 @@ static enum herd_status admit(struct herd_sched *s, struct herd_request *r, stru
     /* prepare set the length to `reserve`; positions are written as the
      * steps feed them */
     c0->seq = seq;
-    c0->n_computed = 0;
+    c0->n_computed = start;
+    c0->n_cached_blocks = matched;
+    c0->chain_hash = last_hash;
     s->seqs_in_use += r->n_active;
     r->state = REQ_RUNNING;
+    pthread_mutex_lock(&r->lock);
+    if (r->stats.admitted_s == 0) r->stats.cached_tokens = start; /* the first admission's, not a resume's */
+    pthread_mutex_unlock(&r->lock);
     return HERD_OK;
+}
+
+/* Offers the full blocks each running choice has computed since the last
+ * step to the prefix cache. */
+static void cache_new_blocks(struct herd_sched *s) {
+    if (!s->pc) return;
+    const uint32_t bt = herd_kv_params(s->ctx->kv)->block_tokens;
+    int32_t tok[256];
+    if (bt > 256) return;
+    for (uint32_t k = 0; k < s->n_running; k++) {
+        struct herd_request *r = s->running[k];
+        for (uint32_t i = 0; i < r->gp.n; i++) {
+            struct choice *c = &r->ch[i];
+            if (c->seq < 0) continue;
+            uint32_t n_blocks;
+            const int32_t *blocks = herd_kv_seq_blocks(s->ctx->kv, c->seq, &n_blocks);
+            while ((c->n_cached_blocks + 1) * bt <= c->n_computed && c->n_cached_blocks < n_blocks) {
+                uint32_t b = c->n_cached_blocks;
+                for (uint32_t t = 0; t < bt; t++) tok[t] = token_at(r, c, b * bt + t);
+                c->chain_hash = herd_prefix_hash(c->chain_hash, tok, bt);
+                herd_prefix_cache_insert(s->pc, c->chain_hash, tok, blocks[b]);
+                c->n_cached_blocks++;
+            }
+        }
+    }
 }
 
 static void admit_waiting(struct herd_sched *s, double now) {
@@ -534,6 +594,10 @@ static bool make_room(struct herd_sched *s, struct herd_request *r, struct choic
     for (;;) {
         struct herd_error err = {0};
         if (herd_kv_seq_prepare(s->ctx->kv, c->seq, pos, len, &err) == HERD_OK) return true;
+        /* cached blocks nobody uses go first */
+        uint32_t before_evict = herd_kv_free_blocks(s->ctx->kv);
+        free_blocks_for(s, before_evict + len / herd_kv_params(s->ctx->kv)->block_tokens + 2);
+        if (herd_kv_free_blocks(s->ctx->kv) > before_evict) continue;
         if (!may_preempt) return false;
         struct herd_request *v = preemption_victim(s, r, NULL, now);
         if (!v || before(s, v, r, now)) return false;
@@ -731,6 +795,7 @@ static bool step(struct herd_sched *s) {
         emit_token(s, r, ci, tok, logits);
     }
     for (uint32_t k = 0; k < n_rows; k++) notify(s->rows[k].r);
+    cache_new_blocks(s);
     drop_cancelled(s); /* retires what finished in this step */
     double dt = herd_time_now_s() - now;
     pthread_mutex_lock(&s->lock);
@@ -739,6 +804,13 @@ static bool step(struct herd_sched *s) {
     s->status.steps = s->n_steps;
     s->status.generated_tokens += n_rows;
     s->status.prompt_tokens += n - n_rows;
+    if (s->pc) {
+        struct herd_prefix_cache_stats ps;
+        herd_prefix_cache_stats(s->pc, &ps);
+        s->status.prefix_queries = ps.queries;
+        s->status.prefix_hits = ps.hits;
+        s->status.prefix_cached_blocks = ps.entries;
+    }
     pthread_mutex_unlock(&s->lock);
     return true;
 }
@@ -813,10 +885,13 @@ enum herd_status herd_sched_create(struct herd_context *ctx, const struct herd_v
     s->b_pos = calloc(bt, sizeof *s->b_pos);
     s->b_want = calloc(bt, sizeof *s->b_want);
     s->rows = calloc(ctx->params.max_outputs, sizeof *s->rows);
+    s->match_blocks = calloc(ctx->params.n_ctx / herd_kv_params(ctx->kv)->block_tokens + 1, sizeof *s->match_blocks);
+    s->pc = herd_prefix_cache_create(ctx->kv);
     pthread_mutex_init(&s->lock, NULL);
     pthread_cond_init(&s->wake, NULL);
     s->status.kv_blocks_total = herd_kv_params(ctx->kv)->n_blocks;
-    if (!s->waiting || !s->running || !s->order || !s->b_tok || !s->b_seq || !s->b_pos || !s->b_want || !s->rows) {
+    if (!s->waiting || !s->running || !s->order || !s->match_blocks || !s->pc || !s->b_tok || !s->b_seq || !s->b_pos ||
+        !s->b_want || !s->rows) {
         herd_sched_destroy(s);
         return herd_error_set(err, HERD_E_NOMEM, "out of memory creating the scheduler");
     }
@@ -853,6 +928,8 @@ void herd_sched_destroy(struct herd_sched *s) {
     free(s->b_pos);
     free(s->b_want);
     free(s->rows);
+    free(s->match_blocks);
+    herd_prefix_cache_destroy(s->pc);
     free(s);
 }
 

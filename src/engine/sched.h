@@ -76,6 +76,7 @@ struct herd_event {
 struct herd_request_stats {
     double submitted_s, admitted_s, first_token_s, finished_s;
     uint32_t prompt_tokens;
+    uint32_t cached_tokens;     /* prompt tokens found in the prefix cache */
     uint32_t completion_tokens; /* over all choices */
     uint32_t preemptions;
 };
@@ -133,7 +134,9 @@ struct herd_sched_status {
     uint32_t waiting, running; /* requests */
     uint32_t kv_blocks_total, kv_blocks_free;
     uint64_t steps, preemptions, prompt_tokens, generated_tokens;
-    double median_step_s; /* over the last 256 steps */
+    uint64_t prefix_queries, prefix_hits; /* KV blocks looked up in the prefix cache, and found */
+    uint32_t prefix_cached_blocks;        /* blocks the prefix cache holds (in use or not) */
+    double median_step_s;                 /* over the last 256 steps */
 };
 void herd_sched_status(struct herd_sched *s, struct herd_sched_status *out);
 

@@ -162,6 +162,37 @@ enum herd_status herd_kv_seq_fork(struct herd_kv *kv, int32_t src, uint32_t n_to
     return HERD_OK;
 }
 
+enum herd_status herd_kv_seq_adopt(struct herd_kv *kv, int32_t id, const int32_t *blocks, uint32_t n,
+                                   struct herd_error *err) {
+    struct seq *s = get(kv, id);
+    HERD_ASSERT(s->len == 0 && s->n_blocks == 0);
+    enum herd_status rc = table_room(s, n, err);
+    if (rc != HERD_OK) return rc;
+    for (uint32_t i = 0; i < n; i++) {
+        HERD_ASSERT(blocks[i] >= 0 && (uint32_t)blocks[i] < kv->p.n_blocks && kv->refs[blocks[i]] > 0);
+        s->blocks[i] = blocks[i];
+        kv->refs[blocks[i]]++;
+    }
+    s->n_blocks = n;
+    s->len = n * kv->p.block_tokens;
+    return HERD_OK;
+}
+
+void herd_kv_block_ref(struct herd_kv *kv, int32_t block) {
+    HERD_ASSERT(block >= 0 && (uint32_t)block < kv->p.n_blocks && kv->refs[block] > 0);
+    kv->refs[block]++;
+}
+
+void herd_kv_block_unref(struct herd_kv *kv, int32_t block) {
+    HERD_ASSERT(block >= 0 && (uint32_t)block < kv->p.n_blocks);
+    release(kv, block);
+}
+
+uint32_t herd_kv_block_refs(const struct herd_kv *kv, int32_t block) {
+    HERD_ASSERT(block >= 0 && (uint32_t)block < kv->p.n_blocks);
+    return (uint32_t)kv->refs[block];
+}
+
 void herd_kv_seq_free(struct herd_kv *kv, int32_t id) {
     struct seq *s = get(kv, id);
     for (uint32_t i = 0; i < s->n_blocks; i++) release(kv, s->blocks[i]);

@@ -51,6 +51,17 @@ enum herd_status herd_kv_seq_new(struct herd_kv *kv, int32_t *seq, struct herd_e
 /* A new sequence sharing src's first n_tokens positions (n_tokens <= src's length). */
 enum herd_status herd_kv_seq_fork(struct herd_kv *kv, int32_t src, uint32_t n_tokens, int32_t *seq,
                                   struct herd_error *err);
+/* An empty sequence (fresh from herd_kv_seq_new) takes these n blocks as
+ * its first n x block_tokens positions, adding a reference to each: how a
+ * request starts from prefix-cached blocks. */
+enum herd_status herd_kv_seq_adopt(struct herd_kv *kv, int32_t seq, const int32_t *blocks, uint32_t n,
+                                   struct herd_error *err);
+/* References held outside sequences (the prefix cache): a referenced
+ * block stays allocated; unref returns it to the pool when it was the
+ * last holder. refs tells how many hold it. */
+void herd_kv_block_ref(struct herd_kv *kv, int32_t block);
+void herd_kv_block_unref(struct herd_kv *kv, int32_t block);
+uint32_t herd_kv_block_refs(const struct herd_kv *kv, int32_t block);
 /* Releases the sequence and its references to blocks. */
 void herd_kv_seq_free(struct herd_kv *kv, int32_t seq);
 /* Forgets positions from n_tokens on (blocks past it are released). */

@@ -236,7 +236,7 @@ static void metrics(struct conn *c) {
     struct herd_server *s = c->srv;
     struct herd_sched_status st;
     herd_sched_status(s->m.sched, &st);
-    char buf[4096];
+    char buf[8192];
     int n = snprintf(
         buf, sizeof buf,
         "# HELP herd_requests_running Requests being computed.\n# TYPE herd_requests_running gauge\n"
@@ -252,6 +252,12 @@ static void metrics(struct conn *c) {
         "# HELP herd_preemptions_total Requests preempted for KV blocks or a slot.\n"
         "# TYPE herd_preemptions_total counter\nherd_preemptions_total %llu\n"
         "# HELP herd_steps_total Scheduler steps.\n# TYPE herd_steps_total counter\nherd_steps_total %llu\n"
+        "# HELP herd_prefix_cache_queries_total KV blocks looked up in the prefix cache.\n"
+        "# TYPE herd_prefix_cache_queries_total counter\nherd_prefix_cache_queries_total %llu\n"
+        "# HELP herd_prefix_cache_hits_total KV blocks found in the prefix cache.\n"
+        "# TYPE herd_prefix_cache_hits_total counter\nherd_prefix_cache_hits_total %llu\n"
+        "# HELP herd_prefix_cache_blocks KV blocks the prefix cache holds.\n"
+        "# TYPE herd_prefix_cache_blocks gauge\nherd_prefix_cache_blocks %u\n"
         "# HELP herd_http_requests_total HTTP requests answered.\n# TYPE herd_http_requests_total counter\n"
         "herd_http_requests_total %llu\n"
         "# HELP herd_rejections_total Requests refused, by reason.\n# TYPE herd_rejections_total counter\n"
@@ -263,7 +269,8 @@ static void metrics(struct conn *c) {
         "herd_open_connections %u\n",
         st.running, st.waiting, st.kv_blocks_total, st.kv_blocks_total - st.kv_blocks_free,
         (unsigned long long)st.prompt_tokens, (unsigned long long)st.generated_tokens,
-        (unsigned long long)st.preemptions, (unsigned long long)st.steps, (unsigned long long)s->requests_total,
+        (unsigned long long)st.preemptions, (unsigned long long)st.steps, (unsigned long long)st.prefix_queries,
+        (unsigned long long)st.prefix_hits, st.prefix_cached_blocks, (unsigned long long)s->requests_total,
         (unsigned long long)s->rejected_queue_full, (unsigned long long)s->rejected_auth,
         (unsigned long long)s->rejected_bad_request, (unsigned long long)s->rejected_too_long,
         (unsigned long long)s->cancelled, s->n_conns);

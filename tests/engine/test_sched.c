@@ -111,7 +111,9 @@ static void wait_idle(struct env *e) {
     struct herd_sched_status st;
     for (int i = 0; i < 2000; i++) {
         herd_sched_status(e->s, &st);
-        if (st.running == 0 && st.waiting == 0 && st.kv_blocks_free == st.kv_blocks_total) return;
+        /* idle: every block is free or only held by the prefix cache */
+        if (st.running == 0 && st.waiting == 0 && st.kv_blocks_free + st.prefix_cached_blocks == st.kv_blocks_total)
+            return;
         usleep(1000);
     }
     fail_msg("scheduler not idle: %u running, %u waiting, %u/%u blocks free", st.running, st.waiting, st.kv_blocks_free,
@@ -402,6 +404,45 @@ static void test_release_and_shutdown(void **state) {
     env_close(&e);
 }
 
+/* The second request with the same long prompt starts from the cached
+ * blocks and answers identically; a different continuation of a shared
+ * prefix reuses the shared part only. */
+static void test_prefix_cache(void **state) {
+    (void)state;
+    struct env e;
+    env_open(&e, 4096, 16, 64, 64);
+    struct herd_gen_params gp;
+    greedy(&gp, 24);
+    const char *p =
+        "Lily and Tom went to the park to play with the ball. They ran and jumped and laughed. Then the sun "
+        "went down and it was time to go home. Mom made soup for dinner and";
+    struct result a, b;
+    struct herd_request *r = make(&e, p, &gp);
+    struct herd_error err = {0};
+    assert_int_equal(herd_sched_submit(e.s, r, &err), HERD_OK);
+    collect(r, &a);
+    struct herd_request_stats sa;
+    herd_request_stats(r, &sa);
+    herd_request_release(r);
+    r = make(&e, p, &gp);
+    assert_int_equal(herd_sched_submit(e.s, r, &err), HERD_OK);
+    collect(r, &b);
+    struct herd_request_stats sb;
+    herd_request_stats(r, &sb);
+    herd_request_release(r);
+    assert_int_equal(sa.cached_tokens, 0);
+    assert_true(sb.cached_tokens >= 16 * ((sb.prompt_tokens - 1) / 16) && sb.cached_tokens > 0);
+    assert_int_equal(a.len[0], b.len[0]);
+    assert_memory_equal(a.text[0], b.text[0], a.len[0]);
+    struct herd_sched_status st;
+    herd_sched_status(e.s, &st);
+    assert_true(st.prefix_hits > 0 && st.prefix_queries >= st.prefix_hits);
+    /* cached blocks give way when the pool is needed: a small pool still
+     * runs everything (covered by test_preemption_keeps_outputs too) */
+    wait_idle(&e);
+    env_close(&e);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_stop_match_unit),
@@ -412,6 +453,7 @@ int main(void) {
         cmocka_unit_test(test_priority),
         cmocka_unit_test(test_cancel_queue_and_limits),
         cmocka_unit_test(test_release_and_shutdown),
+        cmocka_unit_test(test_prefix_cache),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

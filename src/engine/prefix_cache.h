@@ -1,0 +1,53 @@
+/* The prefix cache: full KV blocks kept after their request ends, found
+ * again by content, so a request whose prompt starts like an earlier one
+ * (the same system prompt, the previous turns of a chat) skips that part
+ * of its prefill.
+ *
+ * A block is keyed by a chained hash: block i's hash covers its tokens and
+ * block i-1's hash, so a match means the whole prefix up to it matched.
+ * Each entry also stores the block's tokens and checks them on a hit, so
+ * a hash collision can never hand a request someone else's KV. The cache
+ * holds one KV reference per entry; entries whose block no sequence uses
+ * are evicted least recently used first when the scheduler needs blocks.
+ * Used by the scheduler thread only. */
+#ifndef HERD_ENGINE_PREFIX_CACHE_H
+#define HERD_ENGINE_PREFIX_CACHE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "model/kv_cache.h"
+
+struct herd_prefix_cache;
+
+/* Room for one entry per KV block; NULL on out of memory. */
+struct herd_prefix_cache *herd_prefix_cache_create(struct herd_kv *kv);
+/* Releases every entry's block reference and frees. */
+void herd_prefix_cache_destroy(struct herd_prefix_cache *pc);
+
+/* The hash of a block of block_tokens tokens following a prefix whose
+ * last block hashed to prev (0 for the first block). */
+uint64_t herd_prefix_hash(uint64_t prev, const int32_t *tokens, uint32_t block_tokens);
+
+/* Looks up the chain of full blocks of tokens[0, n_blocks * block_tokens):
+ * writes the matching blocks to out and returns how many matched from the
+ * start (0..n_blocks); *last_hash is the last matched block's hash (0 if
+ * none). Counts queries and hits. */
+uint32_t herd_prefix_cache_match(struct herd_prefix_cache *pc, const int32_t *tokens, uint32_t n_blocks, int32_t *out,
+                                 uint64_t *last_hash);
+
+/* Offers block (holding tokens, hashed to hash) to the cache; keeps a
+ * reference if it is new. */
+void herd_prefix_cache_insert(struct herd_prefix_cache *pc, uint64_t hash, const int32_t *tokens, int32_t block);
+
+/* Frees up to n blocks that only the cache holds, least recently used
+ * first. Returns how many it freed. */
+uint32_t herd_prefix_cache_evict(struct herd_prefix_cache *pc, uint32_t n);
+
+struct herd_prefix_cache_stats {
+    uint64_t queries, hits; /* blocks looked up, blocks found */
+    uint32_t entries;
+};
+void herd_prefix_cache_stats(const struct herd_prefix_cache *pc, struct herd_prefix_cache_stats *out);
+
+#endif
