@@ -300,8 +300,11 @@ void api_abort(struct conn *c) {
 static json_t *usage_json(const struct api_call *a) {
     uint32_t comp = 0;
     for (uint32_t i = 0; i < a->n; i++) comp += a->ch[i].n_tokens;
-    return json_pack("{s:i,s:i,s:i}", "prompt_tokens", (int)a->prompt_tokens, "completion_tokens", (int)comp,
-                     "total_tokens", (int)(a->prompt_tokens + comp));
+    struct herd_request_stats st = {0};
+    if (a->req) herd_request_stats(a->req, &st);
+    return json_pack("{s:i,s:i,s:i,s:{s:i}}", "prompt_tokens", (int)a->prompt_tokens, "completion_tokens", (int)comp,
+                     "total_tokens", (int)(a->prompt_tokens + comp), "prompt_tokens_details", "cached_tokens",
+                     (int)st.cached_tokens);
 }
 
 static void send_sse(struct conn *c, json_t *chunk) {

@@ -192,6 +192,14 @@ stop = full[i:i + 3]
 st, cut, _ = srv.post("/v1/completions", completion("Once upon a time", max_tokens=40, stop=[stop, "zzzz"]))
 check(st == 200 and cut["choices"][0]["text"] == full[:full.index(stop)] and cut["choices"][0]["finish_reason"] == "stop",
       "stop string")
+# the prefix cache: the same long prompt twice, the second mostly cached
+long_prompt = "Lily and Tom went to the park to play with the ball. They ran and jumped and laughed. " * 3
+st, first, _ = srv.post("/v1/completions", completion(long_prompt, max_tokens=8))
+st2, second, _ = srv.post("/v1/completions", completion(long_prompt, max_tokens=8))
+check(second["usage"]["prompt_tokens_details"]["cached_tokens"] >= 16 and
+      second["choices"][0]["text"] == first["choices"][0]["text"], "prefix cache hit, same answer")
+m = srv.metrics()
+check(m.get("herd_prefix_cache_hits_total", 0) > 0, "prefix cache hits counted")
 # n > 1 share the prompt; greedy choices are identical
 st, many, _ = srv.post("/v1/completions", completion("Once upon a time", max_tokens=20, n=3))
 check(st == 200 and len(many["choices"]) == 3 and len({c["text"] for c in many["choices"]}) == 1, "n=3 greedy")
