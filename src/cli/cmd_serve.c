@@ -68,7 +68,7 @@ int herd_cmd_serve(int argc, char **argv) {
     const char *host = NULL, *chat_template = NULL, *key_file = NULL, *name = NULL;
     uint64_t port = 8080, batch_tokens = 512, max_seqs = 16, max_queue = 256, max_body = 16u << 20, max_conns = 1024,
              max_n = 16;
-    double drain_timeout = 30, header_timeout = 10;
+    double drain_timeout = 30, header_timeout = 10, prefill_per_decode = 1;
     bool auth_all = false, quiet = false;
     struct cli_strings keys = {0};
     const struct cli_opt opts[] = {
@@ -81,6 +81,8 @@ int herd_cmd_serve(int argc, char **argv) {
         {"max-seqs", 0, CLI_U64, &max_seqs, "N", "sequences computed at once (default 16)"},
         {"kv-mem", 0, CLI_U64, &mo.kv_mem, "BYTES", "KV cache size (default: a full context per sequence)"},
         {"max-queue", 0, CLI_U64, &max_queue, "N", "requests waiting before 429 (default 256)"},
+        {"prefill-per-decode", 0, CLI_F64, &prefill_per_decode, "R",
+         "while streams generate, prompt tokens per step per stream (default 1; 0: only --batch-tokens)"},
         {"max-body", 0, CLI_U64, &max_body, "BYTES", "largest request body (default 16 MiB)"},
         {"max-connections", 0, CLI_U64, &max_conns, "N", "open connections (default 1024)"},
         {"max-n", 0, CLI_U64, &max_n, "N", "largest n (default 16)"},
@@ -128,6 +130,7 @@ int herd_cmd_serve(int argc, char **argv) {
         goto fail;
     schp.batch_tokens = (uint32_t)batch_tokens;
     schp.max_queue = (uint32_t)max_queue;
+    schp.prefill_per_decode = prefill_per_decode < 0 ? 0 : prefill_per_decode;
     if (herd_sched_create(ctx, vocab, &schp, &sched, &err) != HERD_OK) goto fail;
     char default_name[256];
     if (!name) {

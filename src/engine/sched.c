@@ -126,6 +126,7 @@ void herd_sched_default_params(struct herd_sched_params *p) {
     p->batch_tokens = 512;
     p->max_queue = 256;
     p->aging_s = 10.0;
+    p->prefill_per_decode = 1.0;
 }
 
 /* -------------------------------------------------------------- requests */
@@ -646,7 +647,13 @@ static uint32_t build_batch(struct herd_sched *s, uint32_t *n_rows, double now) 
             add_tokens(s, &n, n_rows, r, i, c->n_computed + 1, true);
         }
     }
-    /* 2: prompt (and recomputation) chunks with what is left */
+    /* 2: prompt (and recomputation) chunks with what is left, capped
+     * while streams are generating (see prefill_per_decode) */
+    if (n > 0 && s->p.prefill_per_decode > 0) {
+        double cap = (double)n * s->p.prefill_per_decode;
+        uint32_t prefill_max = cap < 8 ? 8 : (uint32_t)cap;
+        if (n + prefill_max < budget) budget = n + prefill_max;
+    }
     for (uint32_t k = 0; k < s->n_running && n < budget; k++) {
         struct herd_request *r = s->running[k];
         bool shared_phase = r->gp.n > 1 && !r->forked;

@@ -109,6 +109,12 @@ struct herd_sched_params {
     uint32_t batch_tokens; /* tokens per step (decode + prompt chunks); <= the context's max_batch_tokens */
     uint32_t max_queue;    /* waiting requests; beyond it submit says HERD_E_AGAIN */
     double aging_s;        /* each aging_s of waiting counts as one priority level */
+    /* While sequences are generating, a step computes at most this many
+     * prompt tokens per generating sequence (and at least 8), so that a
+     * long prompt spread over steps never makes a step (the gap between
+     * two tokens of every stream) more than about (1 + this) times a
+     * decode-only step. 0: no cap beyond batch_tokens. */
+    double prefill_per_decode;
 };
 
 void herd_sched_default_params(struct herd_sched_params *p);
