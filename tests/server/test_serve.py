@@ -338,6 +338,51 @@ while time.time() < deadline:
     time.sleep(0.05)
 check(m.get("herd_requests_running") == 0 and m.get("herd_kv_blocks_used") == m.get("herd_prefix_cache_blocks"),
       f"disconnects free KV ({m})")
+
+# -------------------------------- memory and file descriptors after a load
+def rss_and_fds(pid):
+    with open(f"/proc/{pid}/status") as f:
+        rss = int(re.search(r"VmRSS:\s+(\d+) kB", f.read()).group(1)) * 1024
+    return rss, len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def load(count):
+    def one(i):
+        if i % 10 == 3:  # some clients go away mid-stream
+            long_stream_then_close(1)
+        elif i % 2:
+            stream(srv, P, completion(prompts[i % len(prompts)], max_tokens=32))
+        else:
+            srv.post(P, completion(prompts[i % len(prompts)], max_tokens=32))
+    for base in range(0, count, 8):
+        ts = [threading.Thread(target=one, args=(base + k,)) for k in range(8)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(60)
+
+
+# herd loadtest against this server
+with tempfile.TemporaryDirectory() as d:
+    lt = subprocess.run([HERD, "loadtest", "--url", f"http://127.0.0.1:{srv.port}", "-c", "4", "-n", "12",
+                         "--prompt-tokens", "16", "--max-tokens", "8", "--json", d + "/lt.json", "--svg", d + "/lt.svg"],
+                        capture_output=True, text=True, timeout=120)
+    ok = lt.returncode == 0 and os.path.exists(d + "/lt.json")
+    res = json.load(open(d + "/lt.json")) if ok else {}
+    check(ok and res["successful"] == 12 and res["failed"] == 0 and res["output_tokens_per_s"] > 0 and
+          res["ttft_ms"]["p99"] >= res["ttft_ms"]["median"] > 0 and "TPOT" in lt.stdout, f"herd loadtest ({lt.stderr})")
+    check(ok and open(d + "/lt.svg").read().startswith("<svg"), "loadtest SVG")
+
+load(40)  # warm up: buffers, the prefix cache
+time.sleep(0.5)
+rss0, fds0 = rss_and_fds(srv.proc.pid)
+load(200)
+time.sleep(0.5)
+rss1, fds1 = rss_and_fds(srv.proc.pid)
+check(abs(fds1 - fds0) <= 2, f"open files back to the baseline after 200 requests ({fds0} -> {fds1})")
+# AddressSanitizer keeps freed memory in quarantine: RSS says nothing there
+asan = "libasan" in open(f"/proc/{srv.proc.pid}/maps").read()
+check(asan or rss1 - rss0 < 16 << 20, f"RSS back near the baseline after 200 requests ({rss0 >> 20} -> {rss1 >> 20} MiB)")
 check(srv.stop() == 0, "exit 0 after SIGTERM")
 
 # ---------------------------------------------------------------- API keys
