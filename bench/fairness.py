@@ -31,6 +31,15 @@ for _ in range(600):
         break
     time.sleep(0.1)
 assert port, open(log.name).read()
+for _ in range(600):  # the model loads after the port opens
+    try:
+        c0 = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        c0.request("GET", "/health")
+        if c0.getresponse().status == 200:
+            break
+    except OSError:
+        pass
+    time.sleep(0.1)
 
 conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
 conn.request("GET", "/v1/models")

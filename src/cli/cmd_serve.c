@@ -2,9 +2,11 @@
  * OpenAI-compatible HTTP server on this thread until SIGTERM / SIGINT has
  * drained it. */
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "base/paths.h"
 #include "cli/cli_args.h"
@@ -59,6 +61,53 @@ static bool read_keys(const char *path, struct cli_strings *keys, char **storage
     return true;
 }
 
+/* What the loading thread builds, and hands to the server. */
+struct loader {
+    struct cli_model_opts mo;
+    const char *chat_template;
+    struct herd_sched_params schp;
+    uint32_t max_seqs, batch_tokens;
+    const char *host, *name;
+    struct herd_server *srv;
+    struct herd_model *model;
+    struct herd_context *ctx;
+    struct herd_vocab *vocab;
+    struct herd_tokenizer *tk;
+    struct herd_chat_template *tmpl;
+    struct herd_sched *sched;
+};
+
+static void *load_model(void *arg) {
+    struct loader *ld = arg;
+    struct herd_error err = {0};
+    /* a test hook: a slow load, so tests can see the loading state */
+    const char *delay = getenv("HERD_TEST_LOAD_DELAY_MS");
+    if (delay) usleep((useconds_t)(strtoul(delay, NULL, 10) % 60000) * 1000);
+    /* a step's logits rows: one per decoding sequence plus the prompts
+     * finishing in it */
+    if (!cli_model_open("serve", &ld->mo, ld->batch_tokens, ld->max_seqs + 16, ld->max_seqs, &ld->model, &ld->ctx)) {
+        herd_server_load_failed(ld->srv, "the model could not be loaded (see above)");
+        return NULL;
+    }
+    if (herd_vocab_load(ld->model->gguf, &ld->vocab, &err) != HERD_OK ||
+        herd_tokenizer_create(ld->vocab, &ld->tk, &err) != HERD_OK ||
+        herd_chat_template_load(ld->model->gguf, ld->vocab, ld->chat_template, &ld->tmpl, &err) != HERD_OK ||
+        herd_sched_create(ld->ctx, ld->vocab, &ld->schp, &ld->sched, &err) != HERD_OK) {
+        herd_server_load_failed(ld->srv, err.msg);
+        return NULL;
+    }
+    uint16_t port = herd_server_port(ld->srv);
+    fprintf(stderr,
+            "herd serve: ready: %s (%s, context %u, chat template: %s) on http://%s:%u\n"
+            "  try: curl http://%s:%u/v1/chat/completions -H 'Content-Type: application/json' \\\n"
+            "         -d '{\"model\": \"%s\", \"messages\": [{\"role\": \"user\", \"content\": \"Hello\"}]}'\n",
+            ld->name, ld->model->desc.arch, herd_sched_n_ctx(ld->sched), ld->tmpl->origin, ld->host, port, ld->host,
+            port, ld->name);
+    struct herd_server_model sm = {ld->model, ld->vocab, ld->tk, ld->tmpl, ld->sched};
+    herd_server_set_model(ld->srv, &sm);
+    return NULL;
+}
+
 int herd_cmd_serve(int argc, char **argv) {
     struct cli_model_opts mo = {0};
     struct herd_server_params sp;
@@ -111,27 +160,6 @@ int herd_cmd_serve(int argc, char **argv) {
         free(key_storage);
         return 1;
     }
-    int rc = 1;
-    struct herd_model *model = NULL;
-    struct herd_context *ctx = NULL;
-    struct herd_vocab *vocab = NULL;
-    struct herd_tokenizer *tk = NULL;
-    struct herd_chat_template *tmpl = NULL;
-    struct herd_sched *sched = NULL;
-    struct herd_server *srv = NULL;
-    struct herd_error err = {0};
-    /* a step's logits rows: one per decoding sequence plus the prompts
-     * finishing in it */
-    if (!cli_model_open("serve", &mo, (uint32_t)batch_tokens, (uint32_t)(max_seqs + 16), (uint32_t)max_seqs, &model,
-                        &ctx))
-        goto out;
-    if (herd_vocab_load(model->gguf, &vocab, &err) != HERD_OK || herd_tokenizer_create(vocab, &tk, &err) != HERD_OK ||
-        herd_chat_template_load(model->gguf, vocab, chat_template, &tmpl, &err) != HERD_OK)
-        goto fail;
-    schp.batch_tokens = (uint32_t)batch_tokens;
-    schp.max_queue = (uint32_t)max_queue;
-    schp.prefill_per_decode = prefill_per_decode < 0 ? 0 : prefill_per_decode;
-    if (herd_sched_create(ctx, vocab, &schp, &sched, &err) != HERD_OK) goto fail;
     char default_name[256];
     if (!name) {
         char path[4096];
@@ -153,29 +181,47 @@ int herd_cmd_serve(int argc, char **argv) {
     sp.auth_all = auth_all;
     sp.model_name = name;
     sp.quiet = quiet;
-    sp.max_tokens_limit = herd_sched_n_ctx(sched);
-    struct herd_server_model sm = {model, vocab, tk, tmpl, sched};
-    if (herd_server_create(&sp, &sm, &srv, &err) != HERD_OK) goto fail;
-    fprintf(stderr,
-            "herd serve: %s (%s, context %u, chat template: %s) on http://%s:%u\n"
-            "  try: curl http://%s:%u/v1/chat/completions -H 'Content-Type: application/json' \\\n"
-            "         -d '{\"model\": \"%s\", \"messages\": [{\"role\": \"user\", \"content\": \"Hello\"}]}'\n",
-            name, model->desc.arch, herd_sched_n_ctx(sched), tmpl->origin, sp.host, herd_server_port(srv), sp.host,
-            herd_server_port(srv), name);
-    if (herd_server_run(srv, &err) != HERD_OK) goto fail;
-    fprintf(stderr, "herd serve: stopped\n");
-    rc = 0;
-    goto out;
-fail:
-    fprintf(stderr, "herd serve: %s\n", err.msg);
+    schp.batch_tokens = (uint32_t)batch_tokens;
+    schp.max_queue = (uint32_t)max_queue;
+    schp.prefill_per_decode = prefill_per_decode < 0 ? 0 : prefill_per_decode;
+    /* the port first, so probes see /readyz 503 "loading" while a large
+     * model loads, then the model on its own thread */
+    struct loader ld = {.mo = mo,
+                        .chat_template = chat_template,
+                        .schp = schp,
+                        .max_seqs = (uint32_t)max_seqs,
+                        .batch_tokens = (uint32_t)batch_tokens,
+                        .host = sp.host,
+                        .name = name};
+    struct herd_error err = {0};
+    int rc = 1;
+    pthread_t th;
+    bool started = false;
+    if (herd_server_create(&sp, NULL, &ld.srv, &err) != HERD_OK) {
+        fprintf(stderr, "herd serve: %s\n", err.msg);
+        goto out;
+    }
+    fprintf(stderr, "herd serve: loading %s on http://%s:%u (503 until ready)\n", name, sp.host,
+            herd_server_port(ld.srv));
+    if (pthread_create(&th, NULL, load_model, &ld) != 0) {
+        fprintf(stderr, "herd serve: cannot start the loading thread\n");
+        goto out;
+    }
+    started = true;
+    if (herd_server_run(ld.srv, &err) != HERD_OK)
+        fprintf(stderr, "herd serve: %s\n", err.msg);
+    else
+        rc = 0;
 out:
-    herd_server_destroy(srv);
-    herd_sched_destroy(sched);
-    herd_chat_template_destroy(tmpl);
-    herd_tokenizer_destroy(tk);
-    herd_vocab_destroy(vocab);
-    herd_context_destroy(ctx);
-    herd_model_destroy(model);
+    if (started) pthread_join(th, NULL);
+    if (rc == 0) fprintf(stderr, "herd serve: stopped\n");
+    herd_server_destroy(ld.srv);
+    herd_sched_destroy(ld.sched);
+    herd_chat_template_destroy(ld.tmpl);
+    herd_tokenizer_destroy(ld.tk);
+    herd_vocab_destroy(ld.vocab);
+    herd_context_destroy(ld.ctx);
+    herd_model_destroy(ld.model);
     free(key_storage);
     return rc;
 }

@@ -234,8 +234,8 @@ static const char *bearer(const struct conn *c) {
 
 static void metrics(struct conn *c) {
     struct herd_server *s = c->srv;
-    struct herd_sched_status st;
-    herd_sched_status(s->m.sched, &st);
+    struct herd_sched_status st = {0};
+    if (s->m.sched) herd_sched_status(s->m.sched, &st);
     char buf[8192];
     int n = snprintf(
         buf, sizeof buf,
@@ -322,6 +322,11 @@ static void handle(struct conn *c) {
     }
     if (strcmp(path, "/livez") == 0 && get) {
         conn_respond(c, 200, "application/json", "{\"status\":\"ok\"}", 15, NULL);
+    } else if (!s->m.sched && strcmp(path, "/metrics") != 0) {
+        if (strcmp(path, "/health") == 0 || strcmp(path, "/readyz") == 0)
+            conn_respond(c, 503, "application/json", "{\"status\":\"loading\"}", 20, NULL);
+        else
+            conn_respond_error(c, 503, "server_error", NULL, "loading", "the model is still loading");
     } else if ((strcmp(path, "/health") == 0 || strcmp(path, "/readyz") == 0) && get) {
         if (s->draining && strcmp(path, "/readyz") == 0)
             conn_respond(c, 503, "application/json", "{\"status\":\"draining\"}", 21, NULL);
@@ -540,7 +545,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg) {
     fprintf(stderr, "herd serve: %s: draining (up to %.0f s for running requests)\n",
             sig == SIGTERM ? "SIGTERM" : "SIGINT", s->p.drain_timeout_s);
     s->draining = true;
-    herd_sched_drain(s->m.sched);
+    if (s->m.sched) herd_sched_drain(s->m.sched);
     /* the listener stays open: probes see /readyz 503, new work gets 503 */
     s->drain_started_s = herd_time_now_s();
     /* idle keep-alive connections close now */
@@ -553,6 +558,36 @@ static void on_signal(evutil_socket_t sig, short what, void *arg) {
 
 /* ------------------------------------------------------------- lifecycle */
 
+static void on_loaded(evutil_socket_t fd, short what, void *arg) {
+    (void)fd, (void)what;
+    struct herd_server *s = arg;
+    pthread_mutex_lock(&s->load_lock);
+    if (s->loaded_ready) s->m = s->loaded;
+    bool failed = s->load_failed;
+    pthread_mutex_unlock(&s->load_lock);
+    if (failed) {
+        event_base_loopexit(s->base, NULL);
+        return;
+    }
+    if (s->draining && s->m.sched) herd_sched_drain(s->m.sched);
+}
+
+void herd_server_set_model(struct herd_server *s, const struct herd_server_model *m) {
+    pthread_mutex_lock(&s->load_lock);
+    s->loaded = *m;
+    s->loaded_ready = true;
+    pthread_mutex_unlock(&s->load_lock);
+    event_active(s->load_event, EV_READ, 0);
+}
+
+void herd_server_load_failed(struct herd_server *s, const char *msg) {
+    pthread_mutex_lock(&s->load_lock);
+    s->load_failed = true;
+    snprintf(s->load_error, sizeof s->load_error, "%s", msg);
+    pthread_mutex_unlock(&s->load_lock);
+    event_active(s->load_event, EV_READ, 0);
+}
+
 enum herd_status herd_server_create(const struct herd_server_params *p, const struct herd_server_model *m,
                                     struct herd_server **out, struct herd_error *err) {
     *out = NULL;
@@ -564,7 +599,8 @@ enum herd_status herd_server_create(const struct herd_server_params *p, const st
     struct herd_server *s = calloc(1, sizeof *s);
     if (!s) return herd_error_set(err, HERD_E_NOMEM, "out of memory");
     s->p = *p;
-    s->m = *m;
+    if (m) s->m = *m;
+    pthread_mutex_init(&s->load_lock, NULL);
     s->started_wall = time(NULL);
     s->base = event_base_new();
     if (!s->base) {
@@ -603,6 +639,11 @@ enum herd_status herd_server_create(const struct herd_server_params *p, const st
     s->port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
                                                 : ((struct sockaddr_in *)&bound)->sin_port);
     s->drain_timer = evtimer_new(s->base, on_drain_tick, s);
+    s->load_event = event_new(s->base, -1, 0, on_loaded, s);
+    if (!s->drain_timer || !s->load_event) {
+        herd_server_destroy(s);
+        return herd_error_set(err, HERD_E_NOMEM, "out of memory");
+    }
     *out = s;
     return HERD_OK;
 }
@@ -616,6 +657,10 @@ enum herd_status herd_server_run(struct herd_server *s, struct herd_error *err) 
     if (!s->sigterm || !s->sigint || event_add(s->sigterm, NULL) || event_add(s->sigint, NULL))
         return herd_error_set(err, HERD_E_NOMEM, "cannot install signal handlers");
     event_base_dispatch(s->base);
+    pthread_mutex_lock(&s->load_lock);
+    bool failed = s->load_failed;
+    pthread_mutex_unlock(&s->load_lock);
+    if (failed) return herd_error_set(err, HERD_E_IO, "%s", s->load_error);
     return HERD_OK;
 }
 
@@ -631,13 +676,15 @@ void herd_server_destroy(struct herd_server *s) {
         signal(SIGINT, SIG_IGN);
     }
     if (s->drain_timer) event_free(s->drain_timer);
+    if (s->load_event) event_free(s->load_event);
     if (s->listener) evconnlistener_free(s->listener);
     if (s->base) event_base_free(s->base);
+    pthread_mutex_destroy(&s->load_lock);
     free(s);
 }
 
 void server_respond_queue_full(struct conn *c, const char *msg) {
-    struct herd_sched_status st;
+    struct herd_sched_status st = {0};
     herd_sched_status(c->srv->m.sched, &st);
     /* a rough wait: the queue ahead, each request taking a few hundred
      * steps spread over the running slots */

@@ -55,9 +55,14 @@ struct herd_server_model {
 struct herd_server;
 
 /* Binds the listening socket (the port is known after this: see
- * herd_server_port). */
+ * herd_server_port). m may be NULL: the server then answers 503 "loading"
+ * (and /livez 200) until herd_server_set_model. */
 enum herd_status herd_server_create(const struct herd_server_params *p, const struct herd_server_model *m,
                                     struct herd_server **out, struct herd_error *err);
+/* From any thread: the model is ready (m is copied), or loading failed
+ * (msg says why; herd_server_run then returns HERD_E_IO with it). */
+void herd_server_set_model(struct herd_server *s, const struct herd_server_model *m);
+void herd_server_load_failed(struct herd_server *s, const char *msg);
 uint16_t herd_server_port(const struct herd_server *s);
 /* Runs the event loop until drained after a signal (or herd_server_stop).
  * Installs SIGTERM/SIGINT handlers for the loop's duration. */

@@ -9,6 +9,7 @@
 #include <event2/event.h>
 #include <event2/listener.h>
 #include <jansson.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -16,7 +17,13 @@
 
 struct herd_server {
     struct herd_server_params p;
-    struct herd_server_model m;
+    struct herd_server_model m; /* m.sched NULL while loading */
+    /* handed over by the loading thread (under load_lock), applied on the loop */
+    pthread_mutex_t load_lock;
+    struct herd_server_model loaded;
+    bool loaded_ready, load_failed;
+    char load_error[256];
+    struct event *load_event;
     struct event_base *base;
     struct evconnlistener *listener;
     struct event *sigterm, *sigint, *drain_timer;

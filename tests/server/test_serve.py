@@ -55,6 +55,14 @@ class Server:
                 time.sleep(0.05)
         if self.port is None:
             raise RuntimeError("server did not start: " + open(self.log.name).read())
+        # the port opens before the model is loaded: /health is 503 until then
+        while time.time() < deadline:
+            try:
+                if self.request("GET", "/health", timeout=5)[0] == 200:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.02)
 
     def request(self, method, path, body=None, headers=None, timeout=60):
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
@@ -147,6 +155,37 @@ def chat(msg, **kw):
 def completion(prompt, **kw):
     return dict({"model": NAME, "prompt": prompt, "temperature": 0}, **kw)
 
+
+# ------------------------------------------------------------ loading state
+class SlowServer(Server):
+    def __init__(self):
+        os.environ["HERD_TEST_LOAD_DELAY_MS"] = "1500"
+        try:
+            self.log = tempfile.NamedTemporaryFile("w+", prefix="herd-serve-", suffix=".log", delete=False)
+            self.proc = subprocess.Popen([HERD, "serve", "-m", MODEL, "--port", "0", "--threads", "1"],
+                                         stdout=subprocess.DEVNULL, stderr=self.log)
+        finally:
+            del os.environ["HERD_TEST_LOAD_DELAY_MS"]
+        deadline = time.time() + 30
+        self.port = None
+        while time.time() < deadline and self.port is None:
+            m = re.search(r"on http://127\.0\.0\.1:(\d+)", open(self.log.name).read())
+            if m:
+                self.port = int(m.group(1))
+            time.sleep(0.02)
+
+
+slow = SlowServer()
+st, b, _ = slow.request("GET", "/health")
+check(st == 503 and b["status"] == "loading", "/health 503 while loading")
+check(slow.request("GET", "/readyz")[0] == 503 and slow.request("GET", "/livez")[0] == 200, "readyz 503, livez 200 while loading")
+st, b, _ = slow.post("/v1/completions", {"model": NAME, "prompt": "x"})
+check(st == 503 and b["error"]["code"] == "loading", "API 503 loading")
+deadline = time.time() + 30
+while time.time() < deadline and slow.request("GET", "/health")[0] != 200:
+    time.sleep(0.05)
+check(slow.request("GET", "/readyz")[0] == 200, "ready after loading")
+check(slow.stop() == 0, "stop after loading")
 
 # ------------------------------------------------------------------ basics
 srv = Server("--max-queue", "64")

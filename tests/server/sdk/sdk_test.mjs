@@ -29,9 +29,21 @@ function startServer(args = []) {
     proc.stderr.on("data", (d) => {
       log += d;
       const m = log.match(/on http:\/\/127\.0\.0\.1:(\d+)/);
-      if (m) {
-        clearTimeout(timer);
-        resolve({ proc, port: Number(m[1]) });
+      if (m && !proc.port) {
+        proc.port = Number(m[1]);
+        // the port opens before the model is loaded: wait for /health 200
+        const poll = async () => {
+          try {
+            const r = await fetch(`http://127.0.0.1:${proc.port}/health`);
+            if (r.status === 200) {
+              clearTimeout(timer);
+              resolve({ proc, port: proc.port });
+              return;
+            }
+          } catch (e) { /* not yet */ }
+          setTimeout(poll, 20);
+        };
+        poll();
       }
     });
     proc.on("exit", (code) => reject(new Error(`server exited ${code}: ${log}`)));
