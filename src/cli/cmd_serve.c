@@ -117,7 +117,7 @@ int herd_cmd_serve(int argc, char **argv) {
     const char *host = NULL, *chat_template = NULL, *key_file = NULL, *name = NULL;
     uint64_t port = 8080, batch_tokens = 512, max_seqs = 16, max_queue = 256, max_body = 16u << 20, max_conns = 1024,
              max_n = 16;
-    double drain_timeout = 30, header_timeout = 10, prefill_per_decode = 1;
+    double drain_timeout = 30, header_timeout = 10, prefill_per_decode = 1, write_timeout = 30;
     bool auth_all = false, quiet = false;
     struct cli_strings keys = {0};
     const struct cli_opt opts[] = {
@@ -137,6 +137,8 @@ int herd_cmd_serve(int argc, char **argv) {
         {"max-n", 0, CLI_U64, &max_n, "N", "largest n (default 16)"},
         {"header-timeout", 0, CLI_F64, &header_timeout, "S", "seconds to receive a request's headers (default 10)"},
         {"drain-timeout", 0, CLI_F64, &drain_timeout, "S", "seconds running requests get after SIGTERM (default 30)"},
+        {"write-timeout", 0, CLI_F64, &write_timeout, "S",
+         "a client that reads nothing for S seconds is dropped and its request cancelled (default 30)"},
         {"api-key", 0, CLI_STRING_LIST, &keys, "KEY", "accept this API key (repeatable)"},
         {"api-key-file", 0, CLI_STRING, &key_file, "FILE", "accept the keys in FILE, one per line"},
         {"auth-all", 0, CLI_FLAG, &auth_all, NULL, "require a key for health and metrics too"},
@@ -148,7 +150,7 @@ int herd_cmd_serve(int argc, char **argv) {
     if (prc != CLI_OK) return prc == CLI_EXIT_OK ? 0 : prc;
     if (port > 65535 || batch_tokens < 1 || batch_tokens > 8192 || max_seqs < 1 || max_seqs > 1024 || max_queue < 1 ||
         max_body < 1024 || max_conns < 1 || max_n < 1 || max_n > HERD_MAX_CHOICES || drain_timeout < 0 ||
-        header_timeout <= 0) {
+        header_timeout <= 0 || write_timeout < 1) {
         fprintf(stderr,
                 "herd serve: --port 0..65535, --batch-tokens 1..8192, --max-seqs 1..1024, --max-n 1..%d, "
                 "--max-body >= 1024, other limits >= 1\n",
@@ -177,6 +179,7 @@ int herd_cmd_serve(int argc, char **argv) {
     sp.max_n = (uint32_t)max_n;
     sp.header_timeout_s = header_timeout;
     sp.drain_timeout_s = drain_timeout;
+    sp.write_timeout_s = write_timeout;
     sp.api_keys = keys.n ? keys.v : NULL;
     sp.auth_all = auth_all;
     sp.model_name = name;

@@ -471,6 +471,38 @@ s.close()
 check(got.startswith(b"HTTP/1.1 408"), "slow headers -> 408 after the header timeout")
 srv.stop()
 
+# ----------------------------------------- slow reader, UTF-8 in and out
+srv = Server("--write-timeout", "1")
+s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+body = json.dumps(completion("Once upon a time", max_tokens=480, n=16, ignore_eos=True, stream=True)).encode()
+s.sendall(b"POST /v1/completions HTTP/1.1\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+# ... and never read. Its output (~2 MB) fits in the kernel's socket
+# buffers here, so the write timeout has nothing to wait on; what matters
+# is that a client that does not read pins no sequence and no KV block.
+deadline = time.time() + 20
+while time.time() < deadline:
+    m = srv.metrics()
+    if m.get("herd_requests_running") == 0 and m.get("herd_kv_blocks_used") == m.get("herd_prefix_cache_blocks"):
+        break
+    time.sleep(0.2)
+check(m.get("herd_requests_running") == 0 and m.get("herd_kv_blocks_used") == m.get("herd_prefix_cache_blocks"),
+      f"a client that never reads holds no sequence or KV block ({m})")
+s.close()
+st, b, _ = srv.post(P, b'{"model": "' + NAME.encode() + b'", "prompt": "bad \xc0\xaf \xff"}')
+check(st == 400, "invalid UTF-8 in the request -> 400")
+bad_utf8 = 0
+for i in range(10):
+    chunks, done = stream(srv, P, completion("Once upon a time", max_tokens=64, temperature=2.0, seed=i))
+    for c in chunks:
+        for ch in c["choices"]:
+            try:
+                ch["text"].encode("utf-8")
+            except UnicodeEncodeError:
+                bad_utf8 += 1
+check(bad_utf8 == 0, "streamed deltas are valid UTF-8 at temperature 2")
+srv.stop()
+
 # ------------------------------------------------------------------ drain
 # One sequence at a time and eight long streams queued: the drain has work
 # to wait for (the model is fast; the queue makes it last).
