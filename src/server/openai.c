@@ -292,7 +292,20 @@ void api_cancel(struct conn *c) {
     if (c->call && c->call->req) herd_request_cancel(c->call->req);
 }
 
+/* Copies the request's numbers for the access log before it goes. */
+static void log_usage(struct conn *c, const struct api_call *a) {
+    struct herd_request_stats st;
+    herd_request_stats(a->req, &st);
+    c->have_usage = true;
+    c->log_prompt_tokens = st.prompt_tokens;
+    c->log_cached_tokens = st.cached_tokens;
+    c->log_completion_tokens = st.completion_tokens;
+    c->log_queue_ms = st.admitted_s > 0 ? (st.admitted_s - st.submitted_s) * 1e3 : 0;
+    c->log_ttft_ms = st.first_token_s > 0 ? (st.first_token_s - st.submitted_s) * 1e3 : 0;
+}
+
 void api_abort(struct conn *c) {
+    if (c->call && c->call->req) log_usage(c, c->call);
     call_free(c->call);
     c->call = NULL;
 }

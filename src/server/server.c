@@ -95,8 +95,15 @@ static void access_log(struct conn *c) {
     int cls = c->status / 100;
     if (cls >= 1 && cls <= 5) s->responses_by_class[cls]++;
     if (s->p.quiet) return;
-    fprintf(stderr, "herd serve: %s %s %s %d %.1f ms\n", c->request_id, c->method, c->path, c->status,
-            (herd_time_now_s() - c->t_start) * 1e3);
+    double ms = (herd_time_now_s() - c->t_start) * 1e3;
+    if (c->have_usage)
+        fprintf(stderr,
+                "herd serve: %s %s %s %d prompt=%u cached=%u completion=%u queue=%.1fms ttft=%.1fms duration=%.1fms\n",
+                c->request_id, c->method, c->path, c->status, c->log_prompt_tokens, c->log_cached_tokens,
+                c->log_completion_tokens, c->log_queue_ms, c->log_ttft_ms, ms);
+    else
+        fprintf(stderr, "herd serve: %s %s %s %d duration=%.1fms\n", c->request_id, c->method, c->path, c->status, ms);
+    c->have_usage = false;
 }
 
 /* The response is complete: next request, or close when flushed. */

@@ -63,6 +63,10 @@ struct conn {
     char path[128];
     double t_start;
     int status;
+    /* for the access log, filled by the handler when it has them */
+    bool have_usage;
+    uint32_t log_prompt_tokens, log_completion_tokens, log_cached_tokens;
+    double log_queue_ms, log_ttft_ms;
     struct api_call *call;
     struct conn *prev, *next;
 };
