@@ -31,6 +31,10 @@
 #define DETOK_BYTES          1024
 /* Event text per request is bounded like the output it carries. */
 #define EVENT_TEXT_MAX_BYTES ((size_t)64 << 20)
+/* Context positions that cost about as much attention as one token's
+ * matmuls (measured on smollm-135m: a prompt token at position 2000 made a
+ * step ~4x the cost of a decode token near position 150). */
+#define PREFILL_POS_SCALE    512.0
 #define STEP_WINDOW          256
 
 struct choice {
@@ -649,11 +653,8 @@ static uint32_t build_batch(struct herd_sched *s, uint32_t *n_rows, double now) 
     }
     /* 2: prompt (and recomputation) chunks with what is left, capped
      * while streams are generating (see prefill_per_decode) */
-    if (n > 0 && s->p.prefill_per_decode > 0) {
-        double cap = (double)n * s->p.prefill_per_decode;
-        uint32_t prefill_max = cap < 8 ? 8 : (uint32_t)cap;
-        if (n + prefill_max < budget) budget = n + prefill_max;
-    }
+    bool capped = n > 0 && s->p.prefill_per_decode > 0;
+    const uint32_t n_decode = n;
     for (uint32_t k = 0; k < s->n_running && n < budget; k++) {
         struct herd_request *r = s->running[k];
         bool shared_phase = r->gp.n > 1 && !r->forked;
@@ -668,8 +669,21 @@ static uint32_t build_batch(struct herd_sched *s, uint32_t *n_rows, double now) 
             /* nothing to feed, or only the decode token of step 1 */
             if (c->n_computed >= target || (logits && c->n_computed + 1 == target)) continue;
             uint32_t end = target;
-            if (end - c->n_computed > budget - n) {
-                end = c->n_computed + (budget - n);
+            uint32_t room = budget - n;
+            if (capped) {
+                /* a prompt token late in a long prompt attends to all before
+                 * it: weight it by its position (PREFILL_POS_SCALE tokens of
+                 * context cost about one token of matmul) */
+                double cap = (double)n_decode * s->p.prefill_per_decode * PREFILL_POS_SCALE /
+                             (PREFILL_POS_SCALE + (double)c->n_computed);
+                uint32_t allowed = cap < 4 ? 4 : (uint32_t)cap;
+                uint32_t used = n - n_decode;
+                room = allowed > used ? allowed - used : 0;
+                if (room > budget - n) room = budget - n;
+                if (!room) break;
+            }
+            if (end - c->n_computed > room) {
+                end = c->n_computed + room;
                 logits = false;
             }
             if (logits && *n_rows >= max_rows) { /* no logits row left: stop one short */
