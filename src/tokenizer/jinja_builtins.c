@@ -527,7 +527,7 @@ BUILTIN(m_keys) {
 BUILTIN(m_values) {
     (void)at, (void)args;
     struct jj_value l = jj_list_new(r, JJ_LIST, self->u.dict->n);
-    memcpy(l.u.list->items, self->u.dict->vals, self->u.dict->n * sizeof *l.u.list->items);
+    if (self->u.dict->n) memcpy(l.u.list->items, self->u.dict->vals, self->u.dict->n * sizeof *l.u.list->items);
     return l;
 }
 

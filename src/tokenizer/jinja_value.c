@@ -697,7 +697,7 @@ struct jj_list *jj_iterate(struct jj_render *r, const struct jj_node *at, const 
     case JJ_DICT:
     case JJ_NAMESPACE: {
         struct jj_value l = jj_list_new(r, JJ_LIST, v->u.dict->n);
-        memcpy(l.u.list->items, v->u.dict->keys, v->u.dict->n * sizeof *l.u.list->items);
+        if (v->u.dict->n) memcpy(l.u.list->items, v->u.dict->keys, v->u.dict->n * sizeof *l.u.list->items);
         return l.u.list;
     }
     case JJ_STR: {
