@@ -28,6 +28,9 @@ struct env {
     struct herd_sched *s;
 };
 
+/* Scheduler aging for the next env_open (test_aging lowers it). */
+static double g_aging_s = 10.0;
+
 static void env_open(struct env *e, uint32_t kv_tokens, uint32_t max_seqs, uint32_t batch_tokens, uint32_t max_queue) {
     struct herd_error err = {0};
     char path[512];
@@ -46,6 +49,7 @@ static void env_open(struct env *e, uint32_t kv_tokens, uint32_t max_seqs, uint3
     herd_sched_default_params(&sp);
     sp.batch_tokens = batch_tokens;
     sp.max_queue = max_queue;
+    sp.aging_s = g_aging_s;
     if (herd_sched_create(e->ctx, e->v, &sp, &e->s, &err) != HERD_OK) fail_msg("%s", err.msg);
 }
 
@@ -443,6 +447,49 @@ static void test_prefix_cache(void **state) {
     env_close(&e);
 }
 
+/* Aging: a low-priority request that has waited long enough goes before
+ * high-priority requests that arrived after it (nothing starves). One
+ * slot, aging of 10 ms per level: after ~1 s of waiting, priority 100 is
+ * worth 0. */
+static void test_aging(void **state) {
+    (void)state;
+    g_aging_s = 0.01;
+    struct env e;
+    env_open(&e, 4096, 1, 64, 256);
+    g_aging_s = 10.0;
+    struct herd_gen_params gp;
+    greedy(&gp, 200);
+    gp.ignore_eos = true;
+    struct herd_error err = {0};
+    gp.priority = 100;
+    struct herd_request *low = make(&e, prompts[1], &gp);
+    gp.priority = 0;
+    /* priority-0 requests keep arriving a little faster than the one slot
+     * serves them: without aging the low one would wait for all of them */
+    enum { ARRIVALS = 60 };
+    struct herd_request *hi[ARRIVALS];
+    for (int i = 0; i < ARRIVALS; i++) {
+        hi[i] = make(&e, prompts[i % N_PROMPTS], &gp);
+        assert_int_equal(herd_sched_submit(e.s, hi[i], &err), HERD_OK);
+        if (i == 2) assert_int_equal(herd_sched_submit(e.s, low, &err), HERD_OK);
+        usleep(40000);
+    }
+    struct result res;
+    collect(low, &res);
+    struct herd_request_stats sl, sh;
+    herd_request_stats(low, &sl);
+    herd_request_stats(hi[ARRIVALS - 1], &sh);
+    assert_true(sl.admitted_s > 0);
+    assert_true(sh.admitted_s == 0 || sl.admitted_s < sh.admitted_s);
+    for (int i = 0; i < ARRIVALS; i++) {
+        herd_request_cancel(hi[i]);
+        herd_request_release(hi[i]);
+    }
+    herd_request_release(low);
+    wait_idle(&e);
+    env_close(&e);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_stop_match_unit),
@@ -454,6 +501,7 @@ int main(void) {
         cmocka_unit_test(test_cancel_queue_and_limits),
         cmocka_unit_test(test_release_and_shutdown),
         cmocka_unit_test(test_prefix_cache),
+        cmocka_unit_test(test_aging),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
