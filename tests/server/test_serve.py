@@ -245,6 +245,15 @@ check(st == 200 and len(many["choices"]) == 3 and len({c["text"] for c in many["
 st, seeded, _ = srv.post("/v1/completions", completion("Once upon a time", max_tokens=30, n=2, temperature=1.0, seed=7))
 st2, seeded2, _ = srv.post("/v1/completions", completion("Once upon a time", max_tokens=30, n=2, temperature=1.0, seed=7))
 check(st == 200 and [c["text"] for c in seeded["choices"]] == [c["text"] for c in seeded2["choices"]], "seed repeats")
+chunks, done = stream(srv, "/v1/chat/completions", chat("Once upon a time", max_tokens=12, n=2))
+per_choice = {0: "", 1: ""}
+finished = set()
+for c in chunks:
+    for ch in c["choices"]:
+        per_choice[ch["index"]] += ch["delta"].get("content", "")
+        if ch["finish_reason"]:
+            finished.add(ch["index"])
+check(done and finished == {0, 1} and per_choice[0] == per_choice[1] and per_choice[0], "streamed n=2 chat")
 # logprobs
 st, lp, _ = srv.post("/v1/chat/completions", chat("hi", max_tokens=3, logprobs=True, top_logprobs=2))
 content = lp["choices"][0]["logprobs"]["content"]
