@@ -18,6 +18,7 @@
 
 #include "base/buf.h"
 #include "base/timing.h"
+#include "base/utf8.h"
 #include "server/server_internal.h"
 
 struct choice_out {
@@ -225,18 +226,10 @@ static json_t *json_text(const char *s, size_t n) {
     struct herd_buf b;
     herd_buf_init(&b, n * 3 + 16);
     for (size_t i = 0; i < n;) {
-        unsigned char ch = (unsigned char)s[i];
-        size_t len = ch < 0x80                    ? 1
-                     : (ch >= 0xC2 && ch <= 0xDF) ? 2
-                     : (ch >= 0xE0 && ch <= 0xEF) ? 3
-                     : (ch >= 0xF0 && ch <= 0xF4) ? 4
-                                                  : 0;
-        bool ok = len && i + len <= n;
-        for (size_t k = 1; ok && k < len; k++) ok = ((unsigned char)s[i + k] & 0xC0) == 0x80;
-        if (ok && len > 1 && !json_stringn(s + i, len)) ok = false; /* overlong / surrogate: jansson's verdict */
-        if (ok) {
-            herd_buf_append(&b, s + i, len);
-            i += len;
+        int len = herd_utf8_seq((const uint8_t *)s + i, n - i);
+        if (len > 0) {
+            herd_buf_append(&b, s + i, (size_t)len);
+            i += (size_t)len;
         } else {
             herd_buf_append(&b, "\xEF\xBF\xBD", 3);
             i++;

@@ -12,6 +12,7 @@
 #include <time.h>
 #include <wctype.h>
 
+#include "base/utf8.h"
 #include "tokenizer/jinja_internal.h"
 
 /* Every builtin has the jj_builtin_fn signature; many use only some of
@@ -101,35 +102,6 @@ static void c_utf8_init(void) { c_utf8 = newlocale(LC_ALL_MASK, "C.UTF-8", (loca
 
 enum case_mode { CASE_UPPER, CASE_LOWER, CASE_TITLE, CASE_CAPITALIZE, CASE_JINJA_TITLE };
 
-static void put_cp(struct jj_render *r, struct jj_buf *b, uint32_t cp) {
-    char tmp[4];
-    size_t n = 0;
-    if (cp < 0x80) {
-        tmp[n++] = (char)cp;
-    } else if (cp < 0x800) {
-        tmp[n++] = (char)(0xC0 | (cp >> 6));
-        tmp[n++] = (char)(0x80 | (cp & 0x3F));
-    } else if (cp < 0x10000) {
-        tmp[n++] = (char)(0xE0 | (cp >> 12));
-        tmp[n++] = (char)(0x80 | ((cp >> 6) & 0x3F));
-        tmp[n++] = (char)(0x80 | (cp & 0x3F));
-    } else {
-        tmp[n++] = (char)(0xF0 | (cp >> 18));
-        tmp[n++] = (char)(0x80 | ((cp >> 12) & 0x3F));
-        tmp[n++] = (char)(0x80 | ((cp >> 6) & 0x3F));
-        tmp[n++] = (char)(0x80 | (cp & 0x3F));
-    }
-    jj_buf_put(r, b, tmp, n);
-}
-
-static uint32_t decode(const char *p, size_t i, size_t next) {
-    unsigned char c = (unsigned char)p[i];
-    if (next - i == 1) return c;
-    uint32_t cp = c & (0x7F >> (next - i));
-    for (size_t k = i + 1; k < next; k++) cp = (cp << 6) | ((unsigned char)p[k] & 0x3F);
-    return cp;
-}
-
 /* Upper/lower/title case per code point (C.UTF-8's tables; Python's
  * one-to-many mappings such as "ß" -> "SS" are not applied). */
 static struct jj_value change_case(struct jj_render *r, const struct jj_value *s, enum case_mode mode) {
@@ -140,7 +112,7 @@ static struct jj_value change_case(struct jj_render *r, const struct jj_value *s
     size_t n = s->u.s.n;
     for (size_t i = 0; i < n;) {
         size_t next = jj_utf8_next(p, n, i);
-        uint32_t cp = decode(p, i, next);
+        uint32_t cp = herd_utf8_decode(p + i, next - i);
         wint_t up, low;
         bool alpha;
         if (cp < 0x80 || !c_utf8) {
@@ -169,7 +141,8 @@ static struct jj_value change_case(struct jj_render *r, const struct jj_value *s
         }
         }
         first = false;
-        put_cp(r, &b, outc);
+        char enc[4];
+        jj_buf_put(r, &b, enc, herd_utf8_encode(outc, enc));
         i = next;
     }
     return jj_str_buf(&b);

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/utf8.h"
 #include "tokenizer/jinja_internal.h"
 
 /* Deeper nesting than this in one template is refused: real templates
@@ -99,24 +100,6 @@ static _Noreturn void lex_fail(struct lexer *lx, const char *msg) {
     jj_fail_at(lx->fail, HERD_E_FORMAT, lx->line, lx->col, "%s", msg);
 }
 
-static void put_utf8(char *out, size_t *n, uint32_t cp) {
-    if (cp < 0x80) {
-        out[(*n)++] = (char)cp;
-    } else if (cp < 0x800) {
-        out[(*n)++] = (char)(0xC0 | (cp >> 6));
-        out[(*n)++] = (char)(0x80 | (cp & 0x3F));
-    } else if (cp < 0x10000) {
-        out[(*n)++] = (char)(0xE0 | (cp >> 12));
-        out[(*n)++] = (char)(0x80 | ((cp >> 6) & 0x3F));
-        out[(*n)++] = (char)(0x80 | (cp & 0x3F));
-    } else {
-        out[(*n)++] = (char)(0xF0 | (cp >> 18));
-        out[(*n)++] = (char)(0x80 | ((cp >> 12) & 0x3F));
-        out[(*n)++] = (char)(0x80 | ((cp >> 6) & 0x3F));
-        out[(*n)++] = (char)(0x80 | (cp & 0x3F));
-    }
-}
-
 static int hex_val(char c) {
     if (c >= '0' && c <= '9') return c - '0';
     if (c >= 'a' && c <= 'f') return c - 'a' + 10;
@@ -163,7 +146,7 @@ static void lex_string(struct lexer *lx) {
                 for (; k < 3 && i < end && lx->s[i] >= '0' && lx->s[i] <= '7'; k++, i++)
                     cp = cp * 8 + (uint32_t)(lx->s[i] - '0');
                 i--;
-                put_utf8(out, &n, cp);
+                n += herd_utf8_encode(cp, out + n);
             } else {
                 out[n++] = '\\';
                 out[n++] = e;
@@ -179,7 +162,7 @@ static void lex_string(struct lexer *lx) {
             }
             if (cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
                 lex_fail(lx, "escape outside Unicode in a string literal");
-            put_utf8(out, &n, cp);
+            n += herd_utf8_encode(cp, out + n);
         }
     }
     out[n] = 0;
@@ -1145,33 +1128,10 @@ static void parse_body(struct parser *ps, struct jj_nodes *out, const char *cons
     }
 }
 
-/* Length of the valid UTF-8 prefix of s: no overlong forms, surrogates or
- * code points past U+10FFFF (what Python's str can hold). */
-static size_t utf8_valid_prefix(const char *s, size_t n) {
-    size_t i = 0;
-    while (i < n) {
-        unsigned char c = (unsigned char)s[i];
-        size_t len = c < 0x80                   ? 1
-                     : (c >= 0xC2 && c <= 0xDF) ? 2
-                     : (c >= 0xE0 && c <= 0xEF) ? 3
-                     : (c >= 0xF0 && c <= 0xF4) ? 4
-                                                : 0;
-        if (!len || n - i < len) return i;
-        for (size_t k = 1; k < len; k++)
-            if (((unsigned char)s[i + k] & 0xC0) != 0x80) return i;
-        unsigned char c1 = len > 1 ? (unsigned char)s[i + 1] : 0;
-        if ((c == 0xE0 && c1 < 0xA0) || (c == 0xED && c1 >= 0xA0) || (c == 0xF0 && c1 < 0x90) ||
-            (c == 0xF4 && c1 >= 0x90))
-            return i;
-        i += len;
-    }
-    return n;
-}
-
 void jj_parse(struct herd_jinja_template *t, const char *src, size_t len, struct jj_fail *f) {
     /* every string the engine makes is UTF-8 because the template and the
      * JSON variables are; check the template once here */
-    size_t valid = utf8_valid_prefix(src, len);
+    size_t valid = herd_utf8_valid_prefix(src, len);
     if (valid < len) {
         uint32_t line = 1, col = 1;
         for (size_t i = 0; i < valid; i++) {

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "base/assert.h"
+#include "base/utf8.h"
 #include "tokenizer/jinja_internal.h"
 
 /* --------------------------------------------------------------- arena */
@@ -373,14 +374,6 @@ size_t jj_utf8_len(const char *p, size_t n) {
     return k;
 }
 
-static uint32_t utf8_decode(const char *p, size_t n, size_t i) {
-    unsigned char c = (unsigned char)p[i];
-    size_t len = c < 0x80 ? 1 : c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4;
-    uint32_t cp = len == 1 ? c : len == 2 ? c & 0x1F : len == 3 ? c & 0x0F : c & 0x07;
-    for (size_t k = 1; k < len && i + k < n; k++) cp = (cp << 6) | ((unsigned char)p[i + k] & 0x3F);
-    return cp;
-}
-
 /* Python's str.isprintable for one character: not in the Unicode "Other"
  * or "Separator" categories, except the ASCII space. The categories come
  * from PCRE2's Unicode tables. */
@@ -467,7 +460,7 @@ static void write_str_repr(struct jj_render *r, struct jj_buf *b, const char *p,
         } else if (c == '\t') {
             jj_buf_put(r, b, "\\t", 2);
         } else if (!is_printable(p + i, next - i)) {
-            uint32_t cp = utf8_decode(p, n, i);
+            uint32_t cp = herd_utf8_decode(p + i, n - i);
             if (cp < 0x100)
                 jj_buf_printf(r, b, "\\x%02x", cp);
             else if (cp < 0x10000)
@@ -585,7 +578,7 @@ static void write_json_string(struct jj_render *r, struct jj_buf *b, const char 
             if (c < 0x20) {
                 jj_buf_printf(r, b, "\\u%04x", c);
             } else if (c >= 0x80 && ascii) {
-                uint32_t cp = utf8_decode(p, n, i);
+                uint32_t cp = herd_utf8_decode(p + i, n - i);
                 if (cp >= 0x10000) {
                     cp -= 0x10000;
                     jj_buf_printf(r, b, "\\u%04x\\u%04x", 0xD800 + (cp >> 10), 0xDC00 + (cp & 0x3FF));

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "base/checked.h"
+#include "base/utf8.h"
 #include "model/model_desc.h"
 #include "tokenizer/tokenizer.h"
 
@@ -136,16 +137,6 @@ static uint32_t byte_char(uint8_t c) {
     return 0;
 }
 
-static size_t put_utf8(uint32_t cp, char *out) {
-    if (cp < 0x80) {
-        out[0] = (char)cp;
-        return 1;
-    }
-    out[0] = (char)(0xc0 | (cp >> 6)); /* the alphabet stays below U+0800 */
-    out[1] = (char)(0x80 | (cp & 0x3f));
-    return 2;
-}
-
 enum herd_status herd_bpe_create(const struct herd_tokenizer *tk, const char *pre, struct herd_bpe **out,
                                  struct herd_error *err) {
     *out = NULL;
@@ -185,7 +176,7 @@ enum herd_status herd_bpe_create(const struct herd_tokenizer *tk, const char *pr
     }
     for (int c = 0; c < 256; c++) {
         char u[2];
-        b->byte_id[c] = herd_tokenizer_find(tk, u, put_utf8(byte_char((uint8_t)c), u));
+        b->byte_id[c] = herd_tokenizer_find(tk, u, herd_utf8_encode(byte_char((uint8_t)c), u));
     }
     const uint32_t n = (uint32_t)merges.count;
     uint64_t cap = 1024;

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "base/assert.h"
+#include "base/utf8.h"
 
 static int32_t opt_id(const struct herd_gguf *g, const char *key, uint32_t n) {
     uint64_t v;
@@ -175,31 +176,6 @@ void herd_detok_init(struct herd_detok *d, const struct herd_vocab *v) {
     d->v = v;
 }
 
-/* Length of a valid UTF-8 sequence at p (n bytes available): > 0 valid,
- * 0 incomplete but possibly valid, -1 invalid lead or continuation. */
-static int utf8_seq(const uint8_t *p, size_t n) {
-    uint8_t c = p[0];
-    int len;
-    uint32_t min;
-    if (c < 0x80) return 1;
-    if (c >= 0xc2 && c <= 0xdf)
-        len = 2, min = 0x80;
-    else if (c >= 0xe0 && c <= 0xef)
-        len = 3, min = 0x800;
-    else if (c >= 0xf0 && c <= 0xf4)
-        len = 4, min = 0x10000;
-    else
-        return -1;
-    uint32_t cp = c & (0x7f >> len);
-    for (int i = 1; i < len; i++) {
-        if ((size_t)i >= n) return 0;
-        if ((p[i] & 0xc0) != 0x80) return -1;
-        cp = cp << 6 | (p[i] & 0x3f);
-    }
-    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return -1;
-    return len;
-}
-
 static const char replacement[] = "\xef\xbf\xbd";
 
 /* Moves the complete, valid prefix of buf (n bytes) to out; keeps an
@@ -207,7 +183,7 @@ static const char replacement[] = "\xef\xbf\xbd";
 static size_t drain(struct herd_detok *d, const uint8_t *buf, size_t n, char *out, size_t cap, bool flush) {
     size_t o = 0, i = 0;
     while (i < n) {
-        int len = utf8_seq(buf + i, n - i);
+        int len = herd_utf8_seq(buf + i, n - i);
         if (len == 0 && !flush) {
             HERD_ASSERT(n - i < sizeof d->pending);
             memmove(d->pending, buf + i, n - i);

@@ -12,6 +12,7 @@
 #include "base/buf.h"
 #include "base/checked.h"
 #include "base/rng.h"
+#include "base/utf8.h"
 #include "herd/status.h"
 
 static void test_error_set_and_prefix(void **state) {
@@ -87,6 +88,29 @@ static void test_rng_deterministic_and_normal(void **state) {
     assert_true(fabs(var - 1.0) < 0.02);
 }
 
+/* Every code point encodes and decodes back, and is a valid sequence;
+ * overlong forms, surrogates, out-of-range and cut sequences are not. */
+static void test_utf8(void **state) {
+    (void)state;
+    for (uint32_t cp = 0; cp <= 0x10FFFF; cp += cp < 0x1000 ? 1 : 97) {
+        if (cp >= 0xD800 && cp <= 0xDFFF) continue;
+        char b[4];
+        size_t n = herd_utf8_encode(cp, b);
+        assert_int_equal(herd_utf8_seq((const uint8_t *)b, n), (int)n);
+        assert_int_equal(herd_utf8_decode(b, n), cp);
+        if (n > 1) assert_int_equal(herd_utf8_seq((const uint8_t *)b, n - 1), 0);
+    }
+    static const char *const bad[] = {"\xC0\xAF", "\xE0\x80\xAF", "\xED\xA0\x80", "\xF4\x90\x80\x80",
+                                      "\xFF",     "\x80",         "\xC3\x28"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+        assert_int_equal(herd_utf8_seq((const uint8_t *)bad[i], strlen(bad[i])), -1);
+    assert_int_equal(herd_utf8_valid_prefix("ab\xC3\xA9"
+                                            "c\xFF"
+                                            "d",
+                                            7),
+                     5);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_error_set_and_prefix),
@@ -94,6 +118,7 @@ int main(void) {
         cmocka_unit_test(test_buf_ceiling),
         cmocka_unit_test(test_checked_arithmetic),
         cmocka_unit_test(test_rng_deterministic_and_normal),
+        cmocka_unit_test(test_utf8),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
