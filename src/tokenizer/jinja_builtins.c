@@ -728,33 +728,17 @@ BUILTIN(f_trim) {
     return out;
 }
 
-BUILTIN(f_upper) {
-    (void)at, (void)args;
-    struct jj_value s = jj_to_str(r, self), out = change_case(r, &s, CASE_UPPER);
+/* str(value) in another case; a Markup string stays Markup. */
+static struct jj_value case_filter(struct jj_render *r, const struct jj_value *self, enum case_mode mode) {
+    struct jj_value s = jj_to_str(r, self), out = change_case(r, &s, mode);
     out.safe = s.safe;
     return out;
 }
 
-BUILTIN(f_lower) {
-    (void)at, (void)args;
-    struct jj_value s = jj_to_str(r, self), out = change_case(r, &s, CASE_LOWER);
-    out.safe = s.safe;
-    return out;
-}
-
-BUILTIN(f_title) {
-    (void)at, (void)args;
-    struct jj_value s = jj_to_str(r, self), out = change_case(r, &s, CASE_JINJA_TITLE);
-    out.safe = s.safe;
-    return out;
-}
-
-BUILTIN(f_capitalize) {
-    (void)at, (void)args;
-    struct jj_value s = jj_to_str(r, self), out = change_case(r, &s, CASE_CAPITALIZE);
-    out.safe = s.safe;
-    return out;
-}
+BUILTIN(f_upper) { return case_filter(r, self, CASE_UPPER); }
+BUILTIN(f_lower) { return case_filter(r, self, CASE_LOWER); }
+BUILTIN(f_title) { return case_filter(r, self, CASE_JINJA_TITLE); }
+BUILTIN(f_capitalize) { return case_filter(r, self, CASE_CAPITALIZE); }
 
 BUILTIN(f_replace) {
     struct jj_value s = jj_to_str(r, self);
