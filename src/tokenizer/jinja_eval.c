@@ -11,10 +11,8 @@
 
 struct jj_frame {
     struct jj_frame *parent;
-    bool captured; /* a macro's closure: must outlive the iteration */
-    size_t n, cap;
-    const char **names;
-    struct jj_value *vals;
+    bool captured;       /* a macro's closure: must outlive the iteration */
+    struct jj_dict vars; /* name (string) -> value */
 };
 
 struct jj_macro {
@@ -37,31 +35,15 @@ static struct jj_frame *frame_new(struct jj_render *r, struct jj_frame *parent) 
 }
 
 static void frame_set(struct jj_render *r, struct jj_frame *f, const char *name, struct jj_value v) {
-    for (size_t i = 0; i < f->n; i++)
-        if (strcmp(f->names[i], name) == 0) {
-            f->vals[i] = v;
-            return;
-        }
-    if (f->n == f->cap) {
-        size_t cap = f->cap ? f->cap * 2 : 8;
-        const char **names = jj_alloc(&r->arena, cap * sizeof *names);
-        struct jj_value *vals = jj_alloc(&r->arena, cap * sizeof *vals);
-        if (f->n) {
-            memcpy(names, f->names, f->n * sizeof *names);
-            memcpy(vals, f->vals, f->n * sizeof *vals);
-        }
-        f->names = names;
-        f->vals = vals;
-        f->cap = cap;
-    }
-    f->names[f->n] = name;
-    f->vals[f->n++] = v;
+    jj_dict_set(r, &f->vars, jj_str(name, strlen(name)), v);
 }
 
 static const struct jj_value *frame_lookup(const struct jj_frame *f, const char *name) {
-    for (; f; f = f->parent)
-        for (size_t i = f->n; i > 0; i--)
-            if (strcmp(f->names[i - 1], name) == 0) return &f->vals[i - 1];
+    const struct jj_value key = jj_str(name, strlen(name));
+    for (; f; f = f->parent) {
+        const struct jj_value *v = jj_dict_get(&f->vars, key);
+        if (v) return v;
+    }
     return NULL;
 }
 
@@ -614,7 +596,7 @@ static enum flow exec_for(struct jj_render *r, struct jj_frame *f, struct jj_buf
         if (!it || it->captured)
             it = frame_new(r, f);
         else
-            it->n = 0;
+            it->vars.n = 0;
         assign(r, it, n->target, items->items[i]);
         loop_update(r, &loop, items, i);
         frame_set(r, it, "loop", loop);
