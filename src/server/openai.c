@@ -87,16 +87,45 @@ static bool opt_bool(struct conn *c, json_t *body, const char *name, bool *out) 
     return true;
 }
 
-static bool known_fields(struct conn *c, json_t *body, const char *const *known) {
+static bool listed(const char *k, const char *const *names) {
+    for (size_t i = 0; names && names[i]; i++)
+        if (strcmp(k, names[i]) == 0) return true;
+    return false;
+}
+
+/* Every field of body is in one of the two lists (the second may be NULL). */
+static bool known_fields(struct conn *c, json_t *body, const char *const *known, const char *const *more) {
     const char *k;
     json_t *v;
     json_object_foreach(body, k, v) {
-        bool ok = false;
-        for (size_t i = 0; known[i] && !ok; i++) ok = strcmp(k, known[i]) == 0;
-        if (!ok) return bad(c, k, "unrecognized request argument supplied: %s", k);
+        if (!listed(k, known) && !listed(k, more)) return bad(c, k, "unrecognized request argument supplied: %s", k);
     }
     return true;
 }
+
+/* The fields both completion endpoints take (gen_params, max_tokens,
+ * logprobs, model). */
+static const char *const generation_fields[] = {"model",
+                                                "max_tokens",
+                                                "n",
+                                                "temperature",
+                                                "top_p",
+                                                "top_k",
+                                                "min_p",
+                                                "seed",
+                                                "presence_penalty",
+                                                "frequency_penalty",
+                                                "repetition_penalty",
+                                                "logit_bias",
+                                                "stop",
+                                                "stream",
+                                                "stream_options",
+                                                "logprobs",
+                                                "best_of",
+                                                "user",
+                                                "priority",
+                                                "ignore_eos",
+                                                NULL};
 
 static bool check_model(struct conn *c, json_t *body) {
     json_t *m = json_object_get(body, "model");
@@ -552,27 +581,9 @@ static bool check_messages(struct conn *c, json_t *msgs) {
     return true;
 }
 
-static const char *const chat_fields[] = {"model",
-                                          "messages",
-                                          "max_tokens",
+static const char *const chat_fields[] = {"messages",
                                           "max_completion_tokens",
-                                          "n",
-                                          "temperature",
-                                          "top_p",
-                                          "top_k",
-                                          "min_p",
-                                          "seed",
-                                          "presence_penalty",
-                                          "frequency_penalty",
-                                          "repetition_penalty",
-                                          "logit_bias",
-                                          "stop",
-                                          "stream",
-                                          "stream_options",
-                                          "logprobs",
                                           "top_logprobs",
-                                          "user",
-                                          "priority",
                                           "tools",
                                           "tool_choice",
                                           "parallel_tool_calls",
@@ -580,13 +591,11 @@ static const char *const chat_fields[] = {"model",
                                           "metadata",
                                           "store",
                                           "service_tier",
-                                          "ignore_eos",
-                                          "best_of",
                                           NULL};
 
 void api_chat_completions(struct conn *c, json_t *body) {
     const struct herd_server_model *m = &c->srv->m;
-    if (!known_fields(c, body, chat_fields) || !check_model(c, body)) return;
+    if (!known_fields(c, body, generation_fields, chat_fields) || !check_model(c, body)) return;
     json_t *msgs = json_object_get(body, "messages");
     if (!check_messages(c, msgs)) return;
     json_t *tools = json_object_get(body, "tools");
@@ -656,34 +665,11 @@ void api_chat_completions(struct conn *c, json_t *body) {
 
 /* -------------------------------------------------------- completions */
 
-static const char *const completion_fields[] = {"model",
-                                                "prompt",
-                                                "max_tokens",
-                                                "n",
-                                                "temperature",
-                                                "top_p",
-                                                "top_k",
-                                                "min_p",
-                                                "seed",
-                                                "presence_penalty",
-                                                "frequency_penalty",
-                                                "repetition_penalty",
-                                                "logit_bias",
-                                                "stop",
-                                                "stream",
-                                                "stream_options",
-                                                "logprobs",
-                                                "echo",
-                                                "suffix",
-                                                "best_of",
-                                                "user",
-                                                "priority",
-                                                "ignore_eos",
-                                                NULL};
+static const char *const completion_fields[] = {"prompt", "echo", "suffix", NULL};
 
 void api_completions(struct conn *c, json_t *body) {
     const struct herd_server_model *m = &c->srv->m;
-    if (!known_fields(c, body, completion_fields) || !check_model(c, body)) return;
+    if (!known_fields(c, body, generation_fields, completion_fields) || !check_model(c, body)) return;
     struct herd_gen_params gp;
     herd_gen_default_params(&gp);
     static struct herd_logit_bias bias[1024];
@@ -792,7 +778,7 @@ void api_models(struct conn *c, const char *id) {
 void api_tokenize(struct conn *c, json_t *body) {
     static const char *const fields[] = {"model",       "prompt",        "content", "add_special_tokens",
                                          "add_special", "parse_special", NULL};
-    if (!known_fields(c, body, fields)) return;
+    if (!known_fields(c, body, fields, NULL)) return;
     json_t *text = json_object_get(body, "prompt");
     if (!text) text = json_object_get(body, "content");
     if (!json_is_string(text)) {
@@ -825,7 +811,7 @@ void api_tokenize(struct conn *c, json_t *body) {
 
 void api_detokenize(struct conn *c, json_t *body) {
     static const char *const fields[] = {"model", "tokens", NULL};
-    if (!known_fields(c, body, fields)) return;
+    if (!known_fields(c, body, fields, NULL)) return;
     json_t *toks = json_object_get(body, "tokens");
     if (!json_is_array(toks)) {
         bad(c, "tokens", "'tokens' must be an array of token ids");
