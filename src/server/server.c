@@ -129,7 +129,7 @@ void conn_respond(struct conn *c, int status, const char *content_type, const ch
                   const char *extra_headers) {
     struct evbuffer *out = bufferevent_get_output(c->bev);
     c->status = status;
-    if (status >= 400 && status != 401 && status != 404 && status != 429) c->keep_alive = c->keep_alive && status < 500;
+    if (status >= 500) c->keep_alive = false; /* a server error ends the connection; client errors keep it */
     evbuffer_add_printf(out,
                         "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nX-Request-Id: %s\r\n%s%s\r\n",
                         status, reason(status), content_type, len, c->request_id, extra_headers ? extra_headers : "",
