@@ -322,11 +322,7 @@ BUILTIN(m_split) {
     return split_str(r, at, self, jj_arg(args, 0, "sep"), ms ? want_int(r, at, ms, "maxsplit") : -1);
 }
 
-BUILTIN(m_splitlines) {
-    (void)at;
-    (void)args;
-    return splitlines(r, self);
-}
+BUILTIN(m_splitlines) { return splitlines(r, self); }
 
 BUILTIN(m_replace) {
     size_t n;
@@ -399,29 +395,15 @@ static struct jj_value char_class(const struct jj_value *s, int (*pred)(int)) {
     return jj_bool(true);
 }
 
-BUILTIN(m_isdigit) {
-    (void)r, (void)at, (void)args;
-    return char_class(self, isdigit);
-}
-BUILTIN(m_isalpha) {
-    (void)r, (void)at, (void)args;
-    return char_class(self, isalpha);
-}
-BUILTIN(m_isalnum) {
-    (void)r, (void)at, (void)args;
-    return char_class(self, isalnum);
-}
-BUILTIN(m_isspace) {
-    (void)r, (void)at, (void)args;
-    return char_class(self, isspace);
-}
+BUILTIN(m_isdigit) { return char_class(self, isdigit); }
+BUILTIN(m_isalpha) { return char_class(self, isalpha); }
+BUILTIN(m_isalnum) { return char_class(self, isalnum); }
+BUILTIN(m_isspace) { return char_class(self, isspace); }
 BUILTIN(m_islower) {
-    (void)at, (void)args;
     struct jj_value low = change_case(r, self, CASE_LOWER), up = change_case(r, self, CASE_UPPER);
     return jj_bool(jj_equal(&low, self) && !jj_equal(&up, self));
 }
 BUILTIN(m_isupper) {
-    (void)at, (void)args;
     struct jj_value low = change_case(r, self, CASE_LOWER), up = change_case(r, self, CASE_UPPER);
     return jj_bool(jj_equal(&up, self) && !jj_equal(&low, self));
 }
@@ -487,18 +469,11 @@ static struct jj_value dict_items(struct jj_render *r, const struct jj_dict *d) 
     return l;
 }
 
-BUILTIN(m_items) {
-    (void)at, (void)args;
-    return dict_items(r, self->u.dict);
-}
+BUILTIN(m_items) { return dict_items(r, self->u.dict); }
 
-BUILTIN(m_keys) {
-    (void)args;
-    return (struct jj_value){.kind = JJ_LIST, .u.list = jj_iterate(r, at, self)};
-}
+BUILTIN(m_keys) { return (struct jj_value){.kind = JJ_LIST, .u.list = jj_iterate(r, at, self)}; }
 
 BUILTIN(m_values) {
-    (void)at, (void)args;
     struct jj_value l = jj_list_new(r, JJ_LIST, self->u.dict->n);
     if (self->u.dict->n) memcpy(l.u.list->items, self->u.dict->vals, self->u.dict->n * sizeof *l.u.list->items);
     return l;
@@ -701,26 +676,18 @@ BUILTIN(f_reject) { return select_common(r, at, self, args, false, false); }
 BUILTIN(f_selectattr) { return select_common(r, at, self, args, true, true); }
 BUILTIN(f_rejectattr) { return select_common(r, at, self, args, true, false); }
 
-BUILTIN(f_length) {
-    (void)args;
-    return jj_int(jj_length(r, at, self));
-}
+BUILTIN(f_length) { return jj_int(jj_length(r, at, self)); }
 
 BUILTIN(f_default) {
     const struct jj_value *d = jj_arg(args, 0, "default_value");
     bool boolean = opt_bool(args, 1, "boolean", false);
     if (self->kind == JJ_UNDEF || (boolean && !jj_truthy(self))) return d ? *d : jj_str("", 0);
-    (void)r, (void)at;
     return *self;
 }
 
-BUILTIN(f_string) {
-    (void)at, (void)args;
-    return jj_to_str(r, self);
-}
+BUILTIN(f_string) { return jj_to_str(r, self); }
 
 BUILTIN(f_trim) {
-    (void)at;
     struct jj_value s = jj_to_str(r, self);
     const struct jj_value *chars = jj_arg(args, 0, "chars");
     struct jj_value out = strip(&s, chars && chars->kind == JJ_STR ? chars : NULL, true, true);
@@ -798,31 +765,24 @@ BUILTIN(f_join) {
 }
 
 BUILTIN(f_items) {
-    (void)args;
     if (self->kind == JJ_UNDEF) return jj_list_new(r, JJ_LIST, 0);
     if (self->kind != JJ_DICT && self->kind != JJ_NAMESPACE) jj_error(r, at, "Can only get item pairs from a mapping.");
     return dict_items(r, self->u.dict);
 }
 
-BUILTIN(f_list) {
-    (void)args;
-    return (struct jj_value){.kind = JJ_LIST, .u.list = jj_iterate(r, at, self)};
-}
+BUILTIN(f_list) { return (struct jj_value){.kind = JJ_LIST, .u.list = jj_iterate(r, at, self)}; }
 
 BUILTIN(f_first) {
-    (void)args;
     struct jj_list *items = jj_iterate(r, at, self);
     return items->n ? items->items[0] : jj_undef(r, "No first item, sequence was empty.");
 }
 
 BUILTIN(f_last) {
-    (void)args;
     struct jj_list *items = jj_iterate(r, at, self);
     return items->n ? items->items[items->n - 1] : jj_undef(r, "No last item, sequence was empty.");
 }
 
 BUILTIN(f_reverse) {
-    (void)args;
     if (self->kind == JJ_STR) {
         struct jj_list *chars = jj_iterate(r, at, self);
         struct jj_buf b = {0};
@@ -913,7 +873,6 @@ BUILTIN(f_sum) {
 }
 
 BUILTIN(f_abs) {
-    (void)args;
     if (self->kind == JJ_FLOAT) return jj_float(fabs(self->u.f));
     if (self->kind == JJ_INT && self->u.i != INT64_MIN) return jj_int(self->u.i < 0 ? -self->u.i : self->u.i);
     if (self->kind == JJ_BOOL) return jj_int(self->u.b);
@@ -968,7 +927,6 @@ BUILTIN(f_int) {
 BUILTIN(f_float) {
     const struct jj_value *dv = jj_arg(args, 0, "default");
     struct jj_value def = dv ? *dv : jj_float(0);
-    (void)r, (void)at;
     if (jj_is_number(self)) return jj_float(jj_as_double(self));
     if (self->kind == JJ_STR) {
         char tmp[64];
@@ -1213,7 +1171,6 @@ bool jj_call_test(struct jj_render *r, const struct jj_node *at, const char *nam
 /* -------------------------------------------------------------- globals */
 
 BUILTIN(g_range) {
-    (void)self;
     int64_t a = 0, b, s = 1;
     if (args->n_pos == 1) {
         b = want_int(r, at, &args->pos[0], "range() argument");
@@ -1247,25 +1204,17 @@ static struct jj_value make_mapping(struct jj_render *r, const struct jj_node *a
     return d;
 }
 
-BUILTIN(g_namespace) {
-    (void)self;
-    return make_mapping(r, at, args, JJ_NAMESPACE);
-}
+BUILTIN(g_namespace) { return make_mapping(r, at, args, JJ_NAMESPACE); }
 
-BUILTIN(g_dict) {
-    (void)self;
-    return make_mapping(r, at, args, JJ_DICT);
-}
+BUILTIN(g_dict) { return make_mapping(r, at, args, JJ_DICT); }
 
 BUILTIN(g_raise_exception) {
-    (void)self;
     const struct jj_value *m = jj_arg(args, 0, "message");
     struct jj_value s = m ? jj_to_str(r, m) : jj_str("", 0);
     jj_error(r, at, "%.*s", (int)(s.u.s.n > 400 ? 400 : s.u.s.n), s.u.s.p);
 }
 
 BUILTIN(g_strftime_now) {
-    (void)self;
     size_t n;
     const char *fmt = want_str(r, at, jj_arg(args, 0, "format"), &n, "strftime_now format");
     if (n > 200) jj_error(r, at, "strftime_now format longer than 200 bytes");
