@@ -7,6 +7,7 @@ packages=(
     libcmocka-dev libjansson-dev libpcre2-dev libevent-dev libxxhash-dev
     clang libclang-rt-14-dev clang-format
     python3 python3-numpy
+    prometheus
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -17,6 +18,8 @@ done
 # bundles npm) must not be replaced by Debian's.
 command -v node >/dev/null || missing+=(nodejs)
 command -v npm >/dev/null || missing+=(npm)
+# prometheus (promtool, and a server for the end-to-end scrape test): the
+# package's service is not started in containers; the tests start their own.
 if [ ${#missing[@]} -gt 0 ]; then
     echo "herd: installing ${missing[*]}" >&2
     SUDO=""

@@ -118,7 +118,7 @@ int herd_cmd_serve(int argc, char **argv) {
     uint64_t port = 8080, batch_tokens = 512, max_seqs = 16, max_queue = 256, max_body = 16u << 20, max_conns = 1024,
              max_n = 16;
     double drain_timeout = 30, header_timeout = 10, prefill_per_decode = 1, write_timeout = 30;
-    bool auth_all = false, quiet = false;
+    bool auth_all = false, quiet = false, no_vllm_metrics = false;
     struct cli_strings keys = {0};
     const struct cli_opt opts[] = {
         CLI_MODEL_OPTIONS(mo),
@@ -143,6 +143,7 @@ int herd_cmd_serve(int argc, char **argv) {
         {"api-key-file", 0, CLI_STRING, &key_file, "FILE", "accept the keys in FILE, one per line"},
         {"auth-all", 0, CLI_FLAG, &auth_all, NULL, "require a key for health and metrics too"},
         {"quiet", 'q', CLI_FLAG, &quiet, NULL, "no access log"},
+        {"no-vllm-metrics", 0, CLI_FLAG, &no_vllm_metrics, NULL, "export /metrics under herd's names only"},
         {0},
     };
     int n_pos;
@@ -184,6 +185,7 @@ int herd_cmd_serve(int argc, char **argv) {
     sp.auth_all = auth_all;
     sp.model_name = name;
     sp.quiet = quiet;
+    sp.vllm_metrics = !no_vllm_metrics;
     schp.batch_tokens = (uint32_t)batch_tokens;
     schp.max_queue = (uint32_t)max_queue;
     schp.prefill_per_decode = prefill_per_decode < 0 ? 0 : prefill_per_decode;
@@ -206,6 +208,7 @@ int herd_cmd_serve(int argc, char **argv) {
     }
     fprintf(stderr, "herd serve: loading %s on http://%s:%u (503 until ready)\n", name, sp.host,
             herd_server_port(ld.srv));
+    ld.schp.metrics = herd_server_sched_metrics(ld.srv);
     if (pthread_create(&th, NULL, load_model, &ld) != 0) {
         fprintf(stderr, "herd serve: cannot start the loading thread\n");
         goto out;
@@ -218,8 +221,9 @@ int herd_cmd_serve(int argc, char **argv) {
 out:
     if (started) pthread_join(th, NULL);
     if (rc == 0) fprintf(stderr, "herd serve: stopped\n");
-    herd_server_destroy(ld.srv);
+    /* the scheduler first: it observes the server's metrics until it stops */
     herd_sched_destroy(ld.sched);
+    herd_server_destroy(ld.srv);
     herd_chat_template_destroy(ld.tmpl);
     herd_tokenizer_destroy(ld.tk);
     herd_vocab_destroy(ld.vocab);

@@ -46,8 +46,9 @@ struct choice {
     struct herd_detok detok;
     struct herd_stop_match stop;
     bool finished;
-    uint32_t n_cached_blocks; /* full blocks of this choice offered to the prefix cache */
-    uint64_t chain_hash;      /* the hash of the last of them */
+    double first_token_s, last_token_s; /* for inter-token latency and time per output token */
+    uint32_t n_cached_blocks;           /* full blocks of this choice offered to the prefix cache */
+    uint64_t chain_hash;                /* the hash of the last of them */
 };
 
 enum req_state { REQ_NEW, REQ_WAITING, REQ_RUNNING, REQ_DONE };
@@ -78,6 +79,7 @@ struct herd_request {
     bool forked;
     uint64_t arrival;
     uint32_t n_active;
+    uint32_t finish_reason; /* over its choices: 0 stop, 1 length, 2 cancelled (the worst wins) */
     struct choice ch[HERD_MAX_CHOICES];
     struct herd_request *next_in; /* inbox list */
 };
@@ -114,6 +116,7 @@ struct herd_sched {
     double step_s[STEP_WINDOW];
     uint64_t n_steps;
     struct herd_prefix_cache *pc;
+    double t_emit;         /* when this step's tokens came out of the model */
     int32_t *match_blocks; /* scratch for a prefix match, [n_ctx / block_tokens] */
 };
 
@@ -127,11 +130,27 @@ void herd_gen_default_params(struct herd_gen_params *p) {
 }
 
 void herd_sched_default_params(struct herd_sched_params *p) {
+    memset(p, 0, sizeof *p);
     p->batch_tokens = 512;
     p->max_queue = 256;
     p->aging_s = 10.0;
     p->prefill_per_decode = 1.0;
 }
+
+enum herd_priority_class herd_priority_class(int32_t priority) {
+    return priority < 0 ? HERD_PRIO_HIGH : priority == 0 ? HERD_PRIO_NORMAL : HERD_PRIO_LOW;
+}
+
+const char *herd_priority_class_name(enum herd_priority_class c) {
+    static const char *const names[HERD_PRIO_CLASSES] = {"high", "normal", "low"};
+    return names[c];
+}
+
+/* The scheduler's histograms, or NULL pointers when there are none. */
+static struct herd_metric *metric(const struct herd_sched *s, size_t offset) {
+    return s->p.metrics ? *(struct herd_metric *const *)((const char *)s->p.metrics + offset) : NULL;
+}
+#define OBSERVE(s, field, v) herd_metric_observe(metric((s), offsetof(struct herd_sched_metrics, field)), (v))
 
 /* -------------------------------------------------------------- requests */
 
@@ -398,6 +417,8 @@ static void finish_choice(struct herd_sched *s, struct herd_request *r, uint32_t
     struct choice *c = &r->ch[i];
     if (c->finished) return;
     c->finished = true;
+    if (c->n_gen >= 2) OBSERVE(s, tpot, (c->last_token_s - c->first_token_s) / (c->n_gen - 1));
+    if ((uint32_t)why - 1 > r->finish_reason) r->finish_reason = (uint32_t)why - 1;
     e->finish = why;
     push_event(r, e, text, len);
     free_choice_seq(s, c);
@@ -411,7 +432,14 @@ static void retire(struct herd_sched *s, struct herd_request *r) {
     pthread_mutex_lock(&r->lock);
     r->stats.finished_s = herd_time_now_s();
     r->all_finished = true;
+    const struct herd_request_stats st = r->stats;
     pthread_mutex_unlock(&r->lock);
+    if (st.submitted_s > 0) OBSERVE(s, e2e, st.finished_s - st.submitted_s);
+    if (st.admitted_s > 0) OBSERVE(s, queue_time, st.admitted_s - st.submitted_s);
+    if (st.admitted_s > 0 && st.first_token_s > 0) OBSERVE(s, prefill_time, st.first_token_s - st.admitted_s);
+    pthread_mutex_lock(&s->lock);
+    s->status.finished[r->finish_reason]++;
+    pthread_mutex_unlock(&s->lock);
     r->state = REQ_DONE;
     notify(r);
     herd_request_release(r);
@@ -547,6 +575,7 @@ static void admit_waiting(struct herd_sched *s, double now) {
         remove_at(s->waiting, &s->n_waiting, 0);
         pthread_mutex_lock(&s->lock);
         s->n_queued--;
+        if (rc == HERD_OK && r->stats.admitted_s == 0) s->status.prompt_tokens += r->n_prompt;
         pthread_mutex_unlock(&s->lock);
         if (rc != HERD_OK) { /* cannot happen for validated requests; end it rather than loop */
             cancel_request(s, r);
@@ -742,10 +771,19 @@ static void emit_token(struct herd_sched *s, struct herd_request *r, uint32_t ci
     }
     c->gen[c->n_gen++] = tok;
     herd_sampler_accept(c->sampler, tok);
+    const double now = s->t_emit;
+    if (c->n_gen == 1)
+        c->first_token_s = now;
+    else
+        OBSERVE(s, itl, now - c->last_token_s);
+    c->last_token_s = now;
     pthread_mutex_lock(&r->lock);
     r->stats.completion_tokens++;
-    if (r->stats.first_token_s == 0) r->stats.first_token_s = herd_time_now_s();
+    const bool first = r->stats.first_token_s == 0;
+    if (first) r->stats.first_token_s = now;
+    const double submitted = r->stats.submitted_s;
     pthread_mutex_unlock(&r->lock);
+    if (first) OBSERVE(s, ttft, now - submitted);
     size_t m = herd_detok_push(&c->detok, tok, piece, sizeof piece);
     enum herd_stop_result sr = herd_stop_match_push(&c->stop, piece, m, &out);
     if (sr == HERD_STOP_MATCHED) {
@@ -807,6 +845,7 @@ static bool step(struct herd_sched *s) {
         for (uint32_t i = 0; i < s->n_running; i++) atomic_store(&s->running[i]->cancel, true);
         return true;
     }
+    s->t_emit = herd_time_now_s();
     for (uint32_t k = 0; k < n_rows; k++) {
         struct herd_request *r = s->rows[k].r;
         uint32_t ci = s->rows[k].choice;
@@ -819,12 +858,14 @@ static bool step(struct herd_sched *s) {
     cache_new_blocks(s);
     drop_cancelled(s); /* retires what finished in this step */
     double dt = herd_time_now_s() - now;
+    OBSERVE(s, step_seconds, dt);
+    OBSERVE(s, step_tokens, n);
     pthread_mutex_lock(&s->lock);
     s->step_s[s->n_steps % STEP_WINDOW] = dt;
     s->n_steps++;
     s->status.steps = s->n_steps;
     s->status.generated_tokens += n_rows;
-    s->status.prompt_tokens += n - n_rows;
+    s->status.computed_prompt_tokens += n - n_rows;
     if (s->pc) {
         struct herd_prefix_cache_stats ps;
         herd_prefix_cache_stats(s->pc, &ps);
@@ -834,6 +875,11 @@ static bool step(struct herd_sched *s) {
     }
     pthread_mutex_unlock(&s->lock);
     return true;
+}
+
+static void count_by_class(struct herd_request *const *v, uint32_t n, uint32_t *by_class) {
+    memset(by_class, 0, HERD_PRIO_CLASSES * sizeof *by_class);
+    for (uint32_t i = 0; i < n; i++) by_class[herd_priority_class(v[i]->gp.priority)]++;
 }
 
 static void *sched_main(void *arg) {
@@ -849,6 +895,8 @@ static void *sched_main(void *arg) {
         bool stop = s->stop;
         s->status.waiting = s->n_waiting;
         s->status.running = s->n_running;
+        count_by_class(s->waiting, s->n_waiting, s->status.waiting_by_class);
+        count_by_class(s->running, s->n_running, s->status.running_by_class);
         s->status.kv_blocks_free = herd_kv_free_blocks(s->ctx->kv);
         pthread_mutex_unlock(&s->lock);
         if (stop) break;
@@ -911,6 +959,7 @@ enum herd_status herd_sched_create(struct herd_context *ctx, const struct herd_v
     pthread_mutex_init(&s->lock, NULL);
     pthread_cond_init(&s->wake, NULL);
     s->status.kv_blocks_total = herd_kv_params(ctx->kv)->n_blocks;
+    s->status.kv_block_tokens = herd_kv_params(ctx->kv)->block_tokens;
     if (!s->waiting || !s->running || !s->order || !s->match_blocks || !s->pc || !s->b_tok || !s->b_seq || !s->b_pos ||
         !s->b_want || !s->rows) {
         herd_sched_destroy(s);

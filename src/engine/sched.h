@@ -26,6 +26,7 @@
 #include <stdint.h>
 
 #include "herd/status.h"
+#include "metrics/metrics.h"
 #include "model/forward.h"
 #include "sampling/sampler.h"
 #include "tokenizer/vocab.h"
@@ -105,6 +106,25 @@ size_t herd_request_poll(struct herd_request *r, struct herd_event *out, size_t 
 bool herd_request_done(struct herd_request *r);
 void herd_request_stats(struct herd_request *r, struct herd_request_stats *out);
 
+/* Histograms the scheduler observes as things happen (seconds unless
+ * named otherwise; any may be NULL). Counters and gauges are read from
+ * herd_sched_status instead. */
+struct herd_sched_metrics {
+    struct herd_metric *ttft;         /* submit -> first token, per request */
+    struct herd_metric *itl;          /* between two tokens of a choice */
+    struct herd_metric *tpot;         /* (last token - first token) / (tokens - 1), per choice with >= 2 */
+    struct herd_metric *e2e;          /* submit -> finished, per request */
+    struct herd_metric *queue_time;   /* submit -> first admitted */
+    struct herd_metric *prefill_time; /* first admitted -> first token */
+    struct herd_metric *step_tokens;  /* tokens per step's batch */
+    struct herd_metric *step_seconds; /* a step, batch building to events out */
+};
+
+/* Priority classes for per-class counts: below 0, 0, above 0. */
+enum herd_priority_class { HERD_PRIO_HIGH, HERD_PRIO_NORMAL, HERD_PRIO_LOW, HERD_PRIO_CLASSES };
+enum herd_priority_class herd_priority_class(int32_t priority);
+const char *herd_priority_class_name(enum herd_priority_class c);
+
 struct herd_sched_params {
     uint32_t batch_tokens; /* tokens per step (decode + prompt chunks); <= the context's max_batch_tokens */
     uint32_t max_queue;    /* waiting requests; beyond it submit says HERD_E_AGAIN */
@@ -117,6 +137,7 @@ struct herd_sched_params {
      * admitted; higher values trade that for prompt throughput. 0: no cap
      * beyond batch_tokens. */
     double prefill_per_decode;
+    const struct herd_sched_metrics *metrics; /* NULL: none observed */
 };
 
 void herd_sched_default_params(struct herd_sched_params *p);
@@ -140,8 +161,13 @@ void herd_sched_drain(struct herd_sched *s);
 
 struct herd_sched_status {
     uint32_t waiting, running; /* requests */
-    uint32_t kv_blocks_total, kv_blocks_free;
-    uint64_t steps, preemptions, prompt_tokens, generated_tokens;
+    uint32_t waiting_by_class[HERD_PRIO_CLASSES], running_by_class[HERD_PRIO_CLASSES];
+    uint32_t kv_blocks_total, kv_blocks_free, kv_block_tokens;
+    uint64_t steps, preemptions;
+    uint64_t prompt_tokens;          /* of requests admitted (once each, as usage counts them) */
+    uint64_t computed_prompt_tokens; /* prompt tokens run through the model (no cache hits; recomputations) */
+    uint64_t generated_tokens;
+    uint64_t finished[3];                 /* requests finished by reason: stop, length, abort (cancelled) */
     uint64_t prefix_queries, prefix_hits; /* KV blocks looked up in the prefix cache, and found */
     uint32_t prefix_cached_blocks;        /* blocks the prefix cache holds (in use or not) */
     double median_step_s;                 /* over the last 256 steps */

@@ -81,7 +81,9 @@ static bool valid_name(const char *s, bool colon) {
     return true;
 }
 
-struct herd_metrics *herd_metrics_create(void) { return calloc(1, sizeof(struct herd_metrics)); }
+struct herd_metrics *herd_metrics_create(void) {
+    return calloc(1, sizeof(struct herd_metrics));
+}
 
 static void free_series(struct herd_metric *x) {
     for (size_t i = 0; i < x->n_labels; i++) free(x->names[i]), free(x->values[i]);
@@ -97,8 +99,8 @@ void herd_metrics_destroy(struct herd_metrics *m) {
             nx = x->next;
             free_series(x);
         }
-        for (size_t i = 0; i < f->n_aliases; i++) free(f->aliases[i].name), free(f->aliases[i].label),
-                                                  free(f->aliases[i].value);
+        for (size_t i = 0; i < f->n_aliases; i++)
+            free(f->aliases[i].name), free(f->aliases[i].label), free(f->aliases[i].value);
         free(f->name);
         free(f->help);
         free(f->bounds);
@@ -149,8 +151,7 @@ struct herd_metric_family *herd_metrics_family(struct herd_metrics *m, const cha
 
 void herd_metric_family_alias(struct herd_metric_family *fam, const char *alias_name, const char *const_label,
                               const char *const_value) {
-    HERD_ASSERT(fam->n_aliases < MAX_ALIASES && valid_name(alias_name, true) &&
-                counter_name_ok(fam->type, alias_name));
+    HERD_ASSERT(fam->n_aliases < MAX_ALIASES && valid_name(alias_name, true) && counter_name_ok(fam->type, alias_name));
     HERD_ASSERT(!const_label || valid_name(const_label, false));
     struct alias *a = &fam->aliases[fam->n_aliases++];
     a->name = dup_or_die(alias_name);
@@ -281,7 +282,7 @@ void herd_metrics_exponential_bounds(double *out, size_t n, double start, double
 
 enum herd_metrics_format herd_metrics_negotiate(const char *accept) {
     return accept && strstr(accept, "application/openmetrics-text") ? HERD_METRICS_OPENMETRICS
-                                                                   : HERD_METRICS_PROMETHEUS;
+                                                                    : HERD_METRICS_PROMETHEUS;
 }
 
 const char *herd_metrics_content_type(enum herd_metrics_format f) {
@@ -430,7 +431,8 @@ bool herd_metrics_render(struct herd_metrics *m, enum herd_metrics_format f, boo
         if (!fam->series) continue;
         render_family(&o, fam, fam->name, NULL, om);
         if (with_aliases)
-            for (size_t i = 0; i < fam->n_aliases; i++) render_family(&o, fam, fam->aliases[i].name, &fam->aliases[i], om);
+            for (size_t i = 0; i < fam->n_aliases; i++)
+                render_family(&o, fam, fam->aliases[i].name, &fam->aliases[i], om);
     }
     if (om) puts_(&o, "# EOF\n");
     return o.ok;

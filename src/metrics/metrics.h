@@ -51,11 +51,11 @@ struct herd_metric *herd_metrics_histogram(struct herd_metrics *m, const char *n
 
 /* Updates: lock-free, any thread; NULL metric is a no-op, so code can
  * observe without knowing whether metrics are on. */
-void herd_metric_add(struct herd_metric *x, double v); /* counter or gauge; counters take v >= 0 */
-void herd_metric_set(struct herd_metric *x, double v); /* gauge (or a counter mirrored from elsewhere) */
+void herd_metric_add(struct herd_metric *x, double v);     /* counter or gauge; counters take v >= 0 */
+void herd_metric_set(struct herd_metric *x, double v);     /* gauge (or a counter mirrored from elsewhere) */
 void herd_metric_observe(struct herd_metric *x, double v); /* histogram */
-double herd_metric_value(const struct herd_metric *x);  /* counter/gauge; a histogram's sum */
-uint64_t herd_metric_count(const struct herd_metric *x); /* a histogram's observations */
+double herd_metric_value(const struct herd_metric *x);     /* counter/gauge; a histogram's sum */
+uint64_t herd_metric_count(const struct herd_metric *x);   /* a histogram's observations */
 
 /* Called at the start of every render, on the rendering thread, to set the
  * gauges that are sampled rather than updated (queue lengths, memory).

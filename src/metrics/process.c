@@ -93,8 +93,8 @@ void herd_metrics_register_process(struct herd_metrics *m) {
     p->vsz = herd_metrics_gauge(m, "process_virtual_memory_bytes", "Virtual memory size in bytes.");
     p->open_fds = herd_metrics_gauge(m, "process_open_fds", "Number of open file descriptors.");
     p->max_fds = herd_metrics_gauge(m, "process_max_fds", "Maximum number of open file descriptors.");
-    p->start = herd_metrics_gauge(m, "process_start_time_seconds",
-                                 "Start time of the process since unix epoch in seconds.");
+    p->start =
+        herd_metrics_gauge(m, "process_start_time_seconds", "Start time of the process since unix epoch in seconds.");
     herd_metric_set(p->start, start_time_s());
     herd_metrics_on_collect(m, collect, p, true);
 }

@@ -53,7 +53,7 @@ static bool bad(struct conn *c, const char *param, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    c->srv->rejected_bad_request++;
+    server_count_rejection(c->srv, SERVER_REJECT_BAD_REQUEST);
     conn_respond_error(c, 400, "invalid_request_error", param, NULL, "%s", msg);
     return false;
 }
@@ -227,7 +227,7 @@ static bool max_tokens(struct conn *c, json_t *body, uint32_t n_prompt, struct h
         return false;
     long long want = mct > 0 ? mct : mt;
     if (n_prompt >= n_ctx || (want > 0 && (uint64_t)n_prompt + (uint64_t)want > n_ctx)) {
-        c->srv->rejected_too_long++;
+        server_count_rejection(c->srv, SERVER_REJECT_TOO_LONG);
         conn_respond_error(c, 400, "invalid_request_error",
                            want > 0 ? (mct > 0 ? "max_completion_tokens" : "max_tokens") : "messages",
                            "context_length_exceeded",
@@ -645,7 +645,7 @@ void api_chat_completions(struct conn *c, json_t *body) {
     free(prompt);
     if (rc == HERD_E_OVERFLOW) {
         free(ids);
-        c->srv->rejected_too_long++;
+        server_count_rejection(c->srv, SERVER_REJECT_TOO_LONG);
         conn_respond_error(c, 400, "invalid_request_error", "messages", "context_length_exceeded",
                            "this model's maximum context length is %u tokens; the messages need more", cap);
         return;
@@ -706,7 +706,7 @@ void api_completions(struct conn *c, json_t *body) {
         if (rc != HERD_OK) {
             free(ids);
             if (rc == HERD_E_OVERFLOW) {
-                c->srv->rejected_too_long++;
+                server_count_rejection(c->srv, SERVER_REJECT_TOO_LONG);
                 conn_respond_error(c, 400, "invalid_request_error", "prompt", "context_length_exceeded",
                                    "this model's maximum context length is %u tokens; the prompt has more", cap);
             } else {
@@ -717,7 +717,7 @@ void api_completions(struct conn *c, json_t *body) {
     } else if (json_is_array(prompt) && json_array_size(prompt) > 0) {
         if (json_array_size(prompt) >= cap) {
             free(ids);
-            c->srv->rejected_too_long++;
+            server_count_rejection(c->srv, SERVER_REJECT_TOO_LONG);
             conn_respond_error(c, 400, "invalid_request_error", "prompt", "context_length_exceeded",
                                "this model's maximum context length is %u tokens; the prompt has %zu", cap,
                                json_array_size(prompt));

@@ -40,6 +40,7 @@ void herd_server_default_params(struct herd_server_params *p) {
     p->max_stop_bytes = 256;
     p->max_logit_bias = 300;
     p->max_messages = 4096;
+    p->vllm_metrics = true;
 }
 
 static const char *reason(int status) {
@@ -91,9 +92,7 @@ size_t conn_pending_output(const struct conn *c) { return evbuffer_get_length(bu
 
 static void access_log(struct conn *c) {
     struct herd_server *s = c->srv;
-    s->requests_total++;
-    int cls = c->status / 100;
-    if (cls >= 1 && cls <= 5) s->responses_by_class[cls]++;
+    server_count_response(s, c->status);
     if (s->p.quiet) return;
     double ms = (herd_time_now_s() - c->t_start) * 1e3;
     if (c->have_usage)
@@ -239,52 +238,6 @@ static const char *bearer(const struct conn *c) {
     return v;
 }
 
-static void metrics(struct conn *c) {
-    struct herd_server *s = c->srv;
-    struct herd_sched_status st = {0};
-    if (s->m.sched) herd_sched_status(s->m.sched, &st);
-    char buf[8192];
-    int n = snprintf(
-        buf, sizeof buf,
-        "# HELP herd_requests_running Requests being computed.\n# TYPE herd_requests_running gauge\n"
-        "herd_requests_running %u\n"
-        "# HELP herd_requests_waiting Requests in the queue.\n# TYPE herd_requests_waiting gauge\n"
-        "herd_requests_waiting %u\n"
-        "# HELP herd_kv_blocks_total KV cache blocks.\n# TYPE herd_kv_blocks_total gauge\nherd_kv_blocks_total %u\n"
-        "# HELP herd_kv_blocks_used KV cache blocks in use.\n# TYPE herd_kv_blocks_used gauge\nherd_kv_blocks_used %u\n"
-        "# HELP herd_prompt_tokens_total Prompt tokens computed.\n# TYPE herd_prompt_tokens_total counter\n"
-        "herd_prompt_tokens_total %llu\n"
-        "# HELP herd_generation_tokens_total Tokens generated.\n# TYPE herd_generation_tokens_total counter\n"
-        "herd_generation_tokens_total %llu\n"
-        "# HELP herd_preemptions_total Requests preempted for KV blocks or a slot.\n"
-        "# TYPE herd_preemptions_total counter\nherd_preemptions_total %llu\n"
-        "# HELP herd_steps_total Scheduler steps.\n# TYPE herd_steps_total counter\nherd_steps_total %llu\n"
-        "# HELP herd_prefix_cache_queries_total KV blocks looked up in the prefix cache.\n"
-        "# TYPE herd_prefix_cache_queries_total counter\nherd_prefix_cache_queries_total %llu\n"
-        "# HELP herd_prefix_cache_hits_total KV blocks found in the prefix cache.\n"
-        "# TYPE herd_prefix_cache_hits_total counter\nherd_prefix_cache_hits_total %llu\n"
-        "# HELP herd_prefix_cache_blocks KV blocks the prefix cache holds.\n"
-        "# TYPE herd_prefix_cache_blocks gauge\nherd_prefix_cache_blocks %u\n"
-        "# HELP herd_http_requests_total HTTP requests answered.\n# TYPE herd_http_requests_total counter\n"
-        "herd_http_requests_total %llu\n"
-        "# HELP herd_rejections_total Requests refused, by reason.\n# TYPE herd_rejections_total counter\n"
-        "herd_rejections_total{reason=\"queue_full\"} %llu\nherd_rejections_total{reason=\"auth\"} %llu\n"
-        "herd_rejections_total{reason=\"bad_request\"} %llu\nherd_rejections_total{reason=\"too_long\"} %llu\n"
-        "# HELP herd_cancellations_total Requests cancelled by a client going away.\n"
-        "# TYPE herd_cancellations_total counter\nherd_cancellations_total %llu\n"
-        "# HELP herd_open_connections Open client connections.\n# TYPE herd_open_connections gauge\n"
-        "herd_open_connections %u\n",
-        st.running, st.waiting, st.kv_blocks_total, st.kv_blocks_total - st.kv_blocks_free,
-        (unsigned long long)st.prompt_tokens, (unsigned long long)st.generated_tokens,
-        (unsigned long long)st.preemptions, (unsigned long long)st.steps, (unsigned long long)st.prefix_queries,
-        (unsigned long long)st.prefix_hits, st.prefix_cached_blocks, (unsigned long long)s->requests_total,
-        (unsigned long long)s->rejected_queue_full, (unsigned long long)s->rejected_auth,
-        (unsigned long long)s->rejected_bad_request, (unsigned long long)s->rejected_too_long,
-        (unsigned long long)s->cancelled, s->n_conns);
-    conn_respond(c, 200, "text/plain; version=0.0.4; charset=utf-8", buf,
-                 n > 0 && (size_t)n < sizeof buf ? (size_t)n : 0, NULL);
-}
-
 /* The request id: the client's X-Request-Id when it is a sane token
  * (letters, digits, . _ -, at most 40), else ours. */
 static void set_request_id(struct conn *c) {
@@ -322,7 +275,7 @@ static void handle(struct conn *c) {
     bool open_path = strcmp(path, "/health") == 0 || strcmp(path, "/livez") == 0 || strcmp(path, "/readyz") == 0 ||
                      strcmp(path, "/metrics") == 0;
     if ((!open_path || s->p.auth_all) && !key_ok(s, bearer(c))) {
-        s->rejected_auth++;
+        server_count_rejection(s, SERVER_REJECT_AUTH);
         conn_respond_error(c, 401, "invalid_request_error", NULL, "invalid_api_key",
                            "missing or incorrect API key (send Authorization: Bearer KEY)");
         return;
@@ -340,8 +293,9 @@ static void handle(struct conn *c) {
         else
             conn_respond(c, 200, "application/json", "{\"status\":\"ok\"}", 15, NULL);
     } else if (strcmp(path, "/metrics") == 0 && get) {
-        metrics(c);
+        server_metrics_respond(c);
     } else if (s->draining) {
+        server_count_rejection(s, SERVER_REJECT_DRAINING);
         conn_respond_error(c, 503, "server_error", NULL, "draining", "the server is shutting down");
     } else if ((strcmp(path, "/v1/models") == 0 || strncmp(path, "/v1/models/", 11) == 0) && get) {
         api_models(c, path[10] == '/' ? path + 11 : NULL);
@@ -354,7 +308,7 @@ static void handle(struct conn *c) {
         json_error_t je;
         json_t *body = json_loadb((const char *)p->body.data, p->body.len, JSON_REJECT_DUPLICATES, &je);
         if (!body || !json_is_object(body)) {
-            s->rejected_bad_request++;
+            server_count_rejection(s, SERVER_REJECT_BAD_REQUEST);
             if (!body)
                 conn_respond_error(c, 400, "invalid_request_error", NULL, "invalid_json",
                                    "the body is not valid JSON: %s (line %d, column %d, byte %d)", je.text, je.line,
@@ -407,7 +361,7 @@ static void conn_read(struct conn *c) {
             snprintf(c->method, sizeof c->method, "-");
             snprintf(c->path, sizeof c->path, "-");
             c->t_start = herd_time_now_s();
-            c->srv->rejected_bad_request++;
+            server_count_rejection(c->srv, SERVER_REJECT_BAD_REQUEST);
             conn_respond_error(c, c->parser.error_status,
                                c->parser.error_status == 413 ? "invalid_request_error" : "invalid_request_error", NULL,
                                NULL, "%s", c->parser.error);
@@ -443,7 +397,7 @@ static void on_event(struct bufferevent *bev, short what, void *arg) {
     (void)bev;
     struct conn *c = arg;
     if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT)) {
-        if (c->call) c->srv->cancelled++;
+        if (c->call) server_count_cancellation(c->srv);
         conn_free(c);
     }
 }
@@ -569,9 +523,11 @@ static void on_loaded(evutil_socket_t fd, short what, void *arg) {
     (void)fd, (void)what;
     struct herd_server *s = arg;
     pthread_mutex_lock(&s->load_lock);
-    if (s->loaded_ready) s->m = s->loaded;
+    bool ready = s->loaded_ready && !s->m.sched;
+    if (ready) s->m = s->loaded;
     bool failed = s->load_failed;
     pthread_mutex_unlock(&s->load_lock);
+    if (ready) server_metrics_model_loaded(s);
     if (failed) {
         event_base_loopexit(s->base, NULL);
         return;
@@ -609,9 +565,15 @@ enum herd_status herd_server_create(const struct herd_server_params *p, const st
     if (m) s->m = *m;
     pthread_mutex_init(&s->load_lock, NULL);
     s->started_wall = time(NULL);
+    if (!server_metrics_init(s)) {
+        pthread_mutex_destroy(&s->load_lock);
+        free(s);
+        return herd_error_set(err, HERD_E_NOMEM, "out of memory");
+    }
+    if (m) server_metrics_model_loaded(s);
     s->base = event_base_new();
     if (!s->base) {
-        free(s);
+        herd_server_destroy(s);
         return herd_error_set(err, HERD_E_NOMEM, "cannot create the event loop");
     }
     struct sockaddr_storage ss;
@@ -687,8 +649,11 @@ void herd_server_destroy(struct herd_server *s) {
     if (s->listener) evconnlistener_free(s->listener);
     if (s->base) event_base_free(s->base);
     pthread_mutex_destroy(&s->load_lock);
+    server_metrics_destroy(s);
     free(s);
 }
+
+const struct herd_sched_metrics *herd_server_sched_metrics(const struct herd_server *s) { return &s->metrics.sched; }
 
 void server_respond_queue_full(struct conn *c, const char *msg) {
     struct herd_sched_status st = {0};
@@ -700,6 +665,6 @@ void server_respond_queue_full(struct conn *c, const char *msg) {
     if (secs > 120) secs = 120;
     char hdr[64];
     snprintf(hdr, sizeof hdr, "Retry-After: %u\r\n", secs);
-    c->srv->rejected_queue_full++;
+    server_count_rejection(c->srv, SERVER_REJECT_QUEUE_FULL);
     respond_error_headers(c, 429, "rate_limit_exceeded", "queue_full", hdr, "%s", msg);
 }

@@ -39,6 +39,7 @@ struct herd_server_params {
     uint32_t max_logit_bias;     /* logit_bias entries (300) */
     uint32_t max_messages;       /* messages per chat request (4096) */
     bool quiet;                  /* no access log */
+    bool vllm_metrics;           /* /metrics also under vLLM's names (true) */
 };
 
 void herd_server_default_params(struct herd_server_params *p);
@@ -64,6 +65,9 @@ enum herd_status herd_server_create(const struct herd_server_params *p, const st
 void herd_server_set_model(struct herd_server *s, const struct herd_server_model *m);
 void herd_server_load_failed(struct herd_server *s, const char *msg);
 uint16_t herd_server_port(const struct herd_server *s);
+/* The histograms the scheduler should observe (herd_sched_params.metrics):
+ * create the server first, then the scheduler with these. */
+const struct herd_sched_metrics *herd_server_sched_metrics(const struct herd_server *s);
 /* Runs the event loop until drained after a signal (or herd_server_stop).
  * Installs SIGTERM/SIGINT handlers for the loop's duration. */
 enum herd_status herd_server_run(struct herd_server *s, struct herd_error *err);

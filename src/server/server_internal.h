@@ -13,7 +13,32 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "metrics/metrics.h"
 #include "server/server.h"
+
+/* Why a request was refused, for herd_rejections_total{reason}. */
+enum server_reject {
+    SERVER_REJECT_QUEUE_FULL,
+    SERVER_REJECT_TOO_LONG,
+    SERVER_REJECT_AUTH,
+    SERVER_REJECT_BAD_REQUEST,
+    SERVER_REJECT_DRAINING,
+    SERVER_REJECT_N
+};
+
+/* The registry and the series the server updates (server_metrics.c). */
+struct server_metrics {
+    struct herd_metrics *reg;
+    char model_name[128];
+    struct herd_sched_metrics sched; /* the scheduler observes these */
+    struct herd_metric *running, *waiting, *running_by[HERD_PRIO_CLASSES], *waiting_by[HERD_PRIO_CLASSES];
+    struct herd_metric *kv_total, *kv_used, *kv_usage;
+    struct herd_metric *prefix_queries, *prefix_hits, *prefix_blocks;
+    struct herd_metric *preemptions, *steps, *prompt_tokens, *computed_prompt_tokens, *generation_tokens;
+    struct herd_metric *finished[3];
+    struct herd_metric *rejections[SERVER_REJECT_N], *cancellations, *responses[5], *open_connections;
+    struct herd_metric_family *model_info;
+};
 
 struct herd_server {
     struct herd_server_params p;
@@ -34,9 +59,7 @@ struct herd_server {
     uint64_t next_request_id;
     double drain_started_s;
     time_t started_wall;
-    /* counters for /metrics (the observability issue extends them) */
-    uint64_t requests_total, responses_by_class[6], rejected_queue_full, rejected_auth, rejected_bad_request,
-        rejected_too_long, cancelled;
+    struct server_metrics metrics;
 };
 
 enum conn_state {
@@ -70,6 +93,14 @@ struct conn {
     struct api_call *call;
     struct conn *prev, *next;
 };
+
+bool server_metrics_init(struct herd_server *s);
+void server_metrics_model_loaded(struct herd_server *s);
+void server_metrics_destroy(struct herd_server *s);
+void server_metrics_respond(struct conn *c); /* GET /metrics */
+void server_count_rejection(struct herd_server *s, enum server_reject why);
+void server_count_response(struct herd_server *s, int status);
+void server_count_cancellation(struct herd_server *s);
 
 /* Responses. Headers end with Content-Length (or chunked for streams);
  * X-Request-Id is always set. */

@@ -189,9 +189,9 @@ static void test_exponential_bounds(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_prometheus_text),    cmocka_unit_test(test_openmetrics_and_labels),
-        cmocka_unit_test(test_render_ceiling),     cmocka_unit_test(test_concurrent_updates),
-        cmocka_unit_test(test_process_metrics),    cmocka_unit_test(test_exponential_bounds),
+        cmocka_unit_test(test_prometheus_text), cmocka_unit_test(test_openmetrics_and_labels),
+        cmocka_unit_test(test_render_ceiling),  cmocka_unit_test(test_concurrent_updates),
+        cmocka_unit_test(test_process_metrics), cmocka_unit_test(test_exponential_bounds),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

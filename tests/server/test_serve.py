@@ -21,139 +21,13 @@ import tempfile
 import threading
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import herd_test  # noqa: E402
+from herd_test import Server, chat, check, completion, stream  # noqa: E402
+
 HERD, SRC = sys.argv[1], sys.argv[2]
-MODEL = os.path.join(SRC, "models", "stories260K.gguf")
-NAME = "stories260K"
-failures = []
-passed = 0
-
-
-def check(cond, what):
-    global passed
-    if cond:
-        passed += 1
-    else:
-        failures.append(what)
-        print("FAIL:", what, file=sys.stderr)
-
-
-class Server:
-    def __init__(self, *args):
-        self.log = tempfile.NamedTemporaryFile("w+", prefix="herd-serve-", suffix=".log", delete=False)
-        self.proc = subprocess.Popen([HERD, "serve", "-m", MODEL, "--port", "0", "--threads", "1", *args],
-                                     stdout=subprocess.DEVNULL, stderr=self.log)
-        deadline = time.time() + 30
-        self.port = None
-        while time.time() < deadline and self.port is None:
-            with open(self.log.name) as f:
-                m = re.search(r"on http://127\.0\.0\.1:(\d+)", f.read())
-            if m:
-                self.port = int(m.group(1))
-            elif self.proc.poll() is not None:
-                break
-            else:
-                time.sleep(0.05)
-        if self.port is None:
-            raise RuntimeError("server did not start: " + open(self.log.name).read())
-        # the port opens before the model is loaded: /health is 503 until then
-        while time.time() < deadline:
-            try:
-                if self.request("GET", "/health", timeout=5)[0] == 200:
-                    break
-            except OSError:
-                pass
-            time.sleep(0.02)
-
-    def request(self, method, path, body=None, headers=None, timeout=60):
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
-        data = body if isinstance(body, (bytes, type(None))) else json.dumps(body).encode()
-        h = {"Content-Type": "application/json"}
-        h.update(headers or {})
-        conn.request(method, path, body=data, headers=h)
-        r = conn.getresponse()
-        raw = r.read()
-        conn.close()
-        try:
-            parsed = json.loads(raw) if raw else None
-        except ValueError:
-            parsed = raw
-        return r.status, parsed, r
-
-    def post(self, path, body, **kw):
-        return self.request("POST", path, body, **kw)
-
-    def raw(self, data, read_timeout=5):
-        s = socket.create_connection(("127.0.0.1", self.port), timeout=read_timeout)
-        try:
-            s.sendall(data)
-        except OSError:
-            pass
-        out = b""
-        try:
-            while True:
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                out += chunk
-                if b"\r\n\r\n" in out and b"Content-Length" in out:
-                    head, _, rest = out.partition(b"\r\n\r\n")
-                    m = re.search(rb"Content-Length: (\d+)", head)
-                    if m and len(rest) >= int(m.group(1)):
-                        break
-        except OSError:
-            pass
-        s.close()
-        return out
-
-    def metrics(self):
-        _, body, _ = self.request("GET", "/metrics")
-        text = body.decode() if isinstance(body, bytes) else str(body)
-        return {m.group(1): float(m.group(2)) for m in re.finditer(r"^(\w+(?:\{[^}]*\})?) (\S+)$", text, re.M)}
-
-    def stop(self, sig=signal.SIGTERM, timeout=30):
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            return None
-
-
-def stream(srv, path, body, on_chunk=None):
-    """POSTs with stream: true; returns the list of parsed data chunks and
-    whether [DONE] ended it."""
-    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=60)
-    conn.request("POST", path, body=json.dumps(dict(body, stream=True)), headers={"Content-Type": "application/json"})
-    r = conn.getresponse()
-    chunks, done, buf = [], False, b""
-    assert r.status == 200, r.status
-    assert r.getheader("Content-Type").startswith("text/event-stream")
-    while True:
-        line = r.readline()
-        if not line:
-            break
-        line = line.strip()
-        if not line.startswith(b"data: "):
-            continue
-        payload = line[6:]
-        if payload == b"[DONE]":
-            done = True
-            continue
-        chunks.append(json.loads(payload))
-        if on_chunk:
-            on_chunk(chunks[-1])
-    conn.close()
-    return chunks, done
-
-
-def chat(msg, **kw):
-    return dict({"model": NAME, "messages": [{"role": "user", "content": msg}], "temperature": 0}, **kw)
-
-
-def completion(prompt, **kw):
-    return dict({"model": NAME, "prompt": prompt, "temperature": 0}, **kw)
+herd_test.setup(HERD, SRC)
+MODEL, NAME = herd_test.MODEL, herd_test.NAME
 
 
 # ------------------------------------------------------------ loading state
@@ -569,5 +443,4 @@ finishes = [[c for c in ch if c["choices"]][-1]["choices"][0]["finish_reason"] f
 check("abort" in finishes, f"drain timeout 0: requests end with finish_reason abort ({finishes})")
 check(code == 0 and took < 4, f"drain timeout 0: exit 0 within 4 s (exit {code}, took {took:.1f} s)")
 
-print(f"serve: {passed} passed, {len(failures)} failed")
-sys.exit(1 if failures else 0)
+herd_test.finish("serve")
