@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "base/log.h"
 #include "base/paths.h"
 #include "cli/cli_args.h"
 #include "cli/cli_model.h"
@@ -97,12 +98,12 @@ static void *load_model(void *arg) {
         return NULL;
     }
     uint16_t port = herd_server_port(ld->srv);
-    fprintf(stderr,
-            "herd serve: ready: %s (%s, context %u, chat template: %s) on http://%s:%u\n"
-            "  try: curl http://%s:%u/v1/chat/completions -H 'Content-Type: application/json' \\\n"
-            "         -d '{\"model\": \"%s\", \"messages\": [{\"role\": \"user\", \"content\": \"Hello\"}]}'\n",
-            ld->name, ld->model->desc.arch, herd_sched_n_ctx(ld->sched), ld->tmpl->origin, ld->host, port, ld->host,
-            port, ld->name);
+    herd_log(HERD_LOG_INFO, "serve", NULL, NULL, 0,
+             "ready: %s (%s, context %u, chat template: %s) on http://%s:%u\n"
+             "  try: curl http://%s:%u/v1/chat/completions -H 'Content-Type: application/json' \\\n"
+             "         -d '{\"model\": \"%s\", \"messages\": [{\"role\": \"user\", \"content\": \"Hello\"}]}'",
+             ld->name, ld->model->desc.arch, herd_sched_n_ctx(ld->sched), ld->tmpl->origin, ld->host, port, ld->host,
+             port, ld->name);
     struct herd_server_model sm = {ld->model, ld->vocab, ld->tk, ld->tmpl, ld->sched};
     herd_server_set_model(ld->srv, &sm);
     return NULL;
@@ -119,6 +120,7 @@ int herd_cmd_serve(int argc, char **argv) {
              max_n = 16;
     double drain_timeout = 30, header_timeout = 10, prefill_per_decode = 1, write_timeout = 30;
     bool auth_all = false, quiet = false, no_vllm_metrics = false;
+    const char *log_format = "text", *log_level = "info";
     struct cli_strings keys = {0};
     const struct cli_opt opts[] = {
         CLI_MODEL_OPTIONS(mo),
@@ -142,6 +144,8 @@ int herd_cmd_serve(int argc, char **argv) {
         {"api-key", 0, CLI_STRING_LIST, &keys, "KEY", "accept this API key (repeatable)"},
         {"api-key-file", 0, CLI_STRING, &key_file, "FILE", "accept the keys in FILE, one per line"},
         {"auth-all", 0, CLI_FLAG, &auth_all, NULL, "require a key for health and metrics too"},
+        {"log-format", 0, CLI_STRING, &log_format, "text|json", "log lines as text (default) or one JSON object each"},
+        {"log-level", 0, CLI_STRING, &log_level, "LEVEL", "debug, info (default: with the access log), warn, error"},
         {"quiet", 'q', CLI_FLAG, &quiet, NULL, "no access log"},
         {"no-vllm-metrics", 0, CLI_FLAG, &no_vllm_metrics, NULL, "export /metrics under herd's names only"},
         {0},
@@ -158,6 +162,13 @@ int herd_cmd_serve(int argc, char **argv) {
                 HERD_MAX_CHOICES);
         return 2;
     }
+    enum herd_log_format lf;
+    enum herd_log_level ll;
+    if (!herd_log_parse_format(log_format, &lf) || !herd_log_parse_level(log_level, &ll)) {
+        fprintf(stderr, "herd serve: --log-format is text or json; --log-level debug, info, warn or error\n");
+        return 2;
+    }
+    herd_log_configure(lf, ll);
     char *key_storage = NULL;
     if (key_file && !read_keys(key_file, &keys, &key_storage)) {
         free(key_storage);
@@ -184,8 +195,8 @@ int herd_cmd_serve(int argc, char **argv) {
     sp.api_keys = keys.n ? keys.v : NULL;
     sp.auth_all = auth_all;
     sp.model_name = name;
-    sp.quiet = quiet;
     sp.vllm_metrics = !no_vllm_metrics;
+    sp.quiet = quiet;
     schp.batch_tokens = (uint32_t)batch_tokens;
     schp.max_queue = (uint32_t)max_queue;
     schp.prefill_per_decode = prefill_per_decode < 0 ? 0 : prefill_per_decode;
@@ -203,24 +214,24 @@ int herd_cmd_serve(int argc, char **argv) {
     pthread_t th;
     bool started = false;
     if (herd_server_create(&sp, NULL, &ld.srv, &err) != HERD_OK) {
-        fprintf(stderr, "herd serve: %s\n", err.msg);
+        herd_log(HERD_LOG_ERROR, "serve", NULL, NULL, 0, "%s", err.msg);
         goto out;
     }
-    fprintf(stderr, "herd serve: loading %s on http://%s:%u (503 until ready)\n", name, sp.host,
-            herd_server_port(ld.srv));
+    herd_log(HERD_LOG_INFO, "serve", NULL, NULL, 0, "loading %s on http://%s:%u (503 until ready)", name, sp.host,
+             herd_server_port(ld.srv));
     ld.schp.metrics = herd_server_sched_metrics(ld.srv);
     if (pthread_create(&th, NULL, load_model, &ld) != 0) {
-        fprintf(stderr, "herd serve: cannot start the loading thread\n");
+        herd_log(HERD_LOG_ERROR, "serve", NULL, NULL, 0, "cannot start the loading thread");
         goto out;
     }
     started = true;
     if (herd_server_run(ld.srv, &err) != HERD_OK)
-        fprintf(stderr, "herd serve: %s\n", err.msg);
+        herd_log(HERD_LOG_ERROR, "serve", NULL, NULL, 0, "%s", err.msg);
     else
         rc = 0;
 out:
     if (started) pthread_join(th, NULL);
-    if (rc == 0) fprintf(stderr, "herd serve: stopped\n");
+    if (rc == 0) herd_log(HERD_LOG_INFO, "serve", NULL, NULL, 0, "stopped");
     /* the scheduler first: it observes the server's metrics until it stops */
     herd_sched_destroy(ld.sched);
     herd_server_destroy(ld.srv);

@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/log.h"
 #include "base/timing.h"
 #include "server/server_internal.h"
 
@@ -94,14 +95,18 @@ static void access_log(struct conn *c) {
     struct herd_server *s = c->srv;
     server_count_response(s, c->status);
     if (s->p.quiet) return;
-    double ms = (herd_time_now_s() - c->t_start) * 1e3;
-    if (c->have_usage)
-        fprintf(stderr,
-                "herd serve: %s %s %s %d prompt=%u cached=%u completion=%u queue=%.1fms ttft=%.1fms duration=%.1fms\n",
-                c->request_id, c->method, c->path, c->status, c->log_prompt_tokens, c->log_cached_tokens,
-                c->log_completion_tokens, c->log_queue_ms, c->log_ttft_ms, ms);
-    else
-        fprintf(stderr, "herd serve: %s %s %s %d duration=%.1fms\n", c->request_id, c->method, c->path, c->status, ms);
+    const double ms = (herd_time_now_s() - c->t_start) * 1e3;
+    struct herd_log_field f[9] = {HERD_LOG_S("method", c->method), HERD_LOG_S("path", c->path),
+                                  HERD_LOG_I("status", c->status), HERD_LOG_N("duration_ms", ms)};
+    size_t n = 4;
+    if (c->have_usage) {
+        f[n++] = HERD_LOG_I("prompt_tokens", c->log_prompt_tokens);
+        f[n++] = HERD_LOG_I("cached_tokens", c->log_cached_tokens);
+        f[n++] = HERD_LOG_I("completion_tokens", c->log_completion_tokens);
+        f[n++] = HERD_LOG_N("queue_ms", c->log_queue_ms);
+        f[n++] = HERD_LOG_N("ttft_ms", c->log_ttft_ms);
+    }
+    herd_log(c->status >= 500 ? HERD_LOG_WARN : HERD_LOG_INFO, "serve", c->request_id, f, n, "request");
     c->have_usage = false;
 }
 
@@ -397,7 +402,10 @@ static void on_event(struct bufferevent *bev, short what, void *arg) {
     (void)bev;
     struct conn *c = arg;
     if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT)) {
-        if (c->call) server_count_cancellation(c->srv);
+        if (c->call) {
+            server_count_cancellation(c->srv);
+            herd_log(HERD_LOG_INFO, "serve", c->request_id, NULL, 0, "client went away: request cancelled");
+        }
         conn_free(c);
     }
 }
@@ -499,12 +507,12 @@ static void on_signal(evutil_socket_t sig, short what, void *arg) {
     (void)what;
     struct herd_server *s = arg;
     if (s->draining) { /* a second signal: stop now */
-        fprintf(stderr, "herd serve: second signal, exiting now\n");
+        herd_log(HERD_LOG_WARN, "serve", NULL, NULL, 0, "second signal, exiting now");
         event_base_loopbreak(s->base);
         return;
     }
-    fprintf(stderr, "herd serve: %s: draining (up to %.0f s for running requests)\n",
-            sig == SIGTERM ? "SIGTERM" : "SIGINT", s->p.drain_timeout_s);
+    herd_log(HERD_LOG_INFO, "serve", NULL, NULL, 0, "%s: draining (up to %.0f s for running requests)",
+             sig == SIGTERM ? "SIGTERM" : "SIGINT", s->p.drain_timeout_s);
     s->draining = true;
     if (s->m.sched) herd_sched_drain(s->m.sched);
     /* the listener stays open: probes see /readyz 503, new work gets 503 */

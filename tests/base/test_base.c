@@ -7,9 +7,13 @@
 #include <cmocka.h>
 
 #include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "base/buf.h"
+#include "base/log.h"
 #include "base/checked.h"
 #include "base/rng.h"
 #include "base/utf8.h"
@@ -111,6 +115,48 @@ static void test_utf8(void **state) {
                      5);
 }
 
+/* Runs one herd_log call with stderr redirected to a file; returns what
+ * it wrote (static buffer). */
+static const char *logged(enum herd_log_format f, enum herd_log_level min, enum herd_log_level l, const char *rid) {
+    static char out[16384];
+    char path[] = "/tmp/herd-test-log-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    int saved = dup(STDERR_FILENO);
+    dup2(fd, STDERR_FILENO);
+    herd_log_configure(f, min);
+    const struct herd_log_field fields[3] = {HERD_LOG_S("path", "/v1/x \"q\"\n"), HERD_LOG_I("status", 200),
+                                             HERD_LOG_N("ms", 1.5)};
+    herd_log(l, "serve", rid, fields, 3, "request %d", 7);
+    dup2(saved, STDERR_FILENO);
+    close(saved);
+    ssize_t n = pread(fd, out, sizeof out - 1, 0);
+    close(fd);
+    unlink(path);
+    out[n > 0 ? n : 0] = 0;
+    herd_log_configure(HERD_LOG_TEXT, HERD_LOG_INFO);
+    return out;
+}
+
+static void test_log_lines(void **state) {
+    (void)state;
+    const char *j = logged(HERD_LOG_JSON, HERD_LOG_INFO, HERD_LOG_INFO, "req-1");
+    const char *body = strchr(j, ',');
+    assert_non_null(body);
+    assert_true(strncmp(j, "{\"ts\":\"20", 9) == 0);
+    assert_string_equal(body, ",\"level\":\"info\",\"component\":\"serve\",\"request_id\":\"req-1\",\"msg\":\"request "
+                              "7\",\"path\":\"/v1/x \\\"q\\\"\\n\",\"status\":200,\"ms\":1.500}\n");
+    const char *t = logged(HERD_LOG_TEXT, HERD_LOG_INFO, HERD_LOG_WARN, NULL);
+    assert_non_null(strstr(t, "Z WARN serve request 7 path=\"/v1/x \\\"q\\\"\\n\" status=200 ms=1.500\n"));
+    assert_string_equal(logged(HERD_LOG_TEXT, HERD_LOG_WARN, HERD_LOG_INFO, "r"), ""); /* below the level */
+    enum herd_log_level lv;
+    enum herd_log_format fm;
+    assert_true(herd_log_parse_level("warn", &lv) && lv == HERD_LOG_WARN);
+    assert_false(herd_log_parse_level("loud", &lv));
+    assert_true(herd_log_parse_format("json", &fm) && fm == HERD_LOG_JSON);
+    assert_false(herd_log_parse_format("xml", &fm));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_error_set_and_prefix),
@@ -119,6 +165,7 @@ int main(void) {
         cmocka_unit_test(test_checked_arithmetic),
         cmocka_unit_test(test_rng_deterministic_and_normal),
         cmocka_unit_test(test_utf8),
+        cmocka_unit_test(test_log_lines),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -43,7 +43,8 @@ class Server:
         self.proc = subprocess.Popen([HERD, "serve", "-m", MODEL, "--port", "0", "--threads", "1", *args],
                                      stdout=subprocess.DEVNULL, stderr=self.log)
         deadline = time.time() + 30
-        self.port = None
+        # an explicit port (when the log says too little to find it)
+        self.port = int(args[args.index("--port") + 1]) if "--port" in args else None
         while time.time() < deadline and self.port is None:
             with open(self.log.name) as f:
                 m = re.search(r"on http://127\.0\.0\.1:(\d+)", f.read())
@@ -156,6 +157,14 @@ def completion(prompt, **kw):
     return dict({"model": NAME, "prompt": prompt, "temperature": 0}, **kw)
 
 
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
 
 
 def finish(what):
