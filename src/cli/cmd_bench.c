@@ -79,7 +79,7 @@ static void free_seqs(struct bench *b, const int32_t *seqs, uint32_t n) {
 int herd_cmd_bench(int argc, char **argv) {
     struct cli_model_opts mo = {0};
     uint64_t n_prompt = 512, n_gen = 128, reps = 3, batch = 16, batch_prompt = 128;
-    bool as_json = false, no_ceilings = false;
+    bool as_json = false, no_ceilings = false, profile = false;
     const struct cli_opt opts[] = {
         CLI_MODEL_OPTIONS(mo),
         {"n-prompt", 'p', CLI_U64, &n_prompt, "N", "prompt tokens for the pp test (default 512; 0 skips it)"},
@@ -89,6 +89,9 @@ int herd_cmd_bench(int argc, char **argv) {
         {"batch-prompt", 0, CLI_U64, &batch_prompt, "N", "tokens in each sequence before batched tg (default 128)"},
         {"no-ceilings", 0, CLI_FLAG, &no_ceilings, NULL, "skip measuring bandwidth and compute peaks"},
         {"json", 0, CLI_FLAG, &as_json, NULL, "print one JSON object"},
+        {"profile", 0, CLI_FLAG, &profile, NULL,
+         "after the table, time per operation of each test (matmuls by weight type, attention, norms, ...);\n"
+         "to stderr with --json"},
         {0},
     };
     int n_pos;
@@ -124,8 +127,11 @@ int herd_cmd_bench(int argc, char **argv) {
         char name[32];
         double tps;
     } rows[3];
+    /* each test's forward passes, all repetitions (the untimed fills of tg-bB too) */
+    struct herd_profile prof[3] = {0};
     int n_rows = 0;
     if (n_prompt) {
+        if (profile) ctx->profile = &prof[n_rows];
         for (int r = 0; r < R; r++) {
             if (!new_seqs(&b, seqs, 1)) goto fail;
             double t0 = herd_time_now_s();
@@ -137,6 +143,7 @@ int herd_cmd_bench(int argc, char **argv) {
         rows[n_rows++].tps = herd_median(samples, (size_t)R);
     }
     if (n_gen) {
+        if (profile) ctx->profile = &prof[n_rows];
         for (int r = 0; r < R; r++) {
             if (!new_seqs(&b, seqs, 1)) goto fail;
             double t0 = herd_time_now_s();
@@ -151,7 +158,9 @@ int herd_cmd_bench(int argc, char **argv) {
         const uint32_t B = (uint32_t)batch;
         for (int r = 0; r < R; r++) {
             if (!new_seqs(&b, seqs, B)) goto fail;
+            ctx->profile = NULL; /* the fill is not the test */
             if (batch_prompt && !feed(&b, seqs, B, 0, (uint32_t)batch_prompt, max_batch / B)) goto fail;
+            if (profile) ctx->profile = &prof[n_rows];
             double t0 = herd_time_now_s();
             if (!feed(&b, seqs, B, (uint32_t)batch_prompt, (uint32_t)n_gen, 1)) goto fail;
             samples[r] = (double)B * (double)n_gen / (herd_time_now_s() - t0);
@@ -161,6 +170,7 @@ int herd_cmd_bench(int argc, char **argv) {
         rows[n_rows++].tps = herd_median(samples, (size_t)R);
     }
 
+    ctx->profile = NULL;
     double bw = 0, int8 = 0, f32 = 0;
     if (!no_ceilings) {
         bw = herd_roofline_read_gbps(ctx->pool, ctx->k, (size_t)1 << 29, 5);
@@ -204,6 +214,7 @@ int herd_cmd_bench(int argc, char **argv) {
     if (!as_json && !no_ceilings)
         printf("\nceilings, measured now: read %.1f GB/s, int8 %.2f TOPS, f32 %.2f TFLOPS; %s kernels\n", bw,
                int8 / 1e12, f32 / 1e12, ctx->k->name);
+    for (int i = 0; profile && i < n_rows; i++) herd_profile_print(&prof[i], rows[i].name, as_json ? stderr : stdout);
     if (as_json) {
         json_t *root = json_pack("{s:s,s:I,s:I,s:i,s:s,s:i,s:o,s:{s:f,s:f,s:f}}", "model", name, "model_bytes",
                                  (json_int_t)model->desc.weight_bytes, "n_params", (json_int_t)model->desc.n_params,

@@ -56,7 +56,7 @@ int herd_cmd_run(int argc, char **argv) {
     bool chat = false;
     uint64_t n_predict = 256, top_k = 0, seed = 0;
     double temp = 0.8, top_p = 1.0, min_p = 0.0, repeat_penalty = 1.0;
-    bool as_json = false, ignore_eos = false, greedy = false;
+    bool as_json = false, ignore_eos = false, greedy = false, profile = false;
     const struct cli_opt opts[] = {
         CLI_MODEL_OPTIONS(mo),
         {"prompt", 'p', CLI_STRING, &prompt, "TEXT", "prompt text"},
@@ -75,6 +75,8 @@ int herd_cmd_run(int argc, char **argv) {
         {"seed", 's', CLI_U64, &seed, "S", "random seed (default 0)"},
         {"ignore-eos", 0, CLI_FLAG, &ignore_eos, NULL, "keep generating after an end-of-generation token"},
         {"json", 0, CLI_FLAG, &as_json, NULL, "print one JSON object at the end instead of streaming text"},
+        {"profile", 0, CLI_FLAG, &profile, NULL,
+         "print time per operation (matmuls by weight type, attention, norms, sampling, ...) to stderr"},
         {0},
     };
     int n_pos;
@@ -157,6 +159,9 @@ int herd_cmd_run(int argc, char **argv) {
         free(seq);
         goto out;
     }
+    /* the prompt's forward passes and the generation's, profiled apart */
+    struct herd_profile prof[2] = {0};
+    if (profile) ctx->profile = &prof[0];
     const double t0 = herd_time_now_s();
     enum herd_status st = HERD_OK;
     for (uint32_t i0 = 0; i0 < n_prompt && st == HERD_OK; i0 += 512) {
@@ -169,6 +174,7 @@ int herd_cmd_run(int argc, char **argv) {
     free(seq);
     if (st != HERD_OK) goto fail;
     const double t1 = herd_time_now_s();
+    if (profile) ctx->profile = &prof[1];
 
     if (n_predict > n_ctx - n_prompt) n_predict = n_ctx - n_prompt;
     gen = malloc((n_predict ? n_predict : 1) * sizeof *gen);
@@ -181,7 +187,9 @@ int herd_cmd_run(int argc, char **argv) {
     uint32_t n_gen = 0;
     char piece[1024];
     for (; n_gen < n_predict; n_gen++) {
+        const uint64_t ts = profile ? herd_prof_now_ns() : 0;
         int32_t next = herd_sampler_sample(sampler, herd_context_logits(ctx, 0));
+        herd_prof_op(ctx->profile, HERD_PROF_SAMPLING, ts);
         if (!ignore_eos && herd_vocab_is_eog(vocab, next)) {
             finish = "stop";
             break;
@@ -231,6 +239,10 @@ int herd_cmd_run(int argc, char **argv) {
             "%d threads, %s kernels, finish %s\n",
             n_prompt, pp_s * 1e3, pp_s > 0 ? n_prompt / pp_s : 0.0, n_gen, tg_s * 1e3, tg_s > 0 ? n_gen / tg_s : 0.0,
             herd_pool_size(ctx->pool), ctx->k->name, finish);
+    if (profile) {
+        herd_profile_print(&prof[0], "prompt", stderr);
+        herd_profile_print(&prof[1], "generation", stderr);
+    }
     rc = 0;
     goto out;
 fail:

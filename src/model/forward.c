@@ -267,6 +267,9 @@ enum herd_status herd_decode(struct herd_context *c, const struct herd_batch *b,
     struct herd_pool *pool = c->pool;
     const struct herd_kernels *k = c->k;
     const bool precise = c->params.precise;
+    struct herd_profile *P = c->profile;
+#define PROF_T() (P ? herd_prof_now_ns() : 0)
+    uint64_t t0;
     c->n_outputs = 0;
 
     struct seq_span *spans = c->spans;
@@ -285,48 +288,84 @@ enum herd_status herd_decode(struct herd_context *c, const struct herd_batch *b,
         }
     }
 
+    t0 = PROF_T();
     for (size_t t = 0; t < T; t++)
         herd_dequantize_row_ref(m->tok_embd.type,
                                 (const char *)m->tok_embd.data + (size_t)b->tokens[t] * m->tok_embd.row_bytes,
                                 c->x + t * E, E);
+    herd_prof_op(P, HERD_PROF_EMBED, t0);
 
     for (uint32_t l = 0; l < d->n_layer; l++) {
         const struct herd_layer *L = &m->layers[l];
+        t0 = PROF_T();
         for (size_t t = 0; t < T; t++) rmsnorm(c->xn + t * E, c->x + t * E, L->attn_norm, E, d->rms_eps);
+        herd_prof_op(P, HERD_PROF_NORM, t0);
+        t0 = PROF_T();
         const struct herd_matmul_out qkv[3] = {{&L->wq, c->q, qd}, {&L->wk, c->kx, kvd}, {&L->wv, c->vx, kvd}};
         herd_matmul_multi(pool, k, qkv, 3, c->xn, E, T, c->mm_scratch, precise);
-        for (size_t t = 0; t < T; t++) {
-            float *q = c->q + t * qd, *kk = c->kx + t * kvd, *v = c->vx + t * kvd;
-            if (L->bq) {
+        herd_prof_matmul(P, HERD_PROF_MM_QKV, L->wq.type, t0);
+        if (L->bq) {
+            t0 = PROF_T();
+            for (size_t t = 0; t < T; t++) {
+                float *q = c->q + t * qd, *kk = c->kx + t * kvd, *v = c->vx + t * kvd;
                 for (size_t i = 0; i < qd; i++) q[i] += L->bq[i];
                 for (size_t i = 0; i < kvd; i++) kk[i] += L->bk[i], v[i] += L->bv[i];
             }
-            rope(m, q, d->n_head, b->pos[t]);
-            rope(m, kk, d->n_head_kv, b->pos[t]);
-            herd_kv_store(c->kv, b->seq[t], l, b->pos[t], kk, v);
+            herd_prof_op(P, HERD_PROF_BIAS, t0);
         }
+        t0 = PROF_T();
+        for (size_t t = 0; t < T; t++) {
+            rope(m, c->q + t * qd, d->n_head, b->pos[t]);
+            rope(m, c->kx + t * kvd, d->n_head_kv, b->pos[t]);
+        }
+        herd_prof_op(P, HERD_PROF_ROPE, t0);
+        t0 = PROF_T();
+        for (size_t t = 0; t < T; t++) herd_kv_store(c->kv, b->seq[t], l, b->pos[t], c->kx + t * kvd, c->vx + t * kvd);
+        herd_prof_op(P, HERD_PROF_KV_STORE, t0);
+        t0 = PROF_T();
         struct att_job aj = {c, b, l};
         herd_pool_run(pool, attention_part, &aj);
+        herd_prof_op(P, HERD_PROF_ATTENTION, t0);
+        t0 = PROF_T();
         herd_matmul(pool, k, &L->wo, c->att, qd, T, c->xn, E, c->mm_scratch, precise);
+        herd_prof_matmul(P, HERD_PROF_MM_ATTN_OUT, L->wo.type, t0);
+        t0 = PROF_T();
         for (size_t i = 0; i < T * E; i++) c->x[i] += c->xn[i];
+        herd_prof_op(P, HERD_PROF_RESIDUAL, t0);
 
+        t0 = PROF_T();
         for (size_t t = 0; t < T; t++) rmsnorm(c->xn + t * E, c->x + t * E, L->ffn_norm, E, d->rms_eps);
+        herd_prof_op(P, HERD_PROF_NORM, t0);
+        t0 = PROF_T();
         const struct herd_matmul_out gate_up[2] = {{&L->w_gate, c->gate, F}, {&L->w_up, c->up, F}};
         herd_matmul_multi(pool, k, gate_up, 2, c->xn, E, T, c->mm_scratch, precise);
+        herd_prof_matmul(P, HERD_PROF_MM_GATE_UP, L->w_gate.type, t0);
+        t0 = PROF_T();
         for (size_t i = 0; i < T * F; i++) {
             const float g = c->gate[i];
             c->gate[i] = g / (1.0f + expf(-g)) * c->up[i];
         }
+        herd_prof_op(P, HERD_PROF_ACTIVATION, t0);
+        t0 = PROF_T();
         herd_matmul(pool, k, &L->w_down, c->gate, F, T, c->xn, E, c->mm_scratch, precise);
+        herd_prof_matmul(P, HERD_PROF_MM_DOWN, L->w_down.type, t0);
+        t0 = PROF_T();
         for (size_t i = 0; i < T * E; i++) c->x[i] += c->xn[i];
+        herd_prof_op(P, HERD_PROF_RESIDUAL, t0);
     }
 
+    t0 = PROF_T();
     uint32_t o = 0;
     for (size_t t = 0; t < T; t++)
         if (b->want_logits ? b->want_logits[t] : t == T - 1)
             rmsnorm(c->out_rows + (size_t)o++ * E, c->x + t * E, m->output_norm, E, d->rms_eps);
+    herd_prof_op(P, HERD_PROF_NORM, t0);
+    t0 = PROF_T();
     if (n_out) herd_matmul(pool, k, &m->output, c->out_rows, E, n_out, c->logits, d->n_vocab, c->mm_scratch, precise);
+    if (n_out) herd_prof_matmul(P, HERD_PROF_MM_OUTPUT, m->output.type, t0);
     c->n_outputs = n_out;
+    if (P) P->decodes++, P->tokens += T;
+#undef PROF_T
 out:
     return rc;
 }

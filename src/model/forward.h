@@ -15,6 +15,7 @@
 #include "kernels/kernels.h"
 #include "model/kv_cache.h"
 #include "model/model.h"
+#include "model/profile.h"
 
 struct herd_context_params {
     int n_threads;                      /* 0: herd_cpu_count() */
@@ -46,8 +47,9 @@ struct herd_context {
     float *att_scratch; /* per thread: running output [head_dim] */
     void *mm_scratch;
     size_t mm_scratch_bytes;
-    uint32_t n_outputs;     /* rows of logits filled by the last herd_decode */
-    struct seq_span *spans; /* per sequence slot, reused by every herd_decode */
+    uint32_t n_outputs;           /* rows of logits filled by the last herd_decode */
+    struct seq_span *spans;       /* per sequence slot, reused by every herd_decode */
+    struct herd_profile *profile; /* NULL; when set, herd_decode records time per operation into it */
 };
 
 /* Creates a context: the KV cache, the thread pool and every buffer are

@@ -115,6 +115,28 @@ python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["n_vocab"]
 expect_exit 0 "$HERD" bench -p 16 -n 4 -r 1 --batch 2 --batch-prompt 4 --no-ceilings --json
 python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); t=[r["test"] for r in d["results"]]; assert t==["pp16","tg4","tg4-b2"], t; assert all(r["tokens_per_s"]>0 for r in d["results"])' "$TMP/out" && ok || bad "bench JSON"
 
+# --- the built-in profiler --------------------------------------------------
+# shares of each table add up to 100 %; matmuls, attention and norms appear
+check_profile() { # FILE TABLES: each table's share column sums to ~100
+    python3 - "$1" "$2" <<'PY'
+import re, sys
+text, want = open(sys.argv[1]).read(), int(sys.argv[2])
+tables = re.split(r"^profile: ", text, flags=re.M)[1:]
+assert len(tables) == want, f"{len(tables)} profile tables, want {want}"
+for t in tables:
+    shares = [float(m) for m in re.findall(r"\|\s+([\d.]+)%\s+\|", t)]
+    assert abs(sum(shares) - 100) < 1.0, (sum(shares), t)
+    for op in ("matmul f32 ffn gate/up", "attention", "rmsnorm", "rope", "kv cache store"):
+        assert op in t, (op, t)
+PY
+}
+expect_exit 0 "$HERD" bench -p 16 -n 4 -r 1 --batch 2 --batch-prompt 4 --no-ceilings --profile
+check_profile "$TMP/out" 3 && ok || bad "bench --profile: three tables whose shares add up"
+expect_exit 0 "$HERD" run --prompt-ids 1,403 -n 4 --greedy --profile
+check_profile "$TMP/err" 2 && grep -q "| sampling " "$TMP/err" && ok || bad "run --profile: prompt and generation tables, sampling"
+expect_exit 0 "$HERD" run --prompt-ids 1,403 -n 4 --greedy
+! grep -q "^profile:" "$TMP/err" && ok || bad "no profile without --profile"
+
 # --- chat-template -----------------------------------------------------------
 V=$SRC/tests/data/ggml-vocab-llama-spm.gguf
 printf '[{"role":"user","content":"Hello"}]' >"$TMP/msgs.json"
