@@ -102,7 +102,14 @@ struct herd_sched {
     struct herd_request *inbox_head, *inbox_tail;
     uint32_t n_queued; /* inbox + waiting */
     bool stop, draining;
-    struct herd_sched_status status;
+    struct herd_sched_status status; /* gauges, published under lock at the top of each loop */
+    /* counters: written by the scheduler thread, read by herd_sched_status,
+     * lock-free (a step never waits for a scrape) */
+    struct {
+        _Atomic uint64_t steps, preemptions, prompt_tokens, computed_prompt_tokens, generated_tokens, finished[3],
+            prefix_queries, prefix_hits;
+        _Atomic uint32_t prefix_cached_blocks;
+    } cnt;
 
     /* scheduler thread only */
     struct herd_request **waiting, **running, **order;
@@ -113,8 +120,9 @@ struct herd_sched {
     uint32_t *b_pos;
     bool *b_want;
     struct out_row *rows;
-    double step_s[STEP_WINDOW];
-    uint64_t n_steps;
+    double step_s[STEP_WINDOW]; /* under lock */
+    uint64_t n_steps;           /* under lock */
+    double last_step_s;         /* the last step's duration, -1 once in the window */
     struct herd_prefix_cache *pc;
     double t_emit;         /* when this step's tokens came out of the model */
     int32_t *match_blocks; /* scratch for a prefix match, [n_ctx / block_tokens] */
@@ -150,6 +158,7 @@ const char *herd_priority_class_name(enum herd_priority_class c) {
 static struct herd_metric *metric(const struct herd_sched *s, size_t offset) {
     return s->p.metrics ? *(struct herd_metric *const *)((const char *)s->p.metrics + offset) : NULL;
 }
+#define COUNT(s, field, v)   atomic_fetch_add_explicit(&(s)->cnt.field, (v), memory_order_relaxed)
 #define OBSERVE(s, field, v) herd_metric_observe(metric((s), offsetof(struct herd_sched_metrics, field)), (v))
 
 /* -------------------------------------------------------------- requests */
@@ -390,8 +399,8 @@ static void preempt(struct herd_sched *s, struct herd_request *r) {
     s->waiting[s->n_waiting++] = r;
     pthread_mutex_lock(&s->lock);
     s->n_queued++;
-    s->status.preemptions++;
     pthread_mutex_unlock(&s->lock);
+    COUNT(s, preemptions, 1);
     pthread_mutex_lock(&r->lock);
     r->stats.preemptions++;
     pthread_mutex_unlock(&r->lock);
@@ -437,9 +446,7 @@ static void retire(struct herd_sched *s, struct herd_request *r) {
     if (st.submitted_s > 0) OBSERVE(s, e2e, st.finished_s - st.submitted_s);
     if (st.admitted_s > 0) OBSERVE(s, queue_time, st.admitted_s - st.submitted_s);
     if (st.admitted_s > 0 && st.first_token_s > 0) OBSERVE(s, prefill_time, st.first_token_s - st.admitted_s);
-    pthread_mutex_lock(&s->lock);
-    s->status.finished[r->finish_reason]++;
-    pthread_mutex_unlock(&s->lock);
+    COUNT(s, finished[r->finish_reason], 1);
     r->state = REQ_DONE;
     notify(r);
     herd_request_release(r);
@@ -575,8 +582,8 @@ static void admit_waiting(struct herd_sched *s, double now) {
         remove_at(s->waiting, &s->n_waiting, 0);
         pthread_mutex_lock(&s->lock);
         s->n_queued--;
-        if (rc == HERD_OK && r->stats.admitted_s == 0) s->status.prompt_tokens += r->n_prompt;
         pthread_mutex_unlock(&s->lock);
+        if (rc == HERD_OK && r->stats.admitted_s == 0) COUNT(s, prompt_tokens, r->n_prompt);
         if (rc != HERD_OK) { /* cannot happen for validated requests; end it rather than loop */
             cancel_request(s, r);
             retire(s, r);
@@ -860,20 +867,17 @@ static bool step(struct herd_sched *s) {
     double dt = herd_time_now_s() - now;
     OBSERVE(s, step_seconds, dt);
     OBSERVE(s, step_tokens, n);
-    pthread_mutex_lock(&s->lock);
-    s->step_s[s->n_steps % STEP_WINDOW] = dt;
-    s->n_steps++;
-    s->status.steps = s->n_steps;
-    s->status.generated_tokens += n_rows;
-    s->status.computed_prompt_tokens += n - n_rows;
+    s->last_step_s = dt; /* into the window at the top of the loop, under the lock taken there anyway */
+    COUNT(s, steps, 1);
+    COUNT(s, generated_tokens, n_rows);
+    COUNT(s, computed_prompt_tokens, n - n_rows);
     if (s->pc) {
         struct herd_prefix_cache_stats ps;
         herd_prefix_cache_stats(s->pc, &ps);
-        s->status.prefix_queries = ps.queries;
-        s->status.prefix_hits = ps.hits;
-        s->status.prefix_cached_blocks = ps.entries;
+        atomic_store_explicit(&s->cnt.prefix_queries, ps.queries, memory_order_relaxed);
+        atomic_store_explicit(&s->cnt.prefix_hits, ps.hits, memory_order_relaxed);
+        atomic_store_explicit(&s->cnt.prefix_cached_blocks, ps.entries, memory_order_relaxed);
     }
-    pthread_mutex_unlock(&s->lock);
     return true;
 }
 
@@ -898,6 +902,11 @@ static void *sched_main(void *arg) {
         count_by_class(s->waiting, s->n_waiting, s->status.waiting_by_class);
         count_by_class(s->running, s->n_running, s->status.running_by_class);
         s->status.kv_blocks_free = herd_kv_free_blocks(s->ctx->kv);
+        if (s->last_step_s >= 0) {
+            s->step_s[s->n_steps % STEP_WINDOW] = s->last_step_s;
+            s->n_steps++;
+            s->last_step_s = -1;
+        }
         pthread_mutex_unlock(&s->lock);
         if (stop) break;
         bool worked = step(s);
@@ -958,6 +967,7 @@ enum herd_status herd_sched_create(struct herd_context *ctx, const struct herd_v
     s->pc = herd_prefix_cache_create(ctx->kv);
     pthread_mutex_init(&s->lock, NULL);
     pthread_cond_init(&s->wake, NULL);
+    s->last_step_s = -1;
     s->status.kv_blocks_total = herd_kv_params(ctx->kv)->n_blocks;
     s->status.kv_block_tokens = herd_kv_params(ctx->kv)->block_tokens;
     if (!s->waiting || !s->running || !s->order || !s->match_blocks || !s->pc || !s->b_tok || !s->b_seq || !s->b_pos ||
@@ -1051,6 +1061,17 @@ void herd_sched_status(struct herd_sched *s, struct herd_sched_status *out) {
     memcpy(tmp, s->step_s, n * sizeof *tmp);
     pthread_mutex_unlock(&s->lock);
     out->median_step_s = n ? herd_median(tmp, (size_t)n) : 0;
+#define READ(field) atomic_load_explicit(&s->cnt.field, memory_order_relaxed)
+    out->steps = READ(steps);
+    out->preemptions = READ(preemptions);
+    out->prompt_tokens = READ(prompt_tokens);
+    out->computed_prompt_tokens = READ(computed_prompt_tokens);
+    out->generated_tokens = READ(generated_tokens);
+    for (int i = 0; i < 3; i++) out->finished[i] = READ(finished[i]);
+    out->prefix_queries = READ(prefix_queries);
+    out->prefix_hits = READ(prefix_hits);
+    out->prefix_cached_blocks = READ(prefix_cached_blocks);
+#undef READ
 }
 
 uint32_t herd_sched_n_ctx(const struct herd_sched *s) { return s->n_ctx; }
