@@ -80,6 +80,7 @@ struct herd_request {
     uint64_t arrival;
     uint32_t n_active;
     uint32_t finish_reason; /* over its choices: 0 stop, 1 length, 2 cancelled (the worst wins) */
+    bool accounted;         /* its request-level metrics are recorded */
     struct choice ch[HERD_MAX_CHOICES];
     struct herd_request *next_in; /* inbox list */
 };
@@ -124,8 +125,9 @@ struct herd_sched {
     uint64_t n_steps;           /* under lock */
     double last_step_s;         /* the last step's duration, -1 once in the window */
     struct herd_prefix_cache *pc;
-    double t_emit;         /* when this step's tokens came out of the model */
-    int32_t *match_blocks; /* scratch for a prefix match, [n_ctx / block_tokens] */
+    double t_emit;               /* when this step's tokens came out of the model */
+    uint32_t step_prompt_tokens; /* prompt tokens in this step\'s batch */
+    int32_t *match_blocks;       /* scratch for a prefix match, [n_ctx / block_tokens] */
 };
 
 /* ------------------------------------------------------------ parameters */
@@ -420,6 +422,22 @@ static struct herd_request *preemption_victim(struct herd_sched *s, const struct
     return v;
 }
 
+/* The request's metrics, once: when its last choice finishes, before the
+ * event that lets its client see the end (so a scrape after the answer
+ * counts it), or when it retires without that. */
+static void account_finished(struct herd_sched *s, struct herd_request *r) {
+    if (r->accounted) return;
+    r->accounted = true;
+    pthread_mutex_lock(&r->lock);
+    r->stats.finished_s = herd_time_now_s();
+    const struct herd_request_stats st = r->stats;
+    pthread_mutex_unlock(&r->lock);
+    if (st.submitted_s > 0) OBSERVE(s, e2e, st.finished_s - st.submitted_s);
+    if (st.admitted_s > 0) OBSERVE(s, queue_time, st.admitted_s - st.submitted_s);
+    if (st.admitted_s > 0 && st.first_token_s > 0) OBSERVE(s, prefill_time, st.first_token_s - st.admitted_s);
+    COUNT(s, finished[r->finish_reason], 1);
+}
+
 /* Finishes a choice: emits its last event, frees its sequence. */
 static void finish_choice(struct herd_sched *s, struct herd_request *r, uint32_t i, enum herd_finish why,
                           struct herd_event *e, const char *text, size_t len) {
@@ -428,6 +446,9 @@ static void finish_choice(struct herd_sched *s, struct herd_request *r, uint32_t
     c->finished = true;
     if (c->n_gen >= 2) OBSERVE(s, tpot, (c->last_token_s - c->first_token_s) / (c->n_gen - 1));
     if ((uint32_t)why - 1 > r->finish_reason) r->finish_reason = (uint32_t)why - 1;
+    bool last = true;
+    for (uint32_t k = 0; k < r->gp.n; k++) last = last && r->ch[k].finished;
+    if (last) account_finished(s, r);
     e->finish = why;
     push_event(r, e, text, len);
     free_choice_seq(s, c);
@@ -438,15 +459,10 @@ static void finish_choice(struct herd_sched *s, struct herd_request *r, uint32_t
 /* The request is over (all choices finished): it leaves the scheduler. */
 static void retire(struct herd_sched *s, struct herd_request *r) {
     for (uint32_t i = 0; i < r->gp.n; i++) free_choice_seq(s, &r->ch[i]);
+    account_finished(s, r);
     pthread_mutex_lock(&r->lock);
-    r->stats.finished_s = herd_time_now_s();
     r->all_finished = true;
-    const struct herd_request_stats st = r->stats;
     pthread_mutex_unlock(&r->lock);
-    if (st.submitted_s > 0) OBSERVE(s, e2e, st.finished_s - st.submitted_s);
-    if (st.admitted_s > 0) OBSERVE(s, queue_time, st.admitted_s - st.submitted_s);
-    if (st.admitted_s > 0 && st.first_token_s > 0) OBSERVE(s, prefill_time, st.first_token_s - st.admitted_s);
-    COUNT(s, finished[r->finish_reason], 1);
     r->state = REQ_DONE;
     notify(r);
     herd_request_release(r);
@@ -623,6 +639,7 @@ static void add_tokens(struct herd_sched *s, uint32_t *n, uint32_t *n_rows, stru
         s->b_seq[*n] = c->seq;
         s->b_want[*n] = want_last && pos + 1 == end;
         if (s->b_want[*n]) s->rows[(*n_rows)++] = (struct out_row){r, ci};
+        if (pos < r->n_prompt) s->step_prompt_tokens++;
         (*n)++;
     }
     c->n_computed = end;
@@ -650,6 +667,7 @@ static bool make_room(struct herd_sched *s, struct herd_request *r, struct choic
 static uint32_t build_batch(struct herd_sched *s, uint32_t *n_rows, double now) {
     uint32_t n = 0, budget = s->p.batch_tokens, max_rows = s->ctx->params.max_outputs;
     *n_rows = 0;
+    s->step_prompt_tokens = 0;
     sort_requests(s, s->running, s->n_running, now);
     /* 1: one decode token per generating choice. Room for all of a
      * request's choices is made before any is added, so that if the
@@ -784,6 +802,7 @@ static void emit_token(struct herd_sched *s, struct herd_request *r, uint32_t ci
     else
         OBSERVE(s, itl, now - c->last_token_s);
     c->last_token_s = now;
+    COUNT(s, generated_tokens, 1); /* before the event: a scrape after the answer counts it */
     pthread_mutex_lock(&r->lock);
     r->stats.completion_tokens++;
     const bool first = r->stats.first_token_s == 0;
@@ -869,8 +888,7 @@ static bool step(struct herd_sched *s) {
     OBSERVE(s, step_tokens, n);
     s->last_step_s = dt; /* into the window at the top of the loop, under the lock taken there anyway */
     COUNT(s, steps, 1);
-    COUNT(s, generated_tokens, n_rows);
-    COUNT(s, computed_prompt_tokens, n - n_rows);
+    COUNT(s, computed_prompt_tokens, s->step_prompt_tokens);
     if (s->pc) {
         struct herd_prefix_cache_stats ps;
         herd_prefix_cache_stats(s->pc, &ps);

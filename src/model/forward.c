@@ -94,6 +94,13 @@ enum herd_status herd_context_create(const struct herd_model *m, const struct he
     c->logits = alloc_floats(p.max_outputs * V, &ok);
     /* per thread: the running output [head_dim] and one block's scores, cache-line separated */
     c->att_scratch = alloc_floats((size_t)p.n_threads * att_scratch_floats(d), &ok);
+    c->rope_cs = alloc_floats(B * (d->n_rot / 2) * 2, &ok);
+    c->rope_inv_freq = calloc(d->n_rot / 2 + 1, sizeof *c->rope_inv_freq);
+    if (!c->rope_inv_freq) ok = false;
+    for (uint64_t i = 0; ok && i < d->n_rot / 2; i++) {
+        /* the same double arithmetic the angle always had: theta = pos * this */
+        c->rope_inv_freq[i] = pow(d->rope_freq_base, -2.0 * (double)i / (double)d->n_rot);
+    }
     size_t mm = herd_matmul_scratch_bytes(&m->output, p.max_outputs, p.n_threads, p.precise);
     for (uint64_t l = 0; l < d->n_layer; l++) {
         const struct herd_layer *L = &m->layers[l];
@@ -133,6 +140,8 @@ void herd_context_destroy(struct herd_context *c) {
     free(c->out_rows);
     free(c->logits);
     free(c->att_scratch);
+    free(c->rope_cs);
+    free(c->rope_inv_freq);
     free(c->mm_scratch);
     free(c->spans);
     free(c);
@@ -152,23 +161,117 @@ static void rmsnorm(float *out, const float *x, const float *w, size_t n, double
     for (size_t i = 0; i < n; i++) out[i] = x[i] * scale * w[i];
 }
 
-/* Rotates n_heads heads of v (head_dim apart) for position pos. */
-static void rope(const struct herd_model *m, float *v, uint64_t n_heads, uint32_t pos) {
+/* cos and sin of token t's rotation angles, from its position: computed
+ * once per batch instead of once per layer (the angles do not depend on it). */
+static void rope_angles(const struct herd_context *c, uint32_t pos, float *cs) {
+    const struct herd_model *m = c->model;
+    const uint64_t half = m->desc.n_rot / 2;
+    for (uint64_t i = 0; i < half; i++) {
+        double theta = (double)pos * c->rope_inv_freq[i];
+        if (m->rope_freqs) theta /= m->rope_freqs[i];
+        cs[2 * i] = (float)cos(theta);
+        cs[2 * i + 1] = (float)sin(theta);
+    }
+}
+
+/* Rotates n_heads heads of v (head_dim apart) by the angles cs. */
+static void rope(const struct herd_model *m, float *v, uint64_t n_heads, const float *cs) {
     const struct herd_model_desc *d = &m->desc;
     const uint64_t hd = d->head_dim, half = d->n_rot / 2;
     for (uint64_t i = 0; i < half; i++) {
-        double theta = (double)pos * pow(d->rope_freq_base, -2.0 * (double)i / (double)d->n_rot);
-        if (m->rope_freqs) theta /= m->rope_freqs[i];
-        const float cs = (float)cos(theta), sn = (float)sin(theta);
+        const float c = cs[2 * i], sn = cs[2 * i + 1];
         for (uint64_t h = 0; h < n_heads; h++) {
             float *p = v + h * hd;
             float *a = m->rope_neox ? &p[i] : &p[2 * i];
             float *b = m->rope_neox ? &p[i + half] : &p[2 * i + 1];
             const float x0 = *a, x1 = *b;
-            *a = x0 * cs - x1 * sn;
-            *b = x0 * sn + x1 * cs;
+            *a = x0 * c - x1 * sn;
+            *b = x0 * sn + x1 * c;
         }
     }
+}
+
+/* ------------------------------------------------------------ per-token work on the pool
+ *
+ * The element-wise steps between the matmuls, split over the pool's
+ * threads by token (or by element for the gate): each token's arithmetic is
+ * the same as on one thread, so results do not depend on the split. Small
+ * batches (single-stream decode) run on the calling thread, where a pool
+ * call would cost more than it saves. */
+
+/* Below this many floats of work a step runs on the calling thread. */
+#define PARALLEL_MIN_FLOATS 8192
+
+enum rows_kind {
+    ROWS_ROPE_ANGLES, /* rope_cs for every token */
+    ROWS_NORM,        /* xn = rmsnorm(x) * w */
+    ROWS_ADD_NORM,    /* x += xn; xn = rmsnorm(x) * w (w NULL: only the add) */
+    ROWS_ROPE_STORE,  /* q, k += biases; RoPE on q and k; k, v into the KV cache */
+    ROWS_SILU_GATE,   /* gate = silu(gate) * up, by element */
+};
+
+struct rows_job {
+    struct herd_context *c;
+    const struct herd_batch *b;
+    enum rows_kind kind;
+    uint32_t layer;
+    const float *w; /* the norm's weights */
+};
+
+static void rows_part(void *ctx, int ith, int nth) {
+    const struct rows_job *j = ctx;
+    struct herd_context *c = j->c;
+    const struct herd_model *m = c->model;
+    const struct herd_model_desc *d = &m->desc;
+    const size_t E = d->n_embd, hd = d->head_dim, qd = d->n_head * hd, kvd = d->n_head_kv * hd;
+    const size_t T = j->b->n_tokens;
+    if (j->kind == ROWS_SILU_GATE) {
+        const size_t n = T * d->n_ff, per = (n + (size_t)nth - 1) / (size_t)nth;
+        const size_t lo = (size_t)ith * per, hi = lo + per < n ? lo + per : n;
+        for (size_t i = lo; i < hi; i++) {
+            const float g = c->gate[i];
+            c->gate[i] = g / (1.0f + expf(-g)) * c->up[i];
+        }
+        return;
+    }
+    const size_t per = (T + (size_t)nth - 1) / (size_t)nth;
+    const size_t lo = (size_t)ith * per, hi = lo + per < T ? lo + per : T;
+    const size_t half = d->n_rot / 2;
+    for (size_t t = lo; t < hi; t++) {
+        float *x = c->x + t * E, *xn = c->xn + t * E;
+        switch (j->kind) {
+        case ROWS_ROPE_ANGLES: rope_angles(c, j->b->pos[t], c->rope_cs + t * half * 2); break;
+        case ROWS_NORM: rmsnorm(xn, x, j->w, E, d->rms_eps); break;
+        case ROWS_ADD_NORM:
+            for (size_t i = 0; i < E; i++) x[i] += xn[i];
+            if (j->w) rmsnorm(xn, x, j->w, E, d->rms_eps);
+            break;
+        case ROWS_ROPE_STORE: {
+            const struct herd_layer *L = &m->layers[j->layer];
+            float *q = c->q + t * qd, *k = c->kx + t * kvd, *v = c->vx + t * kvd;
+            if (L->bq) {
+                for (size_t i = 0; i < qd; i++) q[i] += L->bq[i];
+                for (size_t i = 0; i < kvd; i++) k[i] += L->bk[i], v[i] += L->bv[i];
+            }
+            const float *cs = c->rope_cs + t * half * 2;
+            rope(m, q, d->n_head, cs);
+            rope(m, k, d->n_head_kv, cs);
+            herd_kv_store(c->kv, j->b->seq[t], j->layer, j->b->pos[t], k, v);
+            break;
+        }
+        case ROWS_SILU_GATE: break;
+        }
+    }
+}
+
+/* Runs one per-token step: on every thread when there is enough work. */
+static void run_rows(struct herd_context *c, const struct herd_batch *b, enum rows_kind kind, uint32_t layer,
+                     const float *w, size_t floats) {
+    struct rows_job j = {c, b, kind, layer, w};
+    if (floats >= PARALLEL_MIN_FLOATS && herd_pool_size(c->pool) > 1)
+        herd_pool_run(c->pool, rows_part, &j);
+    else
+        rows_part(&j, 0, 1);
 }
 
 /* ------------------------------------------------------------ attention */
@@ -294,34 +397,23 @@ enum herd_status herd_decode(struct herd_context *c, const struct herd_batch *b,
                                 (const char *)m->tok_embd.data + (size_t)b->tokens[t] * m->tok_embd.row_bytes,
                                 c->x + t * E, E);
     herd_prof_op(P, HERD_PROF_EMBED, t0);
+    t0 = PROF_T();
+    run_rows(c, b, ROWS_ROPE_ANGLES, 0, NULL, T * d->n_rot * 8);
+    herd_prof_op(P, HERD_PROF_ROPE, t0);
+    t0 = PROF_T();
+    run_rows(c, b, ROWS_NORM, 0, m->layers[0].attn_norm, T * E);
+    herd_prof_op(P, HERD_PROF_NORM, t0);
 
+    /* each layer starts with xn = rmsnorm(x) * attn_norm, made by the step before */
     for (uint32_t l = 0; l < d->n_layer; l++) {
         const struct herd_layer *L = &m->layers[l];
-        t0 = PROF_T();
-        for (size_t t = 0; t < T; t++) rmsnorm(c->xn + t * E, c->x + t * E, L->attn_norm, E, d->rms_eps);
-        herd_prof_op(P, HERD_PROF_NORM, t0);
         t0 = PROF_T();
         const struct herd_matmul_out qkv[3] = {{&L->wq, c->q, qd}, {&L->wk, c->kx, kvd}, {&L->wv, c->vx, kvd}};
         herd_matmul_multi(pool, k, qkv, 3, c->xn, E, T, c->mm_scratch, precise);
         herd_prof_matmul(P, HERD_PROF_MM_QKV, L->wq.type, t0);
-        if (L->bq) {
-            t0 = PROF_T();
-            for (size_t t = 0; t < T; t++) {
-                float *q = c->q + t * qd, *kk = c->kx + t * kvd, *v = c->vx + t * kvd;
-                for (size_t i = 0; i < qd; i++) q[i] += L->bq[i];
-                for (size_t i = 0; i < kvd; i++) kk[i] += L->bk[i], v[i] += L->bv[i];
-            }
-            herd_prof_op(P, HERD_PROF_BIAS, t0);
-        }
         t0 = PROF_T();
-        for (size_t t = 0; t < T; t++) {
-            rope(m, c->q + t * qd, d->n_head, b->pos[t]);
-            rope(m, c->kx + t * kvd, d->n_head_kv, b->pos[t]);
-        }
-        herd_prof_op(P, HERD_PROF_ROPE, t0);
-        t0 = PROF_T();
-        for (size_t t = 0; t < T; t++) herd_kv_store(c->kv, b->seq[t], l, b->pos[t], c->kx + t * kvd, c->vx + t * kvd);
-        herd_prof_op(P, HERD_PROF_KV_STORE, t0);
+        run_rows(c, b, ROWS_ROPE_STORE, l, NULL, T * (qd + 2 * kvd) * 2);
+        herd_prof_op(P, HERD_PROF_ROPE_STORE, t0);
         t0 = PROF_T();
         struct att_job aj = {c, b, l};
         herd_pool_run(pool, attention_part, &aj);
@@ -330,36 +422,36 @@ enum herd_status herd_decode(struct herd_context *c, const struct herd_batch *b,
         herd_matmul(pool, k, &L->wo, c->att, qd, T, c->xn, E, c->mm_scratch, precise);
         herd_prof_matmul(P, HERD_PROF_MM_ATTN_OUT, L->wo.type, t0);
         t0 = PROF_T();
-        for (size_t i = 0; i < T * E; i++) c->x[i] += c->xn[i];
-        herd_prof_op(P, HERD_PROF_RESIDUAL, t0);
+        run_rows(c, b, ROWS_ADD_NORM, l, L->ffn_norm, T * E * 2);
+        herd_prof_op(P, HERD_PROF_ADD_NORM, t0);
 
-        t0 = PROF_T();
-        for (size_t t = 0; t < T; t++) rmsnorm(c->xn + t * E, c->x + t * E, L->ffn_norm, E, d->rms_eps);
-        herd_prof_op(P, HERD_PROF_NORM, t0);
         t0 = PROF_T();
         const struct herd_matmul_out gate_up[2] = {{&L->w_gate, c->gate, F}, {&L->w_up, c->up, F}};
         herd_matmul_multi(pool, k, gate_up, 2, c->xn, E, T, c->mm_scratch, precise);
         herd_prof_matmul(P, HERD_PROF_MM_GATE_UP, L->w_gate.type, t0);
         t0 = PROF_T();
-        for (size_t i = 0; i < T * F; i++) {
-            const float g = c->gate[i];
-            c->gate[i] = g / (1.0f + expf(-g)) * c->up[i];
-        }
+        run_rows(c, b, ROWS_SILU_GATE, l, NULL, T * F * 4);
         herd_prof_op(P, HERD_PROF_ACTIVATION, t0);
         t0 = PROF_T();
         herd_matmul(pool, k, &L->w_down, c->gate, F, T, c->xn, E, c->mm_scratch, precise);
         herd_prof_matmul(P, HERD_PROF_MM_DOWN, L->w_down.type, t0);
-        t0 = PROF_T();
-        for (size_t i = 0; i < T * E; i++) c->x[i] += c->xn[i];
-        herd_prof_op(P, HERD_PROF_RESIDUAL, t0);
+        if (l + 1 < d->n_layer) {
+            t0 = PROF_T();
+            run_rows(c, b, ROWS_ADD_NORM, l, m->layers[l + 1].attn_norm, T * E * 2);
+            herd_prof_op(P, HERD_PROF_ADD_NORM, t0);
+        }
     }
 
+    /* the last residual and the output norm, only for the rows that want logits */
     t0 = PROF_T();
     uint32_t o = 0;
     for (size_t t = 0; t < T; t++)
-        if (b->want_logits ? b->want_logits[t] : t == T - 1)
-            rmsnorm(c->out_rows + (size_t)o++ * E, c->x + t * E, m->output_norm, E, d->rms_eps);
-    herd_prof_op(P, HERD_PROF_NORM, t0);
+        if (b->want_logits ? b->want_logits[t] : t == T - 1) {
+            float *x = c->x + t * E;
+            for (size_t i = 0; i < E; i++) x[i] += c->xn[t * E + i];
+            rmsnorm(c->out_rows + (size_t)o++ * E, x, m->output_norm, E, d->rms_eps);
+        }
+    herd_prof_op(P, HERD_PROF_ADD_NORM, t0);
     t0 = PROF_T();
     if (n_out) herd_matmul(pool, k, &m->output, c->out_rows, E, n_out, c->logits, d->n_vocab, c->mm_scratch, precise);
     if (n_out) herd_prof_matmul(P, HERD_PROF_MM_OUTPUT, m->output.type, t0);

@@ -42,9 +42,11 @@ struct herd_context {
     const struct herd_kernels *k;
     /* activations, [max_batch_tokens][dim] each */
     float *x, *xn, *q, *kx, *vx, *att, *gate, *up;
-    float *out_rows;    /* [max_outputs][n_embd], normed final rows of the tokens that want logits */
-    float *logits;      /* [max_outputs][n_vocab] */
-    float *att_scratch; /* per thread: running output [head_dim] */
+    float *out_rows;       /* [max_outputs][n_embd], normed final rows of the tokens that want logits */
+    float *logits;         /* [max_outputs][n_vocab] */
+    float *att_scratch;    /* per thread: running output [head_dim] */
+    double *rope_inv_freq; /* [n_rot / 2]: base^(-2i / n_rot), divided by the Llama 3.1 factors */
+    float *rope_cs;        /* [max_batch_tokens][n_rot / 2][2]: cos, sin of each batch token's angles */
     void *mm_scratch;
     size_t mm_scratch_bytes;
     uint32_t n_outputs;           /* rows of logits filled by the last herd_decode */

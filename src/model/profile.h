@@ -16,13 +16,12 @@
 
 enum herd_prof_op {
     HERD_PROF_EMBED,
-    HERD_PROF_NORM,
-    HERD_PROF_BIAS,
-    HERD_PROF_ROPE,
-    HERD_PROF_KV_STORE,
+    HERD_PROF_ROPE,       /* the batch's rotation angles */
+    HERD_PROF_NORM,       /* the first layer's rmsnorm */
+    HERD_PROF_ROPE_STORE, /* (qwen2 biases,) RoPE on q and k, k and v into the KV cache */
     HERD_PROF_ATTENTION,
+    HERD_PROF_ADD_NORM,   /* residual add and the next rmsnorm, fused */
     HERD_PROF_ACTIVATION, /* silu(gate) * up */
-    HERD_PROF_RESIDUAL,
     HERD_PROF_SAMPLING,
     HERD_PROF_OPS
 };

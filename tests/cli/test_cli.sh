@@ -126,7 +126,7 @@ assert len(tables) == want, f"{len(tables)} profile tables, want {want}"
 for t in tables:
     shares = [float(m) for m in re.findall(r"\|\s+([\d.]+)%\s+\|", t)]
     assert abs(sum(shares) - 100) < 1.0, (sum(shares), t)
-    for op in ("matmul f32 ffn gate/up", "attention", "rmsnorm", "rope", "kv cache store"):
+    for op in ("matmul f32 ffn gate/up", "attention", "rmsnorm", "rope + kv cache store", "silu * up"):
         assert op in t, (op, t)
 PY
 }
