@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/alloc.h"
 #include "base/assert.h"
 #include "base/checked.h"
 #include "kernels/quant.h"
@@ -65,7 +66,7 @@ enum herd_status herd_kv_create(const struct herd_kv_params *p, struct herd_kv *
         free(kv);
         return herd_error_set(err, HERD_E_NOMEM, "KV cache of %u blocks overflows", p->n_blocks);
     }
-    kv->pool = aligned_alloc(64, (total + 63) & ~(size_t)63);
+    kv->pool = herd_alloc_large(total);
     kv->refs = calloc(p->n_blocks, sizeof *kv->refs);
     kv->free_list = malloc(p->n_blocks * sizeof *kv->free_list);
     kv->seqs = calloc(p->max_seqs, sizeof *kv->seqs);

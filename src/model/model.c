@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/alloc.h"
 #include "kernels/kernels.h"
 #include "kernels/quant.h"
 
@@ -98,7 +99,7 @@ enum herd_status herd_model_load(const char *path, struct herd_model **out, stru
             for (size_t i = 0; i < 7; i++) total += herd_matrix_packed_bytes(lm[i]);
         }
         if (total) {
-            m->packed_store = aligned_alloc(64, (total + 63) & ~(size_t)63);
+            m->packed_store = herd_alloc_large(total);
             if (!m->packed_store) {
                 rc = herd_error_set(err, HERD_E_NOMEM, "%s: cannot allocate %zu bytes for repacked weights", path,
                                     total);

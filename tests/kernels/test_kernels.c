@@ -194,22 +194,22 @@ static void test_packed_matches_unpacked(void **state) {
 }
 
 /* Attention block kernel of the best family against the ref twin: head
- * sizes 8, 24 and 64, 1..8 heads per KV head, 1..16 valid keys, f16, f32 and
+ * sizes 8, 24 and 64, 1..12 heads per KV head, 1..16 valid keys, f16, f32 and
  * 8-bit caches, over three consecutive blocks (so the running max moves). */
 static void attn_family_matches_ref(const struct herd_kernels *k) {
     struct herd_rng r;
     herd_rng_init(&r, 21);
-    const int hds[] = {8, 24, 64}, Gs[] = {1, 3, 8};
+    const int hds[] = {8, 24, 64}, Gs[] = {1, 3, 8, 12};
     for (int hi = 0; hi < 3; hi++)
-        for (int gi = 0; gi < 3; gi++)
+        for (int gi = 0; gi < 4; gi++)
             for (int type = 0; type < 3; type++)
                 for (int n = 1; n <= 16; n += 5) {
                     const int hd = hds[hi], G = Gs[gi], bt = 16;
                     const size_t vs = (size_t)hd * 2; /* V rows of two KV heads */
-                    float q[8 * 64], K[64 * 16], V[16 * 128], ks[16], vsc[32];
+                    float q[12 * 64], K[64 * 16], V[16 * 128], ks[16], vsc[32];
                     uint16_t Kh[64 * 16], Vh[16 * 128];
                     int8_t K8[64 * 16], V8[16 * 128];
-                    float acc_a[8 * 64] = {0}, acc_b[8 * 64] = {0}, ma[8], mb[8], la[8] = {0}, lb[8] = {0};
+                    float acc_a[12 * 64] = {0}, acc_b[12 * 64] = {0}, ma[12], mb[12], la[12] = {0}, lb[12] = {0};
                     fill(&r, q, (size_t)G * hd, 0.5f);
                     for (int g = 0; g < G; g++) ma[g] = mb[g] = -INFINITY;
                     for (int blk = 0; blk < 3; blk++) {
