@@ -14,6 +14,7 @@
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -103,6 +104,9 @@ struct herd_sched {
     struct herd_request *inbox_head, *inbox_tail;
     uint32_t n_queued; /* inbox + waiting */
     bool stop, draining;
+    atomic_bool failed;              /* the engine failed: see herd_sched_failed */
+    char fail_msg[256];              /* written before failed is set */
+    uint64_t fail_after;             /* test hook: fail after this many steps (0: never) */
     struct herd_sched_status status; /* gauges, published under lock at the top of each loop */
     /* counters: written by the scheduler thread, read by herd_sched_status,
      * lock-free (a step never waits for a scrape) */
@@ -445,7 +449,8 @@ static void finish_choice(struct herd_sched *s, struct herd_request *r, uint32_t
     if (c->finished) return;
     c->finished = true;
     if (c->n_gen >= 2) OBSERVE(s, tpot, (c->last_token_s - c->first_token_s) / (c->n_gen - 1));
-    if ((uint32_t)why - 1 > r->finish_reason) r->finish_reason = (uint32_t)why - 1;
+    const uint32_t reason = why >= HERD_FINISH_CANCELLED ? 2 : (uint32_t)why - 1; /* an error counts as abort */
+    if (reason > r->finish_reason) r->finish_reason = reason;
     bool last = true;
     for (uint32_t k = 0; k < r->gp.n; k++) last = last && r->ch[k].finished;
     if (last) account_finished(s, r);
@@ -468,12 +473,14 @@ static void retire(struct herd_sched *s, struct herd_request *r) {
     herd_request_release(r);
 }
 
-static void cancel_request(struct herd_sched *s, struct herd_request *r) {
+static void end_request(struct herd_sched *s, struct herd_request *r, enum herd_finish why) {
     for (uint32_t i = 0; i < r->gp.n; i++) {
         struct herd_event e = {.choice = i, .token = -1};
-        finish_choice(s, r, i, HERD_FINISH_CANCELLED, &e, "", 0);
+        finish_choice(s, r, i, why, &e, "", 0);
     }
 }
+
+static void cancel_request(struct herd_sched *s, struct herd_request *r) { end_request(s, r, HERD_FINISH_CANCELLED); }
 
 /* Makes the samplers (n_vocab is known here) and checks the prompt. */
 static enum herd_status prepare_request(struct herd_sched *s, struct herd_request *r, struct herd_error *err) {
@@ -709,6 +716,11 @@ static uint32_t build_batch(struct herd_sched *s, uint32_t *n_rows, double now) 
      * while streams are generating (see prefill_per_decode) */
     bool capped = n > 0 && s->p.prefill_per_decode > 0;
     const uint32_t n_decode = n;
+    /* the cap counts every sequence slot as a stream, not only those
+     * generating now: counting only those starves the slots that are still
+     * in their prompts (fewer streams, smaller cap, longer prompts: with 16
+     * clients half the slots sat in prefill at one token per step) */
+    const uint32_t streams = n_decode > s->ctx->params.max_seqs ? n_decode : s->ctx->params.max_seqs;
     for (uint32_t k = 0; k < s->n_running && n < budget; k++) {
         struct herd_request *r = s->running[k];
         bool shared_phase = r->gp.n > 1 && !r->forked;
@@ -728,7 +740,7 @@ static uint32_t build_batch(struct herd_sched *s, uint32_t *n_rows, double now) 
                 /* a prompt token late in a long prompt attends to all before
                  * it: weight it by its position (PREFILL_POS_SCALE tokens of
                  * context cost about one token of matmul) */
-                double cap = (double)n_decode * s->p.prefill_per_decode * PREFILL_POS_SCALE /
+                double cap = (double)streams * s->p.prefill_per_decode * PREFILL_POS_SCALE /
                              (PREFILL_POS_SCALE + (double)c->n_computed);
                 uint32_t allowed = cap < 4 ? 4 : (uint32_t)cap;
                 uint32_t used = n - n_decode;
@@ -853,6 +865,16 @@ static void drop_cancelled(struct herd_sched *s) {
     }
 }
 
+/* The engine is broken: refuse new requests and stop; the loop ends every
+ * request with an error. */
+static void fail(struct herd_sched *s, const char *msg) {
+    pthread_mutex_lock(&s->lock);
+    snprintf(s->fail_msg, sizeof s->fail_msg, "the engine failed: %.200s", msg);
+    atomic_store(&s->failed, true);
+    s->stop = true;
+    pthread_mutex_unlock(&s->lock);
+}
+
 /* One step; false when there was nothing to run. */
 static bool step(struct herd_sched *s) {
     double now = herd_time_now_s();
@@ -865,10 +887,13 @@ static bool step(struct herd_sched *s) {
         .n_tokens = n, .tokens = s->b_tok, .pos = s->b_pos, .seq = s->b_seq, .want_logits = s->b_want};
     struct herd_error err = {0};
     enum herd_status rc = herd_decode(s->ctx, &b, &err);
+    if (s->fail_after && atomic_load_explicit(&s->cnt.steps, memory_order_relaxed) + 1 >= s->fail_after)
+        rc = herd_error_set(&err, HERD_E_INVALID, "engine failure injected by HERD_TEST_ENGINE_FAIL_AFTER_STEPS");
     if (rc != HERD_OK) {
-        /* a bug or a broken model: end the requests in this batch rather
-         * than retry the same batch forever */
-        for (uint32_t i = 0; i < s->n_running; i++) atomic_store(&s->running[i]->cancel, true);
+        /* a bug or a broken model: nothing computed from here on can be
+         * trusted, so the engine stops and the server exits for its
+         * supervisor, rather than retry the same batch forever */
+        fail(s, err.msg);
         return true;
     }
     s->t_emit = herd_time_now_s();
@@ -895,6 +920,16 @@ static bool step(struct herd_sched *s) {
         atomic_store_explicit(&s->cnt.prefix_queries, ps.queries, memory_order_relaxed);
         atomic_store_explicit(&s->cnt.prefix_hits, ps.hits, memory_order_relaxed);
         atomic_store_explicit(&s->cnt.prefix_cached_blocks, ps.entries, memory_order_relaxed);
+    }
+    return true;
+}
+
+bool herd_sched_failed(struct herd_sched *s, char *msg, size_t msg_size) {
+    if (!atomic_load(&s->failed)) return false;
+    if (msg) {
+        pthread_mutex_lock(&s->lock);
+        snprintf(msg, msg_size, "%s", s->fail_msg);
+        pthread_mutex_unlock(&s->lock);
     }
     return true;
 }
@@ -928,6 +963,7 @@ static void *sched_main(void *arg) {
         pthread_mutex_unlock(&s->lock);
         if (stop) break;
         bool worked = step(s);
+        if (atomic_load(&s->failed)) continue; /* to the top: takes the inbox, then stops */
         if (!worked) {
             pthread_mutex_lock(&s->lock);
             if (!s->inbox_head && !s->stop) {
@@ -943,13 +979,14 @@ static void *sched_main(void *arg) {
             pthread_mutex_unlock(&s->lock);
         }
     }
-    /* shut down: everything still here is cancelled */
+    /* shut down: everything still here is cancelled (or fails with the engine) */
+    const enum herd_finish why = atomic_load(&s->failed) ? HERD_FINISH_ERROR : HERD_FINISH_CANCELLED;
     for (uint32_t i = 0; i < s->n_running; i++) {
-        cancel_request(s, s->running[i]);
+        end_request(s, s->running[i], why);
         retire(s, s->running[i]);
     }
     for (uint32_t i = 0; i < s->n_waiting; i++) {
-        if (s->waiting[i]->n_active) cancel_request(s, s->waiting[i]);
+        if (s->waiting[i]->n_active) end_request(s, s->waiting[i], why);
         retire(s, s->waiting[i]);
     }
     s->n_running = s->n_waiting = 0;
@@ -986,6 +1023,8 @@ enum herd_status herd_sched_create(struct herd_context *ctx, const struct herd_v
     pthread_mutex_init(&s->lock, NULL);
     pthread_cond_init(&s->wake, NULL);
     s->last_step_s = -1;
+    const char *hook = getenv("HERD_TEST_ENGINE_FAIL_AFTER_STEPS");
+    s->fail_after = hook ? strtoull(hook, NULL, 10) : 0;
     s->status.kv_blocks_total = herd_kv_params(ctx->kv)->n_blocks;
     s->status.kv_block_tokens = herd_kv_params(ctx->kv)->block_tokens;
     if (!s->waiting || !s->running || !s->order || !s->match_blocks || !s->pc || !s->b_tok || !s->b_seq || !s->b_pos ||
@@ -1042,6 +1081,10 @@ enum herd_status herd_sched_submit(struct herd_sched *s, struct herd_request *r,
         if (rc != HERD_OK) return rc;
     }
     pthread_mutex_lock(&s->lock);
+    if (atomic_load(&s->failed)) {
+        pthread_mutex_unlock(&s->lock);
+        return herd_error_set(err, HERD_E_IO, "%s", s->fail_msg);
+    }
     if (s->draining || s->stop) {
         pthread_mutex_unlock(&s->lock);
         return herd_error_set(err, HERD_E_INVALID, "the server is shutting down");

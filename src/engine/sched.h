@@ -40,6 +40,7 @@ enum herd_finish {
     HERD_FINISH_STOP,      /* an end-of-generation token or a stop string */
     HERD_FINISH_LENGTH,    /* max_tokens, or the context is full */
     HERD_FINISH_CANCELLED, /* herd_request_cancel, or the scheduler stopped */
+    HERD_FINISH_ERROR,     /* the engine failed (herd_sched_failed says why) */
 };
 
 struct herd_gen_params {
@@ -158,6 +159,13 @@ enum herd_status herd_sched_submit(struct herd_sched *s, struct herd_request *r,
 
 /* Refuses new requests from now on; running and waiting ones continue. */
 void herd_sched_drain(struct herd_sched *s);
+
+/* True once the engine has failed (a forward pass returned an error: a bug
+ * or a corrupt model; or the test hook HERD_TEST_ENGINE_FAIL_AFTER_STEPS=N
+ * fired): every request then ended with HERD_FINISH_ERROR, new ones are
+ * refused, and the scheduler thread has stopped. msg (may be NULL) gets why.
+ * The server stops being ready and exits, for its supervisor to restart it. */
+bool herd_sched_failed(struct herd_sched *s, char *msg, size_t msg_size);
 
 struct herd_sched_status {
     uint32_t waiting, running; /* requests */

@@ -16,6 +16,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "base/log.h"
 #include "base/buf.h"
 #include "base/timing.h"
 #include "base/utf8.h"
@@ -36,6 +37,7 @@ struct api_call {
     uint32_t top_logprobs;
     uint32_t n;
     uint32_t n_finished;
+    bool engine_failed; /* a choice ended with HERD_FINISH_ERROR */
     uint32_t prompt_tokens;
     char id[64];
     time_t created;
@@ -470,6 +472,11 @@ void api_on_wake(struct conn *c) {
     size_t n;
     while ((n = herd_request_poll(a->req, ev, 64)) > 0) {
         for (size_t i = 0; i < n; i++) {
+            if (ev[i].finish == HERD_FINISH_ERROR) { /* no chunk: the answer ends with the error below */
+                a->engine_failed = true;
+                a->n_finished++;
+                continue;
+            }
             if (ev[i].token >= 0) a->ch[ev[i].choice].n_tokens++;
             if (a->stream)
                 stream_event(c, a, &ev[i]);
@@ -483,6 +490,24 @@ void api_on_wake(struct conn *c) {
         if (a->stream && conn_pending_output(c) > (1u << 20)) return; /* a slow reader: resume from on_write */
     }
     if (a->n_finished < a->n) return;
+    if (a->engine_failed) {
+        char msg[300] = "the engine failed";
+        herd_sched_failed(c->srv->m.sched, msg, sizeof msg);
+        herd_log(HERD_LOG_ERROR, "serve", c->request_id, NULL, 0, "request ended: %s", msg);
+        if (!a->stream) {
+            api_abort(c);
+            conn_respond_error(c, 500, "server_error", NULL, "engine_failed", "%s", msg);
+            return;
+        }
+        /* streaming began: an error event, then [DONE] */
+        json_t *e = json_pack("{s:{s:s,s:s,s:n,s:s}}", "error", "message", msg, "type", "server_error", "param", "code",
+                              "engine_failed");
+        send_sse(c, e);
+        conn_stream_send(c, "data: [DONE]\n\n", 14);
+        api_abort(c);
+        conn_stream_end(c);
+        return;
+    }
     if (!a->stream) {
         respond_whole(c, a);
         return;
@@ -531,6 +556,8 @@ static void start(struct conn *c, bool chat, const int32_t *ids, uint32_t n_ids,
             server_respond_queue_full(c, err.msg);
         else if (strstr(err.msg, "shutting down"))
             conn_respond_error(c, 503, "server_error", NULL, "draining", "%s", err.msg);
+        else if (rc == HERD_E_IO) /* the engine failed */
+            conn_respond_error(c, 503, "server_error", NULL, "engine_failed", "%s", err.msg);
         else
             bad(c, NULL, "%s", err.msg);
         return;

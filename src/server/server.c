@@ -264,6 +264,28 @@ static void set_request_id(struct conn *c) {
              (unsigned long long)++c->srv->next_request_id);
 }
 
+static void start_drain(struct herd_server *s);
+
+/* The scheduler stopped on an engine failure: once seen, the server stops
+ * being ready, refuses work, lets the failed answers go out and exits
+ * (herd_server_run returns the failure; herd serve exits 1 for its
+ * supervisor to restart it). Checked on every probe and every 100 ms. */
+static bool engine_failed(struct herd_server *s) {
+    if (s->engine_failed) return true;
+    char msg[300];
+    if (!s->m.sched || !herd_sched_failed(s->m.sched, msg, sizeof msg)) return false;
+    s->engine_failed = true;
+    herd_log(HERD_LOG_ERROR, "serve", NULL, NULL, 0, "%s; not ready, exiting", msg);
+    start_drain(s);
+    return true;
+}
+
+static void on_watch(evutil_socket_t fd, short what, void *arg) {
+    (void)fd, (void)what;
+    struct herd_server *s = arg;
+    if (!engine_failed(s)) arm(s->watch, 0.1);
+}
+
 static void handle(struct conn *c) {
     struct herd_server *s = c->srv;
     struct herd_http_parser *p = &c->parser;
@@ -292,6 +314,8 @@ static void handle(struct conn *c) {
             conn_respond(c, 503, "application/json", "{\"status\":\"loading\"}", 20, NULL);
         else
             conn_respond_error(c, 503, "server_error", NULL, "loading", "the model is still loading");
+    } else if ((strcmp(path, "/health") == 0 || strcmp(path, "/readyz") == 0) && get && engine_failed(s)) {
+        conn_respond(c, 503, "application/json", "{\"status\":\"engine failed\"}", 26, NULL);
     } else if ((strcmp(path, "/health") == 0 || strcmp(path, "/readyz") == 0) && get) {
         if (s->draining && strcmp(path, "/readyz") == 0)
             conn_respond(c, 503, "application/json", "{\"status\":\"draining\"}", 21, NULL);
@@ -299,6 +323,8 @@ static void handle(struct conn *c) {
             conn_respond(c, 200, "application/json", "{\"status\":\"ok\"}", 15, NULL);
     } else if (strcmp(path, "/metrics") == 0 && get) {
         server_metrics_respond(c);
+    } else if (engine_failed(s)) {
+        conn_respond_error(c, 503, "server_error", NULL, "engine_failed", "the engine failed; the server is exiting");
     } else if (s->draining) {
         server_count_rejection(s, SERVER_REJECT_DRAINING);
         conn_respond_error(c, 503, "server_error", NULL, "draining", "the server is shutting down");
@@ -490,13 +516,15 @@ static void on_drain_tick(evutil_socket_t fd, short what, void *arg) {
         event_base_loopexit(s->base, NULL);
         return;
     }
-    if (herd_time_now_s() - s->drain_started_s > s->p.drain_timeout_s && !s->drain_expired) {
+    /* after an engine failure the answers are already ended: only flushing remains */
+    const double limit = s->engine_failed && s->p.drain_timeout_s > 2 ? 2 : s->p.drain_timeout_s;
+    if (herd_time_now_s() - s->drain_started_s > limit && !s->drain_expired) {
         /* time is up: what still runs ends now (finish_reason "abort") */
         s->drain_expired = true;
         for (struct conn *c = s->conns; c; c = c->next)
             if (c->call) api_cancel(c);
     }
-    if (s->drain_expired && herd_time_now_s() - s->drain_started_s > s->p.drain_timeout_s + 2) {
+    if (s->drain_expired && herd_time_now_s() - s->drain_started_s > limit + 2) {
         event_base_loopexit(s->base, NULL);
         return;
     }
@@ -513,6 +541,11 @@ static void on_signal(evutil_socket_t sig, short what, void *arg) {
     }
     herd_log(HERD_LOG_INFO, "serve", NULL, NULL, 0, "%s: draining (up to %.0f s for running requests)",
              sig == SIGTERM ? "SIGTERM" : "SIGINT", s->p.drain_timeout_s);
+    start_drain(s);
+}
+
+static void start_drain(struct herd_server *s) {
+    if (s->draining) return;
     s->draining = true;
     if (s->m.sched) herd_sched_drain(s->m.sched);
     /* the listener stays open: probes see /readyz 503, new work gets 503 */
@@ -535,7 +568,10 @@ static void on_loaded(evutil_socket_t fd, short what, void *arg) {
     if (ready) s->m = s->loaded;
     bool failed = s->load_failed;
     pthread_mutex_unlock(&s->load_lock);
-    if (ready) server_metrics_model_loaded(s);
+    if (ready) {
+        server_metrics_model_loaded(s);
+        arm(s->watch, 0.1);
+    }
     if (failed) {
         event_base_loopexit(s->base, NULL);
         return;
@@ -617,7 +653,8 @@ enum herd_status herd_server_create(const struct herd_server_params *p, const st
                                                 : ((struct sockaddr_in *)&bound)->sin_port);
     s->drain_timer = evtimer_new(s->base, on_drain_tick, s);
     s->load_event = event_new(s->base, -1, 0, on_loaded, s);
-    if (!s->drain_timer || !s->load_event) {
+    s->watch = evtimer_new(s->base, on_watch, s);
+    if (!s->drain_timer || !s->load_event || !s->watch) {
         herd_server_destroy(s);
         return herd_error_set(err, HERD_E_NOMEM, "out of memory");
     }
@@ -633,11 +670,17 @@ enum herd_status herd_server_run(struct herd_server *s, struct herd_error *err) 
     s->sigint = evsignal_new(s->base, SIGINT, on_signal, s);
     if (!s->sigterm || !s->sigint || event_add(s->sigterm, NULL) || event_add(s->sigint, NULL))
         return herd_error_set(err, HERD_E_NOMEM, "cannot install signal handlers");
+    if (s->m.sched) arm(s->watch, 0.1);
     event_base_dispatch(s->base);
     pthread_mutex_lock(&s->load_lock);
     bool failed = s->load_failed;
     pthread_mutex_unlock(&s->load_lock);
     if (failed) return herd_error_set(err, HERD_E_IO, "%s", s->load_error);
+    if (s->engine_failed) {
+        char msg[300] = "the engine failed";
+        herd_sched_failed(s->m.sched, msg, sizeof msg);
+        return herd_error_set(err, HERD_E_IO, "%s", msg);
+    }
     return HERD_OK;
 }
 
@@ -654,6 +697,7 @@ void herd_server_destroy(struct herd_server *s) {
     }
     if (s->drain_timer) event_free(s->drain_timer);
     if (s->load_event) event_free(s->load_event);
+    if (s->watch) event_free(s->watch);
     if (s->listener) evconnlistener_free(s->listener);
     if (s->base) event_base_free(s->base);
     pthread_mutex_destroy(&s->load_lock);

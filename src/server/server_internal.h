@@ -56,6 +56,8 @@ struct herd_server {
     uint32_t n_conns;
     struct conn *conns; /* all open connections */
     bool draining, drain_expired;
+    bool engine_failed;  /* the scheduler reported a failure: not ready, exit 1 */
+    struct event *watch; /* checks the engine every 100 ms once loaded */
     uint64_t next_request_id;
     double drain_started_s;
     time_t started_wall;

@@ -38,10 +38,11 @@ def check(cond, what):
 
 
 class Server:
-    def __init__(self, *args):
+    def __init__(self, *args, env=None):
         self.log = tempfile.NamedTemporaryFile("w+", prefix="herd-serve-", suffix=".log", delete=False)
         self.proc = subprocess.Popen([HERD, "serve", "-m", MODEL, "--port", "0", "--threads", "1", *args],
-                                     stdout=subprocess.DEVNULL, stderr=self.log)
+                                     stdout=subprocess.DEVNULL, stderr=self.log,
+                                     env=dict(os.environ, **env) if env else None)
         deadline = time.time() + 30
         # an explicit port (when the log says too little to find it)
         self.port = int(args[args.index("--port") + 1]) if "--port" in args else None

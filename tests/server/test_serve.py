@@ -386,6 +386,51 @@ for i in range(10):
 check(bad_utf8 == 0, "streamed deltas are valid UTF-8 at temperature 2")
 srv.stop()
 
+# ------------------------------------- engine death (RELIABILITY F2, 2nd half)
+# A test hook makes the forward pass fail after 20 steps: running answers end
+# with an error (an SSE error event then [DONE]; a 500 when not streaming),
+# /readyz turns 503 at once, new requests get 503, and the process exits 1
+# for its supervisor.
+srv = Server("--max-seqs", "4", env={"HERD_TEST_ENGINE_FAIL_AFTER_STEPS": "20"})
+results = {}
+
+
+def engine_stream():
+    try:
+        results["stream"] = stream(srv, "/v1/completions", completion("Once", max_tokens=200, ignore_eos=True))
+    except Exception as e:  # noqa: BLE001
+        results["stream"] = e
+
+
+def engine_whole():
+    results["whole"] = srv.post("/v1/completions", completion("Twice", max_tokens=200, ignore_eos=True))
+
+
+threads = [threading.Thread(target=engine_stream), threading.Thread(target=engine_whole)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join(30)
+chunks, done = results["stream"] if isinstance(results.get("stream"), tuple) else ([], False)
+errs = [c for c in chunks if "error" in c]
+check(done and len(errs) == 1 and errs[0]["error"]["code"] == "engine_failed" and
+      "injected" in errs[0]["error"]["message"], f"engine death: the stream ends with an error event, then [DONE] ({errs})")
+code, body, _ = results.get("whole", (None, None, None))
+check(code == 500 and body["error"]["code"] == "engine_failed", f"engine death: a plain answer is a 500 ({code})")
+try:
+    ready = srv.request("GET", "/readyz", timeout=2)[0]
+    new = srv.post("/v1/completions", completion("x", max_tokens=2), timeout=2)[0]
+except OSError:
+    ready = new = 503  # already gone: also honest
+check(ready == 503 and new == 503, f"engine death: /readyz {ready}, a new request {new}")
+try:
+    code = srv.proc.wait(10)
+except subprocess.TimeoutExpired:
+    code = None
+check(code == 1, f"engine death: the process exits 1 for its supervisor (exit {code})")
+check("the engine failed" in open(srv.log.name).read(), "engine death is logged")
+srv.stop()
+
 # ------------------------------------------------------------------ drain
 # One sequence at a time and eight long streams queued: the drain has work
 # to wait for (the model is fast; the queue makes it last).
