@@ -131,12 +131,13 @@ struct herd_sched_params {
     uint32_t max_queue;    /* waiting requests; beyond it submit says HERD_E_AGAIN */
     double aging_s;        /* each aging_s of waiting counts as one priority level */
     /* While sequences are generating, a step computes at most this many
-     * prompt tokens per generating sequence, fewer for tokens late in a
-     * long prompt (weighted by position: they attend to everything before
-     * them), at least 4. Keeps a step (the gap between two tokens of every
-     * stream) within about 2-3x a decode-only step while a long prompt is
-     * admitted; higher values trade that for prompt throughput. 0: no cap
-     * beyond batch_tokens. */
+     * prompt tokens per sequence slot (every slot, generating or not, so
+     * slots still in their prompts are not starved), fewer for tokens late
+     * in a long prompt (weighted by position: they attend to everything
+     * before them), at least 1. Keeps a step (the gap between two tokens of
+     * every stream) within about 2-3x a decode-only step while a long
+     * prompt is admitted; higher values trade that for prompt throughput.
+     * 0: no cap beyond batch_tokens. */
     double prefill_per_decode;
     const struct herd_sched_metrics *metrics; /* NULL: none observed */
 };
