@@ -30,18 +30,24 @@ struct choice_out {
     uint32_t n_tokens;
 };
 
+/* Prompts in one /v1/completions request, and choices over all of them. */
+#define MAX_PROMPTS       64
+#define MAX_TOTAL_CHOICES 64
+
 struct api_call {
-    struct herd_request *req;
+    struct herd_request *req[MAX_PROMPTS]; /* one per prompt; choice i of prompt k is choice k * per_prompt + i */
+    uint32_t n_req;
+    uint32_t per_prompt; /* n */
     bool chat, stream, include_usage;
     bool want_logprobs;
     uint32_t top_logprobs;
-    uint32_t n;
+    uint32_t n; /* choices over all prompts */
     uint32_t n_finished;
     bool engine_failed; /* a choice ended with HERD_FINISH_ERROR */
     uint32_t prompt_tokens;
     char id[64];
     time_t created;
-    struct choice_out ch[HERD_MAX_CHOICES];
+    struct choice_out *ch; /* [n] */
 };
 
 /* ------------------------------------------------------------ validation */
@@ -300,36 +306,55 @@ static const char *finish_name(enum herd_finish f) {
 
 static void call_free(struct api_call *a) {
     if (!a) return;
-    if (a->req) {
-        herd_request_set_notify(a->req, NULL, NULL);
-        herd_request_cancel(a->req);
-        herd_request_release(a->req);
+    for (uint32_t k = 0; k < a->n_req; k++) {
+        herd_request_set_notify(a->req[k], NULL, NULL);
+        herd_request_cancel(a->req[k]);
+        herd_request_release(a->req[k]);
     }
-    for (uint32_t i = 0; i < a->n; i++) {
+    for (uint32_t i = 0; a->ch && i < a->n; i++) {
         herd_buf_cleanup(&a->ch[i].text);
         json_decref(a->ch[i].logprobs);
     }
+    free(a->ch);
     free(a);
 }
 
 void api_cancel(struct conn *c) {
-    if (c->call && c->call->req) herd_request_cancel(c->call->req);
+    for (uint32_t k = 0; c->call && k < c->call->n_req; k++) herd_request_cancel(c->call->req[k]);
 }
 
-/* Copies the request's numbers for the access log before it goes. */
+/* The numbers of all the call's requests: tokens summed, times of the
+ * slowest (for the access log and usage). */
+static struct herd_request_stats call_stats(const struct api_call *a) {
+    struct herd_request_stats sum = {0};
+    double queue = 0, ttft = 0;
+    for (uint32_t k = 0; k < a->n_req; k++) {
+        struct herd_request_stats st;
+        herd_request_stats(a->req[k], &st);
+        sum.prompt_tokens += st.prompt_tokens;
+        sum.cached_tokens += st.cached_tokens;
+        sum.completion_tokens += st.completion_tokens;
+        if (st.admitted_s > 0 && st.admitted_s - st.submitted_s > queue) queue = st.admitted_s - st.submitted_s;
+        if (st.first_token_s > 0 && st.first_token_s - st.submitted_s > ttft) ttft = st.first_token_s - st.submitted_s;
+    }
+    sum.admitted_s = queue; /* as durations */
+    sum.first_token_s = ttft;
+    return sum;
+}
+
+/* Copies the call's numbers for the access log before it goes. */
 static void log_usage(struct conn *c, const struct api_call *a) {
-    struct herd_request_stats st;
-    herd_request_stats(a->req, &st);
+    const struct herd_request_stats st = call_stats(a);
     c->have_usage = true;
     c->log_prompt_tokens = st.prompt_tokens;
     c->log_cached_tokens = st.cached_tokens;
     c->log_completion_tokens = st.completion_tokens;
-    c->log_queue_ms = st.admitted_s > 0 ? (st.admitted_s - st.submitted_s) * 1e3 : 0;
-    c->log_ttft_ms = st.first_token_s > 0 ? (st.first_token_s - st.submitted_s) * 1e3 : 0;
+    c->log_queue_ms = st.admitted_s * 1e3;
+    c->log_ttft_ms = st.first_token_s * 1e3;
 }
 
 void api_abort(struct conn *c) {
-    if (c->call && c->call->req) log_usage(c, c->call);
+    if (c->call && c->call->n_req) log_usage(c, c->call);
     call_free(c->call);
     c->call = NULL;
 }
@@ -337,8 +362,7 @@ void api_abort(struct conn *c) {
 static json_t *usage_json(const struct api_call *a) {
     uint32_t comp = 0;
     for (uint32_t i = 0; i < a->n; i++) comp += a->ch[i].n_tokens;
-    struct herd_request_stats st = {0};
-    if (a->req) herd_request_stats(a->req, &st);
+    const struct herd_request_stats st = call_stats(a);
     return json_pack("{s:i,s:i,s:i,s:{s:i}}", "prompt_tokens", (int)a->prompt_tokens, "completion_tokens", (int)comp,
                      "total_tokens", (int)(a->prompt_tokens + comp), "prompt_tokens_details", "cached_tokens",
                      (int)st.cached_tokens);
@@ -470,25 +494,27 @@ void api_on_wake(struct conn *c) {
     if (!a) return;
     struct herd_event ev[64];
     size_t n;
-    while ((n = herd_request_poll(a->req, ev, 64)) > 0) {
-        for (size_t i = 0; i < n; i++) {
-            if (ev[i].finish == HERD_FINISH_ERROR) { /* no chunk: the answer ends with the error below */
-                a->engine_failed = true;
-                a->n_finished++;
-                continue;
+    for (uint32_t k = 0; k < a->n_req; k++)
+        while ((n = herd_request_poll(a->req[k], ev, 64)) > 0) {
+            for (size_t i = 0; i < n; i++) {
+                ev[i].choice += k * a->per_prompt;       /* the index over all prompts */
+                if (ev[i].finish == HERD_FINISH_ERROR) { /* no chunk: the answer ends with the error below */
+                    a->engine_failed = true;
+                    a->n_finished++;
+                    continue;
+                }
+                if (ev[i].token >= 0) a->ch[ev[i].choice].n_tokens++;
+                if (a->stream)
+                    stream_event(c, a, &ev[i]);
+                else
+                    collect_event(c, a, &ev[i]);
+                if (ev[i].finish) {
+                    a->ch[ev[i].choice].finish = finish_name(ev[i].finish);
+                    a->n_finished++;
+                }
             }
-            if (ev[i].token >= 0) a->ch[ev[i].choice].n_tokens++;
-            if (a->stream)
-                stream_event(c, a, &ev[i]);
-            else
-                collect_event(c, a, &ev[i]);
-            if (ev[i].finish) {
-                a->ch[ev[i].choice].finish = finish_name(ev[i].finish);
-                a->n_finished++;
-            }
+            if (a->stream && conn_pending_output(c) > (1u << 20)) return; /* a slow reader: resume from on_write */
         }
-        if (a->stream && conn_pending_output(c) > (1u << 20)) return; /* a slow reader: resume from on_write */
-    }
     if (a->n_finished < a->n) return;
     if (a->engine_failed) {
         char msg[300] = "the engine failed";
@@ -524,34 +550,41 @@ void api_on_wake(struct conn *c) {
 
 static void wake(void *arg) { event_active((struct event *)arg, EV_READ, 0); }
 
-/* Submits the prompt and starts the answer. */
-static void start(struct conn *c, bool chat, const int32_t *ids, uint32_t n_ids, struct herd_gen_params *gp,
-                  bool stream, bool include_usage) {
+/* Submits the prompts (all or none) and starts the answer. */
+static void start(struct conn *c, bool chat, int32_t *const *ids, const uint32_t *n_ids, uint32_t n_prompts,
+                  struct herd_gen_params *gp, bool stream, bool include_usage) {
     struct herd_error err = {0};
     struct api_call *a = calloc(1, sizeof *a);
-    if (!a) {
+    if (a) a->ch = calloc((size_t)n_prompts * gp->n, sizeof *a->ch);
+    if (!a || !a->ch) {
+        free(a);
         conn_respond_error(c, 500, "server_error", NULL, NULL, "out of memory");
         return;
     }
     a->chat = chat;
     a->stream = stream;
     a->include_usage = include_usage;
-    a->n = gp->n;
+    a->per_prompt = gp->n;
+    a->n = n_prompts * gp->n;
     a->want_logprobs = gp->logprobs || gp->top_logprobs;
     a->top_logprobs = gp->top_logprobs;
-    a->prompt_tokens = n_ids;
     a->created = time(NULL);
     snprintf(a->id, sizeof a->id, "%s-%s", chat ? "chatcmpl" : "cmpl", c->request_id);
     for (uint32_t i = 0; i < a->n; i++) herd_buf_init(&a->ch[i].text, (size_t)64 << 20);
-    a->req = herd_request_create(ids, n_ids, gp, wake, c->wake, &err);
-    if (!a->req) {
-        call_free(a);
-        bad(c, NULL, "%s", err.msg);
-        return;
+    enum herd_status rc = HERD_OK;
+    for (uint32_t k = 0; k < n_prompts && rc == HERD_OK; k++) {
+        a->prompt_tokens += n_ids[k];
+        struct herd_request *r = herd_request_create(ids[k], n_ids[k], gp, wake, c->wake, &err);
+        if (!r) {
+            call_free(a);
+            bad(c, NULL, "%s", err.msg);
+            return;
+        }
+        a->req[a->n_req++] = r;
+        rc = herd_sched_submit(c->srv->m.sched, r, &err);
     }
-    enum herd_status rc = herd_sched_submit(c->srv->m.sched, a->req, &err);
     if (rc != HERD_OK) {
-        call_free(a);
+        call_free(a); /* cancels the prompts already queued */
         if (rc == HERD_E_AGAIN)
             server_respond_queue_full(c, err.msg);
         else if (strstr(err.msg, "shutting down"))
@@ -686,13 +719,55 @@ void api_chat_completions(struct conn *c, json_t *body) {
         free(ids);
         return;
     }
-    start(c, true, ids, n_ids, &gp, stream, include_usage);
+    start(c, true, &ids, &n_ids, 1, &gp, stream, include_usage);
     free(ids);
 }
 
 /* -------------------------------------------------------- completions */
 
 static const char *const completion_fields[] = {"prompt", "echo", "suffix", NULL};
+
+/* One prompt of /v1/completions into ids: a string (tokenized, BOS added;
+ * control-token text is plain text) or an array of token ids. False after
+ * answering the error, which names param. */
+static bool completion_prompt(struct conn *c, json_t *prompt, const char *param, int32_t *ids, uint32_t cap,
+                              uint32_t *n_ids) {
+    const struct herd_server_model *m = &c->srv->m;
+    *n_ids = 0;
+    if (json_is_string(prompt)) {
+        struct herd_error err = {0};
+        enum herd_status rc = herd_tokenize(m->tokenizer, json_string_value(prompt), json_string_length(prompt),
+                                            HERD_TOK_ADD_SPECIAL, ids, cap, n_ids, &err);
+        if (rc == HERD_E_OVERFLOW) {
+            server_count_rejection(c->srv, SERVER_REJECT_TOO_LONG);
+            conn_respond_error(c, 400, "invalid_request_error", param, "context_length_exceeded",
+                               "this model's maximum context length is %u tokens; the prompt has more", cap);
+            return false;
+        }
+        if (rc != HERD_OK) return bad(c, param, "%s", err.msg);
+    } else if (json_is_array(prompt) && json_array_size(prompt) > 0) {
+        if (json_array_size(prompt) >= cap) {
+            server_count_rejection(c->srv, SERVER_REJECT_TOO_LONG);
+            conn_respond_error(c, 400, "invalid_request_error", param, "context_length_exceeded",
+                               "this model's maximum context length is %u tokens; the prompt has %zu", cap,
+                               json_array_size(prompt));
+            return false;
+        }
+        size_t i;
+        json_t *t;
+        json_array_foreach(prompt, i, t) {
+            if (!json_is_integer(t) || json_integer_value(t) < 0 ||
+                (uint64_t)json_integer_value(t) >= m->model->desc.n_vocab)
+                return bad(c, param, "invalid token id at %s[%zu] (the vocabulary has %llu tokens)", param, i,
+                           (unsigned long long)m->model->desc.n_vocab);
+            ids[(*n_ids)++] = (int32_t)json_integer_value(t);
+        }
+    } else {
+        return bad(c, param, "%s must be a string or a non-empty array of token ids", param);
+    }
+    if (*n_ids == 0) return bad(c, param, "the prompt is empty");
+    return true;
+}
 
 void api_completions(struct conn *c, json_t *body) {
     const struct herd_server_model *m = &c->srv->m;
@@ -716,71 +791,51 @@ void api_completions(struct conn *c, json_t *body) {
     }
     gp.logprobs = lp >= 0;
     gp.top_logprobs = lp > 0 ? (uint32_t)lp : 0;
+    /* prompt: a string, an array of token ids, or an array of several
+     * prompts (strings or arrays of token ids) */
     json_t *prompt = json_object_get(body, "prompt");
-    if (json_is_array(prompt) && json_array_size(prompt) == 1 && json_is_string(json_array_get(prompt, 0)))
-        prompt = json_array_get(prompt, 0);
-    uint32_t cap = herd_sched_n_ctx(m->sched);
-    int32_t *ids = malloc((size_t)cap * sizeof *ids);
-    if (!ids) {
-        conn_respond_error(c, 500, "server_error", NULL, NULL, "out of memory");
-        return;
-    }
-    uint32_t n_ids = 0;
-    if (json_is_string(prompt)) {
-        struct herd_error err = {0};
-        enum herd_status rc = herd_tokenize(m->tokenizer, json_string_value(prompt), json_string_length(prompt),
-                                            HERD_TOK_ADD_SPECIAL, ids, cap, &n_ids, &err);
-        if (rc != HERD_OK) {
-            free(ids);
-            if (rc == HERD_E_OVERFLOW) {
-                server_count_rejection(c->srv, SERVER_REJECT_TOO_LONG);
-                conn_respond_error(c, 400, "invalid_request_error", "prompt", "context_length_exceeded",
-                                   "this model's maximum context length is %u tokens; the prompt has more", cap);
-            } else {
-                bad(c, "prompt", "%s", err.msg);
-            }
-            return;
-        }
+    json_t *list[MAX_PROMPTS];
+    uint32_t n_prompts = 0;
+    if (json_is_string(prompt) ||
+        (json_is_array(prompt) && json_array_size(prompt) > 0 && json_is_integer(json_array_get(prompt, 0)))) {
+        list[n_prompts++] = prompt;
     } else if (json_is_array(prompt) && json_array_size(prompt) > 0) {
-        if (json_array_size(prompt) >= cap) {
-            free(ids);
-            server_count_rejection(c->srv, SERVER_REJECT_TOO_LONG);
-            conn_respond_error(c, 400, "invalid_request_error", "prompt", "context_length_exceeded",
-                               "this model's maximum context length is %u tokens; the prompt has %zu", cap,
-                               json_array_size(prompt));
+        if (json_array_size(prompt) > MAX_PROMPTS) {
+            bad(c, "prompt", "at most %d prompts per request", MAX_PROMPTS);
             return;
         }
         size_t i;
-        json_t *t;
-        json_array_foreach(prompt, i, t) {
-            if (!json_is_integer(t) || json_integer_value(t) < 0 ||
-                (uint64_t)json_integer_value(t) >= m->model->desc.n_vocab) {
-                free(ids);
-                bad(c, "prompt",
-                    json_is_array(t) || json_is_string(t)
-                        ? "a list of several prompts is not supported; send one request per prompt"
-                        : "invalid token id at prompt[%zu] (the vocabulary has %llu tokens)",
-                    i, (unsigned long long)m->model->desc.n_vocab);
-                return;
-            }
-            ids[n_ids++] = (int32_t)json_integer_value(t);
-        }
+        json_t *p;
+        json_array_foreach(prompt, i, p) list[n_prompts++] = p;
     } else {
-        free(ids);
-        bad(c, "prompt", "'prompt' must be a string or a non-empty array of token ids");
+        bad(c, "prompt", "'prompt' must be a string, an array of token ids, or an array of such prompts");
         return;
     }
-    if (n_ids == 0) {
-        free(ids);
-        bad(c, "prompt", "the prompt is empty");
+    if (n_prompts * gp.n > MAX_TOTAL_CHOICES) {
+        bad(c, "n", "%u prompts x n = %u choices; at most %d per request", n_prompts, n_prompts * gp.n,
+            MAX_TOTAL_CHOICES);
         return;
     }
-    if (!max_tokens(c, body, n_ids, &gp)) {
-        free(ids);
+    const uint32_t cap = herd_sched_n_ctx(m->sched);
+    int32_t *store = malloc((size_t)n_prompts * cap * sizeof *store);
+    if (!store) {
+        conn_respond_error(c, 500, "server_error", NULL, NULL, "out of memory");
         return;
     }
-    start(c, false, ids, n_ids, &gp, stream, include_usage);
-    free(ids);
+    int32_t *ids[MAX_PROMPTS];
+    uint32_t n_ids[MAX_PROMPTS], longest = 0;
+    for (uint32_t k = 0; k < n_prompts; k++) {
+        ids[k] = store + (size_t)k * cap;
+        char param[32];
+        snprintf(param, sizeof param, n_prompts > 1 ? "prompt[%u]" : "prompt", k);
+        if (!completion_prompt(c, list[k], param, ids[k], cap, &n_ids[k])) {
+            free(store);
+            return;
+        }
+        if (n_ids[k] > longest) longest = n_ids[k];
+    }
+    if (max_tokens(c, body, longest, &gp)) start(c, false, ids, n_ids, n_prompts, &gp, stream, include_usage);
+    free(store);
 }
 
 /* ------------------------------------------------------------- the rest */

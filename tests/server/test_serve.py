@@ -172,7 +172,9 @@ P = "/v1/completions"
 bad(P, completion([-1]), param="prompt")
 bad(P, completion([512]), param="prompt")
 bad(P, completion([2 ** 31 - 1]), param="prompt")
-bad(P, completion([[1, 2]]), param="prompt")
+bad(P, completion([[1, 2], [-1]]), param="prompt[1]")
+bad(P, completion(["ok", {}]), param="prompt[1]")
+bad(P, completion(["ok"] * 33, n=2), param="n")
 bad(P, completion(["a"] * 100000), param="prompt")
 bad(P, completion("x", n=10 ** 9), param="n")
 bad(P, completion("x", best_of=10 ** 6), param="best_of")
@@ -236,6 +238,25 @@ for t in threads:
 for t in threads:
     t.join(60)
 check(together == alone, "16 concurrent clients get the same greedy text as alone")
+
+# ------------------------------------ several prompts in one completions call
+# choice k * n + i is choice i of prompt k; each prompt's greedy answer is the
+# one it gets alone; usage adds the prompts up
+three = prompts[:3]
+single = [srv.post(P, completion(p, max_tokens=16))[1] for p in three]
+st, multi, _ = srv.post(P, completion(three, max_tokens=16))
+check(st == 200 and [c["index"] for c in multi["choices"]] == [0, 1, 2] and
+      [c["text"] for c in multi["choices"]] == [b["choices"][0]["text"] for b in single],
+      "three prompts: choices 0..2, each the prompt's answer alone")
+check(multi["usage"]["prompt_tokens"] == sum(b["usage"]["prompt_tokens"] for b in single) and
+      multi["usage"]["completion_tokens"] == sum(b["usage"]["completion_tokens"] for b in single),
+      "three prompts: usage adds up")
+st, multi2, _ = srv.post(P, completion([three[0], [1, 403, 407]], max_tokens=8, n=2, temperature=0.8, seed=5))
+check(st == 200 and [c["index"] for c in multi2["choices"]] == [0, 1, 2, 3], "two prompts x n=2: four choices")
+ch, done = stream(srv, P, completion(three[:2], max_tokens=16))
+texts = ["".join(c["choices"][0]["text"] for c in ch if c["choices"] and c["choices"][0]["index"] == k)
+         for k in range(2)]
+check(done and texts == [b["choices"][0]["text"] for b in single[:2]], "two prompts streamed: index 0 and 1 chunks")
 
 # ------------------------------------------- disconnect frees the request
 def long_stream_then_close(read_chunks):
