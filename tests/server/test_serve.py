@@ -377,21 +377,28 @@ srv.stop()
 
 # ----------------------------------------- slow reader, UTF-8 in and out
 srv = Server("--write-timeout", "1")
-s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+# A client that never reads, with a small receive window set before
+# connecting, asks for ~10 MB of streamed output (4 prompts x n=16 x 480
+# tokens with logprobs): the kernel buffers fill, the server's output
+# buffer stops at its high-water mark, and after --write-timeout (1 s)
+# without progress the server drops the client and cancels its request.
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-body = json.dumps(completion("Once upon a time", max_tokens=480, n=16, ignore_eos=True, stream=True)).encode()
+s.settimeout(10)
+s.connect(("127.0.0.1", srv.port))
+body = json.dumps(completion(prompts[:4], max_tokens=480, n=16, ignore_eos=True, stream=True, logprobs=5)).encode()
 s.sendall(b"POST /v1/completions HTTP/1.1\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
-# ... and never read. Its output (~2 MB) fits in the kernel's socket
-# buffers here, so the write timeout has nothing to wait on; what matters
-# is that a client that does not read pins no sequence and no KV block.
-deadline = time.time() + 20
+deadline = time.time() + 30
 while time.time() < deadline:
     m = srv.metrics()
-    if m.get("herd_requests_running") == 0 and m.get("herd_kv_blocks_used") == m.get("herd_prefix_cache_blocks"):
+    if m.get("herd_cancellations_total", 0) >= 1 and m.get("herd_requests_running") == 0:
         break
     time.sleep(0.2)
+check(m.get("herd_cancellations_total", 0) == 1 and m.get('herd_request_success_total{finished_reason="abort"}', 0) >= 1,
+      f"a client that never reads is dropped after the write timeout and its request cancelled ({m})")
 check(m.get("herd_requests_running") == 0 and m.get("herd_kv_blocks_used") == m.get("herd_prefix_cache_blocks"),
       f"a client that never reads holds no sequence or KV block ({m})")
+check("client went away" in open(srv.log.name).read(), "the dropped client is logged with its request id")
 s.close()
 st, b, _ = srv.post(P, b'{"model": "' + NAME.encode() + b'", "prompt": "bad \xc0\xaf \xff"}')
 check(st == 400, "invalid UTF-8 in the request -> 400")
