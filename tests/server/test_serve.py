@@ -415,23 +415,23 @@ check(bad_utf8 == 0, "streamed deltas are valid UTF-8 at temperature 2")
 srv.stop()
 
 # ------------------------------------- engine death (RELIABILITY F2, 2nd half)
-# A test hook makes the forward pass fail after 20 steps: running answers end
-# with an error (an SSE error event then [DONE]; a 500 when not streaming),
-# /readyz turns 503 at once, new requests get 503, and the process exits 1
-# for its supervisor.
-srv = Server("--max-seqs", "4", env={"HERD_TEST_ENGINE_FAIL_AFTER_STEPS": "20"})
+# A test hook makes the forward pass fail after 150 steps (both requests are
+# running by then): running answers end with an error (an SSE error event
+# then [DONE]; a 500 when not streaming), /readyz turns 503 at once, new
+# requests get 503, and the process exits 1 for its supervisor.
+srv = Server("--max-seqs", "4", env={"HERD_TEST_ENGINE_FAIL_AFTER_STEPS": "150"})
 results = {}
 
 
 def engine_stream():
     try:
-        results["stream"] = stream(srv, "/v1/completions", completion("Once", max_tokens=200, ignore_eos=True))
+        results["stream"] = stream(srv, "/v1/completions", completion("Once", max_tokens=400, ignore_eos=True))
     except Exception as e:  # noqa: BLE001
         results["stream"] = e
 
 
 def engine_whole():
-    results["whole"] = srv.post("/v1/completions", completion("Twice", max_tokens=200, ignore_eos=True))
+    results["whole"] = srv.post("/v1/completions", completion("Twice", max_tokens=400, ignore_eos=True))
 
 
 threads = [threading.Thread(target=engine_stream), threading.Thread(target=engine_whole)]

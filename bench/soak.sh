@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Soak (RELIABILITY D6): `herd serve` under steady load at 80 % of its
+# measured capacity for --minutes (default 30), in one-minute slices of
+# `herd loadtest --rate`. Samples the server's resident memory and open file
+# descriptors every 5 s. Reports each slice's end-to-end p99, the drift of
+# the last slice's p99 against the first (target < 20 %), and RSS / fds at
+# the start and the end (target: flat). Bounded: it stops by itself.
+# Writes bench/results/soak-<UTC date>.json.
+# Usage: bench/soak.sh [--minutes M] [-m MODEL] [--threads N]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+HERD=build/bin/herd
+[ -x "$HERD" ] || scripts/build.sh
+minutes=30 model="" threads=2 port=18791
+while [ $# -gt 0 ]; do
+    case $1 in
+    --minutes) minutes=$2; shift 2 ;;
+    -m) model=$2; shift 2 ;;
+    --threads) threads=$2; shift 2 ;;
+    *) echo "usage: $0 [--minutes M] [-m MODEL] [--threads N]" >&2; exit 2 ;;
+    esac
+done
+tmp=$(mktemp -d)
+server="" sampler=""
+cleanup() {
+    [ -n "$sampler" ] && kill "$sampler" 2>/dev/null
+    [ -n "$server" ] && kill "$server" 2>/dev/null
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+"$HERD" serve ${model:+-m "$model"} --port $port -t "$threads" -q 2>"$tmp/serve.log" &
+server=$!
+for _ in $(seq 300); do curl -sf "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break; sleep 0.1; done
+url="http://127.0.0.1:$port"
+# capacity: 16 clients back to back
+"$HERD" loadtest --url "$url" -c 16 -n 400 --prompt-tokens 32 --max-tokens 32 --json "$tmp/cap.json" >/dev/null
+rate=$(python3 -c "import json,sys; print(round(0.8 * json.load(open(sys.argv[1]))['requests_per_s'], 2))" "$tmp/cap.json")
+per_slice=$(python3 -c "print(max(1, int($rate * 60)))")
+echo "capacity $(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['requests_per_s'])" "$tmp/cap.json") req/s; soaking at $rate req/s for $minutes min" >&2
+(while kill -0 $server 2>/dev/null; do
+    echo "$(date +%s) $(awk '/VmRSS/ {print $2}' /proc/$server/status) $(ls /proc/$server/fd | wc -l)"
+    sleep 5
+done >"$tmp/samples") &
+sampler=$!
+for i in $(seq "$minutes"); do
+    "$HERD" loadtest --url "$url" --rate "$rate" -n "$per_slice" --prompt-tokens 32 --max-tokens 32 --seed "$i" \
+        --json "$tmp/slice-$i.json" >/dev/null || true
+done
+kill $sampler 2>/dev/null || true
+sampler=""
+stamp=$(date -u +%Y%m%dT%H%M%SZ)
+out=bench/results/soak-$stamp.json
+python3 - "$tmp" "$out" "$minutes" "$rate" <<'PY'
+import json, sys
+tmp, out, minutes, rate = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+slices = [json.load(open(f"{tmp}/slice-{i}.json")) for i in range(1, minutes + 1)]
+samples = [tuple(map(int, l.split())) for l in open(f"{tmp}/samples") if len(l.split()) == 3]
+p99 = [s["e2e_ms"]["p99"] for s in slices]
+failed = sum(s["failed"] for s in slices)
+res = {"minutes": minutes, "rate_per_s": rate, "failed": failed,
+       "e2e_p99_ms_per_minute": p99, "p99_drift": p99[-1] / p99[0] - 1,
+       "rss_kib_first_last": [samples[0][1], samples[-1][1]], "fds_first_last": [samples[0][2], samples[-1][2]],
+       "rss_kib_max": max(s[1] for s in samples), "fds_max": max(s[2] for s in samples)}
+json.dump(res, open(out, "w"), indent=1)
+print(f"| minutes at {rate} req/s (80 % of capacity) | {minutes} |")
+print(f"| failed requests | {failed} |")
+print(f"| e2e p99 first / last minute | {p99[0]:.1f} / {p99[-1]:.1f} ms (drift {100 * res['p99_drift']:+.1f} %, target < 20 %) |")
+print(f"| RSS first / last / max | {samples[0][1] / 1024:.1f} / {samples[-1][1] / 1024:.1f} / {res['rss_kib_max'] / 1024:.1f} MiB |")
+print(f"| open fds first / last / max | {samples[0][2]} / {samples[-1][2]} / {res['fds_max']} |")
+PY
+echo "wrote $out"
