@@ -87,6 +87,9 @@ struct herd_kernels {
     /* y[i] += a * x[i] */
     void (*axpy_f32)(float a, const float *x, float *y, size_t n);
     void (*axpy_f16)(float a, const uint16_t *x, float *y, size_t n);
+    /* g[i] = silu(g[i]) * u[i] = g / (1 + e^-g) * u: the SwiGLU gate. The
+     * vector twins use the attention kernels' exp (relative error ~2e-7). */
+    void (*silu_mul)(float *g, const float *u, size_t n);
 };
 
 const struct herd_kernels *herd_kernels_ref(void);

@@ -303,6 +303,28 @@ static void attn_block_avx2(const float *q, int G, int hd, const struct herd_att
     }
 }
 
+/* silu(g) * u, 8 lanes: e^-g with -g clamped to [-87, 88] (the exp above
+ * builds 2^n in the exponent bits, which must not overflow; beyond 88 the
+ * result is 0 either way). The AVX-512 family uses this one too. */
+static inline __m256 silu_mul8(__m256 x, __m256 u) {
+    const __m256 e = exp_ps(_mm256_min_ps(_mm256_sub_ps(_mm256_setzero_ps(), x), _mm256_set1_ps(88.0f)));
+    return _mm256_mul_ps(_mm256_div_ps(x, _mm256_add_ps(_mm256_set1_ps(1.0f), e)), u);
+}
+
+static void silu_mul_avx2(float *g, const float *u, size_t n) {
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(g + i, silu_mul8(_mm256_loadu_ps(g + i), _mm256_loadu_ps(u + i)));
+    if (i < n) {
+        /* the tail through the same arithmetic: a value's result must not
+         * depend on where a thread's share of the batch happens to end */
+        float tg[8] = {0}, tu[8] = {0};
+        memcpy(tg, g + i, (n - i) * sizeof *g);
+        memcpy(tu, u + i, (n - i) * sizeof *u);
+        _mm256_storeu_ps(tg, silu_mul8(_mm256_loadu_ps(tg), _mm256_loadu_ps(tu)));
+        memcpy(g + i, tg, (n - i) * sizeof *g);
+    }
+}
+
 static const struct herd_kernels avx2 = {
     .name = "avx2",
     .quantize_row_q8a = quantize_row_q8a_avx2,
@@ -316,6 +338,7 @@ static const struct herd_kernels avx2 = {
     .gemm_packed = gemm_packed_avx2,
     .prefers_packed = true,
     .attn_block = attn_block_avx2,
+    .silu_mul = silu_mul_avx2,
 };
 
 const struct herd_kernels *herd_kernels_avx2(void) { return herd_cpu_features()->avx2 ? &avx2 : NULL; }

@@ -165,6 +165,10 @@ void herd_attn_block_ref(const float *q, int G, int hd, const struct herd_attn_k
     }
 }
 
+static void silu_mul_ref(float *g, const float *u, size_t n) {
+    for (size_t i = 0; i < n; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
 static const struct herd_kernels ref = {
     .name = "ref",
     .quantize_row_q8a = quantize_row_q8a_ref,
@@ -178,6 +182,7 @@ static const struct herd_kernels ref = {
     .gemm_packed = herd_gemm_packed_ref,
     .prefers_packed = false,
     .attn_block = herd_attn_block_ref,
+    .silu_mul = silu_mul_ref,
 };
 
 const struct herd_kernels *herd_kernels_ref(void) { return &ref; }

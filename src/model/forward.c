@@ -228,10 +228,7 @@ static void rows_part(void *ctx, int ith, int nth) {
     if (j->kind == ROWS_SILU_GATE) {
         const size_t n = T * d->n_ff, per = (n + (size_t)nth - 1) / (size_t)nth;
         const size_t lo = (size_t)ith * per, hi = lo + per < n ? lo + per : n;
-        for (size_t i = lo; i < hi; i++) {
-            const float g = c->gate[i];
-            c->gate[i] = g / (1.0f + expf(-g)) * c->up[i];
-        }
+        if (hi > lo) c->k->silu_mul(c->gate + lo, c->up + lo, hi - lo);
         return;
     }
     const size_t per = (T + (size_t)nth - 1) / (size_t)nth;

@@ -248,6 +248,29 @@ static void test_attn_block_matches_ref(void **state) {
         if (fams[i]) attn_family_matches_ref(fams[i]);
 }
 
+/* The SwiGLU gate of every family against the scalar one: ordinary values,
+ * large ones of both signs (where e^-g under- or overflows), and every
+ * tail length. */
+static void test_silu_mul_matches_ref(void **state) {
+    (void)state;
+    const struct herd_kernels *fams[3] = {herd_kernels_ref(), herd_kernels_avx2(), herd_kernels_avx512()};
+    struct herd_rng r;
+    herd_rng_init(&r, 5);
+    float g[67], u[67], want[67], got[67];
+    for (int n = 1; n <= 67; n += 11) {
+        fill(&r, g, (size_t)n, 6.0f);
+        fill(&r, u, (size_t)n, 1.0f);
+        g[0] = 100.0f, g[n / 2] = -100.0f, g[n - 1] = 0.0f;
+        for (int i = 0; i < n; i++) want[i] = (float)((double)g[i] / (1.0 + exp(-(double)g[i])) * u[i]);
+        for (int f = 0; f < 3; f++) {
+            if (!fams[f]) continue;
+            memcpy(got, g, sizeof g);
+            fams[f]->silu_mul(got, u, (size_t)n);
+            for (int i = 0; i < n; i++) assert_true(fabsf(got[i] - want[i]) <= 1e-6f * fabsf(want[i]) + 1e-30f);
+        }
+    }
+}
+
 struct count_ctx {
     int hits[8];
 };
@@ -272,6 +295,7 @@ int main(void) {
         cmocka_unit_test(test_avx2_matches_ref),       cmocka_unit_test(test_avx512_matches_ref),
         cmocka_unit_test(test_matmul_all_types),       cmocka_unit_test(test_packed_matches_unpacked),
         cmocka_unit_test(test_pool_runs_every_thread), cmocka_unit_test(test_attn_block_matches_ref),
+        cmocka_unit_test(test_silu_mul_matches_ref),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
