@@ -2,9 +2,10 @@
 # Soak (RELIABILITY D6): `herd serve` under steady load at 80 % of its
 # measured capacity for --minutes (default 30), in one-minute slices of
 # `herd loadtest --rate`. Samples the server's resident memory and open file
-# descriptors every 5 s. Reports each slice's end-to-end p99, the drift of
-# the last slice's p99 against the first (target < 20 %), and RSS / fds at
-# the start and the end (target: flat). Bounded: it stops by itself.
+# descriptors every 5 s, and at the quiet moment after each slice. Reports
+# each slice's end-to-end p99, the drift of the last slice's p99 against the
+# first (target < 20 %), and RSS / fds after the first and the last slice
+# (target: flat). Bounded: it stops by itself.
 # Writes bench/results/soak-<UTC date>.json.
 # Usage: bench/soak.sh [--minutes M] [-m MODEL] [--threads N]
 set -euo pipefail
@@ -45,6 +46,8 @@ sampler=$!
 for i in $(seq "$minutes"); do
     "$HERD" loadtest --url "$url" --rate "$rate" -n "$per_slice" --prompt-tokens 32 --max-tokens 32 --seed "$i" \
         --json "$tmp/slice-$i.json" >/dev/null || true
+    sleep 1 # the slice's connections close
+    echo "$(awk '/VmRSS/ {print $2}' /proc/$server/status) $(ls /proc/$server/fd | wc -l)" >>"$tmp/after-slice"
 done
 kill $sampler 2>/dev/null || true
 sampler=""
@@ -55,17 +58,19 @@ import json, sys
 tmp, out, minutes, rate = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
 slices = [json.load(open(f"{tmp}/slice-{i}.json")) for i in range(1, minutes + 1)]
 samples = [tuple(map(int, l.split())) for l in open(f"{tmp}/samples") if len(l.split()) == 3]
+after = [tuple(map(int, l.split())) for l in open(f"{tmp}/after-slice") if len(l.split()) == 2]
 p99 = [s["e2e_ms"]["p99"] for s in slices]
 failed = sum(s["failed"] for s in slices)
 res = {"minutes": minutes, "rate_per_s": rate, "failed": failed,
        "e2e_p99_ms_per_minute": p99, "p99_drift": p99[-1] / p99[0] - 1,
-       "rss_kib_first_last": [samples[0][1], samples[-1][1]], "fds_first_last": [samples[0][2], samples[-1][2]],
+       "rss_kib_after_first_last_slice": [after[0][0], after[-1][0]],
+       "fds_after_first_last_slice": [after[0][1], after[-1][1]],
        "rss_kib_max": max(s[1] for s in samples), "fds_max": max(s[2] for s in samples)}
 json.dump(res, open(out, "w"), indent=1)
 print(f"| minutes at {rate} req/s (80 % of capacity) | {minutes} |")
 print(f"| failed requests | {failed} |")
 print(f"| e2e p99 first / last minute | {p99[0]:.1f} / {p99[-1]:.1f} ms (drift {100 * res['p99_drift']:+.1f} %, target < 20 %) |")
-print(f"| RSS first / last / max | {samples[0][1] / 1024:.1f} / {samples[-1][1] / 1024:.1f} / {res['rss_kib_max'] / 1024:.1f} MiB |")
-print(f"| open fds first / last / max | {samples[0][2]} / {samples[-1][2]} / {res['fds_max']} |")
+print(f"| RSS after the first / last slice, max | {after[0][0] / 1024:.1f} / {after[-1][0] / 1024:.1f} / {res['rss_kib_max'] / 1024:.1f} MiB |")
+print(f"| open fds after the first / last slice, max | {after[0][1]} / {after[-1][1]} / {res['fds_max']} |")
 PY
 echo "wrote $out"
