@@ -90,6 +90,8 @@ struct herd_kernels {
     /* g[i] = silu(g[i]) * u[i] = g / (1 + e^-g) * u: the SwiGLU gate. The
      * vector twins use the attention kernels' exp (relative error ~2e-7). */
     void (*silu_mul)(float *g, const float *u, size_t n);
+    /* y[i] = x[i] as IEEE half, round to nearest even (the KV cache store) */
+    void (*f32_to_f16)(const float *x, uint16_t *y, size_t n);
 };
 
 const struct herd_kernels *herd_kernels_ref(void);

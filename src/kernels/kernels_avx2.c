@@ -325,6 +325,20 @@ static void silu_mul_avx2(float *g, const float *u, size_t n) {
     }
 }
 
+/* F16C's conversion, 8 at a time; the tail through the same instruction. */
+static void f32_to_f16_avx2(const float *x, uint16_t *y, size_t n) {
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i *)(y + i), _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
+    if (i < n) {
+        float t[8] = {0};
+        uint16_t h[8];
+        memcpy(t, x + i, (n - i) * sizeof *x);
+        _mm_storeu_si128((__m128i *)h, _mm256_cvtps_ph(_mm256_loadu_ps(t), _MM_FROUND_TO_NEAREST_INT));
+        memcpy(y + i, h, (n - i) * sizeof *y);
+    }
+}
+
 static const struct herd_kernels avx2 = {
     .name = "avx2",
     .quantize_row_q8a = quantize_row_q8a_avx2,
@@ -339,6 +353,7 @@ static const struct herd_kernels avx2 = {
     .prefers_packed = true,
     .attn_block = attn_block_avx2,
     .silu_mul = silu_mul_avx2,
+    .f32_to_f16 = f32_to_f16_avx2,
 };
 
 const struct herd_kernels *herd_kernels_avx2(void) { return herd_cpu_features()->avx2 ? &avx2 : NULL; }

@@ -169,6 +169,10 @@ static void silu_mul_ref(float *g, const float *u, size_t n) {
     for (size_t i = 0; i < n; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
 }
 
+static void f32_to_f16_ref(const float *x, uint16_t *y, size_t n) {
+    for (size_t i = 0; i < n; i++) y[i] = herd_fp32_to_fp16(x[i]);
+}
+
 static const struct herd_kernels ref = {
     .name = "ref",
     .quantize_row_q8a = quantize_row_q8a_ref,
@@ -183,6 +187,7 @@ static const struct herd_kernels ref = {
     .prefers_packed = false,
     .attn_block = herd_attn_block_ref,
     .silu_mul = silu_mul_ref,
+    .f32_to_f16 = f32_to_f16_ref,
 };
 
 const struct herd_kernels *herd_kernels_ref(void) { return &ref; }

@@ -73,6 +73,7 @@ enum herd_status herd_context_create(const struct herd_model *m, const struct he
         .n_blocks = (p.kv_tokens + p.kv_block_tokens - 1) / p.kv_block_tokens,
         .max_seqs = p.max_seqs,
         .type = p.kv_type,
+        .kernels = c->k,
     };
     enum herd_status rc = herd_kv_create(&kp, &c->kv, err);
     if (rc != HERD_OK) goto fail;

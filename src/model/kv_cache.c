@@ -31,6 +31,7 @@ struct herd_kv {
     int32_t *free_list;
     uint32_t n_free;
     struct seq *seqs;
+    void (*to_f16)(const float *x, uint16_t *y, size_t n);
 };
 
 /* Byte sizes of the per-layer regions (see kv_cache.h for the layout). */
@@ -58,6 +59,7 @@ enum herd_status herd_kv_create(const struct herd_kv_params *p, struct herd_kv *
     struct herd_kv *kv = calloc(1, sizeof *kv);
     if (!kv) return herd_error_set(err, HERD_E_NOMEM, "out of memory");
     kv->p = *p;
+    kv->to_f16 = (p->kernels ? p->kernels : herd_kernels_ref())->f32_to_f16;
     layout(p, &kv->elem_bytes, &kv->k_head_bytes, &kv->v_bytes);
     kv->block_bytes = herd_kv_block_bytes(p);
     kv->layer_bytes = kv->block_bytes / p->n_layer;
@@ -298,9 +300,14 @@ void herd_kv_store(struct herd_kv *kv, int32_t id, uint32_t layer, uint32_t pos,
             ((float *)view.k_scale)[slot] = quantize_i8(kh, hd, 1, (int8_t *)K + slot, bt);
             ((float *)view.v_scale)[(size_t)slot * view.v_scale_stride] = quantize_i8(vh, hd, 1, (int8_t *)V, 1);
             break;
-        default:
-            for (uint32_t d = 0; d < hd; d++) ((uint16_t *)(void *)K)[(size_t)d * bt + slot] = herd_fp32_to_fp16(kh[d]);
-            for (uint32_t d = 0; d < hd; d++) ((uint16_t *)(void *)V)[d] = herd_fp32_to_fp16(vh[d]);
+        default: {
+            /* K is stored transposed (one row per dimension): convert, then scatter */
+            uint16_t kc[512];
+            HERD_ASSERT(hd <= 512);
+            kv->to_f16(kh, kc, hd);
+            for (uint32_t d = 0; d < hd; d++) ((uint16_t *)(void *)K)[(size_t)d * bt + slot] = kc[d];
+            kv->to_f16(vh, (uint16_t *)(void *)V, hd);
+        }
         }
     }
 }

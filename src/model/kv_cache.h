@@ -32,6 +32,7 @@ struct herd_kv_params {
     uint32_t n_blocks;     /* the pool */
     uint32_t max_seqs;     /* sequence slots */
     enum herd_kv_type type;
+    const struct herd_kernels *kernels; /* the f16 conversion of stores (NULL: the scalar one) */
 };
 
 struct herd_kv;

@@ -271,6 +271,29 @@ static void test_silu_mul_matches_ref(void **state) {
     }
 }
 
+/* The f16 store of every family is bit-identical to the scalar conversion:
+ * ordinary values, ties, subnormals, overflow, every tail length. */
+static void test_f32_to_f16_matches_ref(void **state) {
+    (void)state;
+    const struct herd_kernels *fams[2] = {herd_kernels_avx2(), herd_kernels_avx512()};
+    struct herd_rng r;
+    herd_rng_init(&r, 9);
+    float x[70];
+    uint16_t want[70], got[70];
+    for (int n = 1; n <= 70; n += 3) {
+        fill(&r, x, (size_t)n, 3.0f);
+        x[0] = 1.0f + 1.0f / 2048.0f;         /* a tie: rounds to even */
+        x[n / 2] = 3e-6f;                     /* an f16 subnormal */
+        x[n - 1] = n % 2 ? 70000.0f : -1e-9f; /* overflow to inf; underflow to -0 */
+        for (int i = 0; i < n; i++) want[i] = herd_fp32_to_fp16(x[i]);
+        for (int f = 0; f < 2; f++) {
+            if (!fams[f]) continue;
+            fams[f]->f32_to_f16(x, got, (size_t)n);
+            assert_memory_equal(got, want, (size_t)n * sizeof *got);
+        }
+    }
+}
+
 struct count_ctx {
     int hits[8];
 };
@@ -295,7 +318,7 @@ int main(void) {
         cmocka_unit_test(test_avx2_matches_ref),       cmocka_unit_test(test_avx512_matches_ref),
         cmocka_unit_test(test_matmul_all_types),       cmocka_unit_test(test_packed_matches_unpacked),
         cmocka_unit_test(test_pool_runs_every_thread), cmocka_unit_test(test_attn_block_matches_ref),
-        cmocka_unit_test(test_silu_mul_matches_ref),
+        cmocka_unit_test(test_silu_mul_matches_ref),   cmocka_unit_test(test_f32_to_f16_matches_ref),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
