@@ -114,6 +114,15 @@ static void add_number(struct line *ln, const struct herd_log_field *f) {
         addf(ln, "%.3f", f->d);
 }
 
+/* {"ts":"...","level":"..." : what every JSON line starts with */
+static void add_json_head(struct line *ln, const char *ts, enum herd_log_level l) {
+    adds(ln, "{\"ts\":\"");
+    adds(ln, ts);
+    adds(ln, "\",\"level\":\"");
+    adds(ln, level_names[l]);
+    adds(ln, "\"");
+}
+
 void herd_log(enum herd_log_level l, const char *component, const char *request_id, const struct herd_log_field *fields,
               size_t n, const char *fmt, ...) {
     if (!herd_log_enabled(l)) return;
@@ -133,11 +142,8 @@ void herd_log(enum herd_log_level l, const char *component, const char *request_
     ln.len = 0;
     ln.cut = false;
     if (g_format == HERD_LOG_JSON) {
-        adds(&ln, "{\"ts\":\"");
-        adds(&ln, ts);
-        adds(&ln, "\",\"level\":\"");
-        adds(&ln, level_names[l]);
-        adds(&ln, "\",\"component\":");
+        add_json_head(&ln, ts, l);
+        adds(&ln, ",\"component\":");
         add_json_string(&ln, component);
         if (request_id) {
             adds(&ln, ",\"request_id\":");
@@ -158,11 +164,8 @@ void herd_log(enum herd_log_level l, const char *component, const char *request_
         if (ln.cut) {
             ln.len = 0;
             ln.cut = false;
-            adds(&ln, "{\"ts\":\"");
-            adds(&ln, ts);
-            adds(&ln, "\",\"level\":\"");
-            adds(&ln, level_names[l]);
-            adds(&ln, "\",\"msg\":\"(log line too long)\"");
+            add_json_head(&ln, ts, l);
+            adds(&ln, ",\"msg\":\"(log line too long)\"");
         }
         adds(&ln, "}\n");
     } else {

@@ -323,34 +323,38 @@ void api_cancel(struct conn *c) {
     for (uint32_t k = 0; c->call && k < c->call->n_req; k++) herd_request_cancel(c->call->req[k]);
 }
 
-/* The numbers of all the call's requests: tokens summed, times of the
- * slowest (for the access log and usage). */
-static struct herd_request_stats call_stats(const struct api_call *a) {
-    struct herd_request_stats sum = {0};
-    double queue = 0, ttft = 0;
+/* The numbers of all the call's requests: tokens summed, the slowest
+ * request's queue time and time to first token. */
+struct call_totals {
+    uint32_t prompt_tokens, cached_tokens, completion_tokens;
+    double queue_s, ttft_s;
+};
+
+static struct call_totals call_totals(const struct api_call *a) {
+    struct call_totals sum = {0};
     for (uint32_t k = 0; k < a->n_req; k++) {
         struct herd_request_stats st;
         herd_request_stats(a->req[k], &st);
         sum.prompt_tokens += st.prompt_tokens;
         sum.cached_tokens += st.cached_tokens;
         sum.completion_tokens += st.completion_tokens;
-        if (st.admitted_s > 0 && st.admitted_s - st.submitted_s > queue) queue = st.admitted_s - st.submitted_s;
-        if (st.first_token_s > 0 && st.first_token_s - st.submitted_s > ttft) ttft = st.first_token_s - st.submitted_s;
+        if (st.admitted_s > 0 && st.admitted_s - st.submitted_s > sum.queue_s)
+            sum.queue_s = st.admitted_s - st.submitted_s;
+        if (st.first_token_s > 0 && st.first_token_s - st.submitted_s > sum.ttft_s)
+            sum.ttft_s = st.first_token_s - st.submitted_s;
     }
-    sum.admitted_s = queue; /* as durations */
-    sum.first_token_s = ttft;
     return sum;
 }
 
 /* Copies the call's numbers for the access log before it goes. */
 static void log_usage(struct conn *c, const struct api_call *a) {
-    const struct herd_request_stats st = call_stats(a);
+    const struct call_totals t = call_totals(a);
     c->have_usage = true;
-    c->log_prompt_tokens = st.prompt_tokens;
-    c->log_cached_tokens = st.cached_tokens;
-    c->log_completion_tokens = st.completion_tokens;
-    c->log_queue_ms = st.admitted_s * 1e3;
-    c->log_ttft_ms = st.first_token_s * 1e3;
+    c->log_prompt_tokens = t.prompt_tokens;
+    c->log_cached_tokens = t.cached_tokens;
+    c->log_completion_tokens = t.completion_tokens;
+    c->log_queue_ms = t.queue_s * 1e3;
+    c->log_ttft_ms = t.ttft_s * 1e3;
 }
 
 void api_abort(struct conn *c) {
@@ -362,10 +366,9 @@ void api_abort(struct conn *c) {
 static json_t *usage_json(const struct api_call *a) {
     uint32_t comp = 0;
     for (uint32_t i = 0; i < a->n; i++) comp += a->ch[i].n_tokens;
-    const struct herd_request_stats st = call_stats(a);
     return json_pack("{s:i,s:i,s:i,s:{s:i}}", "prompt_tokens", (int)a->prompt_tokens, "completion_tokens", (int)comp,
                      "total_tokens", (int)(a->prompt_tokens + comp), "prompt_tokens_details", "cached_tokens",
-                     (int)st.cached_tokens);
+                     (int)call_totals(a).cached_tokens);
 }
 
 static void send_sse(struct conn *c, json_t *chunk) {
