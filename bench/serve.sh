@@ -26,15 +26,10 @@ models=${HERD_BENCH_MODELS:-/tmp/herd-bench-models}
 mkdir -p "$models" bench/results
 f=$models/$shape-$type.gguf
 [ -f "$f" ] || "$HERD" synth --shape "$shape" --type "$type" -o "$f" 2>/dev/null
-tmp=$(mktemp -d)
-server=""
-cleanup() { [ -n "$server" ] && kill "$server" 2>/dev/null; rm -rf "$tmp"; }
-trap cleanup EXIT
+. bench/lib.sh
 "$HERD" bench -m "$f" -p 128 -n 128 -r 3 -t "$threads" --json >"$tmp/bench.json"
 single=$(python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print([r for r in d['results'] if r['test'].startswith('tg')][0]['tokens_per_s'])" "$tmp/bench.json")
-"$HERD" serve -m "$f" --port $port -t "$threads" --max-seqs 16 --batch-tokens 512 -q 2>"$tmp/serve.log" &
-server=$!
-for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break; sleep 0.1; done
+bench_serve $port -m "$f" -t "$threads" --max-seqs 16 --batch-tokens 512 -q
 "$HERD" loadtest --url "http://127.0.0.1:$port" -c 16 -n "$requests" --prompt-tokens 128 --max-tokens 128 \
     --json "$tmp/load.json" --svg "$tmp/load.svg" | tee "$tmp/load.md"
 stamp=$(date -u +%Y%m%dT%H%M%SZ)

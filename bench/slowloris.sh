@@ -27,17 +27,8 @@ for tool in slowhttptest wrk; do
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $tool >/dev/null
     fi
 done
-tmp=$(mktemp -d)
-server="" sampler=""
-cleanup() {
-    [ -n "$sampler" ] && kill "$sampler" 2>/dev/null
-    [ -n "$server" ] && kill "$server" 2>/dev/null
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
-"$HERD" serve --port $port -t 1 --header-timeout 10 --max-connections 1024 -q 2>"$tmp/serve.log" &
-server=$!
-for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break; sleep 0.1; done
+. bench/lib.sh
+bench_serve $port -t 1 --header-timeout 10 --max-connections 1024 -q
 cat >"$tmp/post.lua" <<'LUA'
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
@@ -46,6 +37,7 @@ LUA
 # the server's open descriptors, sampled every 0.2 s
 (while kill -0 $server 2>/dev/null; do ls /proc/$server/fd 2>/dev/null | wc -l; sleep 0.2; done >"$tmp/fds") &
 sampler=$!
+bench_bg $sampler
 run_wrk() { # NAME: wrk for $secs s; p50 and p99 in ms to $tmp/NAME
     wrk -t1 -c8 -d"${secs}s" --latency -s "$tmp/post.lua" "http://127.0.0.1:$port/v1/completions" >"$tmp/$1.txt"
     python3 - "$tmp/$1.txt" >"$tmp/$1" <<'PY'

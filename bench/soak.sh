@@ -21,17 +21,8 @@ while [ $# -gt 0 ]; do
     *) echo "usage: $0 [--minutes M] [-m MODEL] [--threads N]" >&2; exit 2 ;;
     esac
 done
-tmp=$(mktemp -d)
-server="" sampler=""
-cleanup() {
-    [ -n "$sampler" ] && kill "$sampler" 2>/dev/null
-    [ -n "$server" ] && kill "$server" 2>/dev/null
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
-"$HERD" serve ${model:+-m "$model"} --port $port -t "$threads" -q 2>"$tmp/serve.log" &
-server=$!
-for _ in $(seq 300); do curl -sf "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break; sleep 0.1; done
+. bench/lib.sh
+bench_serve $port ${model:+-m "$model"} -t "$threads" -q
 url="http://127.0.0.1:$port"
 # capacity: 16 clients back to back
 "$HERD" loadtest --url "$url" -c 16 -n 400 --prompt-tokens 32 --max-tokens 32 --json "$tmp/cap.json" >/dev/null
@@ -43,6 +34,7 @@ echo "capacity $(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))
     sleep 5
 done >"$tmp/samples") &
 sampler=$!
+bench_bg $sampler
 for i in $(seq "$minutes"); do
     "$HERD" loadtest --url "$url" --rate "$rate" -n "$per_slice" --prompt-tokens 32 --max-tokens 32 --seed "$i" \
         --json "$tmp/slice-$i.json" >/dev/null || true
@@ -50,7 +42,6 @@ for i in $(seq "$minutes"); do
     echo "$(awk '/VmRSS/ {print $2}' /proc/$server/status) $(ls /proc/$server/fd | wc -l)" >>"$tmp/after-slice"
 done
 kill $sampler 2>/dev/null || true
-sampler=""
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 out=bench/results/soak-$stamp.json
 python3 - "$tmp" "$out" "$minutes" "$rate" <<'PY'
