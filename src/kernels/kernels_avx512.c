@@ -108,6 +108,11 @@ static float dot_f16_f32_avx512(const uint16_t *w, const float *x, size_t n) {
 /* Loops below are fully unrolled (constant trip counts and GCC's unroll
  * pragma) so that W[] and acc[] live in registers, not on the stack. */
 #define HERD_UNROLL _Pragma("GCC unroll 8")
+
+/* 4 activation bytes in every 32-bit lane, loaded straight from memory (a
+ * broadcast operand of vpdpbusd, not a trip through a general register). */
+static inline __m512i bcast4(const int8_t *p) { return _mm512_broadcastd_epi32(_mm_loadu_si32(p)); }
+
 #define DEFINE_GEMM_TILE(NT)                                                                                           \
     static void gemm_tile_##NT(bool q4, const uint8_t *w, size_t n_blocks, const struct herd_block_q8a *x,             \
                                size_t x_stride, float *y, size_t y_stride) {                                           \
@@ -140,9 +145,7 @@ static float dot_f16_f32_avx512(const uint16_t *w, const float *x, size_t n) {
             HERD_UNROLL for (int t = 0; t < NT; t++) s[t] = _mm512_setzero_si512();                                    \
             HERD_UNROLL for (int k = 0; k < 8; k++) {                                                                  \
                 HERD_UNROLL for (int t = 0; t < NT; t++) {                                                             \
-                    int32_t xq;                                                                                        \
-                    memcpy(&xq, x[(size_t)t * x_stride + b].qs + 4 * k, 4);                                            \
-                    s[t] = _mm512_dpbusd_epi32(s[t], W[k], _mm512_set1_epi32(xq));                                     \
+                    s[t] = _mm512_dpbusd_epi32(s[t], W[k], bcast4(x[(size_t)t * x_stride + b].qs + 4 * k));            \
                 }                                                                                                      \
             }                                                                                                          \
             HERD_UNROLL for (int t = 0; t < NT; t++) {                                                                 \
@@ -159,10 +162,57 @@ DEFINE_GEMM_TILE(2)
 DEFINE_GEMM_TILE(4)
 DEFINE_GEMM_TILE(8)
 
+/* 16 tokens: one pass over the weight stream instead of two 8-token tiles
+ * (each block's weights come from memory once per 16 tokens). With 16
+ * accumulators and 8 weight registers there is no room for 16 int32 chains,
+ * so tokens go outer: each token's 8 vpdpbusd form one chain, and the
+ * out-of-order core overlaps the independent chains of successive tokens.
+ * Same arithmetic, in the same order per output, as the other tiles. */
+static void gemm_tile_16(bool q4, const uint8_t *w, size_t n_blocks, const struct herd_block_q8a *x, size_t x_stride,
+                         float *y, size_t y_stride) {
+    enum { NT = 16 };
+    const size_t chunk = q4 ? HERD_PACK_Q4_0_CHUNK : HERD_PACK_Q8_0_CHUNK;
+    const int32_t offset = q4 ? 8 : 128;
+    const __m512i low = _mm512_set1_epi8(0x0f);
+    __m512 acc[NT];
+    HERD_UNROLL for (int t = 0; t < NT; t++) acc[t] = _mm512_setzero_ps();
+    for (size_t b = 0; b < n_blocks; b++) {
+        const uint8_t *c = w + b * chunk;
+        for (size_t pf = 0; pf < chunk; pf += 64) _mm_prefetch((const char *)c + 4 * chunk + pf, _MM_HINT_T0);
+        const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)c));
+        const uint8_t *v = c + 2 * HERD_PACK_ROWS;
+        __m512i W[8];
+        if (q4) {
+            HERD_UNROLL for (int j = 0; j < 4; j++) {
+                __m512i raw = _mm512_loadu_si512((const void *)(v + 64 * j));
+                W[j] = _mm512_and_si512(raw, low);
+                W[j + 4] = _mm512_and_si512(_mm512_srli_epi16(raw, 4), low);
+            }
+        } else {
+            HERD_UNROLL for (int k = 0; k < 8; k++) W[k] = _mm512_loadu_si512((const void *)(v + 64 * k));
+        }
+        HERD_UNROLL for (int t = 0; t < NT; t += 2) {
+            const struct herd_block_q8a *x0 = x + (size_t)t * x_stride + b, *x1 = x0 + x_stride;
+            __m512i s0 = _mm512_setzero_si512(), s1 = _mm512_setzero_si512();
+            HERD_UNROLL for (int k = 0; k < 8; k++) {
+                s0 = _mm512_dpbusd_epi32(s0, W[k], bcast4(x0->qs + 4 * k));
+                s1 = _mm512_dpbusd_epi32(s1, W[k], bcast4(x1->qs + 4 * k));
+            }
+            s0 = _mm512_sub_epi32(s0, _mm512_set1_epi32(offset * x0->sum));
+            s1 = _mm512_sub_epi32(s1, _mm512_set1_epi32(offset * x1->sum));
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s0), _mm512_mul_ps(dw, _mm512_set1_ps(x0->d)), acc[t]);
+            acc[t + 1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s1), _mm512_mul_ps(dw, _mm512_set1_ps(x1->d)), acc[t + 1]);
+        }
+    }
+    HERD_UNROLL for (int t = 0; t < NT; t++) _mm512_storeu_ps(y + (size_t)t * y_stride, acc[t]);
+}
+
 static void gemm_packed_vnni(enum herd_ggml_type type, const uint8_t *w, size_t n_blocks,
                              const struct herd_block_q8a *x, size_t x_stride, size_t n_tok, float *y, size_t y_stride) {
     const bool q4 = type == HERD_GGML_TYPE_Q4_0;
     size_t t = 0;
+    for (; t + 16 <= n_tok; t += 16)
+        gemm_tile_16(q4, w, n_blocks, x + t * x_stride, x_stride, y + t * y_stride, y_stride);
     for (; t + 8 <= n_tok; t += 8) gemm_tile_8(q4, w, n_blocks, x + t * x_stride, x_stride, y + t * y_stride, y_stride);
     if (t + 4 <= n_tok) gemm_tile_4(q4, w, n_blocks, x + t * x_stride, x_stride, y + t * y_stride, y_stride), t += 4;
     if (t + 2 <= n_tok) gemm_tile_2(q4, w, n_blocks, x + t * x_stride, x_stride, y + t * y_stride, y_stride), t += 2;
@@ -226,8 +276,9 @@ static inline __m512 block_scores(const float *q, int hd, const struct herd_attn
     return s;
 }
 
-static void attn_block_avx512(const float *q, int G, int hd, const struct herd_attn_kv *kv, int bt, int n, float *m,
-                              float *l, float *acc) {
+/* The general kernel, one query head at a time: any head size. */
+static void attn_heads_one_by_one(const float *q, int G, int hd, const struct herd_attn_kv *kv, int bt, int n, float *m,
+                                  float *l, float *acc) {
     const __mmask16 valid = (__mmask16)((1u << n) - 1);
     for (int g = 0; g < G; g++) {
         const float *qg = q + (size_t)g * hd;
@@ -258,6 +309,82 @@ static void attn_block_avx512(const float *q, int G, int hd, const struct herd_a
         }
         for (; d < hd; d++)
             for (int j = 0; j < n; j++) ag[d] += pw[j] * herd_attn_kv_v_at(kv, j, d);
+    }
+}
+
+/* GS (1..4) query heads sharing a KV head, head size a multiple of 32:
+ * each K row and V row is loaded and converted once for all of them, and
+ * every accumulation runs in 2 * GS independent chains, so the FMAs overlap
+ * instead of waiting on each other (one head at a time, the block was
+ * latency bound: a 16-long chain per 16 values of V). The max rescale of acc
+ * is folded into the V pass (factor 1 when the max did not move). */
+static inline __attribute__((always_inline)) void attn_group(const int GS, const float *q, int hd,
+                                                             const struct herd_attn_kv *kv, int bt, int n, float *m,
+                                                             float *l, float *acc) {
+    const __mmask16 valid = (__mmask16)((1u << n) - 1);
+    __m512 s[4][2];
+    HERD_UNROLL for (int g = 0; g < GS; g++) s[g][0] = s[g][1] = _mm512_setzero_ps();
+    for (int d = 0; d < hd; d += 2) {
+        const __m512 k0 = k_row(kv, d, bt, valid), k1 = k_row(kv, d + 1, bt, valid);
+        HERD_UNROLL for (int g = 0; g < GS; g++) {
+            s[g][0] = _mm512_fmadd_ps(_mm512_set1_ps(q[(size_t)g * hd + d]), k0, s[g][0]);
+            s[g][1] = _mm512_fmadd_ps(_mm512_set1_ps(q[(size_t)g * hd + d + 1]), k1, s[g][1]);
+        }
+    }
+    float pw[4][16], f[4];
+    HERD_UNROLL for (int g = 0; g < GS; g++) {
+        __m512 sg = _mm512_add_ps(s[g][0], s[g][1]);
+        if (kv->type == HERD_ATTN_KV_Q8) sg = _mm512_mul_ps(sg, _mm512_maskz_loadu_ps(valid, kv->k_scale));
+        sg = _mm512_mask_blend_ps(valid, _mm512_set1_ps(-INFINITY), sg);
+        const float bm = _mm512_reduce_max_ps(sg);
+        f[g] = 1.0f;
+        if (bm > m[g]) {
+            f[g] = expf(m[g] - bm); /* 0 on the first block */
+            l[g] *= f[g];
+            m[g] = bm;
+        }
+        const __m512 p = _mm512_maskz_mov_ps(valid, exp_ps(_mm512_sub_ps(sg, _mm512_set1_ps(m[g]))));
+        l[g] += _mm512_reduce_add_ps(p);
+        _mm512_storeu_ps(pw[g], p);
+        if (kv->type == HERD_ATTN_KV_Q8) /* fold each row's scale into its weight */
+            for (int j = 0; j < n; j++) pw[g][j] *= kv->v_scale[(size_t)j * kv->v_scale_stride];
+    }
+    for (int d = 0; d < hd; d += 32) {
+        __m512 a[4][2];
+        HERD_UNROLL for (int g = 0; g < GS; g++) {
+            const __m512 fg = _mm512_set1_ps(f[g]);
+            a[g][0] = _mm512_mul_ps(_mm512_loadu_ps(acc + (size_t)g * hd + d), fg);
+            a[g][1] = _mm512_mul_ps(_mm512_loadu_ps(acc + (size_t)g * hd + d + 16), fg);
+        }
+        for (int j = 0; j < n; j++) {
+            const __m512 v0 = v_row(kv, j, d), v1 = v_row(kv, j, d + 16);
+            HERD_UNROLL for (int g = 0; g < GS; g++) {
+                const __m512 w = _mm512_set1_ps(pw[g][j]);
+                a[g][0] = _mm512_fmadd_ps(w, v0, a[g][0]);
+                a[g][1] = _mm512_fmadd_ps(w, v1, a[g][1]);
+            }
+        }
+        HERD_UNROLL for (int g = 0; g < GS; g++) {
+            _mm512_storeu_ps(acc + (size_t)g * hd + d, a[g][0]);
+            _mm512_storeu_ps(acc + (size_t)g * hd + d + 16, a[g][1]);
+        }
+    }
+}
+
+static void attn_block_avx512(const float *q, int G, int hd, const struct herd_attn_kv *kv, int bt, int n, float *m,
+                              float *l, float *acc) {
+    if (hd % 32 != 0) {
+        attn_heads_one_by_one(q, G, hd, kv, bt, n, m, l, acc);
+        return;
+    }
+    for (int g = 0; g < G; g += 4) {
+        const size_t o = (size_t)g * hd;
+        switch (G - g) {
+        case 1: attn_group(1, q + o, hd, kv, bt, n, m + g, l + g, acc + o); break;
+        case 2: attn_group(2, q + o, hd, kv, bt, n, m + g, l + g, acc + o); break;
+        case 3: attn_group(3, q + o, hd, kv, bt, n, m + g, l + g, acc + o); break;
+        default: attn_group(4, q + o, hd, kv, bt, n, m + g, l + g, acc + o);
+        }
     }
 }
 

@@ -24,7 +24,7 @@ struct herd_kv {
     struct herd_kv_params p;
     size_t elem_bytes;   /* of one value: 4, 2 or 1 */
     size_t k_head_bytes; /* one head's K in a block: values, then (Q8) its per-key scales */
-    size_t v_bytes;      /* a block's V rows of one layer, then (Q8) their scales */
+    size_t v_head_bytes; /* one head's V rows in a block, then (Q8) their scales */
     size_t layer_bytes, block_bytes;
     uint8_t *pool;
     int32_t *refs;
@@ -34,20 +34,20 @@ struct herd_kv {
     void (*to_f16)(const float *x, uint16_t *y, size_t n);
 };
 
-/* Byte sizes of the per-layer regions (see kv_cache.h for the layout). */
-static void layout(const struct herd_kv_params *p, size_t *elem, size_t *k_head, size_t *v_bytes) {
+/* Byte sizes of one value, and of one KV head's K and V regions in a block's
+ * layer (see kv_cache.h for the layout). */
+static void layout(const struct herd_kv_params *p, size_t *elem, size_t *k_head, size_t *v_head) {
     const size_t e = p->type == HERD_KV_F32 ? 4 : p->type == HERD_KV_Q8 ? 1 : 2;
-    const size_t scales = p->type == HERD_KV_Q8 ? sizeof(float) : 0;
-    const size_t n_heads = p->kv_dim / p->head_dim;
+    const size_t scales = p->type == HERD_KV_Q8 ? sizeof(float) * p->block_tokens : 0;
     *elem = e;
-    *k_head = (size_t)p->head_dim * p->block_tokens * e + scales * p->block_tokens;
-    *v_bytes = (size_t)p->block_tokens * p->kv_dim * e + scales * p->block_tokens * n_heads;
+    *k_head = (size_t)p->head_dim * p->block_tokens * e + scales;
+    *v_head = (size_t)p->block_tokens * p->head_dim * e + scales;
 }
 
 size_t herd_kv_block_bytes(const struct herd_kv_params *p) {
-    size_t e, kh, vb;
-    layout(p, &e, &kh, &vb);
-    const size_t layer = (kh * (p->kv_dim / p->head_dim) + vb + 63) & ~(size_t)63; /* layers 64-byte aligned */
+    size_t e, kh, vh;
+    layout(p, &e, &kh, &vh);
+    const size_t layer = ((kh + vh) * (p->kv_dim / p->head_dim) + 63) & ~(size_t)63; /* layers 64-byte aligned */
     return (size_t)p->n_layer * layer;
 }
 
@@ -60,7 +60,7 @@ enum herd_status herd_kv_create(const struct herd_kv_params *p, struct herd_kv *
     if (!kv) return herd_error_set(err, HERD_E_NOMEM, "out of memory");
     kv->p = *p;
     kv->to_f16 = (p->kernels ? p->kernels : herd_kernels_ref())->f32_to_f16;
-    layout(p, &kv->elem_bytes, &kv->k_head_bytes, &kv->v_bytes);
+    layout(p, &kv->elem_bytes, &kv->k_head_bytes, &kv->v_head_bytes);
     kv->block_bytes = herd_kv_block_bytes(p);
     kv->layer_bytes = kv->block_bytes / p->n_layer;
     size_t total;
@@ -254,22 +254,21 @@ static uint8_t *layer_base(const struct herd_kv *kv, int32_t block, uint32_t lay
 
 void herd_kv_head_view(const struct herd_kv *kv, int32_t block, uint32_t layer, uint32_t head,
                        struct herd_attn_kv *view) {
-    const uint32_t bt = kv->p.block_tokens, hd = kv->p.head_dim, n_heads = kv->p.kv_dim / hd;
-    uint8_t *base = layer_base(kv, block, layer);
-    uint8_t *k = base + (size_t)head * kv->k_head_bytes;
-    uint8_t *v = base + (size_t)n_heads * kv->k_head_bytes;
+    const uint32_t bt = kv->p.block_tokens, hd = kv->p.head_dim;
+    uint8_t *k = layer_base(kv, block, layer) + (size_t)head * (kv->k_head_bytes + kv->v_head_bytes);
+    uint8_t *v = k + kv->k_head_bytes;
     view->type = kv->p.type == HERD_KV_F32  ? HERD_ATTN_KV_F32
                  : kv->p.type == HERD_KV_Q8 ? HERD_ATTN_KV_Q8
                                             : HERD_ATTN_KV_F16;
     view->k = k;
-    view->v = v + (size_t)head * hd * kv->elem_bytes;
-    view->v_stride = kv->p.kv_dim;
+    view->v = v;
+    view->v_stride = hd;
     view->k_scale = NULL;
     view->v_scale = NULL;
-    view->v_scale_stride = n_heads;
+    view->v_scale_stride = 1;
     if (kv->p.type == HERD_KV_Q8) {
         view->k_scale = (const float *)(const void *)(k + (size_t)hd * bt);
-        view->v_scale = (const float *)(const void *)(v + (size_t)bt * kv->p.kv_dim) + head;
+        view->v_scale = (const float *)(const void *)(v + (size_t)hd * bt);
     }
 }
 

@@ -5,13 +5,16 @@
  * acts on (wait, preempt); it never crashes.
  *
  * A block holds block_tokens positions of every layer:
- *   for each layer: K [kv_heads][head_dim][block_tokens] (transposed, so the
- *   attention kernel computes the scores of all the block's keys at once
- *   with one vector per head dimension), then V [block_tokens][kv_dim]
+ *   for each layer, for each KV head: K [head_dim][block_tokens] (transposed,
+ *   so the attention kernel computes the scores of all the block's keys at
+ *   once with one vector per head dimension), then V [block_tokens][head_dim]
  * in f16 (default), f32 (for exact comparison with the reference) or 8 bits
- * (HERD_KV_Q8: int8 values with one float scale per key and head for K and
- * per row and head for V, stored after each head's K and after the V rows;
- * about 0.53x the f16 size at head size 64). */
+ * (HERD_KV_Q8: int8 values with one float scale per key for K and per row for
+ * V, stored after the head's K values and after its V rows; about 0.53x the
+ * f16 size at head size 64). One head's K and V are one contiguous region
+ * (4 KiB at head size 64 in f16), which is what one attention task reads:
+ * a sequence's blocks lie far apart, and a contiguous region is what the
+ * hardware prefetcher follows quickly. */
 #ifndef HERD_MODEL_KV_CACHE_H
 #define HERD_MODEL_KV_CACHE_H
 
@@ -81,8 +84,7 @@ enum herd_status herd_kv_seq_prepare(struct herd_kv *kv, int32_t seq, uint32_t p
 void herd_kv_store(struct herd_kv *kv, int32_t seq, uint32_t layer, uint32_t pos, const float *k, const float *v);
 
 /* The sequence's block table (n = number of blocks in use), for attention
- * to walk block by block; and a block's K ([kv_heads][head_dim][block_tokens])
- * and V ([block_tokens][kv_dim]) for a layer. */
+ * to walk block by block. */
 const int32_t *herd_kv_seq_blocks(const struct herd_kv *kv, int32_t seq, uint32_t *n);
 /* Where one KV head of a block's layer lies, for the attention kernel. */
 void herd_kv_head_view(const struct herd_kv *kv, int32_t block, uint32_t layer, uint32_t head,
