@@ -25,7 +25,8 @@ struct herd_kv {
     size_t elem_bytes;   /* of one value: 4, 2 or 1 */
     size_t k_head_bytes; /* one head's K in a block: values, then (Q8) its per-key scales */
     size_t v_head_bytes; /* one head's V rows in a block, then (Q8) their scales */
-    size_t layer_bytes, block_bytes;
+    size_t head_bytes;   /* one head's region in a block and layer */
+    size_t n_regions;    /* layers x KV heads */
     uint8_t *pool;
     int32_t *refs;
     int32_t *free_list;
@@ -44,11 +45,15 @@ static void layout(const struct herd_kv_params *p, size_t *elem, size_t *k_head,
     *v_head = (size_t)p->block_tokens * p->head_dim * e + scales;
 }
 
-size_t herd_kv_block_bytes(const struct herd_kv_params *p) {
+/* One KV head's K and V in one block and layer, 64-byte aligned. */
+static size_t head_bytes(const struct herd_kv_params *p) {
     size_t e, kh, vh;
     layout(p, &e, &kh, &vh);
-    const size_t layer = ((kh + vh) * (p->kv_dim / p->head_dim) + 63) & ~(size_t)63; /* layers 64-byte aligned */
-    return (size_t)p->n_layer * layer;
+    return (kh + vh + 63) & ~(size_t)63;
+}
+
+size_t herd_kv_block_bytes(const struct herd_kv_params *p) {
+    return (size_t)p->n_layer * (p->kv_dim / p->head_dim) * head_bytes(p);
 }
 
 enum herd_status herd_kv_create(const struct herd_kv_params *p, struct herd_kv **out, struct herd_error *err) {
@@ -61,10 +66,10 @@ enum herd_status herd_kv_create(const struct herd_kv_params *p, struct herd_kv *
     kv->p = *p;
     kv->to_f16 = (p->kernels ? p->kernels : herd_kernels_ref())->f32_to_f16;
     layout(p, &kv->elem_bytes, &kv->k_head_bytes, &kv->v_head_bytes);
-    kv->block_bytes = herd_kv_block_bytes(p);
-    kv->layer_bytes = kv->block_bytes / p->n_layer;
+    kv->head_bytes = head_bytes(p);
+    kv->n_regions = (size_t)p->n_layer * (p->kv_dim / p->head_dim);
     size_t total;
-    if (!herd_mul_size(kv->block_bytes, p->n_blocks, &total)) {
+    if (!herd_mul_size(herd_kv_block_bytes(p), p->n_blocks, &total)) {
         free(kv);
         return herd_error_set(err, HERD_E_NOMEM, "KV cache of %u blocks overflows", p->n_blocks);
     }
@@ -143,6 +148,14 @@ static void release(struct herd_kv *kv, int32_t block) {
     if (--kv->refs[block] == 0) kv->free_list[kv->n_free++] = block;
 }
 
+/* The most recently freed block, now used once. */
+static int32_t take_block(struct herd_kv *kv) {
+    HERD_ASSERT(kv->n_free > 0);
+    const int32_t b = kv->free_list[--kv->n_free];
+    kv->refs[b] = 1;
+    return b;
+}
+
 enum herd_status herd_kv_seq_fork(struct herd_kv *kv, int32_t src, uint32_t n_tokens, int32_t *id,
                                   struct herd_error *err) {
     struct seq *s = get(kv, src);
@@ -213,6 +226,17 @@ void herd_kv_seq_truncate(struct herd_kv *kv, int32_t id, uint32_t n_tokens) {
     s->len = n_tokens;
 }
 
+/* Where region r (layer * kv_heads + head) of a block lies: the pool is
+ * [layer][head][block], so a sequence's consecutive blocks of one region are
+ * neighbours in memory. */
+static uint8_t *head_region(const struct herd_kv *kv, int32_t block, size_t r) {
+    return kv->pool + (r * kv->p.n_blocks + (size_t)block) * kv->head_bytes;
+}
+
+static void copy_block(struct herd_kv *kv, int32_t dst, int32_t src) {
+    for (size_t r = 0; r < kv->n_regions; r++) memcpy(head_region(kv, dst, r), head_region(kv, src, r), kv->head_bytes);
+}
+
 enum herd_status herd_kv_seq_prepare(struct herd_kv *kv, int32_t id, uint32_t pos, uint32_t n, struct herd_error *err) {
     struct seq *s = get(kv, id);
     HERD_ASSERT(pos <= s->len);
@@ -233,29 +257,23 @@ enum herd_status herd_kv_seq_prepare(struct herd_kv *kv, int32_t id, uint32_t po
     for (uint32_t b = pos / bt; b < s->n_blocks && b < need_blocks; b++) {
         int32_t old = s->blocks[b];
         if (kv->refs[old] <= 1) continue;
-        int32_t nw = kv->free_list[--kv->n_free];
-        kv->refs[nw] = 1;
-        memcpy(kv->pool + (size_t)nw * kv->block_bytes, kv->pool + (size_t)old * kv->block_bytes, kv->block_bytes);
+        int32_t nw = take_block(kv);
+        copy_block(kv, nw, old);
         release(kv, old);
         s->blocks[b] = nw;
     }
     while (s->n_blocks < need_blocks) {
-        int32_t nw = kv->free_list[--kv->n_free];
-        kv->refs[nw] = 1;
+        int32_t nw = take_block(kv);
         s->blocks[s->n_blocks++] = nw;
     }
     if (end > s->len) s->len = end;
     return HERD_OK;
 }
 
-static uint8_t *layer_base(const struct herd_kv *kv, int32_t block, uint32_t layer) {
-    return kv->pool + (size_t)block * kv->block_bytes + (size_t)layer * kv->layer_bytes;
-}
-
 void herd_kv_head_view(const struct herd_kv *kv, int32_t block, uint32_t layer, uint32_t head,
                        struct herd_attn_kv *view) {
     const uint32_t bt = kv->p.block_tokens, hd = kv->p.head_dim;
-    uint8_t *k = layer_base(kv, block, layer) + (size_t)head * (kv->k_head_bytes + kv->v_head_bytes);
+    uint8_t *k = head_region(kv, block, layer * (kv->p.kv_dim / hd) + head);
     uint8_t *v = k + kv->k_head_bytes;
     view->type = kv->p.type == HERD_KV_F32  ? HERD_ATTN_KV_F32
                  : kv->p.type == HERD_KV_Q8 ? HERD_ATTN_KV_Q8

@@ -4,17 +4,19 @@
  * shared block. Running out of blocks is HERD_E_AGAIN, which the scheduler
  * acts on (wait, preempt); it never crashes.
  *
- * A block holds block_tokens positions of every layer:
- *   for each layer, for each KV head: K [head_dim][block_tokens] (transposed,
- *   so the attention kernel computes the scores of all the block's keys at
- *   once with one vector per head dimension), then V [block_tokens][head_dim]
- * in f16 (default), f32 (for exact comparison with the reference) or 8 bits
- * (HERD_KV_Q8: int8 values with one float scale per key for K and per row for
- * V, stored after the head's K values and after its V rows; about 0.53x the
- * f16 size at head size 64). One head's K and V are one contiguous region
- * (4 KiB at head size 64 in f16), which is what one attention task reads:
- * a sequence's blocks lie far apart, and a contiguous region is what the
- * hardware prefetcher follows quickly. */
+ * A block holds block_tokens positions of every layer and KV head; for each
+ * (layer, head) the block has one region: K [head_dim][block_tokens]
+ * (transposed, so the attention kernel computes the scores of all the
+ * block's keys at once with one vector per head dimension), then V
+ * [block_tokens][head_dim], in f16 (default), f32 (for exact comparison with
+ * the reference) or 8 bits (HERD_KV_Q8: int8 values with one float scale per
+ * key for K and per row for V, stored after the K values and after the V
+ * rows; about 0.53x the f16 size at head size 64). The pool is laid out
+ * [layer][head][block]: one attention task reads one region per block (4 KiB
+ * at head size 64 in f16), and a sequence's blocks with neighbouring ids are
+ * neighbours in memory, which the hardware prefetcher follows (measured:
+ * 16-sequence decode attention 1.4x faster than with a block's layers
+ * together). */
 #ifndef HERD_MODEL_KV_CACHE_H
 #define HERD_MODEL_KV_CACHE_H
 
