@@ -261,8 +261,9 @@ static inline __m256 v_row8(const struct herd_attn_kv *kv, int j, int d) {
     }
 }
 
-static void attn_block_avx2(const float *q, int G, int hd, const struct herd_attn_kv *kv, int bt, int n, float *m,
-                            float *l, float *acc) {
+/* The general kernel, one query head at a time: any head size. */
+static void attn_heads_one_by_one(const float *q, int G, int hd, const struct herd_attn_kv *kv, int bt, int n, float *m,
+                                  float *l, float *acc) {
     for (int g = 0; g < G; g++) {
         const float *qg = q + (size_t)g * hd;
         float *ag = acc + (size_t)g * hd;
@@ -300,6 +301,81 @@ static void attn_block_avx2(const float *q, int G, int hd, const struct herd_att
         }
         for (; d < hd; d++)
             for (int j = 0; j < n; j++) ag[d] += pw[j] * herd_attn_kv_v_at(kv, j, d);
+    }
+}
+
+/* GS (1..3) query heads sharing a KV head, head size a multiple of 16, as
+ * the AVX-512 twin does: each K and V row is loaded and converted once for
+ * all of them, and the accumulations run in independent chains (scores: one
+ * per head and 8 keys; values: two per head) instead of one 64-long chain. */
+static inline __attribute__((always_inline)) void attn_group8(const int GS, const float *q, int hd,
+                                                              const struct herd_attn_kv *kv, int bt, int n, float *m,
+                                                              float *l, float *acc) {
+    float sc[3][16], pw[3][16], f[3];
+    for (int j0 = 0; j0 < n; j0 += 8) {
+        __m256 s[3];
+        HERD_UNROLL for (int g = 0; g < GS; g++) s[g] = _mm256_setzero_ps();
+        for (int d = 0; d < hd; d++) {
+            const __m256 k = k_row8(kv, d, bt, j0, n);
+            HERD_UNROLL for (int g = 0; g < GS; g++) s[g] =
+                _mm256_fmadd_ps(_mm256_set1_ps(q[(size_t)g * hd + d]), k, s[g]);
+        }
+        HERD_UNROLL for (int g = 0; g < GS; g++) _mm256_storeu_ps(sc[g] + j0, s[g]);
+    }
+    HERD_UNROLL for (int g = 0; g < GS; g++) {
+        float bm = -INFINITY;
+        for (int j = 0; j < n; j++) {
+            if (kv->type == HERD_ATTN_KV_Q8) sc[g][j] *= kv->k_scale[j];
+            bm = fmaxf(bm, sc[g][j]);
+        }
+        f[g] = 1.0f;
+        if (bm > m[g]) {
+            f[g] = expf(m[g] - bm); /* 0 on the first block */
+            l[g] *= f[g];
+            m[g] = bm;
+        }
+        for (int j0 = 0; j0 < n; j0 += 8)
+            _mm256_storeu_ps(pw[g] + j0, exp_ps(_mm256_sub_ps(_mm256_loadu_ps(sc[g] + j0), _mm256_set1_ps(m[g]))));
+        for (int j = 0; j < n; j++) {
+            l[g] += pw[g][j];
+            if (kv->type == HERD_ATTN_KV_Q8) pw[g][j] *= kv->v_scale[(size_t)j * kv->v_scale_stride];
+        }
+    }
+    for (int d = 0; d < hd; d += 16) {
+        __m256 a[3][2];
+        HERD_UNROLL for (int g = 0; g < GS; g++) {
+            const __m256 fg = _mm256_set1_ps(f[g]);
+            a[g][0] = _mm256_mul_ps(_mm256_loadu_ps(acc + (size_t)g * hd + d), fg);
+            a[g][1] = _mm256_mul_ps(_mm256_loadu_ps(acc + (size_t)g * hd + d + 8), fg);
+        }
+        for (int j = 0; j < n; j++) {
+            const __m256 v0 = v_row8(kv, j, d), v1 = v_row8(kv, j, d + 8);
+            HERD_UNROLL for (int g = 0; g < GS; g++) {
+                const __m256 w = _mm256_set1_ps(pw[g][j]);
+                a[g][0] = _mm256_fmadd_ps(w, v0, a[g][0]);
+                a[g][1] = _mm256_fmadd_ps(w, v1, a[g][1]);
+            }
+        }
+        HERD_UNROLL for (int g = 0; g < GS; g++) {
+            _mm256_storeu_ps(acc + (size_t)g * hd + d, a[g][0]);
+            _mm256_storeu_ps(acc + (size_t)g * hd + d + 8, a[g][1]);
+        }
+    }
+}
+
+static void attn_block_avx2(const float *q, int G, int hd, const struct herd_attn_kv *kv, int bt, int n, float *m,
+                            float *l, float *acc) {
+    if (hd % 16 != 0) {
+        attn_heads_one_by_one(q, G, hd, kv, bt, n, m, l, acc);
+        return;
+    }
+    for (int g = 0; g < G; g += 3) {
+        const size_t o = (size_t)g * hd;
+        switch (G - g) {
+        case 1: attn_group8(1, q + o, hd, kv, bt, n, m + g, l + g, acc + o); break;
+        case 2: attn_group8(2, q + o, hd, kv, bt, n, m + g, l + g, acc + o); break;
+        default: attn_group8(3, q + o, hd, kv, bt, n, m + g, l + g, acc + o);
+        }
     }
 }
 
