@@ -12,4 +12,8 @@
  * NULL when out of memory. Free with free(). */
 void *herd_alloc_large(size_t bytes);
 
+/* The memory the kernel says can be handed out without swapping
+ * (MemAvailable in /proc/meminfo), in bytes; 0 when unknown. */
+size_t herd_mem_available(void);
+
 #endif

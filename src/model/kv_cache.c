@@ -73,7 +73,23 @@ enum herd_status herd_kv_create(const struct herd_kv_params *p, struct herd_kv *
         free(kv);
         return herd_error_set(err, HERD_E_NOMEM, "KV cache of %u blocks overflows", p->n_blocks);
     }
+    /* The pool is touched (zeroed) here, at start, so that it is really
+     * there: pages faulted in later stall the step that first reaches them
+     * (with the [layer][head][block] layout, the first block in a huge page's
+     * worth of ids touches one page per region: measured 130 ms steps while a
+     * long prompt took fresh blocks), and a pool larger than the machine's
+     * memory fails now with a clear message instead of the OOM killer
+     * striking mid-service. */
+    const size_t avail = herd_mem_available();
+    if (avail && total > avail) {
+        free(kv);
+        return herd_error_set(err, HERD_E_NOMEM,
+                              "a KV cache of %zu bytes (%u blocks) is more than the %zu bytes of memory available; "
+                              "lower --kv-mem, --ctx or --max-seqs",
+                              total, p->n_blocks, avail);
+    }
     kv->pool = herd_alloc_large(total);
+    if (kv->pool) memset(kv->pool, 0, total);
     kv->refs = calloc(p->n_blocks, sizeof *kv->refs);
     kv->free_list = malloc(p->n_blocks * sizeof *kv->free_list);
     kv->seqs = calloc(p->max_seqs, sizeof *kv->seqs);

@@ -105,6 +105,10 @@ expect_exit 2 "$HERD" run -p x --prompt-ids 1
 expect_exit 2 "$HERD" run --prompt-ids 1,x
 expect_exit 1 "$HERD" run --prompt-ids 1,512
 grep -q "invalid token id 512" "$TMP/err" && ok || bad "out-of-vocabulary id message"
+# a KV cache larger than the machine's memory: refused at start, named
+expect_exit 1 "$HERD" serve --kv-mem 1000000000000000 --port 0
+grep -q "KV cache of [0-9]* bytes .* is more than the [0-9]* bytes of memory available; lower --kv-mem" "$TMP/err" && ok ||
+    bad "KV cache over the memory: $(cat "$TMP/err")"
 expect_exit 1 "$HERD" run --prompt-ids 1,2,3 --ctx 3
 grep -q "context" "$TMP/err" && ok || bad "prompt longer than the context message"
 expect_exit 1 "$HERD" run -m "$TMP/cut.gguf" --prompt-ids 1
