@@ -98,12 +98,14 @@ static void *load_model(void *arg) {
         return NULL;
     }
     uint16_t port = herd_server_port(ld->srv);
+    const struct herd_kv_params *kvp = herd_kv_params(ld->ctx->kv);
     herd_log(HERD_LOG_INFO, "serve", NULL, NULL, 0,
-             "ready: %s (%s, context %u, chat template: %s) on http://%s:%u\n"
+             "ready: %s (%s, context %u, KV cache %u tokens in %.0f MiB, chat template: %s) on http://%s:%u\n"
              "  try: curl http://%s:%u/v1/chat/completions -H 'Content-Type: application/json' \\\n"
              "         -d '{\"model\": \"%s\", \"messages\": [{\"role\": \"user\", \"content\": \"Hello\"}]}'",
-             ld->name, ld->model->desc.arch, herd_sched_n_ctx(ld->sched), ld->tmpl->origin, ld->host, port, ld->host,
-             port, ld->name);
+             ld->name, ld->model->desc.arch, herd_sched_n_ctx(ld->sched), kvp->n_blocks * kvp->block_tokens,
+             (double)herd_kv_block_bytes(kvp) * kvp->n_blocks / (1024.0 * 1024.0), ld->tmpl->origin, ld->host, port,
+             ld->host, port, ld->name);
     struct herd_server_model sm = {ld->model, ld->vocab, ld->tk, ld->tmpl, ld->sched};
     herd_server_set_model(ld->srv, &sm);
     return NULL;
