@@ -5,6 +5,9 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <event2/thread.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -280,10 +283,34 @@ static bool engine_failed(struct herd_server *s) {
     return true;
 }
 
+/* Half a second after the last connection closed, free heap memory goes
+ * back to the kernel once: a burst (a full queue, a thousand connections)
+ * leaves the allocator's free pages resident otherwise, and resident memory
+ * is what operators and the soak test watch (measured: RSS rose ~5 MiB over
+ * the first minutes of a soak at 80 % load and stayed there). */
+#define IDLE_TRIM_S 0.5
+
+static void trim_when_idle(struct herd_server *s) {
+    if (s->n_conns > 0) {
+        s->idle_since_s = 0;
+        s->trimmed = false;
+        return;
+    }
+    const double now = herd_time_now_s();
+    if (s->idle_since_s == 0) s->idle_since_s = now;
+    if (s->trimmed || now - s->idle_since_s < IDLE_TRIM_S) return;
+#if defined(__GLIBC__)
+    malloc_trim(0);
+#endif
+    s->trimmed = true;
+}
+
 static void on_watch(evutil_socket_t fd, short what, void *arg) {
     (void)fd, (void)what;
     struct herd_server *s = arg;
-    if (!engine_failed(s)) arm(s->watch, 0.1);
+    if (engine_failed(s)) return;
+    trim_when_idle(s);
+    arm(s->watch, 0.1);
 }
 
 static void handle(struct conn *c) {

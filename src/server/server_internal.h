@@ -58,6 +58,8 @@ struct herd_server {
     bool draining, drain_expired;
     bool engine_failed;  /* the scheduler reported a failure: not ready, exit 1 */
     struct event *watch; /* checks the engine every 100 ms once loaded */
+    double idle_since_s; /* when the last connection closed; 0 while any is open */
+    bool trimmed;        /* the allocator has given back free memory since then */
     uint64_t next_request_id;
     double drain_started_s;
     time_t started_wall;
