@@ -54,7 +54,7 @@ struct run {
     atomic_ulong next, done;
     struct sample *samples;
     double t0;
-    double rate;
+    double rate, temperature;
     uint64_t seed;
 };
 
@@ -102,9 +102,9 @@ static void one_request(struct run *r, uint64_t idx, struct sample *s) {
     for (uint32_t i = 0; i < r->prompt_tokens; i++)
         n += (size_t)snprintf(body + n, cap - n, "%s%u", i ? "," : "", 100 + (uint32_t)(herd_rng_u64(&rng) % 300));
     n += (size_t)snprintf(body + n, cap - n,
-                          "],\"max_tokens\":%u,\"ignore_eos\":true,\"temperature\":0,\"stream\":true,"
-                          "\"stream_options\":{\"include_usage\":true}}",
-                          r->max_tokens);
+                          "],\"max_tokens\":%u,\"ignore_eos\":true,\"temperature\":%g,\"seed\":%llu,"
+                          "\"stream\":true,\"stream_options\":{\"include_usage\":true}}",
+                          r->max_tokens, r->temperature, (unsigned long long)(r->seed + idx));
     char head[1024];
     int hn = snprintf(head, sizeof head,
                       "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n%s%s%s"
@@ -296,7 +296,7 @@ static bool parse_url(const char *url, struct run *r) {
 int herd_cmd_loadtest(int argc, char **argv) {
     const char *url = NULL, *json_path = NULL, *svg_path = NULL, *model = NULL, *key = NULL;
     uint64_t concurrency = 0, requests = 100, prompt_tokens = 128, max_tokens = 128, seed = 1;
-    double rate = 0;
+    double rate = 0, temperature = 0;
     const struct cli_opt opts[] = {
         {"url", 0, CLI_STRING, &url, "URL", "server, e.g. http://127.0.0.1:8080 (path default /v1/completions)"},
         {"model", 0, CLI_STRING, &model, "NAME", "model name to send (default: the server's first /v1/models entry)"},
@@ -305,6 +305,7 @@ int herd_cmd_loadtest(int argc, char **argv) {
         {"requests", 'n', CLI_U64, &requests, "N", "requests in all (default 100)"},
         {"prompt-tokens", 0, CLI_U64, &prompt_tokens, "P", "prompt length in tokens (default 128)"},
         {"max-tokens", 0, CLI_U64, &max_tokens, "M", "output tokens per request (default 128)"},
+        {"temperature", 0, CLI_F64, &temperature, "T", "sampling temperature sent (default 0: greedy)"},
         {"api-key", 0, CLI_STRING, &key, "KEY", "Authorization: Bearer KEY"},
         {"seed", 0, CLI_U64, &seed, "S", "random prompts and arrivals seed (default 1)"},
         {"json", 0, CLI_STRING, &json_path, "FILE", "write the results as JSON"},
@@ -317,9 +318,10 @@ int herd_cmd_loadtest(int argc, char **argv) {
     struct run *r = calloc(1, sizeof *r);
     if (!url || !r || !parse_url(url, r) || (concurrency && rate > 0) || requests < 1 || requests > 1000000 ||
         prompt_tokens < 1 || prompt_tokens > 1000000 || max_tokens < 1 || max_tokens > 1000000 || rate < 0 ||
-        concurrency > 4096) {
+        !(temperature >= 0 && temperature <= 2) || concurrency > 4096) {
         fprintf(stderr,
-                "herd loadtest: give --url http://HOST:PORT, and --concurrency or --rate (not both); counts >= 1\n");
+                "herd loadtest: give --url http://HOST:PORT, and --concurrency or --rate (not both); counts >= 1, "
+                "--temperature in [0, 2]\n");
         free(r);
         return 2;
     }
@@ -330,6 +332,7 @@ int herd_cmd_loadtest(int argc, char **argv) {
     r->max_tokens = (uint32_t)max_tokens;
     r->requests = requests;
     r->rate = rate;
+    r->temperature = temperature;
     r->seed = seed;
     r->samples = calloc(requests, sizeof *r->samples);
     if (!r->samples) {

@@ -92,6 +92,10 @@ struct herd_kernels {
     void (*silu_mul)(float *g, const float *u, size_t n);
     /* y[i] = x[i] as IEEE half, round to nearest even (the KV cache store) */
     void (*f32_to_f16)(const float *x, uint16_t *y, size_t n);
+    /* y[i] = e^((x[i] - mx) * scale), the unnormalised softmax weights of a
+     * sampler (scale = 1 / temperature > 0, mx >= every finite x[i]); x[i] =
+     * -inf or NaN gives 0. Vector twins: relative error ~2e-7. */
+    void (*softmax_weights)(const float *x, float mx, float scale, float *y, size_t n);
 };
 
 const struct herd_kernels *herd_kernels_ref(void);

@@ -415,6 +415,26 @@ static void f32_to_f16_avx2(const float *x, uint16_t *y, size_t n) {
     }
 }
 
+/* 8 weights: the exponent clamped below (exp_ps stays finite), then -inf
+ * and NaN inputs (banned tokens) masked to exactly 0. */
+static inline __m256 softmax_weights8(__m256 x, __m256 mx, __m256 scale) {
+    const __m256 e = exp_ps(_mm256_max_ps(_mm256_mul_ps(_mm256_sub_ps(x, mx), scale), _mm256_set1_ps(-87.0f)));
+    return _mm256_and_ps(e, _mm256_cmp_ps(x, _mm256_set1_ps(-INFINITY), _CMP_GT_OQ));
+}
+
+static void softmax_weights_avx2(const float *x, float mx, float scale, float *y, size_t n) {
+    const __m256 vm = _mm256_set1_ps(mx), vs = _mm256_set1_ps(scale);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, softmax_weights8(_mm256_loadu_ps(x + i), vm, vs));
+    if (i < n) {
+        float t[8], w[8];
+        for (int k = 0; k < 8; k++) t[k] = -INFINITY;
+        memcpy(t, x + i, (n - i) * sizeof *x);
+        _mm256_storeu_ps(w, softmax_weights8(_mm256_loadu_ps(t), vm, vs));
+        memcpy(y + i, w, (n - i) * sizeof *y);
+    }
+}
+
 static const struct herd_kernels avx2 = {
     .name = "avx2",
     .quantize_row_q8a = quantize_row_q8a_avx2,
@@ -430,6 +450,7 @@ static const struct herd_kernels avx2 = {
     .attn_block = attn_block_avx2,
     .silu_mul = silu_mul_avx2,
     .f32_to_f16 = f32_to_f16_avx2,
+    .softmax_weights = softmax_weights_avx2,
 };
 
 const struct herd_kernels *herd_kernels_avx2(void) { return herd_cpu_features()->avx2 ? &avx2 : NULL; }

@@ -173,6 +173,10 @@ static void f32_to_f16_ref(const float *x, uint16_t *y, size_t n) {
     for (size_t i = 0; i < n; i++) y[i] = herd_fp32_to_fp16(x[i]);
 }
 
+static void softmax_weights_ref(const float *x, float mx, float scale, float *y, size_t n) {
+    for (size_t i = 0; i < n; i++) y[i] = x[i] > -INFINITY ? expf((x[i] - mx) * scale) : 0.0f;
+}
+
 static const struct herd_kernels ref = {
     .name = "ref",
     .quantize_row_q8a = quantize_row_q8a_ref,
@@ -188,6 +192,7 @@ static const struct herd_kernels ref = {
     .attn_block = herd_attn_block_ref,
     .silu_mul = silu_mul_ref,
     .f32_to_f16 = f32_to_f16_ref,
+    .softmax_weights = softmax_weights_ref,
 };
 
 const struct herd_kernels *herd_kernels_ref(void) { return &ref; }

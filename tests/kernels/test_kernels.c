@@ -272,6 +272,38 @@ static void test_silu_mul_matches_ref(void **state) {
     }
 }
 
+/* Sampler weights of every family against double precision: ordinary
+ * values, the maximum itself (weight 1), values far below it (underflow to
+ * ~0), banned (-inf) and NaN logits (exactly 0), every tail length. */
+static void test_softmax_weights_matches_ref(void **state) {
+    (void)state;
+    const struct herd_kernels *fams[3] = {herd_kernels_ref(), herd_kernels_avx2(), herd_kernels_avx512()};
+    struct herd_rng r;
+    herd_rng_init(&r, 13);
+    float x[41], got[41];
+    for (int n = 1; n <= 41; n += 4) {
+        fill(&r, x, (size_t)n, 8.0f);
+        x[0] = 8.0f;
+        if (n > 2) x[1] = -INFINITY, x[n - 1] = NAN;
+        if (n > 5) x[4] = -300.0f;
+        for (int f = 0; f < 3; f++) {
+            if (!fams[f]) continue;
+            const float scale = f == 0 ? 1.0f : 1.0f / 0.7f;
+            fams[f]->softmax_weights(x, 8.0f, scale, got, (size_t)n);
+            for (int i = 0; i < n; i++) {
+                if (!(x[i] > -INFINITY)) { /* banned or NaN: exactly nothing */
+                    assert_true(got[i] == 0.0f);
+                    continue;
+                }
+                const double arg = ((double)x[i] - 8.0) * scale, want = exp(arg);
+                /* the float argument's rounding grows with its size */
+                if (!(fabs(got[i] - want) <= 2e-7 * (2.0 + fabs(arg)) * want + 1e-30))
+                    fail_msg("%s: x %g: %g, want %g", fams[f]->name, (double)x[i], (double)got[i], want);
+            }
+        }
+    }
+}
+
 /* The f16 store of every family is bit-identical to the scalar conversion:
  * ordinary values, ties, subnormals, overflow, every tail length. */
 static void test_f32_to_f16_matches_ref(void **state) {
@@ -319,7 +351,8 @@ int main(void) {
         cmocka_unit_test(test_avx2_matches_ref),       cmocka_unit_test(test_avx512_matches_ref),
         cmocka_unit_test(test_matmul_all_types),       cmocka_unit_test(test_packed_matches_unpacked),
         cmocka_unit_test(test_pool_runs_every_thread), cmocka_unit_test(test_attn_block_matches_ref),
-        cmocka_unit_test(test_silu_mul_matches_ref),   cmocka_unit_test(test_f32_to_f16_matches_ref),
+        cmocka_unit_test(test_silu_mul_matches_ref),   cmocka_unit_test(test_softmax_weights_matches_ref),
+        cmocka_unit_test(test_f32_to_f16_matches_ref),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

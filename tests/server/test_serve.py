@@ -315,6 +315,15 @@ with tempfile.TemporaryDirectory() as d:
     check(ok and res["successful"] == 12 and res["failed"] == 0 and res["output_tokens_per_s"] > 0 and
           res["ttft_ms"]["p99"] >= res["ttft_ms"]["median"] > 0 and "TPOT" in lt.stdout, f"herd loadtest ({lt.stderr})")
     check(ok and open(d + "/lt.svg").read().startswith("<svg"), "loadtest SVG")
+    # sampled, not greedy: every request still gets exactly its tokens
+    lt = subprocess.run([HERD, "loadtest", "--url", f"http://127.0.0.1:{srv.port}", "-c", "4", "-n", "8",
+                         "--prompt-tokens", "16", "--max-tokens", "8", "--temperature", "1", "--json", d + "/lt1.json"],
+                        capture_output=True, text=True, timeout=120)
+    res = json.load(open(d + "/lt1.json")) if lt.returncode == 0 else {}
+    check(res.get("successful") == 8 and res.get("failed") == 0, f"herd loadtest --temperature 1 ({lt.stderr})")
+    lt = subprocess.run([HERD, "loadtest", "--url", f"http://127.0.0.1:{srv.port}", "--temperature", "3"],
+                        capture_output=True, text=True, timeout=30)
+    check(lt.returncode == 2 and "--temperature in [0, 2]" in lt.stderr, "loadtest refuses --temperature 3")
 
 load(40)  # warm up: buffers, the prefix cache
 time.sleep(0.5)
