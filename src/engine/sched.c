@@ -21,6 +21,7 @@
 
 #include "base/assert.h"
 #include "base/buf.h"
+#include "base/pool.h"
 #include "base/timing.h"
 #include "engine/prefix_cache.h"
 #include "engine/sched.h"
@@ -89,6 +90,7 @@ struct herd_request {
 struct out_row {
     struct herd_request *r;
     uint32_t choice;
+    int32_t token; /* sampled */
 };
 
 struct herd_sched {
@@ -645,7 +647,7 @@ static void add_tokens(struct herd_sched *s, uint32_t *n, uint32_t *n_rows, stru
         s->b_pos[*n] = pos;
         s->b_seq[*n] = c->seq;
         s->b_want[*n] = want_last && pos + 1 == end;
-        if (s->b_want[*n]) s->rows[(*n_rows)++] = (struct out_row){r, ci};
+        if (s->b_want[*n]) s->rows[(*n_rows)++] = (struct out_row){r, ci, -1};
         if (pos < r->n_prompt) s->step_prompt_tokens++;
         (*n)++;
     }
@@ -876,6 +878,24 @@ static void fail(struct herd_sched *s, const char *msg) {
 }
 
 /* One step; false when there was nothing to run. */
+/* Sampling of a step's rows on the engine's thread pool: each row has its
+ * own sampler (its own generator: draws do not depend on the thread), and a
+ * draw over a large vocabulary costs 30-110 us, so 16 of them are worth
+ * splitting while the pool would otherwise wait. */
+struct sample_job {
+    struct herd_sched *s;
+    uint32_t n_rows;
+};
+
+static void sample_part(void *ctx, int ith, int nth) {
+    const struct sample_job *j = ctx;
+    for (uint32_t k = (uint32_t)ith; k < j->n_rows; k += (uint32_t)nth) {
+        struct out_row *row = &j->s->rows[k];
+        struct choice *c = &row->r->ch[row->choice];
+        if (!c->finished) row->token = herd_sampler_sample(c->sampler, herd_context_logits(j->s->ctx, k));
+    }
+}
+
 static bool step(struct herd_sched *s) {
     double now = herd_time_now_s();
     drop_cancelled(s);
@@ -897,13 +917,16 @@ static bool step(struct herd_sched *s) {
         return true;
     }
     s->t_emit = herd_time_now_s();
+    struct sample_job sj = {s, n_rows};
+    if (n_rows > 1)
+        herd_pool_run(s->ctx->pool, sample_part, &sj);
+    else
+        sample_part(&sj, 0, 1);
     for (uint32_t k = 0; k < n_rows; k++) {
         struct herd_request *r = s->rows[k].r;
         uint32_t ci = s->rows[k].choice;
         if (r->ch[ci].finished) continue;
-        const float *logits = herd_context_logits(s->ctx, k);
-        int32_t tok = herd_sampler_sample(r->ch[ci].sampler, logits);
-        emit_token(s, r, ci, tok, logits);
+        emit_token(s, r, ci, s->rows[k].token, herd_context_logits(s->ctx, k));
     }
     for (uint32_t k = 0; k < n_rows; k++) notify(s->rows[k].r);
     cache_new_blocks(s);
