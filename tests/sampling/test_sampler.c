@@ -29,7 +29,7 @@ static void logits(float *l) {
 
 /* The distribution actually drawn, against the filters' definition computed
  * here in double: 1,000 tokens whose logits fall slowly with rank (so top-p
- * 0.9 needs hundreds of them: past the partial selection's 64 and 256),
+ * 0.9 needs hundreds of them: several rounds of the quickselect by mass),
  * shuffled in id order, one banned. Frequencies of rank bands over 20,000
  * seeded draws within 0.02 of the expected mass (~6 standard deviations),
  * and nothing outside the kept set. */
