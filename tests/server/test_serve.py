@@ -11,6 +11,7 @@ the end; every wait is bounded.
 """
 import http.client
 import json
+import math
 import os
 import re
 import signal
@@ -133,6 +134,14 @@ st, lp, _ = srv.post("/v1/chat/completions", chat("hi", max_tokens=3, logprobs=T
 content = lp["choices"][0]["logprobs"]["content"]
 check(st == 200 and len(content) == 3 and len(content[0]["top_logprobs"]) == 2 and content[0]["logprob"] <= 0,
       "chat logprobs")
+# greedy: the chosen token is the most likely, listed first; probabilities below 1
+st, lp, _ = srv.post("/v1/chat/completions", chat("hi", max_tokens=4, temperature=0, logprobs=True, top_logprobs=5))
+ok = st == 200
+for c in lp["choices"][0]["logprobs"]["content"] if ok else []:
+    tops = [t["logprob"] for t in c["top_logprobs"]]
+    ok = ok and len(tops) == 5 and abs(c["logprob"] - tops[0]) < 1e-5 and tops == sorted(tops, reverse=True) and \
+        sum(math.exp(t) for t in tops) <= 1 + 1e-5
+check(ok, "greedy logprobs: the chosen token first, sorted, summing to at most 1")
 st, lp, _ = srv.post("/v1/completions", completion("Once", max_tokens=3, logprobs=2))
 check(st == 200 and len(lp["choices"][0]["logprobs"]["token_logprobs"]) == 3, "completion logprobs")
 # tokenize / detokenize
