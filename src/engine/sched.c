@@ -882,7 +882,6 @@ static void fail(struct herd_sched *s, const char *msg) {
     pthread_mutex_unlock(&s->lock);
 }
 
-/* One step; false when there was nothing to run. */
 /* Sampling of a step's rows on the engine's thread pool: each row has its
  * own sampler (its own generator: draws do not depend on the thread), and a
  * draw over a large vocabulary costs 30-110 us, so 16 of them are worth
@@ -901,6 +900,7 @@ static void sample_part(void *ctx, int ith, int nth) {
     }
 }
 
+/* One step; false when there was nothing to run. */
 static bool step(struct herd_sched *s) {
     double now = herd_time_now_s();
     drop_cancelled(s);

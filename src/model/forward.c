@@ -290,18 +290,6 @@ struct att_job {
     uint32_t layer;
 };
 
-/* The next block's K and V of one head (one contiguous region), asked for
- * while this block is computed: a sequence's blocks lie far apart, so the
- * hardware prefetcher starts cold on each of them. Into L2 (locality 1): an
- * L1 prefetch of a whole block ahead evicts what the kernel is using. */
-static void prefetch_head(const struct herd_context *c, int32_t block, uint32_t layer, uint32_t kvh) {
-    struct herd_attn_kv v;
-    herd_kv_head_view(c->kv, block, layer, kvh, &v);
-    const size_t eb = c->params.kv_type == HERD_KV_F32 ? 4 : c->params.kv_type == HERD_KV_F16 ? 2 : 1;
-    const char *end = (const char *)v.v + (size_t)c->params.kv_block_tokens * v.v_stride * eb;
-    for (const char *p = v.k; p < end; p += 64) __builtin_prefetch(p, 0, 1);
-}
-
 /* One (token, KV head): the G query heads sharing it walk the sequence's
  * blocks together, each block's scores and values in one kernel call. */
 static void attend(struct herd_context *c, const struct herd_batch *b, uint32_t layer, uint32_t t, uint32_t kvh,
@@ -321,7 +309,7 @@ static void attend(struct herd_context *c, const struct herd_batch *b, uint32_t 
         HERD_ASSERT(bi < n_blocks);
         struct herd_attn_kv view;
         herd_kv_head_view(c->kv, blocks[bi], layer, kvh, &view);
-        if ((bi + 1) * bt < n_pos) prefetch_head(c, blocks[bi + 1], layer, kvh);
+        if ((bi + 1) * bt < n_pos) herd_kv_prefetch_head(c->kv, blocks[bi + 1], layer, kvh);
         const uint32_t n = n_pos - bi * bt < bt ? n_pos - bi * bt : bt;
         c->k->attn_block(q, (int)G, (int)hd, &view, (int)bt, (int)n, m, l, acc);
     }

@@ -24,7 +24,6 @@ struct herd_kv {
     struct herd_kv_params p;
     size_t elem_bytes;   /* of one value: 4, 2 or 1 */
     size_t k_head_bytes; /* one head's K in a block: values, then (Q8) its per-key scales */
-    size_t v_head_bytes; /* one head's V rows in a block, then (Q8) their scales */
     size_t head_bytes;   /* one head's region in a block and layer */
     size_t n_regions;    /* layers x KV heads */
     uint8_t *pool;
@@ -65,7 +64,8 @@ enum herd_status herd_kv_create(const struct herd_kv_params *p, struct herd_kv *
     if (!kv) return herd_error_set(err, HERD_E_NOMEM, "out of memory");
     kv->p = *p;
     kv->to_f16 = (p->kernels ? p->kernels : herd_kernels_ref())->f32_to_f16;
-    layout(p, &kv->elem_bytes, &kv->k_head_bytes, &kv->v_head_bytes);
+    size_t v_head_bytes;
+    layout(p, &kv->elem_bytes, &kv->k_head_bytes, &v_head_bytes);
     kv->head_bytes = head_bytes(p);
     kv->n_regions = (size_t)p->n_layer * (p->kv_dim / p->head_dim);
     size_t total;
@@ -284,6 +284,11 @@ enum herd_status herd_kv_seq_prepare(struct herd_kv *kv, int32_t id, uint32_t po
     }
     if (end > s->len) s->len = end;
     return HERD_OK;
+}
+
+void herd_kv_prefetch_head(const struct herd_kv *kv, int32_t block, uint32_t layer, uint32_t head) {
+    const uint8_t *r = head_region(kv, block, layer * (kv->p.kv_dim / kv->p.head_dim) + head);
+    for (size_t o = 0; o < kv->head_bytes; o += 64) __builtin_prefetch(r + o, 0, 1);
 }
 
 void herd_kv_head_view(const struct herd_kv *kv, int32_t block, uint32_t layer, uint32_t head,

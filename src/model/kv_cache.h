@@ -88,6 +88,12 @@ void herd_kv_store(struct herd_kv *kv, int32_t seq, uint32_t layer, uint32_t pos
 /* The sequence's block table (n = number of blocks in use), for attention
  * to walk block by block. */
 const int32_t *herd_kv_seq_blocks(const struct herd_kv *kv, int32_t seq, uint32_t *n);
+/* Asks for one KV head's region of a block's layer (its K and V) to be
+ * brought into L2 (locality 1: an L1 prefetch of a whole block ahead evicts
+ * what the attention kernel is using), while the block before it is
+ * computed: a sequence's blocks lie far apart, so the hardware prefetcher
+ * starts cold on each of them. */
+void herd_kv_prefetch_head(const struct herd_kv *kv, int32_t block, uint32_t layer, uint32_t head);
 /* Where one KV head of a block's layer lies, for the attention kernel. */
 void herd_kv_head_view(const struct herd_kv *kv, int32_t block, uint32_t layer, uint32_t head,
                        struct herd_attn_kv *view);
