@@ -113,12 +113,34 @@ static float dot_f16_f32_avx512(const uint16_t *w, const float *x, size_t n) {
  * broadcast operand of vpdpbusd, not a trip through a general register). */
 static inline __m512i bcast4(const int8_t *p) { return _mm512_broadcastd_epi32(_mm_loadu_si32(p)); }
 
+/* A packed block's 16 rows x 32 weights as 8 registers of unsigned bytes
+ * (Q4_0: the nibbles unpacked with one AND and one shift). */
+static inline __attribute__((always_inline)) void load_block_weights(bool q4, const uint8_t *v, __m512i *W) {
+    if (q4) {
+        const __m512i low = _mm512_set1_epi8(0x0f);
+        HERD_UNROLL for (int j = 0; j < 4; j++) {
+            __m512i raw = _mm512_loadu_si512((const void *)(v + 64 * j));
+            W[j] = _mm512_and_si512(raw, low);
+            W[j + 4] = _mm512_and_si512(_mm512_srli_epi16(raw, 4), low);
+        }
+    } else {
+        HERD_UNROLL for (int k = 0; k < 8; k++) W[k] = _mm512_loadu_si512((const void *)(v + 64 * k));
+    }
+}
+
+/* acc += (s - offset x the activation block's sum) x weight scales x its
+ * scale: one token's block, the unsigned-weight offset taken back out. */
+static inline __m512 add_scaled_block(__m512 acc, __m512i s, const struct herd_block_q8a *xb, __m512 dw,
+                                      int32_t offset) {
+    const __m512i st = _mm512_sub_epi32(s, _mm512_set1_epi32(offset * xb->sum));
+    return _mm512_fmadd_ps(_mm512_cvtepi32_ps(st), _mm512_mul_ps(dw, _mm512_set1_ps(xb->d)), acc);
+}
+
 #define DEFINE_GEMM_TILE(NT)                                                                                           \
     static void gemm_tile_##NT(bool q4, const uint8_t *w, size_t n_blocks, const struct herd_block_q8a *x,             \
                                size_t x_stride, float *y, size_t y_stride) {                                           \
         const size_t chunk = q4 ? HERD_PACK_Q4_0_CHUNK : HERD_PACK_Q8_0_CHUNK;                                         \
         const int32_t offset = q4 ? 8 : 128;                                                                           \
-        const __m512i low = _mm512_set1_epi8(0x0f);                                                                    \
         __m512 acc[NT];                                                                                                \
         HERD_UNROLL for (int t = 0; t < NT; t++) acc[t] = _mm512_setzero_ps();                                         \
         for (size_t b = 0; b < n_blocks; b++) {                                                                        \
@@ -131,15 +153,7 @@ static inline __m512i bcast4(const int8_t *p) { return _mm512_broadcastd_epi32(_
             const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)c));                                 \
             const uint8_t *v = c + 2 * HERD_PACK_ROWS;                                                                 \
             __m512i W[8];                                                                                              \
-            if (q4) {                                                                                                  \
-                HERD_UNROLL for (int j = 0; j < 4; j++) {                                                              \
-                    __m512i raw = _mm512_loadu_si512((const void *)(v + 64 * j));                                      \
-                    W[j] = _mm512_and_si512(raw, low);                                                                 \
-                    W[j + 4] = _mm512_and_si512(_mm512_srli_epi16(raw, 4), low);                                       \
-                }                                                                                                      \
-            } else {                                                                                                   \
-                HERD_UNROLL for (int k = 0; k < 8; k++) W[k] = _mm512_loadu_si512((const void *)(v + 64 * k));         \
-            }                                                                                                          \
+            load_block_weights(q4, v, W);                                                                              \
             /* k outer, tokens inner: NT independent vpdpbusd chains interleave */                                     \
             __m512i s[NT];                                                                                             \
             HERD_UNROLL for (int t = 0; t < NT; t++) s[t] = _mm512_setzero_si512();                                    \
@@ -148,11 +162,8 @@ static inline __m512i bcast4(const int8_t *p) { return _mm512_broadcastd_epi32(_
                     s[t] = _mm512_dpbusd_epi32(s[t], W[k], bcast4(x[(size_t)t * x_stride + b].qs + 4 * k));            \
                 }                                                                                                      \
             }                                                                                                          \
-            HERD_UNROLL for (int t = 0; t < NT; t++) {                                                                 \
-                const struct herd_block_q8a *xb = x + (size_t)t * x_stride + b;                                        \
-                __m512i st = _mm512_sub_epi32(s[t], _mm512_set1_epi32(offset * xb->sum));                              \
-                acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(st), _mm512_mul_ps(dw, _mm512_set1_ps(xb->d)), acc[t]);    \
-            }                                                                                                          \
+            HERD_UNROLL for (int t = 0; t < NT; t++) acc[t] =                                                          \
+                add_scaled_block(acc[t], s[t], x + (size_t)t * x_stride + b, dw, offset);                              \
         }                                                                                                              \
         HERD_UNROLL for (int t = 0; t < NT; t++) _mm512_storeu_ps(y + (size_t)t * y_stride, acc[t]);                   \
     }
@@ -165,15 +176,14 @@ DEFINE_GEMM_TILE(8)
 /* 16 tokens: one pass over the weight stream instead of two 8-token tiles
  * (each block's weights come from memory once per 16 tokens). With 16
  * accumulators and 8 weight registers there is no room for 16 int32 chains,
- * so tokens go outer: each token's 8 vpdpbusd form one chain, and the
- * out-of-order core overlaps the independent chains of successive tokens.
+ * so tokens go outer, two at a time: their 8 vpdpbusd each form two
+ * interleaved chains, and the out-of-order core overlaps successive pairs.
  * Same arithmetic, in the same order per output, as the other tiles. */
 static void gemm_tile_16(bool q4, const uint8_t *w, size_t n_blocks, const struct herd_block_q8a *x, size_t x_stride,
                          float *y, size_t y_stride) {
     enum { NT = 16 };
     const size_t chunk = q4 ? HERD_PACK_Q4_0_CHUNK : HERD_PACK_Q8_0_CHUNK;
     const int32_t offset = q4 ? 8 : 128;
-    const __m512i low = _mm512_set1_epi8(0x0f);
     __m512 acc[NT];
     HERD_UNROLL for (int t = 0; t < NT; t++) acc[t] = _mm512_setzero_ps();
     for (size_t b = 0; b < n_blocks; b++) {
@@ -182,15 +192,7 @@ static void gemm_tile_16(bool q4, const uint8_t *w, size_t n_blocks, const struc
         const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)c));
         const uint8_t *v = c + 2 * HERD_PACK_ROWS;
         __m512i W[8];
-        if (q4) {
-            HERD_UNROLL for (int j = 0; j < 4; j++) {
-                __m512i raw = _mm512_loadu_si512((const void *)(v + 64 * j));
-                W[j] = _mm512_and_si512(raw, low);
-                W[j + 4] = _mm512_and_si512(_mm512_srli_epi16(raw, 4), low);
-            }
-        } else {
-            HERD_UNROLL for (int k = 0; k < 8; k++) W[k] = _mm512_loadu_si512((const void *)(v + 64 * k));
-        }
+        load_block_weights(q4, v, W);
         HERD_UNROLL for (int t = 0; t < NT; t += 2) {
             const struct herd_block_q8a *x0 = x + (size_t)t * x_stride + b, *x1 = x0 + x_stride;
             __m512i s0 = _mm512_setzero_si512(), s1 = _mm512_setzero_si512();
@@ -198,10 +200,8 @@ static void gemm_tile_16(bool q4, const uint8_t *w, size_t n_blocks, const struc
                 s0 = _mm512_dpbusd_epi32(s0, W[k], bcast4(x0->qs + 4 * k));
                 s1 = _mm512_dpbusd_epi32(s1, W[k], bcast4(x1->qs + 4 * k));
             }
-            s0 = _mm512_sub_epi32(s0, _mm512_set1_epi32(offset * x0->sum));
-            s1 = _mm512_sub_epi32(s1, _mm512_set1_epi32(offset * x1->sum));
-            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s0), _mm512_mul_ps(dw, _mm512_set1_ps(x0->d)), acc[t]);
-            acc[t + 1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s1), _mm512_mul_ps(dw, _mm512_set1_ps(x1->d)), acc[t + 1]);
+            acc[t] = add_scaled_block(acc[t], s0, x0, dw, offset);
+            acc[t + 1] = add_scaled_block(acc[t + 1], s1, x1, dw, offset);
         }
     }
     HERD_UNROLL for (int t = 0; t < NT; t++) _mm512_storeu_ps(y + (size_t)t * y_stride, acc[t]);
