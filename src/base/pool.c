@@ -25,8 +25,24 @@ struct worker {
     pthread_t thread;
 };
 
+/* One thread's share of a split run, on its own cache line: the owner's
+ * claims stay uncontended until another thread comes to take what is left. */
+struct share {
+    _Atomic size_t next;
+    size_t end;
+    char pad[64 - sizeof(_Atomic size_t) - sizeof(size_t)];
+};
+
+struct split_job {
+    herd_pool_range_fn fn;
+    void *ctx;
+    size_t grain;
+};
+
 struct herd_pool {
     int n_threads;
+    struct share *shares; /* n_threads, for herd_pool_run_split */
+    struct split_job split;
     struct worker *workers; /* n_threads - 1 */
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -70,7 +86,10 @@ struct herd_pool *herd_pool_create(int n_threads) {
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->cv, NULL);
     p->workers = calloc((size_t)n_threads, sizeof *p->workers);
-    if (!p->workers) {
+    p->shares = aligned_alloc(64, (size_t)n_threads * sizeof *p->shares);
+    if (!p->workers || !p->shares) {
+        free(p->workers);
+        free(p->shares);
         free(p);
         return NULL;
     }
@@ -97,6 +116,7 @@ void herd_pool_destroy(struct herd_pool *p) {
     pthread_mutex_destroy(&p->mu);
     pthread_cond_destroy(&p->cv);
     free(p->workers);
+    free(p->shares);
     free(p);
 }
 
@@ -116,4 +136,44 @@ void herd_pool_run(struct herd_pool *p, herd_pool_fn fn, void *ctx) {
     pthread_mutex_unlock(&p->mu);
     fn(ctx, 0, p->n_threads);
     while (atomic_load_explicit(&p->pending, memory_order_acquire) > 0) CPU_RELAX();
+}
+
+/* Claims the next grain of share s; false once it is used up. */
+static bool claim(struct share *s, size_t grain, size_t *begin, size_t *end) {
+    if (atomic_load_explicit(&s->next, memory_order_relaxed) >= s->end) return false;
+    size_t b = atomic_fetch_add_explicit(&s->next, grain, memory_order_relaxed);
+    if (b >= s->end) return false;
+    *begin = b;
+    *end = b + grain < s->end ? b + grain : s->end;
+    return true;
+}
+
+static void split_part(void *ctx, int ith, int nth) {
+    struct herd_pool *p = ctx;
+    const struct split_job *j = &p->split;
+    size_t b, e;
+    /* own share first, then the others' from the next thread on */
+    for (int k = 0; k < nth; k++) {
+        struct share *s = &p->shares[(ith + k) % nth];
+        while (claim(s, j->grain, &b, &e)) j->fn(j->ctx, ith, b, e);
+    }
+}
+
+void herd_pool_run_split(struct herd_pool *p, size_t n_items, size_t grain, herd_pool_range_fn fn, void *ctx) {
+    if (n_items == 0) return;
+    if (grain == 0) grain = 1;
+    const size_t nth = (size_t)p->n_threads;
+    if (nth == 1) {
+        for (size_t b = 0; b < n_items; b += grain) fn(ctx, 0, b, b + grain < n_items ? b + grain : n_items);
+        return;
+    }
+    /* shares start on whole grains, so a thread's claims never straddle two */
+    const size_t grains = (n_items + grain - 1) / grain;
+    for (size_t i = 0; i < nth; i++) {
+        size_t b = grains * i / nth * grain, e = grains * (i + 1) / nth * grain;
+        atomic_store_explicit(&p->shares[i].next, b < n_items ? b : n_items, memory_order_relaxed);
+        p->shares[i].end = e < n_items ? e : n_items;
+    }
+    p->split = (struct split_job){fn, ctx, grain};
+    herd_pool_run(p, split_part, p);
 }

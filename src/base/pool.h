@@ -6,6 +6,8 @@
 #ifndef HERD_BASE_POOL_H
 #define HERD_BASE_POOL_H
 
+#include <stddef.h>
+
 typedef void (*herd_pool_fn)(void *ctx, int ith, int nth);
 
 struct herd_pool;
@@ -18,5 +20,18 @@ int herd_pool_size(const struct herd_pool *p);
 /* Runs fn(ctx, ith, nth) for ith in 0..nth-1, one per thread, and waits.
  * Only one thread may call this at a time; fn must not call it. */
 void herd_pool_run(struct herd_pool *p, herd_pool_fn fn, void *ctx);
+
+/* Items [begin, end) of a split run, on thread ith (for per-thread scratch). */
+typedef void (*herd_pool_range_fn)(void *ctx, int ith, size_t begin, size_t end);
+
+/* Runs fn over items 0..n_items-1 on all threads and waits. Each thread
+ * starts on its own contiguous share, taking grain items at a time, and when
+ * its share is done takes what is left of the others' the same way: on a
+ * shared machine the OS preempts a compute thread now and then (for an HTTP
+ * thread, a client, another process), and a static split would leave the
+ * other threads spinning until it comes back. Every item runs exactly once,
+ * on one thread, so results do not depend on which. Same rules as
+ * herd_pool_run. */
+void herd_pool_run_split(struct herd_pool *p, size_t n_items, size_t grain, herd_pool_range_fn fn, void *ctx);
 
 #endif

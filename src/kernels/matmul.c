@@ -75,36 +75,55 @@ static void quantize_part(void *ctx, int ith, int nth) {
         j->k->quantize_row_q8a(j->x + t * j->x_stride, q + t * nb, j->cols);
 }
 
-/* Tokens per pass over a thread's weight groups: 64 tokens of quantized
- * activations (64 x 64 blocks x 40 bytes = 164 KB at 2048 columns) stay in L2
- * while every group streams past them; a larger batch is split into such
- * passes rather than re-reading all activations from L3 for every group. */
+/* Tokens per pass over the weight groups: 64 tokens of quantized activations
+ * (64 x 64 blocks x 40 bytes = 164 KB at 2048 columns) stay in L2 while the
+ * groups stream past them; a larger batch is split into such passes rather
+ * than re-reading all activations from L3 for every group. */
 #define PACKED_TOKEN_CHUNK 64
 
-/* Packed path: this thread's share of whole groups of 16 rows. */
-static void packed_rows(const struct job *j, const struct herd_matmul_out *o, int ith, int nth) {
+/* Rows per item on the row-by-row path: 16 floats of output, one cache
+ * line, so two threads never write the same line. */
+#define DOT_ROWS 16
+
+/* Work per claim of the split run, in multiply-adds: ~2-4 us, so a claim's
+ * atomic costs little against the work, yet a thread left alone can take
+ * most of the share of one the OS has preempted. */
+#define MACS_PER_CLAIM (512u * 1024u)
+
+static bool packed_path(const struct job *j, const struct herd_matmul_out *o) { return o->w->packed && !j->precise; }
+
+static size_t token_chunks(const struct job *j) { return (j->n_tokens + PACKED_TOKEN_CHUNK - 1) / PACKED_TOKEN_CHUNK; }
+
+/* One output's items: on the packed path a group of 16 rows for one chunk of
+ * tokens (chunk-major, so a chunk's activations stay in cache while the
+ * groups pass), on the row-by-row path DOT_ROWS rows for all tokens. */
+static size_t out_items(const struct job *j, const struct herd_matmul_out *o) {
+    if (packed_path(j, o)) return token_chunks(j) * (o->w->rows / HERD_PACK_ROWS);
+    return (o->w->rows + DOT_ROWS - 1) / DOT_ROWS;
+}
+
+static size_t item_macs(const struct job *j, const struct herd_matmul_out *o) {
+    if (packed_path(j, o))
+        return HERD_PACK_ROWS * j->cols * (j->n_tokens < PACKED_TOKEN_CHUNK ? j->n_tokens : PACKED_TOKEN_CHUNK);
+    return DOT_ROWS * j->cols * j->n_tokens;
+}
+
+static void packed_item(const struct job *j, const struct herd_matmul_out *o, size_t item) {
     const struct herd_matrix *w = o->w;
     const size_t groups = (size_t)w->rows / HERD_PACK_ROWS, nb = (size_t)w->cols / HERD_QK8A;
     const size_t chunk = w->type == HERD_GGML_TYPE_Q4_0 ? HERD_PACK_Q4_0_CHUNK : HERD_PACK_Q8_0_CHUNK;
-    const size_t g0 = groups * (size_t)ith / (size_t)nth, g1 = groups * (size_t)(ith + 1) / (size_t)nth;
+    const size_t t0 = item / groups * PACKED_TOKEN_CHUNK, g = item % groups;
+    const size_t nt = j->n_tokens - t0 < PACKED_TOKEN_CHUNK ? j->n_tokens - t0 : PACKED_TOKEN_CHUNK;
     const struct herd_block_q8a *x = j->scratch;
-    for (size_t t0 = 0; t0 < j->n_tokens; t0 += PACKED_TOKEN_CHUNK) {
-        const size_t nt = j->n_tokens - t0 < PACKED_TOKEN_CHUNK ? j->n_tokens - t0 : PACKED_TOKEN_CHUNK;
-        for (size_t g = g0; g < g1; g++)
-            j->k->gemm_packed(w->type, w->packed + g * nb * chunk, nb, x + t0 * nb, nb, nt,
-                              o->y + t0 * o->y_stride + g * HERD_PACK_ROWS, o->y_stride);
-    }
+    j->k->gemm_packed(w->type, w->packed + g * nb * chunk, nb, x + t0 * nb, nb, nt,
+                      o->y + t0 * o->y_stride + g * HERD_PACK_ROWS, o->y_stride);
 }
 
-/* Row-by-row path: this thread's share of whole chunks of 8 rows (keeping
- * neighbouring rows, and their output cache lines, on one thread). */
-static void dot_rows(const struct job *j, const struct herd_matmul_out *o, int ith, int nth) {
+static void dot_item(const struct job *j, const struct herd_matmul_out *o, size_t item, int ith) {
     const struct herd_matrix *w = o->w;
     const struct herd_kernels *k = j->k;
-    const size_t chunks = (w->rows + 7) / 8;
-    const size_t r0 = chunks * (size_t)ith / (size_t)nth * 8;
-    size_t r1 = chunks * (size_t)(ith + 1) / (size_t)nth * 8;
-    if (r1 > w->rows) r1 = w->rows;
+    const size_t r0 = item * DOT_ROWS;
+    const size_t r1 = r0 + DOT_ROWS < w->rows ? r0 + DOT_ROWS : w->rows;
     const size_t nb = w->cols / HERD_QK8A;
     const struct herd_block_q8a *q = j->scratch;
     float *deq = NULL;
@@ -135,14 +154,19 @@ static void dot_rows(const struct job *j, const struct herd_matmul_out *o, int i
     }
 }
 
-static void work_part(void *ctx, int ith, int nth) {
+/* Items [begin, end) of the job: the outputs' items one after another. */
+static void work_range(void *ctx, int ith, size_t begin, size_t end) {
     const struct job *j = ctx;
-    for (size_t i = 0; i < j->n_outs; i++) {
-        const struct herd_matmul_out *o = &j->outs[i];
-        if (o->w->packed && !j->precise)
-            packed_rows(j, o, ith, nth);
+    size_t o = 0, base = 0, n = out_items(j, &j->outs[0]);
+    for (size_t item = begin; item < end; item++) {
+        while (item >= base + n) {
+            base += n;
+            n = out_items(j, &j->outs[++o]);
+        }
+        if (packed_path(j, &j->outs[o]))
+            packed_item(j, &j->outs[o], item - base);
         else
-            dot_rows(j, o, ith, nth);
+            dot_item(j, &j->outs[o], item - base, ith);
     }
 }
 
@@ -155,7 +179,13 @@ void herd_matmul_multi(struct herd_pool *pool, const struct herd_kernels *k, con
     }
     struct job j = {k, outs, n_outs, (size_t)outs[0].w->cols, x, x_stride, n_tokens, scratch, precise};
     if (quantized && !precise) herd_pool_run(pool, quantize_part, &j);
-    herd_pool_run(pool, work_part, &j);
+    size_t items = 0, macs = 1;
+    for (size_t i = 0; i < n_outs; i++) {
+        items += out_items(&j, &outs[i]);
+        const size_t m = item_macs(&j, &outs[i]);
+        if (m > macs) macs = m;
+    }
+    herd_pool_run_split(pool, items, MACS_PER_CLAIM / macs, work_range, &j);
 }
 
 void herd_matmul(struct herd_pool *pool, const struct herd_kernels *k, const struct herd_matrix *w, const float *x,

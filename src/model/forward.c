@@ -320,15 +320,15 @@ static void attend(struct herd_context *c, const struct herd_batch *b, uint32_t 
     }
 }
 
-static void attention_part(void *ctx, int ith, int nth) {
+/* Tasks [begin, end): task i is token i / n_kv, KV head i % n_kv. Their cost
+ * follows each token's context, so the split run evens them out. */
+static void attention_part(void *ctx, int ith, size_t begin, size_t end) {
     struct att_job *j = ctx;
     struct herd_context *c = j->c;
     const struct herd_model_desc *d = &c->model->desc;
     float *scratch = c->att_scratch + (size_t)ith * att_scratch_floats(d);
-    const uint32_t n_kv = (uint32_t)d->n_head_kv;
-    const uint32_t tasks = j->b->n_tokens * n_kv;
-    for (uint32_t i = (uint32_t)ith; i < tasks; i += (uint32_t)nth)
-        attend(c, j->b, j->layer, i / n_kv, i % n_kv, scratch);
+    const size_t n_kv = (size_t)d->n_head_kv;
+    for (size_t i = begin; i < end; i++) attend(c, j->b, j->layer, (uint32_t)(i / n_kv), (uint32_t)(i % n_kv), scratch);
 }
 
 /* ------------------------------------------------------------ decode */
@@ -425,7 +425,7 @@ enum herd_status herd_decode(struct herd_context *c, const struct herd_batch *b,
         herd_prof_op(P, HERD_PROF_ROPE_STORE, t0);
         t0 = PROF_T();
         struct att_job aj = {c, b, l};
-        herd_pool_run(pool, attention_part, &aj);
+        herd_pool_run_split(pool, (size_t)b->n_tokens * (size_t)d->n_head_kv, 1, attention_part, &aj);
         herd_prof_op(P, HERD_PROF_ATTENTION, t0);
         t0 = PROF_T();
         herd_matmul(pool, k, &L->wo, c->att, qd, T, c->xn, E, c->mm_scratch, precise);

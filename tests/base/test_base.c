@@ -1,6 +1,7 @@
 /* Unit tests for src/base: status messages, the bounded buffer, checked
- * arithmetic, the RNG. */
+ * arithmetic, the RNG, the thread pool's split runs. */
 #include <setjmp.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -14,6 +15,7 @@
 
 #include "base/buf.h"
 #include "base/log.h"
+#include "base/pool.h"
 #include "base/checked.h"
 #include "base/rng.h"
 #include "base/utf8.h"
@@ -157,6 +159,68 @@ static void test_log_lines(void **state) {
     assert_false(herd_log_parse_format("xml", &fm));
 }
 
+struct split_count {
+    _Atomic int *hits;
+    _Atomic int ranges_by_thread[4];
+    size_t grain, n;
+    int bad_range;
+    int stall_thread; /* this thread sleeps in its first range; -1: none */
+    _Atomic int stalled;
+};
+
+static void count_range(void *ctx, int ith, size_t begin, size_t end) {
+    struct split_count *c = ctx;
+    if (begin >= end || end > c->n || end - begin > c->grain) c->bad_range = 1;
+    if (ith == c->stall_thread && atomic_exchange(&c->stalled, 1) == 0) usleep(200 * 1000);
+    atomic_fetch_add(&c->ranges_by_thread[ith], 1);
+    for (size_t i = begin; i < end && i < c->n; i++) atomic_fetch_add(&c->hits[i], 1);
+}
+
+/* Every item runs exactly once in ranges of at most grain, whatever the
+ * thread count, item count and grain. */
+static void test_pool_split_runs_each_item_once(void **state) {
+    (void)state;
+    const size_t sizes[] = {1, 2, 7, 64, 1000, 4099};
+    const size_t grains[] = {0, 1, 3, 64, 5000};
+    for (int nth = 1; nth <= 4; nth++) {
+        struct herd_pool *p = herd_pool_create(nth);
+        assert_non_null(p);
+        for (size_t si = 0; si < sizeof sizes / sizeof *sizes; si++)
+            for (size_t gi = 0; gi < sizeof grains / sizeof *grains; gi++) {
+                const size_t n = sizes[si];
+                _Atomic int *hits = calloc(n, sizeof *hits);
+                assert_non_null(hits);
+                struct split_count c = {.hits = hits, .grain = grains[gi] ? grains[gi] : 1, .n = n, .stall_thread = -1};
+                herd_pool_run_split(p, n, grains[gi], count_range, &c);
+                assert_int_equal(c.bad_range, 0);
+                for (size_t i = 0; i < n; i++) assert_int_equal(atomic_load(&hits[i]), 1);
+                free(hits);
+            }
+        herd_pool_run_split(p, 0, 1, count_range, NULL); /* nothing to do: fn not called */
+        herd_pool_destroy(p);
+    }
+}
+
+/* A thread held up in its first range (as the OS preempting it would) does
+ * not hold up its share: the other thread takes the rest of it. */
+static void test_pool_split_takes_a_stalled_share(void **state) {
+    (void)state;
+    struct herd_pool *p = herd_pool_create(2);
+    assert_non_null(p);
+    for (int stall = 0; stall < 2; stall++) {
+        const size_t n = 100;
+        _Atomic int hits[100] = {0};
+        struct split_count c = {.hits = hits, .grain = 1, .n = n, .stall_thread = stall};
+        herd_pool_run_split(p, n, 1, count_range, &c);
+        for (size_t i = 0; i < n; i++) assert_int_equal(atomic_load(&hits[i]), 1);
+        /* the stalled thread ran at most the range it stalled in (none
+         * when the other had taken everything before it started) */
+        assert_true(atomic_load(&c.ranges_by_thread[stall]) <= 1);
+        assert_int_equal(atomic_load(&c.ranges_by_thread[0]) + atomic_load(&c.ranges_by_thread[1]), 100);
+    }
+    herd_pool_destroy(p);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_error_set_and_prefix),
@@ -166,6 +230,8 @@ int main(void) {
         cmocka_unit_test(test_rng_deterministic_and_normal),
         cmocka_unit_test(test_utf8),
         cmocka_unit_test(test_log_lines),
+        cmocka_unit_test(test_pool_split_runs_each_item_once),
+        cmocka_unit_test(test_pool_split_takes_a_stalled_share),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
