@@ -93,13 +93,16 @@ double herd_roofline_read_gbps(struct herd_pool *pool, const struct herd_kernels
 
 /* Compute probes: 12 independent accumulator chains held in named
  * registers (an array would be kept in memory), so the loop is bound by the
- * execution units, not by latency. Each is compiled for the ISA it uses. */
+ * execution units, not by latency. Each is compiled for the ISA it uses.
+ * The chains start from different values: identical chains were merged by
+ * the compiler into one, latency-bound, counted twelve times (the int8 and
+ * f32 peaks read ~3x too high). */
 #define CHAINS     12
 #define UNROLL(OP) OP(0) OP(1) OP(2) OP(3) OP(4) OP(5) OP(6) OP(7) OP(8) OP(9) OP(10) OP(11)
 
 __attribute__((target("avx512f,avx512bw,avx512vnni"))) static double int8_vnni_loop(size_t iters) {
     const __m512i u = _mm512_set1_epi8(3), s = _mm512_set1_epi8(-2);
-#define DECL(i) __m512i a##i = _mm512_setzero_si512();
+#define DECL(i) __m512i a##i = _mm512_set1_epi32(i);
 #define STEP(i) a##i = _mm512_dpbusd_epi32(a##i, u, s);
 #define SUM(i)  sum += _mm512_reduce_add_epi32(a##i);
     UNROLL(DECL)
@@ -116,9 +119,16 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) static double int8_vnni_l
 
 __attribute__((target("avx2,fma"))) static double int8_avx2_loop(size_t iters) {
     const __m256i u = _mm256_set1_epi8(3), s = _mm256_set1_epi8(-2), ones = _mm256_set1_epi16(1);
-#define DECL(i) __m256i a##i = _mm256_setzero_si256();
-#define STEP(i) a##i = _mm256_add_epi32(a##i, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), ones));
-#define SUM(i)  acc = _mm256_add_epi32(acc, a##i);
+#define DECL(i) __m256i a##i = _mm256_set1_epi32(i);
+/* the empty volatile asm hides that u is the same every time: without it the
+ * multiplies are loop-invariant and only the adds would be measured */
+#define STEP(i)                                                                                                        \
+    {                                                                                                                  \
+        __m256i ui = u;                                                                                                \
+        __asm__ volatile("" : "+x"(ui));                                                                               \
+        a##i = _mm256_add_epi32(a##i, _mm256_madd_epi16(_mm256_maddubs_epi16(ui, s), ones));                           \
+    }
+#define SUM(i) acc = _mm256_add_epi32(acc, a##i);
     UNROLL(DECL)
     for (size_t it = 0; it < iters; it++) {
         UNROLL(STEP)
@@ -136,7 +146,7 @@ __attribute__((target("avx2,fma"))) static double int8_avx2_loop(size_t iters) {
 
 __attribute__((target("avx512f"))) static double f32_avx512_loop(size_t iters) {
     const __m512 x = _mm512_set1_ps(1.0000001f), y = _mm512_set1_ps(0.9999999f);
-#define DECL(i) __m512 a##i = _mm512_setzero_ps();
+#define DECL(i) __m512 a##i = _mm512_set1_ps((float)i);
 #define STEP(i) a##i = _mm512_fmadd_ps(x, y, a##i);
 #define SUM(i)  acc = _mm512_add_ps(acc, a##i);
     UNROLL(DECL)
@@ -153,7 +163,7 @@ __attribute__((target("avx512f"))) static double f32_avx512_loop(size_t iters) {
 
 __attribute__((target("avx2,fma"))) static double f32_avx2_loop(size_t iters) {
     const __m256 x = _mm256_set1_ps(1.0000001f), y = _mm256_set1_ps(0.9999999f);
-#define DECL(i) __m256 a##i = _mm256_setzero_ps();
+#define DECL(i) __m256 a##i = _mm256_set1_ps((float)i);
 #define STEP(i) a##i = _mm256_fmadd_ps(x, y, a##i);
 #define SUM(i)  acc = _mm256_add_ps(acc, a##i);
     UNROLL(DECL)
