@@ -229,21 +229,23 @@ struct rows_job {
     const float *w; /* the norm's weights */
 };
 
-static void rows_part(void *ctx, int ith, int nth) {
+/* Floats of the gate per item of ROWS_SILU_GATE. */
+#define SILU_ITEM_FLOATS 1024
+
+/* Items [begin, end): tokens, or SILU_ITEM_FLOATS-float pieces of the gate. */
+static void rows_part(void *ctx, int ith, size_t lo, size_t hi) {
+    (void)ith;
     const struct rows_job *j = ctx;
     struct herd_context *c = j->c;
     const struct herd_model *m = c->model;
     const struct herd_model_desc *d = &m->desc;
     const size_t E = d->n_embd, hd = d->head_dim, qd = d->n_head * hd, kvd = d->n_head_kv * hd;
-    const size_t T = j->b->n_tokens;
     if (j->kind == ROWS_SILU_GATE) {
-        const size_t n = T * d->n_ff, per = (n + (size_t)nth - 1) / (size_t)nth;
-        const size_t lo = (size_t)ith * per, hi = lo + per < n ? lo + per : n;
-        if (hi > lo) c->k->silu_mul(c->gate + lo, c->up + lo, hi - lo);
+        const size_t n = j->b->n_tokens * d->n_ff, f0 = lo * SILU_ITEM_FLOATS;
+        const size_t f1 = hi * SILU_ITEM_FLOATS < n ? hi * SILU_ITEM_FLOATS : n;
+        c->k->silu_mul(c->gate + f0, c->up + f0, f1 - f0);
         return;
     }
-    const size_t per = (T + (size_t)nth - 1) / (size_t)nth;
-    const size_t lo = (size_t)ith * per, hi = lo + per < T ? lo + per : T;
     const size_t half = d->n_rot / 2;
     for (size_t t = lo; t < hi; t++) {
         float *x = c->x + t * E, *xn = c->xn + t * E;
@@ -272,14 +274,18 @@ static void rows_part(void *ctx, int ith, int nth) {
     }
 }
 
-/* Runs one per-token step: on every thread when there is enough work. */
+/* Runs one per-token step: on every thread (a split run, tokens taken a
+ * few at a time) when there is enough work. */
 static void run_rows(struct herd_context *c, const struct herd_batch *b, enum rows_kind kind, uint32_t layer,
                      const float *w, size_t floats) {
     struct rows_job j = {c, b, kind, layer, w};
+    const size_t items = kind == ROWS_SILU_GATE
+                             ? (b->n_tokens * c->model->desc.n_ff + SILU_ITEM_FLOATS - 1) / SILU_ITEM_FLOATS
+                             : b->n_tokens;
     if (floats >= PARALLEL_MIN_FLOATS && herd_pool_size(c->pool) > 1)
-        herd_pool_run(c->pool, rows_part, &j);
+        herd_pool_run_split(c->pool, items, kind == ROWS_SILU_GATE ? 4 : 2, rows_part, &j);
     else
-        rows_part(&j, 0, 1);
+        rows_part(&j, 0, 0, items);
 }
 
 /* ------------------------------------------------------------ attention */
