@@ -312,10 +312,12 @@ static inline __attribute__((always_inline)) void attn_group8(const int GS, cons
                                                               const struct herd_attn_kv *kv, int bt, int n, float *m,
                                                               float *l, float *acc) {
     float sc[3][16], pw[3][16], f[3];
+    const size_t pf = herd_attn_prefetch_per(kv, (size_t)hd);
     for (int j0 = 0; j0 < n; j0 += 8) {
         __m256 s[3];
         HERD_UNROLL for (int g = 0; g < GS; g++) s[g] = _mm256_setzero_ps();
         for (int d = 0; d < hd; d++) {
+            if (j0 == 0) herd_attn_prefetch_part(kv, pf, (size_t)d);
             const __m256 k = k_row8(kv, d, bt, j0, n);
             HERD_UNROLL for (int g = 0; g < GS; g++) s[g] =
                 _mm256_fmadd_ps(_mm256_set1_ps(q[(size_t)g * hd + d]), k, s[g]);
@@ -366,11 +368,16 @@ static inline __attribute__((always_inline)) void attn_group8(const int GS, cons
 static void attn_block_avx2(const float *q, int G, int hd, const struct herd_attn_kv *kv, int bt, int n, float *m,
                             float *l, float *acc) {
     if (hd % 16 != 0) {
+        herd_attn_prefetch_part(kv, herd_attn_prefetch_per(kv, 1), 0);
         attn_heads_one_by_one(q, G, hd, kv, bt, n, m, l, acc);
         return;
     }
+    /* the next block is prefetched by the first group only */
+    struct herd_attn_kv later = *kv;
+    later.next = NULL;
     for (int g = 0; g < G; g += 3) {
         const size_t o = (size_t)g * hd;
+        if (g > 0) kv = &later;
         switch (G - g) {
         case 1: attn_group8(1, q + o, hd, kv, bt, n, m + g, l + g, acc + o); break;
         case 2: attn_group8(2, q + o, hd, kv, bt, n, m + g, l + g, acc + o); break;

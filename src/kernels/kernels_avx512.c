@@ -324,7 +324,9 @@ static inline __attribute__((always_inline)) void attn_group(const int GS, const
     const __mmask16 valid = (__mmask16)((1u << n) - 1);
     __m512 s[4][2];
     HERD_UNROLL for (int g = 0; g < GS; g++) s[g][0] = s[g][1] = _mm512_setzero_ps();
+    const size_t pf = herd_attn_prefetch_per(kv, (size_t)hd / 2);
     for (int d = 0; d < hd; d += 2) {
+        herd_attn_prefetch_part(kv, pf, (size_t)d / 2);
         const __m512 k0 = k_row(kv, d, bt, valid), k1 = k_row(kv, d + 1, bt, valid);
         HERD_UNROLL for (int g = 0; g < GS; g++) {
             s[g][0] = _mm512_fmadd_ps(_mm512_set1_ps(q[(size_t)g * hd + d]), k0, s[g][0]);
@@ -374,11 +376,16 @@ static inline __attribute__((always_inline)) void attn_group(const int GS, const
 static void attn_block_avx512(const float *q, int G, int hd, const struct herd_attn_kv *kv, int bt, int n, float *m,
                               float *l, float *acc) {
     if (hd % 32 != 0) {
+        herd_attn_prefetch_part(kv, herd_attn_prefetch_per(kv, 1), 0);
         attn_heads_one_by_one(q, G, hd, kv, bt, n, m, l, acc);
         return;
     }
+    /* the next block is prefetched by the first group only */
+    struct herd_attn_kv later = *kv;
+    later.next = NULL;
     for (int g = 0; g < G; g += 4) {
         const size_t o = (size_t)g * hd;
+        if (g > 0) kv = &later;
         switch (G - g) {
         case 1: attn_group(1, q + o, hd, kv, bt, n, m + g, l + g, acc + o); break;
         case 2: attn_group(2, q + o, hd, kv, bt, n, m + g, l + g, acc + o); break;

@@ -141,6 +141,7 @@ void herd_attn_block_ref(const float *q, int G, int hd, const struct herd_attn_k
                          float *l, float *acc) {
     float s[16];
     HERD_ASSERT(bt <= 16 && n <= bt);
+    herd_attn_prefetch_part(kv, herd_attn_prefetch_per(kv, 1), 0);
     for (int g = 0; g < G; g++) {
         const float *qg = q + (size_t)g * hd;
         float *ag = acc + (size_t)g * hd;

@@ -291,6 +291,12 @@ void herd_kv_prefetch_head(const struct herd_kv *kv, int32_t block, uint32_t lay
     for (size_t o = 0; o < kv->head_bytes; o += 64) __builtin_prefetch(r + o, 0, 1);
 }
 
+void herd_kv_view_next(const struct herd_kv *kv, int32_t block, uint32_t layer, uint32_t head,
+                       struct herd_attn_kv *view) {
+    view->next = head_region(kv, block, layer * (kv->p.kv_dim / kv->p.head_dim) + head);
+    view->next_bytes = kv->head_bytes;
+}
+
 void herd_kv_head_view(const struct herd_kv *kv, int32_t block, uint32_t layer, uint32_t head,
                        struct herd_attn_kv *view) {
     const uint32_t bt = kv->p.block_tokens, hd = kv->p.head_dim;
@@ -305,6 +311,8 @@ void herd_kv_head_view(const struct herd_kv *kv, int32_t block, uint32_t layer, 
     view->k_scale = NULL;
     view->v_scale = NULL;
     view->v_scale_stride = 1;
+    view->next = NULL;
+    view->next_bytes = 0;
     if (kv->p.type == HERD_KV_Q8) {
         view->k_scale = (const float *)(const void *)(k + (size_t)hd * bt);
         view->v_scale = (const float *)(const void *)(v + (size_t)hd * bt);

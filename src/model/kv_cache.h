@@ -89,12 +89,17 @@ void herd_kv_store(struct herd_kv *kv, int32_t seq, uint32_t layer, uint32_t pos
  * to walk block by block. */
 const int32_t *herd_kv_seq_blocks(const struct herd_kv *kv, int32_t seq, uint32_t *n);
 /* Asks for one KV head's region of a block's layer (its K and V) to be
- * brought into L2 (locality 1: an L1 prefetch of a whole block ahead evicts
- * what the attention kernel is using), while the block before it is
- * computed: a sequence's blocks lie far apart, so the hardware prefetcher
- * starts cold on each of them. */
+ * brought into L2 (locality 1: into L1 a whole block ahead evicts what the
+ * attention kernel is using), all at once: for the first blocks of a walk.
+ * A sequence's blocks lie far apart, so the hardware prefetcher starts cold
+ * on each of them. */
 void herd_kv_prefetch_head(const struct herd_kv *kv, int32_t block, uint32_t layer, uint32_t head);
-/* Where one KV head of a block's layer lies, for the attention kernel. */
+/* Names that region as view's next, for the attention kernel to prefetch
+ * while it computes the view's block, spread through its loop. */
+void herd_kv_view_next(const struct herd_kv *kv, int32_t block, uint32_t layer, uint32_t head,
+                       struct herd_attn_kv *view);
+/* Where one KV head of a block's layer lies, for the attention kernel (no
+ * next block). */
 void herd_kv_head_view(const struct herd_kv *kv, int32_t block, uint32_t layer, uint32_t head,
                        struct herd_attn_kv *view);
 

@@ -222,7 +222,10 @@ static void attn_family_matches_ref(const struct herd_kernels *k) {
                         for (int j = 0; j < 2 * bt; j++) vsc[j] = 0.02f * (float)(j + 1);
                         for (size_t i = 0; i < (size_t)hd * bt; i++) K8[i] = (int8_t)((int)(K[i] * 40) % 127);
                         for (size_t i = 0; i < (size_t)bt * vs; i++) V8[i] = (int8_t)((int)(V[i] * 40) % 127);
-                        struct herd_attn_kv kv = {(enum herd_attn_kv_type)type, NULL, ks, NULL, vs, vsc, 2};
+                        /* next: a block to prefetch (any readable bytes; no effect on results) */
+                        struct herd_attn_kv kv = {
+                            (enum herd_attn_kv_type)type,   NULL, ks, NULL, vs, vsc, 2, (const uint8_t *)V,
+                            (size_t)bt * vs * sizeof(float)};
                         kv.k = type == HERD_ATTN_KV_F32  ? (const void *)K
                                : type == HERD_ATTN_KV_Q8 ? (const void *)K8
                                                          : (const void *)Kh;
