@@ -170,6 +170,17 @@ static void work_range(void *ctx, int ith, size_t begin, size_t end) {
     }
 }
 
+static void run_job(struct herd_pool *pool, struct job *j, bool quantize) {
+    if (quantize) herd_pool_run(pool, quantize_part, j);
+    size_t items = 0, macs = 1;
+    for (size_t i = 0; i < j->n_outs; i++) {
+        items += out_items(j, &j->outs[i]);
+        const size_t m = item_macs(j, &j->outs[i]);
+        if (m > macs) macs = m;
+    }
+    herd_pool_run_split(pool, items, MACS_PER_CLAIM / macs, work_range, j);
+}
+
 void herd_matmul_multi(struct herd_pool *pool, const struct herd_kernels *k, const struct herd_matmul_out *outs,
                        size_t n_outs, const float *x, size_t x_stride, size_t n_tokens, void *scratch, bool precise) {
     bool quantized = false;
@@ -178,14 +189,19 @@ void herd_matmul_multi(struct herd_pool *pool, const struct herd_kernels *k, con
         quantized = quantized || is_quantized(outs[i].w->type);
     }
     struct job j = {k, outs, n_outs, (size_t)outs[0].w->cols, x, x_stride, n_tokens, scratch, precise};
-    if (quantized && !precise) herd_pool_run(pool, quantize_part, &j);
-    size_t items = 0, macs = 1;
+    run_job(pool, &j, quantized && !precise);
+}
+
+bool herd_matmul_quantizes(const struct herd_matrix *w, bool precise) { return is_quantized(w->type) && !precise; }
+
+void herd_matmul_multi_q8a(struct herd_pool *pool, const struct herd_kernels *k, const struct herd_matmul_out *outs,
+                           size_t n_outs, size_t n_tokens, void *scratch) {
     for (size_t i = 0; i < n_outs; i++) {
-        items += out_items(&j, &outs[i]);
-        const size_t m = item_macs(&j, &outs[i]);
-        if (m > macs) macs = m;
+        HERD_ASSERT(outs[i].w->cols == outs[0].w->cols);
+        HERD_ASSERT(herd_matmul_quantizes(outs[i].w, false));
     }
-    herd_pool_run_split(pool, items, MACS_PER_CLAIM / macs, work_range, &j);
+    struct job j = {k, outs, n_outs, (size_t)outs[0].w->cols, NULL, 0, n_tokens, scratch, false};
+    run_job(pool, &j, false);
 }
 
 void herd_matmul(struct herd_pool *pool, const struct herd_kernels *k, const struct herd_matrix *w, const float *x,

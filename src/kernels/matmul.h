@@ -65,4 +65,16 @@ struct herd_matmul_out {
 void herd_matmul_multi(struct herd_pool *pool, const struct herd_kernels *k, const struct herd_matmul_out *outs,
                        size_t n_outs, const float *x, size_t x_stride, size_t n_tokens, void *scratch, bool precise);
 
+/* Whether herd_matmul quantizes its activations for w (Q8_0 / Q4_0 weights,
+ * not precise). Then the step that produces them may quantize each row
+ * itself while it is in cache, with k->quantize_row_q8a, into scratch (row t
+ * at t x w->cols / 32 blocks) and call herd_matmul_multi_q8a: one pool call
+ * and one pass over the activations fewer. */
+bool herd_matmul_quantizes(const struct herd_matrix *w, bool precise);
+
+/* herd_matmul_multi on activations already quantized in scratch (every
+ * out's herd_matmul_quantizes true). */
+void herd_matmul_multi_q8a(struct herd_pool *pool, const struct herd_kernels *k, const struct herd_matmul_out *outs,
+                           size_t n_outs, size_t n_tokens, void *scratch);
+
 #endif

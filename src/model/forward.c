@@ -227,6 +227,9 @@ struct rows_job {
     enum rows_kind kind;
     uint32_t layer;
     const float *w; /* the norm's weights */
+    /* the next matmul's quantized activations, written here row by row
+     * (NULL: the matmul quantizes them itself) */
+    struct herd_block_q8a *q8a;
 };
 
 /* Floats of the gate per item of ROWS_SILU_GATE. */
@@ -244,6 +247,7 @@ static void rows_part(void *ctx, int ith, size_t lo, size_t hi) {
         const size_t n = j->b->n_tokens * d->n_ff, f0 = lo * SILU_ITEM_FLOATS;
         const size_t f1 = hi * SILU_ITEM_FLOATS < n ? hi * SILU_ITEM_FLOATS : n;
         c->k->silu_mul(c->gate + f0, c->up + f0, f1 - f0);
+        if (j->q8a) c->k->quantize_row_q8a(c->gate + f0, j->q8a + f0 / HERD_QK8A, f1 - f0);
         return;
     }
     const size_t half = d->n_rot / 2;
@@ -251,10 +255,12 @@ static void rows_part(void *ctx, int ith, size_t lo, size_t hi) {
         float *x = c->x + t * E, *xn = c->xn + t * E;
         switch (j->kind) {
         case ROWS_ROPE_ANGLES: rope_angles(c, j->b->pos[t], c->rope_cs + t * half * 2); break;
-        case ROWS_NORM: rmsnorm(xn, x, j->w, E, d->rms_eps); break;
+        case ROWS_NORM:
         case ROWS_ADD_NORM:
-            for (size_t i = 0; i < E; i++) x[i] += xn[i];
+            if (j->kind == ROWS_ADD_NORM)
+                for (size_t i = 0; i < E; i++) x[i] += xn[i];
             if (j->w) rmsnorm(xn, x, j->w, E, d->rms_eps);
+            if (j->w && j->q8a) c->k->quantize_row_q8a(xn, j->q8a + t * (E / HERD_QK8A), E);
             break;
         case ROWS_ROPE_STORE: {
             const struct herd_layer *L = &m->layers[j->layer];
@@ -274,11 +280,25 @@ static void rows_part(void *ctx, int ith, size_t lo, size_t hi) {
     }
 }
 
+/* Where the step before a matmul writes its quantized activations, when the
+ * matmul quantizes them (see herd_matmul_quantizes); NULL otherwise. */
+static struct herd_block_q8a *fused_q8a(const struct herd_context *c, const struct herd_matrix *w) {
+    return herd_matmul_quantizes(w, c->params.precise) ? c->mm_scratch : NULL;
+}
+
+static struct herd_block_q8a *qkv_q8a(const struct herd_context *c, const struct herd_layer *L) {
+    return fused_q8a(c, &L->wq) && fused_q8a(c, &L->wk) && fused_q8a(c, &L->wv) ? c->mm_scratch : NULL;
+}
+
+static struct herd_block_q8a *gate_up_q8a(const struct herd_context *c, const struct herd_layer *L) {
+    return fused_q8a(c, &L->w_gate) && fused_q8a(c, &L->w_up) ? c->mm_scratch : NULL;
+}
+
 /* Runs one per-token step: on every thread (a split run, tokens taken a
  * few at a time) when there is enough work. */
 static void run_rows(struct herd_context *c, const struct herd_batch *b, enum rows_kind kind, uint32_t layer,
-                     const float *w, size_t floats) {
-    struct rows_job j = {c, b, kind, layer, w};
+                     const float *w, struct herd_block_q8a *q8a, size_t floats) {
+    struct rows_job j = {c, b, kind, layer, w, q8a};
     const size_t items = kind == ROWS_SILU_GATE
                              ? (b->n_tokens * c->model->desc.n_ff + SILU_ITEM_FLOATS - 1) / SILU_ITEM_FLOATS
                              : b->n_tokens;
@@ -294,12 +314,13 @@ struct att_job {
     struct herd_context *c;
     const struct herd_batch *b;
     uint32_t layer;
+    struct herd_block_q8a *q8a; /* as in rows_job */
 };
 
 /* One (token, KV head): the G query heads sharing it walk the sequence's
  * blocks together, each block's scores and values in one kernel call. */
 static void attend(struct herd_context *c, const struct herd_batch *b, uint32_t layer, uint32_t t, uint32_t kvh,
-                   float *scratch) {
+                   float *scratch, struct herd_block_q8a *q8a) {
     const struct herd_model_desc *d = &c->model->desc;
     const uint32_t hd = (uint32_t)d->head_dim, bt = c->params.kv_block_tokens;
     const uint32_t G = (uint32_t)(d->n_head / d->n_head_kv);
@@ -323,11 +344,14 @@ static void attend(struct herd_context *c, const struct herd_batch *b, uint32_t 
         const uint32_t n = n_pos - bi * bt < bt ? n_pos - bi * bt : bt;
         c->k->attn_block(q, (int)G, (int)hd, &view, (int)bt, (int)n, m, l, acc);
     }
-    float *out = c->att + (size_t)t * d->n_head * hd + (size_t)kvh * G * hd;
+    const size_t at = (size_t)t * d->n_head * hd + (size_t)kvh * G * hd;
+    float *out = c->att + at;
     for (uint32_t g = 0; g < G; g++) {
         const float inv = 1.0f / l[g];
         for (uint32_t i = 0; i < hd; i++) out[(size_t)g * hd + i] = acc[(size_t)g * hd + i] * inv;
     }
+    /* whole blocks of 32 (head_dim a multiple of 32, checked by the caller) */
+    if (q8a) c->k->quantize_row_q8a(out, q8a + at / HERD_QK8A, (size_t)G * hd);
 }
 
 /* Tasks [begin, end): task i is token i / n_kv, KV head i % n_kv. Their cost
@@ -338,7 +362,8 @@ static void attention_part(void *ctx, int ith, size_t begin, size_t end) {
     const struct herd_model_desc *d = &c->model->desc;
     float *scratch = c->att_scratch + (size_t)ith * att_scratch_floats(d);
     const size_t n_kv = (size_t)d->n_head_kv;
-    for (size_t i = begin; i < end; i++) attend(c, j->b, j->layer, (uint32_t)(i / n_kv), (uint32_t)(i % n_kv), scratch);
+    for (size_t i = begin; i < end; i++)
+        attend(c, j->b, j->layer, (uint32_t)(i / n_kv), (uint32_t)(i % n_kv), scratch, j->q8a);
 }
 
 /* ------------------------------------------------------------ decode */
@@ -417,10 +442,10 @@ enum herd_status herd_decode(struct herd_context *c, const struct herd_batch *b,
                                 c->x + t * E, E);
     herd_prof_op(P, HERD_PROF_EMBED, t0);
     t0 = PROF_T();
-    run_rows(c, b, ROWS_ROPE_ANGLES, 0, NULL, T * d->n_rot * 8);
+    run_rows(c, b, ROWS_ROPE_ANGLES, 0, NULL, NULL, T * d->n_rot * 8);
     herd_prof_op(P, HERD_PROF_ROPE, t0);
     t0 = PROF_T();
-    run_rows(c, b, ROWS_NORM, 0, m->layers[0].attn_norm, T * E);
+    run_rows(c, b, ROWS_NORM, 0, m->layers[0].attn_norm, qkv_q8a(c, &m->layers[0]), T * E);
     herd_prof_op(P, HERD_PROF_NORM, t0);
 
     /* each layer starts with xn = rmsnorm(x) * attn_norm, made by the step before */
@@ -428,35 +453,51 @@ enum herd_status herd_decode(struct herd_context *c, const struct herd_batch *b,
         const struct herd_layer *L = &m->layers[l];
         t0 = PROF_T();
         const struct herd_matmul_out qkv[3] = {{&L->wq, c->q, qd}, {&L->wk, c->kx, kvd}, {&L->wv, c->vx, kvd}};
-        herd_matmul_multi(pool, k, qkv, 3, c->xn, E, T, c->mm_scratch, precise);
+        if (qkv_q8a(c, L))
+            herd_matmul_multi_q8a(pool, k, qkv, 3, T, c->mm_scratch);
+        else
+            herd_matmul_multi(pool, k, qkv, 3, c->xn, E, T, c->mm_scratch, precise);
         herd_prof_matmul(P, HERD_PROF_MM_QKV, L->wq.type, t0);
         t0 = PROF_T();
-        run_rows(c, b, ROWS_ROPE_STORE, l, NULL, T * (qd + 2 * kvd) * 2);
+        run_rows(c, b, ROWS_ROPE_STORE, l, NULL, NULL, T * (qd + 2 * kvd) * 2);
         herd_prof_op(P, HERD_PROF_ROPE_STORE, t0);
         t0 = PROF_T();
-        struct att_job aj = {c, b, l};
+        struct herd_block_q8a *att_q8a = hd % HERD_QK8A == 0 ? fused_q8a(c, &L->wo) : NULL;
+        struct att_job aj = {c, b, l, att_q8a};
         herd_pool_run_split(pool, (size_t)b->n_tokens * (size_t)d->n_head_kv, 1, attention_part, &aj);
         herd_prof_op(P, HERD_PROF_ATTENTION, t0);
         t0 = PROF_T();
-        herd_matmul(pool, k, &L->wo, c->att, qd, T, c->xn, E, c->mm_scratch, precise);
+        const struct herd_matmul_out wo = {&L->wo, c->xn, E};
+        if (att_q8a)
+            herd_matmul_multi_q8a(pool, k, &wo, 1, T, c->mm_scratch);
+        else
+            herd_matmul_multi(pool, k, &wo, 1, c->att, qd, T, c->mm_scratch, precise);
         herd_prof_matmul(P, HERD_PROF_MM_ATTN_OUT, L->wo.type, t0);
         t0 = PROF_T();
-        run_rows(c, b, ROWS_ADD_NORM, l, L->ffn_norm, T * E * 2);
+        run_rows(c, b, ROWS_ADD_NORM, l, L->ffn_norm, gate_up_q8a(c, L), T * E * 2);
         herd_prof_op(P, HERD_PROF_ADD_NORM, t0);
 
         t0 = PROF_T();
         const struct herd_matmul_out gate_up[2] = {{&L->w_gate, c->gate, F}, {&L->w_up, c->up, F}};
-        herd_matmul_multi(pool, k, gate_up, 2, c->xn, E, T, c->mm_scratch, precise);
+        if (gate_up_q8a(c, L))
+            herd_matmul_multi_q8a(pool, k, gate_up, 2, T, c->mm_scratch);
+        else
+            herd_matmul_multi(pool, k, gate_up, 2, c->xn, E, T, c->mm_scratch, precise);
         herd_prof_matmul(P, HERD_PROF_MM_GATE_UP, L->w_gate.type, t0);
         t0 = PROF_T();
-        run_rows(c, b, ROWS_SILU_GATE, l, NULL, T * F * 4);
+        struct herd_block_q8a *down_q8a = fused_q8a(c, &L->w_down);
+        run_rows(c, b, ROWS_SILU_GATE, l, NULL, down_q8a, T * F * 4);
         herd_prof_op(P, HERD_PROF_ACTIVATION, t0);
         t0 = PROF_T();
-        herd_matmul(pool, k, &L->w_down, c->gate, F, T, c->xn, E, c->mm_scratch, precise);
+        const struct herd_matmul_out down = {&L->w_down, c->xn, E};
+        if (down_q8a)
+            herd_matmul_multi_q8a(pool, k, &down, 1, T, c->mm_scratch);
+        else
+            herd_matmul_multi(pool, k, &down, 1, c->gate, F, T, c->mm_scratch, precise);
         herd_prof_matmul(P, HERD_PROF_MM_DOWN, L->w_down.type, t0);
         if (l + 1 < d->n_layer) {
             t0 = PROF_T();
-            run_rows(c, b, ROWS_ADD_NORM, l, m->layers[l + 1].attn_norm, T * E * 2);
+            run_rows(c, b, ROWS_ADD_NORM, l, m->layers[l + 1].attn_norm, qkv_q8a(c, &m->layers[l + 1]), T * E * 2);
             herd_prof_op(P, HERD_PROF_ADD_NORM, t0);
         }
     }

@@ -185,6 +185,20 @@ static void test_packed_matches_unpacked(void **state) {
                 for (size_t i = 0; i < n * rows; i++) got[i] = NAN;
                 herd_matmul(pool, fams[f], &packed, x, cols, n, got, rows, scratch, false);
                 for (size_t i = 0; i < n * rows; i++) close_enough(got[i], want[i], 20.0f, fams[f]->name, n);
+                /* activations quantized by the caller: the very same result */
+                assert_true(herd_matmul_quantizes(&packed, false) && !herd_matmul_quantizes(&packed, true));
+                float *pre = malloc(n * rows * sizeof *pre);
+                memset(scratch, 0xff, herd_matmul_scratch_bytes(&plain, T, 2, false));
+                for (size_t t = 0; t < n; t++)
+                    fams[f]->quantize_row_q8a(x + t * cols, (struct herd_block_q8a *)scratch + t * (cols / 32), cols);
+                const struct herd_matmul_out o[2] = {{&packed, pre, rows}, {&plain, got, rows}};
+                herd_matmul_multi_q8a(pool, fams[f], o, 2, n, scratch);
+                herd_matmul(pool, fams[f], &packed, x, cols, n, want, rows, scratch, false);
+                assert_memory_equal(pre, want, n * rows * sizeof *pre);
+                herd_matmul(pool, fams[f], &plain, x, cols, n, pre, rows, scratch, false);
+                assert_memory_equal(got, pre, n * rows * sizeof *pre);
+                herd_matmul(pool, herd_kernels_ref(), &plain, x, cols, n, want, rows, scratch, false);
+                free(pre);
             }
             free(want), free(got);
         }
