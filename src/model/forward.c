@@ -160,7 +160,22 @@ const float *herd_context_logits(const struct herd_context *c, uint32_t i) {
  * and the compiler can keep them in vector registers. */
 #define NORM_LANES 8
 
-static void rmsnorm(float *out, const float *x, const float *w, size_t n, double eps) {
+/* Element-wise loops compiled for AVX-512 and AVX2 too, picked at load by
+ * the CPU (the same arithmetic in every clone: lanes as written, no
+ * contraction under -std=c17). */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__) &&               \
+    !defined(__SANITIZE_THREAD__)
+#define ELEMENTWISE __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define ELEMENTWISE
+#endif
+
+/* x += y */
+ELEMENTWISE static void add_into(float *x, const float *y, size_t n) {
+    for (size_t i = 0; i < n; i++) x[i] += y[i];
+}
+
+ELEMENTWISE static void rmsnorm(float *out, const float *x, const float *w, size_t n, double eps) {
     double lane[NORM_LANES] = {0}; /* double: the sum of n squares loses nothing worth keeping */
     size_t i = 0;
     for (; i + NORM_LANES <= n; i += NORM_LANES)
@@ -257,8 +272,7 @@ static void rows_part(void *ctx, int ith, size_t lo, size_t hi) {
         case ROWS_ROPE_ANGLES: rope_angles(c, j->b->pos[t], c->rope_cs + t * half * 2); break;
         case ROWS_NORM:
         case ROWS_ADD_NORM:
-            if (j->kind == ROWS_ADD_NORM)
-                for (size_t i = 0; i < E; i++) x[i] += xn[i];
+            if (j->kind == ROWS_ADD_NORM) add_into(x, xn, E);
             if (j->w) rmsnorm(xn, x, j->w, E, d->rms_eps);
             if (j->w && j->q8a) c->k->quantize_row_q8a(xn, j->q8a + t * (E / HERD_QK8A), E);
             break;
@@ -508,7 +522,7 @@ enum herd_status herd_decode(struct herd_context *c, const struct herd_batch *b,
     for (size_t t = 0; t < T; t++)
         if (b->want_logits ? b->want_logits[t] : t == T - 1) {
             float *x = c->x + t * E;
-            for (size_t i = 0; i < E; i++) x[i] += c->xn[t * E + i];
+            add_into(x, c->xn + t * E, E);
             rmsnorm(c->out_rows + (size_t)o++ * E, x, m->output_norm, E, d->rms_eps);
         }
     herd_prof_op(P, HERD_PROF_ADD_NORM, t0);
