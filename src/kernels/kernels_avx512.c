@@ -128,12 +128,16 @@ static inline __attribute__((always_inline)) void load_block_weights(bool q4, co
     }
 }
 
-/* acc += (s - offset x the activation block's sum) x weight scales x its
- * scale: one token's block, the unsigned-weight offset taken back out. */
-static inline __m512 add_scaled_block(__m512 acc, __m512i s, const struct herd_block_q8a *xb, __m512 dw,
-                                      int32_t offset) {
-    const __m512i st = _mm512_sub_epi32(s, _mm512_set1_epi32(offset * xb->sum));
-    return _mm512_fmadd_ps(_mm512_cvtepi32_ps(st), _mm512_mul_ps(dw, _mm512_set1_ps(xb->d)), acc);
+/* The unsigned-weight offset's share of a token's block, -offset x the
+ * activation block's sum: the start of its vpdpbusd chain, so the sum comes
+ * out corrected without a subtraction (integer: the same result). */
+static inline __m512i offset_start(const struct herd_block_q8a *xb, int32_t offset) {
+    return _mm512_set1_epi32(-offset * xb->sum);
+}
+
+/* acc += s x weight scales x the activation block's scale: one token's block. */
+static inline __m512 add_scaled_block(__m512 acc, __m512i s, const struct herd_block_q8a *xb, __m512 dw) {
+    return _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw, _mm512_set1_ps(xb->d)), acc);
 }
 
 #define DEFINE_GEMM_TILE(NT)                                                                                           \
@@ -156,14 +160,14 @@ static inline __m512 add_scaled_block(__m512 acc, __m512i s, const struct herd_b
             load_block_weights(q4, v, W);                                                                              \
             /* k outer, tokens inner: NT independent vpdpbusd chains interleave */                                     \
             __m512i s[NT];                                                                                             \
-            HERD_UNROLL for (int t = 0; t < NT; t++) s[t] = _mm512_setzero_si512();                                    \
+            HERD_UNROLL for (int t = 0; t < NT; t++) s[t] = offset_start(x + (size_t)t * x_stride + b, offset);        \
             HERD_UNROLL for (int k = 0; k < 8; k++) {                                                                  \
                 HERD_UNROLL for (int t = 0; t < NT; t++) {                                                             \
                     s[t] = _mm512_dpbusd_epi32(s[t], W[k], bcast4(x[(size_t)t * x_stride + b].qs + 4 * k));            \
                 }                                                                                                      \
             }                                                                                                          \
             HERD_UNROLL for (int t = 0; t < NT; t++) acc[t] =                                                          \
-                add_scaled_block(acc[t], s[t], x + (size_t)t * x_stride + b, dw, offset);                              \
+                add_scaled_block(acc[t], s[t], x + (size_t)t * x_stride + b, dw);                                      \
         }                                                                                                              \
         HERD_UNROLL for (int t = 0; t < NT; t++) _mm512_storeu_ps(y + (size_t)t * y_stride, acc[t]);                   \
     }
@@ -195,13 +199,13 @@ static void gemm_tile_16(bool q4, const uint8_t *w, size_t n_blocks, const struc
         load_block_weights(q4, v, W);
         HERD_UNROLL for (int t = 0; t < NT; t += 2) {
             const struct herd_block_q8a *x0 = x + (size_t)t * x_stride + b, *x1 = x0 + x_stride;
-            __m512i s0 = _mm512_setzero_si512(), s1 = _mm512_setzero_si512();
+            __m512i s0 = offset_start(x0, offset), s1 = offset_start(x1, offset);
             HERD_UNROLL for (int k = 0; k < 8; k++) {
                 s0 = _mm512_dpbusd_epi32(s0, W[k], bcast4(x0->qs + 4 * k));
                 s1 = _mm512_dpbusd_epi32(s1, W[k], bcast4(x1->qs + 4 * k));
             }
-            acc[t] = add_scaled_block(acc[t], s0, x0, dw, offset);
-            acc[t + 1] = add_scaled_block(acc[t + 1], s1, x1, dw, offset);
+            acc[t] = add_scaled_block(acc[t], s0, x0, dw);
+            acc[t + 1] = add_scaled_block(acc[t + 1], s1, x1, dw);
         }
     }
     HERD_UNROLL for (int t = 0; t < NT; t++) _mm512_storeu_ps(y + (size_t)t * y_stride, acc[t]);
