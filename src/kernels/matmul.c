@@ -50,6 +50,8 @@ void herd_matrix_pack(struct herd_matrix *m, uint8_t *dst) {
 
 static bool is_quantized(enum herd_ggml_type t) { return t == HERD_GGML_TYPE_Q8_0 || t == HERD_GGML_TYPE_Q4_0; }
 
+bool herd_matmul_quantizes(const struct herd_matrix *w, bool precise) { return is_quantized(w->type) && !precise; }
+
 size_t herd_matmul_scratch_bytes(const struct herd_matrix *w, size_t n_tokens, int n_threads, bool precise) {
     if (!is_quantized(w->type)) return 0;
     if (precise) return (size_t)n_threads * w->cols * sizeof(float) + 64 * (size_t)n_threads;
@@ -183,16 +185,14 @@ static void run_job(struct herd_pool *pool, struct job *j, bool quantize) {
 
 void herd_matmul_multi(struct herd_pool *pool, const struct herd_kernels *k, const struct herd_matmul_out *outs,
                        size_t n_outs, const float *x, size_t x_stride, size_t n_tokens, void *scratch, bool precise) {
-    bool quantized = false;
+    bool quantize = false;
     for (size_t i = 0; i < n_outs; i++) {
         HERD_ASSERT(outs[i].w->cols == outs[0].w->cols);
-        quantized = quantized || is_quantized(outs[i].w->type);
+        quantize = quantize || herd_matmul_quantizes(outs[i].w, precise);
     }
     struct job j = {k, outs, n_outs, (size_t)outs[0].w->cols, x, x_stride, n_tokens, scratch, precise};
-    run_job(pool, &j, quantized && !precise);
+    run_job(pool, &j, quantize);
 }
-
-bool herd_matmul_quantizes(const struct herd_matrix *w, bool precise) { return is_quantized(w->type) && !precise; }
 
 void herd_matmul_multi_q8a(struct herd_pool *pool, const struct herd_kernels *k, const struct herd_matmul_out *outs,
                            size_t n_outs, size_t n_tokens, void *scratch) {

@@ -308,6 +308,16 @@ static struct herd_block_q8a *gate_up_q8a(const struct herd_context *c, const st
     return fused_q8a(c, &L->w_gate) && fused_q8a(c, &L->w_up) ? c->mm_scratch : NULL;
 }
 
+/* A layer's matmul: on the activations its producer quantized (q8a, one of
+ * the above), else from the floats x. */
+static void layer_matmul(struct herd_context *c, const struct herd_matmul_out *outs, size_t n_outs,
+                         const struct herd_block_q8a *q8a, const float *x, size_t x_stride, size_t n_tokens) {
+    if (q8a)
+        herd_matmul_multi_q8a(c->pool, c->k, outs, n_outs, n_tokens, c->mm_scratch);
+    else
+        herd_matmul_multi(c->pool, c->k, outs, n_outs, x, x_stride, n_tokens, c->mm_scratch, c->params.precise);
+}
+
 /* Runs one per-token step: on every thread (a split run, tokens taken a
  * few at a time) when there is enough work. */
 static void run_rows(struct herd_context *c, const struct herd_batch *b, enum rows_kind kind, uint32_t layer,
@@ -467,10 +477,7 @@ enum herd_status herd_decode(struct herd_context *c, const struct herd_batch *b,
         const struct herd_layer *L = &m->layers[l];
         t0 = PROF_T();
         const struct herd_matmul_out qkv[3] = {{&L->wq, c->q, qd}, {&L->wk, c->kx, kvd}, {&L->wv, c->vx, kvd}};
-        if (qkv_q8a(c, L))
-            herd_matmul_multi_q8a(pool, k, qkv, 3, T, c->mm_scratch);
-        else
-            herd_matmul_multi(pool, k, qkv, 3, c->xn, E, T, c->mm_scratch, precise);
+        layer_matmul(c, qkv, 3, qkv_q8a(c, L), c->xn, E, T);
         herd_prof_matmul(P, HERD_PROF_MM_QKV, L->wq.type, t0);
         t0 = PROF_T();
         run_rows(c, b, ROWS_ROPE_STORE, l, NULL, NULL, T * (qd + 2 * kvd) * 2);
@@ -482,10 +489,7 @@ enum herd_status herd_decode(struct herd_context *c, const struct herd_batch *b,
         herd_prof_op(P, HERD_PROF_ATTENTION, t0);
         t0 = PROF_T();
         const struct herd_matmul_out wo = {&L->wo, c->xn, E};
-        if (att_q8a)
-            herd_matmul_multi_q8a(pool, k, &wo, 1, T, c->mm_scratch);
-        else
-            herd_matmul_multi(pool, k, &wo, 1, c->att, qd, T, c->mm_scratch, precise);
+        layer_matmul(c, &wo, 1, att_q8a, c->att, qd, T);
         herd_prof_matmul(P, HERD_PROF_MM_ATTN_OUT, L->wo.type, t0);
         t0 = PROF_T();
         run_rows(c, b, ROWS_ADD_NORM, l, L->ffn_norm, gate_up_q8a(c, L), T * E * 2);
@@ -493,10 +497,7 @@ enum herd_status herd_decode(struct herd_context *c, const struct herd_batch *b,
 
         t0 = PROF_T();
         const struct herd_matmul_out gate_up[2] = {{&L->w_gate, c->gate, F}, {&L->w_up, c->up, F}};
-        if (gate_up_q8a(c, L))
-            herd_matmul_multi_q8a(pool, k, gate_up, 2, T, c->mm_scratch);
-        else
-            herd_matmul_multi(pool, k, gate_up, 2, c->xn, E, T, c->mm_scratch, precise);
+        layer_matmul(c, gate_up, 2, gate_up_q8a(c, L), c->xn, E, T);
         herd_prof_matmul(P, HERD_PROF_MM_GATE_UP, L->w_gate.type, t0);
         t0 = PROF_T();
         struct herd_block_q8a *down_q8a = fused_q8a(c, &L->w_down);
@@ -504,10 +505,7 @@ enum herd_status herd_decode(struct herd_context *c, const struct herd_batch *b,
         herd_prof_op(P, HERD_PROF_ACTIVATION, t0);
         t0 = PROF_T();
         const struct herd_matmul_out down = {&L->w_down, c->xn, E};
-        if (down_q8a)
-            herd_matmul_multi_q8a(pool, k, &down, 1, T, c->mm_scratch);
-        else
-            herd_matmul_multi(pool, k, &down, 1, c->gate, F, T, c->mm_scratch, precise);
+        layer_matmul(c, &down, 1, down_q8a, c->gate, F, T);
         herd_prof_matmul(P, HERD_PROF_MM_DOWN, L->w_down.type, t0);
         if (l + 1 < d->n_layer) {
             t0 = PROF_T();
