@@ -35,11 +35,17 @@ struct seq_span {
     bool present;
 };
 
-/* Floats of per-thread attention scratch: scaled q, acc ([G][head_dim] each),
- * m and l ([G] each), padded to a cache line. */
+/* Prompt tokens per attention task: consecutive tokens of one sequence walk
+ * its blocks together, so each K and V row is loaded and converted once for
+ * all their query heads (decode tokens are tiles of one). */
+#define ATT_TILE_TOKENS 4
+
+/* Floats of per-thread attention scratch: scaled q, acc ([rows][head_dim]
+ * each), m and l ([rows] each) for a tile's rows (tokens x G query heads),
+ * padded to a cache line. */
 static size_t att_scratch_floats(const struct herd_model_desc *d) {
-    const size_t G = d->n_head / d->n_head_kv;
-    return (2 * G * d->head_dim + 2 * G + 15) & ~(size_t)15;
+    const size_t rows = ATT_TILE_TOKENS * (d->n_head / d->n_head_kv);
+    return (2 * rows * d->head_dim + 2 * rows + 15) & ~(size_t)15;
 }
 
 static void *alloc_floats(size_t n, bool *ok) {
@@ -93,8 +99,10 @@ enum herd_status herd_context_create(const struct herd_model *m, const struct he
     c->up = alloc_floats(B * F, &ok);
     c->out_rows = alloc_floats(p.max_outputs * E, &ok);
     c->logits = alloc_floats(p.max_outputs * V, &ok);
-    /* per thread: the running output [head_dim] and one block's scores, cache-line separated */
+    /* per thread: one attention tile's queries, outputs and softmax state, cache-line separated */
     c->att_scratch = alloc_floats((size_t)p.n_threads * att_scratch_floats(d), &ok);
+    c->att_tiles = calloc(B, sizeof *c->att_tiles);
+    if (!c->att_tiles) ok = false;
     c->rope_cs = alloc_floats(B * (d->n_rot / 2) * 2, &ok);
     c->rope_inv_freq = calloc(d->n_rot / 2 + 1, sizeof *c->rope_inv_freq);
     if (!c->rope_inv_freq) ok = false;
@@ -141,6 +149,7 @@ void herd_context_destroy(struct herd_context *c) {
     free(c->out_rows);
     free(c->logits);
     free(c->att_scratch);
+    free(c->att_tiles);
     free(c->rope_cs);
     free(c->rope_inv_freq);
     free(c->mm_scratch);
@@ -339,23 +348,32 @@ struct att_job {
     const struct herd_batch *b;
     uint32_t layer;
     struct herd_block_q8a *q8a; /* as in rows_job */
+    uint32_t n_tiles;           /* in c->att_tiles */
 };
 
-/* One (token, KV head): the G query heads sharing it walk the sequence's
- * blocks together, each block's scores and values in one kernel call. */
-static void attend(struct herd_context *c, const struct herd_batch *b, uint32_t layer, uint32_t t, uint32_t kvh,
-                   float *scratch, struct herd_block_q8a *q8a) {
+/* One tile (tokens t0 .. t0 + R - 1 of one sequence at consecutive
+ * positions) and one KV head: the R x G query rows walk the sequence's
+ * blocks together. A block every token of the tile sees whole is one kernel
+ * call over all the rows; the last block or two (where the causal mask
+ * differs per token) one call per token. The kernel computes each row
+ * alone, in block order, so a token's result is the same in any tile. */
+static void attend(struct herd_context *c, const struct herd_batch *b, uint32_t layer, uint32_t t0, uint32_t R,
+                   uint32_t kvh, float *scratch, struct herd_block_q8a *q8a) {
     const struct herd_model_desc *d = &c->model->desc;
     const uint32_t hd = (uint32_t)d->head_dim, bt = c->params.kv_block_tokens;
-    const uint32_t G = (uint32_t)(d->n_head / d->n_head_kv);
-    float *q = scratch, *acc = q + (size_t)G * hd, *m = acc + (size_t)G * hd, *l = m + G;
-    const float *qsrc = c->q + (size_t)t * d->n_head * hd + (size_t)kvh * G * hd;
+    const uint32_t G = (uint32_t)(d->n_head / d->n_head_kv), rows = R * G;
+    const size_t qd = d->n_head * hd, head0 = (size_t)kvh * G * hd;
+    float *q = scratch, *acc = q + (size_t)rows * hd, *m = acc + (size_t)rows * hd, *l = m + rows;
     const float scale = 1.0f / sqrtf((float)hd);
-    for (uint32_t i = 0; i < G * hd; i++) q[i] = qsrc[i] * scale, acc[i] = 0.0f;
-    for (uint32_t g = 0; g < G; g++) m[g] = -INFINITY, l[g] = 0.0f;
-    const uint32_t n_pos = b->pos[t] + 1;
+    for (uint32_t r = 0; r < R; r++) {
+        const float *qsrc = c->q + (size_t)(t0 + r) * qd + head0;
+        for (uint32_t i = 0; i < G * hd; i++) q[(size_t)r * G * hd + i] = qsrc[i] * scale;
+    }
+    for (size_t i = 0; i < (size_t)rows * hd; i++) acc[i] = 0.0f;
+    for (uint32_t i = 0; i < rows; i++) m[i] = -INFINITY, l[i] = 0.0f;
+    const uint32_t first_pos = b->pos[t0], n_pos = b->pos[t0 + R - 1] + 1;
     uint32_t n_blocks;
-    const int32_t *blocks = herd_kv_seq_blocks(c->kv, b->seq[t], &n_blocks);
+    const int32_t *blocks = herd_kv_seq_blocks(c->kv, b->seq[t0], &n_blocks);
     for (uint32_t bi = 0; bi * bt < n_pos; bi++) {
         HERD_ASSERT(bi < n_blocks);
         struct herd_attn_kv view;
@@ -365,29 +383,62 @@ static void attend(struct herd_context *c, const struct herd_batch *b, uint32_t 
          * the second block at once before the first */
         if (bi == 0 && bt < n_pos) herd_kv_prefetch_head(c->kv, blocks[1], layer, kvh);
         if ((bi + 2) * bt < n_pos) herd_kv_view_next(c->kv, blocks[bi + 2], layer, kvh, &view);
-        const uint32_t n = n_pos - bi * bt < bt ? n_pos - bi * bt : bt;
-        c->k->attn_block(q, (int)G, (int)hd, &view, (int)bt, (int)n, m, l, acc);
+        if ((bi + 1) * bt <= first_pos + 1) {
+            c->k->attn_block(q, (int)rows, (int)hd, &view, (int)bt, (int)bt, m, l, acc);
+            continue;
+        }
+        for (uint32_t r = 0; r < R; r++) {
+            const uint32_t seen = first_pos + r + 1; /* keys token r attends to */
+            if (seen <= bi * bt) continue;
+            const uint32_t n = seen - bi * bt < bt ? seen - bi * bt : bt;
+            const size_t o = (size_t)r * G;
+            c->k->attn_block(q + o * hd, (int)G, (int)hd, &view, (int)bt, (int)n, m + o, l + o, acc + o * hd);
+            view.next = NULL; /* prefetched once */
+        }
     }
-    const size_t at = (size_t)t * d->n_head * hd + (size_t)kvh * G * hd;
-    float *out = c->att + at;
-    for (uint32_t g = 0; g < G; g++) {
-        const float inv = 1.0f / l[g];
-        for (uint32_t i = 0; i < hd; i++) out[(size_t)g * hd + i] = acc[(size_t)g * hd + i] * inv;
+    for (uint32_t r = 0; r < R; r++) {
+        const size_t at = (size_t)(t0 + r) * qd + head0;
+        float *out = c->att + at;
+        for (uint32_t g = 0; g < G; g++) {
+            const size_t i = (size_t)r * G + g;
+            const float inv = 1.0f / l[i];
+            for (uint32_t e = 0; e < hd; e++) out[(size_t)g * hd + e] = acc[i * hd + e] * inv;
+        }
+        /* whole blocks of 32 (head_dim a multiple of 32, checked by the caller) */
+        if (q8a) c->k->quantize_row_q8a(out, q8a + at / HERD_QK8A, (size_t)G * hd);
     }
-    /* whole blocks of 32 (head_dim a multiple of 32, checked by the caller) */
-    if (q8a) c->k->quantize_row_q8a(out, q8a + at / HERD_QK8A, (size_t)G * hd);
 }
 
-/* Tasks [begin, end): task i is token i / n_kv, KV head i % n_kv. Their cost
- * follows each token's context, so the split run evens them out. */
+/* Splits the batch into attention tiles: runs of up to ATT_TILE_TOKENS
+ * tokens of one sequence at consecutive positions (a prompt chunk's), each
+ * other token alone. c->att_tiles[i] is tile i's first token. */
+static uint32_t attention_tiles(struct herd_context *c, const struct herd_batch *b) {
+    uint32_t n = 0;
+    for (uint32_t t = 0; t < b->n_tokens;) {
+        uint32_t len = 1;
+        while (len < ATT_TILE_TOKENS && t + len < b->n_tokens && b->seq[t + len] == b->seq[t] &&
+               b->pos[t + len] == b->pos[t] + len)
+            len++;
+        c->att_tiles[n++] = t;
+        t += len;
+    }
+    return n;
+}
+
+/* Tasks [begin, end): task i is tile i / n_kv, KV head i % n_kv. Their cost
+ * follows each tile's context, so the split run evens them out. */
 static void attention_part(void *ctx, int ith, size_t begin, size_t end) {
     struct att_job *j = ctx;
     struct herd_context *c = j->c;
     const struct herd_model_desc *d = &c->model->desc;
     float *scratch = c->att_scratch + (size_t)ith * att_scratch_floats(d);
     const size_t n_kv = (size_t)d->n_head_kv;
-    for (size_t i = begin; i < end; i++)
-        attend(c, j->b, j->layer, (uint32_t)(i / n_kv), (uint32_t)(i % n_kv), scratch, j->q8a);
+    for (size_t i = begin; i < end; i++) {
+        const size_t tile = i / n_kv;
+        const uint32_t t0 = c->att_tiles[tile];
+        const uint32_t t1 = tile + 1 < j->n_tiles ? c->att_tiles[tile + 1] : j->b->n_tokens;
+        attend(c, j->b, j->layer, t0, t1 - t0, (uint32_t)(i % n_kv), scratch, j->q8a);
+    }
 }
 
 /* ------------------------------------------------------------ decode */
@@ -465,6 +516,7 @@ enum herd_status herd_decode(struct herd_context *c, const struct herd_batch *b,
                                 (const char *)m->tok_embd.data + (size_t)b->tokens[t] * m->tok_embd.row_bytes,
                                 c->x + t * E, E);
     herd_prof_op(P, HERD_PROF_EMBED, t0);
+    const uint32_t n_tiles = attention_tiles(c, b);
     t0 = PROF_T();
     run_rows(c, b, ROWS_ROPE_ANGLES, 0, NULL, NULL, T * d->n_rot * 8);
     herd_prof_op(P, HERD_PROF_ROPE, t0);
@@ -484,8 +536,8 @@ enum herd_status herd_decode(struct herd_context *c, const struct herd_batch *b,
         herd_prof_op(P, HERD_PROF_ROPE_STORE, t0);
         t0 = PROF_T();
         struct herd_block_q8a *att_q8a = hd % HERD_QK8A == 0 ? fused_q8a(c, &L->wo) : NULL;
-        struct att_job aj = {c, b, l, att_q8a};
-        herd_pool_run_split(pool, (size_t)b->n_tokens * (size_t)d->n_head_kv, 1, attention_part, &aj);
+        struct att_job aj = {c, b, l, att_q8a, n_tiles};
+        herd_pool_run_split(pool, (size_t)n_tiles * (size_t)d->n_head_kv, 1, attention_part, &aj);
         herd_prof_op(P, HERD_PROF_ATTENTION, t0);
         t0 = PROF_T();
         const struct herd_matmul_out wo = {&L->wo, c->xn, E};

@@ -44,7 +44,8 @@ struct herd_context {
     float *x, *xn, *q, *kx, *vx, *att, *gate, *up;
     float *out_rows;       /* [max_outputs][n_embd], normed final rows of the tokens that want logits */
     float *logits;         /* [max_outputs][n_vocab] */
-    float *att_scratch;    /* per thread: running output [head_dim] */
+    float *att_scratch;    /* per thread: a tile's scaled queries, running outputs and softmax state */
+    uint32_t *att_tiles;   /* [max_batch_tokens]: the first token of each attention tile of a batch */
     double *rope_inv_freq; /* [n_rot / 2]: base^(-2i / n_rot), divided by the Llama 3.1 factors */
     float *rope_cs;        /* [max_batch_tokens][n_rot / 2][2]: cos, sin of each batch token's angles */
     void *mm_scratch;
