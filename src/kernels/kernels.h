@@ -22,7 +22,11 @@
  * than ggml's fp16 scale: one less rounding, same memory traffic order). */
 struct herd_block_q8a {
     float d;
-    int32_t sum; /* sum of qs: the offset term of unsigned-weight dot products */
+    /* -128 x the sum of qs: the offset term of dot products with weights
+     * stored as unsigned bytes (Q8_0 + 128; Q4_0's + 8 term is this / 16),
+     * premultiplied so that a kernel starts its sum from it with a plain
+     * broadcast load */
+    int32_t neg128_sum;
     int8_t qs[HERD_QK8A];
 };
 

@@ -47,7 +47,7 @@ static void quantize_row_q8a_avx2(const float *x, struct herd_block_q8a *y, size
         __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s32), _mm256_extracti128_si256(s32, 1));
         s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4e));
         s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xb1));
-        y[b].sum = _mm_cvtsi128_si32(s4);
+        y[b].neg128_sum = -128 * _mm_cvtsi128_si32(s4);
     }
 }
 
@@ -191,7 +191,7 @@ static inline __m256i dot4_q8(__m256i w_unsigned, __m256i x) {
                         const __m256i xv = _mm256_set1_epi32(xq);                                                      \
                         s = _mm256_add_epi32(s, q4 ? dot4_q4(W[k], xv) : dot4_q8(W[k], xv));                           \
                     }                                                                                                  \
-                    if (q4) s = _mm256_sub_epi32(s, _mm256_set1_epi32(8 * xb->sum));                                   \
+                    if (q4) s = _mm256_add_epi32(s, _mm256_set1_epi32(xb->neg128_sum / 16));                           \
                     acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(dw, _mm256_set1_ps(xb->d)), acc[t]); \
                 }                                                                                                      \
             }                                                                                                          \

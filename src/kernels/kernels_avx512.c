@@ -132,7 +132,9 @@ static inline __attribute__((always_inline)) void load_block_weights(bool q4, co
  * activation block's sum: the start of its vpdpbusd chain, so the sum comes
  * out corrected without a subtraction (integer: the same result). */
 static inline __m512i offset_start(const struct herd_block_q8a *xb, int32_t offset) {
-    return _mm512_set1_epi32(-offset * xb->sum);
+    if (offset == 128) /* a broadcast load: no multiply, no trip through a general register */
+        return _mm512_broadcastd_epi32(_mm_loadu_si32(&xb->neg128_sum));
+    return _mm512_set1_epi32(xb->neg128_sum >> 4); /* exact: a multiple of 128; GCC and clang shift arithmetically */
 }
 
 /* acc += s x weight scales x the activation block's scale: one token's block. */
@@ -140,9 +142,12 @@ static inline __m512 add_scaled_block(__m512 acc, __m512i s, const struct herd_b
     return _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw, _mm512_set1_ps(xb->d)), acc);
 }
 
+/* Each tile is compiled twice, for Q4_0 and Q8_0 (q4 a constant in the
+ * body), so the per-token choices fold away. */
 #define DEFINE_GEMM_TILE(NT)                                                                                           \
-    static void gemm_tile_##NT(bool q4, const uint8_t *w, size_t n_blocks, const struct herd_block_q8a *x,             \
-                               size_t x_stride, float *y, size_t y_stride) {                                           \
+    static inline __attribute__((always_inline)) void gemm_tile_##NT##_body(                                           \
+        const bool q4, const uint8_t *w, size_t n_blocks, const struct herd_block_q8a *x, size_t x_stride, float *y,   \
+        size_t y_stride) {                                                                                             \
         const size_t chunk = q4 ? HERD_PACK_Q4_0_CHUNK : HERD_PACK_Q8_0_CHUNK;                                         \
         const int32_t offset = q4 ? 8 : 128;                                                                           \
         __m512 acc[NT];                                                                                                \
@@ -170,6 +175,13 @@ static inline __m512 add_scaled_block(__m512 acc, __m512i s, const struct herd_b
                 add_scaled_block(acc[t], s[t], x + (size_t)t * x_stride + b, dw);                                      \
         }                                                                                                              \
         HERD_UNROLL for (int t = 0; t < NT; t++) _mm512_storeu_ps(y + (size_t)t * y_stride, acc[t]);                   \
+    }                                                                                                                  \
+    static void gemm_tile_##NT(bool q4, const uint8_t *w, size_t n_blocks, const struct herd_block_q8a *x,             \
+                               size_t x_stride, float *y, size_t y_stride) {                                           \
+        if (q4)                                                                                                        \
+            gemm_tile_##NT##_body(true, w, n_blocks, x, x_stride, y, y_stride);                                        \
+        else                                                                                                           \
+            gemm_tile_##NT##_body(false, w, n_blocks, x, x_stride, y, y_stride);                                       \
     }
 
 DEFINE_GEMM_TILE(1)
@@ -183,8 +195,9 @@ DEFINE_GEMM_TILE(8)
  * so tokens go outer, two at a time: their 8 vpdpbusd each form two
  * interleaved chains, and the out-of-order core overlaps successive pairs.
  * Same arithmetic, in the same order per output, as the other tiles. */
-static void gemm_tile_16(bool q4, const uint8_t *w, size_t n_blocks, const struct herd_block_q8a *x, size_t x_stride,
-                         float *y, size_t y_stride) {
+static inline __attribute__((always_inline)) void gemm_tile_16_body(const bool q4, const uint8_t *w, size_t n_blocks,
+                                                                    const struct herd_block_q8a *x, size_t x_stride,
+                                                                    float *y, size_t y_stride) {
     enum { NT = 16 };
     const size_t chunk = q4 ? HERD_PACK_Q4_0_CHUNK : HERD_PACK_Q8_0_CHUNK;
     const int32_t offset = q4 ? 8 : 128;
@@ -209,6 +222,14 @@ static void gemm_tile_16(bool q4, const uint8_t *w, size_t n_blocks, const struc
         }
     }
     HERD_UNROLL for (int t = 0; t < NT; t++) _mm512_storeu_ps(y + (size_t)t * y_stride, acc[t]);
+}
+
+static void gemm_tile_16(bool q4, const uint8_t *w, size_t n_blocks, const struct herd_block_q8a *x, size_t x_stride,
+                         float *y, size_t y_stride) {
+    if (q4)
+        gemm_tile_16_body(true, w, n_blocks, x, x_stride, y, y_stride);
+    else
+        gemm_tile_16_body(false, w, n_blocks, x, x_stride, y, y_stride);
 }
 
 static void gemm_packed_vnni(enum herd_ggml_type type, const uint8_t *w, size_t n_blocks,

@@ -21,7 +21,7 @@ static void quantize_row_q8a_ref(const float *x, struct herd_block_q8a *y, size_
             y[b].qs[j] = (int8_t)lrintf(x[j] * id);
             sum += y[b].qs[j];
         }
-        y[b].sum = sum;
+        y[b].neg128_sum = -128 * sum;
     }
 }
 
@@ -100,7 +100,7 @@ void herd_gemm_packed_ref(enum herd_ggml_type type, const uint8_t *w, size_t n_b
                     }
                     s += u * xb->qs[col];
                 }
-                s -= offset * xb->sum;
+                s += xb->neg128_sum / (128 / offset); /* - offset x sum */
                 const uint16_t dh = (uint16_t)(c[2 * r] | c[2 * r + 1] << 8);
                 acc[r] += (float)s * (herd_fp16_to_fp32(dh) * xb->d);
             }
