@@ -4,6 +4,8 @@
  * Prints a table of GMAC/s and its share of the measured single-thread int8
  * peak, and writes the same as JSON to the path given (if any).
  *   build/bin/herd_bench_tile [out.json] */
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
