@@ -9,19 +9,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "base/pool.h"
+#include "base/timing.h"
 #include "kernels/matmul.h"
 #include "kernels/roofline.h"
 
 #define COLS 576
-
-static double now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
 
 /* Best of 7 rounds, seconds for one pass over every group. */
 static double time_tile(const struct herd_kernels *k, enum herd_ggml_type type, size_t rows, size_t n_tok) {
@@ -44,11 +38,11 @@ static double time_tile(const struct herd_kernels *k, enum herd_ggml_type type, 
     const int reps = (int)(4000000 / (rows * n_tok)) + 1;
     double best = 1e9;
     for (int round = 0; round < 7; round++) {
-        const double t0 = now();
+        const double t0 = herd_time_now_s();
         for (int i = 0; i < reps; i++)
             for (size_t g = 0; g < rows / HERD_PACK_ROWS; g++)
                 k->gemm_packed(type, packed + g * nb * chunk, nb, q, nb, n_tok, y + g * HERD_PACK_ROWS, rows);
-        const double dt = (now() - t0) / reps;
+        const double dt = (herd_time_now_s() - t0) / reps;
         if (dt < best) best = dt;
     }
     free(data), free(packed), free(x), free(q), free(y);

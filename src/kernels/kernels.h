@@ -30,6 +30,11 @@ struct herd_block_q8a {
     int8_t qs[HERD_QK8A];
 };
 
+/* A block's Q4_0 offset term, -8 x the sum of qs: exact (neg128_sum is a
+ * multiple of 128), and a plain shift (GCC and clang shift signed values
+ * arithmetically). */
+static inline int32_t herd_q8a_q4_offset(const struct herd_block_q8a *xb) { return xb->neg128_sum >> 4; }
+
 /* Quantized matrices repacked at load for the tiled kernels: rows in groups
  * of HERD_PACK_ROWS; per group and per 32-column block one chunk holding the
  * group's 16 fp16 scales, then the weights as unsigned bytes interleaved 4

@@ -191,7 +191,7 @@ static inline __m256i dot4_q8(__m256i w_unsigned, __m256i x) {
                         const __m256i xv = _mm256_set1_epi32(xq);                                                      \
                         s = _mm256_add_epi32(s, q4 ? dot4_q4(W[k], xv) : dot4_q8(W[k], xv));                           \
                     }                                                                                                  \
-                    if (q4) s = _mm256_add_epi32(s, _mm256_set1_epi32(xb->neg128_sum / 16));                           \
+                    if (q4) s = _mm256_add_epi32(s, _mm256_set1_epi32(herd_q8a_q4_offset(xb)));                        \
                     acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(dw, _mm256_set1_ps(xb->d)), acc[t]); \
                 }                                                                                                      \
             }                                                                                                          \

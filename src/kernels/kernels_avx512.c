@@ -134,7 +134,7 @@ static inline __attribute__((always_inline)) void load_block_weights(bool q4, co
 static inline __m512i offset_start(const struct herd_block_q8a *xb, int32_t offset) {
     if (offset == 128) /* a broadcast load: no multiply, no trip through a general register */
         return _mm512_broadcastd_epi32(_mm_loadu_si32(&xb->neg128_sum));
-    return _mm512_set1_epi32(xb->neg128_sum >> 4); /* exact: a multiple of 128; GCC and clang shift arithmetically */
+    return _mm512_set1_epi32(herd_q8a_q4_offset(xb));
 }
 
 /* acc += s x weight scales x the activation block's scale: one token's block. */

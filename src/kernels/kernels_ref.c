@@ -100,7 +100,7 @@ void herd_gemm_packed_ref(enum herd_ggml_type type, const uint8_t *w, size_t n_b
                     }
                     s += u * xb->qs[col];
                 }
-                s += xb->neg128_sum / (128 / offset); /* - offset x sum */
+                s += offset == 128 ? xb->neg128_sum : herd_q8a_q4_offset(xb); /* - offset x sum */
                 const uint16_t dh = (uint16_t)(c[2 * r] | c[2 * r + 1] << 8);
                 acc[r] += (float)s * (herd_fp16_to_fp32(dh) * xb->d);
             }
