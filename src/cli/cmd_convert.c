@@ -4,6 +4,7 @@
 
 #include "cli/cli_args.h"
 #include "cli/commands.h"
+#include "kernels/quant.h"
 #include "model/convert_llama2c.h"
 
 static const struct cli_command cmd = {
@@ -41,7 +42,7 @@ int herd_cmd_convert(int argc, char **argv) {
     }
     struct herd_llama2c_params p;
     herd_llama2c_default_params(&p);
-    if (!herd_ggml_type_from_name(type, &p.type) || !herd_ggml_type_info(p.type)->computed) {
+    if (!herd_ggml_type_from_name(type, &p.type) || !herd_quantize_row_supported(p.type)) {
         fprintf(stderr, "herd convert: unknown or unsupported type '%s' (F32, F16, BF16, Q8_0, Q4_0)\n", type);
         return 2;
     }

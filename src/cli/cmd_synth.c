@@ -5,6 +5,7 @@
 #include "base/paths.h"
 #include "cli/cli_args.h"
 #include "cli/commands.h"
+#include "kernels/quant.h"
 #include "model/synth.h"
 
 static const struct cli_command cmd = {
@@ -59,7 +60,7 @@ int herd_cmd_synth(int argc, char **argv) {
         fprintf(stderr, "herd synth: unknown shape '%s' (see --list-shapes)\n", shape);
         return 2;
     }
-    if (!herd_ggml_type_from_name(type, &p.type) || !herd_ggml_type_info(p.type)->computed) {
+    if (!herd_ggml_type_from_name(type, &p.type) || !herd_quantize_row_supported(p.type)) {
         fprintf(stderr, "herd synth: unknown or unsupported type '%s' (F32, F16, BF16, Q8_0, Q4_0)\n", type);
         return 2;
     }

@@ -4,9 +4,10 @@
  * AVX-512 versions chosen at start-up from CPUID. Every SIMD kernel is tested
  * against its _ref twin (tests/kernels/test_kernels.c).
  *
- * Quantized weights (Q8_0, Q4_0) are multiplied with activations quantized to
- * 8 bits (struct herd_block_q8a) using integer dot products; float weights
- * (F32, F16, BF16) with float activations. */
+ * Quantized weights are multiplied with activations quantized to 8 bits
+ * using integer dot products: the 32-value types (Q8_0, Q4_0, Q4_1, Q5_0,
+ * Q5_1) with struct herd_block_q8a, the K-quants (Q2_K..Q6_K) with Q8_K
+ * (kquants.h); float weights (F32, F16, BF16) with float activations. */
 #ifndef HERD_KERNELS_KERNELS_H
 #define HERD_KERNELS_KERNELS_H
 
@@ -15,6 +16,7 @@
 #include <stdint.h>
 
 #include "herd/gguf.h"
+#include "kernels/quant.h"
 
 #define HERD_QK8A 32
 
@@ -96,9 +98,14 @@ struct herd_kernels {
     const char *name;
     /* x[n] (n a multiple of 32) -> n/32 blocks: d = amax/127, q = round-half-even(x * 127/amax). */
     void (*quantize_row_q8a)(const float *x, struct herd_block_q8a *y, size_t n);
-    /* Dot products of one weight row with one activation row of n values. */
-    float (*dot_q8_0_q8a)(const void *w, const struct herd_block_q8a *x, size_t n);
-    float (*dot_q4_0_q8a)(const void *w, const struct herd_block_q8a *x, size_t n);
+    /* x[n] (n a multiple of 256) -> n/256 Q8_K blocks (kquants.h). */
+    void (*quantize_row_q8k)(const float *x, struct herd_block_q8_k *y, size_t n);
+    /* Dot products of one weight row of n values with one activation row,
+     * indexed by the weight's type: dot_q8a for the types whose activations
+     * are Q8A blocks, dot_q8k for those taking Q8_K (herd_act_type_of tells
+     * which); NULL elsewhere. */
+    float (*dot_q8a[HERD_GGML_TYPE__COUNT])(const void *w, const struct herd_block_q8a *x, size_t n);
+    float (*dot_q8k[HERD_GGML_TYPE__COUNT])(const void *w, const struct herd_block_q8_k *x, size_t n);
     float (*dot_f32)(const float *w, const float *x, size_t n);
     float (*dot_f16_f32)(const uint16_t *w, const float *x, size_t n);
     float (*dot_bf16_f32)(const uint16_t *w, const float *x, size_t n);
@@ -129,6 +136,25 @@ struct herd_kernels {
      * -inf or NaN gives 0. Vector twins: relative error ~2e-7. */
     void (*softmax_weights)(const float *x, float mx, float scale, float *y, size_t n);
 };
+
+/* The activation format a weight type's integer dot products take. */
+enum herd_act_type { HERD_ACT_F32 = 0, HERD_ACT_Q8A = 1, HERD_ACT_Q8K = 2 };
+
+static inline enum herd_act_type herd_act_type_of(enum herd_ggml_type t) {
+    switch (t) {
+    case HERD_GGML_TYPE_Q8_0:
+    case HERD_GGML_TYPE_Q4_0:
+    case HERD_GGML_TYPE_Q4_1:
+    case HERD_GGML_TYPE_Q5_0:
+    case HERD_GGML_TYPE_Q5_1: return HERD_ACT_Q8A;
+    case HERD_GGML_TYPE_Q2_K:
+    case HERD_GGML_TYPE_Q3_K:
+    case HERD_GGML_TYPE_Q4_K:
+    case HERD_GGML_TYPE_Q5_K:
+    case HERD_GGML_TYPE_Q6_K: return HERD_ACT_Q8K;
+    default: return HERD_ACT_F32;
+    }
+}
 
 const struct herd_kernels *herd_kernels_ref(void);
 /* NULL when the processor (or HERD_CPU) does not allow the family. */

@@ -48,7 +48,8 @@ static inline __m256i q4_0_unpack(const struct herd_block_q4_0 *b) {
 }
 
 /* Dot product of a quantized weight row (BLOCK, its bytes through LOAD) with
- * an activation row, two blocks per 512-bit step; REF handles an odd last block. */
+ * an activation row, two blocks per 512-bit step; the reference kernel of
+ * weight type REF handles an odd last block. */
 #define DEFINE_DOT(NAME, BLOCK, LOAD, DOT, REF)                                                                        \
     static float NAME(const void *w, const struct herd_block_q8a *x, size_t n) {                                       \
         const BLOCK *b = w;                                                                                            \
@@ -63,14 +64,14 @@ static inline __m256i q4_0_unpack(const struct herd_block_q4_0 *b) {
         }                                                                                                              \
         float sum = _mm512_reduce_add_ps(acc);                                                                         \
         if (i < nb) /* an odd last block: the reference kernel */                                                      \
-            sum += herd_kernels_ref()->REF(b + i, x + i, (nb - i) * HERD_QK8A);                                        \
+            sum += herd_kernels_ref()->dot_q8a[REF](b + i, x + i, (nb - i) * HERD_QK8A);                               \
         return sum;                                                                                                    \
     }
 
-DEFINE_DOT(dot_q8_0_q8a_vnni, struct herd_block_q8_0, q8_0_load, dot_i8x2_vnni, dot_q8_0_q8a)
-DEFINE_DOT(dot_q8_0_q8a_avx512, struct herd_block_q8_0, q8_0_load, dot_i8x2_bw, dot_q8_0_q8a)
-DEFINE_DOT(dot_q4_0_q8a_vnni, struct herd_block_q4_0, q4_0_unpack, dot_i8x2_vnni, dot_q4_0_q8a)
-DEFINE_DOT(dot_q4_0_q8a_avx512, struct herd_block_q4_0, q4_0_unpack, dot_i8x2_bw, dot_q4_0_q8a)
+DEFINE_DOT(dot_q8_0_q8a_vnni, struct herd_block_q8_0, q8_0_load, dot_i8x2_vnni, HERD_GGML_TYPE_Q8_0)
+DEFINE_DOT(dot_q8_0_q8a_avx512, struct herd_block_q8_0, q8_0_load, dot_i8x2_bw, HERD_GGML_TYPE_Q8_0)
+DEFINE_DOT(dot_q4_0_q8a_vnni, struct herd_block_q4_0, q4_0_unpack, dot_i8x2_vnni, HERD_GGML_TYPE_Q4_0)
+DEFINE_DOT(dot_q4_0_q8a_avx512, struct herd_block_q4_0, q4_0_unpack, dot_i8x2_bw, HERD_GGML_TYPE_Q4_0)
 
 static float dot_f32_avx512(const float *w, const float *x, size_t n) {
     __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
@@ -428,8 +429,8 @@ static void init_table(void) {
     const struct herd_cpu_features *f = herd_cpu_features();
     table = *herd_kernels_avx2();
     table.name = f->avx512_vnni ? "avx512-vnni" : "avx512";
-    table.dot_q8_0_q8a = f->avx512_vnni ? dot_q8_0_q8a_vnni : dot_q8_0_q8a_avx512;
-    table.dot_q4_0_q8a = f->avx512_vnni ? dot_q4_0_q8a_vnni : dot_q4_0_q8a_avx512;
+    table.dot_q8a[HERD_GGML_TYPE_Q8_0] = f->avx512_vnni ? dot_q8_0_q8a_vnni : dot_q8_0_q8a_avx512;
+    table.dot_q8a[HERD_GGML_TYPE_Q4_0] = f->avx512_vnni ? dot_q4_0_q8a_vnni : dot_q4_0_q8a_avx512;
     table.dot_f32 = dot_f32_avx512;
     table.dot_f16_f32 = dot_f16_f32_avx512;
     table.attn_block = attn_block_avx512;

@@ -7,6 +7,7 @@
 #include "base/assert.h"
 #include "base/cpu.h"
 #include "kernels/kernels.h"
+#include "kernels/kquants.h"
 #include "kernels/quant.h"
 
 static void quantize_row_q8a_ref(const float *x, struct herd_block_q8a *y, size_t n) {
@@ -181,8 +182,23 @@ static void softmax_weights_ref(const float *x, float mx, float scale, float *y,
 static const struct herd_kernels ref = {
     .name = "ref",
     .quantize_row_q8a = quantize_row_q8a_ref,
-    .dot_q8_0_q8a = dot_q8_0_q8a_ref,
-    .dot_q4_0_q8a = dot_q4_0_q8a_ref,
+    .quantize_row_q8k = herd_quantize_row_q8k_ref,
+    .dot_q8a =
+        {
+            [HERD_GGML_TYPE_Q8_0] = dot_q8_0_q8a_ref,
+            [HERD_GGML_TYPE_Q4_0] = dot_q4_0_q8a_ref,
+            [HERD_GGML_TYPE_Q4_1] = herd_dot_q4_1_q8a_ref,
+            [HERD_GGML_TYPE_Q5_0] = herd_dot_q5_0_q8a_ref,
+            [HERD_GGML_TYPE_Q5_1] = herd_dot_q5_1_q8a_ref,
+        },
+    .dot_q8k =
+        {
+            [HERD_GGML_TYPE_Q2_K] = herd_dot_q2_k_q8k_ref,
+            [HERD_GGML_TYPE_Q3_K] = herd_dot_q3_k_q8k_ref,
+            [HERD_GGML_TYPE_Q4_K] = herd_dot_q4_k_q8k_ref,
+            [HERD_GGML_TYPE_Q5_K] = herd_dot_q5_k_q8k_ref,
+            [HERD_GGML_TYPE_Q6_K] = herd_dot_q6_k_q8k_ref,
+        },
     .dot_f32 = dot_f32_ref,
     .dot_f16_f32 = dot_f16_f32_ref,
     .dot_bf16_f32 = dot_bf16_f32_ref,

@@ -48,14 +48,29 @@ void herd_matrix_pack(struct herd_matrix *m, uint8_t *dst) {
     m->packed = dst;
 }
 
-static bool is_quantized(enum herd_ggml_type t) { return t == HERD_GGML_TYPE_Q8_0 || t == HERD_GGML_TYPE_Q4_0; }
+static bool is_quantized(enum herd_ggml_type t) { return herd_act_type_of(t) != HERD_ACT_F32; }
 
-bool herd_matmul_quantizes(const struct herd_matrix *w, bool precise) { return is_quantized(w->type) && !precise; }
+bool herd_matmul_quantizes(const struct herd_matrix *w, bool precise) {
+    return herd_act_type_of(w->type) == HERD_ACT_Q8A && !precise;
+}
+
+/* The scratch of quantized activations: n_tokens rows of Q8A blocks first
+ * (the layout producers write, see herd_matmul_quantizes), then, 64-byte
+ * aligned, the same rows as Q8_K blocks where the column count allows
+ * them: one call may mix weight types of both families (a Q5_0 fallback
+ * beside Q4_K matrices), and each family's activations are quantized once. */
+static size_t q8a_bytes(size_t cols, size_t n_tokens) {
+    return (n_tokens * (cols / HERD_QK8A) * sizeof(struct herd_block_q8a) + 63) & ~(size_t)63;
+}
+
+static size_t q8k_bytes(size_t cols, size_t n_tokens) {
+    return cols % HERD_QK_K == 0 ? n_tokens * (cols / HERD_QK_K) * sizeof(struct herd_block_q8_k) : 0;
+}
 
 size_t herd_matmul_scratch_bytes(const struct herd_matrix *w, size_t n_tokens, int n_threads, bool precise) {
     if (!is_quantized(w->type)) return 0;
     if (precise) return (size_t)n_threads * w->cols * sizeof(float) + 64 * (size_t)n_threads;
-    return n_tokens * (w->cols / HERD_QK8A) * sizeof(struct herd_block_q8a);
+    return q8a_bytes(w->cols, n_tokens) + q8k_bytes(w->cols, n_tokens);
 }
 
 struct job {
@@ -67,14 +82,23 @@ struct job {
     size_t x_stride, n_tokens;
     void *scratch;
     bool precise;
+    /* which activation formats the outputs take (quantize_part fills them) */
+    bool need_q8a, need_q8k;
 };
+
+static struct herd_block_q8_k *q8k_rows(const struct job *j) {
+    return (struct herd_block_q8_k *)((char *)j->scratch + q8a_bytes(j->cols, j->n_tokens));
+}
 
 static void quantize_part(void *ctx, int ith, int nth) {
     const struct job *j = ctx;
     struct herd_block_q8a *q = j->scratch;
-    const size_t nb = j->cols / HERD_QK8A;
-    for (size_t t = (size_t)ith; t < j->n_tokens; t += (size_t)nth)
-        j->k->quantize_row_q8a(j->x + t * j->x_stride, q + t * nb, j->cols);
+    const size_t nb = j->cols / HERD_QK8A, nbk = j->cols / HERD_QK_K;
+    struct herd_block_q8_k *qk = q8k_rows(j);
+    for (size_t t = (size_t)ith; t < j->n_tokens; t += (size_t)nth) {
+        if (j->need_q8a) j->k->quantize_row_q8a(j->x + t * j->x_stride, q + t * nb, j->cols);
+        if (j->need_q8k) j->k->quantize_row_q8k(j->x + t * j->x_stride, qk + t * nbk, j->cols);
+    }
 }
 
 /* Tokens per pass over the weight groups: 64 tokens of quantized activations
@@ -126,8 +150,10 @@ static void dot_item(const struct job *j, const struct herd_matmul_out *o, size_
     const struct herd_kernels *k = j->k;
     const size_t r0 = item * DOT_ROWS;
     const size_t r1 = r0 + DOT_ROWS < w->rows ? r0 + DOT_ROWS : w->rows;
-    const size_t nb = w->cols / HERD_QK8A;
+    const size_t nb = w->cols / HERD_QK8A, nbk = w->cols / HERD_QK_K;
     const struct herd_block_q8a *q = j->scratch;
+    const struct herd_block_q8_k *qk = q8k_rows(j);
+    const enum herd_act_type act = herd_act_type_of(w->type);
     float *deq = NULL;
     if (j->precise && is_quantized(w->type)) {
         /* one row per thread, 64-byte separated to avoid false sharing */
@@ -141,10 +167,12 @@ static void dot_item(const struct job *j, const struct herd_matmul_out *o, size_
             float v;
             if (deq) {
                 v = k->dot_f32(deq, xt, w->cols);
+            } else if (act == HERD_ACT_Q8A) {
+                v = k->dot_q8a[w->type](row, q + t * nb, w->cols);
+            } else if (act == HERD_ACT_Q8K) {
+                v = k->dot_q8k[w->type](row, qk + t * nbk, w->cols);
             } else {
                 switch (w->type) {
-                case HERD_GGML_TYPE_Q8_0: v = k->dot_q8_0_q8a(row, q + t * nb, w->cols); break;
-                case HERD_GGML_TYPE_Q4_0: v = k->dot_q4_0_q8a(row, q + t * nb, w->cols); break;
                 case HERD_GGML_TYPE_F32: v = k->dot_f32(row, xt, w->cols); break;
                 case HERD_GGML_TYPE_F16: v = k->dot_f16_f32(row, xt, w->cols); break;
                 case HERD_GGML_TYPE_BF16: v = k->dot_bf16_f32(row, xt, w->cols); break;
@@ -185,13 +213,14 @@ static void run_job(struct herd_pool *pool, struct job *j, bool quantize) {
 
 void herd_matmul_multi(struct herd_pool *pool, const struct herd_kernels *k, const struct herd_matmul_out *outs,
                        size_t n_outs, const float *x, size_t x_stride, size_t n_tokens, void *scratch, bool precise) {
-    bool quantize = false;
+    struct job j = {k, outs, n_outs, (size_t)outs[0].w->cols, x, x_stride, n_tokens, scratch, precise, false, false};
     for (size_t i = 0; i < n_outs; i++) {
         HERD_ASSERT(outs[i].w->cols == outs[0].w->cols);
-        quantize = quantize || herd_matmul_quantizes(outs[i].w, precise);
+        const enum herd_act_type act = precise ? HERD_ACT_F32 : herd_act_type_of(outs[i].w->type);
+        j.need_q8a = j.need_q8a || act == HERD_ACT_Q8A;
+        j.need_q8k = j.need_q8k || act == HERD_ACT_Q8K;
     }
-    struct job j = {k, outs, n_outs, (size_t)outs[0].w->cols, x, x_stride, n_tokens, scratch, precise};
-    run_job(pool, &j, quantize);
+    run_job(pool, &j, j.need_q8a || j.need_q8k);
 }
 
 void herd_matmul_multi_q8a(struct herd_pool *pool, const struct herd_kernels *k, const struct herd_matmul_out *outs,
@@ -200,7 +229,7 @@ void herd_matmul_multi_q8a(struct herd_pool *pool, const struct herd_kernels *k,
         HERD_ASSERT(outs[i].w->cols == outs[0].w->cols);
         HERD_ASSERT(herd_matmul_quantizes(outs[i].w, false));
     }
-    struct job j = {k, outs, n_outs, (size_t)outs[0].w->cols, NULL, 0, n_tokens, scratch, false};
+    struct job j = {k, outs, n_outs, (size_t)outs[0].w->cols, NULL, 0, n_tokens, scratch, false, true, false};
     run_job(pool, &j, false);
 }
 

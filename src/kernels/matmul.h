@@ -22,7 +22,7 @@
 #include "kernels/kernels.h"
 
 struct herd_matrix {
-    enum herd_ggml_type type; /* F32, F16, BF16, Q8_0, Q4_0 */
+    enum herd_ggml_type type; /* F32, F16, BF16, or a quantized type herd computes */
     const void *data;         /* as in the file */
     uint64_t rows, cols;
     size_t row_bytes;
@@ -48,7 +48,8 @@ size_t herd_matmul_scratch_bytes(const struct herd_matrix *w, size_t n_tokens, i
 /* y (n_tokens x w->rows, row stride y_stride floats) = x (n_tokens x w->cols,
  * row stride x_stride) times W^T. precise: dequantize quantized weights to
  * f32 and keep f32 activations (slow, for checking against the reference);
- * otherwise activations are quantized to 8 bits for Q8_0/Q4_0 weights. */
+ * otherwise activations are quantized to 8 bits for quantized weights (Q8A
+ * or Q8_K blocks, as herd_act_type_of says). */
 void herd_matmul(struct herd_pool *pool, const struct herd_kernels *k, const struct herd_matrix *w, const float *x,
                  size_t x_stride, size_t n_tokens, float *y, size_t y_stride, void *scratch, bool precise);
 
@@ -65,8 +66,8 @@ struct herd_matmul_out {
 void herd_matmul_multi(struct herd_pool *pool, const struct herd_kernels *k, const struct herd_matmul_out *outs,
                        size_t n_outs, const float *x, size_t x_stride, size_t n_tokens, void *scratch, bool precise);
 
-/* Whether herd_matmul quantizes its activations for w (Q8_0 / Q4_0 weights,
- * not precise). Then the step that produces them may quantize each row
+/* Whether herd_matmul quantizes its activations for w into Q8A blocks
+ * (the 32-value quantized types, not precise). Then the step that produces them may quantize each row
  * itself while it is in cache, with k->quantize_row_q8a, into scratch (row t
  * at t x w->cols / 32 blocks) and call herd_matmul_multi_q8a: one pool call
  * and one pass over the activations fewer. */

@@ -93,6 +93,133 @@ void herd_quantize_row_q4_0_ref(const float *x, struct herd_block_q4_0 *y, size_
     }
 }
 
+/* ------------------------------------------------------------ dequantization of the other types
+ *
+ * Each is bit-exact with ggml's dequantize_row_* (tests/data/kquant): the
+ * same products in the same order, each rounded to f32 (this file is not
+ * contracted), so a value is computed as d * scale first, then times the
+ * quant, then minus the min term. */
+
+/* The fifth bit of element j of a Q5 block, as 0 or 16. */
+static int q5_high(const uint8_t qh[4], int j) {
+    const uint32_t h = (uint32_t)qh[0] | (uint32_t)qh[1] << 8 | (uint32_t)qh[2] << 16 | (uint32_t)qh[3] << 24;
+    return (int)((h >> j) & 1u) << 4;
+}
+
+static void dequantize_q4_1(const struct herd_block_q4_1 *b, float *y, size_t n) {
+    HERD_ASSERT(n % 32 == 0);
+    for (size_t i = 0; i < n / 32; i++, y += 32) {
+        const float d = herd_fp16_to_fp32(b[i].d), m = herd_fp16_to_fp32(b[i].m);
+        for (int j = 0; j < 16; j++) {
+            y[j] = (float)(b[i].qs[j] & 0x0f) * d + m;
+            y[j + 16] = (float)(b[i].qs[j] >> 4) * d + m;
+        }
+    }
+}
+
+static void dequantize_q5_0(const struct herd_block_q5_0 *b, float *y, size_t n) {
+    HERD_ASSERT(n % 32 == 0);
+    for (size_t i = 0; i < n / 32; i++, y += 32) {
+        const float d = herd_fp16_to_fp32(b[i].d);
+        for (int j = 0; j < 16; j++) {
+            y[j] = (float)(((b[i].qs[j] & 0x0f) | q5_high(b[i].qh, j)) - 16) * d;
+            y[j + 16] = (float)(((b[i].qs[j] >> 4) | q5_high(b[i].qh, j + 16)) - 16) * d;
+        }
+    }
+}
+
+static void dequantize_q5_1(const struct herd_block_q5_1 *b, float *y, size_t n) {
+    HERD_ASSERT(n % 32 == 0);
+    for (size_t i = 0; i < n / 32; i++, y += 32) {
+        const float d = herd_fp16_to_fp32(b[i].d), m = herd_fp16_to_fp32(b[i].m);
+        for (int j = 0; j < 16; j++) {
+            y[j] = (float)((b[i].qs[j] & 0x0f) | q5_high(b[i].qh, j)) * d + m;
+            y[j + 16] = (float)((b[i].qs[j] >> 4) | q5_high(b[i].qh, j + 16)) * d + m;
+        }
+    }
+}
+
+static void dequantize_q2_k(const struct herd_block_q2_k *b, float *y, size_t n) {
+    HERD_ASSERT(n % HERD_QK_K == 0);
+    for (size_t i = 0; i < n / HERD_QK_K; i++) {
+        const float d = herd_fp16_to_fp32(b[i].d), dmin = herd_fp16_to_fp32(b[i].dmin);
+        for (int h = 0; h < 2; h++)
+            for (int s = 0; s < 4; s++)
+                for (int k = 0; k < 2; k++) {
+                    const uint8_t sc = b[i].scales[8 * h + 2 * s + k];
+                    const float dl = d * (float)(sc & 0xf), ml = dmin * (float)(sc >> 4);
+                    const uint8_t *q = b[i].qs + 32 * h + 16 * k;
+                    for (int l = 0; l < 16; l++) *y++ = dl * (float)((q[l] >> (2 * s)) & 3) - ml;
+                }
+    }
+}
+
+static void dequantize_q3_k(const struct herd_block_q3_k *b, float *y, size_t n) {
+    HERD_ASSERT(n % HERD_QK_K == 0);
+    for (size_t i = 0; i < n / HERD_QK_K; i++) {
+        const float d = herd_fp16_to_fp32(b[i].d);
+        uint8_t scales[16];
+        herd_q3_k_scales(b[i].scales, scales);
+        for (int h = 0; h < 2; h++)
+            for (int s = 0; s < 4; s++)
+                for (int k = 0; k < 2; k++) {
+                    const float dl = d * (float)(scales[8 * h + 2 * s + k] - 32);
+                    const uint8_t *q = b[i].qs + 32 * h + 16 * k, *hm = b[i].hmask + 16 * k;
+                    const uint8_t bit = (uint8_t)(1u << (4 * h + s));
+                    for (int l = 0; l < 16; l++) *y++ = dl * (float)(((q[l] >> (2 * s)) & 3) - ((hm[l] & bit) ? 0 : 4));
+                }
+    }
+}
+
+static void dequantize_q4_k(const struct herd_block_q4_k *b, float *y, size_t n) {
+    HERD_ASSERT(n % HERD_QK_K == 0);
+    for (size_t i = 0; i < n / HERD_QK_K; i++) {
+        const float d = herd_fp16_to_fp32(b[i].d), dmin = herd_fp16_to_fp32(b[i].dmin);
+        for (int p = 0; p < 4; p++) {
+            const uint8_t *q = b[i].qs + 32 * p;
+            for (int k = 0; k < 2; k++) {
+                uint8_t sc, m;
+                herd_kquant_scale_min(2 * p + k, b[i].scales, &sc, &m);
+                const float dl = d * (float)sc, ml = dmin * (float)m;
+                for (int l = 0; l < 32; l++) *y++ = dl * (float)((q[l] >> (4 * k)) & 0xf) - ml;
+            }
+        }
+    }
+}
+
+static void dequantize_q5_k(const struct herd_block_q5_k *b, float *y, size_t n) {
+    HERD_ASSERT(n % HERD_QK_K == 0);
+    for (size_t i = 0; i < n / HERD_QK_K; i++) {
+        const float d = herd_fp16_to_fp32(b[i].d), dmin = herd_fp16_to_fp32(b[i].dmin);
+        for (int p = 0; p < 4; p++) {
+            const uint8_t *q = b[i].qs + 32 * p;
+            for (int k = 0; k < 2; k++) {
+                uint8_t sc, m;
+                herd_kquant_scale_min(2 * p + k, b[i].scales, &sc, &m);
+                const float dl = d * (float)sc, ml = dmin * (float)m;
+                const int bit = 2 * p + k;
+                for (int l = 0; l < 32; l++)
+                    *y++ = dl * (float)(((q[l] >> (4 * k)) & 0xf) | (((b[i].qh[l] >> bit) & 1) << 4)) - ml;
+            }
+        }
+    }
+}
+
+static void dequantize_q6_k(const struct herd_block_q6_k *b, float *y, size_t n) {
+    HERD_ASSERT(n % HERD_QK_K == 0);
+    for (size_t i = 0; i < n / HERD_QK_K; i++) {
+        const float d = herd_fp16_to_fp32(b[i].d);
+        for (int h = 0; h < 2; h++)
+            for (int s = 0; s < 4; s++)
+                for (int l = 0; l < 32; l++) {
+                    const uint8_t lo = (uint8_t)((b[i].ql[64 * h + 32 * (s % 2) + l] >> (4 * (s / 2))) & 0xf);
+                    const uint8_t hi = (uint8_t)((b[i].qh[32 * h + l] >> (2 * s)) & 3);
+                    const float dl = d * (float)b[i].scales[8 * h + 2 * s + l / 16];
+                    *y++ = dl * (float)((lo | hi << 4) - 32);
+                }
+    }
+}
+
 void herd_dequantize_row_ref(enum herd_ggml_type type, const void *src, float *dst, size_t n) {
     switch (type) {
     case HERD_GGML_TYPE_F32: memcpy(dst, src, n * sizeof *dst); return;
@@ -127,6 +254,14 @@ void herd_dequantize_row_ref(enum herd_ggml_type type, const void *src, float *d
         }
         return;
     }
+    case HERD_GGML_TYPE_Q4_1: dequantize_q4_1(src, dst, n); return;
+    case HERD_GGML_TYPE_Q5_0: dequantize_q5_0(src, dst, n); return;
+    case HERD_GGML_TYPE_Q5_1: dequantize_q5_1(src, dst, n); return;
+    case HERD_GGML_TYPE_Q2_K: dequantize_q2_k(src, dst, n); return;
+    case HERD_GGML_TYPE_Q3_K: dequantize_q3_k(src, dst, n); return;
+    case HERD_GGML_TYPE_Q4_K: dequantize_q4_k(src, dst, n); return;
+    case HERD_GGML_TYPE_Q5_K: dequantize_q5_k(src, dst, n); return;
+    case HERD_GGML_TYPE_Q6_K: dequantize_q6_k(src, dst, n); return;
     default: HERD_ASSERT(!"dequantize: type not computed");
     }
 }
@@ -147,5 +282,16 @@ void herd_quantize_row_ref(enum herd_ggml_type type, const float *src, void *dst
     case HERD_GGML_TYPE_Q8_0: herd_quantize_row_q8_0_ref(src, dst, n); return;
     case HERD_GGML_TYPE_Q4_0: herd_quantize_row_q4_0_ref(src, dst, n); return;
     default: HERD_ASSERT(!"quantize: type not computed");
+    }
+}
+
+bool herd_quantize_row_supported(enum herd_ggml_type type) {
+    switch (type) {
+    case HERD_GGML_TYPE_F32:
+    case HERD_GGML_TYPE_F16:
+    case HERD_GGML_TYPE_BF16:
+    case HERD_GGML_TYPE_Q8_0:
+    case HERD_GGML_TYPE_Q4_0: return true;
+    default: return false;
     }
 }

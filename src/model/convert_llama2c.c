@@ -339,7 +339,7 @@ enum herd_status herd_llama2c_convert(const struct herd_llama2c_params *p, struc
     float *values = NULL;
     uint8_t *packed = NULL;
     const struct herd_ggml_type_info *ti = herd_ggml_type_info(p->type);
-    if (!ti || !ti->computed)
+    if (!ti || !herd_quantize_row_supported(p->type))
         return herd_error_set(err, HERD_E_INVALID, "output type must be f32, f16, bf16, q8_0 or q4_0");
 
     if ((rc = herd_mapped_file_init(&c.map, p->checkpoint_path, err)) != HERD_OK) goto out;

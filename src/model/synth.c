@@ -100,7 +100,7 @@ enum herd_status herd_synth_write(const struct herd_synth_params *p, struct herd
     const struct herd_synth_shape *s = herd_synth_shape_find(p->shape);
     if (!s) return herd_error_set(err, HERD_E_INVALID, "unknown shape '%s'", p->shape);
     const struct herd_ggml_type_info *ti = herd_ggml_type_info(p->type);
-    if (!ti || !ti->computed)
+    if (!ti || !herd_quantize_row_supported(p->type))
         return herd_error_set(err, HERD_E_INVALID, "type %s cannot be synthesized (f32, f16, bf16, q8_0, q4_0)",
                               ti ? ti->name : "?");
     const bool tied = p->tied < 0 ? s->tied : p->tied != 0;

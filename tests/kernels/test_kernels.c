@@ -55,8 +55,10 @@ static void compare_family(const struct herd_kernels *k) {
         herd_quantize_row_q4_0_ref(w, w4, n);
         float mag = 0;
         for (size_t i = 0; i < n; i++) mag += fabsf(w[i] * x[i]);
-        close_enough(k->dot_q8_0_q8a(w8, qa, n), ref->dot_q8_0_q8a(w8, qa, n), mag, "dot_q8_0_q8a", n);
-        close_enough(k->dot_q4_0_q8a(w4, qa, n), ref->dot_q4_0_q8a(w4, qa, n), mag, "dot_q4_0_q8a", n);
+        close_enough(k->dot_q8a[HERD_GGML_TYPE_Q8_0](w8, qa, n), ref->dot_q8a[HERD_GGML_TYPE_Q8_0](w8, qa, n), mag,
+                     "dot_q8_0_q8a", n);
+        close_enough(k->dot_q8a[HERD_GGML_TYPE_Q4_0](w4, qa, n), ref->dot_q8a[HERD_GGML_TYPE_Q4_0](w4, qa, n), mag,
+                     "dot_q4_0_q8a", n);
         free(x), free(w), free(qa), free(qb), free(w8), free(w4);
     }
     const size_t sizes[] = {1, 7, 31, 33, 4097};
