@@ -4,22 +4,31 @@
 # runs `herd bench` on each, prints a table and writes
 # bench/results/engine-<UTC date>.json.
 #
-#   bench/engine.sh [--reps R] [--threads N] [--quick] [--llama-bench PATH]
+#   bench/engine.sh [--reps R] [--threads N] [--quick] [--rows "SHAPE TYPE,..."]
+#                   [--llama-bench PATH] [--llama-quantize PATH]
 #
 # --quick: smollm-135m only, fewer tokens (a smoke run, not a result).
-# --llama-bench PATH: also run that llama-bench binary (built by you from
-# llama.cpp, outside this repository) on the same files with the same
-# threads, -p 512 -n 128, and put its numbers beside herd's.
+# --rows: the models to run, e.g. "tinyllama-1.1b Q4_K_M,smollm-135m Q6_K".
+# A type is one `herd synth --type` writes, or a llama-quantize mix (Q4_K_M,
+# Q5_K_M, Q6_K, ...) made from an F16 synth file with --llama-quantize PATH
+# (a llama-quantize binary built by you from llama.cpp, outside this
+# repository); such rows are named "TYPE/lq".
+# --llama-bench PATH: also run that llama-bench binary on the same files
+# with the same threads, -p 512 -n 128 -mmp 0 (llama.cpp reads faster from
+# loaded memory than from its mmap on these machines: the peer at its
+# best), and put its numbers beside herd's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-reps=3 threads=$(nproc) quick=0 llama=""
+reps=3 threads=$(nproc) quick=0 llama="" lquant="" rows_arg=""
 while [ $# -gt 0 ]; do
     case $1 in
         --reps) reps=$2; shift 2 ;;
         --threads) threads=$2; shift 2 ;;
         --quick) quick=1; shift ;;
         --llama-bench) llama=$2; shift 2 ;;
-        *) echo "usage: bench/engine.sh [--reps R] [--threads N] [--quick] [--llama-bench PATH]" >&2; exit 2 ;;
+        --llama-quantize) lquant=$2; shift 2 ;;
+        --rows) rows_arg=$2; shift 2 ;;
+        *) echo "usage: bench/engine.sh [--reps R] [--threads N] [--quick] [--rows \"SHAPE TYPE,...\"] [--llama-bench PATH] [--llama-quantize PATH]" >&2; exit 2 ;;
     esac
 done
 HERD=build/bin/herd
@@ -29,6 +38,7 @@ mkdir -p "$models" bench/results
 rows=("smollm-135m Q8_0" "smollm-135m Q4_0" "tinyllama-1.1b Q8_0" "tinyllama-1.1b Q4_0")
 p=512 n=128
 if [ "$quick" = 1 ]; then rows=("smollm-135m Q8_0" "smollm-135m Q4_0"); p=128 n=32; fi
+if [ -n "$rows_arg" ]; then IFS=, read -r -a rows <<<"$rows_arg"; fi
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 out=bench/results/engine-$stamp.json
 tmp=$(mktemp -d)
@@ -36,11 +46,20 @@ trap 'rm -rf "$tmp"' EXIT
 i=0
 for row in "${rows[@]}"; do
     set -- $row
-    f=$models/$1-$2.gguf
-    [ -f "$f" ] || "$HERD" synth --shape "$1" --type "$2" -o "$f" 2>/dev/null
+    f=$models/$1-${2//\//-}.gguf
+    if [ ! -f "$f" ]; then
+        if [ "${2%/lq}" != "$2" ]; then
+            [ -n "$lquant" ] || { echo "row '$row' needs --llama-quantize PATH" >&2; exit 2; }
+            f16=$models/$1-F16.gguf
+            [ -f "$f16" ] || "$HERD" synth --shape "$1" --type F16 -o "$f16" 2>/dev/null
+            "$lquant" "$f16" "$f" "${2%/lq}" >/dev/null 2>&1
+        else
+            "$HERD" synth --shape "$1" --type "$2" -o "$f" 2>/dev/null
+        fi
+    fi
     "$HERD" bench -m "$f" -p $p -n $n -r "$reps" -t "$threads" --batch 16 --json >"$tmp/herd-$i.json"
     if [ -n "$llama" ]; then
-        "$llama" -m "$f" -p $p -n $n -r "$reps" -t "$threads" -o json >"$tmp/llama-$i.json" 2>/dev/null || echo '[]' >"$tmp/llama-$i.json"
+        "$llama" -m "$f" -p $p -n $n -r "$reps" -t "$threads" -mmp 0 -o json >"$tmp/llama-$i.json" 2>/dev/null || echo '[]' >"$tmp/llama-$i.json"
     else
         echo '[]' >"$tmp/llama-$i.json"
     fi

@@ -100,6 +100,50 @@ static void human_bytes(uint64_t b, char *buf, size_t n) {
         snprintf(buf, n, "%llu B", (unsigned long long)b);
 }
 
+/* ------------------------------------------------------------ the type mix */
+
+/* Tensors and bytes per ggml type: what a K-quant mix (Q4_K_M: Q4_K with
+ * Q6_K for some attn_v / ffn_down and the output, F32 norms) is made of. */
+struct type_mix {
+    uint64_t n[HERD_GGML_TYPE__COUNT], bytes[HERD_GGML_TYPE__COUNT], elems[HERD_GGML_TYPE__COUNT];
+};
+
+static void type_mix(const struct herd_gguf *g, struct type_mix *m) {
+    memset(m, 0, sizeof *m);
+    for (size_t i = 0; i < herd_gguf_n_tensors(g); i++) {
+        const struct herd_gguf_tensor *t = herd_gguf_tensor_at(g, i);
+        m->n[t->type]++;
+        m->bytes[t->type] += t->n_bytes;
+        m->elems[t->type] += t->n_elems;
+    }
+}
+
+static void print_type_mix(const struct herd_gguf *g) {
+    struct type_mix m;
+    type_mix(g, &m);
+    printf("type mix     ");
+    for (int t = 0; t < HERD_GGML_TYPE__COUNT; t++) {
+        if (!m.n[t]) continue;
+        char a[32];
+        human_bytes(m.bytes[t], a, sizeof a);
+        printf(" %s x %llu (%s, %.2f bits/weight)", herd_ggml_type_info((uint32_t)t)->name, (unsigned long long)m.n[t],
+               a, 8.0 * (double)m.bytes[t] / (double)m.elems[t]);
+    }
+    printf("\n");
+}
+
+static json_t *type_mix_json(const struct herd_gguf *g) {
+    struct type_mix m;
+    type_mix(g, &m);
+    json_t *arr = json_array();
+    for (int t = 0; t < HERD_GGML_TYPE__COUNT; t++)
+        if (m.n[t])
+            json_array_append_new(arr, json_pack("{s:s,s:I,s:I,s:I}", "type", herd_ggml_type_info((uint32_t)t)->name,
+                                                 "tensors", (json_int_t)m.n[t], "bytes", (json_int_t)m.bytes[t],
+                                                 "elements", (json_int_t)m.elems[t]));
+    return arr;
+}
+
 /* ------------------------------------------------------------ text output */
 
 static void print_text(const char *path, const struct herd_gguf *g, const struct herd_model_desc *d,
@@ -147,7 +191,10 @@ static void print_text(const char *path, const struct herd_gguf *g, const struct
     }
     human_bytes(d->weight_bytes, a, sizeof a);
     printf("\ntensors (%zu, %s, %llu parameters)\n", herd_gguf_n_tensors(g), a, (unsigned long long)d->n_params);
-    if (herd_gguf_n_tensors(g)) printf("  %-32s %-8s %-22s %12s\n", "name", "type", "shape", "bytes");
+    if (herd_gguf_n_tensors(g)) {
+        print_type_mix(g);
+        printf("  %-32s %-8s %-22s %12s\n", "name", "type", "shape", "bytes");
+    }
     for (size_t i = 0; i < herd_gguf_n_tensors(g); i++) {
         const struct herd_gguf_tensor *t = herd_gguf_tensor_at(g, i);
         char name[96], shape[96];
@@ -258,6 +305,7 @@ static int print_json(const char *path, const struct herd_gguf *g, const struct 
                                                  (json_int_t)t->n_bytes, "offset", (json_int_t)t->offset));
     }
     json_object_set_new(root, "tensors", tensors);
+    json_object_set_new(root, "type_mix", type_mix_json(g));
     json_object_set_new(root, "n_tensors", json_integer((json_int_t)d->n_tensors));
     json_object_set_new(root, "weight_bytes", json_integer((json_int_t)d->weight_bytes));
     json_object_set_new(root, "n_params", json_integer((json_int_t)d->n_params));
