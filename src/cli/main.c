@@ -21,6 +21,7 @@ static const struct command commands[] = {
     {"chat-template", herd_cmd_chat_template, "render a conversation through a chat template (debugging)"},
     {"inspect", herd_cmd_inspect, "show a GGUF file's architecture, tokenizer, tensors and memory needs"},
     {"synth", herd_cmd_synth, "write a random-weight Llama model of a real shape (for tests and benchmarks)"},
+    {"imatrix", herd_cmd_imatrix, "compute an importance matrix over a text (for quantize --imatrix)"},
     {"convert", herd_cmd_convert, "convert a model from another format to GGUF (llama2c)"},
 };
 

@@ -318,9 +318,15 @@ static struct herd_block_q8a *gate_up_q8a(const struct herd_context *c, const st
 }
 
 /* A layer's matmul: on the activations its producer quantized (q8a, one of
- * the above), else from the floats x. */
-static void layer_matmul(struct herd_context *c, const struct herd_matmul_out *outs, size_t n_outs,
-                         const struct herd_block_q8a *q8a, const float *x, size_t x_stride, size_t n_tokens) {
+ * the above), else from the floats x. outs[i] has role first_role + i (for
+ * the observer). */
+static void layer_matmul(struct herd_context *c, uint32_t layer, enum herd_matrix_role first_role,
+                         const struct herd_matmul_out *outs, size_t n_outs, const struct herd_block_q8a *q8a,
+                         const float *x, size_t x_stride, size_t n_tokens) {
+    if (c->params.observe_matmul)
+        for (size_t i = 0; i < n_outs; i++)
+            c->params.observe_matmul(c->params.observe_ctx, layer, (enum herd_matrix_role)(first_role + (int)i), x,
+                                     x_stride, n_tokens);
     if (q8a)
         herd_matmul_multi_q8a(c->pool, c->k, outs, n_outs, n_tokens, c->mm_scratch);
     else
@@ -529,7 +535,7 @@ enum herd_status herd_decode(struct herd_context *c, const struct herd_batch *b,
         const struct herd_layer *L = &m->layers[l];
         t0 = PROF_T();
         const struct herd_matmul_out qkv[3] = {{&L->wq, c->q, qd}, {&L->wk, c->kx, kvd}, {&L->wv, c->vx, kvd}};
-        layer_matmul(c, qkv, 3, qkv_q8a(c, L), c->xn, E, T);
+        layer_matmul(c, l, HERD_ROLE_ATTN_Q, qkv, 3, qkv_q8a(c, L), c->xn, E, T);
         herd_prof_matmul(P, HERD_PROF_MM_QKV, L->wq.type, t0);
         t0 = PROF_T();
         run_rows(c, b, ROWS_ROPE_STORE, l, NULL, NULL, T * (qd + 2 * kvd) * 2);
@@ -541,7 +547,7 @@ enum herd_status herd_decode(struct herd_context *c, const struct herd_batch *b,
         herd_prof_op(P, HERD_PROF_ATTENTION, t0);
         t0 = PROF_T();
         const struct herd_matmul_out wo = {&L->wo, c->xn, E};
-        layer_matmul(c, &wo, 1, att_q8a, c->att, qd, T);
+        layer_matmul(c, l, HERD_ROLE_ATTN_OUTPUT, &wo, 1, att_q8a, c->att, qd, T);
         herd_prof_matmul(P, HERD_PROF_MM_ATTN_OUT, L->wo.type, t0);
         t0 = PROF_T();
         run_rows(c, b, ROWS_ADD_NORM, l, L->ffn_norm, gate_up_q8a(c, L), T * E * 2);
@@ -549,7 +555,7 @@ enum herd_status herd_decode(struct herd_context *c, const struct herd_batch *b,
 
         t0 = PROF_T();
         const struct herd_matmul_out gate_up[2] = {{&L->w_gate, c->gate, F}, {&L->w_up, c->up, F}};
-        layer_matmul(c, gate_up, 2, gate_up_q8a(c, L), c->xn, E, T);
+        layer_matmul(c, l, HERD_ROLE_FFN_GATE, gate_up, 2, gate_up_q8a(c, L), c->xn, E, T);
         herd_prof_matmul(P, HERD_PROF_MM_GATE_UP, L->w_gate.type, t0);
         t0 = PROF_T();
         struct herd_block_q8a *down_q8a = fused_q8a(c, &L->w_down);
@@ -557,7 +563,7 @@ enum herd_status herd_decode(struct herd_context *c, const struct herd_batch *b,
         herd_prof_op(P, HERD_PROF_ACTIVATION, t0);
         t0 = PROF_T();
         const struct herd_matmul_out down = {&L->w_down, c->xn, E};
-        layer_matmul(c, &down, 1, down_q8a, c->gate, F, T);
+        layer_matmul(c, l, HERD_ROLE_FFN_DOWN, &down, 1, down_q8a, c->gate, F, T);
         herd_prof_matmul(P, HERD_PROF_MM_DOWN, L->w_down.type, t0);
         if (l + 1 < d->n_layer) {
             t0 = PROF_T();
@@ -577,6 +583,8 @@ enum herd_status herd_decode(struct herd_context *c, const struct herd_batch *b,
         }
     herd_prof_op(P, HERD_PROF_ADD_NORM, t0);
     t0 = PROF_T();
+    if (n_out && c->params.observe_matmul)
+        c->params.observe_matmul(c->params.observe_ctx, d->n_layer, HERD_ROLE_OUTPUT, c->out_rows, E, n_out);
     if (n_out) herd_matmul(pool, k, &m->output, c->out_rows, E, n_out, c->logits, d->n_vocab, c->mm_scratch, precise);
     if (n_out) herd_prof_matmul(P, HERD_PROF_MM_OUTPUT, m->output.type, t0);
     c->n_outputs = n_out;

@@ -28,6 +28,13 @@ struct herd_context_params {
     enum herd_kv_type kv_type;          /* F16 default; F32 for exact comparisons; Q8 to halve memory */
     bool precise;                       /* f32 activations into every matmul (no 8-bit activation quantization) */
     const struct herd_kernels *kernels; /* NULL: the best for this CPU */
+    /* Called before each matmul with its float input rows (row t at x + t *
+     * x_stride, n_tokens rows; the output matrix sees only the rows that
+     * want logits), once per matrix (Q, K and V each see the same rows), on
+     * the thread that calls herd_decode: herd imatrix's collector. NULL: none. */
+    void (*observe_matmul)(void *ctx, uint32_t layer, enum herd_matrix_role role, const float *x, size_t x_stride,
+                           size_t n_tokens);
+    void *observe_ctx;
 };
 
 void herd_context_default_params(struct herd_context_params *p);

@@ -134,3 +134,9 @@ void herd_model_destroy(struct herd_model *m) {
     free(m->layers);
     free(m);
 }
+
+const char *herd_matrix_role_name(enum herd_matrix_role role) {
+    static const char *const names[HERD_ROLE__COUNT] = {"attn_q",   "attn_k", "attn_v",   "attn_output",
+                                                        "ffn_gate", "ffn_up", "ffn_down", "output"};
+    return role < HERD_ROLE__COUNT ? names[role] : "?";
+}

@@ -23,6 +23,25 @@ struct herd_layer {
     struct herd_matrix w_down;       /* (n_embd, n_ff) */
 };
 
+/* A layer matrix's role, in the order the forward pass multiplies them
+ * (Q, K, V share their input rows, as do gate and up); the GGUF tensor name
+ * is "blk.N." + herd_matrix_role_name(role) + ".weight", "output.weight"
+ * for the output matrix. */
+enum herd_matrix_role {
+    HERD_ROLE_ATTN_Q = 0,
+    HERD_ROLE_ATTN_K,
+    HERD_ROLE_ATTN_V,
+    HERD_ROLE_ATTN_OUTPUT,
+    HERD_ROLE_FFN_GATE,
+    HERD_ROLE_FFN_UP,
+    HERD_ROLE_FFN_DOWN,
+    HERD_ROLE_OUTPUT,
+    HERD_ROLE__COUNT
+};
+
+/* "attn_q", ..., "ffn_down", "output". */
+const char *herd_matrix_role_name(enum herd_matrix_role role);
+
 struct herd_model {
     struct herd_gguf *gguf; /* owns the mapping */
     struct herd_model_desc desc;

@@ -32,7 +32,7 @@ grep -q "unknown command 'frobnicate'" "$TMP/err" && grep -q "usage: herd COMMAN
 expect_exit 0 "$HERD" help
 grep -q inspect "$TMP/out" && grep -q synth "$TMP/out" && grep -q convert "$TMP/out" && ok || bad "help lists commands"
 expect_exit 0 "$HERD" --version
-for cmd in inspect synth convert run eval bench tokenize detokenize chat-template; do
+for cmd in inspect synth convert run eval bench tokenize detokenize chat-template imatrix; do
     expect_exit 0 "$HERD" "$cmd" --help
     grep -q "usage: herd $cmd" "$TMP/out" && ok || bad "$cmd --help"
     expect_exit 0 "$HERD" help "$cmd"
@@ -118,6 +118,33 @@ python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["n_vocab"]
 
 expect_exit 0 "$HERD" bench -p 16 -n 4 -r 1 --batch 2 --batch-prompt 4 --no-ceilings --json
 python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); t=[r["test"] for r in d["results"]]; assert t==["pp16","tg4","tg4-b2"], t; assert all(r["tokens_per_s"]>0 for r in d["results"])' "$TMP/out" && ok || bad "bench JSON"
+
+# --- imatrix ------------------------------------------------------------------
+# the default model over this repository's docs: one entry per block
+# matrix (stories260K: 5 layers x 7), llama.cpp's layout, chunks in the trailer
+cat "$SRC"/docs/*.md >"$TMP/text.txt"
+expect_exit 0 "$HERD" imatrix -f "$TMP/text.txt" -o "$TMP/imx.dat" --ctx 64 --chunks 4
+python3 - "$TMP/imx.dat" <<'PYEOF' && ok || bad "imatrix file layout"
+import struct, sys
+b = open(sys.argv[1], "rb").read()
+n, = struct.unpack_from("<i", b, 0); o = 4
+names = []
+for _ in range(n):
+    l, = struct.unpack_from("<i", b, o); names.append(b[o + 4:o + 4 + l].decode()); o += 4 + l
+    ncall, nval = struct.unpack_from("<ii", b, o); o += 8 + 4 * nval
+    assert ncall == 4 and nval > 0, (ncall, nval)
+chunks, dlen = struct.unpack_from("<ii", b, o)
+assert chunks == 4 and o + 8 + dlen == len(b)
+assert n == 35 and "blk.0.attn_q.weight" in names and "blk.4.ffn_down.weight" in names, names
+PYEOF
+expect_exit 1 "$HERD" imatrix -f "$TMP/no-such.txt" -o "$TMP/x.dat"
+grep -q "no-such.txt" "$TMP/err" && ok || bad "imatrix names the missing text"
+printf 'too short' >"$TMP/short.txt"
+expect_exit 1 "$HERD" imatrix -f "$TMP/short.txt" -o "$TMP/x.dat"
+grep -q "fewer than one chunk" "$TMP/err" && [ ! -e "$TMP/x.dat" ] && ok || bad "imatrix on too little text"
+expect_exit 2 "$HERD" imatrix -f "$TMP/text.txt" -o "$TMP/x.dat" --ctx 8
+expect_exit 1 "$HERD" imatrix -f "$TMP/text.txt" -o "$TMP/no-such-dir/x.dat" --ctx 64 --chunks 1
+grep -q "no-such-dir" "$TMP/err" && ok || bad "imatrix names the unwritable output"
 
 # --- the built-in profiler --------------------------------------------------
 # shares of each table add up to 100 %; matmuls, attention and norms appear
