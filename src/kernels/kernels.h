@@ -146,7 +146,8 @@ static inline enum herd_act_type herd_act_type_of(enum herd_ggml_type t) {
     case HERD_GGML_TYPE_Q4_0:
     case HERD_GGML_TYPE_Q4_1:
     case HERD_GGML_TYPE_Q5_0:
-    case HERD_GGML_TYPE_Q5_1: return HERD_ACT_Q8A;
+    case HERD_GGML_TYPE_Q5_1:
+    case HERD_GGML_TYPE_IQ4_NL: return HERD_ACT_Q8A;
     case HERD_GGML_TYPE_Q2_K:
     case HERD_GGML_TYPE_Q3_K:
     case HERD_GGML_TYPE_Q4_K:

@@ -454,6 +454,7 @@ static const struct herd_kernels avx2 = {
             [HERD_GGML_TYPE_Q4_1] = herd_dot_q4_1_q8a_ref,
             [HERD_GGML_TYPE_Q5_0] = herd_dot_q5_0_q8a_ref,
             [HERD_GGML_TYPE_Q5_1] = herd_dot_q5_1_q8a_ref,
+            [HERD_GGML_TYPE_IQ4_NL] = herd_dot_iq4_nl_q8a_ref,
         },
     .dot_q8k =
         {

@@ -1,5 +1,5 @@
 /* Dot-product kernels for the weight types beyond Q8_0 and Q4_0: the
- * legacy 32-value Q4_1, Q5_0 and Q5_1 (with Q8A activations, like Q8_0) and
+ * legacy 32-value Q4_1, Q5_0, Q5_1 and IQ4_NL (with Q8A activations, like Q8_0) and
  * the K-quants Q2_K..Q6_K (with Q8_K activations, as ggml's CPU path does,
  * so results agree with llama.cpp's). One scalar reference per kernel,
  * always built, and AVX2 and AVX-512 twins chosen with the rest of the
@@ -28,6 +28,7 @@ void herd_quantize_row_q8k_ref(const float *x, struct herd_block_q8_k *y, size_t
 float herd_dot_q4_1_q8a_ref(const void *w, const struct herd_block_q8a *x, size_t n);
 float herd_dot_q5_0_q8a_ref(const void *w, const struct herd_block_q8a *x, size_t n);
 float herd_dot_q5_1_q8a_ref(const void *w, const struct herd_block_q8a *x, size_t n);
+float herd_dot_iq4_nl_q8a_ref(const void *w, const struct herd_block_q8a *x, size_t n);
 float herd_dot_q2_k_q8k_ref(const void *w, const struct herd_block_q8_k *x, size_t n);
 float herd_dot_q3_k_q8k_ref(const void *w, const struct herd_block_q8_k *x, size_t n);
 float herd_dot_q4_k_q8k_ref(const void *w, const struct herd_block_q8_k *x, size_t n);

@@ -95,6 +95,18 @@ float herd_dot_q5_1_q8a_ref(const void *w, const struct herd_block_q8a *x, size_
     return sum;
 }
 
+float herd_dot_iq4_nl_q8a_ref(const void *w, const struct herd_block_q8a *x, size_t n) {
+    const struct herd_block_iq4_nl *b = w;
+    float sum = 0.0f;
+    for (size_t i = 0; i < n / 32; i++) {
+        int q[32];
+        for (int j = 0; j < 16; j++)
+            q[j] = herd_iq4nl_values[b[i].qs[j] & 0x0f], q[j + 16] = herd_iq4nl_values[b[i].qs[j] >> 4];
+        sum += herd_fp16_to_fp32(b[i].d) * x[i].d * (float)idot32(q, x[i].qs);
+    }
+    return sum;
+}
+
 /* ------------------------------------------------------------ K-quants with Q8_K */
 
 /* A super-block unpacked: q[256] in element order and, per sub-block of

@@ -58,7 +58,19 @@ struct herd_block_q5_1 {
     uint8_t qs[16];
 };
 
+/* IQ4_NL, 18 bytes per 32 values: fp16 d, then 16 bytes laid out as in
+ * Q4_0; value = d * herd_iq4nl_values[nibble], a non-linear grid denser
+ * near zero. llama-quantize writes it where a Q2_K / Q3_K tensor's rows
+ * are not a multiple of 256. */
+struct herd_block_iq4_nl {
+    uint16_t d;
+    uint8_t qs[16];
+};
+
+static const int8_t herd_iq4nl_values[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+
 _Static_assert(sizeof(struct herd_block_q4_1) == 20, "Q4_1 block is 20 bytes");
+_Static_assert(sizeof(struct herd_block_iq4_nl) == 18, "IQ4_NL block is 18 bytes");
 _Static_assert(sizeof(struct herd_block_q5_0) == 22, "Q5_0 block is 22 bytes");
 _Static_assert(sizeof(struct herd_block_q5_1) == 24, "Q5_1 block is 24 bytes");
 
@@ -182,7 +194,7 @@ void herd_quantize_row_q8_0_ref(const float *x, struct herd_block_q8_0 *y, size_
 void herd_quantize_row_q4_0_ref(const float *x, struct herd_block_q4_0 *y, size_t n);
 
 /* Converts n values of a row of type src_type to float. type must be one of
- * F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K..Q6_K (HERD_ASSERT otherwise);
+ * F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, Q2_K..Q6_K (HERD_ASSERT otherwise);
  * n a multiple of its block. Bit-exact with ggml's dequantize_row_*. */
 void herd_dequantize_row_ref(enum herd_ggml_type type, const void *src, float *dst, size_t n);
 

@@ -139,6 +139,17 @@ static void dequantize_q5_1(const struct herd_block_q5_1 *b, float *y, size_t n)
     }
 }
 
+static void dequantize_iq4_nl(const struct herd_block_iq4_nl *b, float *y, size_t n) {
+    HERD_ASSERT(n % 32 == 0);
+    for (size_t i = 0; i < n / 32; i++, y += 32) {
+        const float d = herd_fp16_to_fp32(b[i].d);
+        for (int j = 0; j < 16; j++) {
+            y[j] = d * (float)herd_iq4nl_values[b[i].qs[j] & 0x0f];
+            y[j + 16] = d * (float)herd_iq4nl_values[b[i].qs[j] >> 4];
+        }
+    }
+}
+
 static void dequantize_q2_k(const struct herd_block_q2_k *b, float *y, size_t n) {
     HERD_ASSERT(n % HERD_QK_K == 0);
     for (size_t i = 0; i < n / HERD_QK_K; i++) {
@@ -257,6 +268,7 @@ void herd_dequantize_row_ref(enum herd_ggml_type type, const void *src, float *d
     case HERD_GGML_TYPE_Q4_1: dequantize_q4_1(src, dst, n); return;
     case HERD_GGML_TYPE_Q5_0: dequantize_q5_0(src, dst, n); return;
     case HERD_GGML_TYPE_Q5_1: dequantize_q5_1(src, dst, n); return;
+    case HERD_GGML_TYPE_IQ4_NL: dequantize_iq4_nl(src, dst, n); return;
     case HERD_GGML_TYPE_Q2_K: dequantize_q2_k(src, dst, n); return;
     case HERD_GGML_TYPE_Q3_K: dequantize_q3_k(src, dst, n); return;
     case HERD_GGML_TYPE_Q4_K: dequantize_q4_k(src, dst, n); return;

@@ -164,8 +164,8 @@ static void test_a7_tensors(void **state) {
     s.drop_tensor = "blk.0.ffn_down.weight";
     expect(&s, HERD_E_NOT_FOUND, "required tensor 'blk.0.ffn_down.weight' is missing");
     s = good();
-    s.matrix_type = HERD_GGML_TYPE_IQ4_NL;
-    expect(&s, HERD_E_UNSUPPORTED, "has type iq4_nl, which herd does not compute");
+    s.matrix_type = HERD_GGML_TYPE_Q8_1;
+    expect(&s, HERD_E_UNSUPPORTED, "has type q8_1, which herd does not compute");
 }
 
 static void test_unsupported_arch_and_heads(void **state) {
