@@ -23,8 +23,8 @@
 #define DOT_RTOL 2e-5f
 
 static const enum herd_ggml_type kTypes[] = {
-    HERD_GGML_TYPE_Q4_1, HERD_GGML_TYPE_Q5_0, HERD_GGML_TYPE_Q5_1, HERD_GGML_TYPE_Q2_K,
-    HERD_GGML_TYPE_Q3_K, HERD_GGML_TYPE_Q4_K, HERD_GGML_TYPE_Q5_K, HERD_GGML_TYPE_Q6_K,
+    HERD_GGML_TYPE_Q4_1, HERD_GGML_TYPE_Q5_0, HERD_GGML_TYPE_Q5_1, HERD_GGML_TYPE_Q2_K,   HERD_GGML_TYPE_Q3_K,
+    HERD_GGML_TYPE_Q4_K, HERD_GGML_TYPE_Q5_K, HERD_GGML_TYPE_Q6_K, HERD_GGML_TYPE_IQ4_NL,
 };
 #define N_TYPES (sizeof kTypes / sizeof kTypes[0])
 
@@ -48,6 +48,7 @@ static uint8_t *random_blocks(struct herd_rng *r, enum herd_ggml_type t, size_t 
             ((struct herd_block_q4_1 *)b)->d = random_scale(r), ((struct herd_block_q4_1 *)b)->m = random_scale(r);
             break;
         case HERD_GGML_TYPE_Q5_0: ((struct herd_block_q5_0 *)b)->d = random_scale(r); break;
+        case HERD_GGML_TYPE_IQ4_NL: ((struct herd_block_iq4_nl *)b)->d = random_scale(r); break;
         case HERD_GGML_TYPE_Q5_1:
             ((struct herd_block_q5_1 *)b)->d = random_scale(r), ((struct herd_block_q5_1 *)b)->m = random_scale(r);
             break;
@@ -288,7 +289,7 @@ static void test_dot_matches_ggml(void **state) {
         const bool k_type = herd_act_type_of(t) == HERD_ACT_Q8K;
         /* ggml's activation blocks: Q8_K, or Q8_0 (fp16 d + 32) / Q8_1 (fp16 d, fp16 s + 32) */
         const size_t wbytes = n / info(t)->block_elems * info(t)->block_bytes;
-        const size_t abb = k_type ? sizeof(struct herd_block_q8_k) : (t == HERD_GGML_TYPE_Q5_0 ? 34 : 36);
+        const size_t abb = k_type ? sizeof(struct herd_block_q8_k) : (t == HERD_GGML_TYPE_Q5_0 || t == HERD_GGML_TYPE_IQ4_NL ? 34 : 36);
         const size_t abytes = n / (k_type ? HERD_QK_K : 32) * abb;
         const size_t per = n * 4 + wbytes + abytes + 4;
         assert_int_equal(size, 20 + cases * per);
@@ -318,7 +319,7 @@ static void test_dot_matches_ggml(void **state) {
             for (size_t i = 0; i < n; i++) memcpy(&xf, q + 4 * i, 4), mag += fabsf(wf[i] * xf);
             /* Q8_1's s is d x sum rounded to fp16, herd's sum term is exact: a
              * little looser for Q4_1 / Q5_1 */
-            const float tol = (k_type || t == HERD_GGML_TYPE_Q5_0 ? DOT_RTOL : 1e-3f) * (mag + 1.0f);
+            const float tol = (k_type || t == HERD_GGML_TYPE_Q5_0 || t == HERD_GGML_TYPE_IQ4_NL ? DOT_RTOL : 1e-3f) * (mag + 1.0f);
             const struct herd_kernels *fams[] = {herd_kernels_ref(), herd_kernels_avx2(), herd_kernels_avx512()};
             for (size_t f = 0; f < 3; f++) {
                 if (!fams[f]) continue;
