@@ -12,7 +12,7 @@ static const struct cli_command cmd = {
     .name = "synth",
     .args = "",
     .summary = "Write a random-weight Llama-architecture model of a named real shape.",
-    .details = "Shapes (--list-shapes prints them): tiny, smollm-135m, tinyllama-1.1b, llama-3.2-1b.\n"
+    .details = "Shapes (--list-shapes prints them): tiny, tiny-256, smollm-135m, tinyllama-1.1b, llama-3.2-1b.\n"
                "Types: F32, F16, BF16, Q8_0, Q4_0 (all matrices; norms stay F32).\n"
                "The tokenizer is copied from --vocab (default: the llama-spm vocabulary in the herd data\n"
                "directory, " HERD_PATH_DEFAULT_VOCAB "). Weights follow the test fixtures' recipe\n"

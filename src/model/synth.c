@@ -17,6 +17,9 @@
 static const struct herd_synth_shape shapes[] = {
     /* the fixtures' tiny-spm shape */
     {"tiny", 64, 2, 4, 2, 192, 2048, 10000.0f, false},
+    /* the smallest shape whose every matrix row is a multiple of 256, so
+     * K-quant types apply to all of them (tests of the K types) */
+    {"tiny-256", 256, 2, 4, 2, 768, 2048, 10000.0f, false},
     {"smollm-135m", 576, 30, 9, 3, 1536, 2048, 10000.0f, true},
     {"tinyllama-1.1b", 2048, 22, 32, 4, 5632, 2048, 10000.0f, false},
     {"llama-3.2-1b", 2048, 16, 32, 8, 8192, 8192, 500000.0f, true},

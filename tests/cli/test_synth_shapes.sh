@@ -20,7 +20,8 @@ PY
     rm -f "$TMP/m.gguf"
 }
 check tiny 64 2 4 2 192
+check tiny-256 256 2 4 2 768
 check smollm-135m 576 30 9 3 1536
 check tinyllama-1.1b 2048 22 32 4 5632
 check llama-3.2-1b 2048 16 32 8 8192
-echo "synth shapes: 4 passed, 0 failed"
+echo "synth shapes: 5 passed, 0 failed"
