@@ -1,0 +1,83 @@
+/* Converts a Hugging Face model folder (config.json, safetensors weights,
+ * tokenizer.json) into a GGUF that herd and llama.cpp both run.
+ *
+ * Input, as users download it:
+ *   config.json                      architectures[0] LlamaForCausalLM or
+ *                                    MistralForCausalLM (GGUF "llama"), or
+ *                                    Qwen2ForCausalLM ("qwen2"); the
+ *                                    hyperparameters; tie_word_embeddings;
+ *                                    rope_scaling (none, or Llama 3's "llama3")
+ *   model.safetensors, or model-0000X-of-0000N.safetensors with
+ *   model.safetensors.index.json     weights in F32, F16 or BF16
+ *   tokenizer.json, tokenizer_config.json, generation_config.json
+ *                                    the vocabulary (see hf_vocab.h)
+ *
+ * Output, as llama.cpp's convert_hf_to_gguf.py names it: token_embd,
+ * output_norm, output (absent when the embeddings are tied), and per layer
+ * blk.N.attn_norm, attn_q, attn_k, attn_v, attn_output (qwen2: attn_q/k/v
+ * .bias too), ffn_norm, ffn_gate, ffn_up, ffn_down; rope_freqs for Llama 3
+ * RoPE scaling. Hugging Face's Llama code rotates the pairs (i, i + d/2) of
+ * each head (rotate_half); GGUF's llama architecture rotates adjacent pairs,
+ * so the rows of attn_q and attn_k are permuted within each head, as
+ * llama.cpp's converter does. qwen2 keeps Hugging Face's order: its GGUF
+ * architecture uses the NEOX pairing, which is rotate_half.
+ *
+ * Every tensor the folder holds must be used (a stray one means a feature
+ * herd would silently drop, such as Llama attention biases), shapes must
+ * match config.json, and the output is written to a temp file renamed into
+ * place only when complete. Memory stays near one tensor: the weights are
+ * mapped, converted row by row, and their pages dropped once written. */
+#ifndef HERD_CONVERT_CONVERT_HF_H
+#define HERD_CONVERT_CONVERT_HF_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "herd/gguf.h"
+#include "herd/status.h"
+
+/* Reported after each tensor is written. */
+struct herd_hf_convert_progress {
+    size_t n_done, n_tensors;
+    const char *tensor_name;          /* the tensor just written */
+    uint64_t bytes_done, bytes_total; /* tensor data written / to write */
+    double elapsed_s;
+};
+
+typedef void (*herd_hf_convert_progress_fn)(void *ctx, const struct herd_hf_convert_progress *p);
+
+struct herd_hf_convert_params {
+    const char *model_dir;
+    const char *out_path;
+    const char *name;                     /* general.name; NULL: the folder's name */
+    bool type_auto;                       /* true (default): matrices keep the weights' own float type */
+    enum herd_ggml_type type;             /* matrices when !type_auto; rows not a multiple of its block stay F32 */
+    herd_hf_convert_progress_fn progress; /* NULL for none; called on the converting thread */
+    void *progress_ctx;
+};
+
+/* What was written, for the caller's summary line. */
+struct herd_hf_convert_summary {
+    char arch[16];            /* "llama", "qwen2" */
+    enum herd_ggml_type type; /* of the matrices */
+    size_t n_tensors;
+    uint64_t n_params;
+    uint64_t data_bytes; /* tensor data in the output */
+    uint32_t n_vocab;
+    char tokenizer[16]; /* tokenizer.ggml.model */
+    char pre[32];       /* tokenizer.ggml.pre */
+    bool tied;          /* no output.weight */
+    double seconds;
+};
+
+void herd_hf_convert_default_params(struct herd_hf_convert_params *p);
+
+/* Converts p->model_dir into p->out_path. On success fills *summary (which
+ * may be NULL). On failure returns the status with err naming the file and
+ * the field or tensor, and leaves no file at out_path (an existing one is
+ * untouched). */
+enum herd_status herd_hf_convert(const struct herd_hf_convert_params *p, struct herd_hf_convert_summary *summary,
+                                 struct herd_error *err);
+
+#endif
