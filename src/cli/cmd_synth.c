@@ -5,7 +5,6 @@
 #include "base/paths.h"
 #include "cli/cli_args.h"
 #include "cli/commands.h"
-#include "kernels/quant.h"
 #include "model/synth.h"
 
 static const struct cli_command cmd = {
@@ -13,7 +12,9 @@ static const struct cli_command cmd = {
     .args = "",
     .summary = "Write a random-weight Llama-architecture model of a named real shape.",
     .details = "Shapes (--list-shapes prints them): tiny, tiny-256, smollm-135m, tinyllama-1.1b, llama-3.2-1b.\n"
-               "Types: F32, F16, BF16, Q8_0, Q4_0 (all matrices; norms stay F32).\n"
+               "Types: F32, or any TYPE of `herd quantize` (Q8_0, Q4_K_M, F16, ...): the F32 model quantized\n"
+               "as `herd quantize` does it (llama-quantize's mix; norms stay F32), through a temporary\n"
+               "F32 file beside the output.\n"
                "The tokenizer is copied from --vocab (default: the llama-spm vocabulary in the herd data\n"
                "directory, " HERD_PATH_DEFAULT_VOCAB "). Weights follow the test fixtures' recipe\n"
                "so that greedy decoding is stable. The same seed writes the same bytes.",
@@ -29,7 +30,7 @@ int herd_cmd_synth(int argc, char **argv) {
     bool tied = false, untied = false, list = false;
     const struct cli_opt opts[] = {
         {"shape", 0, CLI_STRING, &shape, "NAME", "model shape (required)"},
-        {"type", 0, CLI_STRING, &type, "T", "weight type: F32, F16, BF16, Q8_0, Q4_0 (default F32)"},
+        {"type", 0, CLI_STRING, &type, "T", "F32 (default) or a quantize TYPE: Q8_0, Q4_K_M, F16, ..."},
         {"output", 'o', CLI_STRING, &out, "FILE", "output GGUF file (required)"},
         {"seed", 0, CLI_U64, &seed, "S", "random seed (default 1)"},
         {"vocab", 0, CLI_STRING, &vocab, "FILE", "GGUF to copy the tokenizer from"},
@@ -60,8 +61,9 @@ int herd_cmd_synth(int argc, char **argv) {
         fprintf(stderr, "herd synth: unknown shape '%s' (see --list-shapes)\n", shape);
         return 2;
     }
-    if (!herd_ggml_type_from_name(type, &p.type) || !herd_quantize_row_supported(p.type)) {
-        fprintf(stderr, "herd synth: unknown or unsupported type '%s' (F32, F16, BF16, Q8_0, Q4_0)\n", type);
+    struct herd_error err = {0};
+    if (herd_quantize_ftype_parse(type, &p.ftype, &err) != HERD_OK) {
+        fprintf(stderr, "herd synth: %s\n", err.msg);
         return 2;
     }
     if (tied && untied) {
@@ -74,7 +76,6 @@ int herd_cmd_synth(int argc, char **argv) {
     p.out_path = out;
     p.vocab_path = vocab ? vocab : herd_paths_data(HERD_PATH_DEFAULT_VOCAB, vocab_buf, sizeof vocab_buf);
     p.tied = tied ? 1 : untied ? 0 : -1;
-    struct herd_error err = {0};
     if (herd_synth_write(&p, &err) != HERD_OK) {
         fprintf(stderr, "herd synth: %s\n", err.msg);
         return 1;

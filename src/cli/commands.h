@@ -16,5 +16,6 @@ int herd_cmd_chat_template(int argc, char **argv);
 int herd_cmd_serve(int argc, char **argv);
 int herd_cmd_loadtest(int argc, char **argv);
 int herd_cmd_imatrix(int argc, char **argv);
+int herd_cmd_quantize(int argc, char **argv);
 
 #endif

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "base/checked.h"
 #include "base/rng.h"
@@ -38,7 +39,7 @@ const struct herd_synth_shape *herd_synth_shape_find(const char *name) {
 void herd_synth_default_params(struct herd_synth_params *p) {
     memset(p, 0, sizeof *p);
     p->shape = "tiny";
-    p->type = HERD_GGML_TYPE_F32;
+    p->ftype = HERD_FTYPE_ALL_F32;
     p->seed = 1;
     p->tied = -1;
 }
@@ -49,7 +50,7 @@ struct synth_tensor {
     uint64_t ne0, ne1; /* ne1 == 1 for vectors */
     double std;        /* N(0, std), plus `offset` */
     double offset;
-    bool is_norm; /* stored as F32 whatever the model type */
+    bool is_norm; /* a norm vector (quantize keeps these F32) */
 };
 
 HERD_WRAPS_ON_PURPOSE static uint64_t name_hash(const char *s) {
@@ -95,17 +96,15 @@ static void add_tensor_spec(struct synth_tensor *list, size_t *n, const char *na
     t->is_norm = is_norm;
 }
 
-enum herd_status herd_synth_write(const struct herd_synth_params *p, struct herd_error *err) {
+/* The F32 model, named for its final type, to path. */
+static enum herd_status write_f32(const struct herd_synth_params *p, const char *path, struct herd_error *err) {
     enum herd_status rc = HERD_OK;
     struct herd_gguf *vocab = NULL;
     struct herd_gguf_writer *w = NULL;
     struct synth_tensor *specs = NULL;
     const struct herd_synth_shape *s = herd_synth_shape_find(p->shape);
     if (!s) return herd_error_set(err, HERD_E_INVALID, "unknown shape '%s'", p->shape);
-    const struct herd_ggml_type_info *ti = herd_ggml_type_info(p->type);
-    if (!ti || !herd_quantize_row_supported(p->type))
-        return herd_error_set(err, HERD_E_INVALID, "type %s cannot be synthesized (f32, f16, bf16, q8_0, q4_0)",
-                              ti ? ti->name : "?");
+    const enum herd_ggml_type type = HERD_GGML_TYPE_F32;
     const bool tied = p->tied < 0 ? s->tied : p->tied != 0;
 
     if ((rc = herd_gguf_open_file(p->vocab_path, &vocab, err)) != HERD_OK) goto out;
@@ -122,8 +121,10 @@ enum herd_status herd_synth_write(const struct herd_synth_params *p, struct herd
         rc = herd_error_set(err, HERD_E_NOMEM, "out of memory");
         goto out;
     }
-    char name[160];
-    snprintf(name, sizeof name, "synth-%s-%s%s", s->name, ti->name, tied ? "-tied" : "");
+    char name[160], tname[32];
+    snprintf(tname, sizeof tname, "%s", herd_quantize_ftype_name(p->ftype));
+    for (char *c = tname; *c; c++) *c = (char)(*c >= 'A' && *c <= 'Z' ? *c - 'A' + 'a' : *c);
+    snprintf(name, sizeof name, "synth-%s-%s%s", s->name, tname, tied ? "-tied" : "");
     const uint32_t hd = s->n_embd / s->n_head;
 #define TRY(expr)                                                                                                      \
     do {                                                                                                               \
@@ -131,7 +132,7 @@ enum herd_status herd_synth_write(const struct herd_synth_params *p, struct herd
     } while (0)
     const struct herd_llama_meta meta = {
         .name = name,
-        .type = p->type,
+        .type = type,
         .n_vocab = (uint32_t)n_vocab,
         .n_ctx = s->n_ctx,
         .n_embd = s->n_embd,
@@ -149,7 +150,7 @@ enum herd_status herd_synth_write(const struct herd_synth_params *p, struct herd
         if (kv->key.len > 10 && memcmp(kv->key.ptr, "tokenizer.", 10) == 0)
             TRY(herd_gguf_writer_add_kv_copy(w, kv, err));
     }
-    TRY(herd_llama_meta_write_quant_version(w, p->type, err));
+    TRY(herd_llama_meta_write_quant_version(w, type, err));
 
     /* Tensors in GGUF order, with the fixture recipe's scales. */
     const double E = s->n_embd, F = s->n_ff, QD = (double)s->n_head * hd;
@@ -184,17 +185,39 @@ enum herd_status herd_synth_write(const struct herd_synth_params *p, struct herd
     for (size_t i = 0; i < n_specs; i++) {
         const struct synth_tensor *t = &specs[i];
         uint64_t ne[2] = {t->ne0, t->ne1};
-        TRY(herd_gguf_writer_add_tensor(w, t->name, t->is_norm ? HERD_GGML_TYPE_F32 : p->type, t->ne1 > 1 ? 2 : 1, ne,
-                                        err));
+        TRY(herd_gguf_writer_add_tensor(w, t->name, type, t->ne1 > 1 ? 2 : 1, ne, err));
     }
-    TRY(herd_gguf_writer_begin(w, p->out_path, err));
-    for (size_t i = 0; i < n_specs; i++)
-        TRY(write_tensor_data(w, &specs[i], specs[i].is_norm ? HERD_GGML_TYPE_F32 : p->type, p->seed, err));
+    TRY(herd_gguf_writer_begin(w, path, err));
+    for (size_t i = 0; i < n_specs; i++) TRY(write_tensor_data(w, &specs[i], type, p->seed, err));
     TRY(herd_gguf_writer_finish(w, err));
 #undef TRY
 out:
     free(specs);
     herd_gguf_writer_destroy(w);
     herd_gguf_destroy(vocab);
+    return rc;
+}
+
+enum herd_status herd_synth_write(const struct herd_synth_params *p, struct herd_error *err) {
+    if (!herd_synth_shape_find(p->shape)) return herd_error_set(err, HERD_E_INVALID, "unknown shape '%s'", p->shape);
+    if (strcmp(herd_quantize_ftype_name(p->ftype), "?") == 0)
+        return herd_error_set(err, HERD_E_INVALID, "type %d cannot be synthesized; types: %s", (int)p->ftype,
+                              herd_quantize_ftype_names());
+    if (p->ftype == HERD_FTYPE_ALL_F32) return write_f32(p, p->out_path, err);
+    char *tmp = NULL;
+    const size_t n = strlen(p->out_path) + 32;
+    if (!(tmp = malloc(n))) return herd_error_set(err, HERD_E_NOMEM, "out of memory");
+    snprintf(tmp, n, "%s.f32.tmp-%ld", p->out_path, (long)getpid());
+    enum herd_status rc = write_f32(p, tmp, err);
+    if (rc == HERD_OK) {
+        struct herd_quantize_params q;
+        herd_quantize_default_params(&q);
+        q.in_path = tmp;
+        q.out_path = p->out_path;
+        q.ftype = p->ftype;
+        rc = herd_quantize_model(&q, NULL, err);
+    }
+    unlink(tmp);
+    free(tmp);
     return rc;
 }

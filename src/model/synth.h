@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "convert/quantize.h"
 #include "herd/gguf.h"
 #include "herd/status.h"
 
@@ -26,8 +27,12 @@ const struct herd_synth_shape *herd_synth_shape_at(size_t i);
 const struct herd_synth_shape *herd_synth_shape_find(const char *name);
 
 struct herd_synth_params {
-    const char *shape;        /* a name from herd_synth_shape_at */
-    enum herd_ggml_type type; /* F32, F16, BF16, Q8_0 or Q4_0 for every matrix; norms stay F32 */
+    const char *shape; /* a name from herd_synth_shape_at */
+    /* Any TYPE herd quantize writes (Q4_K_M, Q8_0, F16, ...). ALL_F32 is
+     * written directly; any other is the F32 model quantized by
+     * herd_quantize_model, so it is the file `herd quantize` (and
+     * llama-quantize) makes of the F32 one: its mix, its tensor order. */
+    enum herd_ftype ftype;
     uint64_t seed;
     const char *vocab_path; /* GGUF whose tokenizer.* entries are copied */
     int tied;               /* -1: as the shape says; 0 or 1 to override */
@@ -37,7 +42,10 @@ struct herd_synth_params {
 void herd_synth_default_params(struct herd_synth_params *p);
 
 /* Writes the model to p->out_path (atomically: nothing appears there on
- * failure). Same parameters, same bytes. */
+ * failure). Same parameters, same bytes. A quantized model goes through an
+ * F32 temporary file beside p->out_path ("OUT.f32.tmp-PID", as large as
+ * the F32 model, removed whatever happens), which herd_quantize_model reads
+ * with the kernel's page cache; the weights are never all in memory. */
 enum herd_status herd_synth_write(const struct herd_synth_params *p, struct herd_error *err);
 
 #endif

@@ -45,7 +45,7 @@ expect_exit 2 "$HERD" inspect a b
 expect_exit 2 "$HERD" inspect --ctx abc "$SRC/models/stories260K.gguf"
 expect_exit 2 "$HERD" synth --shape tiny
 expect_exit 2 "$HERD" synth --shape nope -o "$TMP/x.gguf"
-expect_exit 2 "$HERD" synth --shape tiny --type Q6_K -o "$TMP/x.gguf"
+expect_exit 2 "$HERD" synth --shape tiny --type Q9_K -o "$TMP/x.gguf"
 expect_exit 2 "$HERD" convert gguf a b -o "$TMP/x.gguf"
 
 # --- inspect --------------------------------------------------------------

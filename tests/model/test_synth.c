@@ -14,12 +14,12 @@
 #include "model/synth.h"
 #include "test_util.h"
 
-static void synth(const char *name, enum herd_ggml_type type, uint64_t seed, int tied, char *path, size_t n) {
+static void synth(const char *name, enum herd_ftype type, uint64_t seed, int tied, char *path, size_t n) {
     char vocab[512];
     struct herd_synth_params p;
     herd_synth_default_params(&p);
     p.shape = "tiny";
-    p.type = type;
+    p.ftype = type;
     p.seed = seed;
     p.tied = tied;
     p.vocab_path = test_data_path("ggml-vocab-llama-spm.gguf", vocab, sizeof vocab);
@@ -44,9 +44,9 @@ static void stats(const struct herd_gguf_tensor *t, double *mean, double *std) {
 static void test_deterministic(void **state) {
     (void)state;
     char a[512], b[512], c[512];
-    synth("a.gguf", HERD_GGML_TYPE_F32, 7, -1, a, sizeof a);
-    synth("b.gguf", HERD_GGML_TYPE_F32, 7, -1, b, sizeof b);
-    synth("c.gguf", HERD_GGML_TYPE_F32, 8, -1, c, sizeof c);
+    synth("a.gguf", HERD_FTYPE_ALL_F32, 7, -1, a, sizeof a);
+    synth("b.gguf", HERD_FTYPE_ALL_F32, 7, -1, b, sizeof b);
+    synth("c.gguf", HERD_FTYPE_ALL_F32, 8, -1, c, sizeof c);
     size_t na, nb, nc;
     unsigned char *da = test_read_file(a, &na), *db = test_read_file(b, &nb), *dc = test_read_file(c, &nc);
     assert_int_equal(na, nb);
@@ -60,7 +60,7 @@ static void test_deterministic(void **state) {
 static void test_valid_and_recipe_scales(void **state) {
     (void)state;
     char path[512];
-    synth("f32.gguf", HERD_GGML_TYPE_F32, 3, -1, path, sizeof path);
+    synth("f32.gguf", HERD_FTYPE_ALL_F32, 3, -1, path, sizeof path);
     struct herd_error err = {0};
     struct herd_gguf *g = NULL;
     assert_int_equal(herd_gguf_open_file(path, &g, &err), HERD_OK);
@@ -90,8 +90,8 @@ static void test_valid_and_recipe_scales(void **state) {
 static void test_quantized_matches_f32(void **state) {
     (void)state;
     char pf[512], pq[512];
-    synth("base.gguf", HERD_GGML_TYPE_F32, 5, -1, pf, sizeof pf);
-    synth("q4.gguf", HERD_GGML_TYPE_Q4_0, 5, -1, pq, sizeof pq);
+    synth("base.gguf", HERD_FTYPE_ALL_F32, 5, -1, pf, sizeof pf);
+    synth("q4.gguf", HERD_FTYPE_Q4_0, 5, -1, pq, sizeof pq);
     struct herd_error err = {0};
     struct herd_gguf *gf = NULL, *gq = NULL;
     assert_int_equal(herd_gguf_open_file(pf, &gf, &err), HERD_OK);
@@ -112,10 +112,47 @@ static void test_quantized_matches_f32(void **state) {
     unlink(pf), unlink(pq);
 }
 
+/* Any other type is the F32 model through herd quantize: the same tensors,
+ * types and bytes (only general.name says the final type). */
+static void test_quantized_is_quantize_of_f32(void **state) {
+    (void)state;
+    char pf[512], pk[512], pq[512];
+    synth("kf32.gguf", HERD_FTYPE_ALL_F32, 6, -1, pf, sizeof pf);
+    synth("kq.gguf", HERD_FTYPE_Q4_K_M, 6, -1, pk, sizeof pk);
+    struct herd_quantize_params q;
+    herd_quantize_default_params(&q);
+    q.in_path = pf;
+    q.out_path = test_tmp_path("kq-ref.gguf", pq, sizeof pq);
+    q.ftype = HERD_FTYPE_Q4_K_M;
+    struct herd_error err = {0};
+    assert_int_equal(herd_quantize_model(&q, NULL, &err), HERD_OK);
+    struct herd_gguf *gk = NULL, *gq = NULL;
+    assert_int_equal(herd_gguf_open_file(pk, &gk, &err), HERD_OK);
+    assert_int_equal(herd_gguf_open_file(pq, &gq, &err), HERD_OK);
+    assert_int_equal(herd_gguf_n_tensors(gk), herd_gguf_n_tensors(gq));
+    for (size_t i = 0; i < herd_gguf_n_tensors(gk); i++) {
+        const struct herd_gguf_tensor *a = herd_gguf_tensor_at(gk, i), *b = herd_gguf_tensor_at(gq, i);
+        assert_int_equal(a->name.len, b->name.len);
+        assert_memory_equal(a->name.ptr, b->name.ptr, a->name.len);
+        assert_int_equal(a->type, b->type);
+        assert_int_equal(a->n_bytes, b->n_bytes);
+        assert_memory_equal(a->data, b->data, a->n_bytes);
+    }
+    /* the mix: rows of 64 do not split into K blocks, so tiny's matrices fall back */
+    assert_int_equal(herd_gguf_find_tensor(gk, "blk.0.attn_q.weight")->type, HERD_GGML_TYPE_Q5_0);
+    assert_int_equal(herd_gguf_find_tensor(gk, "output.weight")->type, HERD_GGML_TYPE_Q8_0);
+    struct herd_gguf_str name;
+    assert_int_equal(herd_gguf_get_string(gk, "general.name", &name, &err), HERD_OK);
+    assert_true(herd_gguf_str_eq(name, "synth-tiny-q4_k_m"));
+    herd_gguf_destroy(gk);
+    herd_gguf_destroy(gq);
+    unlink(pf), unlink(pk), unlink(pq);
+}
+
 static void test_tied(void **state) {
     (void)state;
     char path[512];
-    synth("tied.gguf", HERD_GGML_TYPE_F16, 2, 1, path, sizeof path);
+    synth("tied.gguf", HERD_FTYPE_F16, 2, 1, path, sizeof path);
     struct herd_error err = {0};
     struct herd_gguf *g = NULL;
     assert_int_equal(herd_gguf_open_file(path, &g, &err), HERD_OK);
@@ -142,7 +179,7 @@ static void test_errors(void **state) {
     assert_int_equal(herd_synth_write(&p, &err), HERD_E_INVALID);
     assert_non_null(strstr(err.msg, "gpt-5"));
     p.shape = "tiny";
-    p.type = HERD_GGML_TYPE_Q6_K;
+    p.ftype = (enum herd_ftype)4; /* a removed llama ftype */
     assert_int_equal(herd_synth_write(&p, &err), HERD_E_INVALID);
     assert_false(test_path_exists(out));
     assert_non_null(herd_synth_shape_find("llama-3.2-1b"));
@@ -155,6 +192,7 @@ int main(void) {
         cmocka_unit_test(test_deterministic),
         cmocka_unit_test(test_valid_and_recipe_scales),
         cmocka_unit_test(test_quantized_matches_f32),
+        cmocka_unit_test(test_quantized_is_quantize_of_f32),
         cmocka_unit_test(test_tied),
         cmocka_unit_test(test_errors),
     };
