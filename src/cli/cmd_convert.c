@@ -40,7 +40,11 @@ static int convert_hf(const char *dir, const char *out, const char *type, const 
     if (type && strcmp(type, "auto") != 0) {
         p.type_auto = false;
         if (!herd_ggml_type_from_name(type, &p.type) || !herd_quantize_row_supported(p.type)) {
-            fprintf(stderr, "herd convert: unknown or unsupported type '%s' (F32, F16, BF16, Q8_0, Q4_0)\n", type);
+            fprintf(stderr,
+                    "herd convert: unknown or unsupported type '%s' (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, "
+                    "IQ4_NL, Q2_K..Q6_K;\n"
+                    "for llama.cpp's K mixes such as Q4_K_M, convert to F16 and run herd quantize)\n",
+                    type);
             return 2;
         }
     }
@@ -72,7 +76,8 @@ int herd_cmd_convert(int argc, char **argv) {
     const struct cli_opt opts[] = {
         {"output", 'o', CLI_STRING, &out, "FILE", "output GGUF file (required)"},
         {"type", 0, CLI_STRING, &type, "T",
-         "matrix type: F32, F16, BF16, Q8_0, Q4_0 (default: F32 for llama2c, the weights' own for hf)"},
+         "matrix type: F32, F16, BF16, Q8_0, Q4_0, ... one for all (default: F32 for llama2c, the weights' own for "
+         "hf)"},
         {"name", 0, CLI_STRING, &name, "NAME", "general.name (default: the checkpoint's file or folder name)"},
         {0},
     };
@@ -101,7 +106,11 @@ int herd_cmd_convert(int argc, char **argv) {
     struct herd_llama2c_params p;
     herd_llama2c_default_params(&p);
     if (!herd_ggml_type_from_name(type, &p.type) || !herd_quantize_row_supported(p.type)) {
-        fprintf(stderr, "herd convert: unknown or unsupported type '%s' (F32, F16, BF16, Q8_0, Q4_0)\n", type);
+        fprintf(stderr,
+                "herd convert: unknown or unsupported type '%s' (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, "
+                "Q2_K..Q6_K;\n"
+                "for llama.cpp's K mixes such as Q4_K_M, convert to F16 and run herd quantize)\n",
+                type);
         return 2;
     }
     p.checkpoint_path = pos[1];

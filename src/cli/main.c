@@ -23,7 +23,7 @@ static const struct command commands[] = {
     {"synth", herd_cmd_synth, "write a random-weight Llama model of a real shape (for tests and benchmarks)"},
     {"imatrix", herd_cmd_imatrix, "compute an importance matrix over a text (for quantize --imatrix)"},
     {"quantize", herd_cmd_quantize, "rewrite a model in a smaller weight type (Q8_0, Q4_K_M, ...), as llama-quantize"},
-    {"convert", herd_cmd_convert, "convert a model from another format to GGUF (llama2c)"},
+    {"convert", herd_cmd_convert, "convert a model from another format to GGUF (llama2c, hf)"},
 };
 
 static void usage(FILE *f) {

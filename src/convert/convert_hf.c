@@ -591,7 +591,8 @@ enum herd_status herd_hf_convert(const struct herd_hf_convert_params *p, struct 
     bool tied = false;
     uint32_t n_vocab = 0;
     if (!p->type_auto && !herd_quantize_row_supported(p->type))
-        return herd_error_set(err, HERD_E_INVALID, "output type must be F32, F16, BF16, Q8_0 or Q4_0");
+        return herd_error_set(err, HERD_E_INVALID,
+                              "output type must be F32, F16, BF16 or a block type herd quantize writes");
 #define TRY(expr)                                                                                                      \
     do {                                                                                                               \
         if ((rc = (expr)) != HERD_OK) goto out;                                                                        \

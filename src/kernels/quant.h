@@ -186,24 +186,17 @@ float herd_fp16_to_fp32(uint16_t h);
 uint16_t herd_fp32_to_bf16(float f);
 float herd_bf16_to_fp32(uint16_t h);
 
-/* Quantize n values (a multiple of 32) into n / 32 blocks.
- * Q8_0: d = amax / 127, q = roundf(x / d).
- * Q4_0: m = the value of largest magnitude (first on ties, sign kept),
- * d = m / -8, q = min(15, trunc(x / d + 8.5)), without fused multiply-add. */
-void herd_quantize_row_q8_0_ref(const float *x, struct herd_block_q8_0 *y, size_t n);
-void herd_quantize_row_q4_0_ref(const float *x, struct herd_block_q4_0 *y, size_t n);
-
 /* Converts n values of a row of type src_type to float. type must be one of
  * F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, Q2_K..Q6_K (HERD_ASSERT otherwise);
  * n a multiple of its block. Bit-exact with ggml's dequantize_row_*. */
 void herd_dequantize_row_ref(enum herd_ggml_type type, const void *src, float *dst, size_t n);
 
-/* Converts n floats to a row of type dst_type (F32, F16, BF16, Q8_0, Q4_0),
- * writing herd_ggml_tensor_nbytes(...) bytes. */
+/* Converts n floats to one row of type (F32, F16, BF16 or any block type
+ * herd_quantize_rows writes: quantize_k.h), writing herd_ggml_tensor_nbytes
+ * bytes, byte-identical to ggml's quantizer without an importance matrix. */
 void herd_quantize_row_ref(enum herd_ggml_type type, const float *src, void *dst, size_t n);
 
-/* Whether herd_quantize_row_ref writes type (the writers' check: herd
- * computes more types than it writes row by row). */
+/* Whether herd_quantize_row_ref writes type (the writers' check). */
 bool herd_quantize_row_supported(enum herd_ggml_type type);
 
 #endif

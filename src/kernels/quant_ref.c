@@ -1,13 +1,14 @@
 /* Scalar reference conversions between float and the weight formats herd
- * computes. Built with -ffp-contract=off: Q4_0 rounding must not fuse
- * x * id + 8.5 into one FMA, or values on a rounding boundary would land in a
- * different nibble than llama-quantize puts them. */
+ * computes: fp16 / bf16, and dequantization of every block type (the
+ * quantizers live in quantize_k.c). Built with -ffp-contract=off so each
+ * product and sum rounds as in ggml's build, which does not fuse them. */
 #include "kernels/quant.h"
 
 #include <math.h>
 #include <string.h>
 
 #include "base/assert.h"
+#include "kernels/quantize_k.h"
 
 static uint32_t f32_bits(float f) {
     uint32_t x;
@@ -57,41 +58,6 @@ uint16_t herd_fp32_to_bf16(float f) {
 }
 
 float herd_bf16_to_fp32(uint16_t h) { return bits_f32((uint32_t)h << 16); }
-
-void herd_quantize_row_q8_0_ref(const float *x, struct herd_block_q8_0 *y, size_t n) {
-    HERD_ASSERT(n % HERD_QK8_0 == 0);
-    for (size_t b = 0; b < n / HERD_QK8_0; b++, x += HERD_QK8_0) {
-        float amax = 0.0f;
-        for (int j = 0; j < HERD_QK8_0; j++) amax = fmaxf(amax, fabsf(x[j]));
-        const float d = amax / 127.0f;
-        const float id = d != 0.0f ? 1.0f / d : 0.0f;
-        y[b].d = herd_fp32_to_fp16(d);
-        for (int j = 0; j < HERD_QK8_0; j++) y[b].qs[j] = (int8_t)roundf(x[j] * id);
-    }
-}
-
-void herd_quantize_row_q4_0_ref(const float *x, struct herd_block_q4_0 *y, size_t n) {
-    HERD_ASSERT(n % HERD_QK4_0 == 0);
-    for (size_t b = 0; b < n / HERD_QK4_0; b++, x += HERD_QK4_0) {
-        float amax = 0.0f, max = 0.0f;
-        for (int j = 0; j < HERD_QK4_0; j++) {
-            if (fabsf(x[j]) > amax) { /* strict: the first of equal magnitudes wins */
-                amax = fabsf(x[j]);
-                max = x[j];
-            }
-        }
-        const float d = max / -8.0f;
-        const float id = d != 0.0f ? 1.0f / d : 0.0f;
-        y[b].d = herd_fp32_to_fp16(d);
-        for (int j = 0; j < HERD_QK4_0 / 2; j++) {
-            const float x0 = x[j] * id, x1 = x[j + HERD_QK4_0 / 2] * id;
-            int q0 = (int8_t)(x0 + 8.5f), q1 = (int8_t)(x1 + 8.5f);
-            q0 = q0 < 15 ? q0 : 15;
-            q1 = q1 < 15 ? q1 : 15;
-            y[b].qs[j] = (uint8_t)(q0 | (q1 << 4));
-        }
-    }
-}
 
 /* ------------------------------------------------------------ dequantization of the other types
  *
@@ -279,31 +245,7 @@ void herd_dequantize_row_ref(enum herd_ggml_type type, const void *src, float *d
 }
 
 void herd_quantize_row_ref(enum herd_ggml_type type, const float *src, void *dst, size_t n) {
-    switch (type) {
-    case HERD_GGML_TYPE_F32: memcpy(dst, src, n * sizeof *src); return;
-    case HERD_GGML_TYPE_F16:
-    case HERD_GGML_TYPE_BF16: {
-        uint8_t *p = dst;
-        for (size_t i = 0; i < n; i++) {
-            uint16_t h = type == HERD_GGML_TYPE_F16 ? herd_fp32_to_fp16(src[i]) : herd_fp32_to_bf16(src[i]);
-            p[2 * i] = (uint8_t)h;
-            p[2 * i + 1] = (uint8_t)(h >> 8);
-        }
-        return;
-    }
-    case HERD_GGML_TYPE_Q8_0: herd_quantize_row_q8_0_ref(src, dst, n); return;
-    case HERD_GGML_TYPE_Q4_0: herd_quantize_row_q4_0_ref(src, dst, n); return;
-    default: HERD_ASSERT(!"quantize: type not computed");
-    }
+    herd_quantize_rows(type, src, dst, 1, n, NULL);
 }
 
-bool herd_quantize_row_supported(enum herd_ggml_type type) {
-    switch (type) {
-    case HERD_GGML_TYPE_F32:
-    case HERD_GGML_TYPE_F16:
-    case HERD_GGML_TYPE_BF16:
-    case HERD_GGML_TYPE_Q8_0:
-    case HERD_GGML_TYPE_Q4_0: return true;
-    default: return false;
-    }
-}
+bool herd_quantize_row_supported(enum herd_ggml_type type) { return herd_quantize_rows_supported(type); }

@@ -51,8 +51,8 @@ static void compare_family(const struct herd_kernels *k) {
 
         struct herd_block_q8_0 *w8 = malloc(blocks[bi] * sizeof *w8);
         struct herd_block_q4_0 *w4 = malloc(blocks[bi] * sizeof *w4);
-        herd_quantize_row_q8_0_ref(w, w8, n);
-        herd_quantize_row_q4_0_ref(w, w4, n);
+        herd_quantize_row_ref(HERD_GGML_TYPE_Q8_0, w, w8, n);
+        herd_quantize_row_ref(HERD_GGML_TYPE_Q4_0, w, w4, n);
         float mag = 0;
         for (size_t i = 0; i < n; i++) mag += fabsf(w[i] * x[i]);
         close_enough(k->dot_q8a[HERD_GGML_TYPE_Q8_0](w8, qa, n), ref->dot_q8a[HERD_GGML_TYPE_Q8_0](w8, qa, n), mag,

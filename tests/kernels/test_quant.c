@@ -60,16 +60,16 @@ static void test_q8_0_and_q4_0_basics(void **state) {
     float x[32], y[32];
     for (int i = 0; i < 32; i++) x[i] = (float)(i - 16) / 4.0f;
     struct herd_block_q8_0 b8;
-    herd_quantize_row_q8_0_ref(x, &b8, 32);
+    herd_quantize_row_ref(HERD_GGML_TYPE_Q8_0, x, &b8, 32);
     herd_dequantize_row_ref(HERD_GGML_TYPE_Q8_0, &b8, y, 32);
     for (int i = 0; i < 32; i++) assert_true(fabsf(x[i] - y[i]) <= 4.0f / 127 / 2 + 1e-3f);
     struct herd_block_q4_0 b4;
-    herd_quantize_row_q4_0_ref(x, &b4, 32);
+    herd_quantize_row_ref(HERD_GGML_TYPE_Q4_0, x, &b4, 32);
     herd_dequantize_row_ref(HERD_GGML_TYPE_Q4_0, &b4, y, 32);
     assert_true(y[0] == -4.0f); /* the extreme value is exact: d = -4 / -8 */
     for (int i = 0; i < 32; i++) assert_true(fabsf(x[i] - y[i]) <= 0.5f * 0.5f + 1e-3f);
     float zeros[32] = {0};
-    herd_quantize_row_q4_0_ref(zeros, &b4, 32);
+    herd_quantize_row_ref(HERD_GGML_TYPE_Q4_0, zeros, &b4, 32);
     herd_dequantize_row_ref(HERD_GGML_TYPE_Q4_0, &b4, y, 32);
     for (int i = 0; i < 32; i++) assert_true(y[i] == 0.0f);
 }
