@@ -2,15 +2,21 @@
  * alone or in a batch with other sequences at other positions, with any
  * split of its prompt into chunks; and the KV cache's sharing (fork) gives
  * the same results as recomputation. Uses the shipped Q4_0 fixture and the
- * default model, with the best kernels and with the reference kernels. */
+ * default model, with the best kernels and with the reference kernels; and
+ * every other weight type herd computes, in the mixes herd quantize (and
+ * llama-quantize) writes, on a synthesized tiny-256 model. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <math.h>
+
 #include "base/rng.h"
+#include "convert/quantize.h"
 #include "model/forward.h"
+#include "model/synth.h"
 #include "test_util.h"
 
 static struct herd_model *load(const char *path) {
@@ -253,6 +259,100 @@ static void test_kv_exhaustion(void **state) {
     herd_model_destroy(m);
 }
 
+/* ------------------------------------------------------------ the K-quant and legacy types
+ *
+ * tiny-256 (every matrix row a multiple of 256, so the K types apply to all
+ * matrices) synthesized in F32 and quantized by herd's quantizer into each
+ * mix. For each: the invariance checks above; nearly the same last logits
+ * from the reference, AVX2 and best kernels (their dot products differ only
+ * in the order of per-block float sums, but such a difference can move an
+ * activation across an 8-bit rounding boundary, a step that then grows
+ * through the layers: ~1 % of the largest logit here, so the families are
+ * compared by correlation, >= 0.999); and logits correlated with the F32 model's at
+ * least as the type's precision allows (measured with seed 1: Q8_0 0.9997,
+ * Q6_K 0.998, Q5_K_M 0.995, Q4_K_M 0.965, Q3_K_M 0.955, Q2_K 0.58, Q4_1
+ * 0.956, Q5_1 0.992, Q5_0 0.992, IQ4_NL 0.969; random weights lose much at
+ * 2 bits; a wrong scale or bit plane gives ~0). */
+static const struct {
+    enum herd_ftype ft;
+    double min_corr;
+} kMixes[] = {
+    {HERD_FTYPE_Q8_0, 0.99},  {HERD_FTYPE_Q6_K, 0.99},   {HERD_FTYPE_Q5_K_M, 0.98}, {HERD_FTYPE_Q4_K_M, 0.93},
+    {HERD_FTYPE_Q3_K_M, 0.9}, {HERD_FTYPE_Q2_K, 0.45},   {HERD_FTYPE_Q4_1, 0.92},   {HERD_FTYPE_Q5_1, 0.97},
+    {HERD_FTYPE_Q5_0, 0.97},  {HERD_FTYPE_IQ4_NL, 0.93},
+};
+
+static void synth_mix(const char *dir, enum herd_ftype ft, char *path, size_t n) {
+    snprintf(path, n, "%s/tiny-256-%s.gguf", dir, herd_quantize_ftype_name(ft));
+    struct herd_synth_params p;
+    herd_synth_default_params(&p);
+    p.shape = "tiny-256";
+    p.ftype = ft;
+    p.out_path = path;
+    char vocab[512];
+    p.vocab_path = test_data_path("ggml-vocab-llama-spm.gguf", vocab, sizeof vocab);
+    struct herd_error err = {0};
+    if (herd_synth_write(&p, &err) != HERD_OK) fail_msg("synth %s: %s", herd_quantize_ftype_name(ft), err.msg);
+}
+
+/* The last logits of the fixed 40-token prompt. */
+static void last_logits(const char *path, const struct herd_kernels *k, float *out) {
+    struct herd_model *m = load(path);
+    struct herd_rng rng;
+    herd_rng_init(&rng, 7);
+    int32_t ids[40];
+    for (int i = 0; i < 40; i++) ids[i] = (int32_t)(herd_rng_u64(&rng) % m->desc.n_vocab);
+    struct herd_context *c = context(m, 2, k);
+    run_alone(c, ids, 40, 512, out);
+    herd_context_destroy(c);
+    herd_model_destroy(m);
+}
+
+static double correlation(const float *a, const float *b, size_t n) {
+    double ma = 0, mb = 0;
+    for (size_t i = 0; i < n; i++) ma += a[i], mb += b[i];
+    ma /= (double)n, mb /= (double)n;
+    double sab = 0, saa = 0, sbb = 0;
+    for (size_t i = 0; i < n; i++) {
+        const double x = a[i] - ma, y = b[i] - mb;
+        sab += x * y, saa += x * x, sbb += y * y;
+    }
+    return sab / sqrt(saa * sbb);
+}
+
+static void test_k_types(void **state) {
+    (void)state;
+    char dir[] = "/tmp/herd-test-ktypes-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char path[600];
+    synth_mix(dir, HERD_FTYPE_ALL_F32, path, sizeof path);
+    const size_t V = 32000;
+    float *f32 = malloc(V * sizeof *f32), *best = malloc(V * sizeof *best), *other = malloc(V * sizeof *other);
+    last_logits(path, NULL, f32);
+    unlink(path);
+    for (size_t i = 0; i < sizeof kMixes / sizeof kMixes[0]; i++) {
+        const char *name = herd_quantize_ftype_name(kMixes[i].ft);
+        synth_mix(dir, kMixes[i].ft, path, sizeof path);
+        check_model(path, NULL);
+        last_logits(path, NULL, best);
+        const struct herd_kernels *fams[] = {herd_kernels_ref(), herd_kernels_avx2()};
+        for (size_t f = 0; f < 2; f++) {
+            if (!fams[f]) continue;
+            last_logits(path, fams[f], other);
+            const double fr = correlation(other, best, V);
+            if (!(fr >= 0.999))
+                fail_msg("%s: %s kernels' logits correlate %.5f with the best's", name, fams[f]->name, fr);
+        }
+        const double r = correlation(best, f32, V);
+        fprintf(stderr, "%s: correlation with F32 %.5f\n", name, r);
+        if (!(r >= kMixes[i].min_corr))
+            fail_msg("%s: logits correlate %.4f with F32's (want >= %.2f)", name, r, kMixes[i].min_corr);
+        unlink(path);
+    }
+    rmdir(dir);
+    free(f32), free(best), free(other);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_invariance_best_kernels),
@@ -260,6 +360,7 @@ int main(void) {
         cmocka_unit_test(test_randomised_interleavings),
         cmocka_unit_test(test_bad_batches),
         cmocka_unit_test(test_kv_exhaustion),
+        cmocka_unit_test(test_k_types),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
