@@ -9,6 +9,7 @@
 #include "base/cpu.h"
 #include "kernels/kernels.h"
 #include "kernels/kquants.h"
+#include "kernels/kquants_simd.h"
 #include "kernels/quant.h"
 
 static inline float hsum_ps(__m256 v) {
@@ -446,23 +447,23 @@ static void softmax_weights_avx2(const float *x, float mx, float scale, float *y
 static const struct herd_kernels avx2 = {
     .name = "avx2",
     .quantize_row_q8a = quantize_row_q8a_avx2,
-    .quantize_row_q8k = herd_quantize_row_q8k_ref,
+    .quantize_row_q8k = herd_quantize_row_q8k_avx2,
     .dot_q8a =
         {
             [HERD_GGML_TYPE_Q8_0] = dot_q8_0_q8a_avx2,
             [HERD_GGML_TYPE_Q4_0] = dot_q4_0_q8a_avx2,
-            [HERD_GGML_TYPE_Q4_1] = herd_dot_q4_1_q8a_ref,
-            [HERD_GGML_TYPE_Q5_0] = herd_dot_q5_0_q8a_ref,
-            [HERD_GGML_TYPE_Q5_1] = herd_dot_q5_1_q8a_ref,
-            [HERD_GGML_TYPE_IQ4_NL] = herd_dot_iq4_nl_q8a_ref,
+            [HERD_GGML_TYPE_Q4_1] = herd_dot_q4_1_q8a_avx2,
+            [HERD_GGML_TYPE_Q5_0] = herd_dot_q5_0_q8a_avx2,
+            [HERD_GGML_TYPE_Q5_1] = herd_dot_q5_1_q8a_avx2,
+            [HERD_GGML_TYPE_IQ4_NL] = herd_dot_iq4_nl_q8a_avx2,
         },
     .dot_q8k =
         {
-            [HERD_GGML_TYPE_Q2_K] = herd_dot_q2_k_q8k_ref,
-            [HERD_GGML_TYPE_Q3_K] = herd_dot_q3_k_q8k_ref,
-            [HERD_GGML_TYPE_Q4_K] = herd_dot_q4_k_q8k_ref,
-            [HERD_GGML_TYPE_Q5_K] = herd_dot_q5_k_q8k_ref,
-            [HERD_GGML_TYPE_Q6_K] = herd_dot_q6_k_q8k_ref,
+            [HERD_GGML_TYPE_Q2_K] = herd_dot_q2_k_q8k_avx2,
+            [HERD_GGML_TYPE_Q3_K] = herd_dot_q3_k_q8k_avx2,
+            [HERD_GGML_TYPE_Q4_K] = herd_dot_q4_k_q8k_avx2,
+            [HERD_GGML_TYPE_Q5_K] = herd_dot_q5_k_q8k_avx2,
+            [HERD_GGML_TYPE_Q6_K] = herd_dot_q6_k_q8k_avx2,
         },
     .dot_f32 = dot_f32_avx2,
     .dot_f16_f32 = dot_f16_f32_avx2,

@@ -3,8 +3,9 @@
  * the K-quants Q2_K..Q6_K (with Q8_K activations, as ggml's CPU path does,
  * so results agree with llama.cpp's). One scalar reference per kernel,
  * always built, and AVX2 and AVX-512 twins chosen with the rest of the
- * kernel table (kernels.h); each twin is tested against its _ref
- * (tests/kernels/test_kquants.c).
+ * kernel table (kernels.h; the twins, and multi-token twins of the K
+ * kernels for batches, in kquants_simd.h); each twin is tested against its
+ * _ref (tests/kernels/test_kquants.c).
  *
  * Every dot product sums integer products exactly within a block (a
  * super-block for the K types: the sub-block scales and mins are integers

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "base/assert.h"
+#include "kernels/kquants_simd.h"
 #include "kernels/quant.h"
 
 void herd_matrix_from_tensor(struct herd_matrix *m, const struct herd_gguf_tensor *t) {
@@ -159,8 +160,17 @@ static void dot_item(const struct job *j, const struct herd_matmul_out *o, size_
         /* one row per thread, 64-byte separated to avoid false sharing */
         deq = (float *)((char *)j->scratch + (size_t)ith * (w->cols * sizeof(float) + 64));
     }
+    /* K types in a batch: each super-block of the row unpacked once for up
+     * to four tokens (Q4_K prefill ~1.5x), the same bits per token as the
+     * single-token kernel (kquants_simd.h) */
+    const herd_dot_q8k_rows_fn rows_fn =
+        !deq && act == HERD_ACT_Q8K && j->n_tokens > 1 ? herd_dot_q8k_rows_of(k->dot_q8k[w->type]) : NULL;
     for (size_t r = r0; r < r1; r++) {
         const void *row = (const char *)w->data + r * w->row_bytes;
+        if (rows_fn) {
+            rows_fn(row, qk, nbk, j->n_tokens, w->cols, o->y + r, o->y_stride);
+            continue;
+        }
         if (deq) herd_dequantize_row_ref(w->type, row, deq, w->cols);
         for (size_t t = 0; t < j->n_tokens; t++) {
             const float *xt = j->x + t * j->x_stride;

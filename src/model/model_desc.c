@@ -171,10 +171,11 @@ static enum herd_status check_tensor(const struct herd_gguf *g, const char *name
     }
     const struct herd_ggml_type_info *ti = herd_ggml_type_info(t->type);
     if (!ti->computed)
-        return herd_error_set(err, HERD_E_UNSUPPORTED,
-                              "tensor '%s' has type %s, which herd does not compute (f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, "
-                              "q5_1, iq4_nl, q2_K, q3_K, q4_K, q5_K, q6_K)", name,
-                              ti->name);
+        return herd_error_set(
+            err, HERD_E_UNSUPPORTED,
+            "tensor '%s' has type %s, which herd does not compute (f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, "
+            "q5_1, iq4_nl, q2_K, q3_K, q4_K, q5_K, q6_K)",
+            name, ti->name);
     return HERD_OK;
 }
 

@@ -12,10 +12,12 @@
 
 #include <math.h>
 
+#include "base/cpu.h"
 #include "base/rng.h"
 #include "herd/gguf.h"
 #include "kernels/kernels.h"
 #include "kernels/kquants.h"
+#include "kernels/kquants_simd.h"
 #include "kernels/quant.h"
 #include "test_util.h"
 
@@ -36,36 +38,38 @@ static uint16_t random_scale(struct herd_rng *r) {
     return herd_fp32_to_fp16(herd_rng_u64(r) & 1 ? -mag : mag);
 }
 
+/* Sane fp16 scale fields (d, and m / dmin) for the block at b. */
+static void sane_scales(struct herd_rng *r, enum herd_ggml_type t, uint8_t *b) {
+    switch (t) {
+    case HERD_GGML_TYPE_Q4_1:
+        ((struct herd_block_q4_1 *)b)->d = random_scale(r), ((struct herd_block_q4_1 *)b)->m = random_scale(r);
+        break;
+    case HERD_GGML_TYPE_Q5_0: ((struct herd_block_q5_0 *)b)->d = random_scale(r); break;
+    case HERD_GGML_TYPE_IQ4_NL: ((struct herd_block_iq4_nl *)b)->d = random_scale(r); break;
+    case HERD_GGML_TYPE_Q5_1:
+        ((struct herd_block_q5_1 *)b)->d = random_scale(r), ((struct herd_block_q5_1 *)b)->m = random_scale(r);
+        break;
+    case HERD_GGML_TYPE_Q2_K:
+        ((struct herd_block_q2_k *)b)->d = random_scale(r), ((struct herd_block_q2_k *)b)->dmin = random_scale(r);
+        break;
+    case HERD_GGML_TYPE_Q3_K: ((struct herd_block_q3_k *)b)->d = random_scale(r); break;
+    case HERD_GGML_TYPE_Q4_K:
+        ((struct herd_block_q4_k *)b)->d = random_scale(r), ((struct herd_block_q4_k *)b)->dmin = random_scale(r);
+        break;
+    case HERD_GGML_TYPE_Q5_K:
+        ((struct herd_block_q5_k *)b)->d = random_scale(r), ((struct herd_block_q5_k *)b)->dmin = random_scale(r);
+        break;
+    case HERD_GGML_TYPE_Q6_K: ((struct herd_block_q6_k *)b)->d = random_scale(r); break;
+    default: fail_msg("no random blocks for type %d", (int)t);
+    }
+}
+
 /* n_blocks blocks of random bits with sane fp16 scale fields. */
 static uint8_t *random_blocks(struct herd_rng *r, enum herd_ggml_type t, size_t n_blocks) {
     const size_t bb = info(t)->block_bytes;
     uint8_t *w = malloc(n_blocks * bb);
     for (size_t i = 0; i < n_blocks * bb; i++) w[i] = (uint8_t)herd_rng_u64(r);
-    for (size_t i = 0; i < n_blocks; i++) {
-        uint8_t *b = w + i * bb;
-        switch (t) {
-        case HERD_GGML_TYPE_Q4_1:
-            ((struct herd_block_q4_1 *)b)->d = random_scale(r), ((struct herd_block_q4_1 *)b)->m = random_scale(r);
-            break;
-        case HERD_GGML_TYPE_Q5_0: ((struct herd_block_q5_0 *)b)->d = random_scale(r); break;
-        case HERD_GGML_TYPE_IQ4_NL: ((struct herd_block_iq4_nl *)b)->d = random_scale(r); break;
-        case HERD_GGML_TYPE_Q5_1:
-            ((struct herd_block_q5_1 *)b)->d = random_scale(r), ((struct herd_block_q5_1 *)b)->m = random_scale(r);
-            break;
-        case HERD_GGML_TYPE_Q2_K:
-            ((struct herd_block_q2_k *)b)->d = random_scale(r), ((struct herd_block_q2_k *)b)->dmin = random_scale(r);
-            break;
-        case HERD_GGML_TYPE_Q3_K: ((struct herd_block_q3_k *)b)->d = random_scale(r); break;
-        case HERD_GGML_TYPE_Q4_K:
-            ((struct herd_block_q4_k *)b)->d = random_scale(r), ((struct herd_block_q4_k *)b)->dmin = random_scale(r);
-            break;
-        case HERD_GGML_TYPE_Q5_K:
-            ((struct herd_block_q5_k *)b)->d = random_scale(r), ((struct herd_block_q5_k *)b)->dmin = random_scale(r);
-            break;
-        case HERD_GGML_TYPE_Q6_K: ((struct herd_block_q6_k *)b)->d = random_scale(r); break;
-        default: fail_msg("no random blocks for type %d", (int)t);
-        }
-    }
+    for (size_t i = 0; i < n_blocks; i++) sane_scales(r, t, w + i * bb);
     return w;
 }
 
@@ -214,6 +218,261 @@ static void test_avx512_matches_ref(void **state) {
     compare_family(k);
 }
 
+/* ------------------------------------------------------------ every SIMD variant by name, extreme values */
+
+typedef float (*dot_q8a_fn)(const void *, const struct herd_block_q8a *, size_t);
+typedef float (*dot_q8k_fn)(const void *, const struct herd_block_q8_k *, size_t);
+
+/* A family's kernels by name: a processor with VNNI gets only the _vnni
+ * AVX-512 kernels from its table, but runs the plain ones too. */
+struct variant {
+    const char *name;
+    bool (*available)(void);
+    void (*quantize_q8k)(const float *, struct herd_block_q8_k *, size_t);
+    dot_q8a_fn q8a[HERD_GGML_TYPE__COUNT];
+    dot_q8k_fn q8k[HERD_GGML_TYPE__COUNT];
+    herd_dot_q8k_rows_fn rows[HERD_GGML_TYPE__COUNT];
+};
+
+static bool has_avx2(void) { return herd_kernels_avx2() != NULL; }
+static bool has_avx512(void) { return herd_kernels_avx512() != NULL; }
+static bool has_vnni(void) { return herd_kernels_avx512() && herd_cpu_features()->avx512_vnni; }
+
+#define VARIANT(FAM, AVAILABLE, QUANTIZE)                                                                              \
+    {                                                                                                                  \
+#FAM, AVAILABLE, QUANTIZE,                                                                                     \
+            {[HERD_GGML_TYPE_Q4_1] = herd_dot_q4_1_q8a_##FAM,                                                          \
+            [HERD_GGML_TYPE_Q5_0] = herd_dot_q5_0_q8a_##FAM,                                                           \
+            [HERD_GGML_TYPE_Q5_1] = herd_dot_q5_1_q8a_##FAM, [HERD_GGML_TYPE_IQ4_NL] = herd_dot_iq4_nl_q8a_##FAM, },   \
+            {[HERD_GGML_TYPE_Q2_K] = herd_dot_q2_k_q8k_##FAM, [HERD_GGML_TYPE_Q3_K] = herd_dot_q3_k_q8k_##FAM,         \
+                                                              [HERD_GGML_TYPE_Q4_K] = herd_dot_q4_k_q8k_##FAM,         \
+                                                              [HERD_GGML_TYPE_Q5_K] = herd_dot_q5_k_q8k_##FAM,         \
+                                                              [HERD_GGML_TYPE_Q6_K] = herd_dot_q6_k_q8k_##FAM, }, {    \
+            [HERD_GGML_TYPE_Q2_K] = herd_dot_q2_k_q8k_rows_##FAM,                                                      \
+            [HERD_GGML_TYPE_Q3_K] = herd_dot_q3_k_q8k_rows_##FAM,                                                      \
+            [HERD_GGML_TYPE_Q4_K] = herd_dot_q4_k_q8k_rows_##FAM,                                                      \
+            [HERD_GGML_TYPE_Q5_K] = herd_dot_q5_k_q8k_rows_##FAM,                                                      \
+            [HERD_GGML_TYPE_Q6_K] = herd_dot_q6_k_q8k_rows_##FAM,                                                      \
+        }                                                                                                              \
+    }
+
+static const struct variant kVariants[] = {
+    VARIANT(avx2, has_avx2, herd_quantize_row_q8k_avx2),
+    VARIANT(avx512, has_avx512, NULL),
+    VARIANT(vnni, has_vnni, NULL),
+};
+#define N_VARIANTS (sizeof kVariants / sizeof kVariants[0])
+
+/* Weight bytes: 0 random, 1 all ones (every quant at its maximum, 6-bit
+ * scales and mins 63, Q3_K's third bits set, Q6_K's scales -1), 2 all zeros
+ * (Q3_K's quants at -4, Q6_K's at -32), 3 bytes 0x7f and 0x80 by turns
+ * (Q6_K's scales 127 and -128); scale fields sane in all. */
+static uint8_t *pattern_blocks(struct herd_rng *r, enum herd_ggml_type t, size_t n_blocks, int pattern) {
+    if (pattern == 0) return random_blocks(r, t, n_blocks);
+    const size_t bb = info(t)->block_bytes;
+    uint8_t *w = malloc(n_blocks * bb);
+    for (size_t i = 0; i < n_blocks * bb; i++) w[i] = pattern == 1 ? 0xff : pattern == 2 ? 0x00 : i % 2 ? 0x80 : 0x7f;
+    for (size_t i = 0; i < n_blocks; i++) sane_scales(r, t, w + i * bb);
+    return w;
+}
+
+/* Activations of n values for type t: 0 quantized from random floats
+ * (with a zero block), 1 all 127, 2 all -127, 3 +-127 by turns, 4 zero. */
+static struct act pattern_act(struct herd_rng *r, enum herd_ggml_type t, size_t n, int pattern) {
+    struct act a = {0};
+    const bool k_type = herd_act_type_of(t) == HERD_ACT_Q8K;
+    if (pattern == 0) {
+        float *x = malloc(n * sizeof *x);
+        fill(r, x, n, 2.0f);
+        memset(x, 0, (k_type ? HERD_QK_K : HERD_QK8A) * sizeof *x);
+        a = quantize_act(herd_kernels_ref(), t, x, n);
+        free(x);
+        return a;
+    }
+    int8_t *q = malloc(n);
+    for (size_t i = 0; i < n; i++)
+        q[i] = (int8_t)(pattern == 1 ? 127 : pattern == 2 ? -127 : pattern == 3 ? (i % 2 ? -127 : 127) : 0);
+    if (k_type) {
+        a.k = malloc(n / HERD_QK_K * sizeof *a.k);
+        for (size_t b = 0; b < n / HERD_QK_K; b++) {
+            a.k[b].d = 0.0123f;
+            memcpy(a.k[b].qs, q + b * HERD_QK_K, HERD_QK_K);
+            for (int g = 0; g < HERD_QK_K / 16; g++) {
+                int sum = 0;
+                for (int j = 0; j < 16; j++) sum += a.k[b].qs[16 * g + j];
+                a.k[b].bsums[g] = (int16_t)sum;
+            }
+        }
+    } else {
+        a.a = malloc(n / HERD_QK8A * sizeof *a.a);
+        for (size_t b = 0; b < n / HERD_QK8A; b++) {
+            a.a[b].d = 0.0123f;
+            memcpy(a.a[b].qs, q + b * HERD_QK8A, HERD_QK8A);
+            int32_t sum = 0;
+            for (int j = 0; j < HERD_QK8A; j++) sum += a.a[b].qs[j];
+            a.a[b].neg128_sum = -128 * sum;
+        }
+    }
+    free(q);
+    return a;
+}
+
+/* Each variant's dot products against the reference at odd lengths (the
+ * legacy kernels take eight blocks per step and finish one at a time; the
+ * K kernels one super-block at a time), on random and extreme operands. */
+static void test_simd_variants_match_ref(void **state) {
+    (void)state;
+    const struct herd_kernels *ref = herd_kernels_ref();
+    struct herd_rng r;
+    herd_rng_init(&r, 17);
+    const size_t legacy_blocks[] = {1, 7, 8, 9, 31, 33, 129}, k_blocks[] = {1, 2, 3, 5, 17};
+    int checked = 0;
+    for (size_t ti = 0; ti < N_TYPES; ti++) {
+        const enum herd_ggml_type t = kTypes[ti];
+        const bool k_type = herd_act_type_of(t) == HERD_ACT_Q8K;
+        const size_t n_lengths =
+            k_type ? sizeof k_blocks / sizeof k_blocks[0] : sizeof legacy_blocks / sizeof legacy_blocks[0];
+        for (size_t li = 0; li < n_lengths; li++) {
+            const size_t nb = k_type ? k_blocks[li] : legacy_blocks[li], n = nb * info(t)->block_elems;
+            for (int wp = 0; wp < 4; wp++)
+                for (int xp = 0; xp < 5; xp++) {
+                    uint8_t *w = pattern_blocks(&r, t, nb, wp);
+                    struct act a = pattern_act(&r, t, n, xp);
+                    float *wf = malloc(n * sizeof *wf);
+                    double *xv = malloc(n * sizeof *xv);
+                    herd_dequantize_row_ref(t, w, wf, n);
+                    act_values(&a, n, xv);
+                    double mag = 0;
+                    for (size_t i = 0; i < n; i++) mag += fabs((double)wf[i] * xv[i]);
+                    const float want = dot(ref, t, w, &a, n);
+                    for (size_t v = 0; v < N_VARIANTS; v++) {
+                        if (!kVariants[v].available()) continue;
+                        const float got = k_type ? kVariants[v].q8k[t](w, a.k, n) : kVariants[v].q8a[t](w, a.a, n);
+                        if (!(fabsf(got - want) <= DOT_RTOL * ((float)mag + 1.0f)))
+                            fail_msg("%s dot_%s n=%zu weights %d activations %d: %.9g vs ref %.9g", kVariants[v].name,
+                                     info(t)->name, n, wp, xp, got, want);
+                        checked++;
+                    }
+                    free(w), free(wf), free(xv), free(a.a), free(a.k);
+                }
+        }
+    }
+    if (checked == 0) skip();
+}
+
+/* The multi-token kernels give each token the single-token kernel's bits,
+ * for every token count (tiles of 4, 2, 1), with strides between the
+ * activation rows and the outputs; the outputs in between stay untouched. */
+static void test_rows_match_single(void **state) {
+    (void)state;
+    struct herd_rng r;
+    herd_rng_init(&r, 19);
+    const size_t nb = 3, n = nb * HERD_QK_K, x_stride = nb + 1, y_stride = 3, max_tok = 9;
+    int checked = 0;
+    for (size_t ti = 0; ti < N_TYPES; ti++) {
+        const enum herd_ggml_type t = kTypes[ti];
+        if (herd_act_type_of(t) != HERD_ACT_Q8K) continue;
+        uint8_t *w = random_blocks(&r, t, nb);
+        float *x = malloc(max_tok * x_stride * HERD_QK_K * sizeof *x);
+        fill(&r, x, max_tok * x_stride * HERD_QK_K, 1.0f);
+        struct herd_block_q8_k *xk = malloc(max_tok * x_stride * sizeof *xk);
+        herd_quantize_row_q8k_ref(x, xk, max_tok * x_stride * HERD_QK_K);
+        for (size_t v = 0; v < N_VARIANTS; v++) {
+            if (!kVariants[v].available()) continue;
+            for (size_t n_tok = 1; n_tok <= max_tok; n_tok++) {
+                float y[9 * 3];
+                for (size_t i = 0; i < sizeof y / sizeof y[0]; i++) y[i] = NAN;
+                kVariants[v].rows[t](w, xk, x_stride, n_tok, n, y, y_stride);
+                for (size_t tok = 0; tok < max_tok; tok++) {
+                    if (tok >= n_tok) {
+                        assert_true(isnan(y[tok * y_stride]));
+                        continue;
+                    }
+                    const float want = kVariants[v].q8k[t](w, xk + tok * x_stride, n);
+                    if (memcmp(&y[tok * y_stride], &want, sizeof want) != 0)
+                        fail_msg("%s rows_%s token %zu of %zu: %.9g, single %.9g", kVariants[v].name, info(t)->name,
+                                 tok, n_tok, y[tok * y_stride], want);
+                    assert_true(isnan(y[tok * y_stride + 1]) && isnan(y[tok * y_stride + 2]));
+                    checked++;
+                }
+            }
+        }
+        free(w), free(x), free(xk);
+    }
+    if (checked == 0) skip();
+}
+
+/* The tables' K kernels have multi-token twins (matmul's batch path), the
+ * reference ones none. */
+static void test_rows_of_tables(void **state) {
+    (void)state;
+    const struct herd_kernels *fams[] = {herd_kernels_ref(), herd_kernels_avx2(), herd_kernels_avx512()};
+    for (size_t f = 0; f < 3; f++) {
+        if (!fams[f]) continue;
+        for (size_t ti = 0; ti < N_TYPES; ti++) {
+            const enum herd_ggml_type t = kTypes[ti];
+            if (herd_act_type_of(t) != HERD_ACT_Q8K) continue;
+            const herd_dot_q8k_rows_fn rows = herd_dot_q8k_rows_of(fams[f]->dot_q8k[t]);
+            if (f == 0)
+                assert_null(rows);
+            else
+                assert_non_null(rows);
+        }
+    }
+}
+
+/* SIMD Q8_K quantization byte for byte against the reference on the edge
+ * cases: ties of magnitude (the first wins: sign of d), values halfway
+ * between integers (to even), a negative extreme, subnormal maxima (the
+ * scale overflows to infinity), an infinity, NaNs (never the maximum, 0
+ * when quantized), zeros and negative zeros. */
+static void test_q8k_edge_cases(void **state) {
+    (void)state;
+    enum { BLOCKS = 10 };
+    const size_t n = BLOCKS * HERD_QK_K;
+    struct herd_rng r;
+    herd_rng_init(&r, 23);
+    float *x = malloc(n * sizeof *x);
+    fill(&r, x, n, 0.25f);
+    float *b = x;
+    b[3] = 2.0f, b[100] = -2.0f; /* tie, positive first */
+    b += HERD_QK_K;
+    b[3] = -2.0f, b[100] = 2.0f; /* tie, negative first */
+    b += HERD_QK_K;
+    b[0] = -127.0f; /* iscale 1: halves round to even */
+    for (int j = 1; j < HERD_QK_K; j++) b[j] = (float)(j % 64 - 32) + 0.5f;
+    b += HERD_QK_K;
+    b[0] = 127.0f; /* iscale -1 */
+    for (int j = 1; j < HERD_QK_K; j++) b[j] = (float)(j % 64 - 32) - 0.5f;
+    b += HERD_QK_K;
+    for (int j = 0; j < HERD_QK_K; j++) b[j] = (float)(j % 5) * 1e-41f; /* subnormal */
+    b += HERD_QK_K;
+    b[10] = INFINITY;
+    b += HERD_QK_K;
+    b[0] = NAN, b[77] = -NAN;
+    b += HERD_QK_K;
+    memset(b, 0, HERD_QK_K * sizeof *b);
+    b += HERD_QK_K;
+    for (int j = 0; j < HERD_QK_K; j++) b[j] = -0.0f;
+    b += HERD_QK_K;
+    for (int j = 0; j < HERD_QK_K; j++) b[j] *= 1e37f; /* large */
+    struct herd_block_q8_k *want = malloc(BLOCKS * sizeof *want), *got = malloc(BLOCKS * sizeof *got);
+    herd_quantize_row_q8k_ref(x, want, n);
+    const struct herd_kernels *tables[] = {herd_kernels_avx2(), herd_kernels_avx512()};
+    int checked = 0;
+    for (size_t f = 0; f < 2; f++) {
+        if (!tables[f]) continue;
+        memset(got, 0xff, BLOCKS * sizeof *got);
+        tables[f]->quantize_row_q8k(x, got, n);
+        for (size_t i = 0; i < BLOCKS; i++)
+            if (memcmp(&got[i], &want[i], sizeof want[i]) != 0)
+                fail_msg("%s quantize_row_q8k block %zu differs from the reference", tables[f]->name, i);
+        checked++;
+    }
+    free(x), free(want), free(got);
+    if (checked == 0) skip();
+}
+
 /* ------------------------------------------------------------ against llama.cpp's vectors (tests/data/kquant) */
 
 static uint32_t rd32(const uint8_t *p) {
@@ -289,7 +548,8 @@ static void test_dot_matches_ggml(void **state) {
         const bool k_type = herd_act_type_of(t) == HERD_ACT_Q8K;
         /* ggml's activation blocks: Q8_K, or Q8_0 (fp16 d + 32) / Q8_1 (fp16 d, fp16 s + 32) */
         const size_t wbytes = n / info(t)->block_elems * info(t)->block_bytes;
-        const size_t abb = k_type ? sizeof(struct herd_block_q8_k) : (t == HERD_GGML_TYPE_Q5_0 || t == HERD_GGML_TYPE_IQ4_NL ? 34 : 36);
+        const size_t abb = k_type ? sizeof(struct herd_block_q8_k)
+                                  : (t == HERD_GGML_TYPE_Q5_0 || t == HERD_GGML_TYPE_IQ4_NL ? 34 : 36);
         const size_t abytes = n / (k_type ? HERD_QK_K : 32) * abb;
         const size_t per = n * 4 + wbytes + abytes + 4;
         assert_int_equal(size, 20 + cases * per);
@@ -319,7 +579,8 @@ static void test_dot_matches_ggml(void **state) {
             for (size_t i = 0; i < n; i++) memcpy(&xf, q + 4 * i, 4), mag += fabsf(wf[i] * xf);
             /* Q8_1's s is d x sum rounded to fp16, herd's sum term is exact: a
              * little looser for Q4_1 / Q5_1 */
-            const float tol = (k_type || t == HERD_GGML_TYPE_Q5_0 || t == HERD_GGML_TYPE_IQ4_NL ? DOT_RTOL : 1e-3f) * (mag + 1.0f);
+            const float tol =
+                (k_type || t == HERD_GGML_TYPE_Q5_0 || t == HERD_GGML_TYPE_IQ4_NL ? DOT_RTOL : 1e-3f) * (mag + 1.0f);
             const struct herd_kernels *fams[] = {herd_kernels_ref(), herd_kernels_avx2(), herd_kernels_avx512()};
             for (size_t f = 0; f < 3; f++) {
                 if (!fams[f]) continue;
@@ -337,10 +598,17 @@ static void test_dot_matches_ggml(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_ref_dot_is_dequantized_dot), cmocka_unit_test(test_q8k_properties),
-        cmocka_unit_test(test_avx2_matches_ref),           cmocka_unit_test(test_avx512_matches_ref),
-        cmocka_unit_test(test_dequantize_matches_ggml),    cmocka_unit_test(test_q8k_matches_ggml),
+        cmocka_unit_test(test_ref_dot_is_dequantized_dot),
+        cmocka_unit_test(test_q8k_properties),
+        cmocka_unit_test(test_avx2_matches_ref),
+        cmocka_unit_test(test_avx512_matches_ref),
+        cmocka_unit_test(test_dequantize_matches_ggml),
+        cmocka_unit_test(test_q8k_matches_ggml),
         cmocka_unit_test(test_dot_matches_ggml),
+        cmocka_unit_test(test_simd_variants_match_ref),
+        cmocka_unit_test(test_rows_match_single),
+        cmocka_unit_test(test_rows_of_tables),
+        cmocka_unit_test(test_q8k_edge_cases),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -42,20 +42,15 @@ static uint64_t rng_next(void) {
 }
 
 /* Uniform in [0, 1) with 24 random bits, exact in float. */
-static float rng_uniform(void) {
-    return (float)(rng_next() >> 40) * (1.0f / 16777216.0f);
-}
+static float rng_uniform(void) { return (float)(rng_next() >> 40) * (1.0f / 16777216.0f); }
 
-static uint32_t rng_below(uint32_t n) {
-    return (uint32_t)(rng_next() % n);
-}
+static uint32_t rng_below(uint32_t n) { return (uint32_t)(rng_next() % n); }
 
 /* Approximately standard normal: Irwin-Hall sum of 12 uniforms minus 6.
  * Avoids libm so the inputs do not depend on the C library. */
 static float rng_normal(void) {
     float s = 0.0f;
-    for (int i = 0; i < 12; i++)
-        s += rng_uniform();
+    for (int i = 0; i < 12; i++) s += rng_uniform();
     return s - 6.0f;
 }
 
@@ -75,29 +70,24 @@ struct vec_type {
     const char *name;
     enum ggml_type type;
     size_t block_bytes;
-    int off_d;    /* d: the scale (K types: super-block scale of the scales) */
-    int off_m;    /* m or dmin: the min (super-block scale of the mins) */
+    int off_d; /* d: the scale (K types: super-block scale of the scales) */
+    int off_m; /* m or dmin: the min (super-block scale of the mins) */
 };
 
 static const struct vec_type vec_types[] = {
-    {"q4_0", GGML_TYPE_Q4_0, 18, 0, -1},
-    {"q4_1", GGML_TYPE_Q4_1, 20, 0, 2},
-    {"q5_0", GGML_TYPE_Q5_0, 22, 0, -1},
-    {"q5_1", GGML_TYPE_Q5_1, 24, 0, 2},
-    {"q8_0", GGML_TYPE_Q8_0, 34, 0, -1},
-    {"q2_K", GGML_TYPE_Q2_K, 84, 80, 82},   /* scales[16] qs[64] d dmin */
-    {"q3_K", GGML_TYPE_Q3_K, 110, 108, -1},  /* hmask[32] qs[64] scales[12] d */
-    {"q4_K", GGML_TYPE_Q4_K, 144, 0, 2},     /* d dmin scales[12] qs[128] */
-    {"q5_K", GGML_TYPE_Q5_K, 176, 0, 2},     /* d dmin scales[12] qh[32] qs[128] */
-    {"q6_K", GGML_TYPE_Q6_K, 210, 208, -1},  /* ql[128] qh[64] scales[16] d */
+    {"q4_0", GGML_TYPE_Q4_0, 18, 0, -1},     {"q4_1", GGML_TYPE_Q4_1, 20, 0, 2},
+    {"q5_0", GGML_TYPE_Q5_0, 22, 0, -1},     {"q5_1", GGML_TYPE_Q5_1, 24, 0, 2},
+    {"q8_0", GGML_TYPE_Q8_0, 34, 0, -1},     {"q2_K", GGML_TYPE_Q2_K, 84, 80, 82}, /* scales[16] qs[64] d dmin */
+    {"q3_K", GGML_TYPE_Q3_K, 110, 108, -1},                                        /* hmask[32] qs[64] scales[12] d */
+    {"q4_K", GGML_TYPE_Q4_K, 144, 0, 2},                                           /* d dmin scales[12] qs[128] */
+    {"q5_K", GGML_TYPE_Q5_K, 176, 0, 2},    /* d dmin scales[12] qh[32] qs[128] */
+    {"q6_K", GGML_TYPE_Q6_K, 210, 208, -1}, /* ql[128] qh[64] scales[16] d */
     {"iq4_nl", GGML_TYPE_IQ4_NL, 18, 0, -1},
 };
 
 #define N_VEC_TYPES (sizeof(vec_types) / sizeof(vec_types[0]))
 
-static int is_k_type(enum ggml_type t) {
-    return ggml_blck_size(t) == 256;
-}
+static int is_k_type(enum ggml_type t) { return ggml_blck_size(t) == 256; }
 
 /* ---------------------------------------------------------- output ------ */
 
@@ -107,8 +97,7 @@ struct out {
     int failed;
 };
 
-static int out_open(struct out *o, const char *dir, const char *prefix,
-                    const char *name) {
+static int out_open(struct out *o, const char *dir, const char *prefix, const char *name) {
     static char path[4096];
     snprintf(path, sizeof(path), "%s/%s%s.bin", dir, prefix, name);
     o->path = path;
@@ -122,15 +111,12 @@ static int out_open(struct out *o, const char *dir, const char *prefix,
 }
 
 static void out_bytes(struct out *o, const void *p, size_t n) {
-    if (!o->failed && fwrite(p, 1, n, o->f) != n)
-        o->failed = 1;
+    if (!o->failed && fwrite(p, 1, n, o->f) != n) o->failed = 1;
 }
 
 /* Little-endian on every machine herd targets; the header is written as
  * host u32 and the README states the files are little-endian. */
-static void out_u32(struct out *o, uint32_t v) {
-    out_bytes(o, &v, sizeof(v));
-}
+static void out_u32(struct out *o, uint32_t v) { out_bytes(o, &v, sizeof(v)); }
 
 static void out_header(struct out *o, const char magic[4], uint32_t type) {
     out_bytes(o, magic, 4);
@@ -140,8 +126,7 @@ static void out_header(struct out *o, const char magic[4], uint32_t type) {
 
 static int out_close(struct out *o) {
     int rc = o->failed ? -1 : 0;
-    if (fclose(o->f) != 0)
-        rc = -1;
+    if (fclose(o->f) != 0) rc = -1;
     if (rc != 0)
         fprintf(stderr, "%s: write failed\n", o->path);
     else
@@ -159,8 +144,7 @@ static void *xcalloc(size_t n, size_t size) {
 }
 
 static void fill_nan(float *p, size_t n) {
-    for (size_t i = 0; i < n; i++)
-        p[i] = __builtin_nanf("");
+    for (size_t i = 0; i < n; i++) p[i] = __builtin_nanf("");
 }
 
 /* ------------------------------------------------------- dequant-T ----- */
@@ -179,20 +163,16 @@ static int write_dequant(const char *dir, const struct vec_type *vt) {
 
     for (uint32_t b = 0; b < n_blocks; b++) {
         uint8_t *blk = blocks + b * bsize;
-        for (size_t i = 0; i < bsize; i++)
-            blk[i] = (uint8_t)rng_next();
+        for (size_t i = 0; i < bsize; i++) blk[i] = (uint8_t)rng_next();
         /* one block in four has a random sign on each field */
         int neg_d = b == 2 || (b >= 5 && rng_below(4) == 0);
         int neg_m = b == 2 || b == 4 || (b >= 5 && rng_below(4) == 0);
         uint16_t d = rng_fp16_scale(neg_d);
         uint16_t m = rng_fp16_scale(neg_m);
-        if (b == 1 || b == 3)
-            d = 0;
-        if (b == 3)
-            m = 0;
+        if (b == 1 || b == 3) d = 0;
+        if (b == 3) m = 0;
         memcpy(blk + vt->off_d, &d, 2);
-        if (vt->off_m >= 0)
-            memcpy(blk + vt->off_m, &m, 2);
+        if (vt->off_m >= 0) memcpy(blk + vt->off_m, &m, 2);
     }
 
     fill_nan(y, (size_t)n_blocks * qk);
@@ -222,23 +202,18 @@ static void dot_case_inputs(int c, float *x, float *w, int n) {
         w[i] = rng_normal() * 0.05f;
     }
     switch (c) {
-    case 0: /* ordinary */
-        break;
+    case 0: /* ordinary */ break;
     case 1: /* activation outliers, as in real hidden states */
         for (int k = 0; k < 6; k++)
             x[rng_below((uint32_t)n)] = (k & 1 ? -1.0f : 1.0f) * (40.0f + 20.0f * rng_uniform());
         break;
     case 2: /* half the activations zero */
         for (int i = 0; i < n; i++)
-            if (rng_below(2))
-                x[i] = 0.0f;
+            if (rng_below(2)) x[i] = 0.0f;
         break;
-    case 3: /* all-zero activations */
-        memset(x, 0, (size_t)n * sizeof(float));
-        break;
+    case 3: /* all-zero activations */ memset(x, 0, (size_t)n * sizeof(float)); break;
     case 4: /* weight outliers */
-        for (int k = 0; k < 4; k++)
-            w[rng_below((uint32_t)n)] = (k & 1 ? -1.0f : 1.0f) * 2.0f;
+        for (int k = 0; k < 4; k++) w[rng_below((uint32_t)n)] = (k & 1 ? -1.0f : 1.0f) * 2.0f;
         break;
     case 5: /* tiny activations, large weights */
         for (int i = 0; i < n; i++) {
@@ -247,12 +222,10 @@ static void dot_case_inputs(int c, float *x, float *w, int n) {
         }
         break;
     case 6: /* large activations */
-        for (int i = 0; i < n; i++)
-            x[i] *= 100.0f;
+        for (int i = 0; i < n; i++) x[i] *= 100.0f;
         break;
     default: /* first 256 activations zero, largest magnitude negative */
-        for (int i = 0; i < 256 && i < n; i++)
-            x[i] = 0.0f;
+        for (int i = 0; i < 256 && i < n; i++) x[i] = 0.0f;
         x[n - 3] = -25.0f;
         break;
     }
@@ -264,8 +237,7 @@ static void dot_case_inputs(int c, float *x, float *w, int n) {
  * plus the fp16 rounding of the activation scale and sum (another ~127 *
  * 2^-11 of a step): 0.6 steps per value, and 0.1% of sum |x w| for float
  * summation order. A mismatched layout misses this by far. */
-static int dot_plausible(enum ggml_type type, enum ggml_type vdt,
-                         const void *wq, const float *x, uint32_t n, float s) {
+static int dot_plausible(enum ggml_type type, enum ggml_type vdt, const void *wq, const float *x, uint32_t n, float s) {
     const uint32_t qk = (uint32_t)ggml_blck_size(vdt);
     float *w = xcalloc(n, sizeof(float));
     double ref = 0.0, mag = 0.0, bound = 0.0;
@@ -273,8 +245,7 @@ static int dot_plausible(enum ggml_type type, enum ggml_type vdt,
     for (uint32_t b = 0; b < n; b += qk) {
         double amax = 0.0;
         for (uint32_t i = b; i < b + qk; i++)
-            if (__builtin_fabs((double)x[i]) > amax)
-                amax = __builtin_fabs((double)x[i]);
+            if (__builtin_fabs((double)x[i]) > amax) amax = __builtin_fabs((double)x[i]);
         for (uint32_t i = b; i < b + qk; i++) {
             ref += (double)x[i] * w[i];
             mag += __builtin_fabs((double)x[i] * w[i]);
@@ -315,8 +286,10 @@ static int write_dot(const char *dir, const struct vec_type *vt) {
             float s = __builtin_nanf("");
             tc->vec_dot((int)n, &s, 0, wq, 0, xq, 0, 1);
             if (!dot_plausible(vt->type, vdt, wq, x, n, s)) {
-                fprintf(stderr, "%s case %d: vec_dot %g is far from the "
-                        "float dot product\n", vt->name, c, (double)s);
+                fprintf(stderr,
+                        "%s case %d: vec_dot %g is far from the "
+                        "float dot product\n",
+                        vt->name, c, (double)s);
                 rc = -1;
             }
             out_bytes(&o, x, n * sizeof(float));
@@ -324,8 +297,7 @@ static int write_dot(const char *dir, const struct vec_type *vt) {
             out_bytes(&o, xq, qsize);
             out_bytes(&o, &s, sizeof(s));
         }
-        if (out_close(&o) != 0)
-            rc = -1;
+        if (out_close(&o) != 0) rc = -1;
     }
     free(x);
     free(w);
@@ -342,62 +314,47 @@ static int write_dot(const char *dir, const struct vec_type *vt) {
 static void quant_row_inputs(int r, float *x, int n) {
     switch (r) {
     case 0: /* all zeros */
-        for (int i = 0; i < n; i++)
-            x[i] = 0.0f;
+        for (int i = 0; i < n; i++) x[i] = 0.0f;
         break;
     case 1: /* all equal */
-        for (int i = 0; i < n; i++)
-            x[i] = 0.375f;
+        for (int i = 0; i < n; i++) x[i] = 0.375f;
         break;
     case 2: /* one large outlier among tiny values */
-        for (int i = 0; i < n; i++)
-            x[i] = rng_normal() * 1e-3f;
+        for (int i = 0; i < n; i++) x[i] = rng_normal() * 1e-3f;
         x[n / 3] = 50.0f;
         break;
     case 3:
         /* Halves in [-8, 7.5] with -8 in every 32-block: Q4_0 gets d = 1
          * exactly, so x/d + 8.5 lands on the floor() boundaries, and the
          * K types' nearest_int() meets exact .5 ties. */
-        for (int i = 0; i < n; i++)
-            x[i] = (float)((int)rng_below(32) - 16) * 0.5f;
-        for (int i = 0; i < n; i += 32)
-            x[i] = -8.0f;
+        for (int i = 0; i < n; i++) x[i] = (float)((int)rng_below(32) - 16) * 0.5f;
+        for (int i = 0; i < n; i += 32) x[i] = -8.0f;
         break;
     case 4:
         /* Halves in [-127, 127] with 127 in every 32-block: Q8_0 gets
          * d = 1, so x*id meets roundf()'s .5 ties away from zero. */
-        for (int i = 0; i < n; i++)
-            x[i] = (float)((int)rng_below(509) - 254) * 0.5f;
-        for (int i = 0; i < n; i += 32)
-            x[i] = 127.0f;
+        for (int i = 0; i < n; i++) x[i] = (float)((int)rng_below(509) - 254) * 0.5f;
+        for (int i = 0; i < n; i += 32) x[i] = 127.0f;
         break;
     case 5: /* very small magnitudes */
-        for (int i = 0; i < n; i++)
-            x[i] = rng_normal() * 1e-8f;
+        for (int i = 0; i < n; i++) x[i] = rng_normal() * 1e-8f;
         break;
     case 6: /* alternating sign, magnitudes 1..2 */
-        for (int i = 0; i < n; i++)
-            x[i] = (i & 1 ? -1.0f : 1.0f) * (1.0f + rng_uniform());
+        for (int i = 0; i < n; i++) x[i] = (i & 1 ? -1.0f : 1.0f) * (1.0f + rng_uniform());
         break;
     case 7: /* all positive, offset: the mins of q4_1/q5_1/K types matter */
-        for (int i = 0; i < n; i++)
-            x[i] = 3.0f + rng_uniform();
+        for (int i = 0; i < n; i++) x[i] = 3.0f + rng_uniform();
         break;
     case 8: /* all negative */
-        for (int i = 0; i < n; i++)
-            x[i] = -0.5f - rng_uniform() * 0.25f;
+        for (int i = 0; i < n; i++) x[i] = -0.5f - rng_uniform() * 0.25f;
         break;
     case 9: /* normal, with one 32-block zero and one 16-run constant */
-        for (int i = 0; i < n; i++)
-            x[i] = rng_normal();
-        for (int i = 32; i < 64 && i < n; i++)
-            x[i] = 0.0f;
-        for (int i = 0; i < 16; i++)
-            x[i] = -0.75f;
+        for (int i = 0; i < n; i++) x[i] = rng_normal();
+        for (int i = 32; i < 64 && i < n; i++) x[i] = 0.0f;
+        for (int i = 0; i < 16; i++) x[i] = -0.75f;
         break;
     default: /* ordinary weights */
-        for (int i = 0; i < n; i++)
-            x[i] = rng_normal() * 0.02f;
+        for (int i = 0; i < n; i++) x[i] = rng_normal() * 0.02f;
         break;
     }
 }
@@ -413,8 +370,7 @@ static int write_quant(const char *dir, const struct vec_type *vt) {
     uint8_t *q_imat = xcalloc(qsize, 1);
     struct out o;
 
-    for (uint32_t r = 0; r < n_rows; r++)
-        quant_row_inputs((int)r, x + (size_t)r * n_per_row, (int)n_per_row);
+    for (uint32_t r = 0; r < n_rows; r++) quant_row_inputs((int)r, x + (size_t)r * n_per_row, (int)n_per_row);
     /* importance: sums of squared activations in an imatrix, so positive
      * and spread over orders of magnitude; a few near zero */
     for (uint32_t i = 0; i < n_per_row; i++) {
@@ -450,33 +406,22 @@ static int write_quant(const char *dir, const struct vec_type *vt) {
 
 /* Super-block b of the Q8_K inputs (256 values). */
 static void q8k_block_inputs(int b, float *x) {
-    for (int i = 0; i < 256; i++)
-        x[i] = rng_normal();
+    for (int i = 0; i < 256; i++) x[i] = rng_normal();
     switch (b) {
-    case 1: /* all zero: d = 0, qs = 0, bsums left unwritten by ggml */
-        memset(x, 0, 256 * sizeof(float));
-        break;
-    case 2: /* largest magnitude negative */
-        x[77] = -9.0f;
-        break;
-    case 3: /* largest magnitude positive outlier */
-        x[200] = 60.0f;
-        break;
+    case 1: /* all zero: d = 0, qs = 0, bsums left unwritten by ggml */ memset(x, 0, 256 * sizeof(float)); break;
+    case 2: /* largest magnitude negative */ x[77] = -9.0f; break;
+    case 3: /* largest magnitude positive outlier */ x[200] = 60.0f; break;
     case 4: /* tiny */
-        for (int i = 0; i < 256; i++)
-            x[i] *= 1e-8f;
+        for (int i = 0; i < 256; i++) x[i] *= 1e-8f;
         break;
     case 5: /* halves with max 127: iscale = -1, exact .5 ties */
-        for (int i = 0; i < 256; i++)
-            x[i] = (float)((int)rng_below(509) - 254) * 0.5f;
+        for (int i = 0; i < 256; i++) x[i] = (float)((int)rng_below(509) - 254) * 0.5f;
         x[0] = 127.0f;
         break;
     case 6: /* all equal, negative */
-        for (int i = 0; i < 256; i++)
-            x[i] = -0.25f;
+        for (int i = 0; i < 256; i++) x[i] = -0.25f;
         break;
-    default:
-        break;
+    default: break;
     }
 }
 
@@ -487,8 +432,7 @@ static int write_q8k(const char *dir) {
     uint8_t *q = xcalloc(qsize, 1);
     struct out o;
 
-    for (uint32_t b = 0; b < n / 256; b++)
-        q8k_block_inputs((int)b, x + b * 256);
+    for (uint32_t b = 0; b < n / 256; b++) q8k_block_inputs((int)b, x + b * 256);
     ggml_get_type_traits_cpu(GGML_TYPE_Q8_K)->from_float(x, q, n);
 
     int rc = out_open(&o, dir, "", "q8k");
@@ -527,12 +471,9 @@ int main(int argc, char **argv) {
             return 1;
         }
         rc = write_dequant(dir, vt);
-        if (rc == 0)
-            rc = write_dot(dir, vt);
-        if (rc == 0)
-            rc = write_quant(dir, vt);
+        if (rc == 0) rc = write_dot(dir, vt);
+        if (rc == 0) rc = write_quant(dir, vt);
     }
-    if (rc == 0)
-        rc = write_q8k(dir);
+    if (rc == 0) rc = write_q8k(dir);
     return rc == 0 ? 0 : 1;
 }
