@@ -191,6 +191,12 @@ enum herd_status herd_gguf_open_file(const char *path, struct herd_gguf **out, s
  * alive and unchanged until herd_gguf_destroy. Same contract otherwise. */
 enum herd_status herd_gguf_open_memory(const void *data, size_t size, struct herd_gguf **out, struct herd_error *err);
 
+/* Gives the pages wholly inside [p, p + n) of g's mapped file back to the
+ * kernel (herd_mapped_file_drop): for tensors copied elsewhere. A no-op for
+ * a g parsed from caller memory, whose bytes are the caller's, or a range
+ * outside the file. */
+void herd_gguf_drop_pages(const struct herd_gguf *g, const void *p, size_t n);
+
 /* Frees g and unmaps its file. NULL is a no-op. */
 void herd_gguf_destroy(struct herd_gguf *g);
 

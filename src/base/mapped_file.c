@@ -41,6 +41,13 @@ out:
     return rc;
 }
 
+void herd_mapped_file_drop(const void *p, size_t n) {
+    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    const uintptr_t begin = ((uintptr_t)p + page - 1) / page * page, end = ((uintptr_t)p + n) / page * page;
+    /* advice only: on failure the pages simply stay */
+    if (end > begin) (void)madvise((void *)begin, end - begin, MADV_DONTNEED);
+}
+
 void herd_mapped_file_cleanup(struct herd_mapped_file *f) {
     if (f->data) munmap((void *)f->data, f->size);
     f->data = NULL;

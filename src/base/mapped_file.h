@@ -18,6 +18,12 @@ struct herd_mapped_file {
  * The caller owns the mapping; release it with herd_mapped_file_cleanup. */
 enum herd_status herd_mapped_file_init(struct herd_mapped_file *f, const char *path, struct herd_error *err);
 
+/* Tells the kernel the pages wholly inside [p, p + n) of a mapping will not
+ * be read soon: they leave the process's resident memory (the page cache
+ * keeps them while it has room) and a later read faults them back in from
+ * the file, unchanged. For weights that were copied elsewhere. */
+void herd_mapped_file_drop(const void *p, size_t n);
+
 /* Unmaps; safe on a zeroed or already cleaned-up struct. */
 void herd_mapped_file_cleanup(struct herd_mapped_file *f);
 

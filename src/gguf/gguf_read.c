@@ -535,6 +535,12 @@ enum herd_status herd_gguf_open_file(const char *path, struct herd_gguf **out, s
     return rc;
 }
 
+void herd_gguf_drop_pages(const struct herd_gguf *g, const void *p, size_t n) {
+    const uint8_t *b = p;
+    if (!g->map.data || b < g->map.data || n > g->map.size || (size_t)(b - g->map.data) > g->map.size - n) return;
+    herd_mapped_file_drop(p, n);
+}
+
 void herd_gguf_destroy(struct herd_gguf *g) {
     if (!g) return;
     herd_mapped_file_cleanup(&g->map);

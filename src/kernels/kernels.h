@@ -114,6 +114,13 @@ struct herd_kernels {
      * n_blocks chunks of the group start at w. type: Q8_0 or Q4_0. */
     void (*gemm_packed)(enum herd_ggml_type type, const uint8_t *w, size_t n_blocks, const struct herd_block_q8a *x,
                         size_t x_stride, size_t n_tok, float *y, size_t y_stride);
+    /* Packed matmul for one group of 16 rows of the other quantized types
+     * (kpack.h: Q2_K..Q6_K with Q8_K activations, Q4_1 / Q5_0 / Q5_1 /
+     * IQ4_NL with Q8A), x the activation rows of the type's format. NULL:
+     * the family has no tiled kernel for them (matmul then uses
+     * herd_kpack_gemm_ref on a packed matrix, and the model does not pack). */
+    void (*gemm_kpack)(enum herd_ggml_type type, const uint8_t *w, size_t n_blocks, const void *x, size_t x_stride,
+                       size_t n_tok, float *y, size_t y_stride);
     /* Whether herd should repack quantized weights at load for this family. */
     bool prefers_packed;
     /* Attention over one KV block for the G query heads that share a KV

@@ -10,6 +10,7 @@
 
 #include "base/cpu.h"
 #include "kernels/kernels.h"
+#include "kernels/kpack.h"
 #include "kernels/kquants_simd.h"
 #include "kernels/quant.h"
 
@@ -452,6 +453,7 @@ static void init_table(void) {
     table.attn_block = attn_block_avx512;
     if (f->avx512_vnni) {
         table.gemm_packed = gemm_packed_vnni;
+        table.gemm_kpack = herd_kpack_gemm_vnni;
         table.prefers_packed = true;
     }
 }

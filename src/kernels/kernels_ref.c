@@ -7,6 +7,7 @@
 #include "base/assert.h"
 #include "base/cpu.h"
 #include "kernels/kernels.h"
+#include "kernels/kpack.h"
 #include "kernels/kquants.h"
 #include "kernels/quant.h"
 
@@ -206,6 +207,7 @@ static const struct herd_kernels ref = {
     .axpy_f32 = axpy_f32_ref,
     .axpy_f16 = axpy_f16_ref,
     .gemm_packed = herd_gemm_packed_ref,
+    .gemm_kpack = herd_kpack_gemm_ref,
     .prefers_packed = false,
     .attn_block = herd_attn_block_ref,
     .silu_mul = silu_mul_ref,

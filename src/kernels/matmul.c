@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "base/assert.h"
+#include "kernels/kpack.h"
 #include "kernels/kquants_simd.h"
 #include "kernels/quant.h"
 
@@ -16,7 +17,18 @@ void herd_matrix_from_tensor(struct herd_matrix *m, const struct herd_gguf_tenso
     m->packed = NULL;
 }
 
+/* The layouts of Q8_0 and Q4_0 are kernels.h's (gemm_packed); the other
+ * quantized types' are kpack.h's (gemm_kpack). */
+static bool kpacked(enum herd_ggml_type t) { return herd_kpack_chunk_bytes(t) > 0; }
+
+bool herd_kernels_packs(const struct herd_kernels *k, enum herd_ggml_type type) {
+    if (!k->prefers_packed) return false;
+    if (type == HERD_GGML_TYPE_Q8_0 || type == HERD_GGML_TYPE_Q4_0) return k->gemm_packed != NULL;
+    return kpacked(type) && k->gemm_kpack != NULL;
+}
+
 size_t herd_matrix_packed_bytes(const struct herd_matrix *m) {
+    if (kpacked(m->type)) return herd_kpack_bytes(m->type, m->rows, m->cols);
     if (m->rows % HERD_PACK_ROWS != 0) return 0;
     const size_t chunk = m->type == HERD_GGML_TYPE_Q4_0   ? HERD_PACK_Q4_0_CHUNK
                          : m->type == HERD_GGML_TYPE_Q8_0 ? HERD_PACK_Q8_0_CHUNK
@@ -25,6 +37,11 @@ size_t herd_matrix_packed_bytes(const struct herd_matrix *m) {
 }
 
 void herd_matrix_pack(struct herd_matrix *m, uint8_t *dst) {
+    if (kpacked(m->type)) {
+        herd_kpack_pack(m->type, m->data, m->row_bytes, m->rows, m->cols, dst);
+        m->packed = dst;
+        return;
+    }
     const bool q4 = m->type == HERD_GGML_TYPE_Q4_0;
     const size_t chunk = q4 ? HERD_PACK_Q4_0_CHUNK : HERD_PACK_Q8_0_CHUNK;
     const size_t nb = (size_t)m->cols / 32, groups = (size_t)m->rows / HERD_PACK_ROWS;
@@ -135,8 +152,27 @@ static size_t item_macs(const struct job *j, const struct herd_matmul_out *o) {
     return DOT_ROWS * j->cols * j->n_tokens;
 }
 
+/* A group of a kpack.h matrix for one chunk of tokens: gemm_kpack, or its
+ * scalar twin in a family without one. */
+static void kpacked_item(const struct job *j, const struct herd_matmul_out *o, size_t item) {
+    const struct herd_matrix *w = o->w;
+    const size_t groups = (size_t)w->rows / HERD_PACK_ROWS, chunk = herd_kpack_chunk_bytes(w->type);
+    const size_t nb = (size_t)w->cols / herd_kpack_block_cols(w->type);
+    const size_t t0 = item / groups * PACKED_TOKEN_CHUNK, g = item % groups;
+    const size_t nt = j->n_tokens - t0 < PACKED_TOKEN_CHUNK ? j->n_tokens - t0 : PACKED_TOKEN_CHUNK;
+    const void *x = herd_act_type_of(w->type) == HERD_ACT_Q8K
+                        ? (const void *)(q8k_rows(j) + t0 * nb)
+                        : (const void *)((const struct herd_block_q8a *)j->scratch + t0 * nb);
+    (j->k->gemm_kpack ? j->k->gemm_kpack : herd_kpack_gemm_ref)(
+        w->type, w->packed + g * nb * chunk, nb, x, nb, nt, o->y + t0 * o->y_stride + g * HERD_PACK_ROWS, o->y_stride);
+}
+
 static void packed_item(const struct job *j, const struct herd_matmul_out *o, size_t item) {
     const struct herd_matrix *w = o->w;
+    if (kpacked(w->type)) {
+        kpacked_item(j, o, item);
+        return;
+    }
     const size_t groups = (size_t)w->rows / HERD_PACK_ROWS, nb = (size_t)w->cols / HERD_QK8A;
     const size_t chunk = w->type == HERD_GGML_TYPE_Q4_0 ? HERD_PACK_Q4_0_CHUNK : HERD_PACK_Q8_0_CHUNK;
     const size_t t0 = item / groups * PACKED_TOKEN_CHUNK, g = item % groups;

@@ -29,9 +29,15 @@ struct herd_matrix {
     const uint8_t *packed; /* the same weights repacked for the tiled kernels, or NULL */
 };
 
-/* Bytes of the packed copy of m, 0 when m cannot be packed (not Q8_0/Q4_0,
- * or rows not a multiple of HERD_PACK_ROWS). */
+/* Bytes of the packed copy of m, 0 when m cannot be packed (not a type
+ * with a packed layout: Q8_0 / Q4_0 (kernels.h) or kpack.h's; rows not a
+ * multiple of HERD_PACK_ROWS, or columns not of the type's block). */
 size_t herd_matrix_packed_bytes(const struct herd_matrix *m);
+
+/* Whether family k has a tiled kernel for matrices of type and wants them
+ * packed (the loader packs only those: a packed matrix goes through the
+ * packed path for every token count). */
+bool herd_kernels_packs(const struct herd_kernels *k, enum herd_ggml_type type);
 
 /* Writes the packed copy of m to dst (herd_matrix_packed_bytes(m) bytes,
  * 64-byte aligned) and points m->packed at it. */

@@ -6,12 +6,98 @@
 #include <string.h>
 
 #include "base/alloc.h"
+#include "base/cpu.h"
+#include "base/pool.h"
 #include "kernels/kernels.h"
 #include "kernels/quant.h"
 
 /* Copies a vector tensor (any computed type) into dst as f32. */
 static void to_f32(const struct herd_gguf_tensor *t, float *dst) {
     herd_dequantize_row_ref(t->type, t->data, dst, (size_t)t->n_elems);
+}
+
+/* Bytes of m's packed copy where family k has a tiled kernel for its type
+ * (Q8_0 / Q4_0, and kpack.h's types where the family has gemm_kpack), else
+ * 0: the matrix stays row by row. */
+static size_t packed_bytes(const struct herd_kernels *k, const struct herd_matrix *m) {
+    return herd_kernels_packs(k, m->type) ? herd_matrix_packed_bytes(m) : 0;
+}
+
+/* The matrices of one model that get packed, each with its place in
+ * packed_store. */
+struct pack_job {
+    const struct herd_model *model;
+    struct herd_matrix **mats;
+    uint8_t **dst;
+    size_t n;
+};
+
+/* The i-th of the matrices the forward pass multiplies: the output, then
+ * each layer's seven. */
+static struct herd_matrix *multiplied_matrix(struct herd_model *m, size_t i) {
+    if (i == 0) return &m->output;
+    struct herd_layer *L = &m->layers[(i - 1) / 7];
+    struct herd_matrix *lm[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+    return lm[(i - 1) % 7];
+}
+
+static void pack_range(void *ctx, int ith, size_t begin, size_t end) {
+    (void)ith;
+    struct pack_job *j = ctx;
+    for (size_t i = begin; i < end; i++) {
+        struct herd_matrix *w = j->mats[i];
+        herd_matrix_pack(w, j->dst[i]);
+        /* at once, so that the peak is not both copies either */
+        if (w->data != j->model->tok_embd.data)
+            herd_gguf_drop_pages(j->model->gguf, w->data, (size_t)w->rows * w->row_bytes);
+    }
+}
+
+/* Repacks every matrix the forward pass multiplies (the output, maybe
+ * token_embd, once) that the best family tiles into one allocation, on
+ * every core (a 1B model's K-quant packing takes seconds on one), then gives
+ * the original pages of each packed matrix back to the kernel: they are
+ * file-backed and unmodified, so the process holds the packed copy alone,
+ * not both (a page read again later comes back from the file). token_embd's
+ * rows stay: the embedding lookup reads them. */
+static enum herd_status pack_weights(struct herd_model *m, const char *path, struct herd_error *err) {
+    const struct herd_kernels *kb = herd_kernels_best();
+    if (!kb->prefers_packed) return HERD_OK;
+    const size_t n_max = 1 + 7 * (size_t)m->desc.n_layer;
+    struct pack_job j = {.model = m, .mats = calloc(n_max, sizeof *j.mats), .dst = calloc(n_max, sizeof *j.dst)};
+    enum herd_status rc = HERD_OK;
+    if (!j.mats || !j.dst) {
+        rc = herd_error_set(err, HERD_E_NOMEM, "out of memory");
+        goto out;
+    }
+    size_t total = 0;
+    for (size_t i = 0; i < n_max; i++) {
+        struct herd_matrix *w = multiplied_matrix(m, i);
+        const size_t bytes = packed_bytes(kb, w);
+        if (!bytes) continue;
+        j.mats[j.n] = w;
+        j.dst[j.n++] = (uint8_t *)(uintptr_t)total; /* an offset until the store exists */
+        total += (bytes + 63) / 64 * 64;            /* herd_matrix_pack wants 64-byte alignment */
+    }
+    if (!total) goto out;
+    m->packed_store = herd_alloc_large(total);
+    if (!m->packed_store) {
+        rc = herd_error_set(err, HERD_E_NOMEM, "%s: cannot allocate %zu bytes for repacked weights", path, total);
+        goto out;
+    }
+    m->packed_bytes = total;
+    for (size_t i = 0; i < j.n; i++) j.dst[i] = m->packed_store + (uintptr_t)j.dst[i];
+    struct herd_pool *pool = herd_pool_create(herd_cpu_count());
+    if (pool) {
+        herd_pool_run_split(pool, j.n, 1, pack_range, &j);
+        herd_pool_destroy(pool);
+    } else {
+        pack_range(&j, 0, 0, j.n);
+    }
+out:
+    free(j.mats);
+    free(j.dst);
+    return rc;
 }
 
 enum herd_status herd_model_load(const char *path, struct herd_model **out, struct herd_error *err) {
@@ -90,35 +176,7 @@ enum herd_status herd_model_load(const char *path, struct herd_model **out, stru
 #undef T
     }
     const char *no_pack = getenv("HERD_NO_PACK");
-    if (herd_kernels_best()->prefers_packed && !(no_pack && *no_pack && strcmp(no_pack, "0") != 0)) {
-        /* every matrix the forward pass multiplies, the output (maybe token_embd) once */
-        size_t total = herd_matrix_packed_bytes(&m->output);
-        for (uint64_t l = 0; l < d->n_layer; l++) {
-            struct herd_layer *L = &m->layers[l];
-            struct herd_matrix *lm[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
-            for (size_t i = 0; i < 7; i++) total += herd_matrix_packed_bytes(lm[i]);
-        }
-        if (total) {
-            m->packed_store = herd_alloc_large(total);
-            if (!m->packed_store) {
-                rc = herd_error_set(err, HERD_E_NOMEM, "%s: cannot allocate %zu bytes for repacked weights", path,
-                                    total);
-                goto fail;
-            }
-            m->packed_bytes = total;
-            uint8_t *dst = m->packed_store;
-            size_t n = herd_matrix_packed_bytes(&m->output);
-            if (n) herd_matrix_pack(&m->output, dst), dst += n;
-            for (uint64_t l = 0; l < d->n_layer; l++) {
-                struct herd_layer *L = &m->layers[l];
-                struct herd_matrix *lm[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
-                for (size_t i = 0; i < 7; i++) {
-                    n = herd_matrix_packed_bytes(lm[i]);
-                    if (n) herd_matrix_pack(lm[i], dst), dst += n;
-                }
-            }
-        }
-    }
+    if (!(no_pack && *no_pack && strcmp(no_pack, "0") != 0) && (rc = pack_weights(m, path, err)) != HERD_OK) goto fail;
     *out = m;
     return HERD_OK;
 fail:
