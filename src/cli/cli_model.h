@@ -1,6 +1,6 @@
 /* Options every command that runs a model shares (-m, --threads, --ctx,
- * --precise, --kv-type) and the code that turns them into a loaded model and
- * a context, so each command states them once. */
+ * --precise, --kv-type) and how they become a herd_engine, so each command
+ * states them once. */
 #ifndef HERD_CLI_CLI_MODEL_H
 #define HERD_CLI_CLI_MODEL_H
 
@@ -8,8 +8,7 @@
 #include <stdint.h>
 
 #include "cli/cli_args.h"
-#include "model/forward.h"
-#include "model/model.h"
+#include "herd/herd.h"
 
 struct cli_model_opts {
     const char *model;   /* -m; NULL: the default model */
@@ -29,11 +28,12 @@ struct cli_model_opts {
         "kv-type", 0, CLI_STRING, &(o).kv_type, "T", "KV cache type: f16 (default), f32 or q8"                         \
     }
 
-/* Loads the model and creates a context for max_batch tokens per step and
- * max_outputs logit rows; prints the error (prefixed with cmd) and returns
- * false on failure. */
-bool cli_model_open(const char *cmd, const struct cli_model_opts *o, uint32_t max_batch, uint32_t max_outputs,
-                    uint32_t max_seqs, struct herd_model **model, struct herd_context **ctx);
+/* Engine options from the shared flags (the rest at their defaults). */
+void cli_engine_options(const struct cli_model_opts *mo, struct herd_engine_options *eo);
+
+/* herd_engine_open; prints the error (prefixed with "herd CMD: ") and
+ * returns NULL on failure. */
+struct herd_engine *cli_engine_open(const char *cmd, const struct herd_engine_options *eo);
 
 /* Parses "1,2,3" into ids (at most max); false with a message on bad input. */
 bool cli_parse_ids(const char *cmd, const char *text, int32_t *ids, uint32_t max, uint32_t *n);

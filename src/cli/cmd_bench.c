@@ -14,6 +14,8 @@
 #include "cli/cli_model.h"
 #include "cli/commands.h"
 #include "kernels/roofline.h"
+#include "model/forward.h"
+#include "model/model.h"
 
 static const struct cli_command cmd = {
     .name = "bench",
@@ -108,10 +110,15 @@ int herd_cmd_bench(int argc, char **argv) {
     if (n_gen > ctx_needed) ctx_needed = n_gen;
     if (mo.ctx == 0) mo.ctx = ctx_needed;
     const uint32_t seqs_needed = batch ? (uint32_t)batch : 1;
-    struct herd_model *model;
-    struct herd_context *ctx;
-    if (!cli_model_open("bench", &mo, max_batch, seqs_needed > 64 ? seqs_needed : 64, seqs_needed, &model, &ctx))
-        return 1;
+    struct herd_engine_options eo;
+    cli_engine_options(&mo, &eo);
+    eo.batch_tokens = max_batch;
+    eo.max_outputs = seqs_needed > 64 ? seqs_needed : 64;
+    eo.max_seqs = seqs_needed;
+    struct herd_engine *e = cli_engine_open("bench", &eo);
+    if (!e) return 1;
+    const struct herd_model *model = herd_engine_model(e);
+    struct herd_context *ctx = herd_engine_context(e);
     struct bench b = {ctx, (uint32_t)model->desc.n_vocab, 12345, {0}};
     const int R = (int)reps;
     double *samples = malloc((size_t)R * sizeof *samples);
@@ -233,7 +240,6 @@ fail:
 out:
     json_decref(results);
     free(samples);
-    herd_context_destroy(ctx);
-    herd_model_destroy(model);
+    herd_engine_close(e);
     return rc;
 }

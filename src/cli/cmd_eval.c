@@ -7,6 +7,8 @@
 
 #include "cli/cli_model.h"
 #include "cli/commands.h"
+#include "model/forward.h"
+#include "model/model.h"
 
 static const struct cli_command cmd = {
     .name = "eval",
@@ -59,14 +61,18 @@ int herd_cmd_eval(int argc, char **argv) {
         free(ids);
         return 2;
     }
-    struct herd_model *model;
-    struct herd_context *ctx;
     if (mo.ctx == 0) mo.ctx = n;
-    if (!cli_model_open("eval", &mo, 64, 64, 1, &model, &ctx)) {
+    struct herd_engine_options eo;
+    cli_engine_options(&mo, &eo);
+    eo.batch_tokens = 64;
+    eo.max_outputs = 64;
+    struct herd_engine *e = cli_engine_open("eval", &eo);
+    if (!e) {
         free(ids);
         return 1;
     }
-    const uint32_t V = (uint32_t)model->desc.n_vocab;
+    struct herd_context *ctx = herd_engine_context(e);
+    const uint32_t V = (uint32_t)herd_engine_model(e)->desc.n_vocab;
     if (top > V) top = V;
     json_t *root = json_object(), *positions = json_array(), *last = json_array();
     uint32_t *best = malloc(top * sizeof *best);
@@ -112,7 +118,6 @@ out:
     free(seq);
     free(want);
     free(ids);
-    herd_context_destroy(ctx);
-    herd_model_destroy(model);
+    herd_engine_close(e);
     return rc;
 }

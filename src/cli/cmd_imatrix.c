@@ -15,6 +15,7 @@
 #include "cli/cli_progress.h"
 #include "cli/commands.h"
 #include "convert/imatrix.h"
+#include "model/forward.h"
 #include "tokenizer/tokenizer.h"
 #include "tokenizer/vocab.h"
 
@@ -64,10 +65,7 @@ int herd_cmd_imatrix(int argc, char **argv) {
     const uint32_t n_ctx = (uint32_t)mo.ctx, batch = n_ctx < IMATRIX_BATCH ? n_ctx : IMATRIX_BATCH;
 
     struct herd_mapped_file text = {0};
-    struct herd_model *model = NULL;
-    struct herd_context *ctx = NULL;
-    struct herd_vocab *vocab = NULL;
-    struct herd_tokenizer *tk = NULL;
+    struct herd_engine *e = NULL;
     struct herd_imatrix *im = NULL;
     int32_t *ids = NULL;
     uint32_t *pos = NULL;
@@ -80,9 +78,16 @@ int herd_cmd_imatrix(int argc, char **argv) {
                 IMATRIX_MAX_TEXT_BYTES);
         goto out;
     }
-    if (!cli_model_open("imatrix", &mo, batch, 1, 1, &model, &ctx)) goto out;
-    if (herd_vocab_load(model->gguf, &vocab, &err) != HERD_OK || herd_tokenizer_create(vocab, &tk, &err) != HERD_OK)
-        goto fail;
+    struct herd_engine_options eo;
+    cli_engine_options(&mo, &eo);
+    eo.parts = HERD_ENGINE_TEXT;
+    eo.batch_tokens = batch;
+    eo.max_outputs = 1;
+    if (!(e = cli_engine_open("imatrix", &eo))) goto out;
+    const struct herd_model *model = herd_engine_model(e);
+    struct herd_context *ctx = herd_engine_context(e);
+    const struct herd_vocab *vocab = herd_engine_vocab(e);
+    const struct herd_tokenizer *tk = herd_engine_tokenizer(e);
     const uint32_t max_ids = (uint32_t)text.size + 2;
     uint32_t n_ids = 0;
     ids = malloc((size_t)max_ids * sizeof *ids);
@@ -139,10 +144,7 @@ out:
     free(pos);
     free(seq);
     herd_imatrix_destroy(im);
-    herd_tokenizer_destroy(tk);
-    herd_vocab_destroy(vocab);
-    herd_context_destroy(ctx);
-    herd_model_destroy(model);
+    herd_engine_close(e);
     herd_mapped_file_cleanup(&text);
     return rc;
 }

@@ -1,16 +1,19 @@
-/* `herd run`: generate text from a prompt on one sequence. The generated
+/* `herd run`: generate text from a prompt on one sequence, through the
+ * scheduler like a served request (one generation path). The generated
  * text goes to stdout as it is produced (never a broken UTF-8 character),
  * timings to stderr; --json prints one object instead. */
 #include <jansson.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-#include "base/timing.h"
 #include "cli/cli_model.h"
 #include "cli/commands.h"
-#include "sampling/sampler.h"
+#include "engine/sched.h"
+#include "model/model.h"
+#include "model/profile.h"
 #include "tokenizer/chat_template.h"
 #include "tokenizer/tokenizer.h"
 #include "tokenizer/vocab.h"
@@ -31,12 +34,10 @@ static const struct cli_command cmd = {
 
 #define RUN_MAX_PROMPT (1u << 20)
 
-/* [system,] user message through the chat template, with the assistant's
- * turn opened. */
-static bool render_chat(const struct herd_gguf *g, const struct herd_vocab *v, const char *override, const char *system,
-                        const char *user, char **out, size_t *out_len, struct herd_error *err) {
-    struct herd_chat_template *t = NULL;
-    if (herd_chat_template_load(g, v, override, &t, err) != HERD_OK) return false;
+/* [system,] user message through the engine's chat template, with the
+ * assistant's turn opened. */
+static bool render_chat(const struct herd_chat_template *t, const char *system, const char *user, char **out,
+                        size_t *out_len, struct herd_error *err) {
     json_t *messages = json_array();
     if (system) json_array_append_new(messages, json_pack("{s:s,s:s}", "role", "system", "content", system));
     json_array_append_new(messages, json_pack("{s:s,s:s}", "role", "user", "content", user));
@@ -46,9 +47,101 @@ static bool render_chat(const struct herd_gguf *g, const struct herd_vocab *v, c
     if (json_array_size(messages) != (system ? 2u : 1u))
         herd_error_set(err, HERD_E_INVALID, "-p / --system is not UTF-8");
     json_decref(messages);
-    herd_chat_template_destroy(t);
     return ok;
 }
+
+/* The scheduler's notify: wakes the waiting main thread. */
+struct waiter {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    bool ready;
+};
+
+static void wake(void *arg) {
+    struct waiter *w = arg;
+    pthread_mutex_lock(&w->lock);
+    w->ready = true;
+    pthread_cond_signal(&w->cond);
+    pthread_mutex_unlock(&w->lock);
+}
+
+static void wait_ready(struct waiter *w) {
+    pthread_mutex_lock(&w->lock);
+    while (!w->ready) pthread_cond_wait(&w->cond, &w->lock);
+    w->ready = false;
+    pthread_mutex_unlock(&w->lock);
+}
+
+/* What the request produced: its tokens and text, and how it ended. */
+struct run_output {
+    int32_t *ids;
+    uint32_t n_ids, cap_ids;
+    char *text;
+    size_t text_len, text_cap;
+    enum herd_finish finish;
+};
+
+static bool append_event(struct run_output *o, const struct herd_event *e, bool echo) {
+    if (e->token >= 0 && o->n_ids < o->cap_ids) o->ids[o->n_ids++] = e->token;
+    if (e->text_len) {
+        if (o->text_len + e->text_len > o->text_cap) {
+            size_t cap = (o->text_len + e->text_len) * 2;
+            char *t = realloc(o->text, cap);
+            if (!t) return false;
+            o->text = t, o->text_cap = cap;
+        }
+        memcpy(o->text + o->text_len, e->text, e->text_len);
+        o->text_len += e->text_len;
+        if (echo) {
+            fwrite(e->text, 1, e->text_len, stdout);
+            fflush(stdout);
+        }
+    }
+    if (e->finish != HERD_FINISH_NONE) o->finish = e->finish;
+    return true;
+}
+
+/* Submits the prompt and reads its events until it is done. */
+static enum herd_status generate(struct herd_sched *sched, const int32_t *ids, uint32_t n_prompt,
+                                 const struct herd_gen_params *gp, bool echo, struct run_output *o,
+                                 struct herd_request_stats *stats, struct herd_error *err) {
+    struct waiter w = {.ready = false};
+    pthread_mutex_init(&w.lock, NULL);
+    pthread_cond_init(&w.cond, NULL);
+    enum herd_status rc = HERD_E_NOMEM;
+    struct herd_request *r = herd_request_create(ids, n_prompt, gp, wake, &w, err);
+    if (!r) goto out;
+    if ((rc = herd_sched_submit(sched, r, err)) != HERD_OK) goto out;
+    struct herd_event ev[16];
+    while (!herd_request_done(r)) {
+        size_t n = herd_request_poll(r, ev, 16);
+        if (n == 0) {
+            wait_ready(&w);
+            continue;
+        }
+        for (size_t i = 0; i < n; i++)
+            if (!append_event(o, &ev[i], echo)) {
+                rc = herd_error_set(err, HERD_E_NOMEM, "out of memory");
+                goto out;
+            }
+    }
+    herd_request_stats(r, stats);
+    if (o->finish == HERD_FINISH_ERROR) {
+        rc = herd_error_set(err, HERD_E_IO, "the engine failed");
+        herd_sched_failed(sched, err->msg, sizeof err->msg);
+    }
+out:
+    if (r) {
+        herd_request_set_notify(r, NULL, NULL);
+        herd_request_cancel(r);
+        herd_request_release(r);
+    }
+    pthread_cond_destroy(&w.cond);
+    pthread_mutex_destroy(&w.lock);
+    return rc;
+}
+
+static const char *finish_name(enum herd_finish f) { return f == HERD_FINISH_STOP ? "stop" : "length"; }
 
 int herd_cmd_run(int argc, char **argv) {
     struct cli_model_opts mo = {0};
@@ -94,33 +187,36 @@ int herd_cmd_run(int argc, char **argv) {
     if (chat_template || system) chat = true;
     if (greedy) temp = 0;
 
-    struct herd_model *model = NULL;
-    struct herd_context *ctx = NULL;
-    struct herd_vocab *vocab = NULL;
-    struct herd_tokenizer *tk = NULL;
-    struct herd_sampler *sampler = NULL;
+    struct herd_engine *e = NULL;
     int32_t *ids = malloc(RUN_MAX_PROMPT * sizeof *ids);
-    int32_t *gen = NULL;
-    char *text = NULL;
+    struct run_output o = {.finish = HERD_FINISH_LENGTH};
     json_t *root = NULL;
     int rc = 1;
     uint32_t n_prompt = 0;
     struct herd_error err = {0};
+    /* the prompt's steps and the generation's, profiled apart */
+    struct herd_profile prof[2] = {0};
     if (!ids) goto out;
     if (prompt_ids && !cli_parse_ids("run", prompt_ids, ids, RUN_MAX_PROMPT, &n_prompt)) {
         rc = 2;
         goto out;
     }
-    if (!cli_model_open("run", &mo, 512, 1, 1, &model, &ctx)) goto out;
-    if (herd_vocab_load(model->gguf, &vocab, &err) != HERD_OK || herd_tokenizer_create(vocab, &tk, &err) != HERD_OK)
-        goto fail;
+    struct herd_engine_options eo;
+    cli_engine_options(&mo, &eo);
+    eo.parts = HERD_ENGINE_SCHEDULER | (chat ? HERD_ENGINE_CHAT : 0u);
+    eo.chat_template = chat_template;
+    eo.max_outputs = 1;
+    if (profile) eo.profile_prompt = &prof[0], eo.profile_generation = &prof[1];
+    if (!(e = cli_engine_open("run", &eo))) goto out;
+    const struct herd_tokenizer *tk = herd_engine_tokenizer(e);
+    const uint64_t n_vocab = herd_engine_model(e)->desc.n_vocab;
     if (chat) {
         /* the rendered prompt carries its own BOS and control tokens:
          * tokenize it with special-token parsing and nothing added, as
          * Hugging Face's apply_chat_template(tokenize=True) does */
         char *rendered = NULL;
         size_t rendered_len = 0;
-        if (!render_chat(model->gguf, vocab, chat_template, system, prompt, &rendered, &rendered_len, &err)) goto fail;
+        if (!render_chat(herd_engine_chat_template(e), system, prompt, &rendered, &rendered_len, &err)) goto fail;
         enum herd_status ts =
             herd_tokenize(tk, rendered, rendered_len, HERD_TOK_PARSE_SPECIAL, ids, RUN_MAX_PROMPT, &n_prompt, &err);
         free(rendered);
@@ -133,130 +229,79 @@ int herd_cmd_run(int argc, char **argv) {
         herd_error_set(&err, HERD_E_INVALID, "the prompt is empty (and the vocabulary adds no BOS)");
         goto fail;
     }
-    const uint32_t n_ctx = ctx->params.n_ctx;
+    for (uint32_t i = 0; i < n_prompt; i++)
+        if (ids[i] < 0 || (uint64_t)ids[i] >= n_vocab) {
+            herd_error_set(&err, HERD_E_INVALID, "invalid token id %d (vocabulary of %llu)", ids[i],
+                           (unsigned long long)n_vocab);
+            goto fail;
+        }
+    const uint32_t n_ctx = herd_engine_n_ctx(e);
     if (n_prompt >= n_ctx) {
         herd_error_set(&err, HERD_E_INVALID, "the prompt has %u tokens; the context holds %u (raise --ctx)", n_prompt,
                        n_ctx);
         goto fail;
     }
-    struct herd_sampler_params sp;
-    herd_sampler_default_params(&sp);
-    sp.temperature = (float)temp;
-    sp.top_k = (uint32_t)(top_k > UINT32_MAX ? UINT32_MAX : top_k);
-    sp.top_p = (float)top_p;
-    sp.min_p = (float)min_p;
-    sp.repeat_penalty = (float)repeat_penalty;
-    sp.seed = seed;
-    if (herd_sampler_create(&sp, (uint32_t)model->desc.n_vocab, &sampler, &err) != HERD_OK) goto fail;
-    for (uint32_t i = 0; i < n_prompt; i++) herd_sampler_accept(sampler, ids[i]);
-
-    int32_t s;
-    if (herd_kv_seq_new(ctx->kv, &s, &err) != HERD_OK) goto fail;
-    uint32_t *pos = malloc(512 * sizeof *pos);
-    int32_t *seq = malloc(512 * sizeof *seq);
-    if (!pos || !seq) {
-        free(pos);
-        free(seq);
-        goto out;
-    }
-    /* the prompt's forward passes and the generation's, profiled apart */
-    struct herd_profile prof[2] = {0};
-    if (profile) ctx->profile = &prof[0];
-    const double t0 = herd_time_now_s();
-    enum herd_status st = HERD_OK;
-    for (uint32_t i0 = 0; i0 < n_prompt && st == HERD_OK; i0 += 512) {
-        uint32_t m = n_prompt - i0 < 512 ? n_prompt - i0 : 512;
-        for (uint32_t i = 0; i < m; i++) pos[i] = i0 + i, seq[i] = s;
-        struct herd_batch b = {m, ids + i0, pos, seq, NULL};
-        st = herd_decode(ctx, &b, &err);
-    }
-    free(pos);
-    free(seq);
-    if (st != HERD_OK) goto fail;
-    const double t1 = herd_time_now_s();
-    if (profile) ctx->profile = &prof[1];
-
     if (n_predict > n_ctx - n_prompt) n_predict = n_ctx - n_prompt;
-    gen = malloc((n_predict ? n_predict : 1) * sizeof *gen);
-    size_t text_cap = 64 + n_predict * 64, text_len = 0;
-    text = malloc(text_cap);
-    if (!gen || !text) goto out;
-    struct herd_detok detok;
-    herd_detok_init(&detok, vocab);
-    const char *finish = "length";
-    uint32_t n_gen = 0;
-    char piece[1024];
-    for (; n_gen < n_predict; n_gen++) {
-        const uint64_t ts = profile ? herd_prof_now_ns() : 0;
-        int32_t next = herd_sampler_sample(sampler, herd_context_logits(ctx, 0));
-        herd_prof_op(ctx->profile, HERD_PROF_SAMPLING, ts);
-        if (!ignore_eos && herd_vocab_is_eog(vocab, next)) {
-            finish = "stop";
-            break;
-        }
-        gen[n_gen] = next;
-        herd_sampler_accept(sampler, next);
-        size_t n = herd_detok_push(&detok, next, piece, sizeof piece);
-        if (text_len + n < text_cap) memcpy(text + text_len, piece, n), text_len += n;
-        if (!as_json && n) {
-            fwrite(piece, 1, n, stdout);
-            fflush(stdout);
-        }
-        if (n_gen + 1 == n_predict) {
-            n_gen++;
-            break; /* no forward pass for a token nobody will sample after */
-        }
-        uint32_t p = n_prompt + n_gen;
-        struct herd_batch b = {1, &next, &p, &s, NULL};
-        if (herd_decode(ctx, &b, &err) != HERD_OK) goto fail;
-    }
-    size_t n = herd_detok_flush(&detok, piece, sizeof piece);
-    if (text_len + n < text_cap) memcpy(text + text_len, piece, n), text_len += n;
-    const double t2 = herd_time_now_s();
-    const double pp_s = t1 - t0, tg_s = t2 - t1;
+    o.cap_ids = (uint32_t)n_predict;
+    o.ids = malloc((n_predict ? n_predict : 1) * sizeof *o.ids);
+    if (!o.ids) goto out;
+    struct herd_gen_params gp;
+    herd_gen_default_params(&gp);
+    gp.max_tokens = (uint32_t)n_predict;
+    gp.ignore_eos = ignore_eos;
+    gp.text_from_start = true;
+    gp.sampling.temperature = (float)temp;
+    gp.sampling.top_k = (uint32_t)(top_k > UINT32_MAX ? UINT32_MAX : top_k);
+    gp.sampling.top_p = (float)top_p;
+    gp.sampling.min_p = (float)min_p;
+    gp.sampling.repeat_penalty = (float)repeat_penalty;
+    gp.sampling.seed = seed;
+    struct herd_request_stats st = {0};
+    /* -n 0: nothing to generate, nothing to run */
+    if (n_predict && generate(herd_engine_sched(e), ids, n_prompt, &gp, !as_json, &o, &st, &err) != HERD_OK) goto fail;
+    /* the first token comes out of the prompt's last step: its time is the
+     * prompt's, and generation speed counts the tokens after it */
+    const double pp_s = st.first_token_s > 0 ? st.first_token_s - st.admitted_s : 0;
+    const double tg_s = st.first_token_s > 0 ? st.finished_s - st.first_token_s : 0;
+    const double tg_rate = tg_s > 0 && o.n_ids > 1 ? (o.n_ids - 1) / tg_s : 0.0;
+    const char *finish = finish_name(o.finish);
     if (as_json) {
         json_t *pj = json_array(), *gj = json_array();
         for (uint32_t i = 0; i < n_prompt; i++) json_array_append_new(pj, json_integer(ids[i]));
-        for (uint32_t i = 0; i < n_gen; i++) json_array_append_new(gj, json_integer(gen[i]));
+        for (uint32_t i = 0; i < o.n_ids; i++) json_array_append_new(gj, json_integer(o.ids[i]));
         root = json_pack("{s:o,s:o,s:s%,s:s,s:{s:i,s:f,s:f,s:i,s:f,s:f,s:i}}", "prompt_ids", pj, "ids", gj, "text",
-                         text, text_len, "finish_reason", finish, "timings", "prompt_tokens", (int)n_prompt,
-                         "prompt_ms", pp_s * 1e3, "prompt_tokens_per_s", pp_s > 0 ? n_prompt / pp_s : 0.0,
-                         "generated_tokens", (int)n_gen, "generation_ms", tg_s * 1e3, "generation_tokens_per_s",
-                         tg_s > 0 ? n_gen / tg_s : 0.0, "threads", herd_pool_size(ctx->pool));
+                         o.text ? o.text : "", o.text_len, "finish_reason", finish, "timings", "prompt_tokens",
+                         (int)n_prompt, "prompt_ms", pp_s * 1e3, "prompt_tokens_per_s",
+                         pp_s > 0 ? n_prompt / pp_s : 0.0, "generated_tokens", (int)o.n_ids, "generation_ms",
+                         tg_s * 1e3, "generation_tokens_per_s", tg_rate, "threads", herd_engine_threads(e));
         if (!root) {
             herd_error_set(&err, HERD_E_INVALID, "the generated text is not valid UTF-8");
             goto fail;
         }
         json_dumpf(root, stdout, JSON_COMPACT | JSON_ENSURE_ASCII);
-        fputc('\n', stdout);
-    } else {
-        fwrite(piece, 1, n, stdout);
-        fputc('\n', stdout);
     }
+    fputc('\n', stdout);
     fflush(stdout);
     fprintf(stderr,
             "herd run: prompt %u tokens in %.1f ms (%.1f tokens/s), generated %u tokens in %.1f ms (%.1f tokens/s), "
             "%d threads, %s kernels, finish %s\n",
-            n_prompt, pp_s * 1e3, pp_s > 0 ? n_prompt / pp_s : 0.0, n_gen, tg_s * 1e3, tg_s > 0 ? n_gen / tg_s : 0.0,
-            herd_pool_size(ctx->pool), ctx->k->name, finish);
-    if (profile) {
-        herd_profile_print(&prof[0], "prompt", stderr);
-        herd_profile_print(&prof[1], "generation", stderr);
-    }
+            n_prompt, pp_s * 1e3, pp_s > 0 ? n_prompt / pp_s : 0.0, o.n_ids, tg_s * 1e3, tg_rate,
+            herd_engine_threads(e), herd_engine_kernels(e), finish);
     rc = 0;
     goto out;
 fail:
     fprintf(stderr, "herd run: %s\n", err.msg);
     rc = 1;
 out:
+    /* the scheduler thread is joined before its profile is read */
+    herd_engine_close(e);
+    if (rc == 0 && profile) {
+        herd_profile_print(&prof[0], "prompt", stderr);
+        herd_profile_print(&prof[1], "generation", stderr);
+    }
     json_decref(root);
     free(ids);
-    free(gen);
-    free(text);
-    herd_sampler_destroy(sampler);
-    herd_tokenizer_destroy(tk);
-    herd_vocab_destroy(vocab);
-    herd_context_destroy(ctx);
-    herd_model_destroy(model);
+    free(o.ids);
+    free(o.text);
     return rc;
 }

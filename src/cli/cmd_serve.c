@@ -64,18 +64,10 @@ static bool read_keys(const char *path, struct cli_strings *keys, char **storage
 
 /* What the loading thread builds, and hands to the server. */
 struct loader {
-    struct cli_model_opts mo;
-    const char *chat_template;
-    struct herd_sched_params schp;
-    uint32_t max_seqs, batch_tokens;
+    struct herd_engine_options eo;
     const char *host, *name;
     struct herd_server *srv;
-    struct herd_model *model;
-    struct herd_context *ctx;
-    struct herd_vocab *vocab;
-    struct herd_tokenizer *tk;
-    struct herd_chat_template *tmpl;
-    struct herd_sched *sched;
+    struct herd_engine *engine;
 };
 
 static void *load_model(void *arg) {
@@ -84,29 +76,23 @@ static void *load_model(void *arg) {
     /* a test hook: a slow load, so tests can see the loading state */
     const char *delay = getenv("HERD_TEST_LOAD_DELAY_MS");
     if (delay) usleep((useconds_t)(strtoul(delay, NULL, 10) % 60000) * 1000);
-    /* a step's logits rows: one per decoding sequence plus the prompts
-     * finishing in it */
-    if (!cli_model_open("serve", &ld->mo, ld->batch_tokens, ld->max_seqs + 16, ld->max_seqs, &ld->model, &ld->ctx)) {
+    if (herd_engine_open(&ld->eo, &ld->engine, &err) != HERD_OK) {
+        fprintf(stderr, "herd serve: %s\n", err.msg);
         herd_server_load_failed(ld->srv, "the model could not be loaded (see above)");
         return NULL;
     }
-    if (herd_vocab_load(ld->model->gguf, &ld->vocab, &err) != HERD_OK ||
-        herd_tokenizer_create(ld->vocab, &ld->tk, &err) != HERD_OK ||
-        herd_chat_template_load(ld->model->gguf, ld->vocab, ld->chat_template, &ld->tmpl, &err) != HERD_OK ||
-        herd_sched_create(ld->ctx, ld->vocab, &ld->schp, &ld->sched, &err) != HERD_OK) {
-        herd_server_load_failed(ld->srv, err.msg);
-        return NULL;
-    }
+    struct herd_engine *e = ld->engine;
+    struct herd_sched *sched = herd_engine_sched(e);
+    const struct herd_chat_template *tmpl = herd_engine_chat_template(e);
     uint16_t port = herd_server_port(ld->srv);
-    const struct herd_kv_params *kvp = herd_kv_params(ld->ctx->kv);
     herd_log(HERD_LOG_INFO, "serve", NULL, NULL, 0,
              "ready: %s (%s, context %u, KV cache %u tokens in %.0f MiB, chat template: %s) on http://%s:%u\n"
              "  try: curl http://%s:%u/v1/chat/completions -H 'Content-Type: application/json' \\\n"
              "         -d '{\"model\": \"%s\", \"messages\": [{\"role\": \"user\", \"content\": \"Hello\"}]}'",
-             ld->name, ld->model->desc.arch, herd_sched_n_ctx(ld->sched), kvp->n_blocks * kvp->block_tokens,
-             (double)herd_kv_block_bytes(kvp) * kvp->n_blocks / (1024.0 * 1024.0), ld->tmpl->origin, ld->host, port,
-             ld->host, port, ld->name);
-    struct herd_server_model sm = {ld->model, ld->vocab, ld->tk, ld->tmpl, ld->sched};
+             ld->name, herd_engine_model(e)->desc.arch, herd_sched_n_ctx(sched), herd_engine_kv_tokens(e),
+             (double)herd_engine_kv_bytes(e) / (1024.0 * 1024.0), tmpl->origin, ld->host, port, ld->host, port,
+             ld->name);
+    struct herd_server_model sm = {herd_engine_model(e), herd_engine_vocab(e), herd_engine_tokenizer(e), tmpl, sched};
     herd_server_set_model(ld->srv, &sm);
     return NULL;
 }
@@ -115,8 +101,6 @@ int herd_cmd_serve(int argc, char **argv) {
     struct cli_model_opts mo = {0};
     struct herd_server_params sp;
     herd_server_default_params(&sp);
-    struct herd_sched_params schp;
-    herd_sched_default_params(&schp);
     const char *host = NULL, *chat_template = NULL, *key_file = NULL, *name = NULL;
     uint64_t port = 8080, batch_tokens = 512, max_seqs = 16, max_queue = 256, max_body = 16u << 20, max_conns = 1024,
              max_n = 16;
@@ -199,18 +183,19 @@ int herd_cmd_serve(int argc, char **argv) {
     sp.model_name = name;
     sp.vllm_metrics = !no_vllm_metrics;
     sp.quiet = quiet;
-    schp.batch_tokens = (uint32_t)batch_tokens;
-    schp.max_queue = (uint32_t)max_queue;
-    schp.prefill_per_decode = prefill_per_decode < 0 ? 0 : prefill_per_decode;
     /* the port first, so probes see /readyz 503 "loading" while a large
      * model loads, then the model on its own thread */
-    struct loader ld = {.mo = mo,
-                        .chat_template = chat_template,
-                        .schp = schp,
-                        .max_seqs = (uint32_t)max_seqs,
-                        .batch_tokens = (uint32_t)batch_tokens,
-                        .host = sp.host,
-                        .name = name};
+    struct loader ld = {.host = sp.host, .name = name};
+    cli_engine_options(&mo, &ld.eo);
+    ld.eo.parts = HERD_ENGINE_SCHEDULER | HERD_ENGINE_CHAT;
+    ld.eo.chat_template = chat_template;
+    ld.eo.max_seqs = (uint32_t)max_seqs;
+    ld.eo.batch_tokens = (uint32_t)batch_tokens;
+    /* a step's logits rows: one per decoding sequence plus the prompts
+     * finishing in it */
+    ld.eo.max_outputs = (uint32_t)max_seqs + 16;
+    ld.eo.max_queue = (uint32_t)max_queue;
+    ld.eo.prefill_per_decode = prefill_per_decode < 0 ? 0 : prefill_per_decode;
     struct herd_error err = {0};
     int rc = 1;
     pthread_t th;
@@ -221,7 +206,7 @@ int herd_cmd_serve(int argc, char **argv) {
     }
     herd_log(HERD_LOG_INFO, "serve", NULL, NULL, 0, "loading %s on http://%s:%u (503 until ready)", name, sp.host,
              herd_server_port(ld.srv));
-    ld.schp.metrics = herd_server_sched_metrics(ld.srv);
+    ld.eo.metrics = herd_server_sched_metrics(ld.srv);
     if (pthread_create(&th, NULL, load_model, &ld) != 0) {
         herd_log(HERD_LOG_ERROR, "serve", NULL, NULL, 0, "cannot start the loading thread");
         goto out;
@@ -234,14 +219,9 @@ int herd_cmd_serve(int argc, char **argv) {
 out:
     if (started) pthread_join(th, NULL);
     if (rc == 0) herd_log(HERD_LOG_INFO, "serve", NULL, NULL, 0, "stopped");
-    /* the scheduler first: it observes the server's metrics until it stops */
-    herd_sched_destroy(ld.sched);
+    /* the engine first: its scheduler observes the server's metrics until it stops */
+    herd_engine_close(ld.engine);
     herd_server_destroy(ld.srv);
-    herd_chat_template_destroy(ld.tmpl);
-    herd_tokenizer_destroy(ld.tk);
-    herd_vocab_destroy(ld.vocab);
-    herd_context_destroy(ld.ctx);
-    herd_model_destroy(ld.model);
     free(key_storage);
     return rc;
 }

@@ -502,7 +502,7 @@ static enum herd_status prepare_request(struct herd_sched *s, struct herd_reques
         /* the output continues the prompt's text: a SentencePiece space
          * prefix on its first token is a real space (as vLLM's incremental
          * detokenization, which sees the prompt, keeps it) */
-        c->detok.started = true;
+        c->detok.started = !r->gp.text_from_start;
     }
     r->n_active = r->gp.n;
     return HERD_OK;
@@ -911,6 +911,8 @@ static bool step(struct herd_sched *s) {
     struct herd_batch b = {
         .n_tokens = n, .tokens = s->b_tok, .pos = s->b_pos, .seq = s->b_seq, .want_logits = s->b_want};
     struct herd_error err = {0};
+    if (s->p.profile_prompt || s->p.profile_generation)
+        s->ctx->profile = s->step_prompt_tokens ? s->p.profile_prompt : s->p.profile_generation;
     enum herd_status rc = herd_decode(s->ctx, &b, &err);
     if (s->fail_after && atomic_load_explicit(&s->cnt.steps, memory_order_relaxed) + 1 >= s->fail_after)
         rc = herd_error_set(&err, HERD_E_INVALID, "engine failure injected by HERD_TEST_ENGINE_FAIL_AFTER_STEPS");
@@ -923,10 +925,12 @@ static bool step(struct herd_sched *s) {
     }
     s->t_emit = herd_time_now_s();
     struct sample_job sj = {s, n_rows};
+    const uint64_t t_sample = s->ctx->profile ? herd_prof_now_ns() : 0;
     if (n_rows > 1)
         herd_pool_run(s->ctx->pool, sample_part, &sj);
     else
         sample_part(&sj, 0, 1);
+    herd_prof_op(s->ctx->profile, HERD_PROF_SAMPLING, t_sample);
     for (uint32_t k = 0; k < n_rows; k++) {
         struct herd_request *r = s->rows[k].r;
         uint32_t ci = s->rows[k].choice;

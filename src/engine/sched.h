@@ -53,6 +53,11 @@ struct herd_gen_params {
     bool ignore_eos;
     bool logprobs;
     uint32_t top_logprobs; /* 0..HERD_MAX_TOP_LOGPROBS */
+    /* The output is a text of its own, not the prompt's continuation: a
+     * SentencePiece space prefix on its first token is dropped, as
+     * llama2.c prints a story from BOS (herd run). Default false: the
+     * space is real, as vLLM's incremental detokenizer keeps it. */
+    bool text_from_start;
 };
 
 void herd_gen_default_params(struct herd_gen_params *p);
@@ -140,6 +145,10 @@ struct herd_sched_params {
      * 0: no cap beyond batch_tokens. */
     double prefill_per_decode;
     const struct herd_sched_metrics *metrics; /* NULL: none observed */
+    /* Time per operation of each step (herd_decode's and the sampling):
+     * steps that compute prompt tokens into profile_prompt, the others
+     * into profile_generation. NULL: not recorded. */
+    struct herd_profile *profile_prompt, *profile_generation;
 };
 
 void herd_sched_default_params(struct herd_sched_params *p);
