@@ -22,7 +22,7 @@ ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:ha
 echo "== libFuzzer build: bounded fuzz runs"
 CC=clang cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DHERD_FUZZ=ON \
     -DFUZZ_SECONDS="${HERD_FUZZ_SECONDS:-60}" >/dev/null
-cmake --build build-fuzz --parallel "$jobs" --target fuzz_gguf fuzz_jinja fuzz_http1
+cmake --build build-fuzz --parallel "$jobs" --target fuzz_gguf fuzz_jinja fuzz_http1 fuzz_api
 ctest --test-dir build-fuzz -L fuzz --output-on-failure
 
 echo "== release build: the whole suite"
