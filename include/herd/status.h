@@ -26,6 +26,9 @@ enum herd_status {
     HERD_E_UNSUPPORTED, /* well-formed, but a feature herd does not implement */
     HERD_E_NOT_FOUND,   /* a required key, tensor or file is missing */
     HERD_E_AGAIN,       /* a bounded resource (KV blocks, a queue) is full now; retry later */
+    /* The service cannot take work at all: it is draining or stopped, or its
+     * engine failed (another replica should get the request; HTTP 503). */
+    HERD_E_UNAVAILABLE,
     HERD_E__COUNT
 };
 

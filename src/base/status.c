@@ -17,6 +17,7 @@ const char *herd_status_name(enum herd_status code) {
         [HERD_E_UNSUPPORTED] = "unsupported",
         [HERD_E_NOT_FOUND] = "not_found",
         [HERD_E_AGAIN] = "again",
+        [HERD_E_UNAVAILABLE] = "unavailable",
     };
     if ((unsigned)code >= HERD_E__COUNT) return "unknown";
     return names[code];

@@ -30,6 +30,7 @@ static void test_error_set_and_prefix(void **state) {
     assert_string_equal(err.msg, "file x.gguf: at offset 12");
     assert_int_equal(err.code, HERD_E_TRUNCATED);
     assert_string_equal(herd_status_name(HERD_E_TRUNCATED), "truncated");
+    assert_string_equal(herd_status_name(HERD_E_UNAVAILABLE), "unavailable");
     assert_string_equal(herd_status_name((enum herd_status)999), "unknown");
     assert_int_equal(herd_error_set(NULL, HERD_E_IO, "ignored"), HERD_E_IO);
 }
