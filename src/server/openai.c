@@ -54,19 +54,20 @@ struct api_call {
 
 /* Each check answers 400 naming the field and returns false; the caller
  * returns at once (the connection may be gone after a response). */
-static bool bad(struct conn *c, const char *param, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static bool bad(struct conn *c, const char *param, const char *fmt, ...) {
+static bool bad(struct herd_http_request *c, const char *param, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static bool bad(struct herd_http_request *c, const char *param, const char *fmt, ...) {
     char msg[512];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    server_count_rejection(c->srv, SERVER_REJECT_BAD_REQUEST);
-    conn_respond_error(c, 400, "invalid_request_error", param, NULL, "%s", msg);
+    server_count_rejection(srv(c), SERVER_REJECT_BAD_REQUEST);
+    herd_http_respond_error(c, 400, "invalid_request_error", param, NULL, "%s", msg);
     return false;
 }
 
-static bool opt_number(struct conn *c, json_t *body, const char *name, double lo, double hi, double *out) {
+static bool opt_number(struct herd_http_request *c, json_t *body, const char *name, double lo, double hi, double *out) {
     json_t *v = json_object_get(body, name);
     if (!v || json_is_null(v)) return true;
     if (!json_is_number(v)) return bad(c, name, "'%s' must be a number", name);
@@ -77,7 +78,8 @@ static bool opt_number(struct conn *c, json_t *body, const char *name, double lo
     return true;
 }
 
-static bool opt_int(struct conn *c, json_t *body, const char *name, long long lo, long long hi, long long *out) {
+static bool opt_int(struct herd_http_request *c, json_t *body, const char *name, long long lo, long long hi,
+                    long long *out) {
     json_t *v = json_object_get(body, name);
     if (!v || json_is_null(v)) return true;
     if (!json_is_integer(v)) return bad(c, name, "'%s' must be an integer", name);
@@ -87,7 +89,7 @@ static bool opt_int(struct conn *c, json_t *body, const char *name, long long lo
     return true;
 }
 
-static bool opt_bool(struct conn *c, json_t *body, const char *name, bool *out) {
+static bool opt_bool(struct herd_http_request *c, json_t *body, const char *name, bool *out) {
     json_t *v = json_object_get(body, name);
     if (!v || json_is_null(v)) return true;
     if (!json_is_boolean(v)) return bad(c, name, "'%s' must be true or false", name);
@@ -102,7 +104,7 @@ static bool listed(const char *k, const char *const *names) {
 }
 
 /* Every field of body is in one of the two lists (the second may be NULL). */
-static bool known_fields(struct conn *c, json_t *body, const char *const *known, const char *const *more) {
+static bool known_fields(struct herd_http_request *c, json_t *body, const char *const *known, const char *const *more) {
     const char *k;
     json_t *v;
     json_object_foreach(body, k, v) {
@@ -135,23 +137,23 @@ static const char *const generation_fields[] = {"model",
                                                 "ignore_eos",
                                                 NULL};
 
-static bool check_model(struct conn *c, json_t *body) {
+static bool check_model(struct herd_http_request *c, json_t *body) {
     json_t *m = json_object_get(body, "model");
     if (!m) return bad(c, "model", "'model' is required");
     if (!json_is_string(m)) return bad(c, "model", "'model' must be a string");
-    if (strcmp(json_string_value(m), c->srv->p.model_name) != 0) {
-        conn_respond_error(c, 404, "invalid_request_error", "model", "model_not_found",
-                           "the model '%s' does not exist; this server serves '%s'", json_string_value(m),
-                           c->srv->p.model_name);
+    if (strcmp(json_string_value(m), srv(c)->p.model_name) != 0) {
+        herd_http_respond_error(c, 404, "invalid_request_error", "model", "model_not_found",
+                                "the model '%s' does not exist; this server serves '%s'", json_string_value(m),
+                                srv(c)->p.model_name);
         return false;
     }
     return true;
 }
 
 /* Sampling and stopping fields shared by both endpoints. */
-static bool gen_params(struct conn *c, json_t *body, struct herd_gen_params *gp, struct herd_logit_bias *bias,
-                       bool *stream, bool *include_usage) {
-    const struct herd_server_params *p = &c->srv->p;
+static bool gen_params(struct herd_http_request *c, json_t *body, struct herd_gen_params *gp,
+                       struct herd_logit_bias *bias, bool *stream, bool *include_usage) {
+    const struct herd_server_params *p = &srv(c)->p;
     double t = 1.0, top_p = 1.0, min_p = 0, pres = 0, freq = 0, rep = 1.0;
     long long n = 1, top_k = 0, seed = -1, priority = 0;
     if (!opt_number(c, body, "temperature", 0, 2, &t) || !opt_number(c, body, "top_p", 1e-9, 1, &top_p) ||
@@ -193,7 +195,7 @@ static bool gen_params(struct conn *c, json_t *body, struct herd_gen_params *gp,
         const char *k;
         json_t *v;
         uint32_t i = 0;
-        uint64_t n_vocab = c->srv->m.model->desc.n_vocab;
+        uint64_t n_vocab = srv(c)->m.model->desc.n_vocab;
         json_object_foreach(lb, k, v) {
             char *end;
             long long id = strtoll(k, &end, 10);
@@ -227,29 +229,29 @@ static bool gen_params(struct conn *c, json_t *body, struct herd_gen_params *gp,
 
 /* max_tokens (or max_completion_tokens): at most what the context leaves;
  * absent, all of it. */
-static bool max_tokens(struct conn *c, json_t *body, uint32_t n_prompt, struct herd_gen_params *gp) {
-    uint32_t n_ctx = herd_sched_n_ctx(c->srv->m.sched);
+static bool max_tokens(struct herd_http_request *c, json_t *body, uint32_t n_prompt, struct herd_gen_params *gp) {
+    uint32_t n_ctx = herd_sched_n_ctx(srv(c)->m.sched);
     long long mt = -1, mct = -1;
     if (!opt_int(c, body, "max_tokens", 1, INT32_MAX, &mt) ||
         !opt_int(c, body, "max_completion_tokens", 1, INT32_MAX, &mct))
         return false;
     long long want = mct > 0 ? mct : mt;
     if (n_prompt >= n_ctx || (want > 0 && (uint64_t)n_prompt + (uint64_t)want > n_ctx)) {
-        server_count_rejection(c->srv, SERVER_REJECT_TOO_LONG);
-        conn_respond_error(c, 400, "invalid_request_error",
-                           want > 0 ? (mct > 0 ? "max_completion_tokens" : "max_tokens") : "messages",
-                           "context_length_exceeded",
-                           "this model's maximum context length is %u tokens; the prompt has %u tokens and %lld more "
-                           "were requested (%llu > %u)",
-                           n_ctx, n_prompt, want > 0 ? want : 1,
-                           (unsigned long long)n_prompt + (want > 0 ? (unsigned long long)want : 1), n_ctx);
+        server_count_rejection(srv(c), SERVER_REJECT_TOO_LONG);
+        herd_http_respond_error(
+            c, 400, "invalid_request_error", want > 0 ? (mct > 0 ? "max_completion_tokens" : "max_tokens") : "messages",
+            "context_length_exceeded",
+            "this model's maximum context length is %u tokens; the prompt has %u tokens and %lld more "
+            "were requested (%llu > %u)",
+            n_ctx, n_prompt, want > 0 ? want : 1,
+            (unsigned long long)n_prompt + (want > 0 ? (unsigned long long)want : 1), n_ctx);
         return false;
     }
-    if (want > c->srv->p.max_tokens_limit)
+    if (want > srv(c)->p.max_tokens_limit)
         return bad(c, mct > 0 ? "max_completion_tokens" : "max_tokens", "at most %u tokens may be requested",
-                   c->srv->p.max_tokens_limit);
+                   srv(c)->p.max_tokens_limit);
     gp->max_tokens = want > 0 ? (uint32_t)want : n_ctx - n_prompt;
-    if (gp->max_tokens > c->srv->p.max_tokens_limit) gp->max_tokens = c->srv->p.max_tokens_limit;
+    if (gp->max_tokens > srv(c)->p.max_tokens_limit) gp->max_tokens = srv(c)->p.max_tokens_limit;
     return true;
 }
 
@@ -319,8 +321,12 @@ static void call_free(struct api_call *a) {
     free(a);
 }
 
-void api_cancel(struct conn *c) {
-    for (uint32_t k = 0; c->call && k < c->call->n_req; k++) herd_request_cancel(c->call->req[k]);
+/* The drain ran out of time: the requests stop, the answer ends normally
+ * with finish_reason "abort". */
+static void call_cancel(struct herd_http_request *c, void *work) {
+    (void)c;
+    struct api_call *a = work;
+    for (uint32_t k = 0; k < a->n_req; k++) herd_request_cancel(a->req[k]);
 }
 
 /* The numbers of all the call's requests: tokens summed, the slowest
@@ -347,20 +353,27 @@ static struct call_totals call_totals(const struct api_call *a) {
 }
 
 /* Copies the call's numbers for the access log before it goes. */
-static void log_usage(struct conn *c, const struct api_call *a) {
+static void log_usage(struct herd_http_request *c, const struct api_call *a) {
     const struct call_totals t = call_totals(a);
-    c->have_usage = true;
-    c->log_prompt_tokens = t.prompt_tokens;
-    c->log_cached_tokens = t.cached_tokens;
-    c->log_completion_tokens = t.completion_tokens;
-    c->log_queue_ms = t.queue_s * 1e3;
-    c->log_ttft_ms = t.ttft_s * 1e3;
+    const struct herd_log_field f[5] = {HERD_LOG_I("prompt_tokens", t.prompt_tokens),
+                                        HERD_LOG_I("cached_tokens", t.cached_tokens),
+                                        HERD_LOG_I("completion_tokens", t.completion_tokens),
+                                        HERD_LOG_N("queue_ms", t.queue_s * 1e3), HERD_LOG_N("ttft_ms", t.ttft_s * 1e3)};
+    herd_http_request_log(c, f, 5);
 }
 
-void api_abort(struct conn *c) {
-    if (c->call && c->call->n_req) log_usage(c, c->call);
-    call_free(c->call);
-    c->call = NULL;
+/* The client is gone (or the call is over): the access log gets the
+ * call's numbers, the requests are cancelled and freed. */
+static void call_abort(struct herd_http_request *c, void *work) {
+    struct api_call *a = work;
+    if (a->n_req) log_usage(c, a);
+    call_free(a);
+}
+
+/* The call is over: detached from the request before its answer ends. */
+static void call_end(struct herd_http_request *c, struct api_call *a) {
+    herd_http_request_set_work(c, NULL, NULL);
+    call_abort(c, a);
 }
 
 static json_t *usage_json(const struct api_call *a) {
@@ -371,33 +384,25 @@ static json_t *usage_json(const struct api_call *a) {
                      (int)call_totals(a).cached_tokens);
 }
 
-static void send_sse(struct conn *c, json_t *chunk) {
+static void send_sse(struct herd_http_request *c, json_t *chunk) {
     char *s = json_dumps(chunk, JSON_COMPACT);
     json_decref(chunk);
     if (!s) return;
-    size_t n = strlen(s);
-    char *framed = malloc(n + 8);
-    if (framed) {
-        memcpy(framed, "data: ", 6);
-        memcpy(framed + 6, s, n);
-        memcpy(framed + 6 + n, "\n\n", 2);
-        conn_stream_send(c, framed, n + 8);
-        free(framed);
-    }
+    herd_http_sse_send(c, s, strlen(s));
     free(s);
 }
 
-static json_t *chunk_base(struct conn *c, const struct api_call *a) {
+static json_t *chunk_base(struct herd_http_request *c, const struct api_call *a) {
     json_t *o = json_pack("{s:s,s:s,s:I,s:s,s:[]}", "id", a->id, "object",
                           a->chat ? "chat.completion.chunk" : "text_completion", "created", (json_int_t)a->created,
-                          "model", c->srv->p.model_name, "choices");
+                          "model", srv(c)->p.model_name, "choices");
     if (a->include_usage) json_object_set_new(o, "usage", json_null());
     return o;
 }
 
 /* One streamed chunk for an event. */
-static void stream_event(struct conn *c, struct api_call *a, const struct herd_event *e) {
-    const struct herd_vocab *v = c->srv->m.vocab;
+static void stream_event(struct herd_http_request *c, struct api_call *a, const struct herd_event *e) {
+    const struct herd_vocab *v = srv(c)->m.vocab;
     json_t *chunk = chunk_base(c, a);
     json_t *choice = json_pack("{s:i}", "index", (int)e->choice);
     json_t *lp = json_null();
@@ -436,11 +441,11 @@ static void stream_event(struct conn *c, struct api_call *a, const struct herd_e
     send_sse(c, chunk);
 }
 
-static void collect_event(struct conn *c, struct api_call *a, const struct herd_event *e) {
+static void collect_event(struct herd_http_request *c, struct api_call *a, const struct herd_event *e) {
     struct choice_out *o = &a->ch[e->choice];
     herd_buf_append(&o->text, e->text, e->text_len);
     if (a->want_logprobs && e->token >= 0) {
-        const struct herd_vocab *v = c->srv->m.vocab;
+        const struct herd_vocab *v = srv(c)->m.vocab;
         if (a->chat) {
             if (!o->logprobs) o->logprobs = json_array();
             json_array_append_new(o->logprobs, token_json(v, e->token, e->logprob, a->top_logprobs > 0, e, true));
@@ -468,7 +473,7 @@ static void collect_event(struct conn *c, struct api_call *a, const struct herd_
     }
 }
 
-static void respond_whole(struct conn *c, struct api_call *a) {
+static void respond_whole(struct herd_http_request *c, struct api_call *a) {
     json_t *choices = json_array();
     for (uint32_t i = 0; i < a->n; i++) {
         struct choice_out *o = &a->ch[i];
@@ -487,14 +492,14 @@ static void respond_whole(struct conn *c, struct api_call *a) {
     }
     json_t *body = json_pack("{s:s,s:s,s:I,s:s,s:o,s:o}", "id", a->id, "object",
                              a->chat ? "chat.completion" : "text_completion", "created", (json_int_t)a->created,
-                             "model", c->srv->p.model_name, "choices", choices, "usage", usage_json(a));
-    api_abort(c);
-    conn_respond_json(c, 200, body);
+                             "model", srv(c)->p.model_name, "choices", choices, "usage", usage_json(a));
+    call_end(c, a);
+    herd_http_respond_json(c, 200, body);
 }
 
-void api_on_wake(struct conn *c) {
-    struct api_call *a = c->call;
-    if (!a) return;
+/* The scheduler has events for the call (or a slow reader caught up). */
+static void call_wake(struct herd_http_request *c, void *work) {
+    struct api_call *a = work;
     struct herd_event ev[64];
     size_t n;
     for (uint32_t k = 0; k < a->n_req; k++)
@@ -516,25 +521,26 @@ void api_on_wake(struct conn *c) {
                     a->n_finished++;
                 }
             }
-            if (a->stream && conn_pending_output(c) > (1u << 20)) return; /* a slow reader: resume from on_write */
+            /* a slow reader: the server wakes the call again as it drains */
+            if (a->stream && herd_http_request_pending_output(c) > HERD_HTTP_STREAM_HIGH_WATER) return;
         }
     if (a->n_finished < a->n) return;
     if (a->engine_failed) {
         char msg[300] = "the engine failed";
-        herd_sched_failed(c->srv->m.sched, msg, sizeof msg);
-        herd_log(HERD_LOG_ERROR, "serve", c->request_id, NULL, 0, "request ended: %s", msg);
+        herd_sched_failed(srv(c)->m.sched, msg, sizeof msg);
+        herd_log(HERD_LOG_ERROR, "serve", herd_http_request_id(c), NULL, 0, "request ended: %s", msg);
         if (!a->stream) {
-            api_abort(c);
-            conn_respond_error(c, 500, "server_error", NULL, "engine_failed", "%s", msg);
+            call_end(c, a);
+            herd_http_respond_error(c, 500, "server_error", NULL, "engine_failed", "%s", msg);
             return;
         }
         /* streaming began: an error event, then [DONE] */
         json_t *e = json_pack("{s:{s:s,s:s,s:n,s:s}}", "error", "message", msg, "type", "server_error", "param", "code",
                               "engine_failed");
         send_sse(c, e);
-        conn_stream_send(c, "data: [DONE]\n\n", 14);
-        api_abort(c);
-        conn_stream_end(c);
+        herd_http_stream_send(c, "data: [DONE]\n\n", 14);
+        call_end(c, a);
+        herd_http_stream_end(c);
         return;
     }
     if (!a->stream) {
@@ -546,22 +552,25 @@ void api_on_wake(struct conn *c) {
         json_object_set_new(last, "usage", usage_json(a));
         send_sse(c, last);
     }
-    conn_stream_send(c, "data: [DONE]\n\n", 14);
-    api_abort(c);
-    conn_stream_end(c);
+    herd_http_stream_send(c, "data: [DONE]\n\n", 14);
+    call_end(c, a);
+    herd_http_stream_end(c);
 }
 
-static void wake(void *arg) { event_active((struct event *)arg, EV_READ, 0); }
+static const struct herd_http_work_ops call_ops = {call_wake, call_cancel, call_abort};
+
+/* The scheduler's notify, on its thread. */
+static void wake(void *arg) { herd_http_request_wake(arg); }
 
 /* Submits the prompts (all or none) and starts the answer. */
-static void start(struct conn *c, bool chat, int32_t *const *ids, const uint32_t *n_ids, uint32_t n_prompts,
-                  struct herd_gen_params *gp, bool stream, bool include_usage) {
+static void start(struct herd_http_request *c, bool chat, int32_t *const *ids, const uint32_t *n_ids,
+                  uint32_t n_prompts, struct herd_gen_params *gp, bool stream, bool include_usage) {
     struct herd_error err = {0};
     struct api_call *a = calloc(1, sizeof *a);
     if (a) a->ch = calloc((size_t)n_prompts * gp->n, sizeof *a->ch);
     if (!a || !a->ch) {
         free(a);
-        conn_respond_error(c, 500, "server_error", NULL, NULL, "out of memory");
+        herd_http_respond_error(c, 500, "server_error", NULL, NULL, "out of memory");
         return;
     }
     a->chat = chat;
@@ -572,45 +581,45 @@ static void start(struct conn *c, bool chat, int32_t *const *ids, const uint32_t
     a->want_logprobs = gp->logprobs || gp->top_logprobs;
     a->top_logprobs = gp->top_logprobs;
     a->created = time(NULL);
-    snprintf(a->id, sizeof a->id, "%s-%s", chat ? "chatcmpl" : "cmpl", c->request_id);
+    snprintf(a->id, sizeof a->id, "%s-%s", chat ? "chatcmpl" : "cmpl", herd_http_request_id(c));
     for (uint32_t i = 0; i < a->n; i++) herd_buf_init(&a->ch[i].text, (size_t)64 << 20);
     enum herd_status rc = HERD_OK;
     for (uint32_t k = 0; k < n_prompts && rc == HERD_OK; k++) {
         a->prompt_tokens += n_ids[k];
-        struct herd_request *r = herd_request_create(ids[k], n_ids[k], gp, wake, c->wake, &err);
+        struct herd_request *r = herd_request_create(ids[k], n_ids[k], gp, wake, c, &err);
         if (!r) {
             call_free(a);
             bad(c, NULL, "%s", err.msg);
             return;
         }
         a->req[a->n_req++] = r;
-        rc = herd_sched_submit(c->srv->m.sched, r, &err);
+        rc = herd_sched_submit(srv(c)->m.sched, r, &err);
     }
     if (rc != HERD_OK) {
         call_free(a); /* cancels the prompts already queued */
         if (rc == HERD_E_AGAIN)
             server_respond_queue_full(c, err.msg);
         else if (strstr(err.msg, "shutting down"))
-            conn_respond_error(c, 503, "server_error", NULL, "draining", "%s", err.msg);
+            herd_http_respond_error(c, 503, "server_error", NULL, "draining", "%s", err.msg);
         else if (rc == HERD_E_IO) /* the engine failed */
-            conn_respond_error(c, 503, "server_error", NULL, "engine_failed", "%s", err.msg);
+            herd_http_respond_error(c, 503, "server_error", NULL, "engine_failed", "%s", err.msg);
         else
             bad(c, NULL, "%s", err.msg);
         return;
     }
-    c->call = a;
-    if (stream) conn_stream_begin(c);
+    herd_http_request_set_work(c, &call_ops, a);
+    if (stream) herd_http_sse_begin(c);
 }
 
 /* ------------------------------------------------------------- chat */
 
-static bool check_messages(struct conn *c, json_t *msgs) {
+static bool check_messages(struct herd_http_request *c, json_t *msgs) {
     if (!msgs) return bad(c, "messages", "'messages' is required");
     if (!json_is_array(msgs) || json_array_size(msgs) == 0)
         return bad(c, "messages", "'messages' must be a non-empty array");
-    if (json_array_size(msgs) > c->srv->p.max_messages)
+    if (json_array_size(msgs) > srv(c)->p.max_messages)
         return bad(c, "messages", "'messages' has %zu entries; at most %u", json_array_size(msgs),
-                   c->srv->p.max_messages);
+                   srv(c)->p.max_messages);
     size_t i;
     json_t *m;
     json_array_foreach(msgs, i, m) {
@@ -656,8 +665,9 @@ static const char *const chat_fields[] = {"messages",
                                           "service_tier",
                                           NULL};
 
-void api_chat_completions(struct conn *c, json_t *body) {
-    const struct herd_server_model *m = &c->srv->m;
+void api_chat_completions(struct herd_http_request *c, json_t *body, void *app) {
+    (void)app;
+    const struct herd_server_model *m = &srv(c)->m;
     if (!known_fields(c, body, generation_fields, chat_fields) || !check_model(c, body)) return;
     json_t *msgs = json_object_get(body, "messages");
     if (!check_messages(c, msgs)) return;
@@ -708,9 +718,9 @@ void api_chat_completions(struct conn *c, json_t *body) {
     free(prompt);
     if (rc == HERD_E_OVERFLOW) {
         free(ids);
-        server_count_rejection(c->srv, SERVER_REJECT_TOO_LONG);
-        conn_respond_error(c, 400, "invalid_request_error", "messages", "context_length_exceeded",
-                           "this model's maximum context length is %u tokens; the messages need more", cap);
+        server_count_rejection(srv(c), SERVER_REJECT_TOO_LONG);
+        herd_http_respond_error(c, 400, "invalid_request_error", "messages", "context_length_exceeded",
+                                "this model's maximum context length is %u tokens; the messages need more", cap);
         return;
     }
     if (rc != HERD_OK) {
@@ -733,27 +743,27 @@ static const char *const completion_fields[] = {"prompt", "echo", "suffix", NULL
 /* One prompt of /v1/completions into ids: a string (tokenized, BOS added;
  * control-token text is plain text) or an array of token ids. False after
  * answering the error, which names param. */
-static bool completion_prompt(struct conn *c, json_t *prompt, const char *param, int32_t *ids, uint32_t cap,
-                              uint32_t *n_ids) {
-    const struct herd_server_model *m = &c->srv->m;
+static bool completion_prompt(struct herd_http_request *c, json_t *prompt, const char *param, int32_t *ids,
+                              uint32_t cap, uint32_t *n_ids) {
+    const struct herd_server_model *m = &srv(c)->m;
     *n_ids = 0;
     if (json_is_string(prompt)) {
         struct herd_error err = {0};
         enum herd_status rc = herd_tokenize(m->tokenizer, json_string_value(prompt), json_string_length(prompt),
                                             HERD_TOK_ADD_SPECIAL, ids, cap, n_ids, &err);
         if (rc == HERD_E_OVERFLOW) {
-            server_count_rejection(c->srv, SERVER_REJECT_TOO_LONG);
-            conn_respond_error(c, 400, "invalid_request_error", param, "context_length_exceeded",
-                               "this model's maximum context length is %u tokens; the prompt has more", cap);
+            server_count_rejection(srv(c), SERVER_REJECT_TOO_LONG);
+            herd_http_respond_error(c, 400, "invalid_request_error", param, "context_length_exceeded",
+                                    "this model's maximum context length is %u tokens; the prompt has more", cap);
             return false;
         }
         if (rc != HERD_OK) return bad(c, param, "%s", err.msg);
     } else if (json_is_array(prompt) && json_array_size(prompt) > 0) {
         if (json_array_size(prompt) >= cap) {
-            server_count_rejection(c->srv, SERVER_REJECT_TOO_LONG);
-            conn_respond_error(c, 400, "invalid_request_error", param, "context_length_exceeded",
-                               "this model's maximum context length is %u tokens; the prompt has %zu", cap,
-                               json_array_size(prompt));
+            server_count_rejection(srv(c), SERVER_REJECT_TOO_LONG);
+            herd_http_respond_error(c, 400, "invalid_request_error", param, "context_length_exceeded",
+                                    "this model's maximum context length is %u tokens; the prompt has %zu", cap,
+                                    json_array_size(prompt));
             return false;
         }
         size_t i;
@@ -772,8 +782,9 @@ static bool completion_prompt(struct conn *c, json_t *prompt, const char *param,
     return true;
 }
 
-void api_completions(struct conn *c, json_t *body) {
-    const struct herd_server_model *m = &c->srv->m;
+void api_completions(struct herd_http_request *c, json_t *body, void *app) {
+    (void)app;
+    const struct herd_server_model *m = &srv(c)->m;
     if (!known_fields(c, body, generation_fields, completion_fields) || !check_model(c, body)) return;
     struct herd_gen_params gp;
     herd_gen_default_params(&gp);
@@ -822,7 +833,7 @@ void api_completions(struct conn *c, json_t *body) {
     const uint32_t cap = herd_sched_n_ctx(m->sched);
     int32_t *store = malloc((size_t)n_prompts * cap * sizeof *store);
     if (!store) {
-        conn_respond_error(c, 500, "server_error", NULL, NULL, "out of memory");
+        herd_http_respond_error(c, 500, "server_error", NULL, NULL, "out of memory");
         return;
     }
     int32_t *ids[MAX_PROMPTS];
@@ -843,24 +854,25 @@ void api_completions(struct conn *c, json_t *body) {
 
 /* ------------------------------------------------------------- the rest */
 
-void api_models(struct conn *c, const char *id) {
-    json_t *model = json_pack("{s:s,s:s,s:I,s:s,s:i}", "id", c->srv->p.model_name, "object", "model", "created",
-                              (json_int_t)c->srv->started_wall, "owned_by", "herd", "max_model_len",
-                              (int)herd_sched_n_ctx(c->srv->m.sched));
+void api_models(struct herd_http_request *c, const char *id) {
+    json_t *model = json_pack("{s:s,s:s,s:I,s:s,s:i}", "id", srv(c)->p.model_name, "object", "model", "created",
+                              (json_int_t)srv(c)->started_wall, "owned_by", "herd", "max_model_len",
+                              (int)herd_sched_n_ctx(srv(c)->m.sched));
     if (id) {
-        if (strcmp(id, c->srv->p.model_name) != 0) {
+        if (strcmp(id, srv(c)->p.model_name) != 0) {
             json_decref(model);
-            conn_respond_error(c, 404, "invalid_request_error", "model", "model_not_found",
-                               "the model '%s' does not exist", id);
+            herd_http_respond_error(c, 404, "invalid_request_error", "model", "model_not_found",
+                                    "the model '%s' does not exist", id);
             return;
         }
-        conn_respond_json(c, 200, model);
+        herd_http_respond_json(c, 200, model);
         return;
     }
-    conn_respond_json(c, 200, json_pack("{s:s,s:[o]}", "object", "list", "data", model));
+    herd_http_respond_json(c, 200, json_pack("{s:s,s:[o]}", "object", "list", "data", model));
 }
 
-void api_tokenize(struct conn *c, json_t *body) {
+void api_tokenize(struct herd_http_request *c, json_t *body, void *app) {
+    (void)app;
     static const char *const fields[] = {"model",       "prompt",        "content", "add_special_tokens",
                                          "add_special", "parse_special", NULL};
     if (!known_fields(c, body, fields, NULL)) return;
@@ -879,7 +891,7 @@ void api_tokenize(struct conn *c, json_t *body) {
     int32_t *ids = malloc(cap * sizeof *ids);
     uint32_t n = 0;
     struct herd_error err = {0};
-    if (!ids || herd_tokenize(c->srv->m.tokenizer, json_string_value(text), len,
+    if (!ids || herd_tokenize(srv(c)->m.tokenizer, json_string_value(text), len,
                               (add ? HERD_TOK_ADD_SPECIAL : 0u) | (parse ? HERD_TOK_PARSE_SPECIAL : 0u), ids, cap, &n,
                               &err) != HERD_OK) {
         free(ids);
@@ -889,12 +901,13 @@ void api_tokenize(struct conn *c, json_t *body) {
     json_t *arr = json_array();
     for (uint32_t i = 0; i < n; i++) json_array_append_new(arr, json_integer(ids[i]));
     free(ids);
-    conn_respond_json(c, 200,
-                      json_pack("{s:o,s:i,s:i}", "tokens", arr, "count", (int)n, "max_model_len",
-                                (int)herd_sched_n_ctx(c->srv->m.sched)));
+    herd_http_respond_json(c, 200,
+                           json_pack("{s:o,s:i,s:i}", "tokens", arr, "count", (int)n, "max_model_len",
+                                     (int)herd_sched_n_ctx(srv(c)->m.sched)));
 }
 
-void api_detokenize(struct conn *c, json_t *body) {
+void api_detokenize(struct herd_http_request *c, json_t *body, void *app) {
+    (void)app;
     static const char *const fields[] = {"model", "tokens", NULL};
     if (!known_fields(c, body, fields, NULL)) return;
     json_t *toks = json_object_get(body, "tokens");
@@ -902,7 +915,7 @@ void api_detokenize(struct conn *c, json_t *body) {
         bad(c, "tokens", "'tokens' must be an array of token ids");
         return;
     }
-    const struct herd_vocab *v = c->srv->m.vocab;
+    const struct herd_vocab *v = srv(c)->m.vocab;
     struct herd_buf out;
     herd_buf_init(&out, (size_t)64 << 20);
     struct herd_detok d;
@@ -923,5 +936,5 @@ void api_detokenize(struct conn *c, json_t *body) {
     herd_buf_append(&out, piece, n);
     json_t *res = json_pack("{s:o}", "prompt", json_text((const char *)out.data, out.len));
     herd_buf_cleanup(&out);
-    conn_respond_json(c, 200, res);
+    herd_http_respond_json(c, 200, res);
 }

@@ -15,7 +15,7 @@
 #include "engine/sched.h"
 #include "herd/status.h"
 #include "model/model.h"
-#include "server/http1.h"
+#include "http/http1.h"
 #include "tokenizer/chat_template.h"
 #include "tokenizer/tokenizer.h"
 

@@ -44,7 +44,7 @@ static struct herd_metric *with_alias(struct server_metrics *sm, const char *nam
 static void collect(void *arg) {
     struct herd_server *s = arg;
     struct server_metrics *sm = &s->metrics;
-    herd_metric_set(sm->open_connections, s->n_conns);
+    herd_metric_set(sm->open_connections, s->http ? herd_http_server_connections(s->http) : 0);
     if (!s->m.sched) return;
     struct herd_sched_status st;
     herd_sched_status(s->m.sched, &st);
@@ -120,12 +120,15 @@ bool server_metrics_init(struct herd_server *s) {
         reg, "herd_rejections_total",
         "Requests refused, by reason (queue_full, too_long, auth, bad_request, draining).", C, NULL, 0);
     for (int i = 0; i < SERVER_REJECT_N; i++) sm->rejections[i] = labelled(rej, "reason", reject_names[i]);
-    sm->cancellations =
+    sm->http.rejections[HERD_HTTP_REJECT_AUTH] = sm->rejections[SERVER_REJECT_AUTH];
+    sm->http.rejections[HERD_HTTP_REJECT_BAD_REQUEST] = sm->rejections[SERVER_REJECT_BAD_REQUEST];
+    sm->http.rejections[HERD_HTTP_REJECT_DRAINING] = sm->rejections[SERVER_REJECT_DRAINING];
+    sm->http.cancellations =
         herd_metrics_counter(reg, "herd_cancellations_total", "Requests cancelled because their client went away.");
     struct herd_metric_family *resp =
         herd_metrics_family(reg, "herd_http_responses_total", "HTTP responses by status class.", C, NULL, 0);
     static const char *const classes[5] = {"1xx", "2xx", "3xx", "4xx", "5xx"};
-    for (int i = 0; i < 5; i++) sm->responses[i] = labelled(resp, "code", classes[i]);
+    for (int i = 0; i < 5; i++) sm->http.responses[i] = labelled(resp, "code", classes[i]);
     sm->open_connections = herd_metrics_gauge(reg, "herd_open_connections", "Open client connections.");
 
     struct herd_sched_metrics *hm = &sm->sched;
@@ -177,24 +180,17 @@ void server_count_rejection(struct herd_server *s, enum server_reject why) {
     herd_metric_add(s->metrics.rejections[why], 1);
 }
 
-void server_count_response(struct herd_server *s, int status) {
-    int cls = status / 100;
-    if (cls >= 1 && cls <= 5) herd_metric_add(s->metrics.responses[cls - 1], 1);
-}
-
-void server_count_cancellation(struct herd_server *s) { herd_metric_add(s->metrics.cancellations, 1); }
-
-void server_metrics_respond(struct conn *c) {
-    struct herd_server *s = c->srv;
-    const struct herd_http_header *accept = herd_http_header_get(&c->parser, "accept");
-    enum herd_metrics_format f = herd_metrics_negotiate(accept ? accept->value : NULL);
+void server_metrics_respond(struct herd_http_request *r, json_t *body, void *app) {
+    (void)body;
+    struct herd_server *s = app;
+    enum herd_metrics_format f = herd_metrics_negotiate(herd_http_request_header(r, "accept"));
     struct herd_buf b;
     herd_buf_init(&b, (size_t)16 << 20);
     if (!herd_metrics_render(s->metrics.reg, f, s->p.vllm_metrics, &b)) {
         herd_buf_cleanup(&b);
-        conn_respond_error(c, 500, "server_error", NULL, NULL, "out of memory rendering the metrics");
+        herd_http_respond_error(r, 500, "server_error", NULL, NULL, "out of memory rendering the metrics");
         return;
     }
-    conn_respond(c, 200, herd_metrics_content_type(f), b.data ? (const char *)b.data : "", b.len, NULL);
+    herd_http_respond(r, 200, herd_metrics_content_type(f), b.data ? (const char *)b.data : "", b.len, NULL);
     herd_buf_cleanup(&b);
 }

@@ -10,8 +10,8 @@
  *   501 a transfer coding other than chunked
  *   505 a version other than HTTP/1.0 and HTTP/1.1
  * It does no I/O: feed it bytes, it says how many it used. */
-#ifndef HERD_SERVER_HTTP1_H
-#define HERD_SERVER_HTTP1_H
+#ifndef HERD_HTTP_HTTP1_H
+#define HERD_HTTP_HTTP1_H
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -79,5 +79,24 @@ size_t herd_http_parse(struct herd_http_parser *p, const char *data, size_t len)
 
 /* The value of a header (case-insensitive name), or NULL. */
 const struct herd_http_header *herd_http_header_get(const struct herd_http_parser *p, const char *name);
+
+/* ------------------------------ shared with the response parser (http1_response.h) */
+
+/* The first of n headers named name (case-insensitive), or NULL. */
+const struct herd_http_header *herd_http_headers_find(const struct herd_http_header *h, size_t n, const char *name);
+/* Does the comma-separated header value contain token (case-insensitive)? */
+bool herd_http_has_token(const char *value, const char *token);
+/* Parses one header field line [line, line_end) in place: the name must be
+ * a token right before the colon, the value loses its surrounding
+ * whitespace, and both become NUL-terminated slices of the line (into
+ * *out). Returns NULL, or what is wrong with the line (a 400). */
+const char *herd_http_parse_field(char *line, char *line_end, struct herd_http_header *out);
+/* A Content-Length value: decimal digits only, without overflow. Returns
+ * NULL with *out set, or what is wrong. */
+const char *herd_http_parse_content_length(const char *v, uint64_t *out);
+/* A chunk-size line of len bytes (hex digits, then optional ";extensions",
+ * then the line end): at most 15 digits, so that a size never overflows.
+ * Returns NULL with *size set, or what is wrong. */
+const char *herd_http_parse_chunk_size(const char *line, size_t len, uint64_t *size);
 
 #endif

@@ -7,7 +7,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "server/http1.h"
+#include "http/http1.h"
 #include "test_util.h"
 
 static struct herd_http_limits lim(void) {

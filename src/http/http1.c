@@ -11,7 +11,7 @@
 #include <strings.h>
 
 #include "base/checked.h"
-#include "server/http1.h"
+#include "http/http1.h"
 
 void herd_http_default_limits(struct herd_http_limits *l) {
     l->max_request_line = 8 << 10;
@@ -59,14 +59,17 @@ static bool is_tchar(unsigned char c) {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || strchr("!#$%&'*+-.^_`|~", c);
 }
 
-const struct herd_http_header *herd_http_header_get(const struct herd_http_parser *p, const char *name) {
-    for (size_t i = 0; i < p->n_headers; i++)
-        if (strcasecmp(p->headers[i].name, name) == 0) return &p->headers[i];
+const struct herd_http_header *herd_http_headers_find(const struct herd_http_header *h, size_t n, const char *name) {
+    for (size_t i = 0; i < n; i++)
+        if (strcasecmp(h[i].name, name) == 0) return &h[i];
     return NULL;
 }
 
-/* Does the comma-separated header value contain token (case-insensitive)? */
-static bool has_token(const char *v, const char *token) {
+const struct herd_http_header *herd_http_header_get(const struct herd_http_parser *p, const char *name) {
+    return herd_http_headers_find(p->headers, p->n_headers, name);
+}
+
+bool herd_http_has_token(const char *v, const char *token) {
     size_t n = strlen(token);
     for (const char *s = v; *s;) {
         while (*s == ' ' || *s == '\t' || *s == ',') s++;
@@ -78,6 +81,56 @@ static bool has_token(const char *v, const char *token) {
         s = e;
     }
     return false;
+}
+
+const char *herd_http_parse_field(char *l, char *le, struct herd_http_header *out) {
+    if (*l == ' ' || *l == '\t') return "obsolete header line folding";
+    *le = 0;
+    char *colon = strchr(l, ':');
+    if (!colon || colon == l) return "malformed header line";
+    for (char *c = l; c < colon; c++)
+        if (!is_tchar((unsigned char)*c)) return "malformed header name";
+    *colon = 0;
+    char *v = colon + 1;
+    while (*v == ' ' || *v == '\t') v++;
+    char *ve = le;
+    while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t')) ve--;
+    *ve = 0;
+    for (char *c = v; c < ve; c++)
+        if (*c == 0 || ((unsigned char)*c < ' ' && *c != '\t') || *c == 0x7f)
+            return "control character in a header value";
+    *out = (struct herd_http_header){l, v, (size_t)(colon - l), (size_t)(ve - v)};
+    return NULL;
+}
+
+const char *herd_http_parse_content_length(const char *v, uint64_t *out) {
+    uint64_t cl = 0;
+    if (!*v) return "empty Content-Length";
+    for (const char *c = v; *c; c++)
+        if (*c < '0' || *c > '9' || !herd_mul_u64(cl, 10, &cl) || !herd_add_u64(cl, (uint64_t)(*c - '0'), &cl))
+            return "invalid Content-Length";
+    *out = cl;
+    return NULL;
+}
+
+const char *herd_http_parse_chunk_size(const char *s, size_t n, uint64_t *out) {
+    uint64_t size = 0;
+    size_t i = 0, digits = 0;
+    for (; i < n; i++) {
+        char c = s[i];
+        int v = c >= '0' && c <= '9'   ? c - '0'
+                : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                       : -1;
+        if (v < 0) break;
+        /* 15 hex digits are 60 bits: the size cannot overflow */
+        if (++digits > 15) return "chunk size too large";
+        size = size * 16 + (uint64_t)v;
+    }
+    /* then optional extensions after ';', then CRLF */
+    if (!digits || (i < n && s[i] != ';' && s[i] != '\r' && s[i] != '\n')) return "malformed chunk size";
+    *out = size;
+    return NULL;
 }
 
 /* Splits the buffered head into the request line and headers. */
@@ -118,49 +171,23 @@ static bool parse_head(struct herd_http_parser *p) {
         char *nl = memchr(l, '\n', (size_t)(end - l));
         char *le = nl > l && nl[-1] == '\r' ? nl - 1 : nl;
         if (le == l) break; /* the blank line */
-        if (*l == ' ' || *l == '\t') {
-            fail(p, 400, "obsolete header line folding", 0);
+        struct herd_http_header f;
+        const char *bad = herd_http_parse_field(l, le, &f);
+        if (bad) {
+            fail(p, 400, bad, 0);
             return false;
         }
-        *le = 0;
-        char *colon = strchr(l, ':');
-        if (!colon || colon == l) {
-            fail(p, 400, "malformed header line", 0);
-            return false;
-        }
-        for (char *c = l; c < colon; c++)
-            if (!is_tchar((unsigned char)*c)) {
-                fail(p, 400, "malformed header name", 0);
-                return false;
-            }
-        *colon = 0;
-        char *v = colon + 1;
-        while (*v == ' ' || *v == '\t') v++;
-        char *ve = le;
-        while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t')) ve--;
-        *ve = 0;
-        for (char *c = v; c < ve; c++)
-            if (*c == 0 || ((unsigned char)*c < ' ' && *c != '\t') || *c == 0x7f) {
-                fail(p, 400, "control character in a header value", 0);
-                return false;
-            }
         if (p->n_headers == p->lim.max_headers) {
             fail(p, 431, "too many header fields", 0);
             return false;
         }
-        p->headers[p->n_headers++] = (struct herd_http_header){l, v, (size_t)(colon - l), (size_t)(ve - v)};
+        p->headers[p->n_headers++] = f;
+        const char *v = f.value;
         if (strcasecmp(l, "content-length") == 0) {
             uint64_t cl = 0;
-            if (!*v) {
-                fail(p, 400, "empty Content-Length", 0);
+            if ((bad = herd_http_parse_content_length(v, &cl))) {
+                fail(p, 400, bad, 0);
                 return false;
-            }
-            for (char *c = v; *c; c++) {
-                if (*c < '0' || *c > '9' || !herd_mul_u64(cl, 10, &cl) ||
-                    !herd_add_u64(cl, (uint64_t)(*c - '0'), &cl)) {
-                    fail(p, 400, "invalid Content-Length", 0);
-                    return false;
-                }
             }
             if (have_cl && cl != p->content_length) {
                 fail(p, 400, "conflicting Content-Length headers", 0);
@@ -170,7 +197,7 @@ static bool parse_head(struct herd_http_parser *p) {
             p->content_length = cl;
         } else if (strcasecmp(l, "transfer-encoding") == 0) {
             if (have_te || strcasecmp(v, "chunked") != 0) {
-                fail(p, have_te || has_token(v, "chunked") ? 400 : 501, "unsupported Transfer-Encoding", 0);
+                fail(p, have_te || herd_http_has_token(v, "chunked") ? 400 : 501, "unsupported Transfer-Encoding", 0);
                 return false;
             }
             have_te = true;
@@ -185,8 +212,8 @@ static bool parse_head(struct herd_http_parser *p) {
         return false;
     }
     const struct herd_http_header *conn = herd_http_header_get(p, "connection");
-    p->keep_alive = p->version_minor == 1 ? !(conn && has_token(conn->value, "close"))
-                                          : (conn && has_token(conn->value, "keep-alive"));
+    p->keep_alive = p->version_minor == 1 ? !(conn && herd_http_has_token(conn->value, "close"))
+                                          : (conn && herd_http_has_token(conn->value, "keep-alive"));
     if (have_cl && p->content_length > p->lim.max_body_bytes) {
         fail(p, 413, "request body too large", 0);
         return false;
@@ -262,23 +289,9 @@ size_t herd_http_parse(struct herd_http_parser *p, const char *data, size_t len)
         }
         case HERD_HTTP_CHUNK_SIZE: {
             if (!take_line(p, d, left, &used)) break;
-            const char *s = (const char *)p->line.data;
-            size_t n = p->line.len;
             uint64_t size = 0;
-            size_t i = 0, digits = 0;
-            for (; i < n; i++) {
-                char c = s[i];
-                int v = c >= '0' && c <= '9'   ? c - '0'
-                        : c >= 'a' && c <= 'f' ? c - 'a' + 10
-                        : c >= 'A' && c <= 'F' ? c - 'A' + 10
-                                               : -1;
-                if (v < 0) break;
-                if (++digits > 15) return fail(p, 400, "chunk size too large", used);
-                size = size * 16 + (uint64_t)v;
-            }
-            /* then optional extensions after ';', then CRLF */
-            if (!digits || (i < n && s[i] != ';' && s[i] != '\r' && s[i] != '\n'))
-                return fail(p, 400, "malformed chunk size", used);
+            const char *bad = herd_http_parse_chunk_size((const char *)p->line.data, p->line.len, &size);
+            if (bad) return fail(p, 400, bad, used);
             p->line.len = 0;
             if (size > p->lim.max_body_bytes - p->body.len) return fail(p, 413, "request body too large", used);
             if (size == 0) {
