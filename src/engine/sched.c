@@ -1117,11 +1117,11 @@ enum herd_status herd_sched_submit(struct herd_sched *s, struct herd_request *r,
     pthread_mutex_lock(&s->lock);
     if (atomic_load(&s->failed)) {
         pthread_mutex_unlock(&s->lock);
-        return herd_error_set(err, HERD_E_IO, "%s", s->fail_msg);
+        return herd_error_set(err, HERD_E_UNAVAILABLE, "%s", s->fail_msg);
     }
     if (s->draining || s->stop) {
         pthread_mutex_unlock(&s->lock);
-        return herd_error_set(err, HERD_E_INVALID, "the server is shutting down");
+        return herd_error_set(err, HERD_E_UNAVAILABLE, "the server is shutting down");
     }
     if (s->n_queued >= s->p.max_queue) {
         pthread_mutex_unlock(&s->lock);

@@ -164,7 +164,9 @@ void herd_sched_destroy(struct herd_sched *s);
 
 /* Queues r (the scheduler takes its own reference). HERD_E_AGAIN when the
  * waiting queue is full, HERD_E_INVALID when the prompt plus max_tokens
- * does not fit the context or the scheduler is draining. Thread-safe. */
+ * does not fit the context, HERD_E_UNAVAILABLE when the scheduler is
+ * draining or stopped or the engine failed (herd_sched_failed tells which).
+ * Thread-safe. */
 enum herd_status herd_sched_submit(struct herd_sched *s, struct herd_request *r, struct herd_error *err);
 
 /* Refuses new requests from now on; running and waiting ones continue. */

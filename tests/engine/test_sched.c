@@ -382,7 +382,7 @@ static void test_cancel_queue_and_limits(void **state) {
     /* draining refuses new work */
     herd_sched_drain(e.s);
     struct herd_request *late = make(&e, prompts[0], &gp);
-    assert_int_equal(herd_sched_submit(e.s, late, &err), HERD_E_INVALID);
+    assert_int_equal(herd_sched_submit(e.s, late, &err), HERD_E_UNAVAILABLE);
     herd_request_release(late);
     env_close(&e);
 }
