@@ -175,7 +175,7 @@ void herd_gemm_packed_ref(enum herd_ggml_type type, const uint8_t *w, size_t n_b
 void herd_attn_block_ref(const float *q, int G, int hd, const struct herd_attn_kv *kv, int bt, int n, float *m,
                          float *l, float *acc);
 
-/* The best family this processor runs. */
+/* The best family this processor runs, HERD_CPU's cap applied (dispatch.c). */
 const struct herd_kernels *herd_kernels_best(void);
 
 #endif

@@ -5,7 +5,6 @@
 #include <string.h>
 
 #include "base/assert.h"
-#include "base/cpu.h"
 #include "kernels/kernels.h"
 #include "kernels/kpack.h"
 #include "kernels/kquants.h"
@@ -216,9 +215,3 @@ static const struct herd_kernels ref = {
 };
 
 const struct herd_kernels *herd_kernels_ref(void) { return &ref; }
-
-const struct herd_kernels *herd_kernels_best(void) {
-    const struct herd_kernels *k = herd_kernels_avx512();
-    if (!k) k = herd_kernels_avx2();
-    return k ? k : &ref;
-}

@@ -8,19 +8,18 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "base/vocab_limits.h"
 #include "herd/gguf.h"
 #include "herd/status.h"
 
 /* More layers than any released dense model has (405B: 126); bounds the
  * per-layer arrays the engine allocates from block_count. */
-#define HERD_MAX_LAYERS      512u
-/* No real vocabulary has tokens this long; longer means a corrupt file. */
-#define HERD_MAX_TOKEN_BYTES 4096u
-/* Bounds on dimensions: well above today's largest models. */
-#define HERD_MAX_EMBD        65536u
-#define HERD_MAX_FF          (1u << 20)
-#define HERD_MAX_HEADS       1024u
-#define HERD_MAX_VOCAB       (1u << 22)
+#define HERD_MAX_LAYERS 512u
+/* Bounds on dimensions: well above today's largest models. The vocabulary's
+ * caps (HERD_MAX_VOCAB, HERD_MAX_TOKEN_BYTES) are in base/vocab_limits.h. */
+#define HERD_MAX_EMBD   65536u
+#define HERD_MAX_FF     (1u << 20)
+#define HERD_MAX_HEADS  1024u
 
 struct herd_model_desc {
     char arch[32];     /* general.architecture, "" if absent */

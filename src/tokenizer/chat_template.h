@@ -11,7 +11,7 @@
 
 #include "herd/gguf.h"
 #include "herd/status.h"
-#include "tokenizer/jinja.h"
+#include "jinja/jinja.h"
 #include "tokenizer/vocab.h"
 
 /* Template sources larger than this are refused (real ones are < 20 KiB). */

@@ -17,7 +17,7 @@
 
 #include "base/checked.h"
 #include "base/utf8.h"
-#include "model/model_desc.h"
+#include "base/vocab_limits.h"
 #include "tokenizer/tokenizer.h"
 
 /* Pre-tokenizers, as sequences of patterns. Each pattern splits every

@@ -12,7 +12,7 @@
 
 #include "base/assert.h"
 #include "base/utf8.h"
-#include "tokenizer/jinja_internal.h"
+#include "jinja/jinja_internal.h"
 
 /* --------------------------------------------------------------- arena */
 

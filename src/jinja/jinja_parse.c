@@ -18,7 +18,7 @@
 #include <string.h>
 
 #include "base/utf8.h"
-#include "tokenizer/jinja_internal.h"
+#include "jinja/jinja_internal.h"
 
 /* Deeper nesting than this in one template is refused: real templates
  * nest a handful of levels, and the parser recurses once per level. */

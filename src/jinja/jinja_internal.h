@@ -8,8 +8,8 @@
  * hundred places an expression can fail readable (a tree-walking
  * interpreter threading a status through every operator would be twice the
  * code and easier to get wrong). */
-#ifndef HERD_TOKENIZER_JINJA_INTERNAL_H
-#define HERD_TOKENIZER_JINJA_INTERNAL_H
+#ifndef HERD_JINJA_JINJA_INTERNAL_H
+#define HERD_JINJA_JINJA_INTERNAL_H
 
 #include <setjmp.h>
 #include <stdbool.h>
@@ -17,7 +17,7 @@
 #include <stdint.h>
 
 #include "herd/status.h"
-#include "tokenizer/jinja.h"
+#include "jinja/jinja.h"
 
 /* ---------------------------------------------------------------- arena */
 

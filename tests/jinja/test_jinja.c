@@ -16,9 +16,9 @@
 #include <cmocka.h>
 
 #include "herd/gguf.h"
+#include "jinja/jinja.h"
 #include "test_util.h"
 #include "tokenizer/chat_template.h"
-#include "tokenizer/jinja.h"
 
 /* 2026-07-26 00:00 UTC, the date the fixture's strftime_now returns */
 #define FIXTURE_NOW ((time_t)1785024000)

@@ -9,8 +9,8 @@
  * network access and is bounded: output bytes, memory, loop iterations plus
  * macro calls, and nesting depth. Every parse or render error names the
  * template line and column. */
-#ifndef HERD_TOKENIZER_JINJA_H
-#define HERD_TOKENIZER_JINJA_H
+#ifndef HERD_JINJA_JINJA_H
+#define HERD_JINJA_JINJA_H
 
 #include <jansson.h>
 #include <stddef.h>

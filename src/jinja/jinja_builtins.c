@@ -13,7 +13,7 @@
 #include <wctype.h>
 
 #include "base/utf8.h"
-#include "tokenizer/jinja_internal.h"
+#include "jinja/jinja_internal.h"
 
 /* Every builtin has the jj_builtin_fn signature; many use only some of
  * its parameters. */

@@ -185,7 +185,7 @@ def main():
         out.append(case)
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "data", "jinja-cases.json")
     with open(path, "w", encoding="utf-8") as f:
-        json.dump({"generator": "tests/tokenizer/make_jinja_cases.py, Jinja2 " + jinja2.__version__,
+        json.dump({"generator": "tests/jinja/make_jinja_cases.py, Jinja2 " + jinja2.__version__,
                    "vars": VARS, "cases": out}, f, ensure_ascii=False, indent=1)
         f.write("\n")
     print(f"{len(out)} cases -> {os.path.normpath(path)}", file=sys.stderr)

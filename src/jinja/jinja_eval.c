@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "base/assert.h"
-#include "tokenizer/jinja_internal.h"
+#include "jinja/jinja_internal.h"
 
 struct jj_frame {
     struct jj_frame *parent;
