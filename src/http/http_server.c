@@ -294,6 +294,7 @@ void herd_http_sse_send(struct herd_http_request *c, const char *data, size_t le
 
 const char *herd_http_request_method(const struct herd_http_request *c) { return c->method; }
 const char *herd_http_request_path(const struct herd_http_request *c) { return c->path; }
+const char *herd_http_request_target(const struct herd_http_request *c) { return c->parser.target; }
 const char *herd_http_request_path_rest(const struct herd_http_request *c) { return c->path + c->path_rest; }
 const char *herd_http_request_id(const struct herd_http_request *c) { return c->request_id; }
 void *herd_http_request_app(const struct herd_http_request *c) { return c->srv->p.hooks.app; }
@@ -301,6 +302,11 @@ void *herd_http_request_app(const struct herd_http_request *c) { return c->srv->
 const char *herd_http_request_header(const struct herd_http_request *c, const char *name) {
     const struct herd_http_header *hd = herd_http_header_get(&c->parser, name);
     return hd ? hd->value : NULL;
+}
+
+const struct herd_http_header *herd_http_request_headers(const struct herd_http_request *c, size_t *n) {
+    *n = c->parser.n_headers;
+    return c->parser.headers;
 }
 
 const char *herd_http_request_body(const struct herd_http_request *c, size_t *len) {

@@ -170,6 +170,7 @@ void herd_http_server_destroy(struct herd_http_server *h);
 
 const char *herd_http_request_method(const struct herd_http_request *r); /* as sent: "HEAD" too */
 const char *herd_http_request_path(const struct herd_http_request *r);   /* without the query */
+const char *herd_http_request_target(const struct herd_http_request *r); /* as sent: path and query */
 /* The part of the path after a PREFIX route's path ("" for others). */
 const char *herd_http_request_path_rest(const struct herd_http_request *r);
 /* The client's X-Request-Id when it is a sane token (letters, digits,
@@ -177,6 +178,8 @@ const char *herd_http_request_path_rest(const struct herd_http_request *r);
 const char *herd_http_request_id(const struct herd_http_request *r);
 /* A request header's value (case-insensitive name), or NULL. */
 const char *herd_http_request_header(const struct herd_http_request *r, const char *name);
+/* All the request's headers in the order sent ([*n]), to forward them. */
+const struct herd_http_header *herd_http_request_headers(const struct herd_http_request *r, size_t *n);
 /* The body as received (its length in *len). */
 const char *herd_http_request_body(const struct herd_http_request *r, size_t *len);
 void *herd_http_request_app(const struct herd_http_request *r);
