@@ -1,11 +1,10 @@
-/* `herd serve`'s HTTP server: an event loop (libevent) on the calling
- * thread that accepts connections, parses HTTP/1.1 with http1.c, applies
- * the limits (connection count, header/body deadlines, idle keep-alive,
- * slow readers), checks API keys, and routes to the OpenAI handlers
- * (openai.c), which hand work to the scheduler thread and stream its
- * events back. SIGTERM/SIGINT drain: /readyz turns 503, new requests get
- * 503, running ones finish within the drain timeout, then the loop ends;
- * a second signal ends it at once. */
+/* `herd serve`'s HTTP server: the HTTP layer (http/http_server.h: an
+ * event loop on the calling thread, connections, limits and deadlines, API
+ * keys, the drain) with herd serve's route table on it: probes, /metrics,
+ * and the OpenAI handlers (openai.c), which hand work to the scheduler
+ * thread and stream its events back. SIGTERM/SIGINT drain: /readyz turns
+ * 503, new requests get 503, running ones finish within the drain timeout,
+ * then the loop ends; a second signal ends it at once. */
 #ifndef HERD_SERVER_SERVER_H
 #define HERD_SERVER_SERVER_H
 
