@@ -7,7 +7,7 @@
 #include "cli/commands.h"
 #include "convert/convert_hf.h"
 #include "kernels/quant.h"
-#include "model/convert_llama2c.h"
+#include "convert/convert_llama2c.h"
 
 static const struct cli_command cmd = {
     .name = "convert",

@@ -5,7 +5,7 @@
 #include "base/paths.h"
 #include "cli/cli_args.h"
 #include "cli/commands.h"
-#include "model/synth.h"
+#include "convert/synth.h"
 
 static const struct cli_command cmd = {
     .name = "synth",

@@ -16,7 +16,7 @@
 #include "convert/hf_vocab.h"
 #include "convert/safetensors.h"
 #include "kernels/quant.h"
-#include "model/llama_meta.h"
+#include "convert/llama_meta.h"
 #include "model/model_desc.h"
 
 void herd_hf_convert_default_params(struct herd_hf_convert_params *p) {

@@ -16,7 +16,7 @@
 #include "base/rng.h"
 #include "convert/quantize.h"
 #include "model/forward.h"
-#include "model/synth.h"
+#include "convert/synth.h"
 #include "test_util.h"
 
 static struct herd_model *load(const char *path) {

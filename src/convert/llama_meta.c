@@ -1,5 +1,5 @@
 /* Shared Llama metadata writer for the model-creating tools. */
-#include "model/llama_meta.h"
+#include "convert/llama_meta.h"
 
 uint32_t herd_llama_file_type(enum herd_ggml_type t) {
     switch (t) {

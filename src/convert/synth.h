@@ -3,8 +3,8 @@
  * fixtures (../shared/fixtures/README.md, "Weight recipe"), which keeps
  * logits spread and greedy decoding stable, so a synthetic model exercises
  * the engine like a trained one of the same shape. */
-#ifndef HERD_MODEL_SYNTH_H
-#define HERD_MODEL_SYNTH_H
+#ifndef HERD_CONVERT_SYNTH_H
+#define HERD_CONVERT_SYNTH_H
 
 #include <stdbool.h>
 #include <stddef.h>

@@ -2,7 +2,7 @@
  * fixture recipe, the tokenizer copied from a vocabulary GGUF. Each tensor
  * draws from its own generator seeded by (seed, tensor name), so the file is
  * written in GGUF order while every tensor stays independent of the others. */
-#include "model/synth.h"
+#include "convert/synth.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -13,7 +13,7 @@
 #include "base/checked.h"
 #include "base/rng.h"
 #include "kernels/quant.h"
-#include "model/llama_meta.h"
+#include "convert/llama_meta.h"
 
 static const struct herd_synth_shape shapes[] = {
     /* the fixtures' tiny-spm shape */

@@ -1,8 +1,8 @@
 /* The metadata block of a Llama-architecture GGUF, written the same way by
  * every herd tool that creates models (synth, convert), in the key order
  * llama.cpp's converters use. */
-#ifndef HERD_MODEL_LLAMA_META_H
-#define HERD_MODEL_LLAMA_META_H
+#ifndef HERD_CONVERT_LLAMA_META_H
+#define HERD_CONVERT_LLAMA_META_H
 
 #include <stdint.h>
 

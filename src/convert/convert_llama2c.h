@@ -24,8 +24,8 @@
  * tokenizer.bin: i32 max_token_length, then per token f32 score, i32 length,
  * bytes. llama2.c stores SentencePiece's "▁" as a space and BOS/EOS as
  * "\n<s>\n" / "\n</s>\n"; the converter restores the SentencePiece forms. */
-#ifndef HERD_MODEL_CONVERT_LLAMA2C_H
-#define HERD_MODEL_CONVERT_LLAMA2C_H
+#ifndef HERD_CONVERT_CONVERT_LLAMA2C_H
+#define HERD_CONVERT_CONVERT_LLAMA2C_H
 
 #include "herd/gguf.h"
 #include "herd/status.h"

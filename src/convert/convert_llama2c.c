@@ -2,7 +2,7 @@
  * convert_llama2c.h. The checkpoint is mapped, its layout computed from the
  * header with checked arithmetic and compared with the file size before any
  * weight is read; the output is written through the GGUF writer (atomic). */
-#include "model/convert_llama2c.h"
+#include "convert/convert_llama2c.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -12,7 +12,7 @@
 #include "base/checked.h"
 #include "base/mapped_file.h"
 #include "kernels/quant.h"
-#include "model/llama_meta.h"
+#include "convert/llama_meta.h"
 #include "model/model_desc.h"
 
 #define LLAMA2C_MAGIC        0x616b3432u /* "ak42" */

@@ -12,7 +12,7 @@
 
 #include "herd/gguf.h"
 #include "kernels/quant.h"
-#include "model/convert_llama2c.h"
+#include "convert/convert_llama2c.h"
 #include "model/model_desc.h"
 #include "test_util.h"
 

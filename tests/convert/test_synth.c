@@ -11,7 +11,7 @@
 #include "herd/gguf.h"
 #include "kernels/quant.h"
 #include "model/model_desc.h"
-#include "model/synth.h"
+#include "convert/synth.h"
 #include "test_util.h"
 
 static void synth(const char *name, enum herd_ftype type, uint64_t seed, int tied, char *path, size_t n) {
