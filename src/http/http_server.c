@@ -724,6 +724,17 @@ enum herd_status herd_http_server_create(const struct herd_http_server_params *p
     struct herd_http_server *h = calloc(1, sizeof *h);
     if (!h) return herd_error_set(err, HERD_E_NOMEM, "out of memory");
     h->p = *p;
+    /* words left out (params built without herd_http_server_default_params) */
+    struct herd_http_server_params d;
+    herd_http_server_default_params(&d);
+    if (!h->p.log_component) h->p.log_component = d.log_component;
+    struct herd_http_refusal *mine[2] = {&h->p.hooks.loading, &h->p.hooks.failed};
+    const struct herd_http_refusal *dflt[2] = {&d.hooks.loading, &d.hooks.failed};
+    for (int i = 0; i < 2; i++) {
+        if (!mine[i]->probe_status) mine[i]->probe_status = dflt[i]->probe_status;
+        if (!mine[i]->code) mine[i]->code = dflt[i]->code;
+        if (!mine[i]->message) mine[i]->message = dflt[i]->message;
+    }
     h->started_wall = time(NULL);
     h->base = event_base_new();
     if (!h->base) {
