@@ -132,7 +132,10 @@ static void quantize_part(void *ctx, int ith, int nth) {
 /* Work per claim of the split run, in multiply-adds: ~2-4 us, so a claim's
  * atomic costs little against the work, yet a thread left alone can take
  * most of the share of one the OS has preempted. */
-#define MACS_PER_CLAIM (512u * 1024u)
+#define MACS_PER_CLAIM    (512u * 1024u)
+/* Fewest claims per thread in a small job, so its items spread over the
+ * threads and a preempted one's share can still be taken. */
+#define CLAIMS_PER_THREAD 4u
 
 static bool packed_path(const struct job *j, const struct herd_matmul_out *o) { return o->w->packed && !j->precise; }
 
@@ -254,7 +257,14 @@ static void run_job(struct herd_pool *pool, struct job *j, bool quantize) {
         const size_t m = item_macs(j, &j->outs[i]);
         if (m > macs) macs = m;
     }
-    herd_pool_run_split(pool, items, MACS_PER_CLAIM / macs, work_range, j);
+    /* At least CLAIMS_PER_THREAD grains per thread: the pool's shares start
+     * on whole grains, so a job of fewer than two grains (one token through
+     * a 576-wide matrix is 36 items against a grain of 56) would be claimed
+     * whole by one thread while the other waits. */
+    const size_t per_share = CLAIMS_PER_THREAD * (size_t)herd_pool_size(pool);
+    size_t grain = MACS_PER_CLAIM / macs;
+    if (grain > (items + per_share - 1) / per_share) grain = (items + per_share - 1) / per_share;
+    herd_pool_run_split(pool, items, grain, work_range, j);
 }
 
 void herd_matmul_multi(struct herd_pool *pool, const struct herd_kernels *k, const struct herd_matmul_out *outs,
