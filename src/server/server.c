@@ -18,15 +18,18 @@
 
 void herd_server_default_params(struct herd_server_params *p) {
     memset(p, 0, sizeof *p);
-    p->host = "127.0.0.1";
-    p->port = 8080;
-    herd_http_default_limits(&p->http);
-    p->max_connections = 1024;
-    p->header_timeout_s = 10;
-    p->body_timeout_s = 30;
-    p->idle_timeout_s = 60;
-    p->write_timeout_s = 30;
-    p->drain_timeout_s = 30;
+    /* the transport's defaults are the HTTP layer's, stated once there */
+    struct herd_http_server_params hp;
+    herd_http_server_default_params(&hp);
+    p->host = hp.host;
+    p->port = hp.port;
+    p->http = hp.limits;
+    p->max_connections = hp.max_connections;
+    p->header_timeout_s = hp.header_timeout_s;
+    p->body_timeout_s = hp.body_timeout_s;
+    p->idle_timeout_s = hp.idle_timeout_s;
+    p->write_timeout_s = hp.write_timeout_s;
+    p->drain_timeout_s = hp.drain_timeout_s;
     p->model_name = "default";
     p->max_n = 16;
     p->max_tokens_limit = 1u << 20;
