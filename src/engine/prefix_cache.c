@@ -10,7 +10,6 @@
  * 16 million slot visits on the scheduler thread). */
 #include <stdlib.h>
 #include <string.h>
-#include <xxhash.h>
 
 #include "base/assert.h"
 #include "engine/prefix_cache.h"
@@ -66,10 +65,6 @@ void herd_prefix_cache_destroy(struct herd_prefix_cache *pc) {
     free(pc);
 }
 
-uint64_t herd_prefix_hash(uint64_t prev, const int32_t *tokens, uint32_t block_tokens) {
-    return XXH3_64bits_withSeed(tokens, (size_t)block_tokens * sizeof *tokens, prev ^ 0x9e3779b97f4a7c15ull);
-}
-
 static uint32_t home(const struct herd_prefix_cache *pc, uint64_t hash) { return (uint32_t)hash & (pc->cap - 1); }
 
 /* The slot holding the block cached under hash with these tokens, or -1. */
@@ -113,7 +108,7 @@ uint32_t herd_prefix_cache_match(struct herd_prefix_cache *pc, const int32_t *to
     uint32_t m = 0;
     for (; m < n_blocks; m++) {
         const int32_t *t = tokens + (size_t)m * pc->bt;
-        h = herd_prefix_hash(h, t, pc->bt);
+        h = herd_block_hash(h, t, pc->bt);
         pc->queries++;
         const int64_t at = find(pc, h, t);
         if (at < 0) break;

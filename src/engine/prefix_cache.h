@@ -16,6 +16,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "base/block_hash.h"
 #include "model/kv_cache.h"
 
 struct herd_prefix_cache;
@@ -24,10 +25,6 @@ struct herd_prefix_cache;
 struct herd_prefix_cache *herd_prefix_cache_create(struct herd_kv *kv);
 /* Releases every entry's block reference and frees. */
 void herd_prefix_cache_destroy(struct herd_prefix_cache *pc);
-
-/* The hash of a block of block_tokens tokens following a prefix whose
- * last block hashed to prev (0 for the first block). */
-uint64_t herd_prefix_hash(uint64_t prev, const int32_t *tokens, uint32_t block_tokens);
 
 /* Looks up the chain of full blocks of tokens[0, n_blocks * block_tokens):
  * writes the matching blocks to out and returns how many matched from the

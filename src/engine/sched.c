@@ -575,7 +575,7 @@ static void cache_new_blocks(struct herd_sched *s) {
             while ((c->n_cached_blocks + 1) * bt <= c->n_computed && c->n_cached_blocks < n_blocks) {
                 uint32_t b = c->n_cached_blocks;
                 for (uint32_t t = 0; t < bt; t++) tok[t] = token_at(r, c, b * bt + t);
-                c->chain_hash = herd_prefix_hash(c->chain_hash, tok, bt);
+                c->chain_hash = herd_block_hash(c->chain_hash, tok, bt);
                 herd_prefix_cache_insert(s->pc, c->chain_hash, tok, blocks[b]);
                 c->n_cached_blocks++;
             }

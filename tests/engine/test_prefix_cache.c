@@ -42,7 +42,7 @@ static int32_t cache_block(struct herd_kv *kv, struct herd_prefix_cache *pc, uin
     if (herd_kv_seq_new(kv, &seq, &err) != HERD_OK || herd_kv_seq_prepare(kv, seq, 0, BT, &err) != HERD_OK)
         fail_msg("%s", err.msg);
     b = herd_kv_seq_blocks(kv, seq, &n)[0];
-    *hash = herd_prefix_hash(prev, tokens, BT);
+    *hash = herd_block_hash(prev, tokens, BT);
     herd_prefix_cache_insert(pc, *hash, tokens, b);
     herd_kv_seq_free(kv, seq);
     return b;
