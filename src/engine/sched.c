@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <time.h>
 
 #include "base/assert.h"
@@ -109,6 +110,7 @@ struct herd_sched {
     atomic_bool failed;              /* the engine failed: see herd_sched_failed */
     char fail_msg[256];              /* written before failed is set */
     uint64_t fail_after;             /* test hook: fail after this many steps (0: never) */
+    uint32_t step_delay_us;          /* test hook: each step takes this much longer (streams that last) */
     struct herd_sched_status status; /* gauges, published under lock at the top of each loop */
     /* counters: written by the scheduler thread, read by herd_sched_status,
      * lock-free (a step never waits for a scrape) */
@@ -914,6 +916,7 @@ static bool step(struct herd_sched *s) {
     if (s->p.profile_prompt || s->p.profile_generation)
         s->ctx->profile = s->step_prompt_tokens ? s->p.profile_prompt : s->p.profile_generation;
     enum herd_status rc = herd_decode(s->ctx, &b, &err);
+    if (s->step_delay_us) usleep(s->step_delay_us);
     if (s->fail_after && atomic_load_explicit(&s->cnt.steps, memory_order_relaxed) + 1 >= s->fail_after)
         rc = herd_error_set(&err, HERD_E_INVALID, "engine failure injected by HERD_TEST_ENGINE_FAIL_AFTER_STEPS");
     if (rc != HERD_OK) {
@@ -1058,6 +1061,10 @@ enum herd_status herd_sched_create(struct herd_context *ctx, const struct herd_v
     s->last_step_s = -1;
     const char *hook = getenv("HERD_TEST_ENGINE_FAIL_AFTER_STEPS");
     s->fail_after = hook ? strtoull(hook, NULL, 10) : 0;
+    /* the tiny test models finish a stream in milliseconds: cancellation
+     * and failover tests need one still running when they act */
+    const char *delay = getenv("HERD_TEST_STEP_DELAY_MS");
+    s->step_delay_us = delay ? (uint32_t)(strtoul(delay, NULL, 10) % 10000) * 1000 : 0;
     s->status.kv_blocks_total = herd_kv_params(ctx->kv)->n_blocks;
     s->status.kv_block_tokens = herd_kv_params(ctx->kv)->block_tokens;
     if (!s->waiting || !s->running || !s->order || !s->match_blocks || !s->pc || !s->b_tok || !s->b_seq || !s->b_pos ||
