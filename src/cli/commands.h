@@ -14,6 +14,7 @@ int herd_cmd_tokenize(int argc, char **argv);
 int herd_cmd_detokenize(int argc, char **argv);
 int herd_cmd_chat_template(int argc, char **argv);
 int herd_cmd_serve(int argc, char **argv);
+int herd_cmd_route(int argc, char **argv);
 int herd_cmd_loadtest(int argc, char **argv);
 int herd_cmd_imatrix(int argc, char **argv);
 int herd_cmd_quantize(int argc, char **argv);

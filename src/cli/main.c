@@ -12,6 +12,7 @@ struct command {
 
 static const struct command commands[] = {
     {"serve", herd_cmd_serve, "serve the model over an OpenAI-compatible HTTP API"},
+    {"route", herd_cmd_route, "balance requests over many herd serve replicas"},
     {"loadtest", herd_cmd_loadtest, "load a server with streaming requests; latency and throughput"},
     {"run", herd_cmd_run, "generate text from a prompt"},
     {"bench", herd_cmd_bench, "measure prompt, generation and batched generation speed"},

@@ -1,0 +1,695 @@
+/* Forwarding one request (router_internal.h): pick a replica, send the
+ * client's request on (its bytes unchanged, hop-by-hop headers dropped,
+ * the request id and the token-id header added), and relay the answer:
+ *
+ *   - a whole answer is collected and answered at once, so any failure
+ *     before its end (a connection refused, a replica dying mid-generation,
+ *     a 5xx) is retried on another replica within the attempts and the
+ *     retry budget; a 4xx is the client's and is relayed;
+ *   - a server-sent event stream is relayed event by event as it arrives
+ *     (whole events only: a replica dying mid-event never leaves half an
+ *     event at the client), with the `: herd` comment lines of herd
+ *     replicas (docs/modules/router-protocol.md) taken out, so the client
+ *     sees exactly what a direct client sees. If the replica dies before
+ *     [DONE], the generation is resumed on another replica from the token
+ *     ids those comments carried; a backend that cannot resume ends the
+ *     stream with an error event and [DONE].
+ *
+ * A client that goes away cancels the upstream call; a slow client pauses
+ * it (the replica's TCP window fills and it slows down). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "base/log.h"
+#include "base/timing.h"
+#include "router/router_internal.h"
+
+#define MAX_WHOLE_ANSWER  (64u << 20) /* a non-streamed answer is collected up to this */
+#define GUESS_TTL_HERD_S  10.0        /* until the replica's stream confirms the blocks */
+#define GUESS_TTL_OTHER_S 300.0       /* a backend that never confirms: this is all there is */
+#define RETRY_BUDGET_MAX  100.0
+
+struct proxy {
+    struct herd_router *rt;
+    struct herd_http_request *r;
+    struct proxy *wait_next;             /* the waiting list */
+    struct proxy *live_prev, *live_next; /* every proxy, for the router's teardown */
+    bool queued;
+    double wait_deadline;
+
+    struct replica *rep;
+    struct herd_http_call *call;
+    uint32_t attempts;
+    double started_s, attempt_s;
+
+    char method[16];
+    char *target;
+    char *headers;    /* forwarded header lines */
+    const char *body; /* the client's, valid until the answer ends */
+    size_t body_len;
+    json_t *json;      /* the parsed body (chat and completions), for resuming */
+    char *resume_body; /* the body of a resume attempt */
+    size_t resume_len;
+    struct prompt_key *key;
+
+    int status;
+    bool head_sent; /* the client has the head: no plain retry after this */
+    bool sse;
+    char ctype[128];
+    struct herd_buf whole; /* a non-streamed answer */
+    struct herd_buf ev;    /* stream bytes not yet a whole event */
+    struct herd_buf out;   /* what one arrival relays, as one chunk */
+    char *resp_headers;
+
+    /* resuming a stream */
+    bool resumable; /* stream, one choice */
+    bool herd_seen; /* the upstream sent `: herd` lines */
+    bool data_seen; /* a data event reached the client */
+    bool done_seen; /* data: [DONE] reached the client */
+    bool resuming;
+    int32_t *tokens;
+    uint32_t n_tokens, cap_tokens;
+    json_int_t text_bytes;
+    char chunk_id[128];
+    json_int_t created;
+};
+
+static void attempt(struct proxy *px, struct replica *x);
+static void dispatch(struct proxy *px, const struct replica *exclude);
+
+/* ------------------------------------------------------------ helpers */
+
+static void proxy_free(struct proxy *px) {
+    if (px->call) herd_http_call_cancel(px->call);
+    if (px->live_prev)
+        px->live_prev->live_next = px->live_next;
+    else
+        px->rt->live = px->live_next;
+    if (px->live_next) px->live_next->live_prev = px->live_prev;
+    json_decref(px->json);
+    free(px->target);
+    free(px->headers);
+    free(px->resume_body);
+    free(px->key);
+    free(px->resp_headers);
+    free(px->tokens);
+    herd_buf_cleanup(&px->whole);
+    herd_buf_cleanup(&px->ev);
+    herd_buf_cleanup(&px->out);
+    free(px);
+}
+
+static void unqueue(struct proxy *px) {
+    struct herd_router *rt = px->rt;
+    if (!px->queued) return;
+    for (struct proxy **p = &rt->wait_head; *p; p = &(*p)->wait_next)
+        if (*p == px) {
+            *p = px->wait_next;
+            if (rt->wait_tail == px) {
+                rt->wait_tail = NULL;
+                for (struct proxy *q = rt->wait_head; q; q = q->wait_next) rt->wait_tail = q;
+            }
+            break;
+        }
+    px->queued = false;
+    rt->n_waiting--;
+    herd_metric_set(rt->metrics.waiting, rt->n_waiting);
+}
+
+/* The attempt on px->rep is over (its call ended or was cancelled). */
+static void attempt_over(struct proxy *px, enum replica_failure f) {
+    struct replica *x = px->rep;
+    if (!x) return;
+    x->in_flight--;
+    herd_metric_set(x->m_in_flight, x->in_flight);
+    herd_metric_observe(x->m_latency, herd_time_now_s() - px->attempt_s);
+    replica_report(x, f);
+    px->rep = NULL;
+}
+
+static void log_fields(struct proxy *px, const struct replica *x) {
+    const struct herd_log_field f[3] = {HERD_LOG_S("replica", x ? x->name : "-"), HERD_LOG_I("attempts", px->attempts),
+                                        HERD_LOG_I("resumed", px->resuming ? 1 : 0)};
+    herd_http_request_log(px->r, f, 3);
+}
+
+/* The request is over for the router: detached, then freed. */
+static void finish(struct proxy *px) {
+    herd_http_request_set_work(px->r, NULL, NULL);
+    proxy_free(px);
+}
+
+static void fail(struct proxy *px, int status, const char *code, const char *msg) {
+    struct herd_http_request *r = px->r;
+    log_fields(px, px->rep);
+    finish(px);
+    herd_http_respond_error_headers(r, status, "server_error", NULL, code, status == 503 ? "Retry-After: 1\r\n" : NULL,
+                                    "%s", msg);
+}
+
+/* An SSE stream that cannot go on: an error event, then [DONE]. */
+static void end_stream_with_error(struct proxy *px, const char *code, const char *msg) {
+    struct herd_http_request *r = px->r;
+    char *err = NULL;
+    json_t *e =
+        json_pack("{s:{s:s, s:s, s:n, s:s}}", "error", "message", msg, "type", "server_error", "param", "code", code);
+    if (e) err = json_dumps(e, JSON_COMPACT);
+    json_decref(e);
+    log_fields(px, NULL);
+    finish(px);
+    if (err) herd_http_sse_send(r, err, strlen(err));
+    free(err);
+    herd_http_stream_send(r, "data: [DONE]\n\n", 14);
+    herd_http_stream_end(r);
+}
+
+static bool may_retry(struct proxy *px) {
+    struct herd_router *rt = px->rt;
+    if (px->attempts >= rt->p.max_attempts) return false;
+    if (rt->retry_budget < 1) {
+        herd_metric_add(rt->metrics.budget_exhausted, 1);
+        return false;
+    }
+    rt->retry_budget -= 1;
+    herd_metric_add(rt->metrics.retries, 1);
+    return true;
+}
+
+/* ------------------------------------------------------------ headers */
+
+static bool hop_by_hop(const char *name) {
+    static const char *const skip[] = {"host",
+                                       "content-length",
+                                       "transfer-encoding",
+                                       "connection",
+                                       "keep-alive",
+                                       "te",
+                                       "trailer",
+                                       "upgrade",
+                                       "proxy-authorization",
+                                       "proxy-connection",
+                                       "expect",
+                                       "x-request-id",
+                                       "x-herd-stream-tokens",
+                                       NULL};
+    for (const char *const *s = skip; *s; s++)
+        if (strcasecmp(name, *s) == 0) return true;
+    return false;
+}
+
+static char *forwarded_headers(struct herd_router *rt, struct herd_http_request *r, bool want_tokens) {
+    struct herd_buf b;
+    herd_buf_init(&b, 1u << 20);
+    size_t n;
+    const struct herd_http_header *h = herd_http_request_headers(r, &n);
+    bool ok = true;
+    for (size_t i = 0; i < n; i++) {
+        if (hop_by_hop(h[i].name)) continue;
+        if (strcasecmp(h[i].name, "authorization") == 0 && !rt->p.forward_api_key) continue;
+        ok = ok && herd_buf_append(&b, h[i].name, h[i].name_len) && herd_buf_append(&b, ": ", 2) &&
+             herd_buf_append(&b, h[i].value, h[i].value_len) && herd_buf_append(&b, "\r\n", 2);
+    }
+    char line[640];
+    snprintf(line, sizeof line, "X-Request-Id: %s\r\n%s", herd_http_request_id(r),
+             want_tokens ? "X-Herd-Stream-Tokens: 1\r\n" : "");
+    ok = ok && herd_buf_append(&b, line, strlen(line));
+    if (rt->p.backend_api_key && !(rt->p.forward_api_key && herd_http_request_header(r, "authorization"))) {
+        snprintf(line, sizeof line, "Authorization: Bearer %s\r\n", rt->p.backend_api_key);
+        ok = ok && herd_buf_append(&b, line, strlen(line));
+    }
+    ok = ok && herd_buf_append(&b, "", 1);
+    if (!ok) {
+        herd_buf_cleanup(&b);
+        return NULL;
+    }
+    return (char *)b.data;
+}
+
+/* The upstream's headers worth relaying (not framing, not hop-by-hop),
+ * and which replica answered. */
+static char *relayed_headers(const struct herd_http_resp_parser *resp, const struct replica *x) {
+    struct herd_buf b;
+    herd_buf_init(&b, 1u << 16);
+    for (size_t i = 0; i < resp->n_headers; i++) {
+        const struct herd_http_header *h = &resp->headers[i];
+        if (hop_by_hop(h->name) || strcasecmp(h->name, "content-type") == 0) continue;
+        if (!herd_buf_append(&b, h->name, h->name_len) || !herd_buf_append(&b, ": ", 2) ||
+            !herd_buf_append(&b, h->value, h->value_len) || !herd_buf_append(&b, "\r\n", 2))
+            break; /* past 64 KiB: the rest is dropped */
+    }
+    char line[96];
+    snprintf(line, sizeof line, "X-Herd-Replica: %s\r\n", x ? x->name : "-");
+    herd_buf_append(&b, line, strlen(line));
+    herd_buf_append(&b, "", 1);
+    return (char *)b.data;
+}
+
+/* -------------------------------------------------------- the stream */
+
+static bool add_tokens(struct proxy *px, json_t *t) {
+    size_t i;
+    json_t *v;
+    json_array_foreach(t, i, v) {
+        if (px->n_tokens == px->cap_tokens) {
+            const uint32_t cap = px->cap_tokens ? px->cap_tokens * 2 : 256;
+            int32_t *nt = realloc(px->tokens, cap * sizeof *nt);
+            if (!nt) return false;
+            px->tokens = nt, px->cap_tokens = cap;
+        }
+        px->tokens[px->n_tokens++] = (int32_t)json_integer_value(v);
+    }
+    return true;
+}
+
+/* A `: herd {...}` line: the tokens and text bytes of choice 0 so far. */
+static void herd_line(struct proxy *px, const char *json, size_t len) {
+    json_t *o = json_loadb(json, len, 0, NULL);
+    if (o && json_integer_value(json_object_get(o, "c")) == 0) {
+        add_tokens(px, json_object_get(o, "t"));
+        json_t *b = json_object_get(o, "b");
+        if (json_is_integer(b)) px->text_bytes = json_integer_value(b);
+        px->herd_seen = true;
+    }
+    json_decref(o);
+}
+
+/* A data line going to the client: remember the stream's id and created
+ * (a resume carries them on) and whether it is the end. */
+static void data_line(struct proxy *px, const char *data, size_t len) {
+    px->data_seen = true;
+    if (len == 6 && memcmp(data, "[DONE]", 6) == 0) {
+        px->done_seen = true;
+        return;
+    }
+    if (px->chunk_id[0] || !px->resumable) return;
+    json_t *o = json_loadb(data, len, 0, NULL);
+    const char *id = json_string_value(json_object_get(o, "id"));
+    if (id) snprintf(px->chunk_id, sizeof px->chunk_id, "%s", id);
+    px->created = json_integer_value(json_object_get(o, "created"));
+    json_decref(o);
+}
+
+/* One whole event (its terminating blank line included) into px->out,
+ * less its `: herd` lines. */
+static void relay_event(struct proxy *px, const char *ev, size_t len, size_t term) {
+    bool stripped = false, kept = false;
+    const char *end = ev + len - term;
+    const size_t before = px->out.len;
+    for (const char *line = ev; line < end;) {
+        const char *nl = memchr(line, '\n', (size_t)(end - line));
+        const char *le = nl ? nl : end;
+        const size_t ll = (size_t)(le - line) - (le > line && le[-1] == '\r' ? 1 : 0);
+        const char *next = nl ? nl + 1 : end;
+        if (ll >= 7 && memcmp(line, ": herd ", 7) == 0) {
+            herd_line(px, line + 7, ll - 7);
+            stripped = true;
+        } else {
+            if (ll >= 6 && memcmp(line, "data: ", 6) == 0) data_line(px, line + 6, ll - 6);
+            kept = true;
+        }
+        line = next;
+    }
+    if (!kept) return; /* a comment-only event: nothing for the client */
+    if (!stripped) {
+        herd_buf_append(&px->out, ev, len); /* exactly as sent */
+        return;
+    }
+    /* the kept lines again, then one blank line */
+    for (const char *line = ev; line < end;) {
+        const char *nl = memchr(line, '\n', (size_t)(end - line));
+        const char *next = nl ? nl + 1 : end;
+        if (!((size_t)(next - line) >= 7 && memcmp(line, ": herd ", 7) == 0))
+            herd_buf_append(&px->out, line, (size_t)(next - line));
+        line = next;
+    }
+    const bool ends_line = px->out.len > before && px->out.data[px->out.len - 1] == '\n';
+    herd_buf_append(&px->out, end + (ends_line ? term / 2 : 0), ends_line ? term - term / 2 : term);
+}
+
+static void relay_stream(struct proxy *px, const char *data, size_t len) {
+    if (!herd_buf_append(&px->ev, data, len)) {
+        /* an event past the buffer's limit is not SSE from a sane server */
+        herd_http_call_cancel(px->call);
+        px->call = NULL;
+        attempt_over(px, REPLICA_BROKEN);
+        end_stream_with_error(px, "bad_upstream", "the replica sent an event over 16 MiB");
+        return;
+    }
+    size_t start = 0;
+    for (;;) {
+        const char *s = (const char *)px->ev.data + start;
+        const size_t left = px->ev.len - start;
+        const char *a = memmem(s, left, "\n\n", 2), *b = memmem(s, left, "\r\n\r\n", 4);
+        if (!a && !b) break;
+        const bool crlf = b && (!a || b < a);
+        const char *e = crlf ? b : a;
+        const size_t term = crlf ? 4 : 2;
+        relay_event(px, s, (size_t)(e - s) + term, term);
+        start += (size_t)(e - s) + term;
+    }
+    memmove(px->ev.data, px->ev.data + start, px->ev.len - start);
+    px->ev.len -= start;
+    if (px->out.len) herd_http_stream_send(px->r, (const char *)px->out.data, px->out.len);
+    px->out.len = 0;
+    if (px->call && herd_http_request_pending_output(px->r) > HERD_HTTP_STREAM_HIGH_WATER)
+        herd_http_call_pause(px->call, true);
+}
+
+/* ------------------------------------------------------------ upstream */
+
+static void on_head(struct herd_http_call *call, const struct herd_http_resp_parser *resp, void *arg) {
+    struct proxy *px = arg;
+    px->status = resp->status;
+    const struct herd_http_header *ct = herd_http_resp_header_get(resp, "content-type");
+    snprintf(px->ctype, sizeof px->ctype, "%s", ct ? ct->value : "application/json");
+    const bool sse = resp->status == 200 && strncasecmp(px->ctype, "text/event-stream", 17) == 0;
+    if (px->head_sent) {
+        /* a stream going on elsewhere (resumed or re-sent): must be a stream */
+        if (!sse) {
+            herd_http_call_cancel(call);
+            px->call = NULL;
+            attempt_over(px, resp->status >= 500 ? REPLICA_5XX : REPLICA_OK);
+            end_stream_with_error(px, "resume_failed", "the stream broke and could not be resumed on another replica");
+        }
+        return;
+    }
+    if (resp->status >= 500 && may_retry(px)) {
+        struct replica *x = px->rep;
+        herd_http_call_cancel(call);
+        px->call = NULL;
+        attempt_over(px, REPLICA_5XX);
+        dispatch(px, x);
+        return;
+    }
+    free(px->resp_headers);
+    px->resp_headers = relayed_headers(resp, px->rep);
+    if (!sse) return; /* collected whole, answered at the end */
+    px->sse = true;
+    px->head_sent = true;
+    herd_http_stream_begin(px->r, 200, px->ctype, px->resp_headers);
+}
+
+static void on_body(struct herd_http_call *call, const char *data, size_t len, void *arg) {
+    struct proxy *px = arg;
+    if (px->sse) {
+        relay_stream(px, data, len);
+        return;
+    }
+    if (!herd_buf_append(&px->whole, data, len)) {
+        herd_http_call_cancel(call);
+        px->call = NULL;
+        attempt_over(px, REPLICA_BROKEN);
+        fail(px, 502, "bad_upstream", "the replica's answer is larger than 64 MiB");
+    }
+}
+
+static enum replica_failure failure_of(enum herd_http_call_error e) {
+    switch (e) {
+    case HERD_HTTP_CALL_OK: return REPLICA_OK;
+    case HERD_HTTP_CALL_CONNECT: return REPLICA_CONNECT;
+    case HERD_HTTP_CALL_TIMEOUT: return REPLICA_TIMEOUT;
+    default: return REPLICA_BROKEN;
+    }
+}
+
+/* The body of a resume: the client's request plus herd_resume. */
+static bool build_resume(struct proxy *px) {
+    json_t *b = json_deep_copy(px->json);
+    json_t *toks = json_array();
+    for (uint32_t i = 0; toks && i < px->n_tokens; i++) json_array_append_new(toks, json_integer(px->tokens[i]));
+    json_t *res = json_pack("{s:o, s:I, s:s, s:I}", "tokens", toks, "text_bytes", px->text_bytes, "id", px->chunk_id,
+                            "created", px->created);
+    if (!b || !res || json_object_set_new(b, "herd_resume", res) != 0) {
+        json_decref(b);
+        return false;
+    }
+    free(px->resume_body);
+    px->resume_body = json_dumps(b, JSON_COMPACT);
+    json_decref(b);
+    px->resume_len = px->resume_body ? strlen(px->resume_body) : 0;
+    return px->resume_body != NULL;
+}
+
+/* The stream broke before [DONE]: go on elsewhere, or end it cleanly. */
+static void stream_broke(struct proxy *px, const struct replica *dead, const char *msg) {
+    struct herd_router *rt = px->rt;
+    px->ev.len = 0; /* half an event from the dead replica */
+    if (!px->data_seen) {
+        /* only the head reached the client: send the request again */
+        if (px->attempts < rt->p.max_attempts + 2) {
+            dispatch(px, dead);
+            return;
+        }
+    } else if (px->resumable && px->herd_seen && px->chunk_id[0] && px->attempts < rt->p.max_attempts + 2 &&
+               build_resume(px)) {
+        px->resuming = true;
+        herd_log(HERD_LOG_WARN, "route", herd_http_request_id(px->r), NULL, 0,
+                 "stream from %s broke (%s): resuming after %u tokens", dead ? dead->name : "?", msg, px->n_tokens);
+        herd_metric_add(rt->metrics.resumes_ok, 1);
+        dispatch(px, dead);
+        return;
+    }
+    herd_metric_add(rt->metrics.resumes_failed, 1);
+    end_stream_with_error(px, "upstream_failed", msg);
+}
+
+static void on_done(struct herd_http_call *call, enum herd_http_call_error e, const char *msg, void *arg) {
+    (void)call;
+    struct proxy *px = arg;
+    px->call = NULL;
+    struct replica *x = px->rep;
+    if (e == HERD_HTTP_CALL_OK) {
+        attempt_over(px, px->status >= 500 ? REPLICA_5XX : REPLICA_OK);
+        struct herd_http_request *r = px->r;
+        if (px->sse) {
+            if (px->ev.len) herd_http_stream_send(r, (const char *)px->ev.data, px->ev.len); /* an unended tail */
+            log_fields(px, x);
+            finish(px);
+            herd_http_stream_end(r);
+            return;
+        }
+        log_fields(px, x);
+        /* the body lives in px: answer first, then free */
+        herd_http_request_set_work(r, NULL, NULL);
+        herd_http_respond(r, px->status, px->ctype, px->whole.data ? (const char *)px->whole.data : "", px->whole.len,
+                          px->resp_headers);
+        proxy_free(px);
+        return;
+    }
+    attempt_over(px, failure_of(e));
+    if (px->sse) {
+        if (px->done_seen) {
+            log_fields(px, x);
+            struct herd_http_request *r = px->r;
+            finish(px);
+            herd_http_stream_end(r);
+            return;
+        }
+        stream_broke(px, x, msg);
+        return;
+    }
+    if (may_retry(px)) {
+        dispatch(px, x);
+        return;
+    }
+    fail(px, e == HERD_HTTP_CALL_TIMEOUT ? 504 : 502, "upstream_failed", msg);
+}
+
+static const struct herd_http_call_ops call_ops = {on_head, on_body, on_done};
+
+static void attempt(struct proxy *px, struct replica *x) {
+    struct herd_router *rt = px->rt;
+    const double now = herd_time_now_s();
+    px->rep = x;
+    px->attempts++;
+    px->attempt_s = now;
+    x->in_flight++;
+    herd_metric_set(x->m_in_flight, x->in_flight);
+    herd_metric_add(x->m_requests, 1);
+    /* the blocks this prompt will leave there, until the replica says so */
+    if (px->key) {
+        const double ttl = x->herd ? GUESS_TTL_HERD_S : GUESS_TTL_OTHER_S;
+        for (uint32_t i = 0; i < px->key->n_hashes; i++)
+            if (!prefix_index_has(&x->index, px->key->hashes[i], now))
+                prefix_index_put(&x->index, px->key->hashes[i], now + ttl);
+    }
+    const struct herd_http_client_request q = {.method = px->method,
+                                               .host = x->host,
+                                               .port = x->port,
+                                               .target = px->target,
+                                               .headers = px->headers,
+                                               .body = px->resuming ? px->resume_body : px->body,
+                                               .body_len = px->resuming ? px->resume_len : px->body_len};
+    struct herd_error err = {0};
+    px->call = herd_http_client_send(rt->client, &q, &call_ops, px, &err);
+    if (!px->call) {
+        attempt_over(px, REPLICA_OK);
+        if (px->head_sent)
+            end_stream_with_error(px, "internal_error", err.msg);
+        else
+            fail(px, 500, "internal_error", err.msg);
+    }
+}
+
+static void enqueue(struct proxy *px) {
+    struct herd_router *rt = px->rt;
+    px->queued = true;
+    px->wait_next = NULL;
+    px->wait_deadline = herd_time_now_s() + rt->p.wait_timeout_s;
+    if (rt->wait_tail)
+        rt->wait_tail->wait_next = px;
+    else
+        rt->wait_head = px;
+    rt->wait_tail = px;
+    rt->n_waiting++;
+    herd_metric_set(rt->metrics.waiting, rt->n_waiting);
+}
+
+static void dispatch(struct proxy *px, const struct replica *exclude) {
+    struct replica *x = router_choose(px->rt, px->key, exclude);
+    if (!x && exclude) x = router_choose(px->rt, px->key, NULL); /* the one that failed is all there is */
+    if (x) {
+        attempt(px, x);
+        return;
+    }
+    if (px->rt->p.wait_timeout_s > 0) {
+        enqueue(px); /* until a replica is up (scale from zero, a restart) */
+        router_wants_replica(px->rt);
+        return;
+    }
+    herd_metric_add(px->rt->metrics.no_replica, 1);
+    if (px->head_sent)
+        end_stream_with_error(px, "no_replica", "no replica is available to continue the stream");
+    else
+        fail(px, 503, "no_replica", "no replica is available");
+}
+
+void proxy_dispatch_waiting(struct herd_router *rt, double now) {
+    while (rt->wait_head) {
+        struct proxy *px = rt->wait_head;
+        struct replica *x = router_choose(rt, px->key, NULL);
+        if (!x) {
+            if (px->wait_deadline > now) break;
+            unqueue(px);
+            herd_metric_add(rt->metrics.no_replica, 1);
+            if (px->head_sent)
+                end_stream_with_error(px, "no_replica", "no replica became available to continue the stream");
+            else
+                fail(px, 503, "no_replica", "no replica became available in time");
+            continue;
+        }
+        unqueue(px);
+        attempt(px, x);
+    }
+}
+
+void proxy_fail_waiting(struct herd_router *rt) {
+    while (rt->wait_head) {
+        struct proxy *px = rt->wait_head;
+        unqueue(px);
+        if (px->head_sent)
+            end_stream_with_error(px, "draining", "the router is shutting down");
+        else
+            fail(px, 503, "draining", "the router is shutting down");
+    }
+}
+
+void proxy_cancel_calls(struct herd_router *rt) {
+    for (struct proxy *px = rt->live; px; px = px->live_next) {
+        unqueue(px);
+        if (!px->call) continue;
+        herd_http_call_cancel(px->call);
+        px->call = NULL;
+        attempt_over(px, REPLICA_OK);
+    }
+}
+
+/* ------------------------------------------------------------ work ops */
+
+static void work_wake(struct herd_http_request *r, void *work) {
+    (void)r;
+    struct proxy *px = work;
+    if (px->call) herd_http_call_pause(px->call, false); /* the client caught up */
+}
+
+static void work_cancel(struct herd_http_request *r, void *work) {
+    (void)r;
+    struct proxy *px = work;
+    unqueue(px);
+    if (px->call) {
+        herd_http_call_cancel(px->call);
+        px->call = NULL;
+        attempt_over(px, REPLICA_OK);
+    }
+    if (px->head_sent)
+        end_stream_with_error(px, "draining", "the router is shutting down");
+    else
+        fail(px, 503, "draining", "the router is shutting down");
+}
+
+static void work_abort(struct herd_http_request *r, void *work) {
+    (void)r;
+    struct proxy *px = work;
+    unqueue(px);
+    if (px->call) {
+        herd_http_call_cancel(px->call); /* the replica stops generating for nobody */
+        px->call = NULL;
+        attempt_over(px, REPLICA_OK);
+    }
+    proxy_free(px);
+}
+
+static const struct herd_http_work_ops work_ops = {work_wake, work_cancel, work_abort};
+
+/* ------------------------------------------------------------ handler */
+
+static bool generates(const char *path) {
+    return strcmp(path, "/v1/chat/completions") == 0 || strcmp(path, "/v1/completions") == 0;
+}
+
+void proxy_handler(struct herd_http_request *r, json_t *body, void *app) {
+    struct herd_router *rt = app;
+    if (herd_http_server_draining(rt->http)) {
+        herd_http_respond_error_headers(r, 503, "server_error", NULL, "draining", "Retry-After: 1\r\n",
+                                        "the router is draining");
+        return;
+    }
+    const char *path = herd_http_request_path(r);
+    struct proxy *px = calloc(1, sizeof *px);
+    if (!px) {
+        herd_http_respond_error(r, 500, "server_error", NULL, NULL, "out of memory");
+        return;
+    }
+    px->rt = rt;
+    px->r = r;
+    px->live_next = rt->live;
+    if (rt->live) rt->live->live_prev = px;
+    rt->live = px;
+    px->started_s = herd_time_now_s();
+    snprintf(px->method, sizeof px->method, "%s", herd_http_request_method(r));
+    px->target = strdup(herd_http_request_target(r));
+    px->body = herd_http_request_body(r, &px->body_len);
+    herd_buf_init(&px->whole, MAX_WHOLE_ANSWER);
+    herd_buf_init(&px->ev, 16u << 20);
+    herd_buf_init(&px->out, 64u << 20);
+    const bool gen = generates(path) && json_is_object(body);
+    if (gen) {
+        px->json = json_incref(body);
+        json_t *n = json_object_get(body, "n");
+        px->resumable = json_is_true(json_object_get(body, "stream")) && (!n || json_integer_value(n) == 1);
+        px->key = malloc(sizeof *px->key);
+        if (px->key) prompt_key_of(rt, path, body, px->body, px->body_len, px->key);
+    }
+    px->headers = forwarded_headers(rt, r, gen);
+    if (!px->target || !px->headers) {
+        proxy_free(px);
+        herd_http_respond_error(r, 500, "server_error", NULL, NULL, "out of memory");
+        return;
+    }
+    rt->retry_budget = fmin(RETRY_BUDGET_MAX, rt->retry_budget + rt->p.retry_ratio);
+    herd_http_request_set_work(r, &work_ops, px);
+    dispatch(px, NULL);
+}

@@ -1,0 +1,677 @@
+"""herd route end to end: real `herd serve` replicas of the stories260K
+model on 127.0.0.1 (and 127.0.0.2-4 for the DNS test), a real `herd route`
+in front of them, and a Python client. Every wait is bounded; every process
+is stopped at the end.
+
+Covers: the OpenAI surface passed through, SSE relayed byte for byte,
+request ids, API keys, every policy, cache-aware affinity on shared system
+prompts, cancellation reaching the replica, a replica killed with -9 during
+48 greedy streams (every stream completes with the text of an unbroken
+run), ejection and readmission, misbehaving backends (garbage, a close
+mid-header, a stall, 10 MB of headers), DNS membership changes, a drain and
+a restart of the router, and the local pool (scale from zero, a crashed
+child restarted).
+
+Usage: test_route.py HERD SRC [TEST ...]"""
+import http.client
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "server"))
+import herd_test as ht  # noqa: E402
+from herd_test import check  # noqa: E402
+
+HERD = SRC = MODEL = None
+
+
+def wait_for(cond, timeout, step=0.05):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if cond():
+                return True
+        except OSError:
+            pass
+        time.sleep(step)
+    return False
+
+
+def http_req(port, method, path, body=None, headers=None, timeout=60, host="127.0.0.1"):
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    data = body if isinstance(body, (bytes, type(None))) else json.dumps(body).encode()
+    h = {"Content-Type": "application/json"}
+    h.update(headers or {})
+    conn.request(method, path, body=data, headers=h)
+    r = conn.getresponse()
+    raw = r.read()
+    conn.close()
+    return r.status, raw, r
+
+
+def jreq(port, method, path, body=None, **kw):
+    st, raw, r = http_req(port, method, path, body, **kw)
+    try:
+        return st, json.loads(raw) if raw else None, r
+    except ValueError:
+        return st, raw, r
+
+
+class Replica:
+    """A herd serve process on host:port (port 0: a free one)."""
+
+    def __init__(self, *args, host="127.0.0.1", port=0, step_delay_ms=0):
+        self.host = host
+        self.env = dict(os.environ, HERD_TEST_STEP_DELAY_MS=str(step_delay_ms)) if step_delay_ms else None
+        self.log = tempfile.NamedTemporaryFile("w+", prefix="herd-replica-", suffix=".log", delete=False)
+        self.args = args
+        self.port = port
+        self.start()
+
+    def start(self):
+        self.proc = subprocess.Popen([HERD, "serve", "-m", MODEL, "--host", self.host, "--port", str(self.port),
+                                      "--threads", "1", "-q", *self.args],
+                                     stdout=subprocess.DEVNULL, stderr=self.log, env=self.env)
+        if self.port == 0:
+            def found():
+                with open(self.log.name) as f:
+                    m = re.search(r"on http://[0-9.]+:(\d+)", f.read())
+                if m:
+                    self.port = int(m.group(1))
+                return self.port != 0 or self.proc.poll() is not None
+            wait_for(found, 30)
+        if not wait_for(lambda: http_req(self.port, "GET", "/readyz", host=self.host, timeout=2)[0] == 200, 30):
+            raise RuntimeError("replica did not start: " + open(self.log.name).read()[-2000:])
+
+    @property
+    def url(self):
+        return f"http://{self.host}:{self.port}"
+
+    def metrics(self):
+        return parse_metrics(http_req(self.port, "GET", "/metrics", host=self.host)[1])
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        check_log("a replica", self.log.name)
+
+
+SANITIZER = re.compile(r"ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:|WARNING: ThreadSanitizer")
+
+
+def check_log(what, path):
+    """A process a test started must not have reported a sanitizer error."""
+    with open(path, errors="replace") as f:
+        m = SANITIZER.search(f.read())
+    check(not m, f"{what} reported {m.group(0) if m else ''} (see {path})")
+
+
+def parse_metrics(raw):
+    out = {}
+    for line in raw.decode(errors="replace").splitlines():
+        if line.startswith("#") or " " not in line:
+            continue
+        name, _, value = line.rpartition(" ")
+        try:
+            out[name] = float(value)
+        except ValueError:
+            pass
+    return out
+
+
+class Router:
+    def __init__(self, *args, wait_ready=True, prefix=None):
+        self.log = tempfile.NamedTemporaryFile("w+", prefix="herd-route-", suffix=".log", delete=False)
+        cmd = [HERD, "route", "--port", "0", *args]
+        self.proc = subprocess.Popen((prefix or []) + cmd, stdout=subprocess.DEVNULL, stderr=self.log)
+        self.port = None
+
+        def found():
+            with open(self.log.name) as f:
+                m = re.search(r"routing \([a-z-]+\) on http://127\.0\.0\.1:(\d+)", f.read())
+            if m:
+                self.port = int(m.group(1))
+            return self.port is not None or self.proc.poll() is not None
+        wait_for(found, 30)
+        if self.port is None:
+            raise RuntimeError("router did not start: " + open(self.log.name).read()[-3000:])
+        if wait_ready and not wait_for(lambda: http_req(self.port, "GET", "/readyz", timeout=2)[0] == 200, 30):
+            raise RuntimeError("router not ready: " + open(self.log.name).read()[-3000:])
+
+    def req(self, method, path, body=None, **kw):
+        return jreq(self.port, method, path, body, **kw)
+
+    def replicas(self):
+        return self.req("GET", "/router/replicas")[1]["replicas"]
+
+    def metrics(self):
+        return parse_metrics(http_req(self.port, "GET", "/metrics")[1])
+
+    def text(self):
+        with open(self.log.name) as f:
+            return f.read()
+
+    def stop(self, sig=signal.SIGTERM, timeout=40):
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            rc = None
+        check_log("the router", self.log.name)
+        return rc
+
+
+def chat(msg, system=None, **kw):
+    msgs = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": msg}]
+    return dict({"model": "stories260K", "messages": msgs, "temperature": 0, "max_tokens": 24}, **kw)
+
+
+def raw_stream(port, body, headers=None, host="127.0.0.1"):
+    """The decoded body of a streamed request, as bytes, and the response."""
+    st, raw, r = http_req(port, "POST", "/v1/chat/completions", dict(body, stream=True), headers=headers, host=host)
+    return st, raw, r
+
+
+def stream_text(raw):
+    """The content of a chat stream's chunks, whether it ended with [DONE],
+    and the finish reason."""
+    text, done, finish, errors = "", False, None, []
+    for line in raw.decode().split("\n"):
+        if not line.startswith("data: "):
+            continue
+        if line == "data: [DONE]":
+            done = True
+            continue
+        c = json.loads(line[6:])
+        if "error" in c:
+            errors.append(c["error"])
+            continue
+        for ch in c.get("choices", []):
+            text += ch.get("delta", {}).get("content") or ""
+            finish = ch.get("finish_reason") or finish
+    return text, done, finish, errors
+
+
+# ------------------------------------------------------------------ tests
+
+
+def test_passthrough():
+    reps = [Replica(), Replica()]
+    rt = Router("--policy", "round-robin", *sum((["--backend", r.url] for r in reps), []))
+    try:
+        st, body, _ = rt.req("GET", "/v1/models")
+        check(st == 200 and body["data"][0]["id"] == "stories260K", f"models through the router: {st} {body}")
+        st, body, r = rt.req("POST", "/v1/chat/completions", chat("Once upon a time"),
+                             headers={"X-Request-Id": "route-test-1"})
+        check(st == 200 and body["choices"][0]["message"]["content"], f"chat through the router: {st} {body}")
+        check(r.getheader("X-Request-Id") == "route-test-1", "the request id reaches the client")
+        check(body["id"].endswith("route-test-1"), f"the request id reached the replica: {body['id']}")
+        direct = jreq(reps[0].port, "POST", "/v1/chat/completions", chat("Once upon a time"))[1]
+        check(direct["choices"][0]["message"]["content"] == body["choices"][0]["message"]["content"],
+              "the same answer as a direct request")
+        st, body, _ = rt.req("POST", "/tokenize", {"content": "Once upon a time"})
+        check(st == 200 and body["tokens"], f"tokenize through the router: {st}")
+        st, body, _ = rt.req("POST", "/v1/completions", {"model": "stories260K", "prompt": "The cat", "max_tokens": 5})
+        check(st == 200 and body["choices"][0]["text"] is not None, "completions through the router")
+        before = sum(parse_metrics(http_req(x.port, "GET", "/metrics")[1]).get(
+            'herd_rejections_total{reason="bad_request"}', 0) for x in reps)
+        st, body, _ = rt.req("POST", "/v1/chat/completions", {"model": "stories260K", "messages": "nope"})
+        check(st == 400 and body["error"]["type"] == "invalid_request_error", f"a 400 is relayed: {st} {body}")
+        after = sum(parse_metrics(http_req(x.port, "GET", "/metrics")[1]).get(
+            'herd_rejections_total{reason="bad_request"}', 0) for x in reps)
+        check(after - before == 1, f"a 4xx is not retried ({after - before} replicas saw it)")
+        st, _, _ = rt.req("GET", "/v1/nothing-here")
+        check(st == 404, f"an unknown /v1 path is the replica's 404: {st}")
+        st, body, _ = rt.req("GET", "/readyz")
+        check(st == 200, "router ready")
+        m = rt.metrics()
+        check(m.get("herd_router_replicas_up") == 2, f"two replicas up: {m.get('herd_router_replicas_up')}")
+        check(any(k.startswith("herd_router_requests_total{") for k in m), "per-replica request counts")
+    finally:
+        rt.stop()
+        for x in reps:
+            x.stop()
+
+
+def test_sse_byte_identical():
+    rep = Replica()
+    rt = Router("--backend", rep.url, "-m", MODEL)
+    try:
+        for i, body in enumerate([chat("Once upon a time", max_tokens=40),
+                                  chat("Lily", max_tokens=30, stream_options={"include_usage": True}),
+                                  dict(chat("Tom", max_tokens=20), logprobs=True, top_logprobs=2)]):
+            h = {"X-Request-Id": f"same-{i}"}
+            st1, via, r1 = raw_stream(rt.port, body, headers=h)
+            st2, direct, _ = raw_stream(rep.port, body, headers=h)
+            # the second of the two requests finds its prompt in the prefix
+            # cache, and the clock may tick between them
+            mask = lambda b: re.sub(rb'"(created|cached_tokens)":\d+', rb'"\1":0', b)  # noqa: E731
+            check(st1 == 200 and st2 == 200, f"streams answered: {st1} {st2}")
+            check(mask(via) == mask(direct), f"SSE through the router is byte-identical to a direct one ({i}):\n"
+                  f"{via[:300]!r}\n{direct[:300]!r}")
+            check(r1.getheader("Content-Type").startswith("text/event-stream"), "event-stream content type")
+            check(b": herd" not in via, "the router's token comments never reach the client")
+    finally:
+        rt.stop()
+        rep.stop()
+
+
+def replica_of(r):
+    return r.getheader("X-Herd-Replica")
+
+
+def test_policies():
+    reps = [Replica(), Replica(), Replica()]
+    backends = sum((["--backend", r.url] for r in reps), [])
+    try:
+        for policy in ["round-robin", "least-outstanding", "power-of-two", "cache-aware"]:
+            rt = Router("--policy", policy, "-m", MODEL, *backends)
+            try:
+                seen = {}
+                for i in range(12):
+                    st, _, r = rt.req("POST", "/v1/completions",
+                                      {"model": "stories260K", "prompt": f"Story {i}:", "max_tokens": 2})
+                    check(st == 200, f"{policy}: request {i} answered {st}")
+                    seen[replica_of(r)] = seen.get(replica_of(r), 0) + 1
+                names = {f"127.0.0.1:{x.port}" for x in reps}
+                check(set(seen) <= names, f"{policy}: answered by the replicas {seen}")
+                if policy == "round-robin":
+                    check(sorted(seen.values()) == [4, 4, 4], f"round-robin takes turns: {seen}")
+                m = rt.metrics()
+                dec = sum(v for k, v in m.items() if k.startswith("herd_router_decisions_total") and policy in k)
+                check(dec >= 12, f"{policy}: decisions counted ({dec})")
+            finally:
+                rt.stop()
+    finally:
+        for x in reps:
+            x.stop()
+
+
+def test_cache_affinity():
+    reps = [Replica(), Replica(), Replica()]
+    rt = Router("-m", MODEL, *sum((["--backend", r.url] for r in reps), []))
+    try:
+        systems = [f"You are storyteller number {k}. " * 12 + "Tell a short tale." for k in range(6)]
+        where = {}
+        for rnd in range(4):
+            for k, s in enumerate(systems):
+                st, _, r = rt.req("POST", "/v1/chat/completions", chat(f"turn {rnd}", system=s, max_tokens=2))
+                check(st == 200, f"affinity request answered {st}")
+                where.setdefault(k, set()).add(replica_of(r))
+        check(all(len(v) == 1 for v in where.values()), f"each system prompt stays on one replica: {where}")
+        check(len(set().union(*where.values())) >= 2, f"different prompts spread over replicas: {where}")
+        m = rt.metrics()
+        check(m.get("herd_router_cache_affinity_hits_total", 0) >= 18,
+              f"affinity hits counted: {m.get('herd_router_cache_affinity_hits_total')}")
+        # the replicas' prefix caches were hit
+        hits = sum(parse_metrics(http_req(x.port, "GET", "/metrics")[1]).get("herd_prefix_cache_hits_total", 0)
+                   for x in reps)
+        check(hits > 0, f"the replicas' prefix caches were hit ({hits} blocks)")
+    finally:
+        rt.stop()
+        for x in reps:
+            x.stop()
+
+
+def test_two_routers_agree():
+    reps = [Replica(), Replica(), Replica()]
+    backends = sum((["--backend", r.url] for r in reps), [])
+    a, b = Router("-m", MODEL, *backends), Router("-m", MODEL, *backends)
+    try:
+        agree = 0
+        for k in range(12):
+            body = chat(f"question {k}", system=f"You answer for team {k}. " * 10, max_tokens=2)
+            first, second = (a, b) if k % 2 else (b, a)
+            ra = first.req("POST", "/v1/chat/completions", body)[2]
+            rb = second.req("POST", "/v1/chat/completions", dict(body, messages=body["messages"][:1] +
+                                                                 [{"role": "user", "content": "another"}]))[2]
+            agree += replica_of(ra) == replica_of(rb)
+        check(agree == 12, f"two routers send a system prompt to the same replica ({agree}/12)")
+    finally:
+        a.stop()
+        b.stop()
+        for x in reps:
+            x.stop()
+
+
+def test_cancel_propagates():
+    rep = Replica(step_delay_ms=20)
+    rt = Router("--backend", rep.url)
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", rt.port, timeout=30)
+        conn.request("POST", "/v1/chat/completions", json.dumps(chat("Once", max_tokens=400, stream=True,
+                                                                      ignore_eos=True)),
+                     headers={"Content-Type": "application/json"})
+        r = conn.getresponse()
+        r.readline()
+        running = lambda: parse_metrics(http_req(rep.port, "GET", "/metrics")[1]).get("herd_requests_running", 0)  # noqa
+        check(wait_for(lambda: running() == 1, 10), "the replica runs the request")
+        conn.sock.shutdown(socket.SHUT_RDWR)
+        conn.close()
+        check(wait_for(lambda: running() == 0, 10), "the client's disconnect cancelled the replica's request")
+        check(wait_for(lambda: rt.metrics().get("herd_router_cancellations_total", 0) >= 1, 5),
+              "the router counted the cancellation")
+    finally:
+        rt.stop()
+        rep.stop()
+
+
+def test_kill_one_of_three():
+    reps = [Replica("--max-seqs", "16", step_delay_ms=10) for _ in range(3)]
+    rt = Router("-m", MODEL, "--policy", "round-robin", *sum((["--backend", r.url] for r in reps), []))
+    try:
+        prompts = [chat(f"Story number {i} begins", max_tokens=60, ignore_eos=True) for i in range(48)]
+        # the reference: each prompt once, straight to a replica, unbroken
+        # (16 at a time: the batch a stream shares does not change its text)
+        ref = [None] * 48
+
+        def direct(i):
+            ref[i] = stream_text(raw_stream(reps[0].port, prompts[i])[1])[0]
+
+        for start in range(0, 48, 16):
+            ts = [threading.Thread(target=direct, args=(i,)) for i in range(start, start + 16)]
+            for t in ts:
+                t.start()
+            for t in ts:
+                t.join(60)
+        results = [None] * 48
+        started = threading.Event()
+
+        def run(i):
+            st, raw, _ = raw_stream(rt.port, prompts[i])
+            results[i] = (st, raw)
+            started.set()
+
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(48)]
+        for t in threads:
+            t.start()
+        # kill one replica while streams run on it
+        victim = reps[1]
+        wait_for(lambda: parse_metrics(http_req(victim.port, "GET", "/metrics")[1]).get("herd_requests_running", 0)
+                 > 0, 20, 0.01)
+        time.sleep(0.2)
+        victim.proc.kill()
+        victim.proc.wait()
+        for t in threads:
+            t.join(120)
+        ok = 0
+        for i, (st, raw) in enumerate(r for r in results if r):
+            text, done, finish, errors = stream_text(raw)
+            good = st == 200 and done and not errors and text == ref[i] and finish == "length"
+            ok += good
+            if not good:
+                print(f"stream {i}: status {st} done {done} errors {errors}\n  got  {text!r}\n  want {ref[i]!r}",
+                      file=sys.stderr)
+        check(ok == 48, f"all 48 streams complete with the text of an unbroken run ({ok} did)")
+        m = rt.metrics()
+        resumed = m.get('herd_router_resumes_total{outcome="resumed"}', 0)
+        check(resumed >= 1, f"streams were resumed: {resumed}")
+        name = f"127.0.0.1:{victim.port}"
+        check(wait_for(lambda: rt.metrics().get(f'herd_router_replica_up{{replica="{name}"}}') == 0, 5),
+              "the killed replica is ejected")
+        victim.start()
+        check(wait_for(lambda: rt.metrics().get(f'herd_router_replica_up{{replica="{name}"}}') == 1, 40),
+              "the restarted replica is readmitted")
+    finally:
+        rt.stop()
+        for x in reps:
+            x.stop()
+
+
+class BadBackend:
+    """A listener that misbehaves in one way per connection."""
+
+    def __init__(self, mode):
+        self.mode = mode
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.stop_flag = False
+        self.conns = []
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self):
+        self.sock.settimeout(0.2)
+        while not self.stop_flag:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                continue
+            self.conns.append(c)
+            threading.Thread(target=self.answer, args=(c,), daemon=True).start()
+
+    def answer(self, c):
+        try:
+            c.settimeout(5)
+            req = b""
+            while b"\r\n\r\n" not in req:
+                d = c.recv(65536)
+                if not d:
+                    return
+                req += d
+            if req.startswith(b"GET /readyz"):
+                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                c.close()
+                return
+            if req.startswith(b"GET /v1/herd/state") or req.startswith(b"GET /metrics"):
+                c.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+                c.close()
+                return
+            if self.mode == "garbage":
+                c.sendall(b"\x00\xffTHIS IS NOT HTTP\r\n\r\n" * 10)
+            elif self.mode == "close-mid-header":
+                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Ty")
+            elif self.mode == "stall":
+                time.sleep(4)
+            elif self.mode == "huge-headers":
+                c.sendall(b"HTTP/1.1 200 OK\r\n")
+                for _ in range(10 * 1024):
+                    c.sendall(b"X-Filler: " + b"a" * 1000 + b"\r\n")
+            c.close()
+        except OSError:
+            pass
+
+    def close(self):
+        self.stop_flag = True
+        self.sock.close()
+
+
+def test_bad_backends():
+    for mode, want in [("garbage", (502,)), ("close-mid-header", (502,)), ("stall", (504,)),
+                       ("huge-headers", (502,))]:
+        bad = BadBackend(mode)
+        rt = Router("--backend", f"http://127.0.0.1:{bad.port}", "--upstream-timeout", "1", "--max-attempts", "1",
+                    "--wait-timeout", "0")
+        try:
+            t0 = time.time()
+            st, body, _ = rt.req("POST", "/v1/chat/completions", chat("hi"), timeout=20)
+            check(st in want and isinstance(body, dict) and "error" in body,
+                  f"{mode}: a clean error {want}: {st} {body}")
+            check(time.time() - t0 < 10, f"{mode}: answered within bounds ({time.time() - t0:.1f} s)")
+            check(http_req(rt.port, "GET", "/livez")[0] == 200, f"{mode}: the router stays up")
+        finally:
+            rt.stop()
+            bad.close()
+
+
+def test_dns_membership():
+    if os.geteuid() != 0 or subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode != 0:
+        print("SKIP test_dns_membership: needs root and unshare -m (a private /etc/hosts)")
+        return
+    port = ht.free_port()
+    reps = [Replica(host=f"127.0.0.{k}", port=port) for k in (2, 3, 4)]
+    hosts = tempfile.NamedTemporaryFile("w", prefix="herd-hosts-", delete=False)
+
+    def write(addrs):
+        # in place: the bind mount follows the inode
+        with open(hosts.name, "r+") as f:
+            f.seek(0)
+            f.truncate()
+            f.write("127.0.0.1 localhost\n" + "".join(f"{a} replicas.herd.test\n" for a in addrs))
+
+    write(["127.0.0.2", "127.0.0.3"])
+    hosts.close()
+    rt = Router("--backends-dns", f"replicas.herd.test:{port}", "--resolve-every", "0.2",
+                prefix=["unshare", "-m", "sh", "-c", f'mount --bind {hosts.name} /etc/hosts && exec "$@"', "sh"])
+    try:
+        up = lambda: sorted(x["replica"] for x in rt.replicas() if x["health"] == "up" and not x["draining"])  # noqa
+        check(wait_for(lambda: up() == [f"127.0.0.2:{port}", f"127.0.0.3:{port}"], 10), f"two replicas: {up()}")
+        # a long stream on .2, then .2 leaves DNS and .4 joins: the stream completes
+        res = {}
+
+        def long_stream():
+            res["r"] = raw_stream(rt.port, chat("Once", max_tokens=300, ignore_eos=True), headers={})
+
+        seen = set()
+        for i in range(6):
+            seen.add(replica_of(rt.req("POST", "/v1/completions", {"model": "stories260K", "prompt": f"{i}",
+                                                                   "max_tokens": 1})[2]))
+        check(len(seen) == 2, f"both listed replicas answer: {seen}")
+        t = threading.Thread(target=long_stream)
+        t.start()
+        time.sleep(0.3)
+        write(["127.0.0.3", "127.0.0.4"])
+        check(wait_for(lambda: up() == [f"127.0.0.3:{port}", f"127.0.0.4:{port}"], 10), f"membership moved: {up()}")
+        t.join(60)
+        text, done, _, errors = stream_text(res["r"][1])
+        check(res["r"][0] == 200 and done and not errors, "a stream on a replica that left DNS completes")
+        seen = set()
+        for i in range(6):
+            st, _, r = rt.req("POST", "/v1/completions", {"model": "stories260K", "prompt": f"{i}", "max_tokens": 1})
+            check(st == 200, f"request after the change: {st}")
+            seen.add(replica_of(r))
+        check(seen == {f"127.0.0.3:{port}", f"127.0.0.4:{port}"}, f"only the listed replicas answer: {seen}")
+        check(wait_for(lambda: all(x["replica"] != f"127.0.0.2:{port}" for x in rt.replicas()), 10),
+              "the departed replica is removed once idle")
+    finally:
+        rt.stop()
+        for x in reps:
+            x.stop()
+        os.unlink(hosts.name)
+
+
+def test_drain_and_restart():
+    rep = Replica()
+    rt = Router("--backend", rep.url)
+    try:
+        res = {}
+
+        def long_stream():
+            res["r"] = raw_stream(rt.port, chat("Once", max_tokens=200, ignore_eos=True))
+
+        t = threading.Thread(target=long_stream)
+        t.start()
+        time.sleep(0.3)
+        port = rt.port
+        rt.proc.send_signal(signal.SIGTERM)
+        t.join(60)
+        text, done, finish, errors = stream_text(res["r"][1])
+        check(done and finish == "length" and not errors, "a stream in flight completes through the drain")
+        check(rt.proc.wait(30) == 0, "the router exits 0 after its drain")
+        rt2 = Router("--backend", rep.url, "--port", str(port))
+        rt2.port = port
+        try:
+            st, _, _ = rt2.req("POST", "/v1/chat/completions", chat("hi"))
+            check(st == 200, f"a restarted router on the same port serves: {st}")
+        finally:
+            rt2.stop()
+    finally:
+        rt.stop()
+        rep.stop()
+
+
+def test_api_keys():
+    rep = Replica("--api-key", "replica-key")
+    rt = Router("--backend", rep.url, "--api-key", "router-key", "--backend-api-key", "replica-key")
+    try:
+        st, body, _ = rt.req("POST", "/v1/chat/completions", chat("hi"))
+        check(st == 401, f"no key at the router: 401 ({st})")
+        st, body, _ = rt.req("POST", "/v1/chat/completions", chat("hi"),
+                             headers={"Authorization": "Bearer router-key"})
+        check(st == 200, f"the router's key, and the backend key sent on: {st} {body}")
+        check(http_req(rt.port, "GET", "/readyz")[0] == 200, "probes stay open")
+    finally:
+        rt.stop()
+        rep.stop()
+
+
+def test_pool_scale_from_zero():
+    rt = Router("--spawn", "0", "--min", "0", "--max", "1", "-m", MODEL, "--threads-per-replica", "1",
+                "--scale-down-window", "2", "--wait-timeout", "60")
+    try:
+        t0 = time.time()
+        st, body, _ = rt.req("POST", "/v1/chat/completions", chat("hi"), timeout=90)
+        check(st == 200, f"the first request waits for a replica to start (no 503): {st} {body}")
+        print(f"  scale from zero: first answer after {time.time() - t0:.2f} s")
+        pool = rt.req("GET", "/router/replicas")[1]["pool"]
+        check(pool["running"] == 1, f"one replica running: {pool}")
+        check(wait_for(lambda: rt.req("GET", "/router/replicas")[1]["pool"]["running"] == 0, 30),
+              "idle: scaled back to zero after the window")
+    finally:
+        rt.stop()
+
+
+def test_pool_restart():
+    rt = Router("--spawn", "2", "-m", MODEL, "--threads-per-replica", "1")
+    try:
+        check(wait_for(lambda: len([x for x in rt.replicas() if x["health"] == "up"]) == 2, 30), "two replicas up")
+        out = subprocess.run(["pgrep", "-P", str(rt.proc.pid)], capture_output=True, text=True).stdout.split()
+        check(len(out) == 2, f"two children: {out}")
+        os.kill(int(out[0]), signal.SIGKILL)
+        for i in range(10):
+            st, _, _ = rt.req("POST", "/v1/completions", {"model": "stories260K", "prompt": "a", "max_tokens": 2})
+            check(st == 200, f"requests keep being answered after a child died: {st}")
+        check(wait_for(lambda: rt.req("GET", "/router/replicas")[1]["pool"]["restarts"] >= 1 and
+                       len([x for x in rt.replicas() if x["health"] == "up"]) == 2, 30),
+              "the crashed child is restarted and taken back")
+    finally:
+        check(rt.stop() == 0, "the router with its pool stops cleanly")
+        time.sleep(0.5)
+        left = subprocess.run(["pgrep", "-P", str(rt.proc.pid)], capture_output=True, text=True).stdout.split()
+        check(not left, f"no child left behind: {left}")
+
+
+TESTS = [test_passthrough, test_sse_byte_identical, test_policies, test_cache_affinity, test_two_routers_agree,
+         test_cancel_propagates,
+         test_kill_one_of_three, test_bad_backends, test_dns_membership, test_drain_and_restart, test_api_keys,
+         test_pool_scale_from_zero, test_pool_restart]
+
+
+def main():
+    global HERD, SRC, MODEL
+    HERD, SRC = sys.argv[1], sys.argv[2]
+    MODEL = os.path.join(SRC, "models", "stories260K.gguf")
+    ht.setup(HERD, SRC)
+    only = set(sys.argv[3:])
+    for t in TESTS:
+        if only and t.__name__ not in only:
+            continue
+        t0 = time.time()
+        try:
+            t()
+        except Exception as e:  # a test that raised is a failure, and the others still run
+            check(False, f"{t.__name__} raised {type(e).__name__}: {e}")
+        print(f"{t.__name__}: {time.time() - t0:.1f} s", flush=True)
+    ht.finish("route_e2e")
+
+
+if __name__ == "__main__":
+    main()
