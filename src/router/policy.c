@@ -77,8 +77,11 @@ size_t route_pick_hashed(const struct route_policy_params *p, const struct route
     double total = 0;
     for (size_t i = 0; i < n; i++) total += eff_load(&c[i]);
     /* the new request counts too; a replica may take it while its load
-     * stays within the bound */
-    const double bound = ceil((1 + p->hash_eps) * (total + 1) / (double)n);
+     * stays within the bound. One request of slack: loads other routers
+     * see differ by a request for a moment (a stream's update is up to
+     * 10 ms behind, a scrape a second), and at low load the strict bound
+     * would then send the same prompt to different replicas. */
+    const double bound = ceil((1 + p->hash_eps) * (total + 1) / (double)n) + 1;
     size_t best = SIZE_MAX;
     uint64_t best_score = 0;
     for (size_t i = 0; i < n; i++) {

@@ -19,7 +19,7 @@
  * Consistent hashing is rendezvous hashing (each replica's score is a hash
  * of the request key and the replica's key; the highest wins) with the
  * bounded-load rule of Mirrokni et al.: a replica is skipped while its load
- * would pass (1 + eps) times the average. Two routers that see the same
+ * would pass (1 + eps) times the average, plus one request of slack. Two routers that see the same
  * replicas and loads send a prompt to the same replica without talking to
  * each other. */
 #ifndef HERD_ROUTER_POLICY_H

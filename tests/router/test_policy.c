@@ -125,7 +125,7 @@ static void test_hashing_bounds_load(void **state) {
     }
     double max = 0;
     for (int i = 0; i < 4; i++) max = fmax(max, c[i].load);
-    assert_true(max <= ceil(1.1 * 400 / 4) + 1);
+    assert_true(max <= ceil(1.1 * 400 / 4) + 2);
 }
 
 static void test_policy_names(void **state) {

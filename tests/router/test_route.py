@@ -153,6 +153,11 @@ class Router:
     def req(self, method, path, body=None, **kw):
         return jreq(self.port, method, path, body, **kw)
 
+    def wait_up(self, n, timeout=20):
+        """Until n replicas are up (the router is ready with one)."""
+        check(wait_for(lambda: sum(x["health"] == "up" for x in self.replicas()) == n, timeout),
+              f"{n} replicas up: {self.replicas()}")
+
     def replicas(self):
         return self.req("GET", "/router/replicas")[1]["replicas"]
 
@@ -214,6 +219,7 @@ def test_passthrough():
     reps = [Replica(), Replica()]
     rt = Router("--policy", "round-robin", *sum((["--backend", r.url] for r in reps), []))
     try:
+        rt.wait_up(2)
         st, body, _ = rt.req("GET", "/v1/models")
         check(st == 200 and body["data"][0]["id"] == "stories260K", f"models through the router: {st} {body}")
         st, body, r = rt.req("POST", "/v1/chat/completions", chat("Once upon a time"),
@@ -282,6 +288,7 @@ def test_policies():
         for policy in ["round-robin", "least-outstanding", "power-of-two", "cache-aware"]:
             rt = Router("--policy", policy, "-m", MODEL, *backends)
             try:
+                rt.wait_up(3)
                 seen = {}
                 for i in range(12):
                     st, _, r = rt.req("POST", "/v1/completions",
@@ -306,6 +313,7 @@ def test_cache_affinity():
     reps = [Replica(), Replica(), Replica()]
     rt = Router("-m", MODEL, *sum((["--backend", r.url] for r in reps), []))
     try:
+        rt.wait_up(3)
         systems = [f"You are storyteller number {k}. " * 12 + "Tell a short tale." for k in range(6)]
         where = {}
         for rnd in range(4):
@@ -333,6 +341,8 @@ def test_two_routers_agree():
     backends = sum((["--backend", r.url] for r in reps), [])
     a, b = Router("-m", MODEL, *backends), Router("-m", MODEL, *backends)
     try:
+        a.wait_up(3)
+        b.wait_up(3)
         agree = 0
         for k in range(12):
             body = chat(f"question {k}", system=f"You answer for team {k}. " * 10, max_tokens=2)
@@ -375,6 +385,7 @@ def test_kill_one_of_three():
     reps = [Replica("--max-seqs", "16", step_delay_ms=10) for _ in range(3)]
     rt = Router("-m", MODEL, "--policy", "round-robin", *sum((["--backend", r.url] for r in reps), []))
     try:
+        rt.wait_up(3)
         prompts = [chat(f"Story number {i} begins", max_tokens=60, ignore_eos=True) for i in range(48)]
         # the reference: each prompt once, straight to a replica, unbroken
         # (16 at a time: the batch a stream shares does not change its text)
