@@ -66,7 +66,7 @@ int herd_cmd_route(int argc, char **argv) {
         {"slow-start", 0, CLI_F64, &slow_start, "S", "a returning replica's share ramps up over S seconds (10)"},
         {"max-attempts", 0, CLI_U64, &max_attempts, "N", "tries of a failing request, the first included (3)"},
         {"wait-timeout", 0, CLI_F64, &wait_timeout, "S",
-         "a request waits S seconds for a ready replica, then 503 (10; 60 with --spawn)"},
+         "a request waits S seconds for a ready replica, then 503 (0; 60 with --spawn)"},
         {"drain-timeout", 0, CLI_F64, &drain_timeout, "S", "seconds running requests get after SIGTERM (30)"},
         {"upstream-timeout", 0, CLI_F64, &upstream_timeout, "S",
          "a replica's answer must begin, and may pause, at most S seconds (300)"},
@@ -129,7 +129,7 @@ int herd_cmd_route(int argc, char **argv) {
     p.health_interval_s = health_interval;
     p.slow_start_s = slow_start;
     p.max_attempts = (uint32_t)max_attempts;
-    p.wait_timeout_s = wait_timeout >= 0 ? wait_timeout : pool ? 60 : 10;
+    p.wait_timeout_s = wait_timeout >= 0 ? wait_timeout : pool ? 60 : 0;
     p.drain_timeout_s = drain_timeout;
     p.upstream_head_timeout_s = p.upstream_idle_timeout_s = upstream_timeout;
     p.api_keys = keys.n ? keys.v : NULL;

@@ -456,6 +456,39 @@ static void stream_broke(struct proxy *px, const struct replica *dead, const cha
     end_stream_with_error(px, "upstream_failed", msg);
 }
 
+/* The attempt on x failed (its call is over): go on elsewhere, or answer
+ * the error. */
+static void attempt_failed(struct proxy *px, const struct replica *x, bool timeout, const char *msg) {
+    if (px->sse) {
+        if (px->done_seen) {
+            log_fields(px, x);
+            struct herd_http_request *r = px->r;
+            finish(px);
+            herd_http_stream_end(r);
+            return;
+        }
+        stream_broke(px, x, msg);
+        return;
+    }
+    if (may_retry(px)) {
+        dispatch(px, x);
+        return;
+    }
+    fail(px, timeout ? 504 : 502, "upstream_failed", msg);
+}
+
+void proxy_abandon_replica(struct replica *x, const char *why) {
+    struct proxy *next;
+    for (struct proxy *px = x->rt->live; px; px = next) {
+        next = px->live_next; /* px may be freed below, no other proxy */
+        if (px->rep != x || !px->call) continue;
+        herd_http_call_cancel(px->call);
+        px->call = NULL;
+        attempt_over(px, REPLICA_TIMEOUT);
+        attempt_failed(px, x, true, why);
+    }
+}
+
 static void on_done(struct herd_http_call *call, enum herd_http_call_error e, const char *msg, void *arg) {
     (void)call;
     struct proxy *px = arg;
@@ -480,22 +513,7 @@ static void on_done(struct herd_http_call *call, enum herd_http_call_error e, co
         return;
     }
     attempt_over(px, failure_of(e));
-    if (px->sse) {
-        if (px->done_seen) {
-            log_fields(px, x);
-            struct herd_http_request *r = px->r;
-            finish(px);
-            herd_http_stream_end(r);
-            return;
-        }
-        stream_broke(px, x, msg);
-        return;
-    }
-    if (may_retry(px)) {
-        dispatch(px, x);
-        return;
-    }
-    fail(px, e == HERD_HTTP_CALL_TIMEOUT ? 504 : 502, "upstream_failed", msg);
+    attempt_failed(px, x, e == HERD_HTTP_CALL_TIMEOUT, msg);
 }
 
 static const struct herd_http_call_ops call_ops = {on_head, on_body, on_done};

@@ -165,8 +165,12 @@ static void probe_done(struct herd_http_call *call, enum herd_http_call_error e,
     struct replica *x = arg;
     x->probe = NULL;
     if (e == HERD_HTTP_CALL_OK) return;
-    if (x->health == HEALTH_UP && (e == HERD_HTTP_CALL_CONNECT || ++x->probe_failures >= PROBES_TO_EJECT))
+    if (x->health == HEALTH_UP && (e == HERD_HTTP_CALL_CONNECT || ++x->probe_failures >= PROBES_TO_EJECT)) {
         eject(x, msg);
+        /* hung, not dead (the kernel still accepts for it): what it was
+         * answering will not come; a dead one's connections break alone */
+        if (e == HERD_HTTP_CALL_TIMEOUT) proxy_abandon_replica(x, "the replica stopped answering");
+    }
 }
 
 static const struct herd_http_call_ops probe_ops = {probe_head, NULL, probe_done};

@@ -32,7 +32,7 @@ void herd_router_default_params(struct herd_router_params *p) {
     p->eject_base_s = 1;
     p->max_attempts = 3;
     p->retry_ratio = 0.2;
-    p->wait_timeout_s = 10;
+    p->wait_timeout_s = 0;
     p->upstream_head_timeout_s = 300;
     p->upstream_idle_timeout_s = 300;
     p->pool_threads = 1;
@@ -312,8 +312,10 @@ enum herd_status herd_router_create(const struct herd_router_params *p, struct h
     cp.idle_timeout_s = p->upstream_idle_timeout_s;
     if ((rc = herd_http_client_create(base, &cp, &rt->client, err)) != HERD_OK) goto fail;
     herd_http_client_default_params(&cp);
-    cp.connect_timeout_s = 1;
-    cp.head_timeout_s = 2;
+    /* a hung replica (SIGSTOP, a wedged loop) fails its probes within
+     * about two intervals */
+    cp.connect_timeout_s = fmax(0.2, fmin(1, p->health_interval_s));
+    cp.head_timeout_s = fmax(0.5, fmin(2, 2 * p->health_interval_s));
     cp.idle_timeout_s = 3; /* the state stream's heartbeat is 1 s */
     cp.max_idle_per_upstream = 2;
     if ((rc = herd_http_client_create(base, &cp, &rt->control, err)) != HERD_OK) goto fail;

@@ -52,7 +52,7 @@ struct herd_router_params {
     double eject_base_s;            /* first ejection; doubles while it repeats, up to 30 s (1) */
     uint32_t max_attempts;          /* tries of a request, first included (3) */
     double retry_ratio;             /* retries earned per request (0.2): the budget */
-    double wait_timeout_s;          /* a request waits this long for a replica before 503 (10; 60 with a pool) */
+    double wait_timeout_s;          /* a request waits this long for a replica before 503 (0; 60 with a pool) */
     double upstream_head_timeout_s; /* to an answer's head (300: an unstreamed answer comes after its generation) */
     double upstream_idle_timeout_s; /* silence inside an answer (300: a long prompt's prefill) */
 

@@ -148,6 +148,9 @@ void prompt_key_unload(struct herd_router *rt);
 void proxy_handler(struct herd_http_request *r, json_t *body, void *app);
 void proxy_dispatch_waiting(struct herd_router *rt, double now); /* replicas came up, or deadlines passed */
 void proxy_fail_waiting(struct herd_router *rt);                 /* the drain: answer them 503 */
+/* x stopped answering (its probes time out): its requests go elsewhere,
+ * not after the upstream timeout. */
+void proxy_abandon_replica(struct replica *x, const char *why);
 /* Teardown: every upstream call cancelled, before the clients go. */
 void proxy_cancel_calls(struct herd_router *rt);
 

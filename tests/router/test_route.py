@@ -215,6 +215,17 @@ def stream_text(raw):
 # ------------------------------------------------------------------ tests
 
 
+def test_bad_arguments():
+    for args, want in [([], "one way"), (["--backend", "http://foo:80"], "IP address"),
+                       (["--backend", "http://127.0.0.1:99999"], "port"),
+                       (["--backend", "http://127.0.0.1:1", "--backends-dns", "a:1"], "one way"),
+                       (["--backend", "http://127.0.0.1:1", "-m", "/nonexistent.gguf"], "nonexistent"),
+                       (["--spawn", "2"], "needs -m"), (["--backends-dns", "nope"], "NAME:PORT"),
+                       (["--backend", "http://127.0.0.1:1", "--policy", "random"], "--policy")]:
+        p = subprocess.run([HERD, "route", "--port", "0", *args], capture_output=True, text=True, timeout=20)
+        check(p.returncode in (1, 2) and want in p.stderr, f"herd route {args}: exit {p.returncode}, {p.stderr!r}")
+
+
 def test_passthrough():
     reps = [Replica(), Replica()]
     rt = Router("--policy", "round-robin", *sum((["--backend", r.url] for r in reps), []))
@@ -492,6 +503,14 @@ class BadBackend:
                 c.sendall(b"HTTP/1.1 200 OK\r\nContent-Ty")
             elif self.mode == "stall":
                 time.sleep(4)
+            elif self.mode == "429":
+                body = b'{"error":{"message":"queue full","type":"server_error","param":null,"code":"queue_full"}}'
+                c.sendall(b"HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\nRetry-After: 7\r\n"
+                          b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+            elif self.mode == "503":
+                c.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n")
+            elif self.mode == "reset":
+                c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
             elif self.mode == "huge-headers":
                 c.sendall(b"HTTP/1.1 200 OK\r\n")
                 for _ in range(10 * 1024):
@@ -521,6 +540,102 @@ def test_bad_backends():
         finally:
             rt.stop()
             bad.close()
+
+
+def test_retry_safety():
+    """RELIABILITY E5: a 429 is relayed with its Retry-After, never retried;
+    a 503 or a reset before the answer is retried once on another replica."""
+    good = Replica()
+    try:
+        bad = BadBackend("429")
+        rt = Router("--backend", f"http://127.0.0.1:{bad.port}")
+        try:
+            st, body, r = rt.req("POST", "/v1/chat/completions", chat("hi"))
+            check(st == 429 and r.getheader("Retry-After") == "7" and body["error"]["code"] == "queue_full",
+                  f"a 429 passes through with its Retry-After: {st} {r.getheader('Retry-After')}")
+        finally:
+            rt.stop()
+            bad.close()
+        for mode in ("503", "reset"):
+            bad = BadBackend(mode)
+            rt = Router("--policy", "round-robin", "--backend", f"http://127.0.0.1:{bad.port}", "--backend", good.url)
+            try:
+                rt.wait_up(2)
+                for i in range(4):
+                    st, body, r = rt.req("POST", "/v1/chat/completions", chat("hi"))
+                    check(st == 200 and replica_of(r) == f"127.0.0.1:{good.port}",
+                          f"{mode}: retried on the good replica: {st} {replica_of(r)}")
+                m = rt.metrics()
+                check(1 <= m.get("herd_router_retries_total", 0) <= 4, f"{mode}: retries counted "
+                      f"{m.get('herd_router_retries_total')}")
+            finally:
+                rt.stop()
+                bad.close()
+    finally:
+        good.stop()
+
+
+def test_all_replicas_down():
+    """RELIABILITY E3: every replica down: 503 with Retry-After at once, and
+    the router's /readyz 503."""
+    reps = [Replica(), Replica()]
+    rt = Router(*sum((["--backend", r.url] for r in reps), []))
+    try:
+        rt.wait_up(2)
+        for x in reps:
+            x.stop(signal.SIGKILL)
+        t0 = time.time()
+        st, body, r = rt.req("POST", "/v1/chat/completions", chat("hi"))
+        check(st == 503 and r.getheader("Retry-After") and body["error"]["code"] == "no_replica",
+              f"503 with Retry-After: {st} {body}")
+        check(time.time() - t0 < 2, f"answered at once ({time.time() - t0:.2f} s)")
+        check(wait_for(lambda: http_req(rt.port, "GET", "/readyz")[0] == 503, 5), "the router's /readyz is 503")
+        check(http_req(rt.port, "GET", "/livez")[0] == 200, "and /livez 200")
+    finally:
+        rt.stop()
+
+
+def test_replica_hang():
+    """RELIABILITY E2: a replica stopped with SIGSTOP is ejected by its
+    probes, its streams resume elsewhere, and after SIGCONT it comes back
+    (slow start)."""
+    reps = [Replica(step_delay_ms=10), Replica(step_delay_ms=10)]
+    rt = Router("-m", MODEL, "--policy", "round-robin", "--health-interval", "0.2", "--slow-start", "2",
+                *sum((["--backend", r.url] for r in reps), []))
+    try:
+        rt.wait_up(2)
+        prompts = [chat(f"Hang test {i}", max_tokens=32, ignore_eos=True) for i in range(8)]
+        ref = [stream_text(raw_stream(reps[0].port, p)[1])[0] for p in prompts]
+        results = [None] * 8
+
+        def run(i):
+            results[i] = raw_stream(rt.port, prompts[i])
+
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        victim = reps[1]
+        time.sleep(0.1)
+        victim.proc.send_signal(signal.SIGSTOP)
+        t0 = time.time()
+        for t in threads:
+            t.join(60)
+        took = time.time() - t0
+        good = sum(1 for i, r in enumerate(results) if r and r[0] == 200 and stream_text(r[1])[:2] == (ref[i], True)
+                   and not stream_text(r[1])[3])
+        check(good == 8, f"all 8 streams complete with the unbroken text despite the hung replica ({good})")
+        check(took < 10, f"within the probe deadlines, not the upstream timeout ({took:.1f} s)")
+        name = f"127.0.0.1:{victim.port}"
+        check(any(x["replica"] == name and x["health"] == "ejected" for x in rt.replicas()), "the hung one is ejected")
+        victim.proc.send_signal(signal.SIGCONT)
+        check(wait_for(lambda: any(x["replica"] == name and x["health"] == "up" for x in rt.replicas()), 40),
+              "readmitted after SIGCONT")
+        check(any(x["replica"] == name and x["weight"] < 1 for x in rt.replicas()), "with a slow start")
+    finally:
+        rt.stop()
+        for x in reps:
+            x.proc.send_signal(signal.SIGCONT)
+            x.stop()
 
 
 def test_dns_membership():
@@ -660,9 +775,9 @@ def test_pool_restart():
         check(not left, f"no child left behind: {left}")
 
 
-TESTS = [test_passthrough, test_sse_byte_identical, test_policies, test_cache_affinity, test_two_routers_agree,
+TESTS = [test_bad_arguments, test_passthrough, test_sse_byte_identical, test_policies, test_cache_affinity, test_two_routers_agree,
          test_cancel_propagates,
-         test_kill_one_of_three, test_bad_backends, test_dns_membership, test_drain_and_restart, test_api_keys,
+         test_kill_one_of_three, test_replica_hang, test_all_replicas_down, test_retry_safety, test_bad_backends, test_dns_membership, test_drain_and_restart, test_api_keys,
          test_pool_scale_from_zero, test_pool_restart]
 
 
