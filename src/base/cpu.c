@@ -1,6 +1,9 @@
 /* CPU feature detection and the process's CPU allowance. */
 #include "base/cpu.h"
 
+#include "base/cgroup.h"
+
+#include <math.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdio.h>
@@ -27,25 +30,32 @@ const struct herd_cpu_features *herd_cpu_features(void) {
     return &features;
 }
 
-/* cgroup v2: "max 100000" or "QUOTA PERIOD" in /sys/fs/cgroup/cpu.max. */
-static int cgroup_cpus(void) {
-    FILE *f = fopen("/sys/fs/cgroup/cpu.max", "r");
-    if (!f) return 0;
-    char quota[32] = {0};
-    long period = 0;
-    int n = fscanf(f, "%31s %ld", quota, &period);
-    fclose(f);
-    if (n != 2 || strcmp(quota, "max") == 0 || period <= 0) return 0;
-    long q = strtol(quota, NULL, 10);
-    if (q <= 0) return 0;
-    return (int)((q + period - 1) / period);
+void herd_cpu_allowance(struct herd_cpu_allowance *out) {
+    memset(out, 0, sizeof *out);
+    cpu_set_t set;
+    out->affinity = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 0;
+    const struct herd_cgroup_limits *cg = herd_cgroup_limits();
+    out->cpuset = cg->cpuset_cpus;
+    out->cpuset_file = cg->cpuset_file;
+    out->quota = cg->cpu_quota;
+    out->quota_file = cg->cpu_file;
+    int n = out->affinity > 0 ? out->affinity : 1;
+    /* The CPU set bounds the affinity mask already (the kernel intersects
+     * them); it is read too for a mask set wider before a move. */
+    if (out->cpuset > 0 && out->cpuset < n) n = out->cpuset;
+    /* Rounded up, as Go's and the JVM's runtimes do: a 1.5-CPU quota runs 2
+     * threads that are throttled for part of each period, which still
+     * computes more than 1 thread that never is. */
+    const int quota = (int)ceil(out->quota - 1e-9);
+    if (out->quota > 0 && quota < n) {
+        n = quota > 0 ? quota : 1;
+        out->by_quota = true;
+    }
+    out->n = n;
 }
 
 int herd_cpu_count(void) {
-    cpu_set_t set;
-    int n = 1;
-    if (sched_getaffinity(0, sizeof set, &set) == 0) n = CPU_COUNT(&set);
-    int quota = cgroup_cpus();
-    if (quota > 0 && quota < n) n = quota;
-    return n > 0 ? n : 1;
+    struct herd_cpu_allowance a;
+    herd_cpu_allowance(&a);
+    return a.n;
 }
