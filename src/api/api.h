@@ -63,11 +63,22 @@ struct herd_api_model {
     uint32_t n_ctx; /* positions per sequence */
 };
 
+/* "herd_resume" (docs/modules/router-protocol.md, section 3): the
+ * generation another server began goes on here. Its tokens end ids[0]
+ * (gp.resume_tokens of them, gp.resume_skip_bytes their text's bytes the
+ * client has; gp.max_tokens is already reduced by them). */
+struct herd_api_resume {
+    bool on;
+    char id[64];     /* the chunks' id, as the first server sent it */
+    time_t created;  /* and their created */
+};
+
 /* A checked /v1/chat/completions or /v1/completions request. Its stop
  * strings point into the JSON body, which must outlive it until the
  * scheduler's requests are created (they copy them). */
 struct herd_api_request {
     bool chat, stream, include_usage;
+    struct herd_api_resume resume;
     struct herd_gen_params gp;
     struct herd_logit_bias *bias; /* [gp.sampling.n_bias], owned */
     uint32_t n_prompts;           /* 1 for chat */
@@ -100,6 +111,7 @@ struct herd_api_choice {
     const char *finish;
     bool role_sent;
     uint32_t n_tokens;
+    uint64_t text_bytes; /* of generated text in the events so far (a resume's skipped bytes included) */
 };
 
 /* A response being assembled from scheduler events: streamed chunk by
@@ -117,8 +129,10 @@ struct herd_api_answer {
     struct herd_api_choice *ch; /* [n] */
 };
 
-/* For request r (n_prompt_tokens over its prompts), answer id prefix from
- * request_id. False on out of memory. */
+/* For request r (prompt_tokens over its prompts, a resume's tokens not
+ * counted), answer id prefix from request_id (a resume carries its own id
+ * and created, its tokens count as output, and no role is sent again).
+ * False on out of memory. */
 bool herd_api_answer_init(struct herd_api_answer *a, const struct herd_api_request *r, uint32_t prompt_tokens,
                           const char *request_id, const char *model_name, const struct herd_vocab *v, time_t created);
 void herd_api_answer_cleanup(struct herd_api_answer *a);
@@ -127,6 +141,12 @@ void herd_api_answer_cleanup(struct herd_api_answer *a);
  * HERD_FINISH_ERROR one): counts it, and returns its stream chunk (stream)
  * or collects it (NULL). */
 json_t *herd_api_answer_event(struct herd_api_answer *a, const struct herd_event *e);
+/* The comment line `: herd {"c":..,"t":[..],"b":..}\n` that goes before
+ * an event's data line when the client asked for token ids
+ * (X-Herd-Stream-Tokens: 1; router-protocol.md section 2): after
+ * herd_api_answer_event counted e, so that b includes its text. Writes
+ * at most cap bytes (including the NUL) to out; returns the length. */
+size_t herd_api_tokens_line(const struct herd_api_answer *a, const struct herd_event *e, char *out, size_t cap);
 /* The whole non-streamed body, with usage (cached_tokens from the
  * requests' stats). */
 json_t *herd_api_answer_body(const struct herd_api_answer *a, uint32_t cached_tokens);

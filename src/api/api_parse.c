@@ -121,6 +121,7 @@ static const char *const generation_fields[] = {"model",
                                                 "user",
                                                 "priority",
                                                 "ignore_eos",
+                                                "herd_resume",
                                                 NULL};
 
 static bool check_model(struct herd_api_error *err, json_t *body, const char *model_name) {
@@ -245,6 +246,74 @@ static bool max_tokens(struct herd_api_error *err, json_t *body, const struct he
     return true;
 }
 
+/* The bytes of text tokens[n] decode to, as the scheduler decodes an
+ * output (a leading SentencePiece space kept). Checks the ids. */
+static bool resumed_text_bytes(struct herd_api_error *err, const struct herd_api_model *m, json_t *tokens,
+                               int32_t *ids, uint64_t *bytes) {
+    struct herd_detok d;
+    herd_detok_init(&d, m->tokenizer->vocab);
+    d.started = true;
+    char piece[1024];
+    *bytes = 0;
+    size_t i;
+    json_t *t;
+    json_array_foreach(tokens, i, t) {
+        if (!json_is_integer(t) || json_integer_value(t) < 0 || (uint64_t)json_integer_value(t) >= m->n_vocab)
+            return bad(err, "herd_resume", "herd_resume.tokens[%zu] is not a token id (0..%llu)", i,
+                       (unsigned long long)m->n_vocab - 1);
+        ids[i] = (int32_t)json_integer_value(t);
+        *bytes += herd_detok_push(&d, ids[i], piece, sizeof piece);
+    }
+    *bytes += herd_detok_flush(&d, piece, sizeof piece);
+    return true;
+}
+
+/* herd_resume (api.h; docs/modules/router-protocol.md, section 3): the
+ * generated tokens go after the one prompt, max_tokens shrinks by their
+ * number. After max_tokens(), which checked the prompt and max_tokens
+ * against the context: prompt + tokens <= prompt + max_tokens fits. */
+static bool resume(struct herd_api_error *err, json_t *body, const struct herd_api_model *m,
+                   struct herd_api_request *r) {
+    static const char *const fields[] = {"tokens", "text_bytes", "id", "created", NULL};
+    json_t *res = json_object_get(body, "herd_resume");
+    if (!res || json_is_null(res)) return true;
+    if (!json_is_object(res))
+        return bad(err, "herd_resume", "'herd_resume' must be an object {tokens, text_bytes, id, created}");
+    if (!r->stream || r->gp.n != 1 || r->n_prompts != 1)
+        return bad(err, "herd_resume", "'herd_resume' needs \"stream\": true, n 1 and one prompt");
+    const char *k;
+    json_t *v;
+    json_object_foreach(res, k, v) {
+        if (!listed(k, fields)) return bad(err, "herd_resume", "unknown field herd_resume.%s", k);
+    }
+    json_t *tokens = json_object_get(res, "tokens"), *tb = json_object_get(res, "text_bytes");
+    json_t *id = json_object_get(res, "id"), *created = json_object_get(res, "created");
+    if (!json_is_array(tokens)) return bad(err, "herd_resume", "herd_resume.tokens must be an array of token ids");
+    if (json_array_size(tokens) > r->gp.max_tokens)
+        return bad(err, "herd_resume", "herd_resume has %zu tokens; max_tokens allows %u", json_array_size(tokens),
+                   r->gp.max_tokens);
+    if (!json_is_integer(tb) || json_integer_value(tb) < 0)
+        return bad(err, "herd_resume", "herd_resume.text_bytes must be an integer >= 0");
+    if (!json_is_string(id) || json_string_length(id) == 0 || json_string_length(id) >= sizeof r->resume.id)
+        return bad(err, "herd_resume", "herd_resume.id must be a string of 1 to %zu bytes", sizeof r->resume.id - 1);
+    if (!json_is_integer(created) || json_integer_value(created) < 0)
+        return bad(err, "herd_resume", "herd_resume.created must be an integer >= 0");
+    uint64_t text = 0;
+    if (!resumed_text_bytes(err, m, tokens, r->ids[0] + r->n_ids[0], &text)) return false;
+    if ((uint64_t)json_integer_value(tb) > text)
+        return bad(err, "herd_resume", "herd_resume.text_bytes is %lld, past the tokens' text (%llu bytes)",
+                   (long long)json_integer_value(tb), (unsigned long long)text);
+    const uint32_t n = (uint32_t)json_array_size(tokens);
+    r->n_ids[0] += n;
+    r->gp.resume_tokens = n;
+    r->gp.resume_skip_bytes = (uint64_t)json_integer_value(tb);
+    r->gp.max_tokens -= n;
+    r->resume.on = true;
+    snprintf(r->resume.id, sizeof r->resume.id, "%s", json_string_value(id));
+    r->resume.created = (time_t)json_integer_value(created);
+    return true;
+}
+
 static void request_init(struct herd_api_request *r, bool chat) {
     memset(r, 0, sizeof *r);
     r->chat = chat;
@@ -358,7 +427,7 @@ static bool parse_chat(json_t *body, const struct herd_api_limits *lim, const st
     r->n_prompts = 1;
     r->ids[0] = r->id_store;
     r->n_ids[0] = n_ids;
-    return true;
+    return resume(err, body, m, r);
 }
 
 bool herd_api_parse_chat(json_t *body, const struct herd_api_limits *lim, const struct herd_api_model *m,
@@ -452,7 +521,7 @@ static bool parse_completion(json_t *body, const struct herd_api_limits *lim, co
         if (r->n_ids[k] > longest) longest = r->n_ids[k];
     }
     r->n_prompts = n_prompts;
-    return max_tokens(err, body, lim, m->n_ctx, longest, &r->gp);
+    return max_tokens(err, body, lim, m->n_ctx, longest, &r->gp) && resume(err, body, m, r);
 }
 
 bool herd_api_parse_completion(json_t *body, const struct herd_api_limits *lim, const struct herd_api_model *m,

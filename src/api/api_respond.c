@@ -61,6 +61,13 @@ bool herd_api_answer_init(struct herd_api_answer *a, const struct herd_api_reque
     a->vocab = v;
     snprintf(a->id, sizeof a->id, "%s-%s", r->chat ? "chatcmpl" : "cmpl", request_id);
     for (uint32_t i = 0; i < a->n; i++) herd_buf_init(&a->ch[i].text, (size_t)64 << 20);
+    if (r->resume.on) { /* one choice: the parser allows no other */
+        snprintf(a->id, sizeof a->id, "%s", r->resume.id);
+        a->created = r->resume.created;
+        a->ch[0].role_sent = true;
+        a->ch[0].n_tokens = r->gp.resume_tokens;
+        a->ch[0].text_bytes = r->gp.resume_skip_bytes;
+    }
     return true;
 }
 
@@ -167,6 +174,7 @@ static void collect_event(struct herd_api_answer *a, const struct herd_event *e)
 
 json_t *herd_api_answer_event(struct herd_api_answer *a, const struct herd_event *e) {
     if (e->token >= 0) a->ch[e->choice].n_tokens++;
+    a->ch[e->choice].text_bytes += e->text_len;
     json_t *chunk = NULL;
     if (a->stream)
         chunk = stream_event(a, e);
@@ -177,6 +185,15 @@ json_t *herd_api_answer_event(struct herd_api_answer *a, const struct herd_event
         a->n_finished++;
     }
     return chunk;
+}
+
+size_t herd_api_tokens_line(const struct herd_api_answer *a, const struct herd_event *e, char *out, size_t cap) {
+    /* one token per scheduler event; a finish without a token has none */
+    int n = e->token >= 0 ? snprintf(out, cap, ": herd {\"c\":%u,\"t\":[%d],\"b\":%llu}\n", e->choice, (int)e->token,
+                                     (unsigned long long)a->ch[e->choice].text_bytes)
+                          : snprintf(out, cap, ": herd {\"c\":%u,\"t\":[],\"b\":%llu}\n", e->choice,
+                                     (unsigned long long)a->ch[e->choice].text_bytes);
+    return n < 0 ? 0 : (size_t)n < cap ? (size_t)n : cap - 1;
 }
 
 static json_t *usage_json(const struct herd_api_answer *a, uint32_t cached_tokens) {

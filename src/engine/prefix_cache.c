@@ -32,7 +32,13 @@ struct herd_prefix_cache {
     int32_t lru, mru; /* ends of the list, -1 when empty */
     uint32_t entries;
     uint64_t queries, hits;
+    struct herd_block_feed *feed; /* NULL: nobody listens */
 };
+
+/* A change for the state stream: one relaxed load when nobody subscribes. */
+static void tell(struct herd_prefix_cache *pc, uint64_t hash, bool stored) {
+    if (pc->feed && herd_block_feed_on(pc->feed)) herd_block_feed_push(pc->feed, hash, stored);
+}
 
 struct herd_prefix_cache *herd_prefix_cache_create(struct herd_kv *kv) {
     const struct herd_kv_params *p = herd_kv_params(kv);
@@ -133,6 +139,7 @@ void herd_prefix_cache_insert(struct herd_prefix_cache *pc, uint64_t hash, const
     memcpy(pc->tokens + (size_t)block * pc->bt, tokens, pc->bt * sizeof *tokens);
     herd_kv_block_ref(pc->kv, block);
     pc->entries++;
+    tell(pc, hash, true);
 }
 
 /* Empties slot i, moving back every following entry of the probe run that
@@ -165,10 +172,19 @@ uint32_t herd_prefix_cache_evict(struct herd_prefix_cache *pc, uint32_t n) {
             herd_kv_block_unref(pc->kv, b);
             pc->entries--;
             freed++;
+            tell(pc, pc->by_block[b].hash, false);
         }
         b = next;
     }
     return freed;
+}
+
+void herd_prefix_cache_set_feed(struct herd_prefix_cache *pc, struct herd_block_feed *feed) { pc->feed = feed; }
+
+uint32_t herd_prefix_cache_hashes(const struct herd_prefix_cache *pc, uint64_t *out, uint32_t cap) {
+    uint32_t n = 0;
+    for (int32_t b = pc->lru; b >= 0 && n < cap; b = pc->by_block[b].next) out[n++] = pc->by_block[b].hash;
+    return n;
 }
 
 void herd_prefix_cache_stats(const struct herd_prefix_cache *pc, struct herd_prefix_cache_stats *out) {

@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 #include "base/block_hash.h"
+#include "engine/block_feed.h"
 #include "model/kv_cache.h"
 
 struct herd_prefix_cache;
@@ -40,6 +41,14 @@ void herd_prefix_cache_insert(struct herd_prefix_cache *pc, uint64_t hash, const
 /* Frees up to n blocks that only the cache holds, least recently used
  * first. Returns how many it freed. */
 uint32_t herd_prefix_cache_evict(struct herd_prefix_cache *pc, uint32_t n);
+
+/* From now on, each hash taken in (insert) or dropped (evict) is pushed
+ * to feed while it is on (block_feed.h); feed outlives pc. NULL: none. */
+void herd_prefix_cache_set_feed(struct herd_prefix_cache *pc, struct herd_block_feed *feed);
+
+/* Writes up to cap of the hashes held now to out (least recently used
+ * first); returns how many. At most one per KV block. */
+uint32_t herd_prefix_cache_hashes(const struct herd_prefix_cache *pc, uint64_t *out, uint32_t cap);
 
 struct herd_prefix_cache_stats {
     uint64_t queries, hits; /* blocks looked up, blocks found */

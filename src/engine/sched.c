@@ -24,6 +24,7 @@
 #include "base/buf.h"
 #include "base/pool.h"
 #include "base/timing.h"
+#include "engine/block_feed.h"
 #include "engine/prefix_cache.h"
 #include "engine/sched.h"
 #include "engine/stop_match.h"
@@ -52,6 +53,7 @@ struct choice {
     double first_token_s, last_token_s; /* for inter-token latency and time per output token */
     uint32_t n_cached_blocks;           /* full blocks of this choice offered to the prefix cache */
     uint64_t chain_hash;                /* the hash of the last of them */
+    uint64_t skip_bytes;                /* output bytes still not to emit (a resume's, see herd_gen_params) */
 };
 
 enum req_state { REQ_NEW, REQ_WAITING, REQ_RUNNING, REQ_DONE };
@@ -83,6 +85,7 @@ struct herd_request {
     uint64_t arrival;
     uint32_t n_active;
     uint32_t finish_reason; /* over its choices: 0 stop, 1 length, 2 cancelled (the worst wins) */
+    enum herd_finish resume_finish; /* a resume that ends at admission (stop string inside, no tokens left) */
     bool accounted;         /* its request-level metrics are recorded */
     struct choice ch[HERD_MAX_CHOICES];
     struct herd_request *next_in; /* inbox list */
@@ -137,6 +140,8 @@ struct herd_sched {
     double t_emit;               /* when this step's tokens came out of the model */
     uint32_t step_prompt_tokens; /* prompt tokens in this step\'s batch */
     int32_t *match_blocks;       /* scratch for a prefix match, [n_ctx / block_tokens] */
+    struct herd_block_feed *feed; /* the prefix cache's changes, for the state stream */
+    uint64_t *snap_hashes;        /* scratch for a feed snapshot, [n_blocks] */
 };
 
 /* ------------------------------------------------------------ parameters */
@@ -180,11 +185,15 @@ struct herd_request *herd_request_create(const int32_t *prompt, uint32_t n_promp
         herd_error_set(err, HERD_E_INVALID, "the prompt is empty");
         return NULL;
     }
-    if (gp->n < 1 || gp->n > HERD_MAX_CHOICES || gp->max_tokens < 1 || gp->n_stop > HERD_MAX_STOPS ||
-        gp->top_logprobs > HERD_MAX_TOP_LOGPROBS) {
+    if (gp->n < 1 || gp->n > HERD_MAX_CHOICES || (gp->max_tokens < 1 && !gp->resume_tokens) ||
+        gp->n_stop > HERD_MAX_STOPS || gp->top_logprobs > HERD_MAX_TOP_LOGPROBS) {
         herd_error_set(err, HERD_E_INVALID,
                        "n must be 1..%d, max_tokens >= 1, at most %d stop strings, top_logprobs <= %d",
                        HERD_MAX_CHOICES, HERD_MAX_STOPS, HERD_MAX_TOP_LOGPROBS);
+        return NULL;
+    }
+    if (gp->resume_tokens && (gp->n != 1 || gp->resume_tokens >= n_prompt)) {
+        herd_error_set(err, HERD_E_INVALID, "a resumed generation has one choice and a prompt before its tokens");
         return NULL;
     }
     struct herd_request *r = calloc(1, sizeof *r);
@@ -212,10 +221,12 @@ struct herd_request *herd_request_create(const int32_t *prompt, uint32_t n_promp
     }
     for (uint32_t i = 0; i < gp->n; i++) {
         struct choice *c = &r->ch[i];
-        if (!(c->gen = malloc(gp->max_tokens * sizeof *c->gen))) goto nomem;
+        if (!(c->gen = malloc((gp->max_tokens ? gp->max_tokens : 1) * sizeof *c->gen))) goto nomem;
         herd_stop_match_init(&c->stop, (const char *const *)r->stops, gp->n_stop);
     }
-    r->stats.prompt_tokens = n_prompt;
+    /* as usage counts them: a resume's tokens are output, not prompt */
+    r->stats.prompt_tokens = n_prompt - gp->resume_tokens;
+    r->stats.completion_tokens = gp->resume_tokens;
     /* the samplers are made at submit (n_vocab is known there): keep a
      * copy of the bias list until then */
     if (gp->sampling.n_bias) {
@@ -487,6 +498,53 @@ static void end_request(struct herd_sched *s, struct herd_request *r, enum herd_
 
 static void cancel_request(struct herd_sched *s, struct herd_request *r) { end_request(s, r, HERD_FINISH_CANCELLED); }
 
+/* Drops from out the output bytes the client already has (a resume's
+ * first resume_skip_bytes). */
+static void skip_sent(struct choice *c, struct herd_buf *out) {
+    if (!c->skip_bytes) return;
+    const size_t k = out->len < c->skip_bytes ? out->len : (size_t)c->skip_bytes;
+    memmove(out->data, out->data + k, out->len - k);
+    out->len -= k;
+    c->skip_bytes -= k;
+}
+
+/* A resumed request (herd_gen_params.resume_tokens): the text of the
+ * tokens already generated goes through the detokenizer and the stop
+ * strings as it did where it was generated, leaving both holding back what
+ * they held at the break; what of it the client lacks is the first event.
+ * A stop string inside it, or no new tokens allowed, ends the choice at
+ * admission (resume_finish). Before submit: nobody polls r yet. */
+static enum herd_status replay_resumed(struct herd_request *r, struct herd_error *err) {
+    struct choice *c = &r->ch[0];
+    struct herd_buf out;
+    herd_buf_init(&out, EVENT_TEXT_MAX_BYTES);
+    char piece[DETOK_BYTES];
+    enum herd_stop_result sr = HERD_STOP_MORE;
+    for (uint32_t k = r->n_prompt - r->gp.resume_tokens; k < r->n_prompt && sr == HERD_STOP_MORE; k++) {
+        const size_t m = herd_detok_push(&c->detok, r->prompt[k], piece, sizeof piece);
+        sr = herd_stop_match_push(&c->stop, piece, m, &out);
+    }
+    if (sr == HERD_STOP_MATCHED) {
+        r->resume_finish = HERD_FINISH_STOP;
+    } else if (sr == HERD_STOP_MORE && r->gp.max_tokens == 0) {
+        /* as the run that never broke ended at its last token */
+        const size_t m = herd_detok_flush(&c->detok, piece, sizeof piece);
+        sr = herd_stop_match_push(&c->stop, piece, m, &out);
+        if (sr == HERD_STOP_MORE && !herd_stop_match_flush(&c->stop, &out)) sr = HERD_STOP_NOMEM;
+        r->resume_finish = sr == HERD_STOP_MATCHED ? HERD_FINISH_STOP : HERD_FINISH_LENGTH;
+    }
+    c->skip_bytes = r->gp.resume_skip_bytes;
+    skip_sent(c, &out);
+    if (sr != HERD_STOP_NOMEM && out.len) {
+        struct herd_event e = {.choice = 0, .token = -1};
+        push_event(r, &e, (const char *)out.data, out.len);
+    }
+    herd_buf_cleanup(&out);
+    if (sr == HERD_STOP_NOMEM || atomic_load(&r->cancel))
+        return herd_error_set(err, HERD_E_NOMEM, "out of memory replaying a resumed generation");
+    return HERD_OK;
+}
+
 /* Makes the samplers (n_vocab is known here) and checks the prompt. */
 static enum herd_status prepare_request(struct herd_sched *s, struct herd_request *r, struct herd_error *err) {
     for (uint32_t i = 0; i < r->n_prompt; i++)
@@ -507,7 +565,7 @@ static enum herd_status prepare_request(struct herd_sched *s, struct herd_reques
         c->detok.started = !r->gp.text_from_start;
     }
     r->n_active = r->gp.n;
-    return HERD_OK;
+    return r->gp.resume_tokens ? replay_resumed(r, err) : HERD_OK;
 }
 
 /* Starts r: choice 0's sequence with the blocks for the whole prompt (or
@@ -585,10 +643,27 @@ static void cache_new_blocks(struct herd_sched *s) {
     }
 }
 
+/* A resume with nothing left to generate (herd_gen_params.resume_tokens)
+ * ends without running: its text went out at submit. The first waiting
+ * request. */
+static void finish_resumed(struct herd_sched *s, struct herd_request *r) {
+    struct herd_event e = {.choice = 0, .token = -1};
+    finish_choice(s, r, 0, r->resume_finish, &e, "", 0);
+    remove_at(s->waiting, &s->n_waiting, 0);
+    pthread_mutex_lock(&s->lock);
+    s->n_queued--;
+    pthread_mutex_unlock(&s->lock);
+    retire(s, r);
+}
+
 static void admit_waiting(struct herd_sched *s, double now) {
     sort_requests(s, s->waiting, s->n_waiting, now);
     while (s->n_waiting) {
         struct herd_request *r = s->waiting[0];
+        if (r->resume_finish) {
+            finish_resumed(s, r);
+            continue;
+        }
         uint32_t slots = r->n_active + (r->ch[0].finished ? 1 : 0); /* + the prompt carrier, see fork_choices */
         if (s->seqs_in_use + slots > s->ctx->params.max_seqs) {
             struct herd_request *v = preemption_victim(s, NULL, r, now);
@@ -611,7 +686,7 @@ static void admit_waiting(struct herd_sched *s, double now) {
         pthread_mutex_lock(&s->lock);
         s->n_queued--;
         pthread_mutex_unlock(&s->lock);
-        if (rc == HERD_OK && r->stats.admitted_s == 0) COUNT(s, prompt_tokens, r->n_prompt);
+        if (rc == HERD_OK && r->stats.admitted_s == 0) COUNT(s, prompt_tokens, r->n_prompt - r->gp.resume_tokens);
         if (rc != HERD_OK) { /* cannot happen for validated requests; end it rather than loop */
             cancel_request(s, r);
             retire(s, r);
@@ -810,8 +885,9 @@ static void emit_token(struct herd_sched *s, struct herd_request *r, uint32_t ci
         bool ok =
             herd_stop_match_push(&c->stop, piece, m, &out) != HERD_STOP_NOMEM && herd_stop_match_flush(&c->stop, &out);
         e.token = -1;
-        finish_choice(s, r, ci, ok ? HERD_FINISH_STOP : HERD_FINISH_CANCELLED, &e, (const char *)out.data,
-                      ok ? out.len : 0);
+        if (!ok) out.len = 0;
+        skip_sent(c, &out);
+        finish_choice(s, r, ci, ok ? HERD_FINISH_STOP : HERD_FINISH_CANCELLED, &e, (const char *)out.data, out.len);
         herd_buf_cleanup(&out);
         return;
     }
@@ -833,18 +909,23 @@ static void emit_token(struct herd_sched *s, struct herd_request *r, uint32_t ci
     if (first) OBSERVE(s, ttft, now - submitted);
     size_t m = herd_detok_push(&c->detok, tok, piece, sizeof piece);
     enum herd_stop_result sr = herd_stop_match_push(&c->stop, piece, m, &out);
+    enum herd_finish why = HERD_FINISH_NONE;
     if (sr == HERD_STOP_MATCHED) {
-        finish_choice(s, r, ci, HERD_FINISH_STOP, &e, (const char *)out.data, out.len);
+        why = HERD_FINISH_STOP;
     } else if (sr == HERD_STOP_NOMEM) {
-        finish_choice(s, r, ci, HERD_FINISH_CANCELLED, &e, "", 0);
+        why = HERD_FINISH_CANCELLED;
+        out.len = 0;
     } else if (c->n_gen == r->gp.max_tokens) {
         m = herd_detok_flush(&c->detok, piece, sizeof piece);
         bool ok =
             herd_stop_match_push(&c->stop, piece, m, &out) == HERD_STOP_MORE && herd_stop_match_flush(&c->stop, &out);
-        finish_choice(s, r, ci, ok ? HERD_FINISH_LENGTH : HERD_FINISH_STOP, &e, (const char *)out.data, out.len);
-    } else {
-        push_event(r, &e, (const char *)out.data, out.len);
+        why = ok ? HERD_FINISH_LENGTH : HERD_FINISH_STOP;
     }
+    skip_sent(c, &out);
+    if (why)
+        finish_choice(s, r, ci, why, &e, (const char *)out.data, out.len);
+    else
+        push_event(r, &e, (const char *)out.data, out.len);
     herd_buf_cleanup(&out);
 }
 
@@ -969,6 +1050,14 @@ bool herd_sched_failed(struct herd_sched *s, char *msg, size_t msg_size) {
     return true;
 }
 
+/* The state stream's snapshot: between two steps, so that it and the
+ * changes the next steps push are consistent. */
+static void feed_snapshot(struct herd_sched *s) {
+    const uint32_t n_blocks = herd_kv_params(s->ctx->kv)->n_blocks;
+    const uint32_t n = s->pc ? herd_prefix_cache_hashes(s->pc, s->snap_hashes, n_blocks) : 0;
+    herd_block_feed_put_snapshot(s->feed, s->snap_hashes, n);
+}
+
 static void count_by_class(struct herd_request *const *v, uint32_t n, uint32_t *by_class) {
     memset(by_class, 0, HERD_PRIO_CLASSES * sizeof *by_class);
     for (uint32_t i = 0; i < n; i++) by_class[herd_priority_class(v[i]->gp.priority)]++;
@@ -997,11 +1086,12 @@ static void *sched_main(void *arg) {
         }
         pthread_mutex_unlock(&s->lock);
         if (stop) break;
+        if (herd_block_feed_snapshot_wanted(s->feed)) feed_snapshot(s);
         bool worked = step(s);
         if (atomic_load(&s->failed)) continue; /* to the top: takes the inbox, then stops */
         if (!worked) {
             pthread_mutex_lock(&s->lock);
-            if (!s->inbox_head && !s->stop) {
+            if (!s->inbox_head && !s->stop && !herd_block_feed_snapshot_wanted(s->feed)) {
                 /* idle, or waiting for room: sleep until a submit, with a
                  * short timeout so cancellations and aging are seen */
                 struct timespec ts;
@@ -1056,6 +1146,12 @@ enum herd_status herd_sched_create(struct herd_context *ctx, const struct herd_v
     s->lp_work = malloc((size_t)ctx->model->desc.n_vocab * sizeof *s->lp_work);
     s->match_blocks = calloc(ctx->params.n_ctx / herd_kv_params(ctx->kv)->block_tokens + 1, sizeof *s->match_blocks);
     s->pc = herd_prefix_cache_create(ctx->kv);
+    const uint32_t n_blocks = herd_kv_params(ctx->kv)->n_blocks;
+    /* two blocks' worth of changes per block: a reader taking them every
+     * 10 ms overflows only if the whole cache turns over twice in that time */
+    s->feed = herd_block_feed_create(2 * n_blocks + 1024, n_blocks);
+    s->snap_hashes = malloc(((size_t)n_blocks + 1) * sizeof *s->snap_hashes);
+    if (s->pc && s->feed) herd_prefix_cache_set_feed(s->pc, s->feed);
     pthread_mutex_init(&s->lock, NULL);
     pthread_cond_init(&s->wake, NULL);
     s->last_step_s = -1;
@@ -1068,7 +1164,7 @@ enum herd_status herd_sched_create(struct herd_context *ctx, const struct herd_v
     s->status.kv_blocks_total = herd_kv_params(ctx->kv)->n_blocks;
     s->status.kv_block_tokens = herd_kv_params(ctx->kv)->block_tokens;
     if (!s->waiting || !s->running || !s->order || !s->match_blocks || !s->pc || !s->b_tok || !s->b_seq || !s->b_pos ||
-        !s->b_want || !s->rows || !s->lp_work) {
+        !s->b_want || !s->rows || !s->lp_work || !s->feed || !s->snap_hashes) {
         herd_sched_destroy(s);
         return herd_error_set(err, HERD_E_NOMEM, "out of memory creating the scheduler");
     }
@@ -1108,6 +1204,8 @@ void herd_sched_destroy(struct herd_sched *s) {
     free(s->lp_work);
     free(s->match_blocks);
     herd_prefix_cache_destroy(s->pc);
+    herd_block_feed_destroy(s->feed);
+    free(s->snap_hashes);
     free(s);
 }
 
@@ -1177,3 +1275,15 @@ void herd_sched_status(struct herd_sched *s, struct herd_sched_status *out) {
 }
 
 uint32_t herd_sched_n_ctx(const struct herd_sched *s) { return s->n_ctx; }
+
+struct herd_block_feed *herd_sched_block_feed(struct herd_sched *s) { return s->feed; }
+
+void herd_sched_feed_start(struct herd_sched *s) {
+    herd_block_feed_start(s->feed);
+    /* the snapshot is taken between steps: an idle scheduler wakes for it */
+    pthread_mutex_lock(&s->lock);
+    pthread_cond_signal(&s->wake);
+    pthread_mutex_unlock(&s->lock);
+}
+
+void herd_sched_feed_stop(struct herd_sched *s) { herd_block_feed_stop(s->feed); }

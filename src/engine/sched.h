@@ -58,6 +58,18 @@ struct herd_gen_params {
      * llama2.c prints a story from BOS (herd run). Default false: the
      * space is real, as vLLM's incremental detokenizer keeps it. */
     bool text_from_start;
+    /* Resuming a generation another server began (herd_resume): the last
+     * resume_tokens tokens of the prompt are output already generated.
+     * Their text starts the output, through the same detokenizer and stop
+     * strings, so that a character split across the break and a stop
+     * string spanning it come out as if nothing broke; the first
+     * resume_skip_bytes bytes of the output (what the client already has)
+     * are not emitted again. max_tokens counts the new tokens only and may
+     * be 0: the choice then ends at once with HERD_FINISH_LENGTH (so does
+     * a stop string inside the resumed text, with HERD_FINISH_STOP). Only
+     * with n == 1, and resume_tokens < the prompt's length. */
+    uint32_t resume_tokens;
+    uint64_t resume_skip_bytes;
 };
 
 void herd_gen_default_params(struct herd_gen_params *p);
@@ -196,5 +208,14 @@ void herd_sched_status(struct herd_sched *s, struct herd_sched_status *out);
 
 /* Positions per sequence (prompt + output must fit). */
 uint32_t herd_sched_n_ctx(const struct herd_sched *s);
+
+/* The prefix cache's changes as they happen, for the state stream
+ * (block_feed.h; its reader's side). Off until started, so that a server
+ * nobody subscribes to pays one relaxed load per cached or evicted block.
+ * Start asks the scheduler thread for a snapshot and wakes it (an overflow
+ * asks again by itself); stop turns the feed off. One reader thread. */
+struct herd_block_feed *herd_sched_block_feed(struct herd_sched *s);
+void herd_sched_feed_start(struct herd_sched *s);
+void herd_sched_feed_stop(struct herd_sched *s);
 
 #endif

@@ -6,7 +6,10 @@
  * rejection reason for the metrics); the requests go to the scheduler, and
  * src/api assembles the answer from the scheduler's events: all at once,
  * or as server-sent events with `data: {...}` chunks and a final
- * `data: [DONE]`. */
+ * `data: [DONE]`. With the request header X-Herd-Stream-Tokens: 1 each
+ * event also carries a `: herd {...}` comment line with its token ids and
+ * the text bytes sent so far, for herd route to resume a broken stream
+ * elsewhere (docs/modules/router-protocol.md). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +25,7 @@ struct api_call {
     uint32_t n_req;
     uint32_t per_prompt; /* n */
     bool engine_failed;  /* a choice ended with HERD_FINISH_ERROR */
+    bool stream_tokens;  /* X-Herd-Stream-Tokens: 1 on a streamed request */
     struct herd_api_answer ans;
 };
 
@@ -139,6 +143,26 @@ static void send_sse(struct herd_http_request *c, json_t *chunk) {
     free(s);
 }
 
+/* One event of a stream that carries token ids: the `: herd` comment line
+ * and the data line in one chunk, so that no reader sees one without the
+ * other (herd route relays whole events). */
+static void send_sse_tokens(struct herd_http_request *c, const struct api_call *a, const struct herd_event *e,
+                            json_t *chunk) {
+    char *s = chunk ? json_dumps(chunk, JSON_COMPACT) : NULL;
+    json_decref(chunk);
+    if (!s) return;
+    char line[128];
+    const size_t n_line = herd_api_tokens_line(&a->ans, e, line, sizeof line);
+    struct herd_buf ev;
+    herd_buf_init(&ev, SIZE_MAX);
+    const size_t n = strlen(s);
+    if (herd_buf_append(&ev, line, n_line) && herd_buf_append(&ev, "data: ", 6) && herd_buf_append(&ev, s, n) &&
+        herd_buf_append(&ev, "\n\n", 2))
+        herd_http_stream_send(c, (const char *)ev.data, ev.len);
+    herd_buf_cleanup(&ev);
+    free(s);
+}
+
 /* The scheduler has events for the call (or a slow reader caught up). */
 static void call_wake(struct herd_http_request *c, void *work) {
     struct api_call *a = work;
@@ -154,7 +178,10 @@ static void call_wake(struct herd_http_request *c, void *work) {
                     continue;
                 }
                 json_t *chunk = herd_api_answer_event(&a->ans, &ev[i]);
-                if (chunk) send_sse(c, chunk);
+                if (chunk && a->stream_tokens)
+                    send_sse_tokens(c, a, &ev[i], chunk);
+                else if (chunk)
+                    send_sse(c, chunk);
             }
             /* a slow reader: the server wakes the call again as it drains */
             if (a->ans.stream && herd_http_request_pending_output(c) > HERD_HTTP_STREAM_HIGH_WATER) return;
@@ -199,6 +226,7 @@ static void start(struct herd_http_request *c, const struct herd_api_request *q)
     struct herd_error err = {0};
     uint32_t prompt_tokens = 0;
     for (uint32_t k = 0; k < q->n_prompts; k++) prompt_tokens += q->n_ids[k];
+    prompt_tokens -= q->gp.resume_tokens; /* output, as usage counts them */
     struct api_call *a = calloc(1, sizeof *a);
     if (!a || !herd_api_answer_init(&a->ans, q, prompt_tokens, herd_http_request_id(c), s->p.model_name, s->m.vocab,
                                     time(NULL))) {
@@ -207,6 +235,8 @@ static void start(struct herd_http_request *c, const struct herd_api_request *q)
         return;
     }
     a->per_prompt = q->gp.n;
+    const char *want_tokens = herd_http_request_header(c, "X-Herd-Stream-Tokens");
+    a->stream_tokens = q->stream && want_tokens && strcmp(want_tokens, "1") == 0;
     enum herd_status rc = HERD_OK;
     for (uint32_t k = 0; k < q->n_prompts && rc == HERD_OK; k++) {
         struct herd_request *r = herd_request_create(q->ids[k], q->n_ids[k], &q->gp, wake, c, &err);

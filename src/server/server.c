@@ -77,6 +77,7 @@ static const struct herd_http_route routes[] = {
     {"POST", "/v1/completions", API_POST, api_completions},
     {"POST", "/tokenize", API_POST, api_tokenize},
     {"POST", "/detokenize", API_POST, api_detokenize},
+    {"GET", "/v1/herd/state", API | HERD_HTTP_ROUTE_ONLY_METHOD, api_herd_state},
 };
 
 /* ---------------------------------------------------------------- hooks */
@@ -104,6 +105,8 @@ static enum herd_http_app_state state(void *app) {
 static void on_drain(void *app) {
     struct herd_server *s = app;
     if (s->m.sched) herd_sched_drain(s->m.sched);
+    /* state streams never end by themselves: they must not hold the drain up */
+    state_hub_end_all(s);
 }
 
 /* Half a second after the last connection closed, free heap memory goes
@@ -221,7 +224,7 @@ enum herd_status herd_server_create(const struct herd_server_params *p, const st
     struct event_base *base = herd_http_server_base(s->http);
     s->load_event = event_new(base, -1, 0, on_loaded, s);
     s->watch = evtimer_new(base, on_watch, s);
-    if (!s->load_event || !s->watch) {
+    if (!s->load_event || !s->watch || !state_hub_init(s)) {
         herd_server_destroy(s);
         return herd_error_set(err, HERD_E_NOMEM, "out of memory");
     }
@@ -234,6 +237,7 @@ uint16_t herd_server_port(const struct herd_server *s) { return herd_http_server
 enum herd_status herd_server_run(struct herd_server *s, struct herd_error *err) {
     if (s->m.sched) arm(s->watch, 0.1);
     enum herd_status rc = herd_http_server_run(s->http, err);
+    state_hub_end_all(s); /* a second signal ends the loop with subscribers still there */
     if (rc != HERD_OK) return rc;
     pthread_mutex_lock(&s->load_lock);
     bool failed = s->load_failed;
@@ -252,6 +256,7 @@ void herd_server_destroy(struct herd_server *s) {
     /* the server's events first: the HTTP server frees their loop */
     if (s->load_event) event_free(s->load_event);
     if (s->watch) event_free(s->watch);
+    state_hub_cleanup(s); /* no subscriber is left: herd_server_run ended their streams */
     herd_http_server_destroy(s->http);
     pthread_mutex_destroy(&s->load_lock);
     server_metrics_destroy(s);

@@ -13,6 +13,7 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "base/buf.h"
 #include "http/http_server.h"
 #include "metrics/metrics.h"
 #include "server/server.h"
@@ -44,6 +45,29 @@ struct server_metrics {
     struct herd_metric_family *model_info;
 };
 
+/* The state stream's hub (state_stream.c): its subscribers, and the set of
+ * hashes the prefix cache holds as the scheduler's feed told it. */
+struct state_set {
+    uint64_t *keys; /* [cap] */
+    uint8_t *used;  /* [cap] */
+    uint32_t cap, n, max;
+};
+
+struct state_sub;
+
+struct state_hub {
+    struct state_sub *subs;
+    struct event *tick; /* every 10 ms while anyone subscribes */
+    struct state_set set;
+    bool have_set; /* the set is the cache's (a snapshot came since the feed started) */
+    struct {
+        uint32_t running, waiting, kv_used, kv_total;
+    } last_load;
+    double last_load_s;
+    char instance[17]; /* hello's: random, new each process */
+    struct herd_buf ev; /* scratch: one event's text */
+};
+
 struct herd_server {
     struct herd_server_params p;
     struct herd_server_model m; /* m.sched NULL while loading */
@@ -60,6 +84,7 @@ struct herd_server {
     bool trimmed;        /* the allocator has given back free memory since then */
     time_t started_wall;
     struct server_metrics metrics;
+    struct state_hub state;
 };
 
 /* The server a request came to (the route table's app). */
@@ -81,6 +106,17 @@ void api_chat_completions(struct herd_http_request *r, json_t *body, void *app);
 void api_completions(struct herd_http_request *r, json_t *body, void *app);
 void api_tokenize(struct herd_http_request *r, json_t *body, void *app);
 void api_detokenize(struct herd_http_request *r, json_t *body, void *app);
+/* GET /v1/herd/state (state_stream.c): a subscriber's stream. */
+void api_herd_state(struct herd_http_request *r, json_t *body, void *app);
+/* The hub's timer and instance id (after the HTTP server is created);
+ * false on out of memory. */
+bool state_hub_init(struct herd_server *s);
+/* Ends every subscriber's stream (the drain, and before herd_server_run
+ * returns: the scheduler the hub feeds from is closed before the server
+ * is destroyed). */
+void state_hub_end_all(struct herd_server *s);
+void state_hub_cleanup(struct herd_server *s);
+
 /* /v1/models (id NULL) or /v1/models/ID. */
 void api_models(struct herd_http_request *r, const char *id);
 
