@@ -64,6 +64,7 @@ void herd_block_feed_push(struct herd_block_feed *f, uint64_t hash, bool stored)
              * grow without bound, drop everything and resynchronise */
             f->overflowed = true;
             f->n = 0;
+            f->snap_ready = false; /* the changes after it are lost too */
         } else {
             f->ring[(f->head + f->n++) % f->cap] = (struct herd_block_change){hash, stored};
         }

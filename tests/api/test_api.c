@@ -258,8 +258,76 @@ static void test_answers(void **state) {
     json_decref(ej);
 }
 
+/* herd_resume: the tokens follow the prompt, max_tokens shrinks by them,
+ * and every malformed form is a 400 naming herd_resume. */
+static void test_resume_parse(void **state) {
+    (void)state;
+    struct herd_api_request r;
+    struct herd_api_error err;
+    /* "Once upon" is 3 ids with BOS; 432 383 decode to ", there" (7 bytes) */
+    assert_true(parse("{\"model\":\"tiny\",\"prompt\":\"Once upon\",\"max_tokens\":10,\"stream\":true,"
+                      "\"herd_resume\":{\"tokens\":[432,383],\"text_bytes\":7,\"id\":\"cmpl-a\",\"created\":9}}",
+                      false, &r, &err));
+    assert_true(r.resume.on);
+    assert_string_equal(r.resume.id, "cmpl-a");
+    assert_int_equal(r.resume.created, 9);
+    assert_int_equal(r.gp.resume_tokens, 2);
+    assert_int_equal(r.gp.resume_skip_bytes, 7);
+    assert_int_equal(r.gp.max_tokens, 8);
+    assert_int_equal(r.ids[0][r.n_ids[0] - 2], 432);
+    assert_int_equal(r.ids[0][r.n_ids[0] - 1], 383);
+    /* the answer: the given id and created, no role again, the tokens as output */
+    struct herd_api_answer a;
+    assert_true(herd_api_answer_init(&a, &r, r.n_ids[0] - r.gp.resume_tokens, "req-9", "tiny", vocab, 1));
+    assert_string_equal(a.id, "cmpl-a");
+    assert_int_equal(a.created, 9);
+    struct herd_event e = {.choice = 0, .token = 286, .text = " was", .text_len = 4};
+    json_decref(herd_api_answer_event(&a, &e));
+    char line[128];
+    herd_api_tokens_line(&a, &e, line, sizeof line);
+    assert_string_equal(line, ": herd {\"c\":0,\"t\":[286],\"b\":11}\n");
+    json_t *u = herd_api_answer_usage_chunk(&a, 0);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(u, "usage"), "completion_tokens")), 3);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(u, "usage"), "prompt_tokens")), 3);
+    json_decref(u);
+    herd_api_answer_cleanup(&a);
+    herd_api_request_cleanup(&r);
+    /* chat: no role chunk once resumed */
+    assert_true(parse("{\"model\":\"tiny\",\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}],\"stream\":true,"
+                      "\"max_tokens\":5,\"herd_resume\":{\"tokens\":[],\"text_bytes\":0,\"id\":\"c\",\"created\":0}}",
+                      true, &r, &err));
+    assert_true(herd_api_answer_init(&a, &r, r.n_ids[0], "req-10", "tiny", vocab, 1));
+    struct herd_event e2 = {.choice = 0, .token = 300, .text = "x", .text_len = 1};
+    json_t *c = herd_api_answer_event(&a, &e2);
+    assert_null(json_object_get(json_object_get(json_array_get(json_object_get(c, "choices"), 0), "delta"), "role"));
+    json_decref(c);
+    herd_api_answer_cleanup(&a);
+    herd_api_request_cleanup(&r);
+
+#define RESUME(x) "{\"model\":\"tiny\",\"prompt\":\"Once upon\",\"max_tokens\":4,\"stream\":true,\"herd_resume\":" x "}"
+    expect_error(RESUME("[1]"), false, HERD_API_BAD_REQUEST, "herd_resume", "must be an object");
+    expect_error(RESUME("{\"tokens\":[432,99999],\"text_bytes\":0,\"id\":\"a\",\"created\":1}"), false,
+                 HERD_API_BAD_REQUEST, "herd_resume", "tokens[1] is not a token id");
+    expect_error(RESUME("{\"tokens\":[432,383],\"text_bytes\":8,\"id\":\"a\",\"created\":1}"), false,
+                 HERD_API_BAD_REQUEST, "herd_resume", "past the tokens' text (7 bytes)");
+    expect_error(RESUME("{\"tokens\":[1,1,1,1,1],\"text_bytes\":0,\"id\":\"a\",\"created\":1}"), false,
+                 HERD_API_BAD_REQUEST, "herd_resume", "max_tokens allows 4");
+    expect_error(RESUME("{\"tokens\":[],\"text_bytes\":0,\"created\":1}"), false, HERD_API_BAD_REQUEST,
+                 "herd_resume", "id must be");
+    expect_error(RESUME("{\"tokens\":[],\"text_bytes\":0,\"id\":\"a\",\"created\":1,\"x\":1}"), false,
+                 HERD_API_BAD_REQUEST, "herd_resume", "unknown field herd_resume.x");
+    expect_error("{\"model\":\"tiny\",\"prompt\":\"x\",\"herd_resume\":{\"tokens\":[],\"text_bytes\":0,\"id\":\"a\","
+                 "\"created\":1}}",
+                 false, HERD_API_BAD_REQUEST, "herd_resume", "needs \"stream\": true");
+    expect_error("{\"model\":\"tiny\",\"prompt\":\"x\",\"n\":2,\"stream\":true,\"herd_resume\":{\"tokens\":[],"
+                 "\"text_bytes\":0,\"id\":\"a\",\"created\":1}}",
+                 false, HERD_API_BAD_REQUEST, "herd_resume", "n 1");
+#undef RESUME
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_resume_parse),
         cmocka_unit_test(test_chat),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_logit_bias_owned),
