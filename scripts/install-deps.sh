@@ -8,6 +8,7 @@ packages=(
     clang libclang-rt-14-dev clang-format
     python3 python3-numpy
     prometheus
+    yamllint shellcheck
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -18,6 +19,12 @@ done
 # bundles npm) must not be replaced by Debian's.
 command -v node >/dev/null || missing+=(nodejs)
 command -v npm >/dev/null || missing+=(npm)
+# kubectl renders the Kubernetes manifests (kubectl kustomize). Debian 12's
+# kubernetes-client is 1.20, whose kustomize predates components: take
+# kubectl from the Kubernetes project's own apt repository instead (signed;
+# needs curl and gpg) unless a kubectl or kustomize is already here.
+need_kubectl=0
+command -v kubectl >/dev/null || command -v kustomize >/dev/null || need_kubectl=1
 # prometheus (promtool, and a server for the end-to-end scrape test): the
 # package's service is not started in containers; the tests start their own.
 if [ ${#missing[@]} -gt 0 ]; then
@@ -27,9 +34,29 @@ if [ ${#missing[@]} -gt 0 ]; then
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+if [ "$need_kubectl" = 1 ]; then
+    echo "herd: installing kubectl from pkgs.k8s.io" >&2
+    SUDO=""
+    [ "$(id -u)" -ne 0 ] && SUDO=sudo
+    k8s_repo=https://pkgs.k8s.io/core:/stable:/v1.32/deb/
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends curl gpg ca-certificates >/dev/null
+    $SUDO install -d -m 0755 /etc/apt/keyrings
+    curl -fsSL "${k8s_repo}Release.key" | $SUDO gpg --batch --yes --dearmor -o /etc/apt/keyrings/kubernetes.gpg
+    echo "deb [signed-by=/etc/apt/keyrings/kubernetes.gpg] $k8s_repo /" |
+        $SUDO tee /etc/apt/sources.list.d/kubernetes.list >/dev/null
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends kubectl >/dev/null
+fi
 # The npm packages of the SDK tests, exactly as package-lock.json pins them.
 sdk="$(dirname "$0")/../tests/server/sdk"
 if [ ! -d "$sdk/node_modules/openai" ]; then
     echo "herd: installing the npm packages of tests/server/sdk" >&2
     (cd "$sdk" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+fi
+# The schema packages of the Kubernetes manifest tests (kubernetes-models),
+# pinned by tests/deploy/k8s/package-lock.json.
+k8s_tests="$(dirname "$0")/../tests/deploy/k8s"
+if [ ! -d "$k8s_tests/node_modules/kubernetes-models" ]; then
+    echo "herd: installing the npm packages of tests/deploy/k8s" >&2
+    (cd "$k8s_tests" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 fi
