@@ -153,9 +153,9 @@ static void send_sse_tokens(struct herd_http_request *c, const struct api_call *
     if (!s) return;
     char line[128];
     const size_t n_line = herd_api_tokens_line(&a->ans, e, line, sizeof line);
-    struct herd_buf ev;
-    herd_buf_init(&ev, SIZE_MAX);
     const size_t n = strlen(s);
+    struct herd_buf ev;
+    herd_buf_init(&ev, n_line + n + 8); /* exactly the event: line, "data: ", chunk, blank line */
     if (herd_buf_append(&ev, line, n_line) && herd_buf_append(&ev, "data: ", 6) && herd_buf_append(&ev, s, n) &&
         herd_buf_append(&ev, "\n\n", 2))
         herd_http_stream_send(c, (const char *)ev.data, ev.len);

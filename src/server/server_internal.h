@@ -55,14 +55,17 @@ struct state_set {
 
 struct state_sub;
 
+/* The load event's numbers (requests, KV blocks). */
+struct state_load {
+    uint32_t running, waiting, kv_used, kv_total;
+};
+
 struct state_hub {
     struct state_sub *subs;
     struct event *tick; /* every 10 ms while anyone subscribes */
     struct state_set set;
     bool have_set; /* the set is the cache's (a snapshot came since the feed started) */
-    struct {
-        uint32_t running, waiting, kv_used, kv_total;
-    } last_load;
+    struct state_load last_load; /* as last sent to everyone */
     double last_load_s;
     char instance[17]; /* hello's: random, new each process */
     struct herd_buf ev; /* scratch: one event's text */

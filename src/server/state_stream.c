@@ -78,7 +78,8 @@ static void set_clear(struct state_set *t) {
     t->n = 0;
 }
 
-static uint32_t set_home(const struct state_set *t, uint64_t h) { return (uint32_t)herd_rng_mix(h) & (t->cap - 1); }
+/* xxHash3 output: its low bits are already uniform */
+static uint32_t set_home(const struct state_set *t, uint64_t h) { return (uint32_t)h & (t->cap - 1); }
 
 /* The slot of h, or of the hole where it would go. */
 static uint32_t set_find(const struct state_set *t, uint64_t h) {
@@ -146,17 +147,17 @@ static void send_hello(struct state_sub *sub) {
                              "kv_blocks_total", (int)st.kv_blocks_total, "n_ctx", (int)herd_sched_n_ctx(s->m.sched)));
 }
 
-struct load {
-    uint32_t running, waiting, kv_used, kv_total;
-};
-
-static struct load load_now(struct herd_server *s) {
+static struct state_load load_now(struct herd_server *s) {
     struct herd_sched_status st;
     herd_sched_status(s->m.sched, &st);
-    return (struct load){st.running, st.waiting, st.kv_blocks_total - st.kv_blocks_free, st.kv_blocks_total};
+    return (struct state_load){st.running, st.waiting, st.kv_blocks_total - st.kv_blocks_free, st.kv_blocks_total};
 }
 
-static void send_load(struct state_sub *sub, struct load l) {
+static bool load_equal(struct state_load a, struct state_load b) {
+    return a.running == b.running && a.waiting == b.waiting && a.kv_used == b.kv_used && a.kv_total == b.kv_total;
+}
+
+static void send_load(struct state_sub *sub, struct state_load l) {
     char ev[160];
     const int n = snprintf(ev, sizeof ev, "{\"type\":\"load\",\"running\":%u,\"waiting\":%u,\"kv_used\":%u,\"kv_total\":%u}",
                            l.running, l.waiting, l.kv_used, l.kv_total);
@@ -301,12 +302,11 @@ static void on_tick(evutil_socket_t fd, short what, void *arg) {
     struct state_hub *h = hub(s);
     if (!h->subs) return;
     apply_feed(s);
-    const struct load l = load_now(s);
+    const struct state_load l = load_now(s);
     const double now = herd_time_now_s();
-    const bool changed = memcmp(&l, &h->last_load, sizeof l) != 0;
-    if (changed || now - h->last_load_s >= HEARTBEAT_S) {
+    if (!load_equal(l, h->last_load) || now - h->last_load_s >= HEARTBEAT_S) {
         for (struct state_sub *sub = h->subs; sub; sub = sub->next) send_load(sub, l);
-        memcpy(&h->last_load, &l, sizeof l);
+        h->last_load = l;
         h->last_load_s = now;
     }
     for (struct state_sub *sub = h->subs; sub; sub = sub->next) {

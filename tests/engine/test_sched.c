@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "base/timing.h"
+#include "engine/block_feed.h"
 #include "engine/sched.h"
 #include "engine/stop_match.h"
 #include "model/forward.h"
@@ -232,6 +233,88 @@ static void test_stop_strings(void **state) {
     assert_int_equal(cut.finish[0], HERD_FINISH_STOP);
     assert_int_equal(cut.len[0], (size_t)(first - full.text[0]));
     assert_memory_equal(cut.text[0], full.text[0], cut.len[0]);
+    wait_idle(&e);
+    env_close(&e);
+}
+
+/* A resumed request (gen params resume_tokens / resume_skip_bytes): the
+ * prompt's last k tokens are output already, so their text starts the
+ * output; skipped bytes are not emitted; no new tokens allowed, or a stop
+ * string inside them, ends it at once; the feed of the prefix cache's
+ * changes meanwhile stays off. */
+static struct herd_request *make_resumed(struct env *e, const struct result *full, uint32_t k, uint64_t skip,
+                                         struct herd_gen_params gp) {
+    int32_t ids[512];
+    uint32_t n = 0;
+    struct herd_error err = {0};
+    if (herd_tokenize(e->tk, prompts[0], strlen(prompts[0]), HERD_TOK_ADD_SPECIAL, ids, 512, &n, &err) != HERD_OK)
+        fail_msg("%s", err.msg);
+    memcpy(ids + n, full->tokens[0], k * sizeof *ids);
+    gp.resume_tokens = k;
+    gp.resume_skip_bytes = skip;
+    gp.max_tokens -= k;
+    struct herd_request *r = herd_request_create(ids, n + k, &gp, NULL, NULL, &err);
+    if (!r) fail_msg("%s", err.msg);
+    return r;
+}
+
+static void run_resumed(struct env *e, const struct result *full, uint32_t k, uint64_t skip,
+                        const struct herd_gen_params *gp, struct result *out) {
+    struct herd_request *r = make_resumed(e, full, k, skip, *gp);
+    struct herd_error err = {0};
+    if (herd_sched_submit(e->s, r, &err) != HERD_OK) fail_msg("%s", err.msg);
+    collect(r, out);
+    struct herd_request_stats st;
+    herd_request_stats(r, &st);
+    assert_int_equal(st.completion_tokens, k + out->n_tokens[0]); /* the resumed ones count as output */
+    herd_request_release(r);
+}
+
+static void test_resume(void **state) {
+    (void)state;
+    struct env e;
+    env_open(&e, 4096, 16, 64, 64);
+    struct herd_gen_params gp;
+    greedy(&gp, 24);
+    struct result full, res;
+    run_one(&e, prompts[0], &gp, &full);
+    assert_int_equal(full.n_tokens[0], 24);
+    for (uint32_t k = 1; k <= 24; k += 5) {
+        run_resumed(&e, &full, k, 0, &gp, &res); /* nothing skipped: the whole text */
+        assert_int_equal(res.len[0], full.len[0]);
+        assert_memory_equal(res.text[0], full.text[0], full.len[0]);
+        assert_int_equal(res.n_tokens[0], 24 - k);
+        assert_memory_equal(res.tokens[0], full.tokens[0] + k, (24 - k) * sizeof(int32_t));
+        assert_int_equal(res.finish[0], HERD_FINISH_LENGTH);
+        run_resumed(&e, &full, k, 5, &gp, &res); /* the first 5 bytes skipped */
+        assert_int_equal(res.len[0], full.len[0] - 5);
+        assert_memory_equal(res.text[0], full.text[0] + 5, full.len[0] - 5);
+    }
+    /* every token resumed: the text, "length", no step */
+    run_resumed(&e, &full, 24, 0, &gp, &res);
+    assert_int_equal(res.n_tokens[0], 0);
+    assert_int_equal(res.len[0], full.len[0]);
+    assert_int_equal(res.finish[0], HERD_FINISH_LENGTH);
+    /* a stop string inside the resumed text: "stop" at once, the text before it */
+    char stop[4] = {full.text[0][6], full.text[0][7], full.text[0][8], 0};
+    const char *at = memmem(full.text[0], full.len[0], stop, 3);
+    gp.stop[0] = stop;
+    gp.n_stop = 1;
+    run_resumed(&e, &full, 12, 0, &gp, &res);
+    assert_int_equal(res.finish[0], HERD_FINISH_STOP);
+    assert_int_equal(res.n_tokens[0], 0);
+    assert_int_equal(res.len[0], (size_t)(at - full.text[0]));
+    /* refused: several choices, or no prompt before the resumed tokens */
+    struct herd_error err = {0};
+    gp.n_stop = 0;
+    gp.n = 2;
+    int32_t ids[2] = {1, 2};
+    gp.resume_tokens = 1;
+    assert_null(herd_request_create(ids, 2, &gp, NULL, NULL, &err));
+    gp.n = 1;
+    gp.resume_tokens = 2;
+    assert_null(herd_request_create(ids, 2, &gp, NULL, NULL, &err));
+    assert_false(herd_block_feed_on(herd_sched_block_feed(e.s)));
     wait_idle(&e);
     env_close(&e);
 }
@@ -496,6 +579,7 @@ int main(void) {
         cmocka_unit_test(test_concurrent_equals_alone),
         cmocka_unit_test(test_choices),
         cmocka_unit_test(test_stop_strings),
+        cmocka_unit_test(test_resume),
         cmocka_unit_test(test_preemption_keeps_outputs),
         cmocka_unit_test(test_priority),
         cmocka_unit_test(test_cancel_queue_and_limits),
