@@ -80,7 +80,7 @@ void herd_block_feed_put_snapshot(struct herd_block_feed *f, const uint64_t *has
     pthread_mutex_lock(&f->lock);
     if (atomic_exchange(&f->want_snapshot, false) && atomic_load(&f->on)) {
         if (n > f->max_hashes) n = f->max_hashes; /* defensive: the cache holds one entry per block at most */
-        memcpy(f->snap, hashes, (size_t)n * sizeof *hashes);
+        if (n) memcpy(f->snap, hashes, (size_t)n * sizeof *hashes); /* an empty cache may pass NULL */
         f->n_snap = n;
         f->snap_ready = true;
         f->overflowed = f->overflow_told = false;

@@ -501,7 +501,7 @@ static void cancel_request(struct herd_sched *s, struct herd_request *r) { end_r
 /* Drops from out the output bytes the client already has (a resume's
  * first resume_skip_bytes). */
 static void skip_sent(struct choice *c, struct herd_buf *out) {
-    if (!c->skip_bytes) return;
+    if (!c->skip_bytes || !out->len) return;
     const size_t k = out->len < c->skip_bytes ? out->len : (size_t)c->skip_bytes;
     memmove(out->data, out->data + k, out->len - k);
     out->len -= k;

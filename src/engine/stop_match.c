@@ -50,7 +50,7 @@ enum herd_stop_result herd_stop_match_push(struct herd_stop_match *m, const char
     }
     size_t keep = held_suffix(m, s, n);
     if (!herd_buf_append(out, s, n - keep)) return HERD_STOP_NOMEM;
-    memmove(m->held.data, s + n - keep, keep);
+    if (keep) memmove(m->held.data, s + n - keep, keep); /* held.data is NULL before any text */
     m->held.len = keep;
     return HERD_STOP_MORE;
 }
