@@ -1,14 +1,17 @@
 /* `herd loadtest`: drives an OpenAI-compatible server (herd serve, vLLM,
  * llama.cpp's server) with streaming completion requests and reports what
- * `vllm bench serve` reports: successes and failures, duration, request
- * and output-token throughput, and mean / median / p99 of time to first
- * token (TTFT), time per output token after the first (TPOT), inter-token
- * latency (ITL) and end-to-end latency. Requests come from --concurrency
+ * `vllm bench serve` reports (and p90 and max): successes and failures,
+ * duration, request and output-token throughput, and mean / median / p90 /
+ * p99 / max of time to first token (TTFT), time per output token after the
+ * first (TPOT), inter-token latency (ITL) and end-to-end latency. Requests come from --concurrency
  * clients back to back, or at --rate requests per second (Poisson
  * arrivals). Each prompt is --prompt-tokens random token ids and asks for
  * exactly --max-tokens tokens (ignore_eos), so the work per request is
- * fixed. A plain blocking HTTP/1.1 client per in-flight request keeps the
- * timing honest and the code small. */
+ * fixed. With --shared-prefixes K the prompt starts with one of K fixed
+ * random prefixes of --prefix-tokens ids (the system prompts of many users
+ * of one application), picked at random per request: the traffic a
+ * prefix cache and a cache-aware router are for. A plain blocking HTTP/1.1
+ * client per in-flight request keeps the timing honest and the code small. */
 #include <errno.h>
 #include <math.h>
 #include <netdb.h>
@@ -30,10 +33,12 @@ static const struct cli_command cmd = {
     .name = "loadtest",
     .args = "",
     .summary = "Load an OpenAI-compatible server with streaming requests; report throughput and latency percentiles.",
-    .details = "Reports successful and failed requests, duration, requests/s, output tokens/s, and mean, median\n"
-               "and p99 of TTFT, TPOT (per output token after the first), ITL (between streamed tokens) and\n"
-               "end-to-end latency, like `vllm bench serve`. --json writes them with every request's numbers,\n"
-               "--svg a chart of the latency distributions.",
+    .details = "Reports successful and failed requests, duration, requests/s, output tokens/s, and mean,\n"
+               "median, p90, p99 and max of TTFT, TPOT (per output token after the first), ITL (between\n"
+               "streamed tokens) and end-to-end latency, like `vllm bench serve`. --json writes them with every\n"
+               "request's numbers (start, TTFT, end-to-end, tokens, longest gap between two chunks), --svg a\n"
+               "chart of the latency distributions. --shared-prefixes K starts each prompt with one of K fixed\n"
+               "random prefixes of --prefix-tokens ids, picked at random per request (prefix-cache traffic).",
     .min_pos = 0,
     .max_pos = 0,
 };
@@ -44,12 +49,16 @@ struct sample {
     uint32_t out_tokens;
     double *itl; /* gaps between streamed chunks */
     uint32_t n_itl;
+    double max_gap_s; /* the longest of them: a stall, e.g. a stream resumed elsewhere */
+    uint32_t prefix;  /* which shared prefix (with --shared-prefixes) */
     char error[128];
 };
 
 struct run {
     char host[256], port[16], path[256], model[256], api_key[256];
     uint32_t prompt_tokens, max_tokens;
+    uint32_t n_prefixes, prefix_tokens;
+    uint32_t *prefixes; /* (n_prefixes, prefix_tokens) token ids */
     uint64_t requests;
     atomic_ulong next, done;
     struct sample *samples;
@@ -89,6 +98,10 @@ static bool send_all(int fd, const char *p, size_t n) {
     return true;
 }
 
+/* A token id for a random prompt: 100..399, clear of the control and byte
+ * tokens at the start of the common vocabularies. */
+static uint32_t random_token(struct herd_rng *rng) { return 100 + (uint32_t)(herd_rng_u64(rng) % 300); }
+
 /* Sends one streaming request and times its chunks. Chunked transfer
  * coding is decoded on the fly; each `data:` event with text counts as
  * one token arrival (servers send one token per event), and the final
@@ -96,11 +109,17 @@ static bool send_all(int fd, const char *p, size_t n) {
 static void one_request(struct run *r, uint64_t idx, struct sample *s) {
     struct herd_rng rng;
     herd_rng_init(&rng, r->seed + idx);
-    size_t cap = 256 + (size_t)r->prompt_tokens * 8;
+    size_t cap = 256 + ((size_t)r->prompt_tokens + r->prefix_tokens) * 8;
     char *body = malloc(cap);
     size_t n = (size_t)snprintf(body, cap, "{\"model\":\"%s\",\"prompt\":[", r->model);
+    if (r->n_prefixes) {
+        /* picked apart from the suffix's draws, which stay those of a run without prefixes */
+        s->prefix = (uint32_t)(herd_rng_mix(herd_rng_mix(r->seed ^ 0x70696bull) + idx) % r->n_prefixes);
+        const uint32_t *pre = r->prefixes + (size_t)s->prefix * r->prefix_tokens;
+        for (uint32_t i = 0; i < r->prefix_tokens; i++) n += (size_t)snprintf(body + n, cap - n, "%u,", pre[i]);
+    }
     for (uint32_t i = 0; i < r->prompt_tokens; i++)
-        n += (size_t)snprintf(body + n, cap - n, "%s%u", i ? "," : "", 100 + (uint32_t)(herd_rng_u64(&rng) % 300));
+        n += (size_t)snprintf(body + n, cap - n, "%s%u", i ? "," : "", random_token(&rng));
     n += (size_t)snprintf(body + n, cap - n,
                           "],\"max_tokens\":%u,\"ignore_eos\":true,\"temperature\":%g,\"seed\":%llu,"
                           "\"stream\":true,\"stream_options\":{\"include_usage\":true}}",
@@ -181,10 +200,12 @@ static void one_request(struct run *r, uint64_t idx, struct sample *s) {
             }
             if (strstr(line, "\"text\":\"") && !strstr(line, "\"text\":\"\"")) {
                 double now = herd_time_now_s();
-                if (s->ttft_s == 0)
+                if (s->ttft_s == 0) {
                     s->ttft_s = now - t_start;
-                else if (s->n_itl < r->max_tokens + 8)
-                    s->itl[s->n_itl++] = now - t_last;
+                } else {
+                    if (s->n_itl < r->max_tokens + 8) s->itl[s->n_itl++] = now - t_last;
+                    if (now - t_last > s->max_gap_s) s->max_gap_s = now - t_last;
+                }
                 t_last = now;
             }
         }
@@ -216,12 +237,18 @@ static void *client(void *arg) {
 /* ------------------------------------------------------------ statistics */
 
 struct stat3 {
-    double mean, median, p99;
+    double mean, median, p90, p99, max;
 };
 
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
+}
+
+/* The nearest-rank percentile q (0..1] of n sorted values. */
+static double percentile(const double *v, size_t n, double q) {
+    size_t k = (size_t)ceil(q * (double)n);
+    return v[k ? k - 1 : 0];
 }
 
 static struct stat3 stats(double *v, size_t n) {
@@ -232,8 +259,9 @@ static struct stat3 stats(double *v, size_t n) {
     for (size_t i = 0; i < n; i++) sum += v[i];
     s.mean = sum / (double)n;
     s.median = n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-    size_t k = (size_t)ceil(0.99 * (double)n);
-    s.p99 = v[k ? k - 1 : 0];
+    s.p90 = percentile(v, n, 0.90);
+    s.p99 = percentile(v, n, 0.99);
+    s.max = v[n - 1];
     return s;
 }
 
@@ -296,6 +324,7 @@ static bool parse_url(const char *url, struct run *r) {
 int herd_cmd_loadtest(int argc, char **argv) {
     const char *url = NULL, *json_path = NULL, *svg_path = NULL, *model = NULL, *key = NULL;
     uint64_t concurrency = 0, requests = 100, prompt_tokens = 128, max_tokens = 128, seed = 1;
+    uint64_t n_prefixes = 0, prefix_tokens = 1000;
     double rate = 0, temperature = 0;
     const struct cli_opt opts[] = {
         {"url", 0, CLI_STRING, &url, "URL", "server, e.g. http://127.0.0.1:8080 (path default /v1/completions)"},
@@ -305,6 +334,9 @@ int herd_cmd_loadtest(int argc, char **argv) {
         {"requests", 'n', CLI_U64, &requests, "N", "requests in all (default 100)"},
         {"prompt-tokens", 0, CLI_U64, &prompt_tokens, "P", "prompt length in tokens (default 128)"},
         {"max-tokens", 0, CLI_U64, &max_tokens, "M", "output tokens per request (default 128)"},
+        {"shared-prefixes", 0, CLI_U64, &n_prefixes, "K",
+         "each prompt starts with one of K fixed random prefixes, picked at random (default 0: none)"},
+        {"prefix-tokens", 0, CLI_U64, &prefix_tokens, "N", "with --shared-prefixes: tokens per prefix (default 1000)"},
         {"temperature", 0, CLI_F64, &temperature, "T", "sampling temperature sent (default 0: greedy)"},
         {"api-key", 0, CLI_STRING, &key, "KEY", "Authorization: Bearer KEY"},
         {"seed", 0, CLI_U64, &seed, "S", "random prompts and arrivals seed (default 1)"},
@@ -318,10 +350,13 @@ int herd_cmd_loadtest(int argc, char **argv) {
     struct run *r = calloc(1, sizeof *r);
     if (!url || !r || !parse_url(url, r) || (concurrency && rate > 0) || requests < 1 || requests > 1000000 ||
         prompt_tokens < 1 || prompt_tokens > 1000000 || max_tokens < 1 || max_tokens > 1000000 || rate < 0 ||
-        !(temperature >= 0 && temperature <= 2) || concurrency > 4096) {
+        !(temperature >= 0 && temperature <= 2) || concurrency > 4096 || n_prefixes > 4096 || prefix_tokens < 1 ||
+        prefix_tokens > 1000000 || n_prefixes * prefix_tokens > (64u << 20)) {
+        /* the bounds keep a prompt's body and the prefixes' table (K x N
+         * ids, 256 MiB at most) allocatable */
         fprintf(stderr,
                 "herd loadtest: give --url http://HOST:PORT, and --concurrency or --rate (not both); counts >= 1, "
-                "--temperature in [0, 2]\n");
+                "--temperature in [0, 2], --shared-prefixes x --prefix-tokens at most 64 Mi\n");
         free(r);
         return 2;
     }
@@ -359,6 +394,22 @@ int herd_cmd_loadtest(int argc, char **argv) {
         id += 6;
         size_t len = strcspn(id, "\"");
         snprintf(r->model, sizeof r->model, "%.*s", (int)(len < 255 ? len : 255), id);
+    }
+    /* the shared prefixes: fixed by the seed, drawn apart from the prompts'
+     * own tokens so that the suffixes do not change with K */
+    if (n_prefixes) {
+        r->prefixes = malloc(n_prefixes * prefix_tokens * sizeof *r->prefixes);
+        if (!r->prefixes) {
+            fprintf(stderr, "herd loadtest: out of memory for the shared prefixes\n");
+            free(r->samples);
+            free(r);
+            return 1;
+        }
+        struct herd_rng rng;
+        herd_rng_init(&rng, herd_rng_mix(seed ^ 0x707265666978ull)); /* "prefix" */
+        for (uint64_t i = 0; i < n_prefixes * prefix_tokens; i++) r->prefixes[i] = random_token(&rng);
+        r->n_prefixes = (uint32_t)n_prefixes;
+        r->prefix_tokens = (uint32_t)prefix_tokens;
     }
     /* with --rate, every request's start time is drawn up front */
     uint32_t n_threads = (uint32_t)concurrency;
@@ -421,8 +472,8 @@ int herd_cmd_loadtest(int argc, char **argv) {
     const char *names[4] = {"TTFT", "TPOT", "ITL", "E2E latency"};
     const struct stat3 *sts[4] = {&st_ttft, &st_tpot, &st_itl, &st_e2e};
     for (int m = 0; m < 4; m++)
-        printf("| %s mean / median / p99 (ms) | %.2f / %.2f / %.2f |\n", names[m], sts[m]->mean * 1e3,
-               sts[m]->median * 1e3, sts[m]->p99 * 1e3);
+        printf("| %s mean / median / p90 / p99 / max (ms) | %.2f / %.2f / %.2f / %.2f / %.2f |\n", names[m],
+               sts[m]->mean * 1e3, sts[m]->median * 1e3, sts[m]->p90 * 1e3, sts[m]->p99 * 1e3, sts[m]->max * 1e3);
     for (uint64_t i = 0; i < requests && ok < requests; i++)
         if (!r->samples[i].ok) {
             fprintf(stderr, "herd loadtest: first failure: %s\n", r->samples[i].error);
@@ -437,16 +488,31 @@ int herd_cmd_loadtest(int argc, char **argv) {
         } else {
             fprintf(f,
                     "{\"url\":\"%s\",\"model\":\"%s\",\"concurrency\":%llu,\"rate\":%g,\"requests\":%llu,"
-                    "\"prompt_tokens\":%u,\"max_tokens\":%u,\"successful\":%zu,\"failed\":%llu,\"duration_s\":%.4f,"
+                    "\"prompt_tokens\":%u,\"shared_prefixes\":%u,\"prefix_tokens\":%u,\"max_tokens\":%u,\"successful\":"
+                    "%zu,\"failed\":%llu,\"duration_s\":%.4f,"
                     "\"requests_per_s\":%.4f,\"output_tokens_per_s\":%.3f",
                     url, r->model, (unsigned long long)concurrency, rate, (unsigned long long)requests,
-                    r->prompt_tokens, r->max_tokens, ok, (unsigned long long)(requests - ok), duration, ok / duration,
-                    out_tokens / duration);
+                    r->prompt_tokens, r->n_prefixes, r->prefix_tokens, r->max_tokens, ok,
+                    (unsigned long long)(requests - ok), duration, ok / duration, out_tokens / duration);
             const char *keys[4] = {"ttft", "tpot", "itl", "e2e"};
             for (int m = 0; m < 4; m++)
-                fprintf(f, ",\"%s_ms\":{\"mean\":%.4f,\"median\":%.4f,\"p99\":%.4f}", keys[m], sts[m]->mean * 1e3,
-                        sts[m]->median * 1e3, sts[m]->p99 * 1e3);
-            fprintf(f, "}\n");
+                fprintf(f, ",\"%s_ms\":{\"mean\":%.4f,\"median\":%.4f,\"p90\":%.4f,\"p99\":%.4f,\"max\":%.4f}", keys[m],
+                        sts[m]->mean * 1e3, sts[m]->median * 1e3, sts[m]->p90 * 1e3, sts[m]->p99 * 1e3,
+                        sts[m]->max * 1e3);
+            /* every request, in the order sent: when it started, its
+             * latencies and its longest gap between two chunks */
+            fprintf(f, ",\"per_request\":[");
+            for (uint64_t i = 0; i < requests; i++) {
+                const struct sample *s = &r->samples[i];
+                fprintf(f,
+                        "%s{\"ok\":%s,\"start_s\":%.4f,\"ttft_ms\":%.3f,\"e2e_ms\":%.3f,\"max_gap_ms\":%.3f,"
+                        "\"output_tokens\":%u",
+                        i ? "," : "", s->ok ? "true" : "false", s->start_s, s->ttft_s * 1e3, s->e2e_s * 1e3,
+                        s->max_gap_s * 1e3, s->out_tokens);
+                if (r->n_prefixes) fprintf(f, ",\"prefix\":%u", s->prefix);
+                fprintf(f, "}");
+            }
+            fprintf(f, "]}\n");
             if (fclose(f) != 0) rc = 1;
         }
     }
@@ -464,6 +530,7 @@ int herd_cmd_loadtest(int argc, char **argv) {
     free(e2e);
     free(itl);
     free(r->samples);
+    free(r->prefixes);
     free(r);
     return rc;
 }
