@@ -103,7 +103,7 @@ start_serve() {
     bench_bg $serve_pid
     serve_url=""
     for _ in $(seq 300); do
-        serve_url=$(grep -o 'http://127.0.0.1:[0-9]*' "$tmp/$name.log" | head -1 || true)
+        serve_url=$(grep -so 'http://127.0.0.1:[0-9]*' "$tmp/$name.log" | head -1 || true)
         [ -n "$serve_url" ] && curl -sf "$serve_url/readyz" >/dev/null 2>&1 && return 0
         sleep 0.1
     done
@@ -122,7 +122,7 @@ start_route() {
     bench_bg $route_pid
     route_url=""
     for _ in $(seq 300); do
-        route_url=$(grep -o 'routing ([a-z-]*) on http://127.0.0.1:[0-9]*' "$tmp/$name.log" | grep -o 'http.*' || true)
+        route_url=$(grep -so 'routing ([a-z-]*) on http://127.0.0.1:[0-9]*' "$tmp/$name.log" | grep -o 'http.*' || true)
         if [ -n "$route_url" ]; then
             local reps
             reps=$(curl -sf "$route_url/router/replicas" || true)
