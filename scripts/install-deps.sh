@@ -9,6 +9,10 @@ packages=(
     python3 python3-numpy
     prometheus
     yamllint shellcheck
+    # the container image test (tests/deploy/test_container.sh): daemonless
+    # podman with runc (crun refuses the cgroup v1 hybrid layout of some
+    # VMs), debootstrap for the base image (scripts/container-base.sh), curl
+    podman runc debootstrap curl
 )
 missing=()
 for p in "${packages[@]}"; do
