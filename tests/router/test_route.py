@@ -30,6 +30,7 @@ import herd_test as ht  # noqa: E402
 from herd_test import check  # noqa: E402
 
 HERD = SRC = MODEL = None
+LOGS = []  # every process's log: removed at the end when every check passed
 
 
 def wait_for(cond, timeout, step=0.05):
@@ -71,6 +72,7 @@ class Replica:
         self.host = host
         self.env = dict(os.environ, HERD_TEST_STEP_DELAY_MS=str(step_delay_ms)) if step_delay_ms else None
         self.log = tempfile.NamedTemporaryFile("w+", prefix="herd-replica-", suffix=".log", delete=False)
+        LOGS.append(self.log.name)
         self.args = args
         self.port = port
         self.start()
@@ -134,6 +136,7 @@ def parse_metrics(raw):
 class Router:
     def __init__(self, *args, wait_ready=True, prefix=None):
         self.log = tempfile.NamedTemporaryFile("w+", prefix="herd-route-", suffix=".log", delete=False)
+        LOGS.append(self.log.name)
         cmd = [HERD, "route", "--port", "0", *args]
         self.proc = subprocess.Popen((prefix or []) + cmd, stdout=subprocess.DEVNULL, stderr=self.log)
         self.port = None
@@ -796,6 +799,11 @@ def main():
         except Exception as e:  # a test that raised is a failure, and the others still run
             check(False, f"{t.__name__} raised {type(e).__name__}: {e}")
         print(f"{t.__name__}: {time.time() - t0:.1f} s", flush=True)
+    if not ht.failures:
+        for name in LOGS:
+            os.unlink(name)
+    else:
+        print("logs kept:", " ".join(LOGS))
     ht.finish("route_e2e")
 
 
