@@ -92,6 +92,15 @@ void prefix_index_expire(struct prefix_index *x, double now) {
     }
 }
 
+void prefix_index_drop_confirmed(struct prefix_index *x) {
+    for (uint32_t i = 0; i < x->cap;) {
+        if (x->hash[i] && isinf(x->expires[i]))
+            delete_at(x, i);
+        else
+            i++;
+    }
+}
+
 bool prefix_index_put(struct prefix_index *x, uint64_t h, double expires) {
     h = stored(h);
     const int64_t at = find(x, h);

@@ -35,6 +35,9 @@ void prefix_index_clear(struct prefix_index *x);
  * memory. */
 bool prefix_index_put(struct prefix_index *x, uint64_t h, double expires);
 void prefix_index_remove(struct prefix_index *x, uint64_t h);
+/* Removes every confirmed entry (a reconnected stream's snapshot brings
+ * back what is still held), keeping the guesses. */
+void prefix_index_drop_confirmed(struct prefix_index *x);
 /* Removes the guesses that expired before now. */
 void prefix_index_expire(struct prefix_index *x, double now);
 bool prefix_index_has(const struct prefix_index *x, uint64_t h, double now);

@@ -698,8 +698,9 @@ void proxy_handler(struct herd_http_request *r, json_t *body, void *app) {
         px->json = json_incref(body);
         json_t *n = json_object_get(body, "n");
         px->resumable = json_is_true(json_object_get(body, "stream")) && (!n || json_integer_value(n) == 1);
-        px->key = malloc(sizeof *px->key);
-        if (px->key) prompt_key_of(rt, path, body, px->body, px->body_len, px->key);
+        /* only cache-aware reads a prompt's blocks; the others need none */
+        if (rt->p.policy == ROUTE_CACHE_AWARE && (px->key = malloc(sizeof *px->key)))
+            prompt_key_of(rt, path, body, px->body, px->body_len, px->key);
     }
     px->headers = forwarded_headers(rt, r, gen);
     if (!px->target || !px->headers) {

@@ -54,11 +54,12 @@ struct replica *router_choose(struct herd_router *rt, const struct prompt_key *k
         struct replica *x = rt->rep[i];
         if (!replica_eligible(x) || x == exclude) continue;
         who[n] = x;
+        /* blocks every prompt shares are no reason to prefer a replica */
+        const uint32_t match = cache ? prefix_index_match(&x->index, k->hashes, k->n_hashes, now) : 0;
         c[n] = (struct route_candidate){.key = x->key,
                                         .load = replica_load(x),
                                         .weight = replica_weight(x, now),
-                                        .prefix_blocks =
-                                            cache ? prefix_index_match(&x->index, k->hashes, k->n_hashes, now) : 0};
+                                        .prefix_blocks = cache && match > k->common ? match - k->common : 0};
         n++;
     }
     if (!n) return NULL;

@@ -83,6 +83,16 @@ struct router_metrics {
 
 struct proxy;
 
+/* The depth every prompt of one kind shares (prompt_key.c): kinds are chat
+ * and completion, tokenized or hashed as text. */
+#define PROMPT_KINDS 4
+struct prompt_commons {
+    uint64_t *ref;  /* [ROUTER_MAX_HASHED_BLOCKS]: the first prompt's hashes */
+    uint32_t n_ref; /* how many of them every prompt shares, once one differed */
+    uint32_t block_tokens;
+    bool seen, diverged;
+};
+
 struct herd_router {
     struct herd_router_params p;
     struct herd_http_server *http;
@@ -102,8 +112,10 @@ struct herd_router {
     struct herd_vocab *vocab;
     struct herd_tokenizer *tok;
     struct herd_chat_template *tmpl;
-    uint32_t block_tokens; /* from the replicas' hello (16 until one says) */
-    uint32_t n_ctx;        /* from the hello: the longest prompt worth tokenizing */
+    uint32_t block_tokens;       /* from the replicas' hello (16 until one says) */
+    uint32_t chat_header_tokens; /* every chat prompt starts with these (prompt_key.c) */
+    struct prompt_commons commons[PROMPT_KINDS];
+    uint32_t n_ctx; /* from the hello: the longest prompt worth tokenizing */
     struct router_dns *dns;
     struct herd_replica_pool *pool;
     struct router_metrics metrics;
@@ -137,7 +149,9 @@ void feed_tick(struct replica *x, double now); /* reconnects a dead or silent st
 struct prompt_key {
     uint64_t hashes[ROUTER_MAX_HASHED_BLOCKS];
     uint32_t n_hashes;
-    uint64_t key; /* the first block's hash, or a hash of the prompt */
+    uint32_t common; /* leading blocks every prompt of its kind shares: a match counts beyond them */
+    uint64_t whole;  /* a hash of the whole prompt */
+    uint64_t key;    /* consistent hashing's: the first block past common, or whole */
 };
 void prompt_key_of(struct herd_router *rt, const char *path, json_t *body, const char *raw, size_t raw_len,
                    struct prompt_key *out);

@@ -50,6 +50,11 @@ static void on_hello(struct replica *x, json_t *ev) {
         /* a new process behind the address: what it held is gone */
         if (x->instance[0]) prefix_index_clear(&x->index);
         snprintf(x->instance, sizeof x->instance, "%s", inst);
+    } else {
+        /* the same process, its stream reconnected: blocks evicted while
+         * the stream was down were never reported; the snapshot that
+         * follows says what is still held */
+        prefix_index_drop_confirmed(&x->index);
     }
     const char *hash = json_string_value(json_object_get(ev, "hash"));
     x->block_tokens = hash && strcmp(hash, HERD_BLOCK_HASH_NAME) == 0 ? u32(ev, "block_tokens") : 0;

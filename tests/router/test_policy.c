@@ -176,6 +176,19 @@ static void test_index_match_and_churn(void **state) {
     prefix_index_cleanup(&x);
 }
 
+/* A reconnected stream: what the replica confirmed goes (its snapshot
+ * brings back what is still held), the router's own guesses stay. */
+static void test_index_drops_confirmed_keeps_guesses(void **state) {
+    (void)state;
+    struct prefix_index x;
+    prefix_index_init(&x, 4096);
+    for (uint64_t i = 1; i <= 600; i++) assert_true(prefix_index_put(&x, herd_rng_mix(i), i % 3 ? INFINITY : 50));
+    prefix_index_drop_confirmed(&x);
+    for (uint64_t i = 1; i <= 600; i++) assert_int_equal(prefix_index_has(&x, herd_rng_mix(i), 10), i % 3 == 0);
+    assert_int_equal(x.n, 200);
+    prefix_index_cleanup(&x);
+}
+
 static void test_index_is_bounded(void **state) {
     (void)state;
     struct prefix_index x;
@@ -196,6 +209,7 @@ int main(void) {
         cmocka_unit_test(test_hashing_bounds_load),
         cmocka_unit_test(test_policy_names),
         cmocka_unit_test(test_index_match_and_churn),
+        cmocka_unit_test(test_index_drops_confirmed_keeps_guesses),
         cmocka_unit_test(test_index_is_bounded),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -350,6 +350,27 @@ def test_cache_affinity():
             x.stop()
 
 
+def test_shared_prefix_everywhere_spreads():
+    # one system prompt for all traffic: every replica ends up holding it,
+    # so it is no reason to pin everyone to one replica
+    reps = [Replica(), Replica(), Replica()]
+    rt = Router("-m", MODEL, *sum((["--backend", r.url] for r in reps), []))
+    try:
+        rt.wait_up(3)
+        system = "You are the help desk of a large company, polite and brief. " * 6
+        used = set()
+        for k in range(12):
+            st, _, r = rt.req("POST", "/v1/chat/completions",
+                              chat(f"user {k} asks about item {k * 37}", system=system, max_tokens=2))
+            check(st == 200, f"shared-prefix request answered {st}")
+            used.add(replica_of(r))
+        check(len(used) >= 2, f"traffic sharing one system prompt spreads over replicas: {used}")
+    finally:
+        rt.stop()
+        for x in reps:
+            x.stop()
+
+
 def test_two_routers_agree():
     reps = [Replica(), Replica(), Replica()]
     backends = sum((["--backend", r.url] for r in reps), [])
@@ -778,7 +799,8 @@ def test_pool_restart():
         check(not left, f"no child left behind: {left}")
 
 
-TESTS = [test_bad_arguments, test_passthrough, test_sse_byte_identical, test_policies, test_cache_affinity, test_two_routers_agree,
+TESTS = [test_bad_arguments, test_passthrough, test_sse_byte_identical, test_policies, test_cache_affinity,
+         test_shared_prefix_everywhere_spreads, test_two_routers_agree,
          test_cancel_propagates,
          test_kill_one_of_three, test_replica_hang, test_all_replicas_down, test_retry_safety, test_bad_backends, test_dns_membership, test_drain_and_restart, test_api_keys,
          test_pool_scale_from_zero, test_pool_restart]
