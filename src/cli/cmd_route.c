@@ -32,7 +32,7 @@ int herd_cmd_route(int argc, char **argv) {
     herd_router_default_params(&p);
     const char *host = NULL, *policy = "cache-aware", *model = NULL, *chat_template = NULL, *log_format = "text",
                *log_level = "info", *backend_key = NULL;
-    uint64_t port = 8080, spawn = 0, min = UINT64_MAX, max = 0, threads = 0, max_attempts = 3, max_body = 16u << 20;
+    uint64_t port = 8080, spawn = 0, min = UINT64_MAX, max = 0, threads = 0, max_attempts = 2, max_body = 16u << 20;
     double resolve_every = 5, health_interval = 1, slow_start = 10, wait_timeout = -1, drain_timeout = 30,
            balance_abs = 4, balance_rel = 1.5, target_waiting = 2, scale_down_window = 300, upstream_timeout = 300;
     bool auth_all = false, quiet = false, forward_key = false;
@@ -64,7 +64,7 @@ int herd_cmd_route(int argc, char **argv) {
         {"balance-rel", 0, CLI_F64, &balance_rel, "R", "... and R times as many (1.5)"},
         {"health-interval", 0, CLI_F64, &health_interval, "S", "seconds between /readyz checks (default 1)"},
         {"slow-start", 0, CLI_F64, &slow_start, "S", "a returning replica's share ramps up over S seconds (10)"},
-        {"max-attempts", 0, CLI_U64, &max_attempts, "N", "tries of a failing request, the first included (3)"},
+        {"max-attempts", 0, CLI_U64, &max_attempts, "N", "tries of a failing request, the first included (2: one retry)"},
         {"wait-timeout", 0, CLI_F64, &wait_timeout, "S",
          "a request waits S seconds for a ready replica, then 503 (0; 60 with --spawn)"},
         {"drain-timeout", 0, CLI_F64, &drain_timeout, "S", "seconds running requests get after SIGTERM (30)"},

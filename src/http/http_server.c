@@ -278,6 +278,11 @@ void herd_http_stream_end(struct herd_http_request *c) {
     conn_finished(c);
 }
 
+void herd_http_stream_abort(struct herd_http_request *c) {
+    c->keep_alive = false;
+    conn_finished(c);
+}
+
 void herd_http_sse_begin(struct herd_http_request *c) {
     herd_http_stream_begin(c, 200, "text/event-stream", "Cache-Control: no-cache\r\n");
 }

@@ -216,7 +216,9 @@ size_t herd_http_request_pending_output(const struct herd_http_request *r);
 /* -------------------------------------------------------------- answers */
 
 /* A whole answer: headers end with Content-Length (then extra_headers,
- * each line ending CRLF); X-Request-Id is always set; no body for HEAD. A
+ * each line ending CRLF); X-Request-Id is always set; no body for HEAD
+ * (body may then be NULL, len the length a GET would have: a proxy
+ * relaying an upstream's HEAD answer). A
  * 5xx ends the connection, other answers keep it alive when the client
  * does and the server is not draining. */
 void herd_http_respond(struct herd_http_request *r, int status, const char *content_type, const char *body, size_t len,
@@ -236,6 +238,10 @@ void herd_http_stream_begin(struct herd_http_request *r, int status, const char 
                             const char *extra_headers);
 void herd_http_stream_send(struct herd_http_request *r, const char *data, size_t len); /* one chunk; 0 bytes: none */
 void herd_http_stream_end(struct herd_http_request *r);
+/* The stream cannot be completed (a proxy's upstream broke mid-body):
+ * what was sent is flushed and the connection closed without the last
+ * chunk, so the client sees a cut answer, never a complete short one. */
+void herd_http_stream_abort(struct herd_http_request *r);
 /* Server-sent events over the stream: a 200 text/event-stream head
  * (Cache-Control: no-cache), and one chunk "data: <data>\n\n" per event. */
 void herd_http_sse_begin(struct herd_http_request *r);

@@ -189,6 +189,21 @@ struct herd_metric *herd_metric_series(struct herd_metric_family *fam, size_t n,
     return x;
 }
 
+void herd_metric_series_remove(struct herd_metric *x) {
+    if (!x) return;
+    struct herd_metric_family *fam = x->fam;
+    struct herd_metric *prev = NULL;
+    for (struct herd_metric *y = fam->series; y && y != x; y = y->next) prev = y;
+    if (prev)
+        prev->next = x->next;
+    else if (fam->series == x)
+        fam->series = x->next;
+    else
+        return; /* not in its family: removed before */
+    if (fam->series_tail == x) fam->series_tail = prev;
+    free_series(x);
+}
+
 static struct herd_metric *single(struct herd_metrics *m, const char *name, const char *help,
                                   enum herd_metric_type type, const double *bounds, size_t n_bounds) {
     return herd_metric_series(herd_metrics_family(m, name, help, type, bounds, n_bounds), 0, NULL, NULL);

@@ -43,6 +43,11 @@ void herd_metric_family_alias(struct herd_metric_family *fam, const char *alias_
  * series. */
 struct herd_metric *herd_metric_series(struct herd_metric_family *fam, size_t n, const char *const *names,
                                        const char *const *values);
+/* Removes a series (a router's replica gone for good: series named after
+ * addresses that come and go must not pile up). Not thread-safe against a
+ * render or an update of x: the owner's thread only, as in herd route,
+ * whose loop also renders. */
+void herd_metric_series_remove(struct herd_metric *x);
 /* A family with one unlabelled series, in one call. */
 struct herd_metric *herd_metrics_counter(struct herd_metrics *m, const char *name, const char *help);
 struct herd_metric *herd_metrics_gauge(struct herd_metrics *m, const char *name, const char *help);

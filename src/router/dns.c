@@ -35,6 +35,9 @@ struct router_dns {
     char addrs[DNS_MAX_ADDRS][INET6_ADDRSTRLEN];
     uint32_t n_addrs;
     char error[160];
+    /* scratch: the resolver thread's lookup, and the loop's copy */
+    char looked_up[DNS_MAX_ADDRS][INET6_ADDRSTRLEN];
+    char applying[DNS_MAX_ADDRS][INET6_ADDRSTRLEN];
 };
 
 /* One lookup; the addresses sorted and deduplicated, or false with why. */
@@ -68,7 +71,7 @@ static bool resolve(struct router_dns *d, char out[][INET6_ADDRSTRLEN], uint32_t
 
 static void *resolver(void *arg) {
     struct router_dns *d = arg;
-    static char addrs[DNS_MAX_ADDRS][INET6_ADDRSTRLEN]; /* one resolver thread per process */
+    char(*addrs)[INET6_ADDRSTRLEN] = d->looked_up;
     pthread_mutex_lock(&d->lock);
     while (!d->stop) {
         pthread_mutex_unlock(&d->lock);
@@ -77,7 +80,7 @@ static void *resolver(void *arg) {
         const bool ok = resolve(d, addrs, &n, why, sizeof why);
         pthread_mutex_lock(&d->lock);
         if (ok) {
-            memcpy(d->addrs, addrs, sizeof addrs[0] * n);
+            memcpy(d->addrs, addrs, sizeof d->addrs[0] * n);
             d->n_addrs = n;
             d->error[0] = 0;
             d->generation++;
@@ -125,14 +128,14 @@ enum herd_status router_dns_start(struct herd_router *rt, struct herd_error *err
 void router_dns_apply(struct herd_router *rt) {
     struct router_dns *d = rt->dns;
     if (!d) return;
-    static char addrs[DNS_MAX_ADDRS][INET6_ADDRSTRLEN];
+    char(*addrs)[INET6_ADDRSTRLEN] = d->applying;
     uint32_t n;
     char error[160];
     pthread_mutex_lock(&d->lock);
     const bool fresh = d->generation != d->applied;
     d->applied = d->generation;
     n = d->n_addrs;
-    memcpy(addrs, d->addrs, sizeof addrs[0] * n);
+    memcpy(addrs, d->addrs, sizeof d->addrs[0] * n);
     snprintf(error, sizeof error, "%s", d->error);
     d->error[0] = 0;
     pthread_mutex_unlock(&d->lock);

@@ -2,10 +2,19 @@
  * client's request on (its bytes unchanged, hop-by-hop headers dropped,
  * the request id and the token-id header added), and relay the answer:
  *
- *   - a whole answer is collected and answered at once, so any failure
- *     before its end (a connection refused, a replica dying mid-generation,
- *     a 5xx) is retried on another replica within the attempts and the
- *     retry budget; a 4xx is the client's and is relayed;
+ *   - a generation's whole answer is collected and answered at once, so
+ *     any failure before its end (a connection refused, a replica dying
+ *     mid-generation, a 5xx) is retried on another replica within the
+ *     attempts and the retry budget; a 429 or 503 (the replica did not
+ *     take the request: busy, draining, loading) goes to another replica
+ *     too and reaches the client only when every try got one; any other
+ *     4xx is the client's and is relayed;
+ *   - other answers (models, tokenize, health, anything else) are relayed
+ *     as they arrive once their head is in: nothing large is held. A
+ *     request that is not known to be free of side effects (a POST or
+ *     DELETE the router does not know) is sent again only when it never
+ *     reached a replica (connect errors) or the replica refused it (429,
+ *     503);
  *   - a server-sent event stream is relayed event by event as it arrives
  *     (whole events only: a replica dying mid-event never leaves half an
  *     event at the client), with the `: herd` comment lines of herd
@@ -54,13 +63,19 @@ struct proxy {
     char *resume_body; /* the body of a resume attempt */
     size_t resume_len;
     struct prompt_key *key;
+    bool gen;         /* chat or completions */
+    bool resend_safe; /* no side effects: may be sent again after it reached a replica */
 
     int status;
     bool head_sent; /* the client has the head: no plain retry after this */
     bool sse;
+    bool passthrough; /* a non-generation answer relayed as it arrives */
+    size_t head_len;  /* a HEAD request's answer: the Content-Length a GET would have */
     char ctype[128];
     struct herd_buf whole; /* a non-streamed answer */
     struct herd_buf ev;    /* stream bytes not yet a whole event */
+    size_t ev_line;        /* in ev: where the line being read starts */
+    size_t ev_pos;         /* in ev: scanned up to here */
     struct herd_buf out;   /* what one arrival relays, as one chunk */
     char *resp_headers;
 
@@ -70,8 +85,9 @@ struct proxy {
     bool data_seen; /* a data event reached the client */
     bool done_seen; /* data: [DONE] reached the client */
     bool resuming;
+    bool resume_counted; /* its outcome is in the metrics */
     int32_t *tokens;
-    uint32_t n_tokens, cap_tokens;
+    size_t n_tokens, cap_tokens;
     json_int_t text_bytes;
     char chunk_id[128];
     json_int_t created;
@@ -150,9 +166,17 @@ static void fail(struct proxy *px, int status, const char *code, const char *msg
                                     "%s", msg);
 }
 
+/* Once per request that needed a resume: did its stream reach [DONE]? */
+static void count_resume(struct proxy *px, bool ok) {
+    if (px->resume_counted) return;
+    px->resume_counted = true;
+    herd_metric_add(ok ? px->rt->metrics.resumes_ok : px->rt->metrics.resumes_failed, 1);
+}
+
 /* An SSE stream that cannot go on: an error event, then [DONE]. */
 static void end_stream_with_error(struct proxy *px, const char *code, const char *msg) {
     struct herd_http_request *r = px->r;
+    if (px->resuming) count_resume(px, false);
     char *err = NULL;
     json_t *e =
         json_pack("{s:{s:s, s:s, s:n, s:s}}", "error", "message", msg, "type", "server_error", "param", "code", code);
@@ -179,6 +203,25 @@ static bool may_retry(struct proxy *px) {
 }
 
 /* ------------------------------------------------------------ headers */
+
+static bool named_in(const char *list, size_t list_len, const char *name) {
+    const size_t n = strlen(name);
+    for (size_t i = 0; i < list_len;) {
+        while (i < list_len && (list[i] == ' ' || list[i] == '\t' || list[i] == ',')) i++;
+        const size_t start = i;
+        while (i < list_len && list[i] != ',' && list[i] != ' ' && list[i] != '\t') i++;
+        if (i - start == n && strncasecmp(list + start, name, n) == 0) return true;
+    }
+    return false;
+}
+
+/* Headers for this hop only: the standard ones, those the Connection
+ * header names (RFC 9110 7.6.1), and the router's own. */
+static bool hop_by_hop_in(const struct herd_http_header *h, size_t n, const char *name) {
+    for (size_t i = 0; i < n; i++)
+        if (strcasecmp(h[i].name, "connection") == 0 && named_in(h[i].value, h[i].value_len, name)) return true;
+    return false;
+}
 
 static bool hop_by_hop(const char *name) {
     static const char *const skip[] = {"host",
@@ -207,19 +250,17 @@ static char *forwarded_headers(struct herd_router *rt, struct herd_http_request 
     const struct herd_http_header *h = herd_http_request_headers(r, &n);
     bool ok = true;
     for (size_t i = 0; i < n; i++) {
-        if (hop_by_hop(h[i].name)) continue;
+        if (hop_by_hop(h[i].name) || hop_by_hop_in(h, n, h[i].name)) continue;
         if (strcasecmp(h[i].name, "authorization") == 0 && !rt->p.forward_api_key) continue;
         ok = ok && herd_buf_append(&b, h[i].name, h[i].name_len) && herd_buf_append(&b, ": ", 2) &&
              herd_buf_append(&b, h[i].value, h[i].value_len) && herd_buf_append(&b, "\r\n", 2);
     }
-    char line[640];
-    snprintf(line, sizeof line, "X-Request-Id: %s\r\n%s", herd_http_request_id(r),
-             want_tokens ? "X-Herd-Stream-Tokens: 1\r\n" : "");
-    ok = ok && herd_buf_append(&b, line, strlen(line));
-    if (rt->p.backend_api_key && !(rt->p.forward_api_key && herd_http_request_header(r, "authorization"))) {
-        snprintf(line, sizeof line, "Authorization: Bearer %s\r\n", rt->p.backend_api_key);
-        ok = ok && herd_buf_append(&b, line, strlen(line));
-    }
+    const char *id = herd_http_request_id(r);
+    ok = ok && herd_buf_append(&b, "X-Request-Id: ", 14) && herd_buf_append(&b, id, strlen(id)) &&
+         herd_buf_append(&b, "\r\n", 2);
+    if (want_tokens) ok = ok && herd_buf_append(&b, "X-Herd-Stream-Tokens: 1\r\n", 25);
+    if (rt->backend_auth && !(rt->p.forward_api_key && herd_http_request_header(r, "authorization")))
+        ok = ok && herd_buf_append(&b, rt->backend_auth, strlen(rt->backend_auth));
     ok = ok && herd_buf_append(&b, "", 1);
     if (!ok) {
         herd_buf_cleanup(&b);
@@ -235,7 +276,9 @@ static char *relayed_headers(const struct herd_http_resp_parser *resp, const str
     herd_buf_init(&b, 1u << 16);
     for (size_t i = 0; i < resp->n_headers; i++) {
         const struct herd_http_header *h = &resp->headers[i];
-        if (hop_by_hop(h->name) || strcasecmp(h->name, "content-type") == 0) continue;
+        if (hop_by_hop(h->name) || hop_by_hop_in(resp->headers, resp->n_headers, h->name) ||
+            strcasecmp(h->name, "content-type") == 0)
+            continue;
         if (!herd_buf_append(&b, h->name, h->name_len) || !herd_buf_append(&b, ": ", 2) ||
             !herd_buf_append(&b, h->value, h->value_len) || !herd_buf_append(&b, "\r\n", 2))
             break; /* past 64 KiB: the rest is dropped */
@@ -249,12 +292,19 @@ static char *relayed_headers(const struct herd_http_resp_parser *resp, const str
 
 /* -------------------------------------------------------- the stream */
 
+/* The generated token ids so far, for a resume. A stream longer than any
+ * context a replica has is not resumable (nor sane): no more are kept. */
 static bool add_tokens(struct proxy *px, json_t *t) {
+    const size_t limit = px->rt->n_ctx ? px->rt->n_ctx : (size_t)1 << 20;
     size_t i;
     json_t *v;
     json_array_foreach(t, i, v) {
+        if (px->n_tokens >= limit) {
+            px->resumable = false;
+            return false;
+        }
         if (px->n_tokens == px->cap_tokens) {
-            const uint32_t cap = px->cap_tokens ? px->cap_tokens * 2 : 256;
+            const size_t cap = px->cap_tokens ? px->cap_tokens * 2 : 256;
             int32_t *nt = realloc(px->tokens, cap * sizeof *nt);
             if (!nt) return false;
             px->tokens = nt, px->cap_tokens = cap;
@@ -292,22 +342,35 @@ static void data_line(struct proxy *px, const char *data, size_t len) {
     json_decref(o);
 }
 
-/* One whole event (its terminating blank line included) into px->out,
- * less its `: herd` lines. */
-static void relay_event(struct proxy *px, const char *ev, size_t len, size_t term) {
+/* The line at [line, end): its length without the terminator (CRLF, LF
+ * or CR, as SSE allows) and where the next one starts. */
+static const char *next_line(const char *line, const char *end, size_t *len) {
+    const char *le = line;
+    while (le < end && *le != '\n' && *le != '\r') le++;
+    *len = (size_t)(le - line);
+    if (le == end) return end;
+    return le + (*le == '\r' && le + 1 < end && le[1] == '\n' ? 2 : 1);
+}
+
+static bool is_herd_line(const char *line, size_t len) { return len >= 7 && memcmp(line, ": herd ", 7) == 0; }
+
+/* One event into px->out, less its `: herd` lines: its lines [ev, ev +
+ * len - blank), then the blank line that ended it (blank bytes: none for
+ * the unended tail of a stream that closed). */
+static void relay_event(struct proxy *px, const char *ev, size_t len, size_t blank) {
     bool stripped = false, kept = false;
-    const char *end = ev + len - term;
-    const size_t before = px->out.len;
+    const char *end = ev + len - blank;
     for (const char *line = ev; line < end;) {
-        const char *nl = memchr(line, '\n', (size_t)(end - line));
-        const char *le = nl ? nl : end;
-        const size_t ll = (size_t)(le - line) - (le > line && le[-1] == '\r' ? 1 : 0);
-        const char *next = nl ? nl + 1 : end;
-        if (ll >= 7 && memcmp(line, ": herd ", 7) == 0) {
+        size_t ll;
+        const char *next = next_line(line, end, &ll);
+        if (is_herd_line(line, ll)) {
             herd_line(px, line + 7, ll - 7);
             stripped = true;
         } else {
-            if (ll >= 6 && memcmp(line, "data: ", 6) == 0) data_line(px, line + 6, ll - 6);
+            if (ll >= 5 && memcmp(line, "data:", 5) == 0) {
+                const size_t sp = ll > 5 && line[5] == ' ' ? 6 : 5; /* one space after the colon is not data */
+                data_line(px, line + sp, ll - sp);
+            }
             kept = true;
         }
         line = next;
@@ -317,16 +380,49 @@ static void relay_event(struct proxy *px, const char *ev, size_t len, size_t ter
         herd_buf_append(&px->out, ev, len); /* exactly as sent */
         return;
     }
-    /* the kept lines again, then one blank line */
     for (const char *line = ev; line < end;) {
-        const char *nl = memchr(line, '\n', (size_t)(end - line));
-        const char *next = nl ? nl + 1 : end;
-        if (!((size_t)(next - line) >= 7 && memcmp(line, ": herd ", 7) == 0))
-            herd_buf_append(&px->out, line, (size_t)(next - line));
+        size_t ll;
+        const char *next = next_line(line, end, &ll);
+        if (!is_herd_line(line, ll)) herd_buf_append(&px->out, line, (size_t)(next - line));
         line = next;
     }
-    const bool ends_line = px->out.len > before && px->out.data[px->out.len - 1] == '\n';
-    herd_buf_append(&px->out, end + (ends_line ? term / 2 : 0), ends_line ? term - term / 2 : term);
+    herd_buf_append(&px->out, end, blank);
+}
+
+/* The stream's bytes so far (px->ev): whole events out, the rest kept.
+ * Scanning resumes where it stopped, so an event arriving a byte at a
+ * time costs its length, not its length squared. */
+static void split_events(struct proxy *px) {
+    const char *buf = (const char *)px->ev.data;
+    const size_t len = px->ev.len;
+    size_t start = 0, line = px->ev_line, pos = px->ev_pos;
+    while (pos < len) {
+        const char *t = buf + pos;
+        while (t < buf + len && *t != '\n' && *t != '\r') t++;
+        if (t == buf + len) {
+            pos = len;
+            break;
+        }
+        size_t tl = 1;
+        if (*t == '\r') {
+            if (t + 1 == buf + len) { /* a CR whose LF may come next: wait for it */
+                pos = (size_t)(t - buf);
+                break;
+            }
+            if (t[1] == '\n') tl = 2;
+        }
+        const size_t at = (size_t)(t - buf);
+        const bool blank = at == line;
+        pos = line = at + tl;
+        if (blank) { /* an empty line ends the event */
+            relay_event(px, buf + start, pos - start, tl);
+            start = pos;
+        }
+    }
+    memmove(px->ev.data, px->ev.data + start, len - start);
+    px->ev.len = len - start;
+    px->ev_line = line - start;
+    px->ev_pos = pos - start;
 }
 
 static void relay_stream(struct proxy *px, const char *data, size_t len) {
@@ -338,27 +434,37 @@ static void relay_stream(struct proxy *px, const char *data, size_t len) {
         end_stream_with_error(px, "bad_upstream", "the replica sent an event over 16 MiB");
         return;
     }
-    size_t start = 0;
-    for (;;) {
-        const char *s = (const char *)px->ev.data + start;
-        const size_t left = px->ev.len - start;
-        const char *a = memmem(s, left, "\n\n", 2), *b = memmem(s, left, "\r\n\r\n", 4);
-        if (!a && !b) break;
-        const bool crlf = b && (!a || b < a);
-        const char *e = crlf ? b : a;
-        const size_t term = crlf ? 4 : 2;
-        relay_event(px, s, (size_t)(e - s) + term, term);
-        start += (size_t)(e - s) + term;
-    }
-    memmove(px->ev.data, px->ev.data + start, px->ev.len - start);
-    px->ev.len -= start;
+    split_events(px);
     if (px->out.len) herd_http_stream_send(px->r, (const char *)px->out.data, px->out.len);
     px->out.len = 0;
     if (px->call && herd_http_request_pending_output(px->r) > HERD_HTTP_STREAM_HIGH_WATER)
         herd_http_call_pause(px->call, true);
 }
 
+/* The stream ended (the upstream closed it after its last event): an
+ * unended tail goes out as a direct client would see it, less `: herd`
+ * lines. */
+static void flush_tail(struct proxy *px) {
+    if (!px->ev.len) return;
+    relay_event(px, (const char *)px->ev.data, px->ev.len, 0);
+    px->ev.len = px->ev_line = px->ev_pos = 0;
+    if (px->out.len) herd_http_stream_send(px->r, (const char *)px->out.data, px->out.len);
+    px->out.len = 0;
+}
+
 /* ------------------------------------------------------------ upstream */
+
+/* The replica did not take the request (busy, draining, still loading):
+ * another one may, whatever the request. */
+static bool refused(int status) { return status == 429 || status == 503; }
+
+/* Another replica could take it now (a refusal is not sent back to the
+ * replica that refused). */
+static bool another_replica(const struct herd_router *rt, const struct replica *x) {
+    for (uint32_t i = 0; i < rt->n_rep; i++)
+        if (rt->rep[i] != x && replica_eligible(rt->rep[i])) return true;
+    return false;
+}
 
 static void on_head(struct herd_http_call *call, const struct herd_http_resp_parser *resp, void *arg) {
     struct proxy *px = arg;
@@ -371,25 +477,41 @@ static void on_head(struct herd_http_call *call, const struct herd_http_resp_par
         if (!sse) {
             herd_http_call_cancel(call);
             px->call = NULL;
-            attempt_over(px, resp->status >= 500 ? REPLICA_5XX : REPLICA_OK);
+            attempt_over(px, resp->status >= 500 && !refused(resp->status) ? REPLICA_5XX : REPLICA_OK);
             end_stream_with_error(px, "resume_failed", "the stream broke and could not be resumed on another replica");
         }
         return;
     }
-    if (resp->status >= 500 && may_retry(px)) {
+    /* a refusal only to another replica: when every one is full, the
+     * client gets the 429 and its Retry-After */
+    const bool retry = refused(resp->status) ? another_replica(px->rt, px->rep)
+                                             : resp->status >= 500 && px->resend_safe;
+    if (retry && may_retry(px)) {
         struct replica *x = px->rep;
         herd_http_call_cancel(call);
         px->call = NULL;
-        attempt_over(px, REPLICA_5XX);
+        /* a refusal is the replica working as it should: not held against it */
+        attempt_over(px, refused(resp->status) ? REPLICA_OK : REPLICA_5XX);
         dispatch(px, x);
         return;
     }
     free(px->resp_headers);
     px->resp_headers = relayed_headers(resp, px->rep);
-    if (!sse) return; /* collected whole, answered at the end */
-    px->sse = true;
+    if (strcmp(px->method, "HEAD") == 0) {
+        const struct herd_http_header *cl = herd_http_resp_header_get(resp, "content-length");
+        px->head_len = cl ? strtoull(cl->value, NULL, 10) : 0;
+        return; /* no body: answered at the end */
+    }
+    if (sse) {
+        px->sse = true;
+        px->head_sent = true;
+        herd_http_stream_begin(px->r, 200, px->ctype, px->resp_headers);
+        return;
+    }
+    if (px->gen) return; /* collected whole, answered at the end: a failure before then is retried */
+    px->passthrough = true;
     px->head_sent = true;
-    herd_http_stream_begin(px->r, 200, px->ctype, px->resp_headers);
+    herd_http_stream_begin(px->r, resp->status, px->ctype, px->resp_headers);
 }
 
 static void on_body(struct herd_http_call *call, const char *data, size_t len, void *arg) {
@@ -398,11 +520,16 @@ static void on_body(struct herd_http_call *call, const char *data, size_t len, v
         relay_stream(px, data, len);
         return;
     }
+    if (px->passthrough) {
+        herd_http_stream_send(px->r, data, len);
+        if (herd_http_request_pending_output(px->r) > HERD_HTTP_STREAM_HIGH_WATER) herd_http_call_pause(call, true);
+        return;
+    }
     if (!herd_buf_append(&px->whole, data, len)) {
         herd_http_call_cancel(call);
         px->call = NULL;
-        attempt_over(px, REPLICA_BROKEN);
-        fail(px, 502, "bad_upstream", "the replica's answer is larger than 64 MiB");
+        attempt_over(px, REPLICA_OK); /* a large answer is the request's doing, not the replica's fault */
+        fail(px, 502, "answer_too_large", "the replica's answer is larger than 64 MiB");
     }
 }
 
@@ -419,7 +546,7 @@ static enum replica_failure failure_of(enum herd_http_call_error e) {
 static bool build_resume(struct proxy *px) {
     json_t *b = json_deep_copy(px->json);
     json_t *toks = json_array();
-    for (uint32_t i = 0; toks && i < px->n_tokens; i++) json_array_append_new(toks, json_integer(px->tokens[i]));
+    for (size_t i = 0; toks && i < px->n_tokens; i++) json_array_append_new(toks, json_integer(px->tokens[i]));
     json_t *res = json_pack("{s:o, s:I, s:s, s:I}", "tokens", toks, "text_bytes", px->text_bytes, "id", px->chunk_id,
                             "created", px->created);
     if (!b || !res || json_object_set_new(b, "herd_resume", res) != 0) {
@@ -436,10 +563,16 @@ static bool build_resume(struct proxy *px) {
 /* The stream broke before [DONE]: go on elsewhere, or end it cleanly. */
 static void stream_broke(struct proxy *px, const struct replica *dead, const char *msg) {
     struct herd_router *rt = px->rt;
-    px->ev.len = 0; /* half an event from the dead replica */
+    px->ev.len = px->ev_line = px->ev_pos = 0; /* half an event from the dead replica */
     if (!px->data_seen) {
-        /* only the head reached the client: send the request again */
+        /* only the head reached the client: send the request again, from
+         * nothing (what the dead replica's comments said is void) */
         if (px->attempts < rt->p.max_attempts + 2) {
+            px->n_tokens = 0;
+            px->text_bytes = 0;
+            px->herd_seen = false;
+            px->chunk_id[0] = 0;
+            px->created = 0;
             dispatch(px, dead);
             return;
         }
@@ -447,20 +580,21 @@ static void stream_broke(struct proxy *px, const struct replica *dead, const cha
                build_resume(px)) {
         px->resuming = true;
         herd_log(HERD_LOG_WARN, "route", herd_http_request_id(px->r), NULL, 0,
-                 "stream from %s broke (%s): resuming after %u tokens", dead ? dead->name : "?", msg, px->n_tokens);
-        herd_metric_add(rt->metrics.resumes_ok, 1);
+                 "stream from %s broke (%s): resuming after %zu tokens", dead ? dead->name : "?", msg, px->n_tokens);
         dispatch(px, dead);
         return;
+    } else {
+        count_resume(px, false); /* a resume was needed and is not possible */
     }
-    herd_metric_add(rt->metrics.resumes_failed, 1);
     end_stream_with_error(px, "upstream_failed", msg);
 }
 
-/* The attempt on x failed (its call is over): go on elsewhere, or answer
- * the error. */
-static void attempt_failed(struct proxy *px, const struct replica *x, bool timeout, const char *msg) {
+/* The attempt on x failed with f (its call is over): go on elsewhere, or
+ * answer the error. */
+static void attempt_failed(struct proxy *px, const struct replica *x, enum replica_failure f, const char *msg) {
     if (px->sse) {
         if (px->done_seen) {
+            if (px->resuming) count_resume(px, true);
             log_fields(px, x);
             struct herd_http_request *r = px->r;
             finish(px);
@@ -470,11 +604,20 @@ static void attempt_failed(struct proxy *px, const struct replica *x, bool timeo
         stream_broke(px, x, msg);
         return;
     }
-    if (may_retry(px)) {
+    if (px->passthrough) {
+        /* part of the answer is out: the client must see it cut */
+        log_fields(px, x);
+        struct herd_http_request *r = px->r;
+        finish(px);
+        herd_http_stream_abort(r);
+        return;
+    }
+    /* a request that may have had effects goes again only if it never got there */
+    if ((px->resend_safe || f == REPLICA_CONNECT) && may_retry(px)) {
         dispatch(px, x);
         return;
     }
-    fail(px, timeout ? 504 : 502, "upstream_failed", msg);
+    fail(px, f == REPLICA_TIMEOUT ? 504 : 502, "upstream_failed", msg);
 }
 
 void proxy_abandon_replica(struct replica *x, const char *why) {
@@ -485,7 +628,7 @@ void proxy_abandon_replica(struct replica *x, const char *why) {
         herd_http_call_cancel(px->call);
         px->call = NULL;
         attempt_over(px, REPLICA_TIMEOUT);
-        attempt_failed(px, x, true, why);
+        attempt_failed(px, x, REPLICA_TIMEOUT, why);
     }
 }
 
@@ -495,25 +638,29 @@ static void on_done(struct herd_http_call *call, enum herd_http_call_error e, co
     px->call = NULL;
     struct replica *x = px->rep;
     if (e == HERD_HTTP_CALL_OK) {
-        attempt_over(px, px->status >= 500 ? REPLICA_5XX : REPLICA_OK);
+        attempt_over(px, px->status >= 500 && !refused(px->status) ? REPLICA_5XX : REPLICA_OK);
         struct herd_http_request *r = px->r;
-        if (px->sse) {
-            if (px->ev.len) herd_http_stream_send(r, (const char *)px->ev.data, px->ev.len); /* an unended tail */
+        if (px->sse || px->passthrough) {
+            if (px->sse) flush_tail(px);
+            if (px->resuming) count_resume(px, px->done_seen);
             log_fields(px, x);
             finish(px);
             herd_http_stream_end(r);
             return;
         }
         log_fields(px, x);
-        /* the body lives in px: answer first, then free */
+        /* the body lives in px: answer first, then free; a HEAD answer
+         * has the length a GET would have and no body */
+        const bool head = strcmp(px->method, "HEAD") == 0;
         herd_http_request_set_work(r, NULL, NULL);
-        herd_http_respond(r, px->status, px->ctype, px->whole.data ? (const char *)px->whole.data : "", px->whole.len,
-                          px->resp_headers);
+        herd_http_respond(r, px->status, px->ctype, px->whole.data ? (const char *)px->whole.data : "",
+                          head ? px->head_len : px->whole.len, px->resp_headers);
         proxy_free(px);
         return;
     }
-    attempt_over(px, failure_of(e));
-    attempt_failed(px, x, e == HERD_HTTP_CALL_TIMEOUT, msg);
+    const enum replica_failure f = failure_of(e);
+    attempt_over(px, f);
+    attempt_failed(px, x, f, msg);
 }
 
 static const struct herd_http_call_ops call_ops = {on_head, on_body, on_done};
@@ -567,8 +714,9 @@ static void enqueue(struct proxy *px) {
 }
 
 static void dispatch(struct proxy *px, const struct replica *exclude) {
-    struct replica *x = router_choose(px->rt, px->key, exclude);
-    if (!x && exclude) x = router_choose(px->rt, px->key, NULL); /* the one that failed is all there is */
+    /* a resume needs a replica that takes herd_resume */
+    struct replica *x = router_choose(px->rt, px->key, exclude, px->resuming);
+    if (!x && exclude) x = router_choose(px->rt, px->key, NULL, px->resuming); /* the one that failed is all there is */
     if (x) {
         attempt(px, x);
         return;
@@ -579,7 +727,9 @@ static void dispatch(struct proxy *px, const struct replica *exclude) {
         return;
     }
     herd_metric_add(px->rt->metrics.no_replica, 1);
-    if (px->head_sent)
+    if (px->resuming)
+        end_stream_with_error(px, "resume_failed", "no replica that can resume a stream is available");
+    else if (px->head_sent)
         end_stream_with_error(px, "no_replica", "no replica is available to continue the stream");
     else
         fail(px, 503, "no_replica", "no replica is available");
@@ -588,7 +738,7 @@ static void dispatch(struct proxy *px, const struct replica *exclude) {
 void proxy_dispatch_waiting(struct herd_router *rt, double now) {
     while (rt->wait_head) {
         struct proxy *px = rt->wait_head;
-        struct replica *x = router_choose(rt, px->key, NULL);
+        struct replica *x = router_choose(rt, px->key, NULL, px->resuming);
         if (!x) {
             if (px->wait_deadline > now) break;
             unqueue(px);
@@ -668,6 +818,17 @@ static bool generates(const char *path) {
     return strcmp(path, "/v1/chat/completions") == 0 || strcmp(path, "/v1/completions") == 0;
 }
 
+/* Requests with no effect but their answer: sending one twice is harmless. */
+static bool resend_safe(const char *method, const char *path) {
+    static const char *const paths[] = {"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/tokenize",
+                                        "/detokenize",          "/v1/tokenize",    "/v1/detokenize", NULL};
+    if (strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0 || strcmp(method, "OPTIONS") == 0) return true;
+    if (strcmp(method, "POST") != 0) return false;
+    for (const char *const *p = paths; *p; p++)
+        if (strcmp(path, *p) == 0) return true;
+    return false;
+}
+
 void proxy_handler(struct herd_http_request *r, json_t *body, void *app) {
     struct herd_router *rt = app;
     if (herd_http_server_draining(rt->http)) {
@@ -694,6 +855,8 @@ void proxy_handler(struct herd_http_request *r, json_t *body, void *app) {
     herd_buf_init(&px->ev, 16u << 20);
     herd_buf_init(&px->out, 64u << 20);
     const bool gen = generates(path) && json_is_object(body);
+    px->gen = gen;
+    px->resend_safe = resend_safe(px->method, path);
     if (gen) {
         px->json = json_incref(body);
         json_t *n = json_object_get(body, "n");

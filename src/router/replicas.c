@@ -178,11 +178,7 @@ static const struct herd_http_call_ops probe_ops = {probe_head, NULL, probe_done
 static void probe(struct replica *x, double now) {
     x->next_probe_s = now + x->rt->p.health_interval_s;
     struct herd_http_client_request q = {.method = "GET", .host = x->host, .port = x->port, .target = "/readyz"};
-    char auth[600];
-    if (x->rt->p.backend_api_key) {
-        snprintf(auth, sizeof auth, "Authorization: Bearer %s\r\n", x->rt->p.backend_api_key);
-        q.headers = auth;
-    }
+    q.headers = x->rt->backend_auth;
     struct herd_error err = {0};
     x->probe = herd_http_client_send(x->rt->control, &q, &probe_ops, x, &err);
     if (!x->probe) herd_log(HERD_LOG_ERROR, "route", NULL, NULL, 0, "probe %s: %s", x->name, err.msg);
@@ -196,7 +192,9 @@ static void replica_free(struct replica *x) {
     prefix_index_cleanup(&x->index);
     herd_buf_cleanup(&x->feed_buf);
     set_up(x, false);
-    herd_metric_set(x->m_in_flight, 0);
+    /* its series go with it: addresses come and go (pods, pool ports) */
+    struct herd_metric *series[] = {x->m_requests, x->m_errors, x->m_latency, x->m_in_flight, x->m_up, x->m_ejections};
+    for (size_t i = 0; i < sizeof series / sizeof *series; i++) herd_metric_series_remove(series[i]);
     free(x);
 }
 
@@ -236,7 +234,7 @@ json_t *replicas_json(const struct herd_router *rt) {
     const double now = herd_time_now_s();
     for (uint32_t i = 0; arr && i < rt->n_rep; i++) {
         const struct replica *x = rt->rep[i];
-        json_array_append_new(arr, json_pack("{s:s, s:s, s:b, s:i, s:i, s:i, s:i, s:i, s:f, s:b, s:i}", "replica",
+        json_array_append_new(arr, json_pack("{s:s, s:s, s:b, s:I, s:I, s:I, s:I, s:I, s:f, s:b, s:I}", "replica",
                                              x->name, "health", health[x->health], "draining", x->draining, "in_flight",
                                              (json_int_t)x->in_flight, "running", (json_int_t)x->running, "waiting",
                                              (json_int_t)x->waiting, "kv_used", (json_int_t)x->kv_used, "kv_total",

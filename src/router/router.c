@@ -30,7 +30,7 @@ void herd_router_default_params(struct herd_router_params *p) {
     p->health_interval_s = 1;
     p->slow_start_s = 10;
     p->eject_base_s = 1;
-    p->max_attempts = 3;
+    p->max_attempts = 2;
     p->retry_ratio = 0.2;
     p->wait_timeout_s = 0;
     p->upstream_head_timeout_s = 300;
@@ -44,7 +44,8 @@ uint16_t herd_router_port(const struct herd_router *rt) { return herd_http_serve
 
 /* ----------------------------------------------------------- choice */
 
-struct replica *router_choose(struct herd_router *rt, const struct prompt_key *k, const struct replica *exclude) {
+struct replica *router_choose(struct herd_router *rt, const struct prompt_key *k, const struct replica *exclude,
+                              bool herd_only) {
     struct route_candidate c[256];
     struct replica *who[256];
     size_t n = 0;
@@ -52,7 +53,7 @@ struct replica *router_choose(struct herd_router *rt, const struct prompt_key *k
     const bool cache = rt->p.policy == ROUTE_CACHE_AWARE && k;
     for (uint32_t i = 0; i < rt->n_rep && n < 256; i++) {
         struct replica *x = rt->rep[i];
-        if (!replica_eligible(x) || x == exclude) continue;
+        if (!replica_eligible(x) || x == exclude || (herd_only && !x->herd)) continue;
         who[n] = x;
         /* blocks every prompt shares are no reason to prefer a replica */
         const uint32_t match = cache ? prefix_index_match(&x->index, k->hashes, k->n_hashes, now) : 0;
@@ -121,7 +122,7 @@ static bool metrics_init(struct herd_router *rt) {
                                                "Failures not retried because the retry budget was spent.");
     struct herd_metric_family *res = herd_metrics_family(
         reg, "herd_router_resumes_total",
-        "Streams whose replica died: resumed on another replica, or ended with an error event.", C, NULL, 0);
+        "Streams whose replica died: resumed on another replica to their end, or ended with an error event.", C, NULL, 0);
     const char *rn[1] = {"outcome"}, *ok[1] = {"resumed"}, *bad[1] = {"failed"};
     m->resumes_ok = herd_metric_series(res, 1, rn, ok);
     m->resumes_failed = herd_metric_series(res, 1, rn, bad);
@@ -169,7 +170,7 @@ static void route_metrics(struct herd_http_request *r, json_t *body, void *app) 
 static void route_replicas(struct herd_http_request *r, json_t *body, void *app) {
     (void)body;
     struct herd_router *rt = app;
-    json_t *o = json_pack("{s:s, s:o, s:i}", "policy", route_policy_name(rt->p.policy), "replicas", replicas_json(rt),
+    json_t *o = json_pack("{s:s, s:o, s:I}", "policy", route_policy_name(rt->p.policy), "replicas", replicas_json(rt),
                           "waiting", (json_int_t)rt->n_waiting);
     if (o && rt->pool) json_object_set_new(o, "pool", router_pool_json(rt));
     herd_http_respond_json(r, 200, o);
@@ -220,9 +221,8 @@ static void tick(evutil_socket_t fd, short what, void *arg) {
     router_dns_apply(rt);
     replicas_tick(rt, now);
     proxy_dispatch_waiting(rt, now);
-    static double last_expire;
-    if (now - last_expire > 1) {
-        last_expire = now;
+    if (now - rt->last_expire_s > 1) {
+        rt->last_expire_s = now;
         for (uint32_t i = 0; i < rt->n_rep; i++) prefix_index_expire(&rt->rep[i]->index, now);
     }
 }
@@ -282,6 +282,15 @@ enum herd_status herd_router_create(const struct herd_router_params *p, struct h
     if (!metrics_init(rt)) {
         herd_error_set(err, rc, "out of memory");
         goto fail;
+    }
+    if (p->backend_api_key) {
+        /* the header every call to a replica carries, whatever the key's length */
+        const size_t n = strlen(p->backend_api_key) + 32;
+        if (!(rt->backend_auth = malloc(n))) {
+            herd_error_set(err, rc, "out of memory");
+            goto fail;
+        }
+        snprintf(rt->backend_auth, n, "Authorization: Bearer %s\r\n", p->backend_api_key);
     }
     if (p->model_path && (rc = prompt_key_load_model(rt, err)) != HERD_OK) goto fail;
     struct herd_http_server_params hp;
@@ -364,5 +373,6 @@ void herd_router_destroy(struct herd_router *rt) {
     herd_http_server_destroy(rt->http);
     prompt_key_unload(rt);
     herd_metrics_destroy(rt->metrics.reg);
+    free(rt->backend_auth);
     free(rt);
 }

@@ -95,10 +95,12 @@ struct prompt_commons {
 
 struct herd_router {
     struct herd_router_params p;
+    char *backend_auth; /* "Authorization: Bearer <--backend-api-key>\r\n", or NULL */
     struct herd_http_server *http;
     struct herd_http_client *client;  /* requests: long deadlines */
     struct herd_http_client *control; /* probes and state streams: short ones */
     struct event *tick;               /* every 50 ms: probes, streams, ejections, waiting requests */
+    double last_expire_s;             /* the guesses' last expiry sweep */
     struct replica **rep;
     uint32_t n_rep, cap_rep, next_id;
     struct route_policy_state ps;
@@ -112,7 +114,7 @@ struct herd_router {
     struct herd_vocab *vocab;
     struct herd_tokenizer *tok;
     struct herd_chat_template *tmpl;
-    uint32_t block_tokens;       /* from the replicas' hello (16 until one says) */
+    uint32_t block_tokens;       /* from the replicas' hello (0 until one says: prompts are hashed as text) */
     uint32_t chat_header_tokens; /* every chat prompt starts with these (prompt_key.c) */
     struct prompt_commons commons[PROMPT_KINDS];
     uint32_t n_ctx; /* from the hello: the longest prompt worth tokenizing */
@@ -184,6 +186,10 @@ void router_dns_stop(struct herd_router *rt);
 /* router.c */
 /* A request waits for a replica: a pool with none ready starts one. */
 void router_wants_replica(struct herd_router *rt);
-struct replica *router_choose(struct herd_router *rt, const struct prompt_key *k, const struct replica *exclude);
+/* The replica for a request (k: its prompt's blocks, NULL unless
+ * cache-aware), other than exclude; herd_only: replicas that speak herd's
+ * protocol (a resume). NULL when none is eligible. */
+struct replica *router_choose(struct herd_router *rt, const struct prompt_key *k, const struct replica *exclude,
+                              bool herd_only);
 
 #endif

@@ -95,7 +95,7 @@ void router_pool_metrics(struct herd_router *rt) {
 json_t *router_pool_json(const struct herd_router *rt) {
     struct herd_replica_pool_status st;
     herd_replica_pool_status(rt->pool, &st);
-    return json_pack("{s:i, s:i, s:i, s:i, s:i, s:i, s:I, s:I, s:I, s:I}", "running", (json_int_t)st.running, "ready",
+    return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "running", (json_int_t)st.running, "ready",
                      (json_int_t)st.ready, "starting", (json_int_t)st.starting, "draining", (json_int_t)st.draining,
                      "backoff", (json_int_t)st.backoff, "desired", (json_int_t)st.desired, "starts",
                      (json_int_t)st.starts, "restarts", (json_int_t)st.restarts, "scale_ups", (json_int_t)st.scale_ups,

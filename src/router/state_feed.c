@@ -121,11 +121,14 @@ static void stream_head(struct herd_http_call *call, const struct herd_http_resp
     }
     herd_http_call_cancel(call);
     x->feed = NULL;
-    if (resp->status == 404 || resp->status == 405) {
-        /* not a herd replica: scrape its /metrics */
+    if (resp->status == 404 || resp->status == 405 || resp->status == 401 || resp->status == 403) {
+        /* not a herd replica, or one whose key the router lacks
+         * (--backend-api-key): scrape its /metrics, least-load */
         x->no_stream = true;
         x->next_feed_s = herd_time_now_s();
-        herd_log(HERD_LOG_INFO, "route", NULL, NULL, 0, "replica %s has no state stream: scraping /metrics", x->name);
+        herd_log(resp->status >= 404 ? HERD_LOG_INFO : HERD_LOG_WARN, "route", NULL, NULL, 0,
+                 "replica %s %s: scraping /metrics", x->name,
+                 resp->status >= 404 ? "has no state stream" : "refused the state stream (is --backend-api-key set?)");
     } else {
         x->next_feed_s = herd_time_now_s() + 1; /* loading, or refused: later */
     }
@@ -174,6 +177,15 @@ static double sample(const char *text, const char *const *names) {
     return 0;
 }
 
+static void scrape_head(struct herd_http_call *call, const struct herd_http_resp_parser *resp, void *arg) {
+    struct replica *x = arg;
+    if (resp->status == 200) return;
+    /* an error page is not metrics: nothing learned this time */
+    herd_http_call_cancel(call);
+    x->feed = NULL;
+    x->feed_buf.len = 0;
+}
+
 static void scrape_body(struct herd_http_call *call, const char *data, size_t len, void *arg) {
     struct replica *x = arg;
     if (!herd_buf_append(&x->feed_buf, data, len)) herd_http_call_cancel(call), x->feed = NULL, x->feed_buf.len = 0;
@@ -196,20 +208,18 @@ static void scrape_done(struct herd_http_call *call, enum herd_http_call_error e
     x->feed_buf.len = 0;
 }
 
-static const struct herd_http_call_ops scrape_ops = {NULL, scrape_body, scrape_done};
+static const struct herd_http_call_ops scrape_ops = {scrape_head, scrape_body, scrape_done};
 
 /* ------------------------------------------------------- control */
 
 void feed_start(struct replica *x) {
     if (x->feed || x->health != HEALTH_UP) return;
     struct herd_router *rt = x->rt;
-    char auth[600] = "";
-    if (rt->p.backend_api_key) snprintf(auth, sizeof auth, "Authorization: Bearer %s\r\n", rt->p.backend_api_key);
     struct herd_http_client_request q = {.method = "GET",
                                          .host = x->host,
                                          .port = x->port,
                                          .target = x->no_stream ? "/metrics" : "/v1/herd/state",
-                                         .headers = auth[0] ? auth : NULL};
+                                         .headers = rt->backend_auth};
     x->feed_buf.len = 0;
     x->next_feed_s = herd_time_now_s() + (x->no_stream ? SCRAPE_EVERY_S : RECONNECT_S);
     struct herd_error err = {0};

@@ -28,6 +28,32 @@ static char *render(struct herd_metrics *m, enum herd_metrics_format f, bool ali
     return s;
 }
 
+/* A removed series leaves its family (first, middle and last of the list;
+ * a series added after still renders, and one of the same labels again
+ * starts from zero). */
+static void test_series_remove(void **state) {
+    (void)state;
+    struct herd_metrics *m = herd_metrics_create();
+    struct herd_metric_family *f = herd_metrics_family(m, "t_up", "Up.", HERD_METRIC_GAUGE, NULL, 0);
+    const char *names[1] = {"replica"};
+    const char *a[1] = {"a"}, *b[1] = {"b"}, *c[1] = {"c"}, *d[1] = {"d"};
+    struct herd_metric *xa = herd_metric_series(f, 1, names, a), *xb = herd_metric_series(f, 1, names, b);
+    struct herd_metric *xc = herd_metric_series(f, 1, names, c);
+    herd_metric_set(xa, 1), herd_metric_set(xb, 2), herd_metric_set(xc, 3);
+    herd_metric_series_remove(xb);
+    herd_metric_series_remove(xc);
+    herd_metric_set(herd_metric_series(f, 1, names, d), 4);
+    char *s = render(m, HERD_METRICS_PROMETHEUS, true);
+    assert_string_equal(s, "# HELP t_up Up.\n# TYPE t_up gauge\nt_up{replica=\"a\"} 1\nt_up{replica=\"d\"} 4\n");
+    free(s);
+    herd_metric_series_remove(xa);
+    assert_true(herd_metric_value(herd_metric_series(f, 1, names, b)) == 0);
+    s = render(m, HERD_METRICS_PROMETHEUS, true);
+    assert_string_equal(s, "# HELP t_up Up.\n# TYPE t_up gauge\nt_up{replica=\"d\"} 4\nt_up{replica=\"b\"} 0\n");
+    free(s);
+    herd_metrics_destroy(m);
+}
+
 static void test_prometheus_text(void **state) {
     (void)state;
     struct herd_metrics *m = herd_metrics_create();
@@ -189,9 +215,10 @@ static void test_exponential_bounds(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_prometheus_text), cmocka_unit_test(test_openmetrics_and_labels),
-        cmocka_unit_test(test_render_ceiling),  cmocka_unit_test(test_concurrent_updates),
-        cmocka_unit_test(test_process_metrics), cmocka_unit_test(test_exponential_bounds),
+        cmocka_unit_test(test_prometheus_text),    cmocka_unit_test(test_openmetrics_and_labels),
+        cmocka_unit_test(test_series_remove),      cmocka_unit_test(test_render_ceiling),
+        cmocka_unit_test(test_concurrent_updates), cmocka_unit_test(test_process_metrics),
+        cmocka_unit_test(test_exponential_bounds),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -13,6 +13,7 @@ a restart of the router, and the local pool (scale from zero, a crashed
 child restarted).
 
 Usage: test_route.py HERD SRC [TEST ...]"""
+import hashlib
 import http.client
 import json
 import os
@@ -479,6 +480,16 @@ def test_kill_one_of_three():
             x.stop()
 
 
+BIG = 80 << 20  # bytes: past the 64 MiB a router holds of a whole answer
+_CHUNK = b'{"id":"x","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,' \
+    b'"delta":{"content":"hi"},"finish_reason":null}]}'
+SSE_BODIES = {
+    "sse-crlf": b": keep-alive\r\n\r\ndata: " + _CHUNK + b"\r\n\r\ndata:" + _CHUNK + b"\r\n\r\ndata: [DONE]\r\n\r\n",
+    "sse-cr": b"data: " + _CHUNK + b"\r\rdata:" + _CHUNK + b"\r\revent: x\rdata: [DONE]\r\r",
+    "sse-lf": b"data: " + _CHUNK + b"\n\nid: 7\ndata: " + _CHUNK + b"\n\ndata: [DONE]\n\n",
+}
+
+
 class BadBackend:
     """A listener that misbehaves in one way per connection."""
 
@@ -491,6 +502,7 @@ class BadBackend:
         self.port = self.sock.getsockname()[1]
         self.stop_flag = False
         self.conns = []
+        self.requests = []  # every request's head, as received (probes and feeds left out)
         self.thread = threading.Thread(target=self.serve, daemon=True)
         self.thread.start()
 
@@ -521,6 +533,8 @@ class BadBackend:
                 c.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
                 c.close()
                 return
+            self.requests.append(req.split(b"\r\n\r\n")[0])
+            head_only = req.startswith(b"HEAD ")
             if self.mode == "garbage":
                 c.sendall(b"\x00\xffTHIS IS NOT HTTP\r\n\r\n" * 10)
             elif self.mode == "close-mid-header":
@@ -535,6 +549,33 @@ class BadBackend:
                 c.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n")
             elif self.mode == "reset":
                 c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            elif self.mode == "500":
+                body = b'{"error":{"message":"boom","type":"server_error","param":null,"code":null}}'
+                c.sendall(b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/json\r\n"
+                          b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+            elif self.mode == "big":  # an answer larger than any the router would hold whole
+                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
+                          b"Content-Length: " + str(BIG).encode() + b"\r\n\r\n")
+                if not head_only:
+                    block = bytes(range(256)) * 4096
+                    for _ in range(BIG // len(block)):
+                        c.sendall(block)
+            elif self.mode == "cut":  # dies in the middle of an answer
+                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 100000\r\n\r\n" +
+                          b"x" * 5000)
+            elif self.mode == "echo":  # the request head it got, as the body
+                head = self.requests[-1]
+                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close, X-Upstream-Private\r\n"
+                          b"X-Upstream-Private: 1\r\nX-Upstream-Public: 1\r\n"
+                          b"Content-Length: " + str(len(head)).encode() + b"\r\n\r\n" + head)
+            elif self.mode in SSE_BODIES:  # a stream with other line endings than herd's
+                body = SSE_BODIES[self.mode]
+                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+                for k in range(0, len(body), 7):  # in small pieces: events split anywhere
+                    piece = body[k:k + 7]
+                    c.sendall(b"%x\r\n%s\r\n" % (len(piece), piece))
+                    time.sleep(0.001)
+                c.sendall(b"0\r\n\r\n")
             elif self.mode == "huge-headers":
                 c.sendall(b"HTTP/1.1 200 OK\r\n")
                 for _ in range(10 * 1024):
@@ -566,9 +607,16 @@ def test_bad_backends():
             bad.close()
 
 
+def errors_of(rt, backend):
+    return rt.metrics().get(f'herd_router_errors_total{{replica="127.0.0.1:{backend.port}"}}', 0)
+
+
 def test_retry_safety():
-    """RELIABILITY E5: a 429 is relayed with its Retry-After, never retried;
-    a 503 or a reset before the answer is retried once on another replica."""
+    """RELIABILITY E5: a 429 or 503 (the replica did not take the request)
+    or a reset before the answer goes once to another replica, within the
+    budget; a 429 every replica gives reaches the client with its
+    Retry-After; a request that may have effects is not sent again once it
+    reached a replica."""
     good = Replica()
     try:
         bad = BadBackend("429")
@@ -577,10 +625,26 @@ def test_retry_safety():
             st, body, r = rt.req("POST", "/v1/chat/completions", chat("hi"))
             check(st == 429 and r.getheader("Retry-After") == "7" and body["error"]["code"] == "queue_full",
                   f"a 429 passes through with its Retry-After: {st} {r.getheader('Retry-After')}")
+            check(len(bad.requests) == 1, f"a refusal is not sent back to the replica that refused it "
+                  f"({len(bad.requests)} sends)")
+            check(errors_of(rt, bad) == 0, "a 429 does not count against the replica")
         finally:
             rt.stop()
             bad.close()
-        for mode in ("503", "reset"):
+        bad, bad2 = BadBackend("429"), BadBackend("429")
+        rt = Router("--backend", f"http://127.0.0.1:{bad.port}", "--backend", f"http://127.0.0.1:{bad2.port}")
+        try:
+            rt.wait_up(2)
+            st, body, r = rt.req("POST", "/v1/chat/completions", chat("hi"))
+            check(st == 429 and r.getheader("Retry-After") == "7",
+                  f"every replica full: the 429 and its Retry-After reach the client: {st}")
+            check(len(bad.requests) + len(bad2.requests) == 2, "one retry, no more: "
+                  f"{len(bad.requests) + len(bad2.requests)} sends")
+        finally:
+            rt.stop()
+            bad.close()
+            bad2.close()
+        for mode in ("429", "503", "reset"):
             bad = BadBackend(mode)
             rt = Router("--policy", "round-robin", "--backend", f"http://127.0.0.1:{bad.port}", "--backend", good.url)
             try:
@@ -592,11 +656,140 @@ def test_retry_safety():
                 m = rt.metrics()
                 check(1 <= m.get("herd_router_retries_total", 0) <= 4, f"{mode}: retries counted "
                       f"{m.get('herd_router_retries_total')}")
+                if mode != "reset":
+                    check(errors_of(rt, bad) == 0, f"a {mode} does not count against the replica")
+            finally:
+                rt.stop()
+                bad.close()
+        # an unknown POST may have had effects: sent once, whatever comes back
+        for mode, want in (("500", 500), ("reset", 502)):
+            bad = BadBackend(mode)
+            rt = Router("--policy", "round-robin", "--backend", f"http://127.0.0.1:{bad.port}", "--backend", good.url)
+            try:
+                rt.wait_up(2)
+                got = [rt.req("POST", "/v1/admin/do-something-once", {"x": 1})[0] for _ in range(4)]
+                check(got.count(want) == len(bad.requests) >= 1 and got.count(404) == 4 - got.count(want),
+                      f"{mode}: a POST with effects is not sent again: {got}, {len(bad.requests)} sends to the bad one")
+                check(rt.metrics().get("herd_router_retries_total", 0) == 0, f"{mode}: no retries")
+                # a GET is free of effects: retried
+                st = rt.req("GET", "/v1/models")[0]
+                st2 = rt.req("GET", "/v1/models")[0]
+                check(st == 200 and st2 == 200, f"{mode}: a GET is retried on the good replica: {st} {st2}")
             finally:
                 rt.stop()
                 bad.close()
     finally:
         good.stop()
+
+
+def test_other_answers_relayed_as_they_come():
+    """Answers other than generations are relayed as they arrive, whatever
+    their size; one cut short is cut at the client too; HEAD keeps the
+    replica's Content-Length; hop-by-hop headers stay on their hop."""
+    for mode in ("big", "cut", "echo"):
+        bad = BadBackend(mode)
+        rt = Router("--backend", f"http://127.0.0.1:{bad.port}", "--max-attempts", "1")
+        try:
+            if mode == "big":
+                conn = http.client.HTTPConnection("127.0.0.1", rt.port, timeout=60)
+                conn.request("GET", "/v1/files/big")
+                r = conn.getresponse()
+                got, want = hashlib.sha256(), hashlib.sha256()
+                block = bytes(range(256)) * 4096
+                for _ in range(BIG // len(block)):
+                    want.update(block)
+                n = 0
+                while True:
+                    d = r.read(1 << 20)
+                    if not d:
+                        break
+                    got.update(d)
+                    n += len(d)
+                conn.close()
+                check(r.status == 200 and n == BIG and got.digest() == want.digest(),
+                      f"an answer of {BIG >> 20} MiB passes whole and unchanged: {r.status} {n}")
+                conn = http.client.HTTPConnection("127.0.0.1", rt.port, timeout=60)
+                conn.request("HEAD", "/v1/files/big")
+                r = conn.getresponse()
+                r.read()
+                conn.close()
+                check(r.status == 200 and r.getheader("Content-Length") == str(BIG),
+                      f"HEAD carries the replica's Content-Length: {r.getheader('Content-Length')}")
+            elif mode == "cut":
+                conn = http.client.HTTPConnection("127.0.0.1", rt.port, timeout=30)
+                conn.request("GET", "/v1/files/cut")
+                r = conn.getresponse()
+                try:
+                    got = r.read()
+                    cut = False
+                except http.client.IncompleteRead as e:
+                    got, cut = e.partial, True
+                conn.close()
+                check(cut and len(got) <= 5000, f"an answer cut at the replica is cut at the client "
+                      f"(not a complete short one): {len(got)} bytes, cut={cut}")
+                st, _, _ = rt.req("GET", "/livez")
+                check(st == 200, "the router carries on")
+            else:
+                st, raw, r = http_req(rt.port, "GET", "/v1/echo",
+                                      headers={"Connection": "keep-alive, X-Client-Private", "X-Client-Private": "1",
+                                               "X-Client-Public": "1"})
+                head = raw.decode(errors="replace").lower()
+                check(st == 200 and "x-client-public: 1" in head and "x-client-private" not in head,
+                      f"headers the client's Connection names stay on its hop: {head!r}")
+                check(r.getheader("X-Upstream-Public") == "1" and r.getheader("X-Upstream-Private") is None,
+                      "headers the replica's Connection names stay on its hop")
+        finally:
+            rt.stop()
+            bad.close()
+
+
+def test_sse_line_endings():
+    """Streams from other servers, with CRLF or CR line endings, `data:`
+    without its space, events split anywhere: relayed byte for byte."""
+    for mode, body in SSE_BODIES.items():
+        bad = BadBackend(mode)
+        rt = Router("--backend", f"http://127.0.0.1:{bad.port}", "--max-attempts", "1")
+        try:
+            st, raw, _ = http_req(rt.port, "POST", "/v1/chat/completions", chat("hi", stream=True))
+            check(st == 200 and raw == body, f"{mode}: relayed byte for byte: {raw[:200]!r}")
+        finally:
+            rt.stop()
+            bad.close()
+
+
+def test_resume_needs_a_herd_replica():
+    """A stream whose herd replica dies is resumed only on a replica that
+    takes herd_resume: with only another server left, the client gets an
+    error event, then [DONE], and the other server never sees a resume."""
+    rep = Replica(step_delay_ms=20)
+    other = BadBackend("sse-lf")
+    rt = Router("--policy", "round-robin", "--backend", rep.url, "--backend", f"http://127.0.0.1:{other.port}")
+    try:
+        rt.wait_up(2)
+        check(wait_for(lambda: any(x["state_stream"] for x in rt.replicas()), 10), "the herd replica's stream is up")
+        conn = http.client.HTTPConnection("127.0.0.1", rt.port, timeout=30)
+        conn.request("POST", "/v1/chat/completions",
+                     json.dumps(chat("Once", max_tokens=300, stream=True, ignore_eos=True)),
+                     headers={"Content-Type": "application/json"})
+        r = conn.getresponse()
+        check(r.getheader("X-Herd-Replica") == f"127.0.0.1:{rep.port}", "the stream started on the herd replica")
+        first = r.readline() + r.readline()
+        rep.stop(signal.SIGKILL)
+        rest = r.read()
+        conn.close()
+        text = (first + rest).decode(errors="replace")
+        check('"code":"resume_failed"' in text and text.rstrip().endswith("data: [DONE]"),
+              f"an error event, then [DONE]: {text[-300:]!r}")
+        check(not any(b"herd_resume" in q or b"POST" in q for q in other.requests),
+              f"the other server got no resume: {other.requests}")
+        m = rt.metrics()
+        check(m.get('herd_router_resumes_total{outcome="failed"}', 0) == 1 and
+              m.get('herd_router_resumes_total{outcome="resumed"}', 0) == 0,
+              f"the failed resume counted: {m}")
+    finally:
+        rt.stop()
+        other.close()
+        rep.stop()
 
 
 def test_all_replicas_down():
@@ -802,7 +995,9 @@ def test_pool_restart():
 TESTS = [test_bad_arguments, test_passthrough, test_sse_byte_identical, test_policies, test_cache_affinity,
          test_shared_prefix_everywhere_spreads, test_two_routers_agree,
          test_cancel_propagates,
-         test_kill_one_of_three, test_replica_hang, test_all_replicas_down, test_retry_safety, test_bad_backends, test_dns_membership, test_drain_and_restart, test_api_keys,
+         test_kill_one_of_three, test_replica_hang, test_all_replicas_down, test_retry_safety,
+         test_other_answers_relayed_as_they_come, test_sse_line_endings, test_resume_needs_a_herd_replica,
+         test_bad_backends, test_dns_membership, test_drain_and_restart, test_api_keys,
          test_pool_scale_from_zero, test_pool_restart]
 
 
