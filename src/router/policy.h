@@ -9,7 +9,8 @@
  *                       prompt's KV blocks, unless it is overloaded against
  *                       the least-loaded one (then that one); with no
  *                       prefix anywhere, consistent hashing with bounded
- *                       load on the prompt's first block
+ *                       load on the prompt's key (prompt_key.c: the first
+ *                       block past what all prompts share)
  *
  * Load is a replica's outstanding requests (the larger of what this router
  * has in flight there and what the replica reports running and waiting,
@@ -50,7 +51,7 @@ struct route_candidate {
     uint64_t key;           /* the replica's identity (a hash of host:port): the same in every router */
     double load;            /* outstanding requests */
     double weight;          /* (0, 1]: slow start */
-    uint32_t prefix_blocks; /* leading blocks of this prompt the replica holds (cache-aware) */
+    uint32_t prefix_blocks; /* blocks of this prompt the replica holds past those all prompts share */
 };
 
 struct route_policy_params {
@@ -72,7 +73,7 @@ struct route_policy_state {
 void route_policy_state_init(struct route_policy_state *s, uint64_t seed);
 
 /* The index into c[0..n) (n >= 1) of the replica for a request whose key
- * (its first block's hash, or a hash of its body) is request_key; *why
+ * (prompt_key.c's: the first block that tells it apart) is request_key; *why
  * says how it was chosen. */
 size_t route_pick(enum route_policy policy, const struct route_policy_params *p, struct route_policy_state *s,
                   const struct route_candidate *c, size_t n, uint64_t request_key, enum route_reason *why);

@@ -484,8 +484,8 @@ static void on_head(struct herd_http_call *call, const struct herd_http_resp_par
     }
     /* a refusal only to another replica: when every one is full, the
      * client gets the 429 and its Retry-After */
-    const bool retry = refused(resp->status) ? another_replica(px->rt, px->rep)
-                                             : resp->status >= 500 && px->resend_safe;
+    const bool retry =
+        refused(resp->status) ? another_replica(px->rt, px->rep) : resp->status >= 500 && px->resend_safe;
     if (retry && may_retry(px)) {
         struct replica *x = px->rep;
         herd_http_call_cancel(call);
@@ -612,8 +612,16 @@ static void attempt_failed(struct proxy *px, const struct replica *x, enum repli
         herd_http_stream_abort(r);
         return;
     }
+    /* a refused connection: the request never got there and the replica
+     * is ejected, so another costs nothing and cannot loop; when none is
+     * left the client hears so (503), not about one dead replica */
+    if (f == REPLICA_CONNECT && px->attempts < px->rt->p.max_attempts + 4) {
+        herd_metric_add(px->rt->metrics.retries, 1);
+        dispatch(px, x);
+        return;
+    }
     /* a request that may have had effects goes again only if it never got there */
-    if ((px->resend_safe || f == REPLICA_CONNECT) && may_retry(px)) {
+    if (px->resend_safe && may_retry(px)) {
         dispatch(px, x);
         return;
     }

@@ -122,7 +122,8 @@ static bool metrics_init(struct herd_router *rt) {
                                                "Failures not retried because the retry budget was spent.");
     struct herd_metric_family *res = herd_metrics_family(
         reg, "herd_router_resumes_total",
-        "Streams whose replica died: resumed on another replica to their end, or ended with an error event.", C, NULL, 0);
+        "Streams whose replica died: resumed on another replica to their end, or ended with an error event.", C, NULL,
+        0);
     const char *rn[1] = {"outcome"}, *ok[1] = {"resumed"}, *bad[1] = {"failed"};
     m->resumes_ok = herd_metric_series(res, 1, rn, ok);
     m->resumes_failed = herd_metric_series(res, 1, rn, bad);

@@ -872,7 +872,7 @@ def test_dns_membership():
 
     write(["127.0.0.2", "127.0.0.3"])
     hosts.close()
-    rt = Router("--backends-dns", f"replicas.herd.test:{port}", "--resolve-every", "0.2",
+    rt = Router("--backends-dns", f"replicas.herd.test:{port}", "--resolve-every", "0.2", "--policy", "round-robin",
                 prefix=["unshare", "-m", "sh", "-c", f'mount --bind {hosts.name} /etc/hosts && exec "$@"', "sh"])
     try:
         up = lambda: sorted(x["replica"] for x in rt.replicas() if x["health"] == "up" and not x["draining"])  # noqa
