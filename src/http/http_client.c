@@ -237,6 +237,29 @@ static bool after_callback(struct herd_http_call *call) {
     return false;
 }
 
+/* A bufferevent keeps its output's start frozen (only its own write
+ * drains it): thawed for the one write, as libevent does itself. */
+static void write_now(struct evbuffer *out, evutil_socket_t fd) {
+    evbuffer_unfreeze(out, 1);
+    evbuffer_write(out, fd);
+    evbuffer_freeze(out, 1);
+}
+
+/* A pooled connection's request goes out now, not a loop turn later, with
+ * no epoll change; only what the socket does not take waits for EV_WRITE
+ * (on until the output drains: conn_on_write). An error is left for the
+ * bufferevent's own write, or the read of the close, to report. */
+static void conn_flush(struct client_conn *k) {
+    struct evbuffer *out = bufferevent_get_output(k->bev);
+    if (!(bufferevent_get_enabled(k->bev) & EV_WRITE)) write_now(out, bufferevent_getfd(k->bev));
+    if (evbuffer_get_length(out)) bufferevent_enable(k->bev, EV_WRITE);
+}
+
+static void conn_on_write(struct bufferevent *bev, void *arg) {
+    (void)arg;
+    if (!evbuffer_get_length(bufferevent_get_output(bev))) bufferevent_disable(bev, EV_WRITE);
+}
+
 /* Sends the request on a pooled connection or a new one. */
 static bool call_send(struct herd_http_call *call, bool may_reuse) {
     struct herd_http_client *cl = call->cl;
@@ -251,6 +274,7 @@ static bool call_send(struct herd_http_call *call, bool may_reuse) {
     herd_http_resp_parser_reset(&call->resp, call->head_request);
     if (bufferevent_write(k->bev, call->request, call->request_len) != 0) return false;
     if (call->reused) {
+        conn_flush(k);
         cl->stats.reuses++;
         call->phase = CALL_WAITING;
         arm(call->timer, cl->p.head_timeout_s);
@@ -266,8 +290,8 @@ static bool call_send(struct herd_http_call *call, bool may_reuse) {
         event_active(call->timer, EV_TIMEOUT, 0); /* reported from the loop, as a refusal would be */
         return true;
     }
-    bufferevent_setcb(k->bev, conn_on_read, NULL, conn_on_event, k);
-    bufferevent_enable(k->bev, EV_READ | EV_WRITE);
+    bufferevent_setcb(k->bev, conn_on_read, conn_on_write, conn_on_event, k);
+    bufferevent_enable(k->bev, EV_READ | EV_WRITE); /* the connect, then the request */
     return true;
 }
 

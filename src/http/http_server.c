@@ -23,6 +23,9 @@
 #include "base/timing.h"
 #include "http/http_server.h"
 
+/* Bytes a connection may read ahead while its request is worked on. */
+#define READ_HIGH_WATER ((size_t)1 << 20)
+
 enum conn_state {
     CONN_READING,   /* parsing a request */
     CONN_WORKING,   /* a handler waits for its work */
@@ -189,6 +192,23 @@ static void conn_finished(struct herd_http_request *c) {
     }
 }
 
+/* Writes what is queued now, not a loop turn later: an answer leaves in
+ * one write with no epoll change, and only what the socket does not take
+ * waits for EV_WRITE (enabled until the output drains, see on_write). An
+ * error is left for the bufferevent's own write to report. */
+static void conn_flush(struct herd_http_request *c) {
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    if (!evbuffer_get_length(out)) return;
+    if (!(bufferevent_get_enabled(c->bev) & EV_WRITE)) {
+        /* a bufferevent keeps its output's start frozen (only its own
+         * write drains it): thawed for this one, as libevent does */
+        evbuffer_unfreeze(out, 1);
+        evbuffer_write(out, bufferevent_getfd(c->bev));
+        evbuffer_freeze(out, 1);
+    }
+    if (evbuffer_get_length(out)) bufferevent_enable(c->bev, EV_WRITE);
+}
+
 /* "Connection: close" when this answer ends the connection. */
 static const char *closing(const struct herd_http_request *c) {
     return c->keep_alive && !c->srv->draining ? "" : "Connection: close\r\n";
@@ -203,6 +223,7 @@ void herd_http_respond(struct herd_http_request *c, int status, const char *cont
         out, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nX-Request-Id: %s\r\n%s%s\r\n", status,
         reason(status), content_type, len, c->request_id, extra_headers ? extra_headers : "", closing(c));
     if (strcmp(c->method, "HEAD") != 0) evbuffer_add(out, body, len);
+    conn_flush(c);
     conn_finished(c);
 }
 
@@ -263,6 +284,7 @@ void herd_http_stream_begin(struct herd_http_request *c, int status, const char 
         bufferevent_get_output(c->bev),
         "HTTP/1.1 %d %s\r\nContent-Type: %s\r\n%sTransfer-Encoding: chunked\r\nX-Request-Id: %s\r\n%s\r\n", status,
         reason(status), content_type, extra_headers ? extra_headers : "", c->request_id, closing(c));
+    conn_flush(c);
 }
 
 void herd_http_stream_send(struct herd_http_request *c, const char *data, size_t len) {
@@ -271,15 +293,18 @@ void herd_http_stream_send(struct herd_http_request *c, const char *data, size_t
     evbuffer_add_printf(out, "%zx\r\n", len);
     evbuffer_add(out, data, len);
     evbuffer_add(out, "\r\n", 2);
+    conn_flush(c);
 }
 
 void herd_http_stream_end(struct herd_http_request *c) {
     evbuffer_add(bufferevent_get_output(c->bev), "0\r\n\r\n", 5);
+    conn_flush(c);
     conn_finished(c);
 }
 
 void herd_http_stream_abort(struct herd_http_request *c) {
     c->keep_alive = false;
+    conn_flush(c);
     conn_finished(c);
 }
 
@@ -293,6 +318,7 @@ void herd_http_sse_send(struct herd_http_request *c, const char *data, size_t le
     evbuffer_add_printf(out, "%zx\r\ndata: ", len + 8);
     evbuffer_add(out, data, len);
     evbuffer_add(out, "\n\n\r\n", 4);
+    conn_flush(c);
 }
 
 /* ------------------------------------------------------- request access */
@@ -532,8 +558,10 @@ static void conn_read(struct herd_http_request *c) {
         if (before == HERD_HTTP_HEAD && c->parser.phase != HERD_HTTP_HEAD && c->parser.phase != HERD_HTTP_ERROR &&
             c->parser.phase != HERD_HTTP_DONE) {
             arm(c->deadline, c->srv->p.body_timeout_s);
-            if (c->parser.expect_continue)
+            if (c->parser.expect_continue) {
                 evbuffer_add_printf(bufferevent_get_output(c->bev), "HTTP/1.1 100 Continue\r\n\r\n");
+                conn_flush(c);
+            }
         }
         if (c->parser.phase == HERD_HTTP_ERROR) {
             event_del(c->deadline);
@@ -550,7 +578,6 @@ static void conn_read(struct herd_http_request *c) {
         }
         if (c->parser.phase == HERD_HTTP_DONE) {
             event_del(c->deadline);
-            bufferevent_disable(c->bev, EV_READ);
             c->state = CONN_WORKING;
             handle(c);
             return;
@@ -565,8 +592,9 @@ static void on_read(struct bufferevent *bev, void *arg) {
 }
 
 static void on_write(struct bufferevent *bev, void *arg) {
-    (void)bev;
     struct herd_http_request *c = arg;
+    /* drained: the next answer is written at once (conn_flush) */
+    if (!herd_http_request_pending_output(c)) bufferevent_disable(bev, EV_WRITE);
     if (c->state == CONN_CLOSING && !herd_http_request_pending_output(c)) {
         conn_free(c);
     } else if (c->state == CONN_STREAMING && c->ops &&
@@ -647,7 +675,12 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
     struct timeval wt = {(time_t)h->p.write_timeout_s, 0};
     bufferevent_set_timeouts(c->bev, NULL, &wt);
     bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
-    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    /* reading stays on while a request is worked on (a close is seen at
+     * once and cancels it; pipelined bytes wait in the input, at most
+     * READ_HIGH_WATER of them); writing only while output waits */
+    bufferevent_setwatermark(c->bev, EV_READ, 0, READ_HIGH_WATER);
+    bufferevent_disable(c->bev, EV_WRITE); /* on by default */
+    bufferevent_enable(c->bev, EV_READ);
     c->state = CONN_READING;
     arm(c->deadline, h->p.idle_timeout_s);
 }
@@ -741,7 +774,15 @@ enum herd_status herd_http_server_create(const struct herd_http_server_params *p
         if (!mine[i]->message) mine[i]->message = dflt[i]->message;
     }
     h->started_wall = time(NULL);
-    h->base = event_base_new();
+    /* epoll's changelist: an event added and removed within one loop turn
+     * (a write's EPOLLOUT, a read paused and resumed) costs no epoll_ctl.
+     * Its one hazard, dup()ed descriptors, does not arise here. */
+    struct event_config *cfg = event_config_new();
+    if (cfg) {
+        event_config_set_flag(cfg, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+        h->base = event_base_new_with_config(cfg);
+        event_config_free(cfg);
+    }
     if (!h->base) {
         herd_http_server_destroy(h);
         return herd_error_set(err, HERD_E_NOMEM, "cannot create the event loop");

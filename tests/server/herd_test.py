@@ -84,7 +84,9 @@ class Server:
     def post(self, path, body, **kw):
         return self.request("POST", path, body, **kw)
 
-    def raw(self, data, read_timeout=5):
+    def raw(self, data, read_timeout=5, until_close=False):
+        """The bytes answered to data: up to the first complete answer, or
+        (until_close) everything until the server closes."""
         s = socket.create_connection(("127.0.0.1", self.port), timeout=read_timeout)
         try:
             s.sendall(data)
@@ -97,7 +99,7 @@ class Server:
                 if not chunk:
                     break
                 out += chunk
-                if b"\r\n\r\n" in out and b"Content-Length" in out:
+                if not until_close and b"\r\n\r\n" in out and b"Content-Length" in out:
                     head, _, rest = out.partition(b"\r\n\r\n")
                     m = re.search(rb"Content-Length: (\d+)", head)
                     if m and len(rest) >= int(m.group(1)):

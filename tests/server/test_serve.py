@@ -222,7 +222,8 @@ big = b"\n" * (17 << 20)
 out = srv.raw(b"POST /v1/completions HTTP/1.1\r\nContent-Length: %d\r\n\r\n" % len(big) + big[:1000])
 check(out.startswith(b"HTTP/1.1 413"), "body over the limit -> 413 before reading it")
 # keep-alive and pipelining on one connection
-out = srv.raw(b"GET /livez HTTP/1.1\r\n\r\nGET /livez HTTP/1.1\r\nConnection: close\r\n\r\n", read_timeout=5)
+out = srv.raw(b"GET /livez HTTP/1.1\r\n\r\nGET /livez HTTP/1.1\r\nConnection: close\r\n\r\n", read_timeout=5,
+              until_close=True)
 check(out.count(b"HTTP/1.1 200") == 2, "two pipelined requests on one connection")
 
 # --------------------------------------------- identical under concurrency
