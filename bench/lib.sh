@@ -4,7 +4,7 @@
 tmp=$(mktemp -d)
 bench_pids=()
 bench_cleanup() {
-    for p in "${bench_pids[@]}"; do kill "$p" 2>/dev/null; done
+    for p in "${bench_pids[@]}"; do kill "$p" 2>/dev/null || true; done
     rm -rf "$tmp"
 }
 trap bench_cleanup EXIT

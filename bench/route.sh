@@ -351,10 +351,10 @@ prefix() {
     ensure_model
     local per_token
     per_token=$(kv_bytes_per_token)
-    # about 3.4 system prompts per replica: 3 fit with room for the running
-    # requests' own tokens, so round-robin, sending every prompt everywhere,
-    # evicts them, while 2 per replica (cache-aware, 8 over 4) stay
-    kv_mem=$((per_token * prefix_tokens * 34 / 10))
+    # room for the system prompts cache-aware gives each replica (8 over 4:
+    # 2) and 1.4 more for the running requests' own tokens: round-robin,
+    # sending every prompt everywhere, evicts them, cache-aware keeps its own
+    kv_mem=$((per_token * prefix_tokens * (n_prefixes * 10 / replicas + 14) / 10))
     local shared=(-c "$clients" -n "$requests" --prompt-tokens 32 --max-tokens 32 --shared-prefixes "$n_prefixes"
         --prefix-tokens "$prefix_tokens")
     local plain=(-c "$clients" -n $((requests / 2)) --prompt-tokens 512 --max-tokens 64)
