@@ -188,7 +188,9 @@ static void conn_finished(struct herd_http_request *c) {
     } else {
         c->state = CONN_CLOSING;
         bufferevent_disable(c->bev, EV_READ);
-        if (!herd_http_request_pending_output(c)) conn_free(c);
+        /* all written (conn_flush): closed on the next loop turn, never
+         * inside the answer's call, whose caller may still hold c */
+        if (!herd_http_request_pending_output(c)) arm(c->deadline, 0);
     }
 }
 
@@ -619,6 +621,10 @@ static void on_event(struct bufferevent *bev, short what, void *arg) {
 static void on_deadline(evutil_socket_t fd, short what, void *arg) {
     (void)fd, (void)what;
     struct herd_http_request *c = arg;
+    if (c->state == CONN_CLOSING) {
+        if (!herd_http_request_pending_output(c)) conn_free(c); /* else on_write frees it */
+        return;
+    }
     if (c->state != CONN_READING) return;
     if (!c->head_started) { /* idle keep-alive connection */
         conn_free(c);
@@ -708,8 +714,11 @@ static void on_drain_tick(evutil_socket_t fd, short what, void *arg) {
     if (herd_time_now_s() - h->drain_started_s > limit && !h->drain_expired) {
         /* time is up: what still runs ends now */
         h->drain_expired = true;
-        for (struct herd_http_request *c = h->conns; c; c = c->next)
+        /* an answer goes out at once, and may end (free) its connection */
+        for (struct herd_http_request *c = h->conns, *next; c; c = next) {
+            next = c->next;
             if (c->ops) c->ops->cancel(c, c->work);
+        }
     }
     if (h->drain_expired && herd_time_now_s() - h->drain_started_s > limit + 2) {
         event_base_loopexit(h->base, NULL);
