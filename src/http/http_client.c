@@ -251,7 +251,8 @@ static void write_now(struct evbuffer *out, evutil_socket_t fd) {
  * bufferevent's own write, or the read of the close, to report. */
 static void conn_flush(struct client_conn *k) {
     struct evbuffer *out = bufferevent_get_output(k->bev);
-    if (!(bufferevent_get_enabled(k->bev) & EV_WRITE)) write_now(out, bufferevent_getfd(k->bev));
+    if (bufferevent_get_enabled(k->bev) & EV_WRITE) return; /* waiting already (its timeout running) */
+    write_now(out, bufferevent_getfd(k->bev));
     if (evbuffer_get_length(out)) bufferevent_enable(k->bev, EV_WRITE);
 }
 

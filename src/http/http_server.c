@@ -200,14 +200,14 @@ static void conn_finished(struct herd_http_request *c) {
  * error is left for the bufferevent's own write to report. */
 static void conn_flush(struct herd_http_request *c) {
     struct evbuffer *out = bufferevent_get_output(c->bev);
-    if (!evbuffer_get_length(out)) return;
-    if (!(bufferevent_get_enabled(c->bev) & EV_WRITE)) {
-        /* a bufferevent keeps its output's start frozen (only its own
-         * write drains it): thawed for this one, as libevent does */
-        evbuffer_unfreeze(out, 1);
-        evbuffer_write(out, bufferevent_getfd(c->bev));
-        evbuffer_freeze(out, 1);
-    }
+    /* waiting for the socket already: enabling again would restart the
+     * write timeout, and a client that never reads would never be dropped */
+    if (!evbuffer_get_length(out) || (bufferevent_get_enabled(c->bev) & EV_WRITE)) return;
+    /* a bufferevent keeps its output's start frozen (only its own write
+     * drains it): thawed for this one, as libevent does */
+    evbuffer_unfreeze(out, 1);
+    evbuffer_write(out, bufferevent_getfd(c->bev));
+    evbuffer_freeze(out, 1);
     if (evbuffer_get_length(out)) bufferevent_enable(c->bev, EV_WRITE);
 }
 
