@@ -46,8 +46,8 @@ static uint32_t chat_header_tokens(struct herd_router *rt) {
     static const char *const probes[] = {
         "{\"model\":\"p\",\"messages\":[{\"role\":\"user\",\"content\":\"a\"}]}",
         "{\"model\":\"p\",\"messages\":[{\"role\":\"user\",\"content\":\"Z 9\"}]}",
-        "{\"model\":\"p\",\"messages\":[{\"role\":\"system\",\"content\":\"b\"},"
-        "{\"role\":\"user\",\"content\":\"c\"}]}",
+        ("{\"model\":\"p\",\"messages\":[{\"role\":\"system\",\"content\":\"b\"},"
+         "{\"role\":\"user\",\"content\":\"c\"}]}"),
     };
     int32_t *first = NULL;
     uint32_t common = 0;
