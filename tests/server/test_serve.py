@@ -407,7 +407,10 @@ s.settimeout(10)
 s.connect(("127.0.0.1", srv.port))
 body = json.dumps(completion(prompts[:4], max_tokens=480, n=16, ignore_eos=True, stream=True, logprobs=5)).encode()
 s.sendall(b"POST /v1/completions HTTP/1.1\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
-deadline = time.time() + 30
+# Loopback grows the server's send buffer to ~3 MB before writes stop, so
+# the drop comes once ~4 MB are generated: 4 s in a release build, near a
+# minute under ThreadSanitizer on a busy machine. The loop ends at the drop.
+deadline = time.time() + 150
 while time.time() < deadline:
     m = srv.metrics()
     if m.get("herd_cancellations_total", 0) >= 1 and m.get("herd_requests_running") == 0:
