@@ -69,8 +69,8 @@ struct herd_api_model {
  * client has; gp.max_tokens is already reduced by them). */
 struct herd_api_resume {
     bool on;
-    char id[64];     /* the chunks' id, as the first server sent it */
-    time_t created;  /* and their created */
+    char id[64];    /* the chunks' id, as the first server sent it */
+    time_t created; /* and their created */
 };
 
 /* A checked /v1/chat/completions or /v1/completions request. Its stop

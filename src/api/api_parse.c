@@ -248,8 +248,8 @@ static bool max_tokens(struct herd_api_error *err, json_t *body, const struct he
 
 /* The bytes of text tokens[n] decode to, as the scheduler decodes an
  * output (a leading SentencePiece space kept). Checks the ids. */
-static bool resumed_text_bytes(struct herd_api_error *err, const struct herd_api_model *m, json_t *tokens,
-                               int32_t *ids, uint64_t *bytes) {
+static bool resumed_text_bytes(struct herd_api_error *err, const struct herd_api_model *m, json_t *tokens, int32_t *ids,
+                               uint64_t *bytes) {
     struct herd_detok d;
     herd_detok_init(&d, m->tokenizer->vocab);
     d.started = true;

@@ -10,7 +10,7 @@
 
 struct herd_block_feed {
     atomic_bool on, want_snapshot;
-    pthread_mutex_t lock; /* guards everything below but the reader's copies */
+    pthread_mutex_t lock;           /* guards everything below but the reader's copies */
     struct herd_block_change *ring; /* [cap] */
     uint32_t cap, head, n;
     bool overflowed;    /* changes are dropped until the next snapshot */

@@ -84,9 +84,9 @@ struct herd_request {
     bool forked;
     uint64_t arrival;
     uint32_t n_active;
-    uint32_t finish_reason; /* over its choices: 0 stop, 1 length, 2 cancelled (the worst wins) */
+    uint32_t finish_reason;         /* over its choices: 0 stop, 1 length, 2 cancelled (the worst wins) */
     enum herd_finish resume_finish; /* a resume that ends at admission (stop string inside, no tokens left) */
-    bool accounted;         /* its request-level metrics are recorded */
+    bool accounted;                 /* its request-level metrics are recorded */
     struct choice ch[HERD_MAX_CHOICES];
     struct herd_request *next_in; /* inbox list */
 };
@@ -137,9 +137,9 @@ struct herd_sched {
     uint64_t n_steps;           /* under lock */
     double last_step_s;         /* the last step's duration, -1 once in the window */
     struct herd_prefix_cache *pc;
-    double t_emit;               /* when this step's tokens came out of the model */
-    uint32_t step_prompt_tokens; /* prompt tokens in this step\'s batch */
-    int32_t *match_blocks;       /* scratch for a prefix match, [n_ctx / block_tokens] */
+    double t_emit;                /* when this step's tokens came out of the model */
+    uint32_t step_prompt_tokens;  /* prompt tokens in this step\'s batch */
+    int32_t *match_blocks;        /* scratch for a prefix match, [n_ctx / block_tokens] */
     struct herd_block_feed *feed; /* the prefix cache's changes, for the state stream */
     uint64_t *snap_hashes;        /* scratch for a feed snapshot, [n_blocks] */
 };
@@ -1276,7 +1276,9 @@ void herd_sched_status(struct herd_sched *s, struct herd_sched_status *out) {
 
 uint32_t herd_sched_n_ctx(const struct herd_sched *s) { return s->n_ctx; }
 
-struct herd_block_feed *herd_sched_block_feed(struct herd_sched *s) { return s->feed; }
+struct herd_block_feed *herd_sched_block_feed(struct herd_sched *s) {
+    return s->feed;
+}
 
 void herd_sched_feed_start(struct herd_sched *s) {
     herd_block_feed_start(s->feed);

@@ -64,10 +64,10 @@ struct state_hub {
     struct state_sub *subs;
     struct event *tick; /* every 10 ms while anyone subscribes */
     struct state_set set;
-    bool have_set; /* the set is the cache's (a snapshot came since the feed started) */
+    bool have_set;               /* the set is the cache's (a snapshot came since the feed started) */
     struct state_load last_load; /* as last sent to everyone */
     double last_load_s;
-    char instance[17]; /* hello's: random, new each process */
+    char instance[17];  /* hello's: random, new each process */
     struct herd_buf ev; /* scratch: one event's text */
 };
 

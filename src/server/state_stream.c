@@ -37,7 +37,7 @@
 #define HEARTBEAT_S      0.5
 #define BLOCKS_PER_EVENT 4096
 /* Ceiling of an event's text: BLOCKS_PER_EVENT hashes of 19 bytes, twice */
-#define EVENT_MAX_BYTES ((size_t)1 << 20)
+#define EVENT_MAX_BYTES  ((size_t)1 << 20)
 
 struct state_sub {
     struct herd_server *s;
@@ -159,8 +159,9 @@ static bool load_equal(struct state_load a, struct state_load b) {
 
 static void send_load(struct state_sub *sub, struct state_load l) {
     char ev[160];
-    const int n = snprintf(ev, sizeof ev, "{\"type\":\"load\",\"running\":%u,\"waiting\":%u,\"kv_used\":%u,\"kv_total\":%u}",
-                           l.running, l.waiting, l.kv_used, l.kv_total);
+    const int n =
+        snprintf(ev, sizeof ev, "{\"type\":\"load\",\"running\":%u,\"waiting\":%u,\"kv_used\":%u,\"kv_total\":%u}",
+                 l.running, l.waiting, l.kv_used, l.kv_total);
     send_to(sub, ev, (size_t)n);
 }
 

@@ -312,8 +312,8 @@ static void test_resume_parse(void **state) {
                  HERD_API_BAD_REQUEST, "herd_resume", "past the tokens' text (7 bytes)");
     expect_error(RESUME("{\"tokens\":[1,1,1,1,1],\"text_bytes\":0,\"id\":\"a\",\"created\":1}"), false,
                  HERD_API_BAD_REQUEST, "herd_resume", "max_tokens allows 4");
-    expect_error(RESUME("{\"tokens\":[],\"text_bytes\":0,\"created\":1}"), false, HERD_API_BAD_REQUEST,
-                 "herd_resume", "id must be");
+    expect_error(RESUME("{\"tokens\":[],\"text_bytes\":0,\"created\":1}"), false, HERD_API_BAD_REQUEST, "herd_resume",
+                 "id must be");
     expect_error(RESUME("{\"tokens\":[],\"text_bytes\":0,\"id\":\"a\",\"created\":1,\"x\":1}"), false,
                  HERD_API_BAD_REQUEST, "herd_resume", "unknown field herd_resume.x");
     expect_error("{\"model\":\"tiny\",\"prompt\":\"x\",\"herd_resume\":{\"tokens\":[],\"text_bytes\":0,\"id\":\"a\","

@@ -98,8 +98,13 @@ enum { BT = 4, BLOCKS = 8 };
 
 static void test_prefix_cache_tells(void **state) {
     (void)state;
-    struct herd_kv_params p = {.n_layer = 1, .kv_dim = 8, .head_dim = 8, .block_tokens = BT, .n_blocks = BLOCKS,
-                               .max_seqs = 2, .type = HERD_KV_F16};
+    struct herd_kv_params p = {.n_layer = 1,
+                               .kv_dim = 8,
+                               .head_dim = 8,
+                               .block_tokens = BT,
+                               .n_blocks = BLOCKS,
+                               .max_seqs = 2,
+                               .type = HERD_KV_F16};
     struct herd_kv *kv = NULL;
     struct herd_error err = {0};
     if (herd_kv_create(&p, &kv, &err) != HERD_OK) fail_msg("%s", err.msg);
@@ -152,7 +157,8 @@ static void *producer(void *arg) {
     while (!atomic_load(&th->reader_synced)) sched_yield(); /* then it races */
     for (uint64_t h = 1; h <= 200000; h++) {
         herd_block_feed_push(th->f, h, true);
-        if (herd_block_feed_snapshot_wanted(th->f)) herd_block_feed_put_snapshot(th->f, &h, 1); /* "everything up to h" */
+        if (herd_block_feed_snapshot_wanted(th->f))
+            herd_block_feed_put_snapshot(th->f, &h, 1); /* "everything up to h" */
         atomic_store(&th->produced, h);
     }
     atomic_store(&th->done, true);
