@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/paths.h"
+
 void cli_engine_options(const struct cli_model_opts *mo, struct herd_engine_options *eo) {
     herd_engine_default_options(eo);
     eo->model_path = mo->model;
@@ -46,4 +48,14 @@ bool cli_parse_ids(const char *cmd, const char *text, int32_t *ids, uint32_t max
         return false;
     }
     return true;
+}
+
+const char *cli_model_name(const struct cli_model_opts *mo, char *out, size_t cap) {
+    char path[4096];
+    const char *file = mo->model ? mo->model : herd_paths_data(HERD_PATH_DEFAULT_MODEL, path, sizeof path);
+    const char *base = strrchr(file, '/') ? strrchr(file, '/') + 1 : file;
+    snprintf(out, cap, "%s", base);
+    char *dot = strrchr(out, '.');
+    if (dot && strcmp(dot, ".gguf") == 0) *dot = 0;
+    return out;
 }

@@ -5,6 +5,7 @@
 #define HERD_CLI_CLI_MODEL_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "cli/cli_args.h"
@@ -35,6 +36,9 @@ void cli_engine_options(const struct cli_model_opts *mo, struct herd_engine_opti
  * returns NULL on failure. */
 struct herd_engine *cli_engine_open(const char *cmd, const struct herd_engine_options *eo);
 
+/* The model id requests name by default: the model file's name without
+ * .gguf. Written to out (cap bytes), which is returned. */
+const char *cli_model_name(const struct cli_model_opts *mo, char *out, size_t cap);
 /* Parses "1,2,3" into ids (at most max); false with a message on bad input. */
 bool cli_parse_ids(const char *cmd, const char *text, int32_t *ids, uint32_t max, uint32_t *n);
 

@@ -161,15 +161,7 @@ int herd_cmd_serve(int argc, char **argv) {
         return 1;
     }
     char default_name[256];
-    if (!name) {
-        char path[4096];
-        const char *file = mo.model ? mo.model : herd_paths_data(HERD_PATH_DEFAULT_MODEL, path, sizeof path);
-        const char *base = strrchr(file, '/') ? strrchr(file, '/') + 1 : file;
-        snprintf(default_name, sizeof default_name, "%s", base);
-        char *dot = strrchr(default_name, '.');
-        if (dot && strcmp(dot, ".gguf") == 0) *dot = 0;
-        name = default_name;
-    }
+    if (!name) name = cli_model_name(&mo, default_name, sizeof default_name);
     sp.host = host ? host : "127.0.0.1";
     sp.port = (uint16_t)port;
     sp.http.max_body_bytes = max_body;

@@ -23,6 +23,7 @@ static const struct command commands[] = {
     {"inspect", herd_cmd_inspect, "show a GGUF file's architecture, tokenizer, tensors and memory needs"},
     {"synth", herd_cmd_synth, "write a random-weight Llama model of a real shape (for tests and benchmarks)"},
     {"imatrix", herd_cmd_imatrix, "compute an importance matrix over a text (for quantize --imatrix)"},
+    {"batch", herd_cmd_batch, "run OpenAI Batch JSONL files: resumable, shardable (run, merge)"},
     {"quantize", herd_cmd_quantize, "rewrite a model in a smaller weight type (Q8_0, Q4_K_M, ...), as llama-quantize"},
     {"convert", herd_cmd_convert, "convert a model from another format to GGUF (llama2c, hf)"},
 };
