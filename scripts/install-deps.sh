@@ -13,6 +13,8 @@ packages=(
     # podman with runc (crun refuses the cgroup v1 hybrid layout of some
     # VMs), debootstrap for the base image (scripts/container-base.sh), curl
     podman runc debootstrap curl
+    # the batch test on a real single-node Slurm (tests/batch/test_slurm.sh)
+    slurm-wlm munge
 )
 missing=()
 for p in "${packages[@]}"; do
