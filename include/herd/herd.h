@@ -67,6 +67,7 @@ struct herd_engine_options {
     /* HERD_ENGINE_SCHEDULER */
     uint32_t max_queue;                       /* waiting requests before submit says HERD_E_AGAIN (256) */
     double prefill_per_decode;                /* see herd_sched_params; < 0: the default (1) */
+    int64_t background_tokens;                /* see herd_sched_params; < 0: the default (64) */
     const struct herd_sched_metrics *metrics; /* histograms the scheduler observes; NULL: none */
     /* With a scheduler, where herd_decode's time per operation goes: steps
      * that compute prompt tokens into profile_prompt, the others into

@@ -14,6 +14,7 @@
 #ifndef HERD_BATCH_BATCH_H
 #define HERD_BATCH_BATCH_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -27,10 +28,11 @@
 #define HERD_BATCH_DEFAULT_MAX_LINE ((size_t)4 << 20)
 
 struct herd_batch_counts {
-    uint64_t lines;   /* of this shard, blank lines not counted */
-    uint64_t skipped; /* already in the output or error file (a resumed job) */
-    uint64_t done;    /* answered this run */
-    uint64_t failed;  /* written to the error file this run */
+    uint64_t lines;          /* of this shard, blank lines not counted */
+    uint64_t skipped;        /* already in the output or error file (a resumed job) */
+    uint64_t skipped_failed; /* of them, in the error file */
+    uint64_t done;           /* answered this run */
+    uint64_t failed;         /* written to the error file this run */
     uint64_t prompt_tokens, completion_tokens;
     double elapsed_s;
 };
@@ -42,13 +44,20 @@ struct herd_batch_params {
     int32_t priority;         /* the scheduler priority of every line */
     size_t max_line_bytes;
     bool restart; /* start over: the output and error files are emptied */
+    /* The one url lines may name (a server batch's endpoint); NULL: both
+     * /v1/chat/completions and /v1/completions. */
+    const char *only_url;
+    /* When set, a stop also writes every line not answered yet to the error
+     * file with this code and message (an expired server batch:
+     * "batch_expired"), so the job ends with every line accounted for. */
+    const char *abandon_code, *abandon_message;
     struct herd_api_limits limits;
     /* Called about once a second and at the end, from the calling thread. */
     void (*progress)(void *arg, const struct herd_batch_counts *c);
     void *progress_arg;
     /* Checked between steps: when it turns true, the job stops cleanly
      * (what finished is written; the rest is redone by a rerun). */
-    const volatile int *stop;
+    const atomic_int *stop;
 };
 
 void herd_batch_default_params(struct herd_batch_params *p);

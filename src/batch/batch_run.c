@@ -241,6 +241,9 @@ static enum herd_status start_line(struct job *j, uint64_t k, struct herd_buf *b
     else if (method && strcmp(method, "POST") != 0)
         ok = write_error(j, k, custom_id, 0, NULL, "invalid_method", "line %llu: method '%s': only POST is supported",
                          (unsigned long long)k + 1, method);
+    else if (p->only_url && (!url || strcmp(url, p->only_url) != 0))
+        ok = write_error(j, k, custom_id, 0, NULL, "invalid_url", "line %llu: url '%s': this batch's endpoint is %s",
+                         (unsigned long long)k + 1, url ? url : "(none)", p->only_url);
     else if (!url || (strcmp(url, "/v1/chat/completions") != 0 && strcmp(url, "/v1/completions") != 0))
         ok = write_error(j, k, custom_id, 0, NULL, "invalid_url",
                          "line %llu: url '%s': only /v1/chat/completions and /v1/completions are supported",
@@ -374,12 +377,13 @@ static enum herd_status resume_line(void *arg, char *text, size_t len) {
     json_t *v = json_loadb(text, len, 0, NULL);
     json_t *line = json_object_get(v, "line");
     const char *cid = json_string_value(json_object_get(v, "custom_id"));
+    const uint8_t mark = r->errors ? 4 : 2;
     if (r->errors && json_is_integer(line) && json_integer_value(line) >= 1 &&
         (uint64_t)json_integer_value(line) <= j->in.n_lines) {
-        j->skip[json_integer_value(line) - 1] |= 2;
+        j->skip[json_integer_value(line) - 1] |= mark;
     } else if (cid) {
         struct id_slot *s = id_find(&j->ids, cid);
-        if (s && s->id) j->skip[s->line] |= 2;
+        if (s && s->id) j->skip[s->line] |= mark;
     }
     json_decref(v);
     return HERD_OK;
@@ -413,6 +417,31 @@ static enum herd_status check_state(struct job *j, struct herd_error *err) {
 }
 
 /* -------------------------------------------------------------- running */
+
+/* The job stops for good (p->abandon_code): the lines running and those
+ * not started from next on get an error line each. */
+static enum herd_status abandon(struct job *j, uint64_t next, struct herd_buf *buf, struct herd_error *err) {
+    const struct herd_batch_params *p = j->p;
+    for (uint32_t i = 0; i < j->n_running; i++) {
+        const struct job_line *l = j->running[i];
+        if (!write_error(j, l->k, l->custom_id, 0, NULL, p->abandon_code, "line %llu: %s", (unsigned long long)l->k + 1,
+                         p->abandon_message))
+            return herd_error_set(err, HERD_E_NOMEM, "out of memory");
+    }
+    for (uint64_t k = next; k < j->in.n_lines; k++) {
+        if (j->skip[k]) continue;
+        struct herd_error lerr;
+        enum herd_status rc = jsonl_input_read(&j->in, k, buf, p->max_line_bytes, &lerr);
+        if (rc != HERD_OK && rc != HERD_E_OVERFLOW) return herd_error_set(err, rc, "%s", lerr.msg);
+        json_t *v = rc == HERD_OK ? json_loadb((const char *)buf->data, buf->len, 0, NULL) : NULL;
+        const char *cid = json_string_value(json_object_get(v, "custom_id"));
+        const bool ok = write_error(j, k, cid && *cid && !j->dup_of[k] ? cid : NULL, 0, NULL, p->abandon_code,
+                                    "line %llu: %s", (unsigned long long)k + 1, p->abandon_message);
+        json_decref(v);
+        if (!ok) return herd_error_set(err, HERD_E_NOMEM, "out of memory");
+    }
+    return HERD_OK;
+}
 
 static enum herd_status flush(struct job *j, struct herd_error *err) {
     enum herd_status rc = jsonl_output_flush(&j->out, err);
@@ -465,15 +494,18 @@ static enum herd_status run(struct job *j, struct herd_error *err) {
     if ((rc = jsonl_each_line(p->output, resume_line, &rout, err)) != HERD_OK ||
         (rc = jsonl_each_line(p->errors, resume_line, &rerr, err)) != HERD_OK)
         goto out;
-    for (uint64_t k = 0; k < n; k++)
-        if (j->skip[k] & 2 && !(j->skip[k] & 1)) j->c.skipped++;
+    for (uint64_t k = 0; k < n; k++) {
+        if (j->skip[k] & 1 || !(j->skip[k] & 6)) continue;
+        j->c.skipped++;
+        if (!(j->skip[k] & 2)) j->c.skipped_failed++; /* an answer wins over an error for the same line */
+    }
 
     const double t0 = herd_time_now_s();
     double last_flush = t0;
     uint64_t next = 0;
     bool queue_full = false;
     for (;;) {
-        const bool stopping = p->stop && *p->stop;
+        const bool stopping = p->stop && atomic_load(p->stop);
         /* fill the free slots */
         while (!stopping && !queue_full && j->n_running < p->max_inflight && next < n) {
             if (j->skip[next]) {
@@ -488,7 +520,8 @@ static enum herd_status run(struct job *j, struct herd_error *err) {
             if (rc != HERD_OK) goto out;
             next++;
         }
-        if (stopping) { /* unfinished lines are redone by a rerun */
+        if (stopping) { /* unfinished lines are redone by a rerun, or abandoned */
+            if (p->abandon_code && (rc = abandon(j, next, &buf, err)) != HERD_OK) goto out;
             for (uint32_t i = 0; i < j->n_running; i++) line_free(j->running[i]);
             j->n_running = 0;
             break;
@@ -518,7 +551,7 @@ static enum herd_status run(struct job *j, struct herd_error *err) {
     }
     rc = flush(j, err);
     j->c.elapsed_s = herd_time_now_s() - t0;
-    if (rc == HERD_OK && p->stop && *p->stop)
+    if (rc == HERD_OK && p->stop && atomic_load(p->stop))
         rc = herd_error_set(err, HERD_E_UNAVAILABLE, "stopped: the lines finished so far are written; rerun to go on");
 out:
     /* what finished is kept even when the job stops on an error */

@@ -40,8 +40,8 @@ static const struct cli_command merge_cmd = {
     .max_pos = 100000,
 };
 
-/* sig_atomic_t is int here: herd_batch_params.stop reads it */
-static volatile sig_atomic_t stop_requested;
+/* a lock-free atomic: safe to set from a signal handler */
+static atomic_int stop_requested;
 
 static void on_signal(int sig) {
     (void)sig;

@@ -10,6 +10,8 @@
 
 #include "base/log.h"
 #include "base/paths.h"
+#include "batch/batch_api.h"
+#include "batch/batch_service.h"
 #include "cli/cli_args.h"
 #include "cli/cli_model.h"
 #include "cli/commands.h"
@@ -28,7 +30,9 @@ static const struct cli_command cmd = {
                "(then 429 with Retry-After). API keys (--api-key, repeatable, or --api-key-file with one per\n"
                "line) protect everything but /health, /livez, /readyz and /metrics (also those with --auth-all).\n"
                "SIGTERM or SIGINT drains: /readyz turns 503, running requests get --drain-timeout seconds to\n"
-               "finish, then the process exits 0; a second signal exits at once.",
+               "finish, then the process exits 0; a second signal exits at once.\n"
+               "With --data-dir, OpenAI's /v1/files and /v1/batches run batch jobs at background priority (they\n"
+               "fill idle capacity and give way to interactive requests); their state survives a restart.",
     .min_pos = 0,
     .max_pos = 0,
 };
@@ -68,6 +72,7 @@ struct loader {
     const char *host, *name;
     struct herd_server *srv;
     struct herd_engine *engine;
+    struct herd_batch_service *batches; /* NULL without --data-dir */
 };
 
 static void *load_model(void *arg) {
@@ -93,6 +98,12 @@ static void *load_model(void *arg) {
              (double)herd_engine_kv_bytes(e) / (1024.0 * 1024.0), tmpl->origin, ld->host, port, ld->host, port,
              ld->name);
     struct herd_server_model sm = {herd_engine_model(e), herd_engine_vocab(e), herd_engine_tokenizer(e), tmpl, sched};
+    /* batches resume before the API can list them as waiting */
+    if (ld->batches && herd_batch_service_start(ld->batches, e, &err) != HERD_OK) {
+        fprintf(stderr, "herd serve: %s\n", err.msg);
+        herd_server_load_failed(ld->srv, err.msg);
+        return NULL;
+    }
     herd_server_set_model(ld->srv, &sm);
     return NULL;
 }
@@ -101,7 +112,10 @@ int herd_cmd_serve(int argc, char **argv) {
     struct cli_model_opts mo = {0};
     struct herd_server_params sp;
     herd_server_default_params(&sp);
-    const char *host = NULL, *chat_template = NULL, *key_file = NULL, *name = NULL;
+    const char *host = NULL, *chat_template = NULL, *key_file = NULL, *name = NULL, *data_dir = NULL;
+    struct herd_batch_service_params bsp;
+    herd_batch_service_default_params(&bsp);
+    uint64_t batch_max_file_mb = bsp.max_file_bytes / 1000000, background_tokens = 64;
     uint64_t port = 8080, batch_tokens = 512, max_seqs = 16, max_queue = 256, max_body = 16u << 20, max_conns = 1024,
              max_n = 16;
     double drain_timeout = 30, header_timeout = 10, prefill_per_decode = 1, write_timeout = 30;
@@ -134,6 +148,15 @@ int herd_cmd_serve(int argc, char **argv) {
         {"log-level", 0, CLI_STRING, &log_level, "LEVEL", "debug, info (default: with the access log), warn, error"},
         {"quiet", 'q', CLI_FLAG, &quiet, NULL, "no access log"},
         {"no-vllm-metrics", 0, CLI_FLAG, &no_vllm_metrics, NULL, "export /metrics under herd's names only"},
+        {"data-dir", 0, CLI_STRING, &data_dir, "DIR",
+         "keep files and batches here: turns /v1/files and /v1/batches on"},
+        {"batch-max-requests", 0, CLI_U64, &bsp.max_requests, "N", "requests per batch (default 50000)"},
+        {"batch-max-file-mb", 0, CLI_U64, &batch_max_file_mb, "MB", "largest uploaded file, in MB (default 200)"},
+        {"background-tokens", 0, CLI_U64, &background_tokens, "N",
+         "tokens per step while only batch work runs: a short step keeps interactive requests from waiting "
+         "(default 64; 0: --batch-tokens)"},
+        {"batch-window", 0, CLI_F64, &bsp.window_s, "S",
+         "seconds a batch may take before it expires (default 86400, OpenAI's 24h)"},
         {0},
     };
     int n_pos;
@@ -141,10 +164,11 @@ int herd_cmd_serve(int argc, char **argv) {
     if (prc != CLI_OK) return prc == CLI_EXIT_OK ? 0 : prc;
     if (port > 65535 || batch_tokens < 1 || batch_tokens > 8192 || max_seqs < 1 || max_seqs > 1024 || max_queue < 1 ||
         max_body < 1024 || max_conns < 1 || max_n < 1 || max_n > HERD_MAX_CHOICES || drain_timeout < 0 ||
-        header_timeout <= 0 || write_timeout < 1) {
+        header_timeout <= 0 || write_timeout < 1 || bsp.max_requests < 1 || batch_max_file_mb < 1 ||
+        batch_max_file_mb > 100000 || bsp.window_s < 1) {
         fprintf(stderr,
                 "herd serve: --port 0..65535, --batch-tokens 1..8192, --max-seqs 1..1024, --max-n 1..%d, "
-                "--max-body >= 1024, other limits >= 1\n",
+                "--max-body >= 1024, --batch-max-file-mb 1..100000, other limits >= 1\n",
                 HERD_MAX_CHOICES);
         return 2;
     }
@@ -175,9 +199,32 @@ int herd_cmd_serve(int argc, char **argv) {
     sp.model_name = name;
     sp.vllm_metrics = !no_vllm_metrics;
     sp.quiet = quiet;
+    /* a batch line is checked as the server checks a request */
+    bsp.limits = (struct herd_api_limits){.model_name = sp.model_name,
+                                          .max_n = sp.max_n,
+                                          .max_tokens_limit = sp.max_tokens_limit,
+                                          .max_stops = sp.max_stops,
+                                          .max_stop_bytes = sp.max_stop_bytes,
+                                          .max_logit_bias = sp.max_logit_bias,
+                                          .max_messages = sp.max_messages};
+    bsp.max_file_bytes = batch_max_file_mb * 1000000;
+    bsp.max_inflight = (uint32_t)max_seqs;
+    bsp.data_dir = data_dir;
+    struct herd_batch_service *batches = NULL;
+    struct herd_error err = {0};
+    if (data_dir && herd_batch_service_open(&bsp, &batches, &err) != HERD_OK) {
+        herd_log(HERD_LOG_ERROR, "serve", NULL, NULL, 0, "%s", err.msg);
+        free(key_storage);
+        return 1;
+    }
+    struct herd_http_route batch_routes[HERD_BATCH_API_ROUTES];
+    herd_batch_api_routes(batches, batch_routes);
+    sp.extra_routes = batch_routes;
+    sp.n_extra_routes = HERD_BATCH_API_ROUTES;
+    sp.max_upload_bytes = herd_batch_api_max_upload(batches);
     /* the port first, so probes see /readyz 503 "loading" while a large
      * model loads, then the model on its own thread */
-    struct loader ld = {.host = sp.host, .name = name};
+    struct loader ld = {.host = sp.host, .name = name, .batches = batches};
     cli_engine_options(&mo, &ld.eo);
     ld.eo.parts = HERD_ENGINE_SCHEDULER | HERD_ENGINE_CHAT;
     ld.eo.chat_template = chat_template;
@@ -188,7 +235,7 @@ int herd_cmd_serve(int argc, char **argv) {
     ld.eo.max_outputs = (uint32_t)max_seqs + 16;
     ld.eo.max_queue = (uint32_t)max_queue;
     ld.eo.prefill_per_decode = prefill_per_decode < 0 ? 0 : prefill_per_decode;
-    struct herd_error err = {0};
+    ld.eo.background_tokens = (int64_t)(background_tokens > 8192 ? 8192 : background_tokens);
     int rc = 1;
     pthread_t th;
     bool started = false;
@@ -211,7 +258,10 @@ int herd_cmd_serve(int argc, char **argv) {
 out:
     if (started) pthread_join(th, NULL);
     if (rc == 0) herd_log(HERD_LOG_INFO, "serve", NULL, NULL, 0, "stopped");
-    /* the engine first: its scheduler observes the server's metrics until it stops */
+    /* the batch worker first (its running batch stays in_progress, resumed
+     * at the next start), then the engine, whose scheduler observes the
+     * server's metrics until it stops */
+    herd_batch_service_close(batches);
     herd_engine_close(ld.engine);
     herd_server_destroy(ld.srv);
     free(key_storage);

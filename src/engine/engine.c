@@ -43,6 +43,7 @@ void herd_engine_default_options(struct herd_engine_options *o) {
     o->batch_tokens = 512;
     o->max_queue = 256;
     o->prefill_per_decode = -1;
+    o->background_tokens = -1;
 }
 
 static enum herd_status kv_type_of(const struct herd_engine_options *o, enum herd_kv_type *out,
@@ -234,6 +235,7 @@ enum herd_status herd_engine_open(const struct herd_engine_options *o, struct he
         sp.batch_tokens = cp.max_batch_tokens;
         if (o->max_queue) sp.max_queue = o->max_queue;
         if (o->prefill_per_decode >= 0) sp.prefill_per_decode = o->prefill_per_decode;
+        if (o->background_tokens >= 0) sp.background_tokens = (uint32_t)o->background_tokens;
         sp.metrics = o->metrics;
         sp.profile_prompt = o->profile_prompt;
         sp.profile_generation = o->profile_generation;

@@ -159,6 +159,7 @@ void herd_sched_default_params(struct herd_sched_params *p) {
     p->max_queue = 256;
     p->aging_s = 10.0;
     p->prefill_per_decode = 1.0;
+    p->background_tokens = 64;
 }
 
 enum herd_priority_class herd_priority_class(int32_t priority) {
@@ -357,9 +358,13 @@ void herd_request_set_notify(struct herd_request *r, void (*fn)(void *arg), void
 
 /* ------------------------------------------------------------- scheduler */
 
+static bool background(const struct herd_request *r) { return r->gp.priority >= HERD_PRIORITY_BACKGROUND; }
+
 static double effective_priority(const struct herd_sched *s, const struct herd_request *r, double now) {
     double waited = r->stats.submitted_s > 0 ? now - r->stats.submitted_s : 0;
-    return (double)r->gp.priority - (s->p.aging_s > 0 ? floor(waited / s->p.aging_s) : 0);
+    double p = (double)r->gp.priority - (s->p.aging_s > 0 ? floor(waited / s->p.aging_s) : 0);
+    /* background work ages among itself, never into the foreground */
+    return background(r) && p < HERD_PRIORITY_BACKGROUND ? HERD_PRIORITY_BACKGROUND : p;
 }
 
 /* Order of service: effective priority, then arrival. */
@@ -750,12 +755,32 @@ static bool make_room(struct herd_sched *s, struct herd_request *r, struct choic
     }
 }
 
+/* Whether any running foreground request has prompt tokens (or a
+ * recomputation) left, and whether any foreground request runs at all. */
+static void foreground_work(const struct herd_sched *s, bool *prefilling, bool *running) {
+    *prefilling = *running = false;
+    for (uint32_t k = 0; k < s->n_running; k++) {
+        const struct herd_request *r = s->running[k];
+        if (background(r)) continue;
+        *running = true;
+        for (uint32_t i = 0; i < r->gp.n; i++) {
+            const struct choice *c = &r->ch[i];
+            if (c->seq >= 0 && !c->finished && c->n_computed + 1 < known_tokens(r, c)) *prefilling = true;
+        }
+    }
+}
+
 /* Fills the batch. Returns the number of tokens. */
 static uint32_t build_batch(struct herd_sched *s, uint32_t *n_rows, double now) {
     uint32_t n = 0, budget = s->p.batch_tokens, max_rows = s->ctx->params.max_outputs;
     *n_rows = 0;
     s->step_prompt_tokens = 0;
     sort_requests(s, s->running, s->n_running, now);
+    /* background requests sit out while a foreground prompt is computed,
+     * and keep steps of their own short (see sched.h) */
+    bool fg_prefilling, fg_running;
+    foreground_work(s, &fg_prefilling, &fg_running);
+    if (!fg_running && s->p.background_tokens && s->p.background_tokens < budget) budget = s->p.background_tokens;
     /* 1: one decode token per generating choice. Room for all of a
      * request's choices is made before any is added, so that if the
      * request itself has to give way nothing of it is in the batch. */
@@ -765,6 +790,7 @@ static uint32_t build_batch(struct herd_sched *s, uint32_t *n_rows, double now) 
     for (uint32_t k = 0; k < n_order && n < budget; k++) {
         struct herd_request *r = order[k];
         if (r->state != REQ_RUNNING) continue; /* preempted by a request before it */
+        if (fg_prefilling && background(r)) continue;
         if (r->gp.n > 1 && !r->forked) {
             if (r->ch[0].n_computed < r->n_prompt - 1) continue;
             if (!fork_choices(s, r)) continue;
@@ -803,6 +829,7 @@ static uint32_t build_batch(struct herd_sched *s, uint32_t *n_rows, double now) 
     const uint32_t streams = n_decode > s->ctx->params.max_seqs ? n_decode : s->ctx->params.max_seqs;
     for (uint32_t k = 0; k < s->n_running && n < budget; k++) {
         struct herd_request *r = s->running[k];
+        if (fg_prefilling && background(r)) continue;
         bool shared_phase = r->gp.n > 1 && !r->forked;
         for (uint32_t i = 0; i < r->gp.n && n < budget; i++) {
             struct choice *c = &r->ch[i];

@@ -15,6 +15,15 @@
  * nothing is lost or repeated. The n choices of a request share the
  * prompt's KV blocks (fork), each sampling on its own seed.
  *
+ * Background work (priority >= HERD_PRIORITY_BACKGROUND: the server's
+ * batch jobs) fills the capacity interactive requests leave. It never ages
+ * into the foreground's range; while any foreground request has prompt
+ * tokens to compute, background requests sit out the steps (keeping their
+ * KV), so an interactive prompt is computed as on an idle server; and a
+ * step with only background work holds at most background_tokens tokens,
+ * so a foreground request that arrives meanwhile waits for a short step.
+ * Otherwise background decodes join the steps like any others.
+ *
  * Client threads create a request, submit it, and read its events (text
  * deltas per choice, then a finish per choice) with herd_request_poll when
  * the notify callback fires; herd_request_cancel stops it within a step. */
@@ -140,6 +149,10 @@ struct herd_sched_metrics {
 
 /* Priority classes for per-class counts: below 0, 0, above 0. */
 enum herd_priority_class { HERD_PRIO_HIGH, HERD_PRIO_NORMAL, HERD_PRIO_LOW, HERD_PRIO_CLASSES };
+/* The lowest priorities: background work (batch jobs), counted as LOW. The
+ * API takes priorities within +-1,000,000, so only herd's own batch runner
+ * reaches this range. */
+#define HERD_PRIORITY_BACKGROUND 2000000
 enum herd_priority_class herd_priority_class(int32_t priority);
 const char *herd_priority_class_name(enum herd_priority_class c);
 
@@ -156,6 +169,9 @@ struct herd_sched_params {
      * prompt is admitted; higher values trade that for prompt throughput.
      * 0: no cap beyond batch_tokens. */
     double prefill_per_decode;
+    /* Tokens in a step that has only background work (0: batch_tokens):
+     * bounds how long a foreground request that arrives mid-step waits. */
+    uint32_t background_tokens;
     const struct herd_sched_metrics *metrics; /* NULL: none observed */
     /* Time per operation of each step (herd_decode's and the sampling):
      * steps that compute prompt tokens into profile_prompt, the others

@@ -36,7 +36,15 @@ void herd_http_parser_cleanup(struct herd_http_parser *p) {
     herd_buf_cleanup(&p->line);
 }
 
+/* A body buffer larger than this is given back between requests: one
+ * upload must not keep its size allocated on a keep-alive connection. */
+#define KEEP_BODY_BYTES ((size_t)1 << 20)
+
 void herd_http_parser_reset(struct herd_http_parser *p) {
+    if (p->body.cap > KEEP_BODY_BYTES) {
+        herd_buf_cleanup(&p->body);
+        herd_buf_init(&p->body, p->lim.max_body_bytes);
+    }
     p->head.len = p->body.len = p->line.len = 0;
     p->phase = HERD_HTTP_HEAD;
     p->remaining = 0;

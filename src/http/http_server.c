@@ -44,6 +44,7 @@ struct herd_http_request {
     enum conn_state state;
     bool keep_alive;
     bool head_started; /* bytes of the current request arrived */
+    size_t body_limit; /* the current request's route's body limit (from its head on) */
     char request_id[48];
     char method[16];
     char path[128];
@@ -229,6 +230,26 @@ void herd_http_respond(struct herd_http_request *c, int status, const char *cont
     conn_finished(c);
 }
 
+void herd_http_respond_file(struct herd_http_request *c, int status, const char *content_type, int fd, size_t len,
+                            const char *extra_headers) {
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    c->status = status;
+    evbuffer_add_printf(
+        out, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nX-Request-Id: %s\r\n%s%s\r\n", status,
+        reason(status), content_type, len, c->request_id, extra_headers ? extra_headers : "", closing(c));
+    /* the kernel copies the file out (sendfile): a 200 MB file is never in memory */
+    if (strcmp(c->method, "HEAD") != 0 && len > 0) {
+        if (evbuffer_add_file(out, fd, 0, (ev_off_t)len) != 0) {
+            close(fd);
+            c->keep_alive = false; /* the head promised a body that cannot come */
+        }
+    } else {
+        close(fd);
+    }
+    conn_flush(c);
+    conn_finished(c);
+}
+
 void herd_http_respond_json(struct herd_http_request *c, int status, json_t *body) {
     char *s = json_dumps(body, JSON_COMPACT);
     json_decref(body);
@@ -330,6 +351,43 @@ const char *herd_http_request_path(const struct herd_http_request *c) { return c
 const char *herd_http_request_target(const struct herd_http_request *c) { return c->parser.target; }
 const char *herd_http_request_path_rest(const struct herd_http_request *c) { return c->path + c->path_rest; }
 const char *herd_http_request_id(const struct herd_http_request *c) { return c->request_id; }
+static int hex_digit(char ch) {
+    if (ch >= '0' && ch <= '9') return ch - '0';
+    if (ch >= 'a' && ch <= 'f') return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F') return ch - 'A' + 10;
+    return -1;
+}
+
+bool herd_http_request_query(const struct herd_http_request *c, const char *name, char *buf, size_t cap) {
+    const char *q = strchr(c->parser.target, '?');
+    const size_t nlen = strlen(name);
+    while (q && *q) {
+        q++; /* past '?' or '&' */
+        const char *end = q + strcspn(q, "&");
+        if ((size_t)(end - q) >= nlen && strncmp(q, name, nlen) == 0 && (q[nlen] == '=' || q + nlen == end)) {
+            size_t n = 0;
+            for (const char *v = q[nlen] == '=' ? q + nlen + 1 : end; v < end; v++) {
+                char ch = *v;
+                if (ch == '+') {
+                    ch = ' ';
+                } else if (ch == '%') {
+                    const int hi = v + 2 < end ? hex_digit(v[1]) : -1;
+                    const int lo = hi >= 0 ? hex_digit(v[2]) : -1;
+                    if (lo < 0) return false;
+                    ch = (char)(hi * 16 + lo);
+                    v += 2;
+                }
+                if (!ch || n + 1 >= cap) return false;
+                buf[n++] = ch;
+            }
+            buf[n] = 0;
+            return true;
+        }
+        q = *end ? end : NULL;
+    }
+    return false;
+}
+
 void *herd_http_request_app(const struct herd_http_request *c) { return c->srv->p.hooks.app; }
 
 const char *herd_http_request_header(const struct herd_http_request *c, const char *name) {
@@ -421,6 +479,22 @@ static bool method_matches(const struct herd_http_route *rt, const char *method)
     return strcmp(method, rt->method) == 0 || (strcmp(rt->method, "GET") == 0 && strcmp(method, "HEAD") == 0);
 }
 
+/* The body limit of the request whose head was just parsed: its route's
+ * (UPLOAD routes take max_upload_bytes), the server's for any other. */
+static size_t body_allowed(const struct herd_http_request *c) {
+    const struct herd_http_server *h = c->srv;
+    char path[sizeof c->path];
+    const size_t plen = strcspn(c->parser.target, "?");
+    snprintf(path, sizeof path, "%.*s", (int)(plen < sizeof path ? plen : sizeof path - 1), c->parser.target);
+    for (size_t i = 0; i < h->p.n_routes; i++) {
+        const struct herd_http_route *rt = &h->p.routes[i];
+        if (path_matches(rt, path) && method_matches(rt, c->parser.method))
+            return (rt->flags & HERD_HTTP_ROUTE_UPLOAD) && h->p.max_upload_bytes ? h->p.max_upload_bytes
+                                                                                 : h->p.limits.max_body_bytes;
+    }
+    return h->p.limits.max_body_bytes;
+}
+
 /* Checks 7 and 8: the JSON body, then the handler. */
 static void run_route(struct herd_http_request *c, const struct herd_http_route *rt) {
     struct herd_http_server *h = c->srv;
@@ -444,7 +518,7 @@ static void run_route(struct herd_http_request *c, const struct herd_http_route 
     }
     /* body is a local: c may be answered, freed or on its next request
      * when the handler returns */
-    rt->handler(c, body, h->p.hooks.app);
+    rt->handler(c, body, rt->arg ? rt->arg : h->p.hooks.app);
     json_decref(body);
 }
 
@@ -557,13 +631,28 @@ static void conn_read(struct herd_http_request *c) {
         enum herd_http_phase before = c->parser.phase;
         size_t used = herd_http_parse(&c->parser, v.iov_base, v.iov_len);
         evbuffer_drain(in, used);
-        if (before == HERD_HTTP_HEAD && c->parser.phase != HERD_HTTP_HEAD && c->parser.phase != HERD_HTTP_ERROR &&
-            c->parser.phase != HERD_HTTP_DONE) {
-            arm(c->deadline, c->srv->p.body_timeout_s);
-            if (c->parser.expect_continue) {
-                evbuffer_add_printf(bufferevent_get_output(c->bev), "HTTP/1.1 100 Continue\r\n\r\n");
-                conn_flush(c);
+        if (before == HERD_HTTP_HEAD && c->parser.phase != HERD_HTTP_HEAD && c->parser.phase != HERD_HTTP_ERROR) {
+            c->body_limit = body_allowed(c);
+            if (c->parser.content_length > c->body_limit) {
+                c->parser.phase = HERD_HTTP_ERROR; /* before a 100 Continue invites the body */
+                c->parser.error_status = 413;
+                c->parser.error = "request body too large";
+            } else if (c->parser.phase != HERD_HTTP_DONE) {
+                /* an upload gets a second more per MiB (at least 1 MiB/s) */
+                const bool upload = c->body_limit > c->srv->p.limits.max_body_bytes;
+                arm(c->deadline,
+                    c->srv->p.body_timeout_s + (upload ? (double)c->parser.content_length / (1 << 20) : 0));
+                if (c->parser.expect_continue) {
+                    evbuffer_add_printf(bufferevent_get_output(c->bev), "HTTP/1.1 100 Continue\r\n\r\n");
+                    conn_flush(c);
+                }
             }
+        }
+        if (c->parser.phase != HERD_HTTP_HEAD && c->parser.phase != HERD_HTTP_ERROR &&
+            c->parser.body.len > c->body_limit) {
+            c->parser.phase = HERD_HTTP_ERROR; /* a chunked body past its route's limit */
+            c->parser.error_status = 413;
+            c->parser.error = "request body too large";
         }
         if (c->parser.phase == HERD_HTTP_ERROR) {
             event_del(c->deadline);
@@ -668,7 +757,11 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
     c->bev = bufferevent_socket_new(h->base, fd, BEV_OPT_CLOSE_ON_FREE);
     c->deadline = evtimer_new(h->base, on_deadline, c);
     c->wake = event_new(h->base, -1, 0, on_wake, c);
-    herd_http_parser_init(&c->parser, &h->p.limits);
+    /* the parser takes the largest body any route takes; each request is
+     * held to its own route's limit once its head is known (body_allowed) */
+    struct herd_http_limits lim = h->p.limits;
+    if (h->p.max_upload_bytes > lim.max_body_bytes) lim.max_body_bytes = h->p.max_upload_bytes;
+    herd_http_parser_init(&c->parser, &lim);
     c->next = h->conns;
     if (h->conns) h->conns->prev = c;
     h->conns = c;

@@ -6,8 +6,9 @@
  * forwarding routes.
  *
  * A request goes through these checks, in this order:
- *   1. a framing or limit error from the parser (http1.h), or the header /
- *      body deadline (408): an error answer, then the connection closes;
+ *   1. a framing or limit error from the parser (http1.h), a body over its
+ *      route's limit (413), or the header / body deadline (408): an error
+ *      answer, then the connection closes;
  *   2. the API key (Authorization: Bearer), unless the route is OPEN and
  *      auth_all is off: 401;
  *   3. a route whose method and path match and which does not NEED_READY
@@ -59,6 +60,7 @@ enum herd_http_route_flags {
     HERD_HTTP_ROUTE_PROBE = 1u << 3,       /* refused with {"status": ...}, not an error object */
     HERD_HTTP_ROUTE_JSON_BODY = 1u << 4,   /* the body is parsed: a JSON object, or 400 */
     HERD_HTTP_ROUTE_ONLY_METHOD = 1u << 5, /* another method on the path: 405 (else 404, as unknown) */
+    HERD_HTTP_ROUTE_UPLOAD = 1u << 6,      /* the body may reach max_upload_bytes, not limits.max_body_bytes */
 };
 
 /* A handler answers r now or later (herd_http_request_set_work). body is
@@ -73,6 +75,7 @@ struct herd_http_route {
     const char *path;   /* without the query */
     unsigned flags;     /* enum herd_http_route_flags */
     herd_http_handler handler;
+    void *arg; /* handed to the handler as its app; NULL: hooks.app */
 };
 
 /* ---------------------------------------------------------------- hooks */
@@ -124,6 +127,9 @@ struct herd_http_server_params {
     const char *host; /* an IP address ("127.0.0.1") */
     uint16_t port;    /* 0 picks a free port (tests) */
     struct herd_http_limits limits;
+    /* The body limit of UPLOAD routes (file uploads); 0: limits.max_body_bytes.
+     * Held in memory while the request is handled. */
+    size_t max_upload_bytes;
     uint32_t max_connections;             /* open connections; past it a 503 and close (1024) */
     double header_timeout_s;              /* from the first byte to the end of the headers (10) */
     double body_timeout_s;                /* to receive the body (30) */
@@ -171,6 +177,10 @@ void herd_http_server_destroy(struct herd_http_server *h);
 const char *herd_http_request_method(const struct herd_http_request *r); /* as sent: "HEAD" too */
 const char *herd_http_request_path(const struct herd_http_request *r);   /* without the query */
 const char *herd_http_request_target(const struct herd_http_request *r); /* as sent: path and query */
+/* The query parameter name's value, percent-decoded ('+' as a space) into
+ * buf; false when the query has no such parameter, or its value does not
+ * fit cap - 1 bytes or decodes to a NUL. */
+bool herd_http_request_query(const struct herd_http_request *r, const char *name, char *buf, size_t cap);
 /* The part of the path after a PREFIX route's path ("" for others). */
 const char *herd_http_request_path_rest(const struct herd_http_request *r);
 /* The client's X-Request-Id when it is a sane token (letters, digits,
@@ -224,6 +234,10 @@ size_t herd_http_request_pending_output(const struct herd_http_request *r);
 void herd_http_respond(struct herd_http_request *r, int status, const char *content_type, const char *body, size_t len,
                        const char *extra_headers);
 void herd_http_respond_json(struct herd_http_request *r, int status, json_t *body); /* steals body */
+/* A whole answer whose body is the first len bytes of the open file fd
+ * (which the server closes): sent by the kernel, never read into memory. */
+void herd_http_respond_file(struct herd_http_request *r, int status, const char *content_type, int fd, size_t len,
+                            const char *extra_headers);
 /* OpenAI's error shape; param and code may be NULL. */
 void herd_http_respond_error(struct herd_http_request *r, int status, const char *type, const char *param,
                              const char *code, const char *fmt, ...) __attribute__((format(printf, 6, 7)));

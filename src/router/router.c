@@ -188,18 +188,18 @@ enum {
  * replica. Forwarded routes are not NEEDS_READY: a request that arrives
  * while no replica is up waits for one (scale from zero, a restart). */
 static const struct herd_http_route routes[] = {
-    {"GET", "/livez", HERD_HTTP_ROUTE_OPEN, herd_http_livez},
-    {"GET", "/health", PROBE, herd_http_health},
-    {"GET", "/readyz", PROBE, herd_http_readyz},
-    {"GET", "/metrics", HERD_HTTP_ROUTE_OPEN, route_metrics},
-    {"GET", "/router/replicas", 0, route_replicas},
-    {"POST", "/v1/chat/completions", GEN, proxy_handler},
-    {"POST", "/v1/completions", GEN, proxy_handler},
-    {"POST", "/tokenize", HERD_HTTP_ROUTE_ONLY_METHOD, proxy_handler},
-    {"POST", "/detokenize", HERD_HTTP_ROUTE_ONLY_METHOD, proxy_handler},
-    {"GET", "/v1/", HERD_HTTP_ROUTE_PREFIX, proxy_handler},
-    {"POST", "/v1/", HERD_HTTP_ROUTE_PREFIX, proxy_handler},
-    {"DELETE", "/v1/", HERD_HTTP_ROUTE_PREFIX, proxy_handler},
+    {"GET", "/livez", HERD_HTTP_ROUTE_OPEN, herd_http_livez, NULL},
+    {"GET", "/health", PROBE, herd_http_health, NULL},
+    {"GET", "/readyz", PROBE, herd_http_readyz, NULL},
+    {"GET", "/metrics", HERD_HTTP_ROUTE_OPEN, route_metrics, NULL},
+    {"GET", "/router/replicas", 0, route_replicas, NULL},
+    {"POST", "/v1/chat/completions", GEN, proxy_handler, NULL},
+    {"POST", "/v1/completions", GEN, proxy_handler, NULL},
+    {"POST", "/tokenize", HERD_HTTP_ROUTE_ONLY_METHOD, proxy_handler, NULL},
+    {"POST", "/detokenize", HERD_HTTP_ROUTE_ONLY_METHOD, proxy_handler, NULL},
+    {"GET", "/v1/", HERD_HTTP_ROUTE_PREFIX, proxy_handler, NULL},
+    {"POST", "/v1/", HERD_HTTP_ROUTE_PREFIX, proxy_handler, NULL},
+    {"DELETE", "/v1/", HERD_HTTP_ROUTE_PREFIX, proxy_handler, NULL},
 };
 
 /* Ready while some replica takes requests, or a pool can start one. */

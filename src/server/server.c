@@ -67,17 +67,17 @@ enum {
  * --auth-all) and answered in every state; the rest needs the model
  * loaded and the server not draining. */
 static const struct herd_http_route routes[] = {
-    {"GET", "/livez", HERD_HTTP_ROUTE_OPEN, herd_http_livez},
-    {"GET", "/health", PROBE, herd_http_health},
-    {"GET", "/readyz", PROBE, herd_http_readyz},
-    {"GET", "/metrics", HERD_HTTP_ROUTE_OPEN, server_metrics_respond},
-    {"GET", "/v1/models", API, route_models},
-    {"GET", "/v1/models/", API | HERD_HTTP_ROUTE_PREFIX, route_model},
-    {"POST", "/v1/chat/completions", API_POST, api_chat_completions},
-    {"POST", "/v1/completions", API_POST, api_completions},
-    {"POST", "/tokenize", API_POST, api_tokenize},
-    {"POST", "/detokenize", API_POST, api_detokenize},
-    {"GET", "/v1/herd/state", API | HERD_HTTP_ROUTE_ONLY_METHOD, api_herd_state},
+    {"GET", "/livez", HERD_HTTP_ROUTE_OPEN, herd_http_livez, NULL},
+    {"GET", "/health", PROBE, herd_http_health, NULL},
+    {"GET", "/readyz", PROBE, herd_http_readyz, NULL},
+    {"GET", "/metrics", HERD_HTTP_ROUTE_OPEN, server_metrics_respond, NULL},
+    {"GET", "/v1/models", API, route_models, NULL},
+    {"GET", "/v1/models/", API | HERD_HTTP_ROUTE_PREFIX, route_model, NULL},
+    {"POST", "/v1/chat/completions", API_POST, api_chat_completions, NULL},
+    {"POST", "/v1/completions", API_POST, api_completions, NULL},
+    {"POST", "/tokenize", API_POST, api_tokenize, NULL},
+    {"POST", "/detokenize", API_POST, api_detokenize, NULL},
+    {"GET", "/v1/herd/state", API | HERD_HTTP_ROUTE_ONLY_METHOD, api_herd_state, NULL},
 };
 
 /* ---------------------------------------------------------------- hooks */
@@ -206,8 +206,17 @@ enum herd_status herd_server_create(const struct herd_server_params *p, const st
     hp.auth_all = p->auth_all;
     hp.quiet = p->quiet;
     hp.log_component = "serve";
-    hp.routes = routes;
-    hp.n_routes = sizeof routes / sizeof *routes;
+    const size_t n_own = sizeof routes / sizeof *routes;
+    s->routes = calloc(n_own + p->n_extra_routes, sizeof *s->routes);
+    if (!s->routes) {
+        herd_server_destroy(s);
+        return herd_error_set(err, HERD_E_NOMEM, "out of memory");
+    }
+    memcpy(s->routes, routes, sizeof routes);
+    if (p->n_extra_routes) memcpy(s->routes + n_own, p->extra_routes, p->n_extra_routes * sizeof *s->routes);
+    hp.routes = s->routes;
+    hp.n_routes = n_own + p->n_extra_routes;
+    hp.max_upload_bytes = p->max_upload_bytes;
     hp.hooks = (struct herd_http_hooks){
         .app = s,
         .state = state,
@@ -260,6 +269,7 @@ void herd_server_destroy(struct herd_server *s) {
     herd_http_server_destroy(s->http);
     pthread_mutex_destroy(&s->load_lock);
     server_metrics_destroy(s);
+    free(s->routes);
     free(s);
 }
 

@@ -15,6 +15,7 @@
 #include "herd/status.h"
 #include "model/model.h"
 #include "http/http1.h"
+#include "http/http_server.h"
 #include "tokenizer/chat_template.h"
 #include "tokenizer/tokenizer.h"
 
@@ -39,6 +40,11 @@ struct herd_server_params {
     uint32_t max_messages;       /* messages per chat request (4096) */
     bool quiet;                  /* no access log */
     bool vllm_metrics;           /* /metrics also under vLLM's names (true) */
+    /* Routes another module serves on this server (the batch API), after
+     * the server's own; each handler gets its route's arg. */
+    const struct herd_http_route *extra_routes;
+    size_t n_extra_routes;
+    size_t max_upload_bytes; /* body limit of UPLOAD routes (0: http.max_body_bytes) */
 };
 
 void herd_server_default_params(struct herd_server_params *p);

@@ -81,10 +81,11 @@ struct herd_server {
     char load_error[256];
     struct event *load_event;
     struct herd_http_server *http;
-    bool engine_failed;  /* the scheduler reported a failure: not ready, exit 1 */
-    struct event *watch; /* checks the engine every 100 ms once loaded */
-    double idle_since_s; /* when the last connection closed; 0 while any is open */
-    bool trimmed;        /* the allocator has given back free memory since then */
+    struct herd_http_route *routes; /* the server's own and the extra ones */
+    bool engine_failed;             /* the scheduler reported a failure: not ready, exit 1 */
+    struct event *watch;            /* checks the engine every 100 ms once loaded */
+    double idle_since_s;            /* when the last connection closed; 0 while any is open */
+    bool trimmed;                   /* the allocator has given back free memory since then */
     time_t started_wall;
     struct server_metrics metrics;
     struct state_hub state;

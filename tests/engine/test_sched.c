@@ -534,6 +534,94 @@ static void test_prefix_cache(void **state) {
  * high-priority requests that arrived after it (nothing starves). One
  * slot, aging of 10 ms per level: after ~1 s of waiting, priority 100 is
  * worth 0. */
+/* Background work (batch jobs) fills every slot; a foreground request
+ * still gets in (a background one gives way) and answers as it would
+ * alone, and the background ones all finish with their own answers. */
+static void test_background(void **state) {
+    (void)state;
+    struct env e;
+    env_open(&e, 4096, 4, 64, 64);
+    struct herd_gen_params gp;
+    greedy(&gp, 60);
+    struct result fg_alone, fg, bg_alone[4], bg[4];
+    run_one(&e, prompts[2], &gp, &fg_alone);
+    gp.max_tokens = 150;
+    gp.ignore_eos = true;
+    gp.priority = HERD_PRIORITY_BACKGROUND;
+    for (int i = 0; i < 4; i++) run_one(&e, prompts[4 + i], &gp, &bg_alone[i]);
+    struct herd_request *rb[4];
+    struct herd_error err = {0};
+    for (int i = 0; i < 4; i++) {
+        rb[i] = make(&e, prompts[4 + i], &gp);
+        assert_int_equal(herd_sched_submit(e.s, rb[i], &err), HERD_OK);
+    }
+    struct herd_sched_status st;
+    for (int i = 0; i < 5000; i++) { /* all four generating */
+        herd_sched_status(e.s, &st);
+        if (st.running == 4 && st.waiting == 0) break;
+        usleep(1000);
+    }
+    assert_int_equal(st.running, 4);
+    greedy(&gp, 60);
+    struct herd_request *rf = make(&e, prompts[2], &gp);
+    assert_int_equal(herd_sched_submit(e.s, rf, &err), HERD_OK);
+    collect(rf, &fg);
+    assert_int_equal(fg.len[0], fg_alone.len[0]);
+    assert_memory_equal(fg.text[0], fg_alone.text[0], fg.len[0]);
+    struct herd_request_stats sf;
+    herd_request_stats(rf, &sf);
+    uint32_t preempted = 0;
+    for (int i = 0; i < 4; i++) {
+        collect(rb[i], &bg[i]);
+        assert_int_equal(bg[i].len[0], bg_alone[i].len[0]);
+        assert_memory_equal(bg[i].text[0], bg_alone[i].text[0], bg[i].len[0]);
+        struct herd_request_stats sb;
+        herd_request_stats(rb[i], &sb);
+        preempted += sb.preemptions;
+        assert_true(sf.finished_s < sb.finished_s); /* 60 tokens against 150: the foreground is not held back */
+        herd_request_release(rb[i]);
+    }
+    assert_true(preempted >= 1); /* the slots were full: one gave way */
+    herd_request_release(rf);
+    wait_idle(&e);
+    env_close(&e);
+}
+
+/* However long background work waits, it never ages past foreground
+ * work (which ages past other foreground work as test_aging shows). */
+static void test_background_never_ages_into_foreground(void **state) {
+    (void)state;
+    g_aging_s = 1e-9; /* a millisecond of waiting: a million levels */
+    struct env e;
+    env_open(&e, 4096, 1, 64, 64);
+    g_aging_s = 10.0;
+    struct herd_gen_params gp;
+    greedy(&gp, 200);
+    gp.ignore_eos = true;
+    struct herd_error err = {0};
+    struct herd_request *first = make(&e, prompts[0], &gp); /* holds the one slot */
+    assert_int_equal(herd_sched_submit(e.s, first, &err), HERD_OK);
+    gp.priority = HERD_PRIORITY_BACKGROUND;
+    struct herd_request *bg = make(&e, prompts[1], &gp);
+    assert_int_equal(herd_sched_submit(e.s, bg, &err), HERD_OK);
+    usleep(3000); /* 3 ms: without the floor it would now rank above priority 1,000,000 */
+    gp.priority = 1000000;
+    struct herd_request *fg = make(&e, prompts[3], &gp);
+    assert_int_equal(herd_sched_submit(e.s, fg, &err), HERD_OK);
+    struct result res;
+    collect(bg, &res);
+    struct herd_request_stats sb, sf;
+    herd_request_stats(bg, &sb);
+    herd_request_stats(fg, &sf);
+    assert_true(sf.admitted_s > 0 && sf.admitted_s <= sb.admitted_s);
+    herd_request_release(first);
+    herd_request_release(bg);
+    collect(fg, &res);
+    herd_request_release(fg);
+    wait_idle(&e);
+    env_close(&e);
+}
+
 static void test_aging(void **state) {
     (void)state;
     g_aging_s = 0.01;
@@ -586,6 +674,8 @@ int main(void) {
         cmocka_unit_test(test_release_and_shutdown),
         cmocka_unit_test(test_prefix_cache),
         cmocka_unit_test(test_aging),
+        cmocka_unit_test(test_background),
+        cmocka_unit_test(test_background_never_ages_into_foreground),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -125,8 +125,8 @@ static void never(struct herd_http_request *r, json_t *body, void *app) {
 }
 
 static const struct herd_http_route routes[] = {
-    {"GET", "/hello", 0, hello}, {"POST", "/echo", 0, echo},  {"GET", "/sse", 0, sse},
-    {"GET", "/stall", 0, stall}, {"GET", "/never", 0, never},
+    {"GET", "/hello", 0, hello, NULL}, {"POST", "/echo", 0, echo, NULL},  {"GET", "/sse", 0, sse, NULL},
+    {"GET", "/stall", 0, stall, NULL}, {"GET", "/never", 0, never, NULL},
 };
 
 static void client_with(const struct herd_http_client_params *p) {

@@ -126,15 +126,16 @@ static void hang(struct herd_http_request *r, json_t *body, void *app) {
 }
 
 static const struct herd_http_route routes[] = {
-    {"GET", "/livez", HERD_HTTP_ROUTE_OPEN, herd_http_livez},
-    {"GET", "/health", HERD_HTTP_ROUTE_OPEN | HERD_HTTP_ROUTE_PROBE, herd_http_health},
-    {"GET", "/readyz", HERD_HTTP_ROUTE_OPEN | HERD_HTTP_ROUTE_PROBE, herd_http_readyz},
-    {"GET", "/open", HERD_HTTP_ROUTE_OPEN, text},
-    {"GET", "/api", HERD_HTTP_ROUTE_NEEDS_READY, text},
-    {"GET", "/pre/", HERD_HTTP_ROUTE_NEEDS_READY | HERD_HTTP_ROUTE_PREFIX, text},
-    {"POST", "/post", HERD_HTTP_ROUTE_NEEDS_READY | HERD_HTTP_ROUTE_JSON_BODY | HERD_HTTP_ROUTE_ONLY_METHOD, post},
-    {"GET", "/stream", HERD_HTTP_ROUTE_NEEDS_READY, stream},
-    {"GET", "/hang", HERD_HTTP_ROUTE_NEEDS_READY, hang},
+    {"GET", "/livez", HERD_HTTP_ROUTE_OPEN, herd_http_livez, NULL},
+    {"GET", "/health", HERD_HTTP_ROUTE_OPEN | HERD_HTTP_ROUTE_PROBE, herd_http_health, NULL},
+    {"GET", "/readyz", HERD_HTTP_ROUTE_OPEN | HERD_HTTP_ROUTE_PROBE, herd_http_readyz, NULL},
+    {"GET", "/open", HERD_HTTP_ROUTE_OPEN, text, NULL},
+    {"GET", "/api", HERD_HTTP_ROUTE_NEEDS_READY, text, NULL},
+    {"GET", "/pre/", HERD_HTTP_ROUTE_NEEDS_READY | HERD_HTTP_ROUTE_PREFIX, text, NULL},
+    {"POST", "/post", HERD_HTTP_ROUTE_NEEDS_READY | HERD_HTTP_ROUTE_JSON_BODY | HERD_HTTP_ROUTE_ONLY_METHOD, post,
+     NULL},
+    {"GET", "/stream", HERD_HTTP_ROUTE_NEEDS_READY, stream, NULL},
+    {"GET", "/hang", HERD_HTTP_ROUTE_NEEDS_READY, hang, NULL},
 };
 
 static enum herd_http_app_state state(void *app) { return ((struct app *)app)->state; }

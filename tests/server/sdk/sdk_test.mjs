@@ -1,9 +1,13 @@
 // herd serve with the official `openai` npm SDK as the client: chat,
-// completions, streaming with usage, n > 1, stop, logprobs, and the SDK's
-// own error classes for 400 / 401 / 404 / 429. Starts its servers on
+// completions, streaming with usage, n > 1, stop, logprobs, the SDK's own
+// error classes for 400 / 401 / 404 / 429, and a batch through files and
+// batches. Starts its servers on
 // 127.0.0.1 (free ports), stops them at the end; every wait is bounded.
 // Usage: node sdk_test.mjs HERD_BINARY MODEL.gguf
 import { spawn } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import OpenAI from "openai";
 
 const [herd, modelPath] = process.argv.slice(2);
@@ -154,6 +158,51 @@ const limited = results.filter((r) => r.status === "rejected" && r.reason instan
 check(limited.length > 0, "a full queue gives RateLimitError");
 check(results.some((r) => r.status === "fulfilled"), "the queued requests are answered");
 check(await stopServer(small) === 0, "second server exit 0");
+
+// the batch API: files.create, batches.create / retrieve / list / cancel, files.content
+const dataDir = mkdtempSync(join(tmpdir(), "herd-sdk-batch-"));
+const bs = await startServer(["--data-dir", dataDir]);
+const c3 = new OpenAI({ baseURL: `http://127.0.0.1:${bs.port}/v1`, apiKey: "none", maxRetries: 0, timeout: 60000 });
+const lines = Array.from({ length: 6 }, (_, i) => JSON.stringify({
+  custom_id: `r${i}`, method: "POST", url: "/v1/chat/completions",
+  body: { model: NAME, messages: [{ role: "user", content: `Tell me about ${i}` }], max_tokens: 8, temperature: 0 },
+}));
+lines.push("{not json");
+const upload = await c3.files.create({
+  file: await OpenAI.toFile(Buffer.from(lines.join("\n") + "\n"), "input.jsonl"), purpose: "batch",
+});
+check(upload.object === "file" && upload.purpose === "batch" && upload.filename === "input.jsonl" &&
+      /^file-[0-9a-f]{24}$/.test(upload.id), "files.create");
+const listed = await c3.files.list();
+check(listed.data.some((f) => f.id === upload.id), "files.list");
+const created = await c3.batches.create({
+  input_file_id: upload.id, endpoint: "/v1/chat/completions", completion_window: "24h", metadata: { job: "sdk" },
+});
+check(created.object === "batch" && created.status === "validating" && created.metadata.job === "sdk", "batches.create");
+let b = created;
+for (let i = 0; i < 600 && !["completed", "failed", "expired", "cancelled"].includes(b.status); i++) {
+  await new Promise((r) => setTimeout(r, 100));
+  b = await c3.batches.retrieve(created.id);
+}
+check(b.status === "completed" && b.request_counts.total === 7 && b.request_counts.completed === 6 &&
+      b.request_counts.failed === 1, `batch completed with counts (${b.status} ${JSON.stringify(b.request_counts)})`);
+check(b.completed_at >= b.in_progress_at && b.in_progress_at >= b.created_at, "batch timestamps in order");
+const out = await (await c3.files.content(b.output_file_id)).text();
+const rows = out.trim().split("\n").map((l) => JSON.parse(l));
+check(rows.length === 6 && new Set(rows.map((r) => r.custom_id)).size === 6 &&
+      rows.every((r) => r.response.status_code === 200 && r.response.body.choices[0].message.content.length > 0),
+      "files.content: every answer once");
+const errs = (await (await c3.files.content(b.error_file_id)).text()).trim().split("\n").map((l) => JSON.parse(l));
+check(errs.length === 1 && errs[0].error.code === "invalid_json" && errs[0].line === 7, "error file names the line");
+const page = await c3.batches.list({ limit: 10 });
+check(page.data.length === 1 && page.data[0].id === created.id, "batches.list");
+await expectError(c3.batches.cancel(created.id), OpenAI.BadRequestError, 400, "a completed batch is not cancellable");
+await expectError(c3.batches.retrieve("batch_../../etc/passwd"), OpenAI.BadRequestError, 400, "batch id traversal");
+await expectError(c3.files.retrieve("file-0123456789abcdef01234567"), OpenAI.NotFoundError, 404, "unknown file");
+const del = await c3.files.del(upload.id);
+check(del.deleted === true, "files.del");
+check(await stopServer(bs) === 0, "batch server exit 0");
+rmSync(dataDir, { recursive: true, force: true });
 
 console.log(`sdk: ${passed} passed, ${failed.length} failed`);
 process.exit(failed.length ? 1 : 0);
