@@ -126,18 +126,22 @@ static void api_error(struct herd_batch_api_error *e, int status, const char *co
 static json_t *time_or_null(int64_t t) { return t ? json_integer(t) : json_null(); }
 static json_t *id_or_null(const char *id) { return *id ? json_string(id) : json_null(); }
 
-/* The batch object; internal adds what only the record on disk keeps. */
+/* The batch object; internal adds what only the record on disk keeps.
+ * Under the lock. It shares nothing with the batch (deep copies): the
+ * caller writes it out after the lock is released, while the worker may
+ * change the batch's errors (jansson objects are not for two threads). */
 static json_t *batch_json(const struct batch *b, bool internal) {
-    json_t *o = json_pack("{s:s,s:s,s:s,s:O?,s:s,s:s,s:s,s:o,s:o}", "id", b->id, "object", "batch", "endpoint",
-                          b->endpoint, "errors", b->errors, "input_file_id", b->input_file_id, "completion_window",
-                          "24h", "status", status_names[b->status], "output_file_id", id_or_null(b->output_file_id),
-                          "error_file_id", id_or_null(b->error_file_id));
+    json_t *o =
+        json_pack("{s:s,s:s,s:s,s:o?,s:s,s:s,s:s,s:o,s:o}", "id", b->id, "object", "batch", "endpoint", b->endpoint,
+                  "errors", b->errors ? json_deep_copy(b->errors) : NULL, "input_file_id", b->input_file_id,
+                  "completion_window", "24h", "status", status_names[b->status], "output_file_id",
+                  id_or_null(b->output_file_id), "error_file_id", id_or_null(b->error_file_id));
     if (!o) return NULL;
     for (int i = 0; i < T_N; i++) json_object_set_new(o, time_names[i], time_or_null(b->t[i]));
     json_object_set_new(o, "request_counts",
                         json_pack("{s:I,s:I,s:I}", "total", (json_int_t)b->total, "completed", (json_int_t)b->completed,
                                   "failed", (json_int_t)b->failed));
-    json_object_set(o, "metadata", b->metadata ? b->metadata : json_null());
+    json_object_set_new(o, "metadata", b->metadata ? json_deep_copy(b->metadata) : json_null());
     if (internal) json_object_set_new(o, "herd_final", json_string(status_names[b->final]));
     return o;
 }
@@ -287,7 +291,7 @@ enum herd_status herd_batch_service_open(const struct herd_batch_service_params 
         }
     }
     if (d) closedir(d);
-    qsort(s->b, s->n, sizeof *s->b, by_created);
+    if (s->n) qsort(s->b, s->n, sizeof *s->b, by_created);
     *out = s;
     return HERD_OK;
 }

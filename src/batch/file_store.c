@@ -232,7 +232,7 @@ enum herd_status herd_file_store_open(const char *dir, struct herd_file_store **
             unlink(path);
         }
     if (d) closedir(d);
-    qsort(s->f, s->n, sizeof *s->f, by_created);
+    if (s->n) qsort(s->f, s->n, sizeof *s->f, by_created);
     *out = s;
     return HERD_OK;
 }
