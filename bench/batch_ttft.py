@@ -10,8 +10,8 @@ chunk. Phases, in this order, on one server:
   idle-2   the batch cancelled
 
 The batch's progress (lines/s) is measured alone, before the batch phase,
-and during it. Target: TTFT p99 with the batch within 20 % of the idle
-phases' (their pooled p99). Prints a table; writes the JSON to OUT.
+and during it. Target: TTFT p99 with the batch within 20 % of the better
+(lower) of the two idle phases' p99. Prints a table; writes the JSON to OUT.
 
 Usage: batch_ttft.py HERD MODEL OUT.json [--threads N] [--requests N] [--prompt-words N]"""
 import argparse
@@ -160,14 +160,19 @@ res = {
     "ttft_ms_idle_pooled": {"p50": pct(idle, 50) * 1e3, "p99": pct(idle, 99) * 1e3},
     "batch_lines_per_s": {"alone": alone_rate, "beside_interactive": busy_rate},
 }
-res["p99_ratio"] = res["ttft_ms"]["batch"]["p99"] / res["ttft_ms_idle_pooled"]["p99"]
-res["p50_ratio"] = res["ttft_ms"]["batch"]["p50"] / res["ttft_ms_idle_pooled"]["p50"]
+# against the better of the two idle phases: an outlier in one idle phase
+# must not flatter the ratio (the pooled ratio is recorded beside it)
+best = {q: min(res["ttft_ms"]["idle-1"][q], res["ttft_ms"]["idle-2"][q]) for q in ("p50", "p99")}
+res["p99_ratio"] = res["ttft_ms"]["batch"]["p99"] / best["p99"]
+res["p50_ratio"] = res["ttft_ms"]["batch"]["p50"] / best["p50"]
+res["p99_ratio_pooled"] = res["ttft_ms"]["batch"]["p99"] / res["ttft_ms_idle_pooled"]["p99"]
 res["target_p99_ratio"] = 1.2
 res["met"] = res["p99_ratio"] <= 1.2
 print(f"| phase | TTFT p50 ms | p90 | p99 | mean |\n|---|---|---|---|---|")
 for k, v in res["ttft_ms"].items():
     print(f"| {k} | {v['p50']:.1f} | {v['p90']:.1f} | {v['p99']:.1f} | {v['mean']:.1f} |")
-print(f"\nTTFT with a batch / idle (pooled): p50 {res['p50_ratio']:.2f}x, p99 {res['p99_ratio']:.2f}x "
+print(f"\nTTFT with a batch / the better idle phase: p50 {res['p50_ratio']:.2f}x, p99 {res['p99_ratio']:.2f}x "
+      f"(pooled idle p99: {res['p99_ratio_pooled']:.2f}x) "
       f"(target <= 1.20: {'met' if res['met'] else 'NOT met'})")
 print(f"batch progress: {alone_rate:.2f} lines/s alone, {busy_rate:.2f} lines/s beside the interactive client")
 json.dump(res, open(a.out, "w"), indent=1)

@@ -31,8 +31,8 @@ struct herd_batch_counts {
     uint64_t lines;          /* of this shard, blank lines not counted */
     uint64_t skipped;        /* already in the output or error file (a resumed job) */
     uint64_t skipped_failed; /* of them, in the error file */
-    uint64_t done;           /* answered this run */
-    uint64_t failed;         /* written to the error file this run */
+    uint64_t done;           /* answered this run (written and synced) */
+    uint64_t failed;         /* written to the error file this run (synced) */
     uint64_t prompt_tokens, completion_tokens;
     double elapsed_s;
 };

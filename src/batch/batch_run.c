@@ -109,7 +109,8 @@ struct job {
     struct job_line **running;
     uint32_t n_running;
     struct herd_batch_counts c;
-    uint64_t seq; /* for ids */
+    uint64_t queued_done, queued_failed; /* lines not flushed yet: counted once they are on disk */
+    uint64_t seq;                        /* for ids */
     /* the scheduler's notify */
     pthread_mutex_t lock;
     pthread_cond_t cond;
@@ -177,7 +178,7 @@ static bool write_error(struct job *j, uint64_t k, const char *custom_id, int st
     json_t *line = json_pack("{s:s,s:o,s:I,s:o,s:o}", "id", id, "custom_id",
                              custom_id ? herd_api_text(custom_id, strlen(custom_id)) : json_null(), "line",
                              (json_int_t)(k + 1), "response", response, "error", error);
-    j->c.failed++;
+    j->queued_failed++;
     return line && add_line(&j->errs, line);
 }
 
@@ -360,7 +361,7 @@ static bool collect(struct job *j, struct job_line *l, struct herd_error *err) {
         herd_error_set(err, HERD_E_NOMEM, "out of memory");
         return false;
     }
-    j->c.done++;
+    j->queued_done++;
     return true;
 }
 
@@ -445,7 +446,15 @@ static enum herd_status abandon(struct job *j, uint64_t next, struct herd_buf *b
 
 static enum herd_status flush(struct job *j, struct herd_error *err) {
     enum herd_status rc = jsonl_output_flush(&j->out, err);
-    if (rc == HERD_OK) rc = jsonl_output_flush(&j->errs, err);
+    if (rc == HERD_OK) {
+        j->c.done += j->queued_done;
+        j->queued_done = 0;
+        rc = jsonl_output_flush(&j->errs, err);
+    }
+    if (rc == HERD_OK) {
+        j->c.failed += j->queued_failed;
+        j->queued_failed = 0;
+    }
     if (rc != HERD_OK)
         herd_error_prefix(err, "writing stopped (the lines written before are whole and a rerun goes on from them)");
     return rc;
