@@ -13,7 +13,7 @@ The batch's progress (lines/s) is measured alone, before the batch phase,
 and during it. Target: TTFT p99 with the batch within 20 % of the better
 (lower) of the two idle phases' p99. Prints a table; writes the JSON to OUT.
 
-Usage: batch_ttft.py HERD MODEL OUT.json [--threads N] [--requests N] [--prompt-words N]"""
+Usage: batch_ttft.py HERD MODEL OUT.json [--threads N] [--requests N] [--prompt-words N] [--background-tokens N]"""
 import argparse
 import http.client
 import json
@@ -34,6 +34,7 @@ ap.add_argument("--threads", type=int, default=2)
 ap.add_argument("--requests", type=int, default=60)
 ap.add_argument("--prompt-words", type=int, default=150)
 ap.add_argument("--max-seqs", type=int, default=16)
+ap.add_argument("--background-tokens", type=int, default=64)
 a = ap.parse_args()
 
 WORDS = ("time river stone light garden window morning silver quiet forest letter market winter candle "
@@ -41,7 +42,7 @@ WORDS = ("time river stone light garden window morning silver quiet forest lette
 data_dir = tempfile.mkdtemp(prefix="herd-bench-batch-")
 log = tempfile.NamedTemporaryFile("w+", delete=False)
 proc = subprocess.Popen([a.herd, "serve", "-m", a.model, "--port", "0", "-t", str(a.threads), "--max-seqs",
-                         str(a.max_seqs), "-q", "--data-dir", data_dir], stdout=subprocess.DEVNULL, stderr=log)
+                         str(a.max_seqs), "--background-tokens", str(a.background_tokens), "-q", "--data-dir", data_dir], stdout=subprocess.DEVNULL, stderr=log)
 port = None
 for _ in range(600):
     m = re.search(r"on http://127\.0\.0\.1:(\d+)", open(log.name).read())
@@ -154,7 +155,7 @@ idle = ttft["idle-1"] + ttft["idle-2"]
 assert None not in idle + ttft["batch"], "a request got no content"
 res = {
     "model": os.path.basename(a.model), "threads": a.threads, "requests_per_phase": a.requests,
-    "prompt_words": a.prompt_words, "max_seqs": a.max_seqs,
+    "prompt_words": a.prompt_words, "max_seqs": a.max_seqs, "background_tokens": a.background_tokens,
     "ttft_ms": {k: {"p50": pct(v, 50) * 1e3, "p90": pct(v, 90) * 1e3, "p99": pct(v, 99) * 1e3,
                     "mean": statistics.mean(v) * 1e3} for k, v in ttft.items()},
     "ttft_ms_idle_pooled": {"p50": pct(idle, 50) * 1e3, "p99": pct(idle, 99) * 1e3},

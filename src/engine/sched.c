@@ -119,7 +119,7 @@ struct herd_sched {
      * lock-free (a step never waits for a scrape) */
     struct {
         _Atomic uint64_t steps, preemptions, prompt_tokens, computed_prompt_tokens, generated_tokens, finished[3],
-            prefix_queries, prefix_hits;
+            prefix_queries, prefix_hits, background_paused_steps;
         _Atomic uint32_t prefix_cached_blocks;
     } cnt;
 
@@ -139,6 +139,7 @@ struct herd_sched {
     struct herd_prefix_cache *pc;
     double t_emit;                /* when this step's tokens came out of the model */
     uint32_t step_prompt_tokens;  /* prompt tokens in this step\'s batch */
+    bool step_paused_background;  /* running background requests sit out this step */
     int32_t *match_blocks;        /* scratch for a prefix match, [n_ctx / block_tokens] */
     struct herd_block_feed *feed; /* the prefix cache's changes, for the state stream */
     uint64_t *snap_hashes;        /* scratch for a feed snapshot, [n_blocks] */
@@ -737,10 +738,16 @@ static void add_tokens(struct herd_sched *s, uint32_t *n, uint32_t *n_rows, stru
     c->n_computed = end;
 }
 
+/* Which requests make_room may preempt for room: none, background ones
+ * only, or any of lower priority. */
+enum room_preempt { ROOM_PREEMPT_NONE, ROOM_PREEMPT_BACKGROUND, ROOM_PREEMPT_LOWER };
+
 /* Makes KV room for [pos, pos + len) of a choice, preempting a
- * lower-priority request if the pool is empty. False: no room now. */
+ * lower-priority request (as `who` allows) if the pool is empty. The
+ * victim is the lowest in service order, below r: build_batch has not put
+ * it in the batch yet. False: no room now. */
 static bool make_room(struct herd_sched *s, struct herd_request *r, struct choice *c, uint32_t pos, uint32_t len,
-                      bool may_preempt, double now) {
+                      enum room_preempt who, double now) {
     for (;;) {
         struct herd_error err = {0};
         if (herd_kv_seq_prepare(s->ctx->kv, c->seq, pos, len, &err) == HERD_OK) return true;
@@ -748,25 +755,44 @@ static bool make_room(struct herd_sched *s, struct herd_request *r, struct choic
         uint32_t before_evict = herd_kv_free_blocks(s->ctx->kv);
         free_blocks_for(s, before_evict + len / herd_kv_params(s->ctx->kv)->block_tokens + 2);
         if (herd_kv_free_blocks(s->ctx->kv) > before_evict) continue;
-        if (!may_preempt) return false;
+        if (who == ROOM_PREEMPT_NONE) return false;
         struct herd_request *v = preemption_victim(s, r, NULL, now);
         if (!v || before(s, v, r, now)) return false;
+        if (who == ROOM_PREEMPT_BACKGROUND && !background(v)) return false;
         preempt(s, v);
     }
 }
 
-/* Whether any running foreground request has prompt tokens (or a
- * recomputation) left, and whether any foreground request runs at all. */
-static void foreground_work(const struct herd_sched *s, bool *prefilling, bool *running) {
-    *prefilling = *running = false;
+/* Whether r has more than decode tokens to compute: prompt chunks or a
+ * recomputation after a preemption (phase 2 of build_batch). */
+static bool prefilling(const struct herd_request *r) {
+    if (r->gp.n > 1 && !r->forked) {
+        /* choice 0 carries the shared prompt (finished or not), then the
+         * forks recompute what they had generated before a preemption */
+        if (r->ch[0].n_computed + 1 < r->n_prompt) return true;
+        for (uint32_t i = 0; i < r->gp.n; i++)
+            if (!r->ch[i].finished && r->ch[i].n_gen) return true;
+        return false;
+    }
+    for (uint32_t i = 0; i < r->gp.n; i++) {
+        const struct choice *c = &r->ch[i];
+        if (c->seq >= 0 && !c->finished && c->n_computed + 1 < known_tokens(r, c)) return true;
+    }
+    return false;
+}
+
+/* Whether any running foreground request is prefilling, whether any
+ * foreground request runs at all, and whether any background one does. */
+static void foreground_work(const struct herd_sched *s, bool *fg_prefilling, bool *fg_running, bool *bg_running) {
+    *fg_prefilling = *fg_running = *bg_running = false;
     for (uint32_t k = 0; k < s->n_running; k++) {
         const struct herd_request *r = s->running[k];
-        if (background(r)) continue;
-        *running = true;
-        for (uint32_t i = 0; i < r->gp.n; i++) {
-            const struct choice *c = &r->ch[i];
-            if (c->seq >= 0 && !c->finished && c->n_computed + 1 < known_tokens(r, c)) *prefilling = true;
+        if (background(r)) {
+            *bg_running = true;
+            continue;
         }
+        *fg_running = true;
+        if (prefilling(r)) *fg_prefilling = true;
     }
 }
 
@@ -778,8 +804,9 @@ static uint32_t build_batch(struct herd_sched *s, uint32_t *n_rows, double now) 
     sort_requests(s, s->running, s->n_running, now);
     /* background requests sit out while a foreground prompt is computed,
      * and keep steps of their own short (see sched.h) */
-    bool fg_prefilling, fg_running;
-    foreground_work(s, &fg_prefilling, &fg_running);
+    bool fg_prefilling, fg_running, bg_running;
+    foreground_work(s, &fg_prefilling, &fg_running, &bg_running);
+    s->step_paused_background = fg_prefilling && bg_running;
     if (!fg_running && s->p.background_tokens && s->p.background_tokens < budget) budget = s->p.background_tokens;
     /* 1: one decode token per generating choice. Room for all of a
      * request's choices is made before any is added, so that if the
@@ -799,7 +826,7 @@ static uint32_t build_batch(struct herd_sched *s, uint32_t *n_rows, double now) 
         for (uint32_t i = 0; i < r->gp.n && room; i++) {
             struct choice *c = &r->ch[i];
             if (c->finished || c->seq < 0 || c->n_computed + 1 != known_tokens(r, c)) continue;
-            if (make_room(s, r, c, c->n_computed, 1, true, now)) continue;
+            if (make_room(s, r, c, c->n_computed, 1, ROOM_PREEMPT_LOWER, now)) continue;
             room = false;
             if (s->n_running > 1) {
                 preempt(s, r); /* the lowest-priority request gives way itself */
@@ -864,7 +891,13 @@ static uint32_t build_batch(struct herd_sched *s, uint32_t *n_rows, double now) 
                 logits = false;
             }
             if (end <= c->n_computed) continue;
-            if (!make_room(s, r, c, c->n_computed, end - c->n_computed, false, now)) continue;
+            /* prompt chunks preempt nobody, except that a foreground
+             * request's may preempt background work: it sits out while
+             * they run (so none of it is in this batch), and would
+             * otherwise hold the blocks they need for ever (a livelock:
+             * test_background_squeeze in tests/engine/test_sched.c) */
+            const enum room_preempt who = fg_prefilling && !background(r) ? ROOM_PREEMPT_BACKGROUND : ROOM_PREEMPT_NONE;
+            if (!make_room(s, r, c, c->n_computed, end - c->n_computed, who, now)) continue;
             add_tokens(s, &n, n_rows, r, i, end, logits);
         }
     }
@@ -1057,6 +1090,7 @@ static bool step(struct herd_sched *s) {
     s->last_step_s = dt; /* into the window at the top of the loop, under the lock taken there anyway */
     COUNT(s, steps, 1);
     COUNT(s, computed_prompt_tokens, s->step_prompt_tokens);
+    if (s->step_paused_background) COUNT(s, background_paused_steps, 1);
     if (s->pc) {
         struct herd_prefix_cache_stats ps;
         herd_prefix_cache_stats(s->pc, &ps);
@@ -1298,6 +1332,7 @@ void herd_sched_status(struct herd_sched *s, struct herd_sched_status *out) {
     out->prefix_queries = READ(prefix_queries);
     out->prefix_hits = READ(prefix_hits);
     out->prefix_cached_blocks = READ(prefix_cached_blocks);
+    out->background_paused_steps = READ(background_paused_steps);
 #undef READ
 }
 

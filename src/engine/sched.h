@@ -19,10 +19,12 @@
  * batch jobs) fills the capacity interactive requests leave. It never ages
  * into the foreground's range; while any foreground request has prompt
  * tokens to compute, background requests sit out the steps (keeping their
- * KV), so an interactive prompt is computed as on an idle server; and a
- * step with only background work holds at most background_tokens tokens,
- * so a foreground request that arrives meanwhile waits for a short step.
- * Otherwise background decodes join the steps like any others.
+ * KV, unless those prompt tokens need its blocks: then one is preempted),
+ * so an interactive prompt is computed as on an idle server
+ * (herd_sched_status counts these steps); and a step with only background
+ * work holds at most background_tokens tokens, so a foreground request
+ * that arrives meanwhile waits for a short step. Otherwise background
+ * decodes join the steps like any others.
  *
  * Client threads create a request, submit it, and read its events (text
  * deltas per choice, then a finish per choice) with herd_request_poll when
@@ -218,7 +220,11 @@ struct herd_sched_status {
     uint64_t finished[3];                 /* requests finished by reason: stop, length, abort (cancelled) */
     uint64_t prefix_queries, prefix_hits; /* KV blocks looked up in the prefix cache, and found */
     uint32_t prefix_cached_blocks;        /* blocks the prefix cache holds (in use or not) */
-    double median_step_s;                 /* over the last 256 steps */
+    /* steps in which running background requests sat out while a
+     * foreground prompt (or recomputation) was computed: how much an
+     * interactive load holds a batch back */
+    uint64_t background_paused_steps;
+    double median_step_s; /* over the last 256 steps */
 };
 void herd_sched_status(struct herd_sched *s, struct herd_sched_status *out);
 

@@ -39,7 +39,8 @@ struct server_metrics {
     struct herd_metric *running, *waiting, *running_by[HERD_PRIO_CLASSES], *waiting_by[HERD_PRIO_CLASSES];
     struct herd_metric *kv_total, *kv_used, *kv_usage;
     struct herd_metric *prefix_queries, *prefix_hits, *prefix_blocks;
-    struct herd_metric *preemptions, *steps, *prompt_tokens, *computed_prompt_tokens, *generation_tokens;
+    struct herd_metric *preemptions, *steps, *background_paused_steps, *prompt_tokens, *computed_prompt_tokens,
+        *generation_tokens;
     struct herd_metric *finished[3];
     struct herd_metric *rejections[SERVER_REJECT_N], *open_connections;
     struct herd_metric_family *model_info;

@@ -63,6 +63,7 @@ static void collect(void *arg) {
     herd_metric_set(sm->prefix_blocks, st.prefix_cached_blocks);
     herd_metric_set(sm->preemptions, (double)st.preemptions);
     herd_metric_set(sm->steps, (double)st.steps);
+    herd_metric_set(sm->background_paused_steps, (double)st.background_paused_steps);
     herd_metric_set(sm->prompt_tokens, (double)st.prompt_tokens);
     herd_metric_set(sm->computed_prompt_tokens, (double)st.computed_prompt_tokens);
     herd_metric_set(sm->generation_tokens, (double)st.generated_tokens);
@@ -104,6 +105,10 @@ bool server_metrics_init(struct herd_server *s) {
     sm->preemptions = with_alias(sm, "herd_preemptions_total", "vllm:num_preemptions_total",
                                  "Requests preempted for KV blocks or a sequence slot.", C);
     sm->steps = herd_metrics_counter(reg, "herd_steps_total", "Scheduler steps (batches run).");
+    sm->background_paused_steps =
+        herd_metrics_counter(reg, "herd_background_paused_steps_total",
+                             "Steps in which running batch (background) work sat out while an interactive prompt was "
+                             "computed.");
     sm->prompt_tokens = with_alias(sm, "herd_prompt_tokens_total", "vllm:prompt_tokens_total",
                                    "Prompt tokens of admitted requests.", C);
     sm->computed_prompt_tokens =

@@ -9,6 +9,7 @@ and the batch resuming once space is freed, and file ids that try to leave
 the data directory refused with 400.
 
 Usage: test_batch_api.py HERD SRC"""
+import atexit
 import http.client
 import json
 import os
@@ -103,8 +104,22 @@ def texts(rows):
     return out
 
 
+STARTED = []
+
+
 def server(data_dir, *args, **kw):
-    return t.Server("-q", "--data-dir", data_dir, *args, **kw)
+    srv = t.Server("-q", "--data-dir", data_dir, *args, **kw)
+    STARTED.append(srv)
+    return srv
+
+
+@atexit.register
+def stop_all():
+    """No server outlives the test, whatever ended it."""
+    for srv in STARTED:
+        if srv.proc.poll() is None:
+            srv.proc.kill()
+            srv.proc.wait()
 
 
 # a reference: the same lines through `herd batch run`
@@ -120,6 +135,7 @@ assert len(REF) == REF_N
 
 # ------------------------------------------------------------------ no --data-dir
 srv = t.Server("-q")
+STARTED.append(srv)
 st, body, _ = srv.request("GET", "/v1/batches")
 check(st == 404 and body["error"]["code"] == "batch_api_off" and "--data-dir" in body["error"]["message"],
       f"no --data-dir: 404 saying how to turn it on ({st} {body})")

@@ -29,8 +29,10 @@ struct env {
     struct herd_sched *s;
 };
 
-/* Scheduler aging for the next env_open (test_aging lowers it). */
+/* Scheduler aging and background step size for the next env_open
+ * (test_aging lowers the one, test_background_alone the other). */
 static double g_aging_s = 10.0;
+static uint32_t g_background_tokens = 64;
 
 static void env_open(struct env *e, uint32_t kv_tokens, uint32_t max_seqs, uint32_t batch_tokens, uint32_t max_queue) {
     struct herd_error err = {0};
@@ -51,6 +53,7 @@ static void env_open(struct env *e, uint32_t kv_tokens, uint32_t max_seqs, uint3
     sp.batch_tokens = batch_tokens;
     sp.max_queue = max_queue;
     sp.aging_s = g_aging_s;
+    sp.background_tokens = g_background_tokens;
     if (herd_sched_create(e->ctx, e->v, &sp, &e->s, &err) != HERD_OK) fail_msg("%s", err.msg);
 }
 
@@ -530,10 +533,6 @@ static void test_prefix_cache(void **state) {
     env_close(&e);
 }
 
-/* Aging: a low-priority request that has waited long enough goes before
- * high-priority requests that arrived after it (nothing starves). One
- * slot, aging of 10 ms per level: after ~1 s of waiting, priority 100 is
- * worth 0. */
 /* Background work (batch jobs) fills every slot; a foreground request
  * still gets in (a background one gives way) and answers as it would
  * alone, and the background ones all finish with their own answers. */
@@ -622,6 +621,10 @@ static void test_background_never_ages_into_foreground(void **state) {
     env_close(&e);
 }
 
+/* Aging: a low-priority request that has waited long enough goes before
+ * high-priority requests that arrived after it (nothing starves). One
+ * slot, aging of 10 ms per level: after ~1 s of waiting, priority 100 is
+ * worth 0. */
 static void test_aging(void **state) {
     (void)state;
     g_aging_s = 0.01;
@@ -661,6 +664,185 @@ static void test_aging(void **state) {
     env_close(&e);
 }
 
+/* Status counters once the scheduler is idle (its last step counted). */
+static void idle_status(struct env *e, struct herd_sched_status *st) {
+    wait_idle(e);
+    herd_sched_status(e->s, st);
+}
+
+static uint32_t div_up(uint32_t a, uint32_t b) { return (a + b - 1) / b; }
+
+/* A prompt of well over 64 tokens (two steps of batch_tokens 64 or more). */
+static const char long_prompt[] =
+    "Lily and Tom went to the park to play with the ball. They ran and jumped and laughed. Then the sun went down "
+    "and it was time to go home. Mom made soup for dinner and they ate it all. After dinner Tom read a book about "
+    "a big red truck and Lily drew a picture of a cat. Then they went to bed and";
+
+/* Background work alone (a batch on an idle server) runs to the end, in
+ * steps of at most background_tokens: its prompt takes one step per 8
+ * tokens, then one per token; its answer is the foreground one's. */
+static void test_background_alone(void **state) {
+    (void)state;
+    g_background_tokens = 8;
+    struct env e;
+    env_open(&e, 4096, 4, 64, 64);
+    g_background_tokens = 64;
+    struct herd_gen_params gp;
+    greedy(&gp, 40);
+    gp.ignore_eos = true;
+    gp.priority = HERD_PRIORITY_BACKGROUND;
+    struct herd_sched_status st0, st1;
+    idle_status(&e, &st0);
+    struct herd_request *r = make(&e, long_prompt, &gp);
+    struct herd_error err = {0};
+    assert_int_equal(herd_sched_submit(e.s, r, &err), HERD_OK);
+    struct result bg, fg;
+    collect(r, &bg);
+    struct herd_request_stats sr;
+    herd_request_stats(r, &sr);
+    herd_request_release(r);
+    idle_status(&e, &st1);
+    assert_int_equal(bg.finish[0], HERD_FINISH_LENGTH);
+    assert_int_equal(bg.n_tokens[0], 40);
+    assert_true(sr.prompt_tokens > 64);
+    assert_int_equal(st1.steps - st0.steps, div_up(sr.prompt_tokens - sr.cached_tokens, 8) + 39);
+    assert_int_equal(st1.background_paused_steps, 0); /* nothing to pause for */
+    gp.priority = 0;
+    run_one(&e, long_prompt, &gp, &fg);
+    assert_int_equal(fg.n_tokens[0], 40);
+    assert_memory_equal(bg.tokens[0], fg.tokens[0], 40 * sizeof(int32_t));
+    assert_int_equal(bg.len[0], fg.len[0]);
+    assert_memory_equal(bg.text[0], fg.text[0], fg.len[0]);
+    wait_idle(&e);
+    env_close(&e);
+}
+
+/* While background requests generate, a foreground prompt is computed in
+ * steps of its own: full batch_tokens chunks (as on an idle server; with
+ * three streams decoding, prefill_per_decode would allow ~4 tokens a
+ * step), each a step the background work sat out. Its answer is its
+ * answer alone; the background ones carry on to theirs. */
+static void test_background_pauses_for_foreground_prompt(void **state) {
+    (void)state;
+    struct env e;
+    /* steps of 1 ms or more: the background requests' 150 steps outlast
+     * the foreground one's ~25 even if this thread is descheduled a while */
+    setenv("HERD_TEST_STEP_DELAY_MS", "1", 1);
+    env_open(&e, 4096, 4, 64, 64);
+    unsetenv("HERD_TEST_STEP_DELAY_MS");
+    struct herd_gen_params gp;
+    greedy(&gp, 150);
+    gp.ignore_eos = true;
+    gp.priority = HERD_PRIORITY_BACKGROUND;
+    struct herd_request *rb[3];
+    struct herd_error err = {0};
+    for (int i = 0; i < 3; i++) {
+        rb[i] = make(&e, prompts[4 + i], &gp);
+        assert_int_equal(herd_sched_submit(e.s, rb[i], &err), HERD_OK);
+    }
+    struct herd_event ev[8];
+    for (int i = 0; i < 3; i++) /* all three generating (the events stay queued: only r's are polled) */
+        while (!herd_request_poll(rb[i], ev, 1)) usleep(100);
+    struct herd_sched_status st0, st1;
+    herd_sched_status(e.s, &st0);
+    greedy(&gp, 20);
+    struct herd_request *rf = make(&e, long_prompt, &gp);
+    assert_int_equal(herd_sched_submit(e.s, rf, &err), HERD_OK);
+    struct result fg, fg_alone;
+    collect(rf, &fg);
+    struct herd_request_stats sf;
+    herd_request_stats(rf, &sf);
+    herd_request_release(rf);
+    herd_sched_status(e.s, &st1);
+    assert_int_equal(sf.preemptions, 0);
+    assert_true(sf.prompt_tokens - sf.cached_tokens > 64);
+    /* 150 tokens each: the background requests are still running (the
+     * foreground request asked for 20) */
+    assert_true(st1.running >= 3);
+    assert_int_equal(st1.background_paused_steps - st0.background_paused_steps,
+                     div_up(sf.prompt_tokens - sf.cached_tokens, 64));
+    struct result bg[3], bg_alone;
+    for (int i = 0; i < 3; i++) {
+        collect(rb[i], &bg[i]);
+        herd_request_release(rb[i]);
+    }
+    /* the same requests alone (the prefix cache changes nothing) */
+    run_one(&e, long_prompt, &gp, &fg_alone);
+    assert_int_equal(fg.n_tokens[0], fg_alone.n_tokens[0]);
+    assert_memory_equal(fg.tokens[0], fg_alone.tokens[0], fg.n_tokens[0] * sizeof(int32_t));
+    assert_memory_equal(fg.text[0], fg_alone.text[0], fg_alone.len[0]);
+    greedy(&gp, 150);
+    gp.ignore_eos = true;
+    for (int i = 0; i < 3; i++) {
+        run_one(&e, prompts[4 + i], &gp, &bg_alone);
+        /* the first event was polled away above: compare the tails */
+        assert_int_equal(bg[i].n_tokens[0] + 1, bg_alone.n_tokens[0]);
+        assert_memory_equal(bg[i].tokens[0], bg_alone.tokens[0] + 1, bg[i].n_tokens[0] * sizeof(int32_t));
+    }
+    wait_idle(&e);
+    env_close(&e);
+}
+
+/* A foreground request with several choices, preempted by a higher one
+ * after it had generated, comes back behind it with background requests
+ * admitted right after it, whose reserved blocks fill the small pool. Its
+ * choices' recomputation (prompt-like chunks) then has to preempt
+ * background work: that sits out while it runs, so it would otherwise
+ * never free a block, and both waited for ever. The interleaving depends
+ * on timing, so 16 rounds with shifted arrivals; before the fix most
+ * runs hung in one of them. Every answer is still its answer alone. */
+static void test_background_squeeze(void **state) {
+    (void)state;
+    struct env big, e;
+    env_open(&big, 4096, 16, 64, 64);
+    struct herd_gen_params gp;
+    greedy(&gp, 80);
+    gp.ignore_eos = true;
+    static struct result a_alone, b_alone, bg_alone[4], res;
+    run_one(&big, prompts[0], &gp, &a_alone);
+    run_one(&big, prompts[1], &gp, &b_alone);
+    for (int i = 0; i < 4; i++) run_one(&big, prompts[4 + i], &gp, &bg_alone[i]);
+    env_close(&big);
+    for (int round = 0; round < 16; round++) {
+        /* 20 blocks of 16: one request of 3 choices needs 16 of them */
+        env_open(&e, 320, 8, 64, 64);
+        struct herd_error err = {0};
+        struct herd_request *rb[4], *ra, *rh;
+        gp.priority = HERD_PRIORITY_BACKGROUND;
+        gp.n = 1;
+        for (int i = 0; i < 4; i++) {
+            rb[i] = make(&e, prompts[4 + i], &gp);
+            assert_int_equal(herd_sched_submit(e.s, rb[i], &err), HERD_OK);
+        }
+        usleep(1000 * (uint32_t)(round % 4));
+        gp.priority = 0;
+        gp.n = 3;
+        ra = make(&e, prompts[0], &gp);
+        assert_int_equal(herd_sched_submit(e.s, ra, &err), HERD_OK);
+        usleep(1000 * (uint32_t)(round / 4));
+        gp.priority = -5;
+        gp.n = 1;
+        rh = make(&e, prompts[1], &gp);
+        assert_int_equal(herd_sched_submit(e.s, rh, &err), HERD_OK);
+        collect(rh, &res);
+        assert_memory_equal(res.text[0], b_alone.text[0], b_alone.len[0]);
+        collect(ra, &res);
+        for (int c = 0; c < 3; c++) assert_memory_equal(res.text[c], a_alone.text[0], a_alone.len[0]);
+        for (int i = 0; i < 4; i++) {
+            collect(rb[i], &res);
+            assert_int_equal(res.len[0], bg_alone[i].len[0]);
+            assert_memory_equal(res.text[0], bg_alone[i].text[0], bg_alone[i].len[0]);
+            herd_request_release(rb[i]);
+        }
+        herd_request_release(ra);
+        herd_request_release(rh);
+        struct herd_sched_status st;
+        idle_status(&e, &st);
+        assert_true(st.preemptions > 0);
+        env_close(&e);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_stop_match_unit),
@@ -676,6 +858,9 @@ int main(void) {
         cmocka_unit_test(test_aging),
         cmocka_unit_test(test_background),
         cmocka_unit_test(test_background_never_ages_into_foreground),
+        cmocka_unit_test(test_background_alone),
+        cmocka_unit_test(test_background_pauses_for_foreground_prompt),
+        cmocka_unit_test(test_background_squeeze),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
