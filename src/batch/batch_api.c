@@ -195,6 +195,11 @@ static void files_delete(struct herd_http_request *r, json_t *body, void *app) {
     struct herd_batch_service *svc = app;
     char id[HERD_FILE_ID_LEN + 1];
     if (!split_id(r, herd_file_id_valid, NULL, id, sizeof id)) return;
+    if (herd_batch_service_file_in_use(svc, id)) {
+        herd_http_respond_error(r, 409, "invalid_request_error", NULL, "file_in_use",
+                                "%s is the input of a batch that has not ended: cancel it or wait", id);
+        return;
+    }
     struct herd_error err = {0};
     if (herd_file_store_delete(herd_batch_service_files(svc), id, &err) != HERD_OK) {
         herd_http_respond_error(r, 404, "invalid_request_error", NULL, "not_found", "no such file: %s", id);

@@ -447,6 +447,18 @@ json_t *herd_batch_service_cancel(struct herd_batch_service *s, const char *id, 
     return o;
 }
 
+bool herd_batch_service_file_in_use(struct herd_batch_service *s, const char *file_id) {
+    pthread_mutex_lock(&s->lock);
+    bool used = false;
+    for (size_t i = 0; i < s->n && !used; i++) {
+        const struct batch *b = &s->b[i];
+        used = strcmp(b->input_file_id, file_id) == 0 && (b->status == ST_VALIDATING || b->status == ST_IN_PROGRESS ||
+                                                          b->status == ST_CANCELLING || b->status == ST_FINALIZING);
+    }
+    pthread_mutex_unlock(&s->lock);
+    return used;
+}
+
 /* ------------------------------------------------------------- the work */
 
 static void work_path(const struct herd_batch_service *s, const char *id, const char *name, char *buf, size_t cap) {

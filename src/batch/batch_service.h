@@ -79,6 +79,10 @@ json_t *herd_batch_service_list(struct herd_batch_service *s, const char *after,
  * has ended is a 400. */
 json_t *herd_batch_service_cancel(struct herd_batch_service *s, const char *id, struct herd_batch_api_error *e);
 
+/* True while a batch that has not ended reads file_id (its input): such a
+ * file is not deleted under it. */
+bool herd_batch_service_file_in_use(struct herd_batch_service *s, const char *file_id);
+
 /* True when id has the shape of a batch id ("batch_" + 24 hex digits). */
 bool herd_batch_id_valid(const char *id);
 

@@ -282,13 +282,18 @@ enum herd_status herd_file_store_adopt(struct herd_file_store *s, const char *id
     f.created_at = time(NULL);
     char dst[4200];
     path_of(s, id, "", dst, sizeof dst);
-    if (rename(path, dst) != 0) return herd_error_set(err, HERD_E_IO, "%s -> %s: %s", path, dst, strerror(errno));
+    /* a second name first, then the record, then the old name goes: a
+     * crash at any point leaves the bytes under path (an orphan under dst
+     * is swept at open), never only as an orphan */
+    if (link(path, dst) != 0 && errno != EEXIST)
+        return herd_error_set(err, HERD_E_IO, "%s -> %s: %s", path, dst, strerror(errno));
     enum herd_status rc = sync_dir(dst, err);
     if (rc == HERD_OK) rc = write_meta(s, &f, err);
     if (rc != HERD_OK) {
-        (void)rename(dst, path); /* back where the caller can retry */
+        unlink(dst); /* the caller retries from path */
         return rc;
     }
+    unlink(path);
     pthread_mutex_lock(&s->lock);
     const bool ok = push(s, &f);
     pthread_mutex_unlock(&s->lock);

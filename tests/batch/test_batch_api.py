@@ -253,6 +253,8 @@ b = wait(srv, b["id"], until=("in_progress",))
 deadline = time.time() + 60
 while time.time() < deadline and wait(srv, b["id"], until=("in_progress",))["request_counts"]["completed"] < 2:
     time.sleep(0.1)
+st, body, _ = srv.request("DELETE", f"/v1/files/{f['id']}")
+check(st == 409 and body["error"]["code"] == "file_in_use", f"the input of a running batch is not deleted ({st})")
 st, c, _ = srv.post(f"/v1/batches/{b['id']}/cancel", {})
 check(st == 200 and c["status"] in ("cancelling", "cancelled") and c["cancelling_at"], f"cancel ({st} {c})")
 b = wait(srv, b["id"])
