@@ -490,9 +490,13 @@ static size_t body_allowed(const struct herd_http_request *c) {
     snprintf(path, sizeof path, "%.*s", (int)(plen < sizeof path ? plen : sizeof path - 1), c->parser.target);
     for (size_t i = 0; i < h->p.n_routes; i++) {
         const struct herd_http_route *rt = &h->p.routes[i];
+        /* the upload limit only for a client whose key is good: the key
+         * is checked once the body is in, and a body is held in memory, so
+         * a client without one gets no more than any other request */
         if (path_matches(rt, path) && method_matches(rt, c->parser.method))
-            return (rt->flags & HERD_HTTP_ROUTE_UPLOAD) && h->p.max_upload_bytes ? h->p.max_upload_bytes
-                                                                                 : h->p.limits.max_body_bytes;
+            return (rt->flags & HERD_HTTP_ROUTE_UPLOAD) && h->p.max_upload_bytes && key_ok(h, bearer(c))
+                       ? h->p.max_upload_bytes
+                       : h->p.limits.max_body_bytes;
     }
     return h->p.limits.max_body_bytes;
 }

@@ -61,9 +61,9 @@ def multipart(fields, boundary="herdtestboundary7MA4YWxkTrZu0gW"):
     return out, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
 
 
-def upload(srv, data, purpose=b"batch", filename="input.jsonl"):
-    body, headers = multipart([("purpose", purpose, None), ("file", data, filename)])
-    return srv.request("POST", "/v1/files", body, headers=headers)
+def upload(srv, data, purpose=b"batch", filename="input.jsonl", headers=None):
+    body, h = multipart([("purpose", purpose, None), ("file", data, filename)])
+    return srv.request("POST", "/v1/files", body, headers=dict(h, **(headers or {})))
 
 
 def create(srv, file_id, endpoint="/v1/chat/completions", **kw):
@@ -243,6 +243,18 @@ check(st == 200 and body == {"id": fid, "object": "file", "deleted": True}, "del
 st, _, _ = srv.request("GET", f"/v1/files/{fid}")
 check(st == 404, "a deleted file is gone")
 check(srv.stop() == 0, "server exits 0")
+
+# an upload without the API key gets no more than --max-body before its 401
+keyed = os.path.join(ROOT, "keyed")
+srv = server(keyed, "--api-key", "sk-batch", "--max-body", "65536")
+ans = srv.raw(b"POST /v1/files HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+              b"Content-Length: 1000000\r\n\r\n")
+check(ans.startswith(b"HTTP/1.1 413"), f"no key: the upload limit is --max-body ({ans[:30]!r})")
+st, f, _ = upload(srv, jsonl(600), headers={"Authorization": "Bearer sk-batch"})
+check(st == 200 and f["bytes"] > 65536, f"with the key: an upload over --max-body is taken ({st})")
+st, _, _ = upload(srv, jsonl(2))
+check(st == 401, f"an upload without the key: 401 ({st})")
+srv.stop()
 
 # ---------------------------------------------------------------- cancel
 data = os.path.join(ROOT, "cancel")
