@@ -246,6 +246,17 @@ void herd_file_store_close(struct herd_file_store *s) {
 
 /* ------------------------------------------------------------- changes */
 
+/* A file whose bytes and record are on disk joins the index. */
+static enum herd_status index_add(struct herd_file_store *s, const struct herd_file_info *f, struct herd_file_info *out,
+                                  struct herd_error *err) {
+    pthread_mutex_lock(&s->lock);
+    const bool ok = push(s, f);
+    pthread_mutex_unlock(&s->lock);
+    if (!ok) return herd_error_set(err, HERD_E_NOMEM, "out of memory");
+    if (out) *out = *f;
+    return HERD_OK;
+}
+
 enum herd_status herd_file_store_add(struct herd_file_store *s, const char *filename, const char *purpose,
                                      const void *data, size_t len, struct herd_file_info *out, struct herd_error *err) {
     struct herd_file_info f = {0};
@@ -260,12 +271,7 @@ enum herd_status herd_file_store_add(struct herd_file_store *s, const char *file
     enum herd_status rc = herd_write_file_atomic(path, data, len, err);
     if (rc == HERD_OK && (rc = write_meta(s, &f, err)) != HERD_OK) unlink(path);
     if (rc != HERD_OK) return rc;
-    pthread_mutex_lock(&s->lock);
-    const bool ok = push(s, &f);
-    pthread_mutex_unlock(&s->lock);
-    if (!ok) return herd_error_set(err, HERD_E_NOMEM, "out of memory");
-    if (out) *out = f;
-    return HERD_OK;
+    return index_add(s, &f, out, err);
 }
 
 enum herd_status herd_file_store_adopt(struct herd_file_store *s, const char *id, const char *path,
@@ -294,12 +300,7 @@ enum herd_status herd_file_store_adopt(struct herd_file_store *s, const char *id
         return rc;
     }
     unlink(path);
-    pthread_mutex_lock(&s->lock);
-    const bool ok = push(s, &f);
-    pthread_mutex_unlock(&s->lock);
-    if (!ok) return herd_error_set(err, HERD_E_NOMEM, "out of memory");
-    if (out) *out = f;
-    return HERD_OK;
+    return index_add(s, &f, out, err);
 }
 
 bool herd_file_store_get(struct herd_file_store *s, const char *id, struct herd_file_info *out) {
