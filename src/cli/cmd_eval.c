@@ -36,11 +36,12 @@ static void top_k(const float *row, uint32_t n, uint32_t k, uint32_t *top) {
 int herd_cmd_eval(int argc, char **argv) {
     struct cli_model_opts mo = {0};
     const char *ids_text = NULL;
-    uint64_t top = 5;
+    uint64_t top = 5, batch = 64;
     const struct cli_opt opts[] = {
         CLI_MODEL_OPTIONS(mo),
         {"ids", 0, CLI_STRING, &ids_text, "1,2,3", "token ids (required; include BOS yourself)"},
         {"top", 0, CLI_U64, &top, "K", "top logits per position (default 5)"},
+        {"batch", 0, CLI_U64, &batch, "N", "tokens per forward pass, 1..64 (default 64; 1 checks the decode path)"},
         {0},
     };
     int n_pos;
@@ -53,6 +54,10 @@ int herd_cmd_eval(int argc, char **argv) {
     }
     if (top == 0 || top > 1000) {
         fprintf(stderr, "herd eval: --top must be in 1..1000\n");
+        return 2;
+    }
+    if (batch == 0 || batch > 64) {
+        fprintf(stderr, "herd eval: --batch must be in 1..64\n");
         return 2;
     }
     int32_t *ids = malloc(EVAL_MAX_IDS * sizeof *ids);
@@ -83,8 +88,8 @@ int herd_cmd_eval(int argc, char **argv) {
     struct herd_error err = {0};
     int rc = 0;
     if (herd_kv_seq_new(ctx->kv, &s, &err) != HERD_OK) goto fail;
-    for (uint32_t i0 = 0; i0 < n; i0 += 64) {
-        uint32_t m = n - i0 < 64 ? n - i0 : 64;
+    for (uint32_t i0 = 0; i0 < n; i0 += (uint32_t)batch) {
+        uint32_t m = n - i0 < batch ? n - i0 : (uint32_t)batch;
         for (uint32_t i = 0; i < m; i++) pos[i] = i0 + i, seq[i] = s, want[i] = true;
         struct herd_batch b = {m, ids + i0, pos, seq, want};
         if (herd_decode(ctx, &b, &err) != HERD_OK) goto fail;

@@ -11,6 +11,7 @@
 #ifndef HERD_KERNELS_KERNELS_H
 #define HERD_KERNELS_KERNELS_H
 
+#include <math.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -68,7 +69,21 @@ struct herd_attn_kv {
      * prefetches through their loops rather than issuing them in a burst. */
     const uint8_t *next;
     size_t next_bytes;
+    /* Keys [0, first) of the block are masked out (where a sliding window
+     * starts inside it; first < n, so some key is seen), and with softcap >
+     * 0 every score s becomes softcap * tanh(s / softcap) before the softmax
+     * (gemma2). 0 and 0: the plain causal kernel. */
+    int first;
+    float softcap;
 };
+
+/* Applies a view's first and softcap to a block's scores s[0, n) (scaled,
+ * Q8's per-key scales included): masked keys get -inf. */
+static inline void herd_attn_adjust_scores(const struct herd_attn_kv *kv, float *s, int n) {
+    if (kv->softcap > 0.0f)
+        for (int j = 0; j < n; j++) s[j] = kv->softcap * tanhf(s[j] / kv->softcap);
+    for (int j = 0; j < kv->first && j < n; j++) s[j] = -INFINITY;
+}
 
 /* Scalar element access for attention tails and the reference kernel:
  * K[d][j] and V row j, column d, as floats (Q8: unscaled int8 value; the

@@ -276,10 +276,10 @@ static void attn_heads_one_by_one(const float *q, int G, int hd, const struct he
             _mm256_storeu_ps(sc + j0, s);
         }
         float bm = -INFINITY;
-        for (int j = 0; j < n; j++) {
-            if (kv->type == HERD_ATTN_KV_Q8) sc[j] *= kv->k_scale[j];
-            bm = fmaxf(bm, sc[j]);
-        }
+        if (kv->type == HERD_ATTN_KV_Q8)
+            for (int j = 0; j < n; j++) sc[j] *= kv->k_scale[j];
+        herd_attn_adjust_scores(kv, sc, n);
+        for (int j = 0; j < n; j++) bm = fmaxf(bm, sc[j]);
         if (bm > m[g]) {
             const float f = expf(m[g] - bm);
             for (int d = 0; d < hd; d++) ag[d] *= f;
@@ -291,6 +291,7 @@ static void attn_heads_one_by_one(const float *q, int G, int hd, const struct he
             __m256 e = exp_ps(_mm256_sub_ps(_mm256_loadu_ps(sc + j0), _mm256_set1_ps(m[g])));
             _mm256_storeu_ps(pw + j0, e);
         }
+        for (int j = 0; j < kv->first; j++) pw[j] = 0.0f; /* exp_ps clamps -inf: not quite 0 */
         for (int j = 0; j < n; j++) {
             l[g] += pw[j];
             if (kv->type == HERD_ATTN_KV_Q8) pw[j] *= kv->v_scale[(size_t)j * kv->v_scale_stride];
@@ -328,10 +329,10 @@ static inline __attribute__((always_inline)) void attn_group8(const int GS, cons
     }
     HERD_UNROLL for (int g = 0; g < GS; g++) {
         float bm = -INFINITY;
-        for (int j = 0; j < n; j++) {
-            if (kv->type == HERD_ATTN_KV_Q8) sc[g][j] *= kv->k_scale[j];
-            bm = fmaxf(bm, sc[g][j]);
-        }
+        if (kv->type == HERD_ATTN_KV_Q8)
+            for (int j = 0; j < n; j++) sc[g][j] *= kv->k_scale[j];
+        herd_attn_adjust_scores(kv, sc[g], n);
+        for (int j = 0; j < n; j++) bm = fmaxf(bm, sc[g][j]);
         f[g] = 1.0f;
         if (bm > m[g]) {
             f[g] = expf(m[g] - bm); /* 0 on the first block */
@@ -340,6 +341,7 @@ static inline __attribute__((always_inline)) void attn_group8(const int GS, cons
         }
         for (int j0 = 0; j0 < n; j0 += 8)
             _mm256_storeu_ps(pw[g] + j0, exp_ps(_mm256_sub_ps(_mm256_loadu_ps(sc[g] + j0), _mm256_set1_ps(m[g]))));
+        for (int j = 0; j < kv->first; j++) pw[g][j] = 0.0f;
         for (int j = 0; j < n; j++) {
             l[g] += pw[g][j];
             if (kv->type == HERD_ATTN_KV_Q8) pw[g][j] *= kv->v_scale[(size_t)j * kv->v_scale_stride];

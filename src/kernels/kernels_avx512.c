@@ -304,15 +304,30 @@ static inline __m512 block_scores(const float *q, int hd, const struct herd_attn
     return s;
 }
 
+/* The keys a view leaves visible among the block's valid ones. */
+static inline __mmask16 live_keys(const struct herd_attn_kv *kv, __mmask16 valid) {
+    return (__mmask16)(valid & ~((1u << kv->first) - 1));
+}
+
+/* The view's softcap on a block's scores (a rare option: through memory). */
+static inline __m512 adjust_scores(const struct herd_attn_kv *kv, __m512 s, int n) {
+    if (!(kv->softcap > 0.0f)) return s;
+    float t[16];
+    _mm512_storeu_ps(t, s);
+    herd_attn_adjust_scores(kv, t, n);
+    return _mm512_loadu_ps(t);
+}
+
 /* The general kernel, one query head at a time: any head size. */
 static void attn_heads_one_by_one(const float *q, int G, int hd, const struct herd_attn_kv *kv, int bt, int n, float *m,
                                   float *l, float *acc) {
-    const __mmask16 valid = (__mmask16)((1u << n) - 1);
+    const __mmask16 valid = (__mmask16)((1u << n) - 1), live = live_keys(kv, valid);
     for (int g = 0; g < G; g++) {
         const float *qg = q + (size_t)g * hd;
         float *ag = acc + (size_t)g * hd;
         __m512 s = block_scores(qg, hd, kv, bt, valid);
-        s = _mm512_mask_blend_ps(valid, _mm512_set1_ps(-INFINITY), s);
+        s = adjust_scores(kv, s, n);
+        s = _mm512_mask_blend_ps(live, _mm512_set1_ps(-INFINITY), s);
         const float bm = _mm512_reduce_max_ps(s);
         if (bm > m[g]) {
             const float f = expf(m[g] - bm);
@@ -323,7 +338,7 @@ static void attn_heads_one_by_one(const float *q, int G, int hd, const struct he
             l[g] *= f;
             m[g] = bm;
         }
-        const __m512 p = _mm512_maskz_mov_ps(valid, exp_ps(_mm512_sub_ps(s, _mm512_set1_ps(m[g]))));
+        const __m512 p = _mm512_maskz_mov_ps(live, exp_ps(_mm512_sub_ps(s, _mm512_set1_ps(m[g]))));
         l[g] += _mm512_reduce_add_ps(p);
         float pw[16];
         _mm512_storeu_ps(pw, p);
@@ -349,7 +364,7 @@ static void attn_heads_one_by_one(const float *q, int G, int hd, const struct he
 static inline __attribute__((always_inline)) void attn_group(const int GS, const float *q, int hd,
                                                              const struct herd_attn_kv *kv, int bt, int n, float *m,
                                                              float *l, float *acc) {
-    const __mmask16 valid = (__mmask16)((1u << n) - 1);
+    const __mmask16 valid = (__mmask16)((1u << n) - 1), live = live_keys(kv, valid);
     __m512 s[4][2];
     HERD_UNROLL for (int g = 0; g < GS; g++) s[g][0] = s[g][1] = _mm512_setzero_ps();
     const size_t pf = herd_attn_prefetch_per(kv, (size_t)hd / 2);
@@ -365,7 +380,8 @@ static inline __attribute__((always_inline)) void attn_group(const int GS, const
     HERD_UNROLL for (int g = 0; g < GS; g++) {
         __m512 sg = _mm512_add_ps(s[g][0], s[g][1]);
         if (kv->type == HERD_ATTN_KV_Q8) sg = _mm512_mul_ps(sg, _mm512_maskz_loadu_ps(valid, kv->k_scale));
-        sg = _mm512_mask_blend_ps(valid, _mm512_set1_ps(-INFINITY), sg);
+        sg = adjust_scores(kv, sg, n);
+        sg = _mm512_mask_blend_ps(live, _mm512_set1_ps(-INFINITY), sg);
         const float bm = _mm512_reduce_max_ps(sg);
         f[g] = 1.0f;
         if (bm > m[g]) {
@@ -373,7 +389,7 @@ static inline __attribute__((always_inline)) void attn_group(const int GS, const
             l[g] *= f[g];
             m[g] = bm;
         }
-        const __m512 p = _mm512_maskz_mov_ps(valid, exp_ps(_mm512_sub_ps(sg, _mm512_set1_ps(m[g]))));
+        const __m512 p = _mm512_maskz_mov_ps(live, exp_ps(_mm512_sub_ps(sg, _mm512_set1_ps(m[g]))));
         l[g] += _mm512_reduce_add_ps(p);
         _mm512_storeu_ps(pw[g], p);
         if (kv->type == HERD_ATTN_KV_Q8) /* fold each row's scale into its weight */

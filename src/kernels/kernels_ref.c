@@ -151,15 +151,16 @@ void herd_attn_block_ref(const float *q, int G, int hd, const struct herd_attn_k
             float dot = 0.0f;
             for (int d = 0; d < hd; d++) dot += qg[d] * k_at(kv, d, j, bt);
             s[j] = dot;
-            bm = fmaxf(bm, dot);
         }
+        herd_attn_adjust_scores(kv, s, n);
+        for (int j = 0; j < n; j++) bm = fmaxf(bm, s[j]);
         if (bm > m[g]) {
             const float f = expf(m[g] - bm); /* 0 on the first block */
             for (int d = 0; d < hd; d++) ag[d] *= f;
             l[g] *= f;
             m[g] = bm;
         }
-        for (int j = 0; j < n; j++) {
+        for (int j = kv->first; j < n; j++) {
             const float w = expf(s[j] - m[g]);
             l[g] += w;
             for (int d = 0; d < hd; d++) ag[d] += w * v_at(kv, j, d);

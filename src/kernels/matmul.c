@@ -17,6 +17,14 @@ void herd_matrix_from_tensor(struct herd_matrix *m, const struct herd_gguf_tenso
     m->packed = NULL;
 }
 
+struct herd_matrix herd_matrix_rows(const struct herd_matrix *m, uint64_t first, uint64_t n) {
+    struct herd_matrix r = *m;
+    r.data = (const char *)m->data + first * m->row_bytes;
+    r.rows = n;
+    r.packed = NULL;
+    return r;
+}
+
 /* The layouts of Q8_0 and Q4_0 are kernels.h's (gemm_packed); the other
  * quantized types' are kpack.h's (gemm_kpack). */
 static bool kpacked(enum herd_ggml_type t) { return herd_kpack_chunk_bytes(t) > 0; }

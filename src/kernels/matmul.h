@@ -29,6 +29,10 @@ struct herd_matrix {
     const uint8_t *packed; /* the same weights repacked for the tiled kernels, or NULL */
 };
 
+/* Rows [first, first + n) of m as a matrix of their own (the same bytes;
+ * no packed copy): one part of a fused weight such as phi3's attn_qkv. */
+struct herd_matrix herd_matrix_rows(const struct herd_matrix *m, uint64_t first, uint64_t n);
+
 /* Bytes of the packed copy of m, 0 when m cannot be packed (not a type
  * with a packed layout: Q8_0 / Q4_0 (kernels.h) or kpack.h's; rows not a
  * multiple of HERD_PACK_ROWS, or columns not of the type's block). */

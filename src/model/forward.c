@@ -1,12 +1,16 @@
 /* The Llama-family forward pass over a ragged batch of tokens from many
  * sequences (see forward.h). Per layer:
  *   xn = rmsnorm(x) * attn_norm
- *   q, k, v = xn Wq^T, xn Wk^T, xn Wv^T (+ biases for qwen2); RoPE on q and k
+ *   q, k, v = xn Wq^T, xn Wk^T, xn Wv^T (+ biases for qwen2; then each head
+ *   of q and k RMS-normed for qwen3 / gemma3); RoPE on q and k
  *   k, v -> the KV cache at (seq, pos); attention of each token over its own
- *   sequence's positions 0..pos (causal), online softmax block by block
- *   x += att Wo^T
+ *   sequence's positions 0..pos (causal; the last n_swa of them on a
+ *   sliding layer), online softmax block by block
+ *   x += att Wo^T                      (gemma: x += rmsnorm(att Wo^T) * post_attn)
  *   xn = rmsnorm(x) * ffn_norm;  x += (silu(xn Wgate^T) * xn Wup^T) Wdown^T
- * then logits = (rmsnorm(x) * output_norm) Wout^T for the tokens that ask.
+ *                                      (gemma: GELU-tanh, and the sum normed by post_ffn)
+ * then logits = (rmsnorm(x) * output_norm) Wout^T for the tokens that ask
+ * (gemma2: soft-capped). Gemma scales the embeddings by sqrt(n_embd).
  * Every per-token computation is independent of the rest of the batch, so a
  * sequence's results are the same alone or batched. */
 #include "model/forward.h"
@@ -108,7 +112,14 @@ enum herd_status herd_context_create(const struct herd_model *m, const struct he
     if (!c->rope_inv_freq) ok = false;
     for (uint64_t i = 0; ok && i < d->n_rot / 2; i++) {
         /* the same double arithmetic the angle always had: theta = pos * this */
-        c->rope_inv_freq[i] = pow(d->rope_freq_base, -2.0 * (double)i / (double)d->n_rot);
+        c->rope_inv_freq[i] = pow(d->rope_freq_base, -2.0 * (double)i / (double)d->n_rot) * d->rope_freq_scale;
+    }
+    if (m->arch->swa_local_rope && d->n_swa) { /* gemma3's sliding layers: base 10000, no scaling */
+        c->rope_cs_local = alloc_floats(B * (d->n_rot / 2) * 2, &ok);
+        c->rope_inv_freq_local = calloc(d->n_rot / 2 + 1, sizeof *c->rope_inv_freq_local);
+        if (!c->rope_inv_freq_local) ok = false;
+        for (uint64_t i = 0; ok && i < d->n_rot / 2; i++)
+            c->rope_inv_freq_local[i] = pow(10000.0, -2.0 * (double)i / (double)d->n_rot);
     }
     size_t mm = herd_matmul_scratch_bytes(&m->output, p.max_outputs, p.n_threads, p.precise);
     for (uint64_t l = 0; l < d->n_layer; l++) {
@@ -152,6 +163,8 @@ void herd_context_destroy(struct herd_context *c) {
     free(c->att_tiles);
     free(c->rope_cs);
     free(c->rope_inv_freq);
+    free(c->rope_cs_local);
+    free(c->rope_inv_freq_local);
     free(c->mm_scratch);
     free(c->spans);
     free(c);
@@ -196,13 +209,23 @@ ELEMENTWISE static void rmsnorm(float *out, const float *x, const float *w, size
     for (i = 0; i < n; i++) out[i] = x[i] * scale * w[i];
 }
 
-/* cos and sin of token t's rotation angles, from its position: computed
- * once per batch instead of once per layer (the angles do not depend on it). */
-static void rope_angles(const struct herd_context *c, uint32_t pos, float *cs) {
+/* g[i] = gelu(g[i]) * u[i], GELU's tanh form (gemma's gelu_pytorch_tanh). */
+ELEMENTWISE static void gelu_tanh_mul(float *g, const float *u, size_t n) {
+    const float a = 0.7978845608028654f; /* sqrt(2 / pi) */
+    for (size_t i = 0; i < n; i++) {
+        const float x = g[i];
+        g[i] = 0.5f * x * (1.0f + tanhf(a * (x + 0.044715f * x * x * x))) * u[i];
+    }
+}
+
+/* cos and sin of token t's rotation angles, from its position and the
+ * table's inverse frequencies: computed once per batch instead of once per
+ * layer (the angles do not depend on it). */
+static void rope_angles(const struct herd_context *c, const double *inv_freq, uint32_t pos, float *cs) {
     const struct herd_model *m = c->model;
     const uint64_t half = m->desc.n_rot / 2;
     for (uint64_t i = 0; i < half; i++) {
-        double theta = (double)pos * c->rope_inv_freq[i];
+        double theta = (double)pos * inv_freq[i];
         if (m->rope_freqs) theta /= m->rope_freqs[i];
         cs[2 * i] = (float)cos(theta);
         cs[2 * i + 1] = (float)sin(theta);
@@ -240,9 +263,9 @@ static void rope(const struct herd_model *m, float *v, uint64_t n_heads, const f
 enum rows_kind {
     ROWS_ROPE_ANGLES, /* rope_cs for every token */
     ROWS_NORM,        /* xn = rmsnorm(x) * w */
-    ROWS_ADD_NORM,    /* x += xn; xn = rmsnorm(x) * w (w NULL: only the add) */
-    ROWS_ROPE_STORE,  /* q, k += biases; RoPE on q and k; k, v into the KV cache */
-    ROWS_SILU_GATE,   /* gate = silu(gate) * up, by element */
+    ROWS_ADD_NORM,    /* (xn = rmsnorm(xn) * pre;) x += xn; xn = rmsnorm(x) * w (w NULL: only the add) */
+    ROWS_ROPE_STORE,  /* q, k += biases; head norms; RoPE on q and k; k, v into the KV cache */
+    ROWS_SILU_GATE,   /* gate = silu(gate) * up (gemma: gelu), by element */
 };
 
 struct rows_job {
@@ -250,7 +273,8 @@ struct rows_job {
     const struct herd_batch *b;
     enum rows_kind kind;
     uint32_t layer;
-    const float *w; /* the norm's weights */
+    const float *w;   /* the norm's weights */
+    const float *pre; /* ROWS_ADD_NORM: the norm of xn before the add (gemma's post norms), or NULL */
     /* the next matmul's quantized activations, written here row by row
      * (NULL: the matmul quantizes them itself) */
     struct herd_block_q8a *q8a;
@@ -270,7 +294,10 @@ static void rows_part(void *ctx, int ith, size_t lo, size_t hi) {
     if (j->kind == ROWS_SILU_GATE) {
         const size_t n = j->b->n_tokens * d->n_ff, f0 = lo * SILU_ITEM_FLOATS;
         const size_t f1 = hi * SILU_ITEM_FLOATS < n ? hi * SILU_ITEM_FLOATS : n;
-        c->k->silu_mul(c->gate + f0, c->up + f0, f1 - f0);
+        if (m->arch->gemma)
+            gelu_tanh_mul(c->gate + f0, c->up + f0, f1 - f0);
+        else
+            c->k->silu_mul(c->gate + f0, c->up + f0, f1 - f0);
         if (j->q8a) c->k->quantize_row_q8a(c->gate + f0, j->q8a + f0 / HERD_QK8A, f1 - f0);
         return;
     }
@@ -278,9 +305,13 @@ static void rows_part(void *ctx, int ith, size_t lo, size_t hi) {
     for (size_t t = lo; t < hi; t++) {
         float *x = c->x + t * E, *xn = c->xn + t * E;
         switch (j->kind) {
-        case ROWS_ROPE_ANGLES: rope_angles(c, j->b->pos[t], c->rope_cs + t * half * 2); break;
+        case ROWS_ROPE_ANGLES:
+            rope_angles(c, c->rope_inv_freq, j->b->pos[t], c->rope_cs + t * half * 2);
+            if (c->rope_cs_local) rope_angles(c, c->rope_inv_freq_local, j->b->pos[t], c->rope_cs_local + t * half * 2);
+            break;
         case ROWS_NORM:
         case ROWS_ADD_NORM:
+            if (j->pre) rmsnorm(xn, xn, j->pre, E, d->rms_eps);
             if (j->kind == ROWS_ADD_NORM) add_into(x, xn, E);
             if (j->w) rmsnorm(xn, x, j->w, E, d->rms_eps);
             if (j->w && j->q8a) c->k->quantize_row_q8a(xn, j->q8a + t * (E / HERD_QK8A), E);
@@ -292,7 +323,11 @@ static void rows_part(void *ctx, int ith, size_t lo, size_t hi) {
                 for (size_t i = 0; i < qd; i++) q[i] += L->bq[i];
                 for (size_t i = 0; i < kvd; i++) k[i] += L->bk[i], v[i] += L->bv[i];
             }
-            const float *cs = c->rope_cs + t * half * 2;
+            if (L->q_norm) {
+                for (size_t h = 0; h < d->n_head; h++) rmsnorm(q + h * hd, q + h * hd, L->q_norm, hd, d->rms_eps);
+                for (size_t h = 0; h < d->n_head_kv; h++) rmsnorm(k + h * hd, k + h * hd, L->k_norm, hd, d->rms_eps);
+            }
+            const float *cs = (L->slides && c->rope_cs_local ? c->rope_cs_local : c->rope_cs) + t * half * 2;
             rope(m, q, d->n_head, cs);
             rope(m, k, d->n_head_kv, cs);
             herd_kv_store(c->kv, j->b->seq[t], j->layer, j->b->pos[t], k, v);
@@ -336,8 +371,8 @@ static void layer_matmul(struct herd_context *c, uint32_t layer, enum herd_matri
 /* Runs one per-token step: on every thread (a split run, tokens taken a
  * few at a time) when there is enough work. */
 static void run_rows(struct herd_context *c, const struct herd_batch *b, enum rows_kind kind, uint32_t layer,
-                     const float *w, struct herd_block_q8a *q8a, size_t floats) {
-    struct rows_job j = {c, b, kind, layer, w, q8a};
+                     const float *pre, const float *w, struct herd_block_q8a *q8a, size_t floats) {
+    struct rows_job j = {c, b, kind, layer, w, pre, q8a};
     const size_t items = kind == ROWS_SILU_GATE
                              ? (b->n_tokens * c->model->desc.n_ff + SILU_ITEM_FLOATS - 1) / SILU_ITEM_FLOATS
                              : b->n_tokens;
@@ -370,7 +405,9 @@ static void attend(struct herd_context *c, const struct herd_batch *b, uint32_t 
     const uint32_t G = (uint32_t)(d->n_head / d->n_head_kv), rows = R * G;
     const size_t qd = d->n_head * hd, head0 = (size_t)kvh * G * hd;
     float *q = scratch, *acc = q + (size_t)rows * hd, *m = acc + (size_t)rows * hd, *l = m + rows;
-    const float scale = 1.0f / sqrtf((float)hd);
+    const float scale = c->model->attn_scale;
+    const struct herd_layer *L = &c->model->layers[layer];
+    const uint32_t win = L->slides ? (uint32_t)d->n_swa : 0;
     for (uint32_t r = 0; r < R; r++) {
         const float *qsrc = c->q + (size_t)(t0 + r) * qd + head0;
         for (uint32_t i = 0; i < G * hd; i++) q[(size_t)r * G * hd + i] = qsrc[i] * scale;
@@ -378,30 +415,36 @@ static void attend(struct herd_context *c, const struct herd_batch *b, uint32_t 
     for (size_t i = 0; i < (size_t)rows * hd; i++) acc[i] = 0.0f;
     for (uint32_t i = 0; i < rows; i++) m[i] = -INFINITY, l[i] = 0.0f;
     const uint32_t first_pos = b->pos[t0], n_pos = b->pos[t0 + R - 1] + 1;
+    /* token r sees keys [lo(r), first_pos + r] */
+#define WINDOW_LO(r) (win && first_pos + (r) + 1 > win ? first_pos + (r) + 1 - win : 0)
+    const uint32_t lo_first = WINDOW_LO(0), lo_last = WINDOW_LO(R - 1), b0 = lo_first / bt;
     uint32_t n_blocks;
     const int32_t *blocks = herd_kv_seq_blocks(c->kv, b->seq[t0], &n_blocks);
-    for (uint32_t bi = 0; bi * bt < n_pos; bi++) {
+    for (uint32_t bi = b0; bi * bt < n_pos; bi++) {
         HERD_ASSERT(bi < n_blocks);
         struct herd_attn_kv view;
         herd_kv_head_view(c->kv, blocks[bi], layer, kvh, &view);
+        view.softcap = (float)d->attn_softcap;
         /* blocks two ahead, prefetched by the kernel while it computes this
          * one (one ahead: 3.9 ms a pass against 3.65 on 16-sequence decode);
          * the second block at once before the first */
-        if (bi == 0 && bt < n_pos) herd_kv_prefetch_head(c->kv, blocks[1], layer, kvh);
+        if (bi == b0 && (bi + 1) * bt < n_pos) herd_kv_prefetch_head(c->kv, blocks[bi + 1], layer, kvh);
         if ((bi + 2) * bt < n_pos) herd_kv_view_next(c->kv, blocks[bi + 2], layer, kvh, &view);
-        if ((bi + 1) * bt <= first_pos + 1) {
+        if ((bi + 1) * bt <= first_pos + 1 && bi * bt >= lo_last) {
             c->k->attn_block(q, (int)rows, (int)hd, &view, (int)bt, (int)bt, m, l, acc);
             continue;
         }
         for (uint32_t r = 0; r < R; r++) {
-            const uint32_t seen = first_pos + r + 1; /* keys token r attends to */
-            if (seen <= bi * bt) continue;
+            const uint32_t seen = first_pos + r + 1, lo = WINDOW_LO(r); /* keys token r attends to */
+            if (seen <= bi * bt || lo >= (bi + 1) * bt) continue;
             const uint32_t n = seen - bi * bt < bt ? seen - bi * bt : bt;
+            view.first = lo > bi * bt ? (int)(lo - bi * bt) : 0; /* < n: lo <= seen - 1 */
             const size_t o = (size_t)r * G;
             c->k->attn_block(q + o * hd, (int)G, (int)hd, &view, (int)bt, (int)n, m + o, l + o, acc + o * hd);
             view.next = NULL; /* prefetched once */
         }
     }
+#undef WINDOW_LO
     for (uint32_t r = 0; r < R; r++) {
         const size_t at = (size_t)(t0 + r) * qd + head0;
         float *out = c->att + at;
@@ -521,13 +564,15 @@ enum herd_status herd_decode(struct herd_context *c, const struct herd_batch *b,
         herd_dequantize_row_ref(m->tok_embd.type,
                                 (const char *)m->tok_embd.data + (size_t)b->tokens[t] * m->tok_embd.row_bytes,
                                 c->x + t * E, E);
+    if (m->embd_scale != 1.0f)
+        for (size_t i = 0; i < T * E; i++) c->x[i] *= m->embd_scale;
     herd_prof_op(P, HERD_PROF_EMBED, t0);
     const uint32_t n_tiles = attention_tiles(c, b);
     t0 = PROF_T();
-    run_rows(c, b, ROWS_ROPE_ANGLES, 0, NULL, NULL, T * d->n_rot * 8);
+    run_rows(c, b, ROWS_ROPE_ANGLES, 0, NULL, NULL, NULL, T * d->n_rot * 8);
     herd_prof_op(P, HERD_PROF_ROPE, t0);
     t0 = PROF_T();
-    run_rows(c, b, ROWS_NORM, 0, m->layers[0].attn_norm, qkv_q8a(c, &m->layers[0]), T * E);
+    run_rows(c, b, ROWS_NORM, 0, NULL, m->layers[0].attn_norm, qkv_q8a(c, &m->layers[0]), T * E);
     herd_prof_op(P, HERD_PROF_NORM, t0);
 
     /* each layer starts with xn = rmsnorm(x) * attn_norm, made by the step before */
@@ -538,7 +583,7 @@ enum herd_status herd_decode(struct herd_context *c, const struct herd_batch *b,
         layer_matmul(c, l, HERD_ROLE_ATTN_Q, qkv, 3, qkv_q8a(c, L), c->xn, E, T);
         herd_prof_matmul(P, HERD_PROF_MM_QKV, L->wq.type, t0);
         t0 = PROF_T();
-        run_rows(c, b, ROWS_ROPE_STORE, l, NULL, NULL, T * (qd + 2 * kvd) * 2);
+        run_rows(c, b, ROWS_ROPE_STORE, l, NULL, NULL, NULL, T * (qd + 2 * kvd) * 2);
         herd_prof_op(P, HERD_PROF_ROPE_STORE, t0);
         t0 = PROF_T();
         struct herd_block_q8a *att_q8a = hd % HERD_QK8A == 0 ? fused_q8a(c, &L->wo) : NULL;
@@ -550,7 +595,7 @@ enum herd_status herd_decode(struct herd_context *c, const struct herd_batch *b,
         layer_matmul(c, l, HERD_ROLE_ATTN_OUTPUT, &wo, 1, att_q8a, c->att, qd, T);
         herd_prof_matmul(P, HERD_PROF_MM_ATTN_OUT, L->wo.type, t0);
         t0 = PROF_T();
-        run_rows(c, b, ROWS_ADD_NORM, l, L->ffn_norm, gate_up_q8a(c, L), T * E * 2);
+        run_rows(c, b, ROWS_ADD_NORM, l, L->post_attn, L->ffn_norm, gate_up_q8a(c, L), T * E * 2);
         herd_prof_op(P, HERD_PROF_ADD_NORM, t0);
 
         t0 = PROF_T();
@@ -559,7 +604,7 @@ enum herd_status herd_decode(struct herd_context *c, const struct herd_batch *b,
         herd_prof_matmul(P, HERD_PROF_MM_GATE_UP, L->w_gate.type, t0);
         t0 = PROF_T();
         struct herd_block_q8a *down_q8a = fused_q8a(c, &L->w_down);
-        run_rows(c, b, ROWS_SILU_GATE, l, NULL, down_q8a, T * F * 4);
+        run_rows(c, b, ROWS_SILU_GATE, l, NULL, NULL, down_q8a, T * F * 4);
         herd_prof_op(P, HERD_PROF_ACTIVATION, t0);
         t0 = PROF_T();
         const struct herd_matmul_out down = {&L->w_down, c->xn, E};
@@ -567,7 +612,8 @@ enum herd_status herd_decode(struct herd_context *c, const struct herd_batch *b,
         herd_prof_matmul(P, HERD_PROF_MM_DOWN, L->w_down.type, t0);
         if (l + 1 < d->n_layer) {
             t0 = PROF_T();
-            run_rows(c, b, ROWS_ADD_NORM, l, m->layers[l + 1].attn_norm, qkv_q8a(c, &m->layers[l + 1]), T * E * 2);
+            run_rows(c, b, ROWS_ADD_NORM, l, L->post_ffn, m->layers[l + 1].attn_norm, qkv_q8a(c, &m->layers[l + 1]),
+                     T * E * 2);
             herd_prof_op(P, HERD_PROF_ADD_NORM, t0);
         }
     }
@@ -577,8 +623,10 @@ enum herd_status herd_decode(struct herd_context *c, const struct herd_batch *b,
     uint32_t o = 0;
     for (size_t t = 0; t < T; t++)
         if (b->want_logits ? b->want_logits[t] : t == T - 1) {
-            float *x = c->x + t * E;
-            add_into(x, c->xn + t * E, E);
+            float *x = c->x + t * E, *xn = c->xn + t * E;
+            const float *post = m->layers[d->n_layer - 1].post_ffn;
+            if (post) rmsnorm(xn, xn, post, E, d->rms_eps);
+            add_into(x, xn, E);
             rmsnorm(c->out_rows + (size_t)o++ * E, x, m->output_norm, E, d->rms_eps);
         }
     herd_prof_op(P, HERD_PROF_ADD_NORM, t0);
@@ -586,6 +634,10 @@ enum herd_status herd_decode(struct herd_context *c, const struct herd_batch *b,
     if (n_out && c->params.observe_matmul)
         c->params.observe_matmul(c->params.observe_ctx, d->n_layer, HERD_ROLE_OUTPUT, c->out_rows, E, n_out);
     if (n_out) herd_matmul(pool, k, &m->output, c->out_rows, E, n_out, c->logits, d->n_vocab, c->mm_scratch, precise);
+    if (n_out && d->final_softcap > 0) { /* gemma2 */
+        const float cap = (float)d->final_softcap;
+        for (size_t i = 0; i < (size_t)n_out * d->n_vocab; i++) c->logits[i] = cap * tanhf(c->logits[i] / cap);
+    }
     if (n_out) herd_prof_matmul(P, HERD_PROF_MM_OUTPUT, m->output.type, t0);
     c->n_outputs = n_out;
     if (P) P->decodes++, P->tokens += T;

@@ -49,12 +49,14 @@ struct herd_context {
     const struct herd_kernels *k;
     /* activations, [max_batch_tokens][dim] each */
     float *x, *xn, *q, *kx, *vx, *att, *gate, *up;
-    float *out_rows;       /* [max_outputs][n_embd], normed final rows of the tokens that want logits */
-    float *logits;         /* [max_outputs][n_vocab] */
-    float *att_scratch;    /* per thread: a tile's scaled queries, running outputs and softmax state */
-    uint32_t *att_tiles;   /* [max_batch_tokens]: the first token of each attention tile of a batch */
-    double *rope_inv_freq; /* [n_rot / 2]: base^(-2i / n_rot), divided by the Llama 3.1 factors */
-    float *rope_cs;        /* [max_batch_tokens][n_rot / 2][2]: cos, sin of each batch token's angles */
+    float *out_rows;             /* [max_outputs][n_embd], normed final rows of the tokens that want logits */
+    float *logits;               /* [max_outputs][n_vocab] */
+    float *att_scratch;          /* per thread: a tile's scaled queries, running outputs and softmax state */
+    uint32_t *att_tiles;         /* [max_batch_tokens]: the first token of each attention tile of a batch */
+    double *rope_inv_freq;       /* [n_rot / 2]: base^(-2i / n_rot) x the linear scaling factor */
+    float *rope_cs;              /* [max_batch_tokens][n_rot / 2][2]: cos, sin of each batch token's angles */
+    double *rope_inv_freq_local; /* gemma3's sliding layers (base 10000, no scaling); NULL otherwise */
+    float *rope_cs_local;        /* their cos, sin; NULL otherwise */
     void *mm_scratch;
     size_t mm_scratch_bytes;
     uint32_t n_outputs;           /* rows of logits filled by the last herd_decode */

@@ -313,6 +313,8 @@ void herd_kv_head_view(const struct herd_kv *kv, int32_t block, uint32_t layer, 
     view->v_scale_stride = 1;
     view->next = NULL;
     view->next_bytes = 0;
+    view->first = 0;
+    view->softcap = 0.0f;
     if (kv->p.type == HERD_KV_Q8) {
         view->k_scale = (const float *)(const void *)(k + (size_t)hd * bt);
         view->v_scale = (const float *)(const void *)(v + (size_t)hd * bt);

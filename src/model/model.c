@@ -1,6 +1,7 @@
 /* Model loading: validate, then bind every tensor by name. */
 #include "model/model.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -113,16 +114,21 @@ enum herd_status herd_model_load(const char *path, struct herd_model **out, stru
     }
     const struct herd_model_desc *d = &m->desc;
     const struct herd_gguf *g = m->gguf;
-    m->rope_neox = strcmp(d->arch, "qwen2") == 0;
+    m->arch = herd_model_arch_info(d->arch);
+    m->rope_neox = m->arch->rope_neox;
+    m->embd_scale = m->arch->gemma ? sqrtf((float)d->n_embd) : 1.0f;
+    m->attn_scale = (float)herd_model_attn_scale(d);
     const size_t q_dim = d->n_head * d->head_dim, kv_dim = d->n_head_kv * d->head_dim;
-    const bool bias = m->rope_neox;
+    const bool bias = m->arch->qkv_bias, qkn = m->arch->qk_norm, post = m->arch->gemma;
     const struct herd_gguf_tensor *rf = herd_gguf_find_tensor(g, "rope_freqs.weight");
     if (rf && (rf->n_elems != d->n_rot / 2 || !herd_ggml_type_info(rf->type)->computed)) {
         rc = herd_error_set(err, HERD_E_FORMAT, "%s: rope_freqs.weight has %llu values; expected %llu", path,
                             (unsigned long long)rf->n_elems, (unsigned long long)(d->n_rot / 2));
         goto fail;
     }
-    size_t n_f32 = d->n_embd + d->n_layer * (2 * d->n_embd + (bias ? q_dim + 2 * kv_dim : 0)) + (rf ? d->n_rot / 2 : 0);
+    const size_t per_layer =
+        2 * d->n_embd + (bias ? q_dim + 2 * kv_dim : 0) + (qkn ? 2 * d->head_dim : 0) + (post ? 2 * d->n_embd : 0);
+    size_t n_f32 = d->n_embd + d->n_layer * per_layer + (rf ? d->n_rot / 2 : 0);
     m->owned_f32 = malloc(n_f32 * sizeof(float));
     m->layers = calloc(d->n_layer, sizeof *m->layers);
     if (!m->owned_f32 || !m->layers) {
@@ -166,12 +172,43 @@ enum herd_status herd_model_load(const char *path, struct herd_model **out, stru
             L->bv = f;
             f += kv_dim;
         }
-        herd_matrix_from_tensor(&L->wq, T("attn_q.weight"));
-        herd_matrix_from_tensor(&L->wk, T("attn_k.weight"));
-        herd_matrix_from_tensor(&L->wv, T("attn_v.weight"));
+        if (qkn) {
+            to_f32(T("attn_q_norm.weight"), f);
+            L->q_norm = f;
+            f += d->head_dim;
+            to_f32(T("attn_k_norm.weight"), f);
+            L->k_norm = f;
+            f += d->head_dim;
+        }
+        if (post) {
+            to_f32(T("post_attention_norm.weight"), f);
+            L->post_attn = f;
+            f += d->n_embd;
+            to_f32(T("post_ffw_norm.weight"), f);
+            L->post_ffn = f;
+            f += d->n_embd;
+        }
+        L->slides = herd_model_layer_slides(d, l);
+        const struct herd_gguf_tensor *wq = T("attn_q.weight");
+        if (wq) {
+            herd_matrix_from_tensor(&L->wq, wq);
+            herd_matrix_from_tensor(&L->wk, T("attn_k.weight"));
+            herd_matrix_from_tensor(&L->wv, T("attn_v.weight"));
+        } else { /* phi3: rows [0, q_dim) are Q, then K, then V (validated) */
+            herd_matrix_from_tensor(&L->wq, T("attn_qkv.weight"));
+            L->wk = herd_matrix_rows(&L->wq, q_dim, kv_dim);
+            L->wv = herd_matrix_rows(&L->wq, q_dim + kv_dim, kv_dim);
+            L->wq = herd_matrix_rows(&L->wq, 0, q_dim);
+        }
         herd_matrix_from_tensor(&L->wo, T("attn_output.weight"));
-        herd_matrix_from_tensor(&L->w_gate, T("ffn_gate.weight"));
         herd_matrix_from_tensor(&L->w_up, T("ffn_up.weight"));
+        const struct herd_gguf_tensor *wg = T("ffn_gate.weight");
+        if (wg) {
+            herd_matrix_from_tensor(&L->w_gate, wg);
+        } else { /* phi3: ffn_up's first n_ff rows are the gate, the rest the up projection */
+            L->w_gate = herd_matrix_rows(&L->w_up, 0, d->n_ff);
+            L->w_up = herd_matrix_rows(&L->w_up, d->n_ff, d->n_ff);
+        }
         herd_matrix_from_tensor(&L->w_down, T("ffn_down.weight"));
 #undef T
     }

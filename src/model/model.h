@@ -13,14 +13,17 @@
 #include "model/model_desc.h"
 
 struct herd_layer {
-    const float *attn_norm;          /* [n_embd] */
-    const float *ffn_norm;           /* [n_embd] */
-    const float *bq, *bk, *bv;       /* qwen2 biases [q_dim], [kv_dim], [kv_dim]; NULL for llama */
-    struct herd_matrix wq;           /* (n_head * head_dim, n_embd) */
-    struct herd_matrix wk, wv;       /* (n_head_kv * head_dim, n_embd) */
-    struct herd_matrix wo;           /* (n_embd, n_head * head_dim) */
-    struct herd_matrix w_gate, w_up; /* (n_ff, n_embd) */
-    struct herd_matrix w_down;       /* (n_embd, n_ff) */
+    const float *attn_norm;            /* [n_embd] */
+    const float *ffn_norm;             /* [n_embd] */
+    const float *bq, *bk, *bv;         /* qwen2 biases [q_dim], [kv_dim], [kv_dim]; NULL otherwise */
+    const float *q_norm, *k_norm;      /* qwen3 / gemma3 per-head norms [head_dim]; NULL otherwise */
+    const float *post_attn, *post_ffn; /* gemma's norms of the attention and FFN outputs [n_embd]; NULL otherwise */
+    bool slides;                       /* attends to the last n_swa positions only */
+    struct herd_matrix wq;             /* (n_head * head_dim, n_embd) */
+    struct herd_matrix wk, wv;         /* (n_head_kv * head_dim, n_embd) */
+    struct herd_matrix wo;             /* (n_embd, n_head * head_dim) */
+    struct herd_matrix w_gate, w_up;   /* (n_ff, n_embd); phi3's are the two halves of its ffn_up */
+    struct herd_matrix w_down;         /* (n_embd, n_ff) */
 };
 
 /* A layer matrix's role, in the order the forward pass multiplies them
@@ -45,7 +48,10 @@ const char *herd_matrix_role_name(enum herd_matrix_role role);
 struct herd_model {
     struct herd_gguf *gguf; /* owns the mapping */
     struct herd_model_desc desc;
-    bool rope_neox;              /* qwen2 rotates pairs (i, i + n_rot/2); llama adjacent pairs */
+    const struct herd_arch_info *arch;
+    bool rope_neox;              /* rotate pairs (i, i + n_rot/2) (qwen, gemma, phi3); llama adjacent pairs */
+    float embd_scale;            /* gemma: embeddings times sqrt(n_embd); 1 otherwise */
+    float attn_scale;            /* the factor on q.k (herd_model_attn_scale) */
     const float *rope_freqs;     /* Llama 3.1 frequency divisors [n_rot/2], or NULL */
     struct herd_matrix tok_embd; /* (n_vocab, n_embd) */
     struct herd_matrix output;   /* (n_vocab, n_embd); tok_embd when tied */

@@ -4,6 +4,7 @@
  * GGUF and still claim 2^40 layers or a BOS id past the vocabulary. */
 #include "model/model_desc.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -75,11 +76,22 @@ static enum herd_status opt_array_count(const struct herd_gguf *g, const char *k
     return HERD_OK;
 }
 
+/* The sliding window llama.cpp gives phi3 files written before the
+ * converter stored it: Phi-3 mini / medium 4k 2047, mini 128k 262144, medium
+ * 128k 131072 (all wider than their contexts but the first); 0 otherwise. */
+static uint64_t phi3_default_window(const struct herd_model_desc *d) {
+    if ((d->n_layer == 32 || d->n_layer == 40) && d->n_ctx_train == 4096) return 2047;
+    if (d->n_layer == 32 && d->n_head_kv == 32 && d->n_ctx_train == 131072) return 262144;
+    if (d->n_layer == 40 && d->n_ctx_train == 131072) return 131072;
+    return 0;
+}
+
 enum herd_status herd_model_desc_read(const struct herd_gguf *g, struct herd_model_desc *d, struct herd_error *err) {
     memset(d, 0, sizeof *d);
     d->file_type = -1;
     d->bos_id = d->eos_id = d->unk_id = d->pad_id = -1;
     d->rope_freq_base = 10000.0;
+    d->rope_freq_scale = 1.0;
     d->rms_eps = 1e-5;
     enum herd_status rc;
 #define TRY(expr)                                                                                                      \
@@ -102,10 +114,29 @@ enum herd_status herd_model_desc_read(const struct herd_gguf *g, struct herd_mod
         d->n_head_kv = d->n_head;
         TRY(opt_arch_uint(g, a, "attention.head_count_kv", HERD_MAX_HEADS, &d->n_head_kv, err));
         if (d->n_head && d->n_embd % d->n_head == 0) d->head_dim = d->n_embd / d->n_head;
+        TRY(opt_arch_uint(g, a, "attention.key_length", HERD_MAX_EMBD, &d->head_dim, err));
+        d->head_dim_v = d->head_dim;
+        TRY(opt_arch_uint(g, a, "attention.value_length", HERD_MAX_EMBD, &d->head_dim_v, err));
         d->n_rot = d->head_dim;
         TRY(opt_arch_uint(g, a, "rope.dimension_count", HERD_MAX_EMBD, &d->n_rot, err));
         TRY(opt_arch_float(g, a, "rope.freq_base", &d->rope_freq_base, err));
+        char key[160];
+        snprintf(key, sizeof key, "%s.rope.scaling.type", a);
+        TRY(opt_string(g, key, d->rope_scaling, sizeof d->rope_scaling, err));
+        double factor = 0.0;
+        TRY(opt_arch_float(g, a, "rope.scaling.factor", &factor, err));
+        if (strcmp(d->rope_scaling, "linear") == 0 && factor > 0) d->rope_freq_scale = 1.0 / factor;
         TRY(opt_arch_float(g, a, "attention.layer_norm_rms_epsilon", &d->rms_eps, err));
+        if (strcmp(a, "gemma2") == 0) { /* llama.cpp's values for gemma2 files without the keys */
+            d->n_swa = 4096;
+            d->attn_softcap = 50.0;
+            d->final_softcap = 30.0;
+        }
+        if (strcmp(a, "phi3") == 0) d->n_swa = phi3_default_window(d);
+        TRY(opt_arch_uint(g, a, "attention.sliding_window", UINT32_MAX, &d->n_swa, err));
+        TRY(opt_arch_float(g, a, "attn_logit_softcapping", &d->attn_softcap, err));
+        TRY(opt_arch_float(g, a, "final_logit_softcapping", &d->final_softcap, err));
+        TRY(opt_arch_float(g, a, "attention.scale", &d->attn_scale, err));
     }
 
     TRY(opt_string(g, "tokenizer.ggml.model", d->tok_model, sizeof d->tok_model, err));
@@ -139,7 +170,37 @@ enum herd_status herd_model_desc_read(const struct herd_gguf *g, struct herd_mod
 
 /* ------------------------------------------------------------ validation */
 
-bool herd_model_arch_supported(const char *arch) { return strcmp(arch, "llama") == 0 || strcmp(arch, "qwen2") == 0; }
+static const struct herd_arch_info archs[] = {
+    {.name = "llama"},
+    {.name = "qwen2", .rope_neox = true, .qkv_bias = true},
+    {.name = "qwen3", .rope_neox = true, .qk_norm = true},
+    {.name = "gemma2", .rope_neox = true, .gemma = true, .swa_period = 2},
+    {.name = "gemma3", .rope_neox = true, .qk_norm = true, .gemma = true, .swa_period = 6, .swa_local_rope = true},
+    {.name = "phi3", .rope_neox = true, .fused_qkv = true, .fused_gate_up = true},
+};
+
+const struct herd_arch_info *herd_model_arch_info(const char *arch) {
+    for (size_t i = 0; i < sizeof archs / sizeof archs[0]; i++)
+        if (strcmp(arch, archs[i].name) == 0) return &archs[i];
+    return NULL;
+}
+
+bool herd_model_arch_supported(const char *arch) { return herd_model_arch_info(arch) != NULL; }
+
+bool herd_model_layer_slides(const struct herd_model_desc *d, uint64_t l) {
+    const struct herd_arch_info *a = herd_model_arch_info(d->arch);
+    if (!d->n_swa || !a) return false;
+    return a->swa_period == 0 || (l + 1) % a->swa_period != 0;
+}
+
+double herd_model_attn_scale(const struct herd_model_desc *d) {
+    if (d->attn_scale > 0) return d->attn_scale;
+    /* llama.cpp's rule for Gemma's 27B, whose query_pre_attn_scalar is
+     * n_embd / n_head rather than head_dim; GGUF files do not carry it */
+    if ((strcmp(d->arch, "gemma2") == 0 && d->n_layer == 46) || (strcmp(d->arch, "gemma3") == 0 && d->n_layer == 62))
+        return 1.0 / sqrt((double)(d->n_embd / d->n_head));
+    return 1.0 / sqrt((double)d->head_dim);
+}
 
 static enum herd_status require_hparam(const struct herd_model_desc *d, uint64_t v, const char *suffix,
                                        struct herd_error *err) {
@@ -250,8 +311,10 @@ enum herd_status herd_model_desc_validate(const struct herd_gguf *g, const struc
                                           struct herd_error *err) {
     enum herd_status rc;
     if (!d->arch[0]) return herd_error_set(err, HERD_E_NOT_FOUND, "metadata key 'general.architecture' is missing");
-    if (!herd_model_arch_supported(d->arch))
-        return herd_error_set(err, HERD_E_UNSUPPORTED, "architecture '%s' is not supported (llama and qwen2 are)",
+    const struct herd_arch_info *arch = herd_model_arch_info(d->arch);
+    if (!arch)
+        return herd_error_set(err, HERD_E_UNSUPPORTED,
+                              "architecture '%s' is not supported (llama, qwen2, qwen3, gemma2, gemma3 and phi3 are)",
                               d->arch);
     if ((rc = require_hparam(d, d->n_embd, "embedding_length", err)) != HERD_OK) return rc;
     if ((rc = require_hparam(d, d->n_layer, "block_count", err)) != HERD_OK) return rc;
@@ -260,10 +323,25 @@ enum herd_status herd_model_desc_validate(const struct herd_gguf *g, const struc
     if (d->n_head_kv == 0 || d->n_head % d->n_head_kv != 0)
         return herd_error_set(err, HERD_E_INVALID, "%s.attention.head_count_kv = %llu does not divide head_count %llu",
                               d->arch, (unsigned long long)d->n_head_kv, (unsigned long long)d->n_head);
-    if (d->n_embd % d->n_head != 0 || d->head_dim % 2 != 0)
+    if (d->head_dim == 0 || d->head_dim % 2 != 0 || d->head_dim * d->n_head > HERD_MAX_EMBD * 4)
         return herd_error_set(err, HERD_E_INVALID,
-                              "embedding_length %llu / head_count %llu does not give an even head size",
-                              (unsigned long long)d->n_embd, (unsigned long long)d->n_head);
+                              "head size %llu (%s.attention.key_length, else embedding_length %llu / head_count %llu) "
+                              "is not a positive even number of at most %u per head count",
+                              (unsigned long long)d->head_dim, d->arch, (unsigned long long)d->n_embd,
+                              (unsigned long long)d->n_head, HERD_MAX_EMBD * 4);
+    if (d->head_dim_v != d->head_dim)
+        return herd_error_set(err, HERD_E_UNSUPPORTED,
+                              "%s.attention.value_length = %llu differs from key_length %llu, which herd does not run",
+                              d->arch, (unsigned long long)d->head_dim_v, (unsigned long long)d->head_dim);
+    if (d->rope_scaling[0] && strcmp(d->rope_scaling, "none") != 0 && strcmp(d->rope_scaling, "linear") != 0)
+        return herd_error_set(err, HERD_E_UNSUPPORTED,
+                              "%s.rope.scaling.type '%s' is not supported (none and linear are)", d->arch,
+                              d->rope_scaling);
+    if (!(d->rope_freq_scale > 0 && d->rope_freq_scale <= 1) || !(d->attn_softcap >= 0 && d->attn_softcap < 1e6) ||
+        !(d->final_softcap >= 0 && d->final_softcap < 1e6) || !(d->attn_scale >= 0 && d->attn_scale < 1e6))
+        return herd_error_set(err, HERD_E_INVALID,
+                              "rope scaling factor, logit softcapping (%g, %g) or attention scale %g out of range",
+                              d->attn_softcap, d->final_softcap, d->attn_scale);
     if (d->n_rot != d->head_dim)
         return herd_error_set(err, HERD_E_UNSUPPORTED,
                               "%s.rope.dimension_count = %llu: partial RoPE (head size %llu) "
@@ -279,23 +357,45 @@ enum herd_status herd_model_desc_validate(const struct herd_gguf *g, const struc
     if ((rc = check_tensor(g, "token_embd.weight", true, 2, E, V, err)) != HERD_OK) return rc;
     if ((rc = check_tensor(g, "output_norm.weight", true, 1, E, 1, err)) != HERD_OK) return rc;
     if ((rc = check_tensor(g, "output.weight", false, 2, E, V, err)) != HERD_OK) return rc;
-    const bool qwen2 = strcmp(d->arch, "qwen2") == 0;
+    if (herd_gguf_find_tensor(g, "rope_factors_long.weight") || herd_gguf_find_tensor(g, "rope_factors_short.weight"))
+        return herd_error_set(err, HERD_E_UNSUPPORTED,
+                              "tensor 'rope_factors_long.weight': LongRoPE (Phi-3 128k) is not supported yet");
+    if (herd_gguf_find_tensor(g, "output.bias"))
+        return herd_error_set(err, HERD_E_UNSUPPORTED, "tensor 'output.bias' (an output bias) is not supported");
+    const bool bias = arch->qkv_bias, qkn = arch->qk_norm, post = arch->gemma;
     for (uint64_t l = 0; l < d->n_layer; l++) {
+        char name[96];
+#define LAYER_TENSOR(suffix) (snprintf(name, sizeof name, "blk.%llu.%s", (unsigned long long)l, suffix), name)
+        /* phi3 files stack Q, K, V in attn_qkv and gate, up in ffn_up */
+        const bool qkv = arch->fused_qkv && !herd_gguf_find_tensor(g, LAYER_TENSOR("attn_q.weight"));
+        const bool gate_up = arch->fused_gate_up && !herd_gguf_find_tensor(g, LAYER_TENSOR("ffn_gate.weight"));
+#undef LAYER_TENSOR
         const struct {
             const char *name;
             uint32_t n_dims;
             uint64_t ne0, ne1;
             bool required;
         } need[] = {
-            {"attn_norm.weight", 1, E, 1, true},       {"attn_q.weight", 2, E, q_dim, true},
-            {"attn_k.weight", 2, E, kv_dim, true},     {"attn_v.weight", 2, E, kv_dim, true},
-            {"attn_output.weight", 2, q_dim, E, true}, {"ffn_norm.weight", 1, E, 1, true},
-            {"ffn_gate.weight", 2, E, d->n_ff, true},  {"ffn_up.weight", 2, E, d->n_ff, true},
-            {"ffn_down.weight", 2, d->n_ff, E, true},  {"attn_q.bias", 1, q_dim, 1, qwen2},
-            {"attn_k.bias", 1, kv_dim, 1, qwen2},      {"attn_v.bias", 1, kv_dim, 1, qwen2},
+            {"attn_norm.weight", 1, E, 1, true},
+            {"attn_q.weight", 2, E, q_dim, !qkv},
+            {"attn_k.weight", 2, E, kv_dim, !qkv},
+            {"attn_v.weight", 2, E, kv_dim, !qkv},
+            {"attn_qkv.weight", 2, E, q_dim + 2 * kv_dim, qkv},
+            {"attn_output.weight", 2, q_dim, E, true},
+            {"ffn_norm.weight", 1, E, 1, true},
+            {"ffn_gate.weight", 2, E, d->n_ff, !gate_up},
+            {"ffn_up.weight", 2, E, gate_up ? 2 * d->n_ff : d->n_ff, true},
+            {"ffn_down.weight", 2, d->n_ff, E, true},
+            {"attn_q.bias", 1, q_dim, 1, bias},
+            {"attn_k.bias", 1, kv_dim, 1, bias},
+            {"attn_v.bias", 1, kv_dim, 1, bias},
+            {"attn_q_norm.weight", 1, hd, 1, qkn},
+            {"attn_k_norm.weight", 1, hd, 1, qkn},
+            {"post_attention_norm.weight", 1, E, 1, post},
+            {"post_ffw_norm.weight", 1, E, 1, post},
         };
         for (size_t i = 0; i < sizeof need / sizeof need[0]; i++) {
-            char name[96];
+            if (!need[i].required) continue; /* an unused tensor of the other layout is not checked */
             snprintf(name, sizeof name, "blk.%llu.%s", (unsigned long long)l, need[i].name);
             rc = check_tensor(g, name, need[i].required, need[i].n_dims, need[i].ne0, need[i].ne1, err);
             if (rc != HERD_OK) return rc;
@@ -313,7 +413,8 @@ void herd_model_desc_ram_estimate(const struct herd_model_desc *d, uint64_t n_ct
      * row of logits per sequence in the batch (assume 512 for prefill). */
     const uint64_t batch = 512;
     const uint64_t kv_dim = d->n_head_kv * d->head_dim;
-    const uint64_t per_token = 4 * (2 * d->n_embd + d->n_embd + 2 * kv_dim + d->n_embd + 3 * d->n_ff);
+    const uint64_t q_dim = d->n_head * d->head_dim;
+    const uint64_t per_token = 4 * (2 * d->n_embd + 2 * q_dim + 2 * kv_dim + 3 * d->n_ff);
     out->weights = d->weight_bytes;
     out->kv_cache = 2 /* K and V */ * 2 /* f16 */ * d->n_layer * n_ctx * kv_dim;
     out->compute = batch * per_token + batch * 4 * d->n_vocab;

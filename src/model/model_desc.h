@@ -31,12 +31,19 @@ struct herd_model_desc {
     uint64_t n_layer;
     uint64_t n_ff;
     uint64_t n_head;
-    uint64_t n_head_kv;    /* defaults to n_head */
-    uint64_t head_dim;     /* n_embd / n_head */
-    uint64_t n_rot;        /* rope.dimension_count, defaults to head_dim */
-    double rope_freq_base; /* defaults to 10000 */
-    double rms_eps;        /* defaults to 1e-5 */
-    bool tied_embeddings;  /* tensors present and no output.weight */
+    uint64_t n_head_kv;     /* defaults to n_head */
+    uint64_t head_dim;      /* attention.key_length, else n_embd / n_head */
+    uint64_t head_dim_v;    /* attention.value_length, else head_dim (the engine needs them equal) */
+    uint64_t n_rot;         /* rope.dimension_count, defaults to head_dim */
+    double rope_freq_base;  /* defaults to 10000 */
+    double rope_freq_scale; /* 1 / rope.scaling.factor with rope.scaling.type "linear"; 1 otherwise */
+    char rope_scaling[16];  /* rope.scaling.type, "" if absent */
+    double rms_eps;         /* defaults to 1e-5 */
+    uint64_t n_swa;         /* attention.sliding_window: keys a sliding layer sees, 0 when none */
+    double attn_softcap;    /* attn_logit_softcapping (gemma2), 0 when none */
+    double final_softcap;   /* final_logit_softcapping (gemma2), 0 when none */
+    double attn_scale;      /* attention.scale, else the architecture's default (see herd_model_attn_scale) */
+    bool tied_embeddings;   /* tensors present and no output.weight */
     /* tokenizer */
     char tok_model[32]; /* tokenizer.ggml.model */
     char tok_pre[64];   /* tokenizer.ggml.pre */
@@ -77,7 +84,34 @@ struct herd_ram_estimate {
 
 void herd_model_desc_ram_estimate(const struct herd_model_desc *d, uint64_t n_ctx, struct herd_ram_estimate *out);
 
-/* True for the architectures the engine implements ("llama", "qwen2"). */
+/* What sets apart the architectures the engine runs; every other step is
+ * the Llama one (RMSNorm, RoPE, grouped-query attention, gated FFN). */
+struct herd_arch_info {
+    const char *name;
+    bool rope_neox;      /* RoPE rotates pairs (i, i + n_rot/2); llama rotates adjacent pairs */
+    bool qkv_bias;       /* attn_{q,k,v}.bias required (qwen2) */
+    bool qk_norm;        /* attn_{q,k}_norm: RMSNorm of each Q and K head before RoPE (qwen3, gemma3) */
+    bool gemma;          /* embeddings x sqrt(n_embd), GELU-tanh gate, norms after attention and FFN too */
+    bool fused_qkv;      /* attn_qkv (Q, K, V rows stacked) where attn_q is absent (phi3) */
+    bool fused_gate_up;  /* ffn_up holds gate then up rows where ffn_gate is absent (phi3) */
+    uint32_t swa_period; /* with a sliding window, layer l is global when (l + 1) % swa_period == 0
+                          * (gemma2 2, gemma3 6); 0: every layer slides */
+    bool swa_local_rope; /* sliding layers rotate with base 10000 and no scaling (gemma3) */
+};
+
+/* The architecture's description, NULL for one the engine does not run
+ * (supported: llama, qwen2, qwen3, gemma2, gemma3, phi3). */
+const struct herd_arch_info *herd_model_arch_info(const char *arch);
+
+/* True for the architectures the engine implements. */
 bool herd_model_arch_supported(const char *arch);
+
+/* Whether layer l attends only within the sliding window. */
+bool herd_model_layer_slides(const struct herd_model_desc *d, uint64_t l);
+
+/* The factor on q.k: attention.scale when the file gives it; gemma2/3's
+ * 27B (as llama.cpp tells it: 46 / 62 layers) 1/sqrt(n_embd / n_head);
+ * else 1/sqrt(head_dim). */
+double herd_model_attn_scale(const struct herd_model_desc *d);
 
 #endif

@@ -212,7 +212,9 @@ static void test_packed_matches_unpacked(void **state) {
 
 /* Attention block kernel of the best family against the ref twin: head
  * sizes 8, 24 and 64, 1..12 heads per KV head, 1..16 valid keys, f16, f32 and
- * 8-bit caches, over three consecutive blocks (so the running max moves). */
+ * 8-bit caches, over three consecutive blocks (so the running max moves);
+ * plain, with the first keys masked (a sliding window's start) and with
+ * soft-capped scores. */
 static void attn_family_matches_ref(const struct herd_kernels *k) {
     struct herd_rng r;
     herd_rng_init(&r, 21);
@@ -220,45 +222,48 @@ static void attn_family_matches_ref(const struct herd_kernels *k) {
     for (int hi = 0; hi < 3; hi++)
         for (int gi = 0; gi < 4; gi++)
             for (int type = 0; type < 3; type++)
-                for (int n = 1; n <= 16; n += 5) {
-                    const int hd = hds[hi], G = Gs[gi], bt = 16;
-                    const size_t vs = (size_t)hd * 2; /* V rows of two KV heads */
-                    float q[12 * 64], K[64 * 16], V[16 * 128], ks[16], vsc[32];
-                    uint16_t Kh[64 * 16], Vh[16 * 128];
-                    int8_t K8[64 * 16], V8[16 * 128];
-                    float acc_a[12 * 64] = {0}, acc_b[12 * 64] = {0}, ma[12], mb[12], la[12] = {0}, lb[12] = {0};
-                    fill(&r, q, (size_t)G * hd, 0.5f);
-                    for (int g = 0; g < G; g++) ma[g] = mb[g] = -INFINITY;
-                    for (int blk = 0; blk < 3; blk++) {
-                        fill(&r, K, (size_t)hd * bt, 1.0f + (float)blk);
-                        fill(&r, V, (size_t)bt * vs, 1.0f);
-                        for (size_t i = 0; i < (size_t)hd * bt; i++) Kh[i] = herd_fp32_to_fp16(K[i]);
-                        for (size_t i = 0; i < (size_t)bt * vs; i++) Vh[i] = herd_fp32_to_fp16(V[i]);
-                        for (int j = 0; j < bt; j++) ks[j] = 0.01f * (float)(j + 1);
-                        for (int j = 0; j < 2 * bt; j++) vsc[j] = 0.02f * (float)(j + 1);
-                        for (size_t i = 0; i < (size_t)hd * bt; i++) K8[i] = (int8_t)((int)(K[i] * 40) % 127);
-                        for (size_t i = 0; i < (size_t)bt * vs; i++) V8[i] = (int8_t)((int)(V[i] * 40) % 127);
-                        /* next: a block to prefetch (any readable bytes; no effect on results) */
-                        struct herd_attn_kv kv = {
-                            (enum herd_attn_kv_type)type,   NULL, ks, NULL, vs, vsc, 2, (const uint8_t *)V,
-                            (size_t)bt * vs * sizeof(float)};
-                        kv.k = type == HERD_ATTN_KV_F32  ? (const void *)K
-                               : type == HERD_ATTN_KV_Q8 ? (const void *)K8
-                                                         : (const void *)Kh;
-                        kv.v = type == HERD_ATTN_KV_F32  ? (const void *)V
-                               : type == HERD_ATTN_KV_Q8 ? (const void *)V8
-                                                         : (const void *)Vh;
-                        herd_attn_block_ref(q, G, hd, &kv, bt, n, ma, la, acc_a);
-                        k->attn_block(q, G, hd, &kv, bt, n, mb, lb, acc_b);
+                for (int n = 1; n <= 16; n += 5)
+                    for (int opt = 0; opt < 3; opt++) {
+                        const int hd = hds[hi], G = Gs[gi], bt = 16;
+                        const size_t vs = (size_t)hd * 2; /* V rows of two KV heads */
+                        float q[12 * 64], K[64 * 16], V[16 * 128], ks[16], vsc[32];
+                        uint16_t Kh[64 * 16], Vh[16 * 128];
+                        int8_t K8[64 * 16], V8[16 * 128];
+                        float acc_a[12 * 64] = {0}, acc_b[12 * 64] = {0}, ma[12], mb[12], la[12] = {0}, lb[12] = {0};
+                        fill(&r, q, (size_t)G * hd, 0.5f);
+                        for (int g = 0; g < G; g++) ma[g] = mb[g] = -INFINITY;
+                        for (int blk = 0; blk < 3; blk++) {
+                            fill(&r, K, (size_t)hd * bt, 1.0f + (float)blk);
+                            fill(&r, V, (size_t)bt * vs, 1.0f);
+                            for (size_t i = 0; i < (size_t)hd * bt; i++) Kh[i] = herd_fp32_to_fp16(K[i]);
+                            for (size_t i = 0; i < (size_t)bt * vs; i++) Vh[i] = herd_fp32_to_fp16(V[i]);
+                            for (int j = 0; j < bt; j++) ks[j] = 0.01f * (float)(j + 1);
+                            for (int j = 0; j < 2 * bt; j++) vsc[j] = 0.02f * (float)(j + 1);
+                            for (size_t i = 0; i < (size_t)hd * bt; i++) K8[i] = (int8_t)((int)(K[i] * 40) % 127);
+                            for (size_t i = 0; i < (size_t)bt * vs; i++) V8[i] = (int8_t)((int)(V[i] * 40) % 127);
+                            /* next: a block to prefetch (any readable bytes; no effect on results) */
+                            struct herd_attn_kv kv = {
+                                (enum herd_attn_kv_type)type,    NULL, ks,  NULL, vs, vsc, 2, (const uint8_t *)V,
+                                (size_t)bt * vs * sizeof(float), 0,    0.0f};
+                            kv.k = type == HERD_ATTN_KV_F32  ? (const void *)K
+                                   : type == HERD_ATTN_KV_Q8 ? (const void *)K8
+                                                             : (const void *)Kh;
+                            kv.v = type == HERD_ATTN_KV_F32  ? (const void *)V
+                                   : type == HERD_ATTN_KV_Q8 ? (const void *)V8
+                                                             : (const void *)Vh;
+                            kv.first = opt == 1 ? n / 2 : 0;
+                            kv.softcap = opt == 2 ? 3.0f : 0.0f;
+                            herd_attn_block_ref(q, G, hd, &kv, bt, n, ma, la, acc_a);
+                            k->attn_block(q, G, hd, &kv, bt, n, mb, lb, acc_b);
+                        }
+                        for (int g = 0; g < G; g++) {
+                            close_enough(mb[g], ma[g], 50.0f, "attn max", (size_t)n);
+                            close_enough(lb[g], la[g], la[g] * 50, "attn l", (size_t)n);
+                            for (int d = 0; d < hd; d++)
+                                close_enough(acc_b[g * hd + d] / lb[g], acc_a[g * hd + d] / la[g], 50.0f, "attn out",
+                                             (size_t)n);
+                        }
                     }
-                    for (int g = 0; g < G; g++) {
-                        close_enough(mb[g], ma[g], 50.0f, "attn max", (size_t)n);
-                        close_enough(lb[g], la[g], la[g] * 50, "attn l", (size_t)n);
-                        for (int d = 0; d < hd; d++)
-                            close_enough(acc_b[g * hd + d] / lb[g], acc_a[g * hd + d] / la[g], 50.0f, "attn out",
-                                         (size_t)n);
-                    }
-                }
 }
 
 static void test_attn_block_matches_ref(void **state) {
