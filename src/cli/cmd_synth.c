@@ -10,8 +10,11 @@
 static const struct cli_command cmd = {
     .name = "synth",
     .args = "",
-    .summary = "Write a random-weight Llama-architecture model of a named real shape.",
-    .details = "Shapes (--list-shapes prints them): tiny, tiny-256, smollm-135m, tinyllama-1.1b, llama-3.2-1b.\n"
+    .summary = "Write a random-weight model of a named real shape (llama, qwen3, gemma2/3, phi3).",
+    .details = "Shapes (--list-shapes prints them): tiny, tiny-256, smollm-135m, tinyllama-1.1b, llama-3.2-1b,\n"
+               "qwen3-0.6b, gemma2-2b, gemma3-1b, phi3-mini, and small ones of each family for tests:\n"
+               "qwen3-tiny, gemma2-tiny (26 layers: llama.cpp runs gemma2 only at its real depths),\n"
+               "gemma3-tiny, phi3-tiny, mistral-tiny (llama with an 8-token sliding window).\n"
                "Types: F32, or any TYPE of `herd quantize` (Q8_0, Q4_K_M, F16, ...): the F32 model quantized\n"
                "as `herd quantize` does it (llama-quantize's mix; norms stay F32), through a temporary\n"
                "F32 file beside the output.\n"
@@ -43,12 +46,13 @@ int herd_cmd_synth(int argc, char **argv) {
     int prc = cli_parse(&cmd, opts, argc, argv, NULL, &n_pos);
     if (prc != CLI_OK) return prc == CLI_EXIT_OK ? 0 : prc;
     if (list) {
-        printf("%-16s %6s %6s %6s %8s %6s %8s %10s %s\n", "shape", "n_embd", "layers", "heads", "kv_heads", "n_ff",
-               "n_ctx", "rope_base", "tied");
+        printf("%-16s %-7s %6s %6s %6s %8s %8s %6s %8s %10s %6s %s\n", "shape", "arch", "n_embd", "layers", "heads",
+               "kv_heads", "head_dim", "n_ff", "n_ctx", "rope_base", "window", "tied");
         for (size_t i = 0; herd_synth_shape_at(i); i++) {
             const struct herd_synth_shape *s = herd_synth_shape_at(i);
-            printf("%-16s %6u %6u %6u %8u %6u %8u %10g %s\n", s->name, s->n_embd, s->n_layer, s->n_head, s->n_head_kv,
-                   s->n_ff, s->n_ctx, s->rope_freq_base, s->tied ? "yes" : "no");
+            printf("%-16s %-7s %6u %6u %6u %8u %8u %6u %8u %10g %6u %s\n", s->name, s->arch ? s->arch : "llama",
+                   s->n_embd, s->n_layer, s->n_head, s->n_head_kv, s->head_dim ? s->head_dim : s->n_embd / s->n_head,
+                   s->n_ff, s->n_ctx, s->rope_freq_base, s->n_swa, s->tied ? "yes" : "no");
         }
         return 0;
     }

@@ -1,6 +1,9 @@
 /* Shared Llama metadata writer for the model-creating tools. */
 #include "convert/llama_meta.h"
 
+#include <stdbool.h>
+#include <stdio.h>
+
 uint32_t herd_llama_file_type(enum herd_ggml_type t) {
     switch (t) {
     case HERD_GGML_TYPE_F16: return 1;
@@ -14,27 +17,56 @@ uint32_t herd_llama_file_type(enum herd_ggml_type t) {
 enum herd_status herd_llama_meta_write(struct herd_gguf_writer *w, const struct herd_llama_meta *m,
                                        struct herd_error *err) {
     enum herd_status rc;
+    const char *a = m->arch ? m->arch : "llama";
+    const uint32_t hd = m->head_dim ? m->head_dim : m->n_embd / m->n_head;
     const struct {
         const char *key;
         uint32_t v;
+        bool write;
     } u32s[] = {
-        {"general.file_type", herd_llama_file_type(m->type)},
-        {"llama.vocab_size", m->n_vocab},
-        {"llama.context_length", m->n_ctx},
-        {"llama.embedding_length", m->n_embd},
-        {"llama.block_count", m->n_layer},
-        {"llama.feed_forward_length", m->n_ff},
-        {"llama.attention.head_count", m->n_head},
-        {"llama.attention.head_count_kv", m->n_head_kv},
+        {"vocab_size", m->n_vocab, true},
+        {"context_length", m->n_ctx, true},
+        {"embedding_length", m->n_embd, true},
+        {"block_count", m->n_layer, true},
+        {"feed_forward_length", m->n_ff, true},
+        {"attention.head_count", m->n_head, true},
+        {"attention.head_count_kv", m->n_head_kv, true},
+        {"attention.key_length", hd, m->head_dim != 0},
+        {"attention.value_length", hd, m->head_dim != 0},
+        {"attention.sliding_window", m->n_swa, m->n_swa != 0},
     };
-    if ((rc = herd_gguf_writer_add_string(w, "general.architecture", "llama", err)) != HERD_OK) return rc;
+    const struct {
+        const char *key;
+        float v;
+        bool write;
+    } f32s[] = {
+        {"rope.freq_base", m->rope_freq_base, true},
+        {"attention.layer_norm_rms_epsilon", m->rms_eps, true},
+        {"attn_logit_softcapping", m->attn_softcap, m->attn_softcap != 0},
+        {"final_logit_softcapping", m->final_softcap, m->final_softcap != 0},
+        {"rope.scaling.factor", m->rope_linear, m->rope_linear != 0},
+    };
+    char key[128];
+    if ((rc = herd_gguf_writer_add_string(w, "general.architecture", a, err)) != HERD_OK) return rc;
     if ((rc = herd_gguf_writer_add_string(w, "general.name", m->name, err)) != HERD_OK) return rc;
-    for (size_t i = 0; i < sizeof u32s / sizeof u32s[0]; i++)
-        if ((rc = herd_gguf_writer_add_u32(w, u32s[i].key, u32s[i].v, err)) != HERD_OK) return rc;
-    if ((rc = herd_gguf_writer_add_f32(w, "llama.rope.freq_base", m->rope_freq_base, err)) != HERD_OK) return rc;
-    if ((rc = herd_gguf_writer_add_f32(w, "llama.attention.layer_norm_rms_epsilon", m->rms_eps, err)) != HERD_OK)
+    if ((rc = herd_gguf_writer_add_u32(w, "general.file_type", herd_llama_file_type(m->type), err)) != HERD_OK)
         return rc;
-    return herd_gguf_writer_add_u32(w, "llama.rope.dimension_count", m->n_embd / m->n_head, err);
+    for (size_t i = 0; i < sizeof u32s / sizeof u32s[0]; i++) {
+        if (!u32s[i].write) continue;
+        snprintf(key, sizeof key, "%s.%s", a, u32s[i].key);
+        if ((rc = herd_gguf_writer_add_u32(w, key, u32s[i].v, err)) != HERD_OK) return rc;
+    }
+    for (size_t i = 0; i < sizeof f32s / sizeof f32s[0]; i++) {
+        if (!f32s[i].write) continue;
+        snprintf(key, sizeof key, "%s.%s", a, f32s[i].key);
+        if ((rc = herd_gguf_writer_add_f32(w, key, f32s[i].v, err)) != HERD_OK) return rc;
+    }
+    if (m->rope_linear != 0) {
+        snprintf(key, sizeof key, "%s.rope.scaling.type", a);
+        if ((rc = herd_gguf_writer_add_string(w, key, "linear", err)) != HERD_OK) return rc;
+    }
+    snprintf(key, sizeof key, "%s.rope.dimension_count", a);
+    return herd_gguf_writer_add_u32(w, key, hd, err);
 }
 
 enum herd_status herd_llama_meta_write_quant_version(struct herd_gguf_writer *w, enum herd_ggml_type t,

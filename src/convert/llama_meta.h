@@ -10,18 +10,25 @@
 #include "herd/status.h"
 
 struct herd_llama_meta {
+    const char *arch;         /* general.architecture and the keys' prefix; NULL: "llama" */
     const char *name;         /* general.name */
     enum herd_ggml_type type; /* dominant weight type, for general.file_type */
     uint32_t n_vocab, n_ctx, n_embd, n_layer, n_ff, n_head, n_head_kv;
+    uint32_t head_dim; /* 0: n_embd / n_head; otherwise written as attention.key_length / value_length */
     float rope_freq_base;
     float rms_eps;
+    /* written only where set (non-zero): */
+    uint32_t n_swa;                    /* attention.sliding_window */
+    float attn_softcap, final_softcap; /* attn_logit_softcapping, final_logit_softcapping */
+    float rope_linear;                 /* rope.scaling.type "linear" with this rope.scaling.factor */
 };
 
 /* general.file_type (llama_ftype) for a model whose matrices are all of type t. */
 uint32_t herd_llama_file_type(enum herd_ggml_type t);
 
-/* Adds general.architecture = "llama", general.name, general.file_type and
- * the llama.* hyperparameters (RoPE dimension = head size). */
+/* Adds general.architecture (m->arch, "llama" by default), general.name,
+ * general.file_type and the ARCH.* hyperparameters (RoPE dimension = head
+ * size). */
 enum herd_status herd_llama_meta_write(struct herd_gguf_writer *w, const struct herd_llama_meta *m,
                                        struct herd_error *err);
 

@@ -17,13 +17,24 @@
 
 static const struct herd_synth_shape shapes[] = {
     /* the fixtures' tiny-spm shape */
-    {"tiny", 64, 2, 4, 2, 192, 2048, 10000.0f, false},
+    {"tiny", 64, 2, 4, 2, 192, 2048, 10000.0f, false, .arch = NULL},
     /* the smallest shape whose every matrix row is a multiple of 256, so
      * K-quant types apply to all of them (tests of the K types) */
-    {"tiny-256", 256, 2, 4, 2, 768, 2048, 10000.0f, false},
-    {"smollm-135m", 576, 30, 9, 3, 1536, 2048, 10000.0f, true},
-    {"tinyllama-1.1b", 2048, 22, 32, 4, 5632, 2048, 10000.0f, false},
-    {"llama-3.2-1b", 2048, 16, 32, 8, 8192, 8192, 500000.0f, true},
+    {"tiny-256", 256, 2, 4, 2, 768, 2048, 10000.0f, false, .arch = NULL},
+    {"smollm-135m", 576, 30, 9, 3, 1536, 2048, 10000.0f, true, .arch = NULL},
+    {"tinyllama-1.1b", 2048, 22, 32, 4, 5632, 2048, 10000.0f, false, .arch = NULL},
+    {"llama-3.2-1b", 2048, 16, 32, 8, 8192, 8192, 500000.0f, true, .arch = NULL},
+    /* the families beyond Llama, at their published sizes */
+    {"qwen3-0.6b", 1024, 28, 16, 8, 3072, 40960, 1000000.0f, true, "qwen3", 128, .rms_eps = 1e-6f},
+    {"gemma2-2b", 2304, 26, 8, 4, 9216, 8192, 10000.0f, true, "gemma2", 256, 4096, 50.0f, 30.0f, .rms_eps = 1e-6f},
+    {"gemma3-1b", 1152, 26, 4, 1, 6912, 32768, 1000000.0f, true, "gemma3", 256, 512, .rms_eps = 1e-6f},
+    {"phi3-mini", 3072, 32, 32, 32, 8192, 4096, 10000.0f, false, "phi3", 0, 2047, .rms_eps = 1e-5f},
+    /* small shapes of each family, for tests */
+    {"qwen3-tiny", 64, 2, 4, 2, 192, 2048, 1000000.0f, true, "qwen3", 32, .rms_eps = 1e-6f},
+    {"gemma2-tiny", 64, 26, 4, 2, 192, 2048, 10000.0f, true, "gemma2", 16, 8, 50.0f, 30.0f, .rms_eps = 1e-6f},
+    {"gemma3-tiny", 64, 6, 4, 1, 192, 2048, 1000000.0f, true, "gemma3", 32, 8, 0, 0, 8.0f, .rms_eps = 1e-6f},
+    {"phi3-tiny", 64, 2, 4, 4, 192, 2048, 10000.0f, false, "phi3", 0, 8, .rms_eps = 1e-5f},
+    {"mistral-tiny", 64, 2, 4, 2, 192, 2048, 10000.0f, false, "llama", 0, 8, .rms_eps = 1e-5f},
 };
 
 const struct herd_synth_shape *herd_synth_shape_at(size_t i) {
@@ -125,12 +136,16 @@ static enum herd_status write_f32(const struct herd_synth_params *p, const char 
     snprintf(tname, sizeof tname, "%s", herd_quantize_ftype_name(p->ftype));
     for (char *c = tname; *c; c++) *c = (char)(*c >= 'A' && *c <= 'Z' ? *c - 'A' + 'a' : *c);
     snprintf(name, sizeof name, "synth-%s-%s%s", s->name, tname, tied ? "-tied" : "");
-    const uint32_t hd = s->n_embd / s->n_head;
+    const uint32_t hd = s->head_dim ? s->head_dim : s->n_embd / s->n_head;
+    const char *arch = s->arch ? s->arch : "llama";
+    const bool gemma = strncmp(arch, "gemma", 5) == 0, fused = strcmp(arch, "phi3") == 0;
+    const bool qk_norm = strcmp(arch, "qwen3") == 0 || strcmp(arch, "gemma3") == 0;
 #define TRY(expr)                                                                                                      \
     do {                                                                                                               \
         if ((rc = (expr)) != HERD_OK) goto out;                                                                        \
     } while (0)
     const struct herd_llama_meta meta = {
+        .arch = arch,
         .name = name,
         .type = type,
         .n_vocab = (uint32_t)n_vocab,
@@ -140,8 +155,13 @@ static enum herd_status write_f32(const struct herd_synth_params *p, const char 
         .n_ff = s->n_ff,
         .n_head = s->n_head,
         .n_head_kv = s->n_head_kv,
+        .head_dim = s->head_dim,
         .rope_freq_base = s->rope_freq_base,
-        .rms_eps = 1e-5f,
+        .rms_eps = s->rms_eps ? s->rms_eps : 1e-5f,
+        .n_swa = s->n_swa,
+        .attn_softcap = s->attn_softcap,
+        .final_softcap = s->final_softcap,
+        .rope_linear = s->rope_linear,
     };
     TRY(herd_llama_meta_write(w, &meta, err));
     TRY(herd_gguf_writer_add_u64(w, "general.seed", p->seed, err));
@@ -154,13 +174,15 @@ static enum herd_status write_f32(const struct herd_synth_params *p, const char 
 
     /* Tensors in GGUF order, with the fixture recipe's scales. */
     const double E = s->n_embd, F = s->n_ff, QD = (double)s->n_head * hd;
-    size_t n_specs = 0, max_specs = 3 + 9 * (size_t)s->n_layer;
+    size_t n_specs = 0, max_specs = 3 + 13 * (size_t)s->n_layer;
     specs = calloc(max_specs, sizeof *specs);
     if (!specs) {
         rc = herd_error_set(err, HERD_E_NOMEM, "out of memory");
         goto out;
     }
-    add_tensor_spec(specs, &n_specs, "token_embd.weight", s->n_embd, n_vocab, tied ? 0.15 : 0.6, 0, false);
+    /* gemma multiplies the embeddings by sqrt(n_embd): the same rows after it */
+    const double embd_std = (tied ? 0.15 : 0.6) / (gemma ? sqrt(E) : 1.0);
+    add_tensor_spec(specs, &n_specs, "token_embd.weight", s->n_embd, n_vocab, embd_std, 0, false);
     add_tensor_spec(specs, &n_specs, "output_norm.weight", s->n_embd, 1, tied ? 0.1 * 6 / (0.15 * sqrt(E)) : 0.1,
                     tied ? 6 / (0.15 * sqrt(E)) : 1.0, true);
     if (!tied) add_tensor_spec(specs, &n_specs, "output.weight", s->n_embd, n_vocab, 6 / sqrt(E), 0, false);
@@ -171,15 +193,30 @@ static enum herd_status write_f32(const struct herd_synth_params *p, const char 
         snprintf(b, sizeof b, "blk.%u.%s", l, suffix);                                                                 \
         add_tensor_spec(specs, &n_specs, b, ne0, ne1, std, offset, norm);                                              \
     } while (0)
+        const uint64_t qd = (uint64_t)s->n_head * hd, kvd = (uint64_t)s->n_head_kv * hd;
         LAYER("attn_norm.weight", s->n_embd, 1, 0.1, 1.0, true);
-        LAYER("attn_q.weight", s->n_embd, (uint64_t)s->n_head * hd, 1.6 / sqrt(E), 0, false);
-        LAYER("attn_k.weight", s->n_embd, (uint64_t)s->n_head_kv * hd, 1.6 / sqrt(E), 0, false);
-        LAYER("attn_v.weight", s->n_embd, (uint64_t)s->n_head_kv * hd, 1.2 / sqrt(E), 0, false);
-        LAYER("attn_output.weight", (uint64_t)s->n_head * hd, s->n_embd, 0.8 / sqrt(QD), 0, false);
+        if (fused) { /* phi3: Q, K and V rows in one matrix (one scale: K's and Q's are the same) */
+            LAYER("attn_qkv.weight", s->n_embd, qd + 2 * kvd, 1.4 / sqrt(E), 0, false);
+        } else {
+            LAYER("attn_q.weight", s->n_embd, qd, 1.6 / sqrt(E), 0, false);
+            LAYER("attn_k.weight", s->n_embd, kvd, 1.6 / sqrt(E), 0, false);
+            LAYER("attn_v.weight", s->n_embd, kvd, 1.2 / sqrt(E), 0, false);
+        }
+        if (qk_norm) {
+            LAYER("attn_q_norm.weight", hd, 1, 0.1, 1.0, true);
+            LAYER("attn_k_norm.weight", hd, 1, 0.1, 1.0, true);
+        }
+        LAYER("attn_output.weight", qd, s->n_embd, 0.8 / sqrt(QD), 0, false);
+        if (gemma) LAYER("post_attention_norm.weight", s->n_embd, 1, 0.1, 1.0, true);
         LAYER("ffn_norm.weight", s->n_embd, 1, 0.1, 1.0, true);
-        LAYER("ffn_gate.weight", s->n_embd, s->n_ff, 0.8 / sqrt(E), 0, false);
-        LAYER("ffn_up.weight", s->n_embd, s->n_ff, 0.8 / sqrt(E), 0, false);
+        if (fused) {
+            LAYER("ffn_up.weight", s->n_embd, 2 * (uint64_t)s->n_ff, 0.8 / sqrt(E), 0, false);
+        } else {
+            LAYER("ffn_gate.weight", s->n_embd, s->n_ff, 0.8 / sqrt(E), 0, false);
+            LAYER("ffn_up.weight", s->n_embd, s->n_ff, 0.8 / sqrt(E), 0, false);
+        }
         LAYER("ffn_down.weight", s->n_ff, s->n_embd, 1.2 / sqrt(F), 0, false);
+        if (gemma) LAYER("post_ffw_norm.weight", s->n_embd, 1, 0.1, 1.0, true);
 #undef LAYER
     }
     for (size_t i = 0; i < n_specs; i++) {

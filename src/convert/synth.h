@@ -1,4 +1,4 @@
-/* Random-weight Llama models of real shapes, for tests and benchmarks that
+/* Random-weight models of real shapes (llama, qwen3, gemma2/3, phi3), for tests and benchmarks that
  * cannot download weights. The weight scales follow the recipe of the test
  * fixtures (../shared/fixtures/README.md, "Weight recipe"), which keeps
  * logits spread and greedy decoding stable, so a synthetic model exercises
@@ -19,7 +19,12 @@ struct herd_synth_shape {
     uint32_t n_embd, n_layer, n_head, n_head_kv, n_ff;
     uint32_t n_ctx;
     float rope_freq_base;
-    bool tied; /* output shares token_embd, as in the real model */
+    bool tied;                                      /* output shares token_embd, as in the real model */
+    const char *arch;                               /* NULL: llama */
+    uint32_t head_dim;                              /* 0: n_embd / n_head */
+    uint32_t n_swa;                                 /* sliding window, 0: none */
+    float attn_softcap, final_softcap, rope_linear; /* 0: none */
+    float rms_eps;                                  /* 0: 1e-5 */
 };
 
 /* The named shapes, in a fixed order; NULL past the end. */
