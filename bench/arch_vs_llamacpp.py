@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """herd against llama.cpp on the same small F32 synth file of each family
-llama.cpp runs (its Feb 2025 snapshot predates qwen3 and gemma3: those are
+llama.cpp runs (its Feb 2025 snapshot predates qwen3, gemma3 and qwen3moe: those are
 checked against tests/model/test_arch_variants.py's float64 reference).
 
 For each shape: `herd synth` writes the F32 file, `herd eval` (f16 KV cache,
@@ -31,7 +31,9 @@ phi3_vocab = os.path.join(repo, "..", "shared", "fixtures", "tokenizer", "ggml-v
 shapes = [("tiny", "llama baseline"),
           ("mistral-tiny", "llama + sliding window 8 (llama.cpp ignores llama windows: 8 ids only)"),
           ("gemma2-tiny", "gemma2: softcaps 50/30, window 8 on even layers, 26 layers"),
-          ("phi3-tiny", "phi3: fused qkv and gate/up, window 8")]
+          ("phi3-tiny", "phi3: fused qkv and gate/up, window 8"),
+          ("mixtral-tiny", "llama with 8 experts, top 2, renormalised"),
+          ("qwen2moe-tiny", "qwen2moe: 8 experts, top 2, shared expert with sigmoid gate")]
 ids_long = [1] + [(i * 7919 + 13) % 31000 + 3 for i in range(47)]
 
 tmp = tempfile.mkdtemp()

@@ -34,6 +34,10 @@ enum herd_status herd_llama_meta_write(struct herd_gguf_writer *w, const struct 
         {"attention.key_length", hd, m->head_dim != 0},
         {"attention.value_length", hd, m->head_dim != 0},
         {"attention.sliding_window", m->n_swa, m->n_swa != 0},
+        {"expert_count", m->n_expert, m->n_expert != 0},
+        {"expert_used_count", m->n_expert_used, m->n_expert != 0},
+        {"expert_feed_forward_length", m->n_ff_exp, m->n_ff_exp != 0},
+        {"expert_shared_feed_forward_length", m->n_ff_shexp, m->n_ff_shexp != 0},
     };
     const struct {
         const char *key;

@@ -21,6 +21,8 @@ struct herd_llama_meta {
     uint32_t n_swa;                    /* attention.sliding_window */
     float attn_softcap, final_softcap; /* attn_logit_softcapping, final_logit_softcapping */
     float rope_linear;                 /* rope.scaling.type "linear" with this rope.scaling.factor */
+    uint32_t n_expert, n_expert_used;  /* expert_count, expert_used_count */
+    uint32_t n_ff_exp, n_ff_shexp;     /* expert_feed_forward_length, expert_shared_feed_forward_length */
 };
 
 /* general.file_type (llama_ftype) for a model whose matrices are all of type t. */

@@ -35,6 +35,17 @@ static const struct herd_synth_shape shapes[] = {
     {"gemma3-tiny", 64, 6, 4, 1, 192, 2048, 1000000.0f, true, "gemma3", 32, 8, 0, 0, 8.0f, .rms_eps = 1e-6f},
     {"phi3-tiny", 64, 2, 4, 4, 192, 2048, 10000.0f, false, "phi3", 0, 8, .rms_eps = 1e-5f},
     {"mistral-tiny", 64, 2, 4, 2, 192, 2048, 10000.0f, false, "llama", 0, 8, .rms_eps = 1e-5f},
+    /* mixtures of experts: tiny ones for tests; Qwen3-30B-A3B's layout (128 experts, 8 used) scaled to
+     * 1024 wide, 8 layers, 64 experts of 384, and the dense model with its active parameters */
+    {"mixtral-tiny", 64, 2, 4, 2, 192, 2048, 1000000.0f, false, "llama", .n_expert = 8, .n_expert_used = 2,
+     .n_ff_exp = 192},
+    {"qwen2moe-tiny", 64, 2, 4, 2, 192, 2048, 1000000.0f, false, "qwen2moe", .n_expert = 8, .n_expert_used = 2,
+     .n_ff_exp = 96, .rms_eps = 1e-6f},
+    {"qwen3moe-tiny", 64, 2, 4, 2, 192, 2048, 1000000.0f, false, "qwen3moe", 32, .n_expert = 16, .n_expert_used = 4,
+     .n_ff_exp = 64, .rms_eps = 1e-6f},
+    {"qwen3moe-scaled", 1024, 8, 16, 4, 3072, 4096, 1000000.0f, false, "qwen3moe", 64, .n_expert = 64,
+     .n_expert_used = 8, .n_ff_exp = 384, .rms_eps = 1e-6f},
+    {"qwen3-scaled-dense", 1024, 8, 16, 4, 3072, 4096, 1000000.0f, false, "qwen3", 64, .rms_eps = 1e-6f},
 };
 
 const struct herd_synth_shape *herd_synth_shape_at(size_t i) {
@@ -58,8 +69,8 @@ void herd_synth_default_params(struct herd_synth_params *p) {
 /* One tensor of the model: name, shape, how its values are drawn. */
 struct synth_tensor {
     char name[64];
-    uint64_t ne0, ne1; /* ne1 == 1 for vectors */
-    double std;        /* N(0, std), plus `offset` */
+    uint64_t ne0, ne1, ne2; /* ne1 == 1 for vectors; ne2 > 1: one matrix per expert */
+    double std;             /* N(0, std), plus `offset` */
     double offset;
     bool is_norm; /* a norm vector (quantize keeps these F32) */
 };
@@ -70,12 +81,14 @@ HERD_WRAPS_ON_PURPOSE static uint64_t name_hash(const char *s) {
     return h;
 }
 
+static uint32_t tensor_dims(const struct synth_tensor *t) { return t->ne2 > 1 ? 3 : t->ne1 > 1 ? 2 : 1; }
+
 static enum herd_status write_tensor_data(struct herd_gguf_writer *w, const struct synth_tensor *t,
                                           enum herd_ggml_type type, uint64_t seed, struct herd_error *err) {
     struct herd_rng rng;
     herd_rng_init(&rng, herd_rng_mix(seed) ^ name_hash(t->name));
-    uint64_t ne[2] = {t->ne0, t->ne1}, n_bytes;
-    enum herd_status rc = herd_ggml_tensor_nbytes(type, t->ne1 > 1 ? 2 : 1, ne, NULL, &n_bytes, err);
+    uint64_t ne[3] = {t->ne0, t->ne1, t->ne2}, n_bytes;
+    enum herd_status rc = herd_ggml_tensor_nbytes(type, tensor_dims(t), ne, NULL, &n_bytes, err);
     if (rc != HERD_OK) return rc;
     float *row = malloc(t->ne0 * sizeof *row);
     uint8_t *out = malloc(n_bytes);
@@ -84,8 +97,8 @@ static enum herd_status write_tensor_data(struct herd_gguf_writer *w, const stru
                             (unsigned long long)n_bytes);
         goto out;
     }
-    const uint64_t row_bytes = n_bytes / t->ne1;
-    for (uint64_t r = 0; r < t->ne1; r++) {
+    const uint64_t rows = t->ne1 * t->ne2, row_bytes = n_bytes / rows;
+    for (uint64_t r = 0; r < rows; r++) {
         for (uint64_t i = 0; i < t->ne0; i++) row[i] = (float)(t->offset + t->std * herd_rng_normal(&rng));
         herd_quantize_row_ref(type, row, out + r * row_bytes, t->ne0);
     }
@@ -97,11 +110,12 @@ out:
 }
 
 static void add_tensor_spec(struct synth_tensor *list, size_t *n, const char *name, uint64_t ne0, uint64_t ne1,
-                            double std, double offset, bool is_norm) {
+                            uint64_t ne2, double std, double offset, bool is_norm) {
     struct synth_tensor *t = &list[(*n)++];
     snprintf(t->name, sizeof t->name, "%s", name);
     t->ne0 = ne0;
     t->ne1 = ne1;
+    t->ne2 = ne2;
     t->std = std;
     t->offset = offset;
     t->is_norm = is_norm;
@@ -139,7 +153,8 @@ static enum herd_status write_f32(const struct herd_synth_params *p, const char 
     const uint32_t hd = s->head_dim ? s->head_dim : s->n_embd / s->n_head;
     const char *arch = s->arch ? s->arch : "llama";
     const bool gemma = strncmp(arch, "gemma", 5) == 0, fused = strcmp(arch, "phi3") == 0;
-    const bool qk_norm = strcmp(arch, "qwen3") == 0 || strcmp(arch, "gemma3") == 0;
+    const bool qk_norm = strcmp(arch, "qwen3") == 0 || strcmp(arch, "gemma3") == 0 || strcmp(arch, "qwen3moe") == 0;
+    const bool shexp = strcmp(arch, "qwen2moe") == 0, qkv_bias = strcmp(arch, "qwen2") == 0 || shexp;
 #define TRY(expr)                                                                                                      \
     do {                                                                                                               \
         if ((rc = (expr)) != HERD_OK) goto out;                                                                        \
@@ -162,6 +177,10 @@ static enum herd_status write_f32(const struct herd_synth_params *p, const char 
         .attn_softcap = s->attn_softcap,
         .final_softcap = s->final_softcap,
         .rope_linear = s->rope_linear,
+        .n_expert = s->n_expert,
+        .n_expert_used = s->n_expert_used,
+        .n_ff_exp = s->n_ff_exp,
+        .n_ff_shexp = shexp ? s->n_ff : 0,
     };
     TRY(herd_llama_meta_write(w, &meta, err));
     TRY(herd_gguf_writer_add_u64(w, "general.seed", p->seed, err));
@@ -174,7 +193,7 @@ static enum herd_status write_f32(const struct herd_synth_params *p, const char 
 
     /* Tensors in GGUF order, with the fixture recipe's scales. */
     const double E = s->n_embd, F = s->n_ff, QD = (double)s->n_head * hd;
-    size_t n_specs = 0, max_specs = 3 + 13 * (size_t)s->n_layer;
+    size_t n_specs = 0, max_specs = 3 + 20 * (size_t)s->n_layer;
     specs = calloc(max_specs, sizeof *specs);
     if (!specs) {
         rc = herd_error_set(err, HERD_E_NOMEM, "out of memory");
@@ -182,17 +201,18 @@ static enum herd_status write_f32(const struct herd_synth_params *p, const char 
     }
     /* gemma multiplies the embeddings by sqrt(n_embd): the same rows after it */
     const double embd_std = (tied ? 0.15 : 0.6) / (gemma ? sqrt(E) : 1.0);
-    add_tensor_spec(specs, &n_specs, "token_embd.weight", s->n_embd, n_vocab, embd_std, 0, false);
-    add_tensor_spec(specs, &n_specs, "output_norm.weight", s->n_embd, 1, tied ? 0.1 * 6 / (0.15 * sqrt(E)) : 0.1,
+    add_tensor_spec(specs, &n_specs, "token_embd.weight", s->n_embd, n_vocab, 1, embd_std, 0, false);
+    add_tensor_spec(specs, &n_specs, "output_norm.weight", s->n_embd, 1, 1, tied ? 0.1 * 6 / (0.15 * sqrt(E)) : 0.1,
                     tied ? 6 / (0.15 * sqrt(E)) : 1.0, true);
-    if (!tied) add_tensor_spec(specs, &n_specs, "output.weight", s->n_embd, n_vocab, 6 / sqrt(E), 0, false);
+    if (!tied) add_tensor_spec(specs, &n_specs, "output.weight", s->n_embd, n_vocab, 1, 6 / sqrt(E), 0, false);
     for (uint32_t l = 0; l < s->n_layer; l++) {
         char b[64];
-#define LAYER(suffix, ne0, ne1, std, offset, norm)                                                                     \
+#define LAYER3(suffix, ne0, ne1, ne2, std, offset, norm)                                                               \
     do {                                                                                                               \
         snprintf(b, sizeof b, "blk.%u.%s", l, suffix);                                                                 \
-        add_tensor_spec(specs, &n_specs, b, ne0, ne1, std, offset, norm);                                              \
+        add_tensor_spec(specs, &n_specs, b, ne0, ne1, ne2, std, offset, norm);                                         \
     } while (0)
+#define LAYER(suffix, ne0, ne1, std, offset, norm) LAYER3(suffix, ne0, ne1, 1, std, offset, norm)
         const uint64_t qd = (uint64_t)s->n_head * hd, kvd = (uint64_t)s->n_head_kv * hd;
         LAYER("attn_norm.weight", s->n_embd, 1, 0.1, 1.0, true);
         if (fused) { /* phi3: Q, K and V rows in one matrix (one scale: K's and Q's are the same) */
@@ -202,6 +222,11 @@ static enum herd_status write_f32(const struct herd_synth_params *p, const char 
             LAYER("attn_k.weight", s->n_embd, kvd, 1.6 / sqrt(E), 0, false);
             LAYER("attn_v.weight", s->n_embd, kvd, 1.2 / sqrt(E), 0, false);
         }
+        if (qkv_bias) {
+            LAYER("attn_q.bias", qd, 1, 0.5, 0, false);
+            LAYER("attn_k.bias", kvd, 1, 0.5, 0, false);
+            LAYER("attn_v.bias", kvd, 1, 0.5, 0, false);
+        }
         if (qk_norm) {
             LAYER("attn_q_norm.weight", hd, 1, 0.1, 1.0, true);
             LAYER("attn_k_norm.weight", hd, 1, 0.1, 1.0, true);
@@ -209,20 +234,33 @@ static enum herd_status write_f32(const struct herd_synth_params *p, const char 
         LAYER("attn_output.weight", qd, s->n_embd, 0.8 / sqrt(QD), 0, false);
         if (gemma) LAYER("post_attention_norm.weight", s->n_embd, 1, 0.1, 1.0, true);
         LAYER("ffn_norm.weight", s->n_embd, 1, 0.1, 1.0, true);
-        if (fused) {
+        if (s->n_expert) { /* router, then every expert's matrices stacked in one tensor each */
+            const double FE = s->n_ff_exp;
+            LAYER("ffn_gate_inp.weight", s->n_embd, s->n_expert, 2.0 / sqrt(E), 0, false);
+            LAYER3("ffn_gate_exps.weight", s->n_embd, s->n_ff_exp, s->n_expert, 0.8 / sqrt(E), 0, false);
+            LAYER3("ffn_up_exps.weight", s->n_embd, s->n_ff_exp, s->n_expert, 0.8 / sqrt(E), 0, false);
+            LAYER3("ffn_down_exps.weight", s->n_ff_exp, s->n_embd, s->n_expert, 1.2 / sqrt(FE), 0, false);
+            if (shexp) {
+                LAYER("ffn_gate_inp_shexp.weight", s->n_embd, 1, 1.0 / sqrt(E), 0, false);
+                LAYER("ffn_gate_shexp.weight", s->n_embd, s->n_ff, 0.8 / sqrt(E), 0, false);
+                LAYER("ffn_up_shexp.weight", s->n_embd, s->n_ff, 0.8 / sqrt(E), 0, false);
+                LAYER("ffn_down_shexp.weight", s->n_ff, s->n_embd, 1.2 / sqrt(F), 0, false);
+            }
+        } else if (fused) {
             LAYER("ffn_up.weight", s->n_embd, 2 * (uint64_t)s->n_ff, 0.8 / sqrt(E), 0, false);
         } else {
             LAYER("ffn_gate.weight", s->n_embd, s->n_ff, 0.8 / sqrt(E), 0, false);
             LAYER("ffn_up.weight", s->n_embd, s->n_ff, 0.8 / sqrt(E), 0, false);
         }
-        LAYER("ffn_down.weight", s->n_ff, s->n_embd, 1.2 / sqrt(F), 0, false);
+        if (!s->n_expert) LAYER("ffn_down.weight", s->n_ff, s->n_embd, 1.2 / sqrt(F), 0, false);
         if (gemma) LAYER("post_ffw_norm.weight", s->n_embd, 1, 0.1, 1.0, true);
 #undef LAYER
+#undef LAYER3
     }
     for (size_t i = 0; i < n_specs; i++) {
         const struct synth_tensor *t = &specs[i];
-        uint64_t ne[2] = {t->ne0, t->ne1};
-        TRY(herd_gguf_writer_add_tensor(w, t->name, type, t->ne1 > 1 ? 2 : 1, ne, err));
+        uint64_t ne[3] = {t->ne0, t->ne1, t->ne2};
+        TRY(herd_gguf_writer_add_tensor(w, t->name, type, tensor_dims(t), ne, err));
     }
     TRY(herd_gguf_writer_begin(w, path, err));
     for (size_t i = 0; i < n_specs; i++) TRY(write_tensor_data(w, &specs[i], type, p->seed, err));

@@ -25,6 +25,8 @@ struct herd_synth_shape {
     uint32_t n_swa;                                 /* sliding window, 0: none */
     float attn_softcap, final_softcap, rope_linear; /* 0: none */
     float rms_eps;                                  /* 0: 1e-5 */
+    uint32_t n_expert, n_expert_used, n_ff_exp;     /* mixture of experts; 0: dense (qwen2moe: n_ff is the
+                                                     * shared expert's) */
 };
 
 /* The named shapes, in a fixed order; NULL past the end. */

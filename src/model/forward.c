@@ -74,7 +74,10 @@ enum herd_status herd_context_create(const struct herd_model *m, const struct he
     c->k = p.kernels ? p.kernels : herd_kernels_best();
     const struct herd_model_desc *d = &m->desc;
     const size_t B = p.max_batch_tokens, E = d->n_embd, qd = d->n_head * d->head_dim;
-    const size_t kvd = d->n_head_kv * d->head_dim, F = d->n_ff, V = d->n_vocab;
+    const size_t kvd = d->n_head_kv * d->head_dim, V = d->n_vocab;
+    size_t F = d->n_ff; /* the widest FFN: dense, an expert's or the shared expert's */
+    if (d->n_expert && d->n_ff_exp > F) F = d->n_ff_exp;
+    if (d->n_expert && d->n_ff_shexp > F) F = d->n_ff_shexp;
     struct herd_kv_params kp = {
         .n_layer = (uint32_t)d->n_layer,
         .kv_dim = (uint32_t)kvd,
@@ -102,6 +105,18 @@ enum herd_status herd_context_create(const struct herd_model *m, const struct he
     c->gate = alloc_floats(B * F, &ok);
     c->up = alloc_floats(B * F, &ok);
     c->out_rows = alloc_floats(p.max_outputs * E, &ok);
+    if (d->n_expert) {
+        const size_t X = d->n_expert, K = d->n_expert_used;
+        c->moe_probs = alloc_floats(B * X, &ok);
+        c->moe_choice = calloc(B * K, sizeof *c->moe_choice);
+        c->moe_weight = alloc_floats(B * K, &ok);
+        c->moe_rows = calloc(B, sizeof *c->moe_rows);
+        c->moe_wrow = alloc_floats(B, &ok);
+        c->moe_x = alloc_floats(B * E, &ok);
+        c->moe_y = alloc_floats(B * E, &ok);
+        c->moe_acc = alloc_floats(B * E, &ok);
+        if (!c->moe_choice || !c->moe_rows) ok = false;
+    }
     c->logits = alloc_floats(p.max_outputs * V, &ok);
     /* per thread: one attention tile's queries, outputs and softmax state, cache-line separated */
     c->att_scratch = alloc_floats((size_t)p.n_threads * att_scratch_floats(d), &ok);
@@ -124,8 +139,11 @@ enum herd_status herd_context_create(const struct herd_model *m, const struct he
     size_t mm = herd_matmul_scratch_bytes(&m->output, p.max_outputs, p.n_threads, p.precise);
     for (uint64_t l = 0; l < d->n_layer; l++) {
         const struct herd_layer *L = &m->layers[l];
-        const struct herd_matrix *ws[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+        const struct herd_matrix *ws[] = {
+            &L->wq,     &L->wk,     &L->wv,      &L->wo,    &L->w_gate, &L->w_up,
+            &L->w_down, &L->router, L->exp_gate, L->exp_up, L->exp_down}; /* experts: one of each shape */
         for (size_t i = 0; i < sizeof ws / sizeof ws[0]; i++) {
+            if (!ws[i] || !ws[i]->data) continue;
             size_t b = herd_matmul_scratch_bytes(ws[i], B, p.n_threads, p.precise);
             if (b > mm) mm = b;
         }
@@ -158,6 +176,14 @@ void herd_context_destroy(struct herd_context *c) {
     free(c->gate);
     free(c->up);
     free(c->out_rows);
+    free(c->moe_probs);
+    free(c->moe_choice);
+    free(c->moe_weight);
+    free(c->moe_rows);
+    free(c->moe_wrow);
+    free(c->moe_x);
+    free(c->moe_y);
+    free(c->moe_acc);
     free(c->logits);
     free(c->att_scratch);
     free(c->att_tiles);
@@ -349,6 +375,7 @@ static struct herd_block_q8a *qkv_q8a(const struct herd_context *c, const struct
 }
 
 static struct herd_block_q8a *gate_up_q8a(const struct herd_context *c, const struct herd_layer *L) {
+    if (L->router.data) return NULL; /* a MoE layer gathers each expert's rows first */
     return fused_q8a(c, &L->w_gate) && fused_q8a(c, &L->w_up) ? c->mm_scratch : NULL;
 }
 
@@ -490,6 +517,89 @@ static void attention_part(void *ctx, int ith, size_t begin, size_t end) {
     }
 }
 
+/* ------------------------------------------------------------ mixture of experts */
+
+/* Each token's experts: the router's softmax over all experts, the
+ * n_expert_used most probable (ties to the lower index), their
+ * probabilities as weights, renormalised to sum 1 where the model says
+ * (llama.cpp's llm_build_moe_ffn with softmax gating). */
+static void route_tokens(struct herd_context *c, size_t T) {
+    const struct herd_model_desc *d = &c->model->desc;
+    const size_t X = d->n_expert, K = d->n_expert_used;
+    for (size_t t = 0; t < T; t++) {
+        float *p = c->moe_probs + t * X;
+        float mx = p[0], sum = 0.0f;
+        for (size_t e = 1; e < X; e++) mx = p[e] > mx ? p[e] : mx;
+        for (size_t e = 0; e < X; e++) sum += p[e] = expf(p[e] - mx);
+        for (size_t e = 0; e < X; e++) p[e] /= sum;
+        int32_t *choice = c->moe_choice + t * K;
+        float *w = c->moe_weight + t * K, wsum = 0.0f;
+        for (size_t k = 0; k < K; k++) { /* K is small (2..8): selection by repeated scans */
+            int32_t best = -1;
+            for (size_t e = 0; e < X; e++) {
+                bool taken = false;
+                for (size_t j = 0; j < k; j++) taken |= choice[j] == (int32_t)e;
+                if (!taken && (best < 0 || p[e] > p[best])) best = (int32_t)e;
+            }
+            choice[k] = best;
+            wsum += w[k] = p[best];
+        }
+        if (d->expert_weights_norm)
+            for (size_t k = 0; k < K; k++) w[k] /= wsum;
+    }
+}
+
+/* The MoE FFN of layer L on the normed rows c->xn, its output into c->xn.
+ * Experts run one after another, each on the rows of the tokens routed to
+ * it gathered together, so a batch streams each used expert's weights once;
+ * every token's sum runs over its experts in index order, whatever else is
+ * in the batch (results independent of batching). */
+static void moe_ffn(struct herd_context *c, const struct herd_layer *L, size_t T) {
+    const struct herd_model_desc *d = &c->model->desc;
+    const size_t E = d->n_embd, X = d->n_expert, K = d->n_expert_used, FE = d->n_ff_exp;
+    struct herd_pool *pool = c->pool;
+    const bool precise = c->params.precise;
+    herd_matmul(pool, c->k, &L->router, c->xn, E, T, c->moe_probs, X, c->mm_scratch, precise);
+    route_tokens(c, T);
+    memset(c->moe_acc, 0, T * E * sizeof *c->moe_acc);
+    for (size_t e = 0; e < X; e++) {
+        size_t n = 0;
+        for (size_t t = 0; t < T; t++)
+            for (size_t k = 0; k < K; k++)
+                if (c->moe_choice[t * K + k] == (int32_t)e) {
+                    c->moe_rows[n] = (uint32_t)t;
+                    c->moe_wrow[n++] = c->moe_weight[t * K + k];
+                }
+        if (!n) continue;
+        for (size_t i = 0; i < n; i++) memcpy(c->moe_x + i * E, c->xn + c->moe_rows[i] * E, E * sizeof(float));
+        const struct herd_matmul_out gate_up[2] = {{&L->exp_gate[e], c->gate, FE}, {&L->exp_up[e], c->up, FE}};
+        herd_matmul_multi(pool, c->k, gate_up, 2, c->moe_x, E, n, c->mm_scratch, precise);
+        c->k->silu_mul(c->gate, c->up, n * FE);
+        herd_matmul(pool, c->k, &L->exp_down[e], c->gate, FE, n, c->moe_y, E, c->mm_scratch, precise);
+        for (size_t i = 0; i < n; i++) {
+            float *acc = c->moe_acc + c->moe_rows[i] * E;
+            const float *y = c->moe_y + i * E, w = c->moe_wrow[i];
+            for (size_t j = 0; j < E; j++) acc[j] += w * y[j];
+        }
+    }
+    if (L->shexp_gate) { /* qwen2moe: a dense expert every token runs, scaled by its own sigmoid gate */
+        const size_t FS = d->n_ff_shexp;
+        const struct herd_matmul_out gate_up[2] = {{&L->w_gate, c->gate, FS}, {&L->w_up, c->up, FS}};
+        herd_matmul_multi(pool, c->k, gate_up, 2, c->xn, E, T, c->mm_scratch, precise);
+        c->k->silu_mul(c->gate, c->up, T * FS);
+        herd_matmul(pool, c->k, &L->w_down, c->gate, FS, T, c->moe_y, E, c->mm_scratch, precise);
+        for (size_t t = 0; t < T; t++) {
+            double dot = 0.0;
+            for (size_t j = 0; j < E; j++) dot += (double)c->xn[t * E + j] * L->shexp_gate[j];
+            const float s = (float)(1.0 / (1.0 + exp(-dot)));
+            float *acc = c->moe_acc + t * E;
+            const float *y = c->moe_y + t * E;
+            for (size_t j = 0; j < E; j++) acc[j] += s * y[j];
+        }
+    }
+    memcpy(c->xn, c->moe_acc, T * E * sizeof *c->xn);
+}
+
 /* ------------------------------------------------------------ decode */
 
 static enum herd_status check_batch(struct herd_context *c, const struct herd_batch *b, struct seq_span *spans,
@@ -598,18 +708,24 @@ enum herd_status herd_decode(struct herd_context *c, const struct herd_batch *b,
         run_rows(c, b, ROWS_ADD_NORM, l, L->post_attn, L->ffn_norm, gate_up_q8a(c, L), T * E * 2);
         herd_prof_op(P, HERD_PROF_ADD_NORM, t0);
 
-        t0 = PROF_T();
-        const struct herd_matmul_out gate_up[2] = {{&L->w_gate, c->gate, F}, {&L->w_up, c->up, F}};
-        layer_matmul(c, l, HERD_ROLE_FFN_GATE, gate_up, 2, gate_up_q8a(c, L), c->xn, E, T);
-        herd_prof_matmul(P, HERD_PROF_MM_GATE_UP, L->w_gate.type, t0);
-        t0 = PROF_T();
-        struct herd_block_q8a *down_q8a = fused_q8a(c, &L->w_down);
-        run_rows(c, b, ROWS_SILU_GATE, l, NULL, NULL, down_q8a, T * F * 4);
-        herd_prof_op(P, HERD_PROF_ACTIVATION, t0);
-        t0 = PROF_T();
-        const struct herd_matmul_out down = {&L->w_down, c->xn, E};
-        layer_matmul(c, l, HERD_ROLE_FFN_DOWN, &down, 1, down_q8a, c->gate, F, T);
-        herd_prof_matmul(P, HERD_PROF_MM_DOWN, L->w_down.type, t0);
+        if (L->router.data) {
+            t0 = PROF_T();
+            moe_ffn(c, L, T);
+            herd_prof_matmul(P, HERD_PROF_MM_GATE_UP, L->exp_gate[0].type, t0);
+        } else {
+            t0 = PROF_T();
+            const struct herd_matmul_out gate_up[2] = {{&L->w_gate, c->gate, F}, {&L->w_up, c->up, F}};
+            layer_matmul(c, l, HERD_ROLE_FFN_GATE, gate_up, 2, gate_up_q8a(c, L), c->xn, E, T);
+            herd_prof_matmul(P, HERD_PROF_MM_GATE_UP, L->w_gate.type, t0);
+            t0 = PROF_T();
+            struct herd_block_q8a *down_q8a = fused_q8a(c, &L->w_down);
+            run_rows(c, b, ROWS_SILU_GATE, l, NULL, NULL, down_q8a, T * F * 4);
+            herd_prof_op(P, HERD_PROF_ACTIVATION, t0);
+            t0 = PROF_T();
+            const struct herd_matmul_out down = {&L->w_down, c->xn, E};
+            layer_matmul(c, l, HERD_ROLE_FFN_DOWN, &down, 1, down_q8a, c->gate, F, T);
+            herd_prof_matmul(P, HERD_PROF_MM_DOWN, L->w_down.type, t0);
+        }
         if (l + 1 < d->n_layer) {
             t0 = PROF_T();
             run_rows(c, b, ROWS_ADD_NORM, l, L->post_ffn, m->layers[l + 1].attn_norm, qkv_q8a(c, &m->layers[l + 1]),

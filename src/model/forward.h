@@ -57,6 +57,14 @@ struct herd_context {
     float *rope_cs;              /* [max_batch_tokens][n_rot / 2][2]: cos, sin of each batch token's angles */
     double *rope_inv_freq_local; /* gemma3's sliding layers (base 10000, no scaling); NULL otherwise */
     float *rope_cs_local;        /* their cos, sin; NULL otherwise */
+    /* mixture of experts (NULL for a dense model) */
+    float *moe_probs;     /* [max_batch_tokens][n_expert]: router logits, then probabilities */
+    int32_t *moe_choice;  /* [max_batch_tokens][n_expert_used]: each token's experts */
+    float *moe_weight;    /* [max_batch_tokens][n_expert_used]: and their weights */
+    uint32_t *moe_rows;   /* [max_batch_tokens]: the tokens one expert runs */
+    float *moe_wrow;      /* [max_batch_tokens]: their weights for it */
+    float *moe_x, *moe_y; /* [max_batch_tokens][n_embd]: an expert's gathered inputs and its outputs */
+    float *moe_acc;       /* [max_batch_tokens][n_embd]: the layer's FFN output being summed */
     void *mm_scratch;
     size_t mm_scratch_bytes;
     uint32_t n_outputs;           /* rows of logits filled by the last herd_decode */

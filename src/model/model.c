@@ -33,13 +33,25 @@ struct pack_job {
     size_t n;
 };
 
+/* Matrices a layer can multiply: its seven, the router and 3 per expert. */
+static size_t layer_matrix_slots(const struct herd_model *m) { return 8 + 3 * (size_t)m->desc.n_expert; }
+
 /* The i-th of the matrices the forward pass multiplies: the output, then
- * each layer's seven. */
+ * each layer's (layer_matrix_slots each); NULL for an empty slot (no
+ * shared expert, a dense layer's experts). */
 static struct herd_matrix *multiplied_matrix(struct herd_model *m, size_t i) {
     if (i == 0) return &m->output;
-    struct herd_layer *L = &m->layers[(i - 1) / 7];
-    struct herd_matrix *lm[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
-    return lm[(i - 1) % 7];
+    const size_t per = layer_matrix_slots(m), j = (i - 1) % per;
+    struct herd_layer *L = &m->layers[(i - 1) / per];
+    struct herd_matrix *lm[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down, &L->router};
+    struct herd_matrix *w = NULL;
+    if (j < 8)
+        w = lm[j];
+    else if (L->exp_gate) {
+        const size_t e = (j - 8) / 3;
+        w = (j - 8) % 3 == 0 ? &L->exp_gate[e] : (j - 8) % 3 == 1 ? &L->exp_up[e] : &L->exp_down[e];
+    }
+    return w && w->data ? w : NULL;
 }
 
 static void pack_range(void *ctx, int ith, size_t begin, size_t end) {
@@ -64,7 +76,7 @@ static void pack_range(void *ctx, int ith, size_t begin, size_t end) {
 static enum herd_status pack_weights(struct herd_model *m, const char *path, struct herd_error *err) {
     const struct herd_kernels *kb = herd_kernels_best();
     if (!kb->prefers_packed) return HERD_OK;
-    const size_t n_max = 1 + 7 * (size_t)m->desc.n_layer;
+    const size_t n_max = 1 + layer_matrix_slots(m) * (size_t)m->desc.n_layer;
     struct pack_job j = {.model = m, .mats = calloc(n_max, sizeof *j.mats), .dst = calloc(n_max, sizeof *j.dst)};
     enum herd_status rc = HERD_OK;
     if (!j.mats || !j.dst) {
@@ -74,6 +86,7 @@ static enum herd_status pack_weights(struct herd_model *m, const char *path, str
     size_t total = 0;
     for (size_t i = 0; i < n_max; i++) {
         struct herd_matrix *w = multiplied_matrix(m, i);
+        if (!w) continue;
         const size_t bytes = packed_bytes(kb, w);
         if (!bytes) continue;
         j.mats[j.n] = w;
@@ -101,6 +114,32 @@ out:
     return rc;
 }
 
+/* A MoE layer's router and its experts: each expert's gate, up and down
+ * matrices are row views of the 3-D ffn_*_exps tensors (expert e: rows
+ * [e * rows, (e + 1) * rows)), loaded once with the file. */
+static void bind_experts(struct herd_model *m, struct herd_layer *L, uint64_t l) {
+    const struct herd_model_desc *d = &m->desc;
+    const struct herd_gguf *g = m->gguf;
+    char name[96];
+#define T(suffix)                                                                                                      \
+    (snprintf(name, sizeof name, "blk.%llu.%s", (unsigned long long)l, suffix), herd_gguf_find_tensor(g, name))
+    herd_matrix_from_tensor(&L->router, T("ffn_gate_inp.weight"));
+    struct herd_matrix gate, up, down;
+    herd_matrix_from_tensor(&gate, T("ffn_gate_exps.weight"));
+    herd_matrix_from_tensor(&up, T("ffn_up_exps.weight"));
+    herd_matrix_from_tensor(&down, T("ffn_down_exps.weight"));
+#undef T
+    const uint64_t X = d->n_expert;
+    L->exp_gate = m->experts + l * 3 * X;
+    L->exp_up = L->exp_gate + X;
+    L->exp_down = L->exp_up + X;
+    for (uint64_t e = 0; e < X; e++) {
+        L->exp_gate[e] = herd_matrix_rows(&gate, e * d->n_ff_exp, d->n_ff_exp);
+        L->exp_up[e] = herd_matrix_rows(&up, e * d->n_ff_exp, d->n_ff_exp);
+        L->exp_down[e] = herd_matrix_rows(&down, e * d->n_embd, d->n_embd);
+    }
+}
+
 enum herd_status herd_model_load(const char *path, struct herd_model **out, struct herd_error *err) {
     *out = NULL;
     struct herd_model *m = calloc(1, sizeof *m);
@@ -126,12 +165,14 @@ enum herd_status herd_model_load(const char *path, struct herd_model **out, stru
                             (unsigned long long)rf->n_elems, (unsigned long long)(d->n_rot / 2));
         goto fail;
     }
-    const size_t per_layer =
-        2 * d->n_embd + (bias ? q_dim + 2 * kv_dim : 0) + (qkn ? 2 * d->head_dim : 0) + (post ? 2 * d->n_embd : 0);
+    const bool shexp = d->n_expert && m->arch->shared_expert;
+    const size_t per_layer = 2 * d->n_embd + (bias ? q_dim + 2 * kv_dim : 0) + (qkn ? 2 * d->head_dim : 0) +
+                             (post ? 2 * d->n_embd : 0) + (shexp ? d->n_embd : 0);
     size_t n_f32 = d->n_embd + d->n_layer * per_layer + (rf ? d->n_rot / 2 : 0);
     m->owned_f32 = malloc(n_f32 * sizeof(float));
     m->layers = calloc(d->n_layer, sizeof *m->layers);
-    if (!m->owned_f32 || !m->layers) {
+    if (d->n_expert) m->experts = calloc(d->n_layer * 3 * d->n_expert, sizeof *m->experts);
+    if (!m->owned_f32 || !m->layers || (d->n_expert && !m->experts)) {
         rc = herd_error_set(err, HERD_E_NOMEM, "out of memory");
         goto fail;
     }
@@ -201,15 +242,27 @@ enum herd_status herd_model_load(const char *path, struct herd_model **out, stru
             L->wq = herd_matrix_rows(&L->wq, 0, q_dim);
         }
         herd_matrix_from_tensor(&L->wo, T("attn_output.weight"));
-        herd_matrix_from_tensor(&L->w_up, T("ffn_up.weight"));
-        const struct herd_gguf_tensor *wg = T("ffn_gate.weight");
-        if (wg) {
-            herd_matrix_from_tensor(&L->w_gate, wg);
-        } else { /* phi3: ffn_up's first n_ff rows are the gate, the rest the up projection */
-            L->w_gate = herd_matrix_rows(&L->w_up, 0, d->n_ff);
-            L->w_up = herd_matrix_rows(&L->w_up, d->n_ff, d->n_ff);
+        if (d->n_expert) {
+            bind_experts(m, L, l);
+            if (shexp) {
+                to_f32(T("ffn_gate_inp_shexp.weight"), f);
+                L->shexp_gate = f;
+                f += d->n_embd;
+                herd_matrix_from_tensor(&L->w_gate, T("ffn_gate_shexp.weight"));
+                herd_matrix_from_tensor(&L->w_up, T("ffn_up_shexp.weight"));
+                herd_matrix_from_tensor(&L->w_down, T("ffn_down_shexp.weight"));
+            }
+        } else {
+            herd_matrix_from_tensor(&L->w_up, T("ffn_up.weight"));
+            const struct herd_gguf_tensor *wg = T("ffn_gate.weight");
+            if (wg) {
+                herd_matrix_from_tensor(&L->w_gate, wg);
+            } else { /* phi3: ffn_up's first n_ff rows are the gate, the rest the up projection */
+                L->w_gate = herd_matrix_rows(&L->w_up, 0, d->n_ff);
+                L->w_up = herd_matrix_rows(&L->w_up, d->n_ff, d->n_ff);
+            }
+            herd_matrix_from_tensor(&L->w_down, T("ffn_down.weight"));
         }
-        herd_matrix_from_tensor(&L->w_down, T("ffn_down.weight"));
 #undef T
     }
     const char *no_pack = getenv("HERD_NO_PACK");
@@ -225,6 +278,7 @@ void herd_model_destroy(struct herd_model *m) {
     if (!m) return;
     herd_gguf_destroy(m->gguf);
     free(m->owned_f32);
+    free(m->experts);
     free(m->packed_store);
     free(m->layers);
     free(m);

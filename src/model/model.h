@@ -24,6 +24,12 @@ struct herd_layer {
     struct herd_matrix wo;             /* (n_embd, n_head * head_dim) */
     struct herd_matrix w_gate, w_up;   /* (n_ff, n_embd); phi3's are the two halves of its ffn_up */
     struct herd_matrix w_down;         /* (n_embd, n_ff) */
+    /* Mixture of experts (router.data NULL: a dense FFN). w_gate, w_up and
+     * w_down are then the shared expert where there is one (qwen2moe), else
+     * empty. */
+    struct herd_matrix router;                        /* (n_expert, n_embd): ffn_gate_inp */
+    struct herd_matrix *exp_gate, *exp_up, *exp_down; /* [n_expert], row views of ffn_{gate,up,down}_exps */
+    const float *shexp_gate;                          /* [n_embd]: the shared expert's gate, or NULL */
 };
 
 /* A layer matrix's role, in the order the forward pass multiplies them
@@ -58,6 +64,7 @@ struct herd_model {
     const float *output_norm;    /* [n_embd] */
     struct herd_layer *layers;   /* [n_layer] */
     float *owned_f32;            /* backing store of the converted vectors */
+    struct herd_matrix *experts; /* backing store of the layers' expert views */
     uint8_t *packed_store;       /* repacked quantized matrices (see herd_matrix_pack), or NULL */
     size_t packed_bytes;
 };

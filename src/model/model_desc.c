@@ -137,6 +137,17 @@ enum herd_status herd_model_desc_read(const struct herd_gguf *g, struct herd_mod
         TRY(opt_arch_float(g, a, "attn_logit_softcapping", &d->attn_softcap, err));
         TRY(opt_arch_float(g, a, "final_logit_softcapping", &d->final_softcap, err));
         TRY(opt_arch_float(g, a, "attention.scale", &d->attn_scale, err));
+        TRY(opt_arch_uint(g, a, "expert_count", HERD_MAX_EXPERTS, &d->n_expert, err));
+        TRY(opt_arch_uint(g, a, "expert_used_count", HERD_MAX_EXPERTS, &d->n_expert_used, err));
+        d->n_ff_exp = d->n_ff;
+        TRY(opt_arch_uint(g, a, "expert_feed_forward_length", HERD_MAX_FF, &d->n_ff_exp, err));
+        d->n_ff_shexp = d->n_ff_exp;
+        TRY(opt_arch_uint(g, a, "expert_shared_feed_forward_length", HERD_MAX_FF, &d->n_ff_shexp, err));
+        const struct herd_arch_info *ai = herd_model_arch_info(a);
+        d->expert_weights_norm = ai && ai->moe_norm;
+        snprintf(key, sizeof key, "%s.expert_weights_norm", a);
+        bool present = false;
+        TRY(opt_bool(g, key, &d->expert_weights_norm, &present, err));
     }
 
     TRY(opt_string(g, "tokenizer.ggml.model", d->tok_model, sizeof d->tok_model, err));
@@ -171,12 +182,14 @@ enum herd_status herd_model_desc_read(const struct herd_gguf *g, struct herd_mod
 /* ------------------------------------------------------------ validation */
 
 static const struct herd_arch_info archs[] = {
-    {.name = "llama"},
+    {.name = "llama", .moe_norm = true}, /* mixtral's experts */
     {.name = "qwen2", .rope_neox = true, .qkv_bias = true},
     {.name = "qwen3", .rope_neox = true, .qk_norm = true},
     {.name = "gemma2", .rope_neox = true, .gemma = true, .swa_period = 2},
     {.name = "gemma3", .rope_neox = true, .qk_norm = true, .gemma = true, .swa_period = 6, .swa_local_rope = true},
     {.name = "phi3", .rope_neox = true, .fused_qkv = true, .fused_gate_up = true},
+    {.name = "qwen2moe", .rope_neox = true, .qkv_bias = true, .shared_expert = true},
+    {.name = "qwen3moe", .rope_neox = true, .qk_norm = true, .moe_norm = true},
 };
 
 const struct herd_arch_info *herd_model_arch_info(const char *arch) {
@@ -210,25 +223,23 @@ static enum herd_status require_hparam(const struct herd_model_desc *d, uint64_t
 
 /* A tensor that must exist with exactly this shape (n_dims dims of ne). */
 static enum herd_status check_tensor(const struct herd_gguf *g, const char *name, bool required, uint32_t n_dims,
-                                     uint64_t ne0, uint64_t ne1, struct herd_error *err) {
+                                     uint64_t ne0, uint64_t ne1, uint64_t ne2, struct herd_error *err) {
     const struct herd_gguf_tensor *t = herd_gguf_find_tensor(g, name);
     if (!t) {
         if (!required) return HERD_OK;
         return herd_error_set(err, HERD_E_NOT_FOUND, "required tensor '%s' is missing", name);
     }
-    uint64_t want[2] = {ne0, ne1};
-    bool ok = t->n_dims == n_dims || (n_dims == 1 && t->ne[1] == 1 && t->ne[2] == 1 && t->ne[3] == 1);
-    for (uint32_t i = 0; ok && i < n_dims; i++) ok = t->ne[i] == want[i];
-    for (uint32_t i = n_dims; ok && i < HERD_GGUF_MAX_DIMS; i++) ok = t->ne[i] == 1;
+    const uint64_t want[3] = {ne0, ne1, ne2};
+    bool ok = true; /* trailing dimensions of 1 are the same shape */
+    for (uint32_t i = 0; ok && i < HERD_GGUF_MAX_DIMS; i++) ok = t->ne[i] == (i < n_dims ? want[i] : 1);
     if (!ok) {
-        if (n_dims == 1)
-            return herd_error_set(err, HERD_E_FORMAT, "tensor '%s' has shape [%llu, %llu, %llu, %llu]; expected [%llu]",
-                                  name, (unsigned long long)t->ne[0], (unsigned long long)t->ne[1],
-                                  (unsigned long long)t->ne[2], (unsigned long long)t->ne[3], (unsigned long long)ne0);
-        return herd_error_set(err, HERD_E_FORMAT,
-                              "tensor '%s' has shape [%llu, %llu, %llu, %llu]; expected [%llu, %llu]", name,
+        char expect[80];
+        int at = snprintf(expect, sizeof expect, "[%llu", (unsigned long long)ne0);
+        for (uint32_t i = 1; i < n_dims && at > 0 && (size_t)at < sizeof expect; i++)
+            at += snprintf(expect + at, sizeof expect - (size_t)at, ", %llu", (unsigned long long)want[i]);
+        return herd_error_set(err, HERD_E_FORMAT, "tensor '%s' has shape [%llu, %llu, %llu, %llu]; expected %s]", name,
                               (unsigned long long)t->ne[0], (unsigned long long)t->ne[1], (unsigned long long)t->ne[2],
-                              (unsigned long long)t->ne[3], (unsigned long long)ne0, (unsigned long long)ne1);
+                              (unsigned long long)t->ne[3], expect);
     }
     const struct herd_ggml_type_info *ti = herd_ggml_type_info(t->type);
     if (!ti->computed)
@@ -318,7 +329,18 @@ enum herd_status herd_model_desc_validate(const struct herd_gguf *g, const struc
                               d->arch);
     if ((rc = require_hparam(d, d->n_embd, "embedding_length", err)) != HERD_OK) return rc;
     if ((rc = require_hparam(d, d->n_layer, "block_count", err)) != HERD_OK) return rc;
-    if ((rc = require_hparam(d, d->n_ff, "feed_forward_length", err)) != HERD_OK) return rc;
+    if (d->n_expert) {
+        if ((rc = require_hparam(d, d->n_ff_exp, "expert_feed_forward_length", err)) != HERD_OK) return rc;
+        if (d->n_expert < 2 || d->n_expert_used == 0 || d->n_expert_used > d->n_expert)
+            return herd_error_set(err, HERD_E_INVALID,
+                                  "%s.expert_used_count = %llu with expert_count %llu; expected 1..expert_count "
+                                  "and at least 2 experts",
+                                  d->arch, (unsigned long long)d->n_expert_used, (unsigned long long)d->n_expert);
+    } else if ((rc = require_hparam(d, d->n_ff, "feed_forward_length", err)) != HERD_OK) {
+        return rc;
+    }
+    if (!d->n_expert && (strcmp(d->arch, "qwen2moe") == 0 || strcmp(d->arch, "qwen3moe") == 0))
+        return herd_error_set(err, HERD_E_NOT_FOUND, "metadata key '%s.expert_count' is missing or 0", d->arch);
     if ((rc = require_hparam(d, d->n_head, "attention.head_count", err)) != HERD_OK) return rc;
     if (d->n_head_kv == 0 || d->n_head % d->n_head_kv != 0)
         return herd_error_set(err, HERD_E_INVALID, "%s.attention.head_count_kv = %llu does not divide head_count %llu",
@@ -354,15 +376,19 @@ enum herd_status herd_model_desc_validate(const struct herd_gguf *g, const struc
 
     const uint64_t E = d->n_embd, V = d->n_vocab, hd = d->head_dim;
     const uint64_t q_dim = d->n_head * hd, kv_dim = d->n_head_kv * hd;
-    if ((rc = check_tensor(g, "token_embd.weight", true, 2, E, V, err)) != HERD_OK) return rc;
-    if ((rc = check_tensor(g, "output_norm.weight", true, 1, E, 1, err)) != HERD_OK) return rc;
-    if ((rc = check_tensor(g, "output.weight", false, 2, E, V, err)) != HERD_OK) return rc;
+    if ((rc = check_tensor(g, "token_embd.weight", true, 2, E, V, 1, err)) != HERD_OK) return rc;
+    if ((rc = check_tensor(g, "output_norm.weight", true, 1, E, 1, 1, err)) != HERD_OK) return rc;
+    if ((rc = check_tensor(g, "output.weight", false, 2, E, V, 1, err)) != HERD_OK) return rc;
     if (herd_gguf_find_tensor(g, "rope_factors_long.weight") || herd_gguf_find_tensor(g, "rope_factors_short.weight"))
         return herd_error_set(err, HERD_E_UNSUPPORTED,
                               "tensor 'rope_factors_long.weight': LongRoPE (Phi-3 128k) is not supported yet");
     if (herd_gguf_find_tensor(g, "output.bias"))
         return herd_error_set(err, HERD_E_UNSUPPORTED, "tensor 'output.bias' (an output bias) is not supported");
-    const bool bias = arch->qkv_bias, qkn = arch->qk_norm, post = arch->gemma;
+    const bool bias = arch->qkv_bias, qkn = arch->qk_norm, post = arch->gemma, moe = d->n_expert > 0;
+    if (moe && herd_gguf_find_tensor(g, "blk.0.ffn_gate.0.weight"))
+        return herd_error_set(err, HERD_E_UNSUPPORTED,
+                              "tensor 'blk.0.ffn_gate.0.weight': experts stored one tensor each (GGUF files made "
+                              "before mid-2024) are not supported; convert the model again");
     for (uint64_t l = 0; l < d->n_layer; l++) {
         char name[96];
 #define LAYER_TENSOR(suffix) (snprintf(name, sizeof name, "blk.%llu.%s", (unsigned long long)l, suffix), name)
@@ -370,34 +396,44 @@ enum herd_status herd_model_desc_validate(const struct herd_gguf *g, const struc
         const bool qkv = arch->fused_qkv && !herd_gguf_find_tensor(g, LAYER_TENSOR("attn_q.weight"));
         const bool gate_up = arch->fused_gate_up && !herd_gguf_find_tensor(g, LAYER_TENSOR("ffn_gate.weight"));
 #undef LAYER_TENSOR
+        const bool dense = !moe, shexp = moe && arch->shared_expert;
+        const uint64_t X = d->n_expert, FE = d->n_ff_exp, FS = d->n_ff_shexp;
         const struct {
             const char *name;
             uint32_t n_dims;
-            uint64_t ne0, ne1;
+            uint64_t ne0, ne1, ne2;
             bool required;
         } need[] = {
-            {"attn_norm.weight", 1, E, 1, true},
-            {"attn_q.weight", 2, E, q_dim, !qkv},
-            {"attn_k.weight", 2, E, kv_dim, !qkv},
-            {"attn_v.weight", 2, E, kv_dim, !qkv},
-            {"attn_qkv.weight", 2, E, q_dim + 2 * kv_dim, qkv},
-            {"attn_output.weight", 2, q_dim, E, true},
-            {"ffn_norm.weight", 1, E, 1, true},
-            {"ffn_gate.weight", 2, E, d->n_ff, !gate_up},
-            {"ffn_up.weight", 2, E, gate_up ? 2 * d->n_ff : d->n_ff, true},
-            {"ffn_down.weight", 2, d->n_ff, E, true},
-            {"attn_q.bias", 1, q_dim, 1, bias},
-            {"attn_k.bias", 1, kv_dim, 1, bias},
-            {"attn_v.bias", 1, kv_dim, 1, bias},
-            {"attn_q_norm.weight", 1, hd, 1, qkn},
-            {"attn_k_norm.weight", 1, hd, 1, qkn},
-            {"post_attention_norm.weight", 1, E, 1, post},
-            {"post_ffw_norm.weight", 1, E, 1, post},
+            {"attn_norm.weight", 1, E, 1, 1, true},
+            {"attn_q.weight", 2, E, q_dim, 1, !qkv},
+            {"attn_k.weight", 2, E, kv_dim, 1, !qkv},
+            {"attn_v.weight", 2, E, kv_dim, 1, !qkv},
+            {"attn_qkv.weight", 2, E, q_dim + 2 * kv_dim, 1, qkv},
+            {"attn_output.weight", 2, q_dim, E, 1, true},
+            {"ffn_norm.weight", 1, E, 1, 1, true},
+            {"ffn_gate.weight", 2, E, d->n_ff, 1, dense && !gate_up},
+            {"ffn_up.weight", 2, E, gate_up ? 2 * d->n_ff : d->n_ff, 1, dense},
+            {"ffn_down.weight", 2, d->n_ff, E, 1, dense},
+            {"ffn_gate_inp.weight", 2, E, X, 1, moe},
+            {"ffn_gate_exps.weight", 3, E, FE, X, moe},
+            {"ffn_up_exps.weight", 3, E, FE, X, moe},
+            {"ffn_down_exps.weight", 3, FE, E, X, moe},
+            {"ffn_gate_inp_shexp.weight", 1, E, 1, 1, shexp},
+            {"ffn_gate_shexp.weight", 2, E, FS, 1, shexp},
+            {"ffn_up_shexp.weight", 2, E, FS, 1, shexp},
+            {"ffn_down_shexp.weight", 2, FS, E, 1, shexp},
+            {"attn_q.bias", 1, q_dim, 1, 1, bias},
+            {"attn_k.bias", 1, kv_dim, 1, 1, bias},
+            {"attn_v.bias", 1, kv_dim, 1, 1, bias},
+            {"attn_q_norm.weight", 1, hd, 1, 1, qkn},
+            {"attn_k_norm.weight", 1, hd, 1, 1, qkn},
+            {"post_attention_norm.weight", 1, E, 1, 1, post},
+            {"post_ffw_norm.weight", 1, E, 1, 1, post},
         };
         for (size_t i = 0; i < sizeof need / sizeof need[0]; i++) {
             if (!need[i].required) continue; /* an unused tensor of the other layout is not checked */
             snprintf(name, sizeof name, "blk.%llu.%s", (unsigned long long)l, need[i].name);
-            rc = check_tensor(g, name, need[i].required, need[i].n_dims, need[i].ne0, need[i].ne1, err);
+            rc = check_tensor(g, name, need[i].required, need[i].n_dims, need[i].ne0, need[i].ne1, need[i].ne2, err);
             if (rc != HERD_OK) return rc;
         }
     }

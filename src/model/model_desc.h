@@ -12,14 +12,16 @@
 #include "herd/gguf.h"
 #include "herd/status.h"
 
+/* Experts per layer: DeepSeek V3 and Qwen3's MoE have 256 and 128. */
+#define HERD_MAX_EXPERTS 512u
 /* More layers than any released dense model has (405B: 126); bounds the
  * per-layer arrays the engine allocates from block_count. */
-#define HERD_MAX_LAYERS 512u
+#define HERD_MAX_LAYERS  512u
 /* Bounds on dimensions: well above today's largest models. The vocabulary's
  * caps (HERD_MAX_VOCAB, HERD_MAX_TOKEN_BYTES) are in base/vocab_limits.h. */
-#define HERD_MAX_EMBD   65536u
-#define HERD_MAX_FF     (1u << 20)
-#define HERD_MAX_HEADS  1024u
+#define HERD_MAX_EMBD    65536u
+#define HERD_MAX_FF      (1u << 20)
+#define HERD_MAX_HEADS   1024u
 
 struct herd_model_desc {
     char arch[32];     /* general.architecture, "" if absent */
@@ -43,7 +45,13 @@ struct herd_model_desc {
     double attn_softcap;    /* attn_logit_softcapping (gemma2), 0 when none */
     double final_softcap;   /* final_logit_softcapping (gemma2), 0 when none */
     double attn_scale;      /* attention.scale, else the architecture's default (see herd_model_attn_scale) */
-    bool tied_embeddings;   /* tensors present and no output.weight */
+    /* mixture of experts (0 experts: a dense FFN) */
+    uint64_t n_expert, n_expert_used; /* expert_count, expert_used_count */
+    uint64_t n_ff_exp;                /* expert_feed_forward_length, else n_ff */
+    uint64_t n_ff_shexp;              /* expert_shared_feed_forward_length, else n_ff_exp (qwen2moe) */
+    bool expert_weights_norm;         /* top-k weights renormalised to sum 1: expert_weights_norm, else
+                                       * the architecture's (mixtral, qwen3moe yes; qwen2moe no) */
+    bool tied_embeddings;             /* tensors present and no output.weight */
     /* tokenizer */
     char tok_model[32]; /* tokenizer.ggml.model */
     char tok_pre[64];   /* tokenizer.ggml.pre */
@@ -97,10 +105,13 @@ struct herd_arch_info {
     uint32_t swa_period; /* with a sliding window, layer l is global when (l + 1) % swa_period == 0
                           * (gemma2 2, gemma3 6); 0: every layer slides */
     bool swa_local_rope; /* sliding layers rotate with base 10000 and no scaling (gemma3) */
+    bool moe_norm;       /* experts' top-k weights renormalised unless expert_weights_norm says */
+    bool shared_expert;  /* MoE layers also run ffn_*_shexp, gated by sigmoid(x . ffn_gate_inp_shexp) (qwen2moe) */
 };
 
 /* The architecture's description, NULL for one the engine does not run
- * (supported: llama, qwen2, qwen3, gemma2, gemma3, phi3). */
+ * (supported: llama (and mixtral), qwen2, qwen3, gemma2, gemma3, phi3,
+ * qwen2moe, qwen3moe). */
 const struct herd_arch_info *herd_model_arch_info(const char *arch);
 
 /* True for the architectures the engine implements. */

@@ -14,7 +14,11 @@ published definition (Hugging Face's modeling code):
     layer in six with its own RoPE base and linear scaling, base 10000 on the
     sliding ones;
   - phi3: Q, K, V in one attn_qkv matrix, gate and up in one ffn_up, sliding
-    window on every layer.
+    window on every layer;
+  - mixture of experts: mixtral (llama with 8 experts, top 2, weights
+    renormalised), qwen2moe (top-k weights as they are, plus a shared
+    expert behind a sigmoid gate), qwen3moe (Q/K norms, renormalised top 4
+    of 16).
 For each, writes a small random-weight GGUF (with ../shared/tools/gguf_fixture.py)
 and compares `herd eval --precise` with the reference, with the whole prompt
 in one pass and token by token (--batch 1: the decode path). Windows are
@@ -51,7 +55,7 @@ def case(arch, **kw):
     """A model's shape and features; keys not given take these defaults."""
     c = dict(arch=arch, layers=2, heads=4, kv=2, hd=16, base=10000.0, neox=True, biases=False, freqs=False,
              qk_norm=False, gemma=False, fused=False, window=0, swa_period=0, local_rope=False, linear=1.0,
-             attn_cap=0.0, final_cap=0.0, tied=False)
+             attn_cap=0.0, final_cap=0.0, tied=False, experts=0, used=0, ffe=48, norm=False, shexp=False)
     c.update(kw)
     return c
 
@@ -86,6 +90,18 @@ def weights(c, seed):
             w[p + "attn_k_norm.weight"] = 1 + nrm((HD,), 0.3)
         w[p + "attn_output.weight"] = nrm((E, H * HD), 0.8 / np.sqrt(H * HD))
         w[p + "ffn_norm.weight"] = 1 + nrm((E,), 0.1)
+        if c["experts"]:
+            X, FE = c["experts"], c["ffe"]
+            w[p + "ffn_gate_inp.weight"] = nrm((X, E), 2.0 / np.sqrt(E))
+            w[p + "ffn_gate_exps.weight"] = nrm((X, FE, E), 0.8 / np.sqrt(E))
+            w[p + "ffn_up_exps.weight"] = nrm((X, FE, E), 0.8 / np.sqrt(E))
+            w[p + "ffn_down_exps.weight"] = nrm((X, E, FE), 1.2 / np.sqrt(FE))
+            if c["shexp"]:
+                w[p + "ffn_gate_inp_shexp.weight"] = nrm((E,), 1.0 / np.sqrt(E))
+                w[p + "ffn_gate_shexp.weight"] = nrm((FF, E), 0.8 / np.sqrt(E))
+                w[p + "ffn_up_shexp.weight"] = nrm((FF, E), 0.8 / np.sqrt(E))
+                w[p + "ffn_down_shexp.weight"] = nrm((E, FF), 1.2 / np.sqrt(FF))
+            continue
         gate, up = nrm((FF, E), 0.8 / np.sqrt(E)), nrm((FF, E), 0.8 / np.sqrt(E))
         if c["fused"]:
             w[p + "ffn_up.weight"] = np.concatenate([gate, up])
@@ -118,6 +134,13 @@ def write_model(c, w, path):
     if a == "gemma2":  # herd, like llama.cpp, defaults to 50 / 30 when absent
         wr.add(a + ".attn_logit_softcapping", G.FLOAT32, c["attn_cap"])
         wr.add(a + ".final_logit_softcapping", G.FLOAT32, c["final_cap"])
+    if c["experts"]:
+        wr.add(a + ".expert_count", G.UINT32, c["experts"])
+        wr.add(a + ".expert_used_count", G.UINT32, c["used"])
+        wr.add(a + ".expert_feed_forward_length", G.UINT32, c["ffe"])
+        if c["shexp"]:
+            wr.add(a + ".expert_shared_feed_forward_length", G.UINT32, FF)
+        wr.add(a + ".expert_weights_norm", G.BOOL, c["norm"])
     if c["linear"] != 1.0:
         wr.add(a + ".rope.scaling.type", G.STRING, "linear")
         wr.add(a + ".rope.scaling.factor", G.FLOAT32, c["linear"])
@@ -196,6 +219,9 @@ def forward(c, w):
         o = att.reshape(T, -1) @ f[p + "attn_output.weight"].T
         x = x + (rms(o, f[p + "post_attention_norm.weight"]) if c["gemma"] else o)
         h = rms(x, f[p + "ffn_norm.weight"])
+        if c["experts"]:
+            x = x + moe(c, f, p, h)
+            continue
         if c["fused"]:
             g, u = np.split(h @ f[p + "ffn_up.weight"].T, 2, axis=1)
         else:
@@ -208,6 +234,29 @@ def forward(c, w):
         x = x + (rms(o, f[p + "post_ffw_norm.weight"]) if c["gemma"] else o)
     out = f["token_embd.weight"] if c["tied"] else f["output.weight"]
     return cap(rms(x, f["output_norm.weight"]) @ out.T, c["final_cap"])
+
+
+def silu_ffn(h, gate, up, down):
+    g = h @ gate.T
+    return ((g / (1 + np.exp(-g))) * (h @ up.T)) @ down.T
+
+
+def moe(c, f, p, h):
+    logits = h @ f[p + "ffn_gate_inp.weight"].T
+    probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probs /= probs.sum(axis=1, keepdims=True)
+    out = np.zeros_like(h)
+    for t in range(h.shape[0]):
+        top = np.argsort(-probs[t], kind="stable")[:c["used"]]
+        wt = probs[t, top] / (probs[t, top].sum() if c["norm"] else 1.0)
+        for e, we in zip(top, wt):
+            out[t] += we * silu_ffn(h[t], f[p + "ffn_gate_exps.weight"][e], f[p + "ffn_up_exps.weight"][e],
+                                    f[p + "ffn_down_exps.weight"][e])
+    if c["shexp"]:
+        gate = 1 / (1 + np.exp(-(h @ f[p + "ffn_gate_inp_shexp.weight"])))
+        out += gate[:, None] * silu_ffn(h, f[p + "ffn_gate_shexp.weight"], f[p + "ffn_up_shexp.weight"],
+                                        f[p + "ffn_down_shexp.weight"])
+    return out
 
 
 def worst(got, reference):
@@ -235,6 +284,10 @@ cases = [
     ("gemma3 linear rope", case("gemma3", layers=6, hd=32, qk_norm=True, gemma=True, window=7, swa_period=6,
                                 local_rope=True, base=1000000.0, linear=8.0, tied=True), dict(linear=1.0)),
     ("phi3", case("phi3", fused=True, window=9), dict(window=0)),
+    ("mixtral", case("llama", neox=False, experts=8, used=2, norm=True), dict(norm=False)),
+    ("qwen2moe", case("qwen2moe", biases=True, experts=8, used=2, shexp=True), dict(shexp=False)),
+    ("qwen2moe top-k weights", case("qwen2moe", biases=True, experts=8, used=2, shexp=True), dict(norm=True)),
+    ("qwen3moe", case("qwen3moe", hd=32, qk_norm=True, experts=16, used=4, norm=True, ffe=32), dict(used=3)),
 ]
 
 tmp = tempfile.mkdtemp()

@@ -4,7 +4,8 @@
  * the same results as recomputation. Uses the shipped Q4_0 fixture and the
  * default model, with the best kernels and with the reference kernels; and
  * every other weight type herd computes, in the mixes herd quantize (and
- * llama-quantize) writes, on a synthesized tiny-256 model. */
+ * llama-quantize) writes, on a synthesized tiny-256 model; and a tiny model
+ * of each other family (qwen3, gemma2/3, phi3, Mistral's window, MoE). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -282,11 +283,11 @@ static const struct {
     {HERD_FTYPE_Q5_0, 0.97},  {HERD_FTYPE_IQ4_NL, 0.93},
 };
 
-static void synth_mix(const char *dir, enum herd_ftype ft, char *path, size_t n) {
-    snprintf(path, n, "%s/tiny-256-%s.gguf", dir, herd_quantize_ftype_name(ft));
+static void synth_shape(const char *dir, const char *shape, enum herd_ftype ft, char *path, size_t n) {
+    snprintf(path, n, "%s/%s-%s.gguf", dir, shape, herd_quantize_ftype_name(ft));
     struct herd_synth_params p;
     herd_synth_default_params(&p);
-    p.shape = "tiny-256";
+    p.shape = shape;
     p.ftype = ft;
     p.out_path = path;
     char vocab[512];
@@ -325,14 +326,14 @@ static void test_k_types(void **state) {
     char dir[] = "/tmp/herd-test-ktypes-XXXXXX";
     assert_non_null(mkdtemp(dir));
     char path[600];
-    synth_mix(dir, HERD_FTYPE_ALL_F32, path, sizeof path);
+    synth_shape(dir, "tiny-256", HERD_FTYPE_ALL_F32, path, sizeof path);
     const size_t V = 32000;
     float *f32 = malloc(V * sizeof *f32), *best = malloc(V * sizeof *best), *other = malloc(V * sizeof *other);
     last_logits(path, NULL, f32);
     unlink(path);
     for (size_t i = 0; i < sizeof kMixes / sizeof kMixes[0]; i++) {
         const char *name = herd_quantize_ftype_name(kMixes[i].ft);
-        synth_mix(dir, kMixes[i].ft, path, sizeof path);
+        synth_shape(dir, "tiny-256", kMixes[i].ft, path, sizeof path);
         check_model(path, NULL);
         last_logits(path, NULL, best);
         const struct herd_kernels *fams[] = {herd_kernels_ref(), herd_kernels_avx2()};
@@ -353,10 +354,33 @@ static void test_k_types(void **state) {
     free(f32), free(best), free(other);
 }
 
+/* The other families (sliding windows cutting through KV blocks, gemma's
+ * soft-capping and local RoPE, fused phi3 matrices, experts run on the
+ * rows routed to them), in F32 and Q8_0 (the packed kernels): the same
+ * invariance. */
+static void test_invariance_families(void **state) {
+    (void)state;
+    static const char *const shapes[] = {"mistral-tiny", "gemma2-tiny",  "gemma3-tiny",   "phi3-tiny",
+                                         "qwen3-tiny",   "mixtral-tiny", "qwen2moe-tiny", "qwen3moe-tiny"};
+    char dir[] = "/tmp/herd-test-families-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char path[600];
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        const enum herd_ftype types[] = {HERD_FTYPE_ALL_F32, HERD_FTYPE_Q8_0};
+        for (size_t t = 0; t < 2; t++) {
+            synth_shape(dir, shapes[i], types[t], path, sizeof path);
+            check_model(path, NULL);
+            unlink(path);
+        }
+    }
+    rmdir(dir);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_invariance_best_kernels),
         cmocka_unit_test(test_invariance_ref_kernels),
+        cmocka_unit_test(test_invariance_families),
         cmocka_unit_test(test_randomised_interleavings),
         cmocka_unit_test(test_bad_batches),
         cmocka_unit_test(test_kv_exhaustion),
