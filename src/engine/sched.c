@@ -640,6 +640,7 @@ static void cache_new_blocks(struct herd_sched *s) {
             const int32_t *blocks = herd_kv_seq_blocks(s->ctx->kv, c->seq, &n_blocks);
             while ((c->n_cached_blocks + 1) * bt <= c->n_computed && c->n_cached_blocks < n_blocks) {
                 uint32_t b = c->n_cached_blocks;
+                if (blocks[b] < 0) break; /* released behind a sliding window before it was offered */
                 for (uint32_t t = 0; t < bt; t++) tok[t] = token_at(r, c, b * bt + t);
                 c->chain_hash = herd_block_hash(c->chain_hash, tok, bt);
                 herd_prefix_cache_insert(s->pc, c->chain_hash, tok, blocks[b]);

@@ -634,6 +634,14 @@ static enum herd_status check_batch(struct herd_context *c, const struct herd_ba
         sp->count++;
         if (b->want_logits ? b->want_logits[i] : i == b->n_tokens - 1) (*n_out)++;
     }
+    /* every window a sliding model's tokens reach must still be held */
+    for (uint32_t s = 0; c->model->window_all && s < c->params.max_seqs; s++) {
+        const uint32_t w = c->model->window_all, p0 = spans[s].first_pos;
+        if (spans[s].present && p0 + 1 > w && herd_kv_seq_first_kept(c->kv, (int32_t)s) > p0 + 1 - w)
+            return herd_error_set(err, HERD_E_INVALID,
+                                  "sequence %u: position %u attends to positions released behind the sliding window", s,
+                                  p0);
+    }
     if (*n_out > c->params.max_outputs)
         return herd_error_set(err, HERD_E_INVALID, "%u logit rows requested; at most %u per batch", *n_out,
                               c->params.max_outputs);
@@ -746,6 +754,13 @@ enum herd_status herd_decode(struct herd_context *c, const struct herd_batch *b,
             rmsnorm(c->out_rows + (size_t)o++ * E, x, m->output_norm, E, d->rms_eps);
         }
     herd_prof_op(P, HERD_PROF_ADD_NORM, t0);
+    /* Every layer slides: blocks wholly before the next token's window are
+     * seen by no layer again, so they go back to the pool (a margin of one
+     * position keeps what a fork at the last position needs). */
+    for (uint32_t s = 0; m->window_all && s < c->params.max_seqs; s++) {
+        const uint32_t len = spans[s].first_pos + spans[s].count;
+        if (spans[s].present && len > m->window_all) herd_kv_seq_release_before(c->kv, (int32_t)s, len - m->window_all);
+    }
     t0 = PROF_T();
     if (n_out && c->params.observe_matmul)
         c->params.observe_matmul(c->params.observe_ctx, d->n_layer, HERD_ROLE_OUTPUT, c->out_rows, E, n_out);

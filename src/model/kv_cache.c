@@ -17,6 +17,7 @@ struct seq {
     bool used;
     uint32_t len;
     uint32_t n_blocks, cap;
+    uint32_t n_released; /* blocks [0, n_released) are holes (-1): released behind a sliding window */
     int32_t *blocks;
 };
 
@@ -136,6 +137,7 @@ static enum herd_status new_slot(struct herd_kv *kv, int32_t *id, struct herd_er
             s->used = true;
             s->len = 0;
             s->n_blocks = 0;
+            s->n_released = 0;
             *id = (int32_t)i;
             return HERD_OK;
         }
@@ -160,6 +162,7 @@ enum herd_status herd_kv_seq_new(struct herd_kv *kv, int32_t *id, struct herd_er
 }
 
 static void release(struct herd_kv *kv, int32_t block) {
+    if (block < 0) return; /* a hole behind a sliding window */
     HERD_ASSERT(kv->refs[block] > 0);
     if (--kv->refs[block] == 0) kv->free_list[kv->n_free++] = block;
 }
@@ -187,9 +190,10 @@ enum herd_status herd_kv_seq_fork(struct herd_kv *kv, int32_t src, uint32_t n_to
     }
     for (uint32_t i = 0; i < nb; i++) {
         d->blocks[i] = s->blocks[i];
-        kv->refs[s->blocks[i]]++;
+        if (s->blocks[i] >= 0) kv->refs[s->blocks[i]]++;
     }
     d->n_blocks = nb;
+    d->n_released = s->n_released < nb ? s->n_released : nb;
     d->len = n_tokens;
     return HERD_OK;
 }
@@ -229,6 +233,7 @@ void herd_kv_seq_free(struct herd_kv *kv, int32_t id) {
     struct seq *s = get(kv, id);
     for (uint32_t i = 0; i < s->n_blocks; i++) release(kv, s->blocks[i]);
     s->n_blocks = 0;
+    s->n_released = 0;
     s->len = 0;
     s->used = false;
 }
@@ -239,7 +244,22 @@ void herd_kv_seq_truncate(struct herd_kv *kv, int32_t id, uint32_t n_tokens) {
     uint32_t nb = (n_tokens + kv->p.block_tokens - 1) / kv->p.block_tokens;
     for (uint32_t i = nb; i < s->n_blocks; i++) release(kv, s->blocks[i]);
     s->n_blocks = nb;
+    if (s->n_released > nb) s->n_released = nb;
     s->len = n_tokens;
+}
+
+void herd_kv_seq_release_before(struct herd_kv *kv, int32_t id, uint32_t pos) {
+    struct seq *s = get(kv, id);
+    uint32_t nb = pos / kv->p.block_tokens; /* blocks whose every position is below pos */
+    if (nb > s->n_blocks) nb = s->n_blocks;
+    for (; s->n_released < nb; s->n_released++) {
+        release(kv, s->blocks[s->n_released]);
+        s->blocks[s->n_released] = -1;
+    }
+}
+
+uint32_t herd_kv_seq_first_kept(const struct herd_kv *kv, int32_t id) {
+    return get(kv, id)->n_released * kv->p.block_tokens;
 }
 
 /* Where region r (layer * kv_heads + head) of a block lies: the pool is
@@ -260,6 +280,10 @@ enum herd_status herd_kv_seq_prepare(struct herd_kv *kv, int32_t id, uint32_t po
     const uint32_t bt = kv->p.block_tokens;
     const uint32_t end = pos + n;
     const uint32_t need_blocks = (end + bt - 1) / bt;
+    if (pos / bt < s->n_released)
+        return herd_error_set(err, HERD_E_INVALID,
+                              "sequence %d: positions from %u were released behind the sliding window (kept from %u)",
+                              id, pos, s->n_released * bt);
     /* count what is needed before changing anything */
     uint32_t fresh = need_blocks > s->n_blocks ? need_blocks - s->n_blocks : 0;
     uint32_t copies = 0;

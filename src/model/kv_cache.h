@@ -73,6 +73,14 @@ void herd_kv_seq_free(struct herd_kv *kv, int32_t seq);
 /* Forgets positions from n_tokens on (blocks past it are released). */
 void herd_kv_seq_truncate(struct herd_kv *kv, int32_t seq, uint32_t n_tokens);
 uint32_t herd_kv_seq_len(const struct herd_kv *kv, int32_t seq);
+/* Releases the sequence's blocks whose every position is below pos (for a
+ * model whose every layer attends within a sliding window: no layer sees
+ * them again). They become holes (-1) in the block table; the length stays,
+ * and a later write or fork must not reach back into them (prepare
+ * refuses a write there). */
+void herd_kv_seq_release_before(struct herd_kv *kv, int32_t seq, uint32_t pos);
+/* The first position whose block is still held (0 unless released). */
+uint32_t herd_kv_seq_first_kept(const struct herd_kv *kv, int32_t seq);
 bool herd_kv_seq_valid(const struct herd_kv *kv, int32_t seq);
 
 /* Makes positions [pos, pos + n) writable: appends blocks as needed and
@@ -86,7 +94,7 @@ enum herd_status herd_kv_seq_prepare(struct herd_kv *kv, int32_t seq, uint32_t p
 void herd_kv_store(struct herd_kv *kv, int32_t seq, uint32_t layer, uint32_t pos, const float *k, const float *v);
 
 /* The sequence's block table (n = number of blocks in use), for attention
- * to walk block by block. */
+ * to walk block by block; -1 for a block released behind a sliding window. */
 const int32_t *herd_kv_seq_blocks(const struct herd_kv *kv, int32_t seq, uint32_t *n);
 /* Asks for one KV head's region of a block's layer (its K and V) to be
  * brought into L2 (locality 1: into L1 a whole block ahead evicts what the

@@ -157,6 +157,10 @@ enum herd_status herd_model_load(const char *path, struct herd_model **out, stru
     m->rope_neox = m->arch->rope_neox;
     m->embd_scale = m->arch->gemma ? sqrtf((float)d->n_embd) : 1.0f;
     m->attn_scale = (float)herd_model_attn_scale(d);
+    bool all_slide = d->n_swa > 0;
+    for (uint64_t l = 0; l < d->n_layer; l++) all_slide &= herd_model_layer_slides(d, l);
+    /* a window as wide as the context frees nothing (Phi-3 128k's 262144) */
+    m->window_all = all_slide && d->n_swa < UINT32_MAX ? (uint32_t)d->n_swa : 0;
     const size_t q_dim = d->n_head * d->head_dim, kv_dim = d->n_head_kv * d->head_dim;
     const bool bias = m->arch->qkv_bias, qkn = m->arch->qk_norm, post = m->arch->gemma;
     const struct herd_gguf_tensor *rf = herd_gguf_find_tensor(g, "rope_freqs.weight");

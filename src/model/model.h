@@ -58,6 +58,7 @@ struct herd_model {
     bool rope_neox;              /* rotate pairs (i, i + n_rot/2) (qwen, gemma, phi3); llama adjacent pairs */
     float embd_scale;            /* gemma: embeddings times sqrt(n_embd); 1 otherwise */
     float attn_scale;            /* the factor on q.k (herd_model_attn_scale) */
+    uint32_t window_all;         /* n_swa when every layer slides (Mistral, phi3), else 0: older KV blocks are freed */
     const float *rope_freqs;     /* Llama 3.1 frequency divisors [n_rot/2], or NULL */
     struct herd_matrix tok_embd; /* (n_vocab, n_embd) */
     struct herd_matrix output;   /* (n_vocab, n_embd); tok_embd when tied */

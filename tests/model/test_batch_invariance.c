@@ -106,13 +106,24 @@ static void check_model(const char *path, const struct herd_kernels *k) {
     if (memcmp(alone, herd_context_logits(c, 3), V * sizeof *alone) != 0)
         fail_msg("%s: batching with other sequences changes the logits", path);
 
-    /* fork: a copy of the first 20 tokens continued with the rest equals the original */
+    /* fork: a copy of the first 20 tokens continued with the rest equals the
+     * original (where every layer slides, the blocks behind the window are
+     * gone: a fork at the last position, the scheduler's n > 1 case) */
     int32_t s_fork;
-    assert_int_equal(herd_kv_seq_fork(c->kv, s_me, 20, &s_fork, &err), HERD_OK);
+    const int at = m->window_all ? N - 1 : 20;
+    if (m->window_all) { /* and reaching back behind the window is refused, not a crash */
+        int32_t s_bad;
+        assert_int_equal(herd_kv_seq_fork(c->kv, s_me, 20, &s_bad, &err), HERD_OK);
+        uint32_t bp20 = 20;
+        struct herd_batch bad = {1, ids + 20, &bp20, &s_bad, NULL};
+        assert_int_equal(herd_decode(c, &bad, &err), HERD_E_INVALID);
+        herd_kv_seq_free(c->kv, s_bad);
+    }
+    assert_int_equal(herd_kv_seq_fork(c->kv, s_me, (uint32_t)at, &s_fork, &err), HERD_OK);
     uint32_t fp[N];
     int32_t fs[N];
-    for (int i = 20; i < N; i++) fp[i - 20] = (uint32_t)i, fs[i - 20] = s_fork;
-    struct herd_batch fb = {N - 20, ids + 20, fp, fs, NULL};
+    for (int i = at; i < N; i++) fp[i - at] = (uint32_t)i, fs[i - at] = s_fork;
+    struct herd_batch fb = {(uint32_t)(N - at), ids + at, fp, fs, NULL};
     assert_int_equal(herd_decode(c, &fb, &err), HERD_OK);
     if (memcmp(alone, herd_context_logits(c, 0), V * sizeof *alone) != 0)
         fail_msg("%s: a forked prefix changes the logits", path);
@@ -376,11 +387,50 @@ static void test_invariance_families(void **state) {
     rmdir(dir);
 }
 
+/* A model whose every layer slides (mistral-tiny: an 8-token window) holds
+ * only the blocks its window reaches while a sequence grows: 300 tokens
+ * one by one keep at most 2 blocks of 16, where the same shape without a
+ * window (tiny) holds all 19. */
+static void test_window_frees_blocks(void **state) {
+    (void)state;
+    char dir[] = "/tmp/herd-test-window-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    const char *shapes[] = {"mistral-tiny", "tiny"};
+    const uint32_t most_held[] = {2, 19};
+    for (size_t i = 0; i < 2; i++) {
+        char path[600];
+        synth_shape(dir, shapes[i], HERD_FTYPE_ALL_F32, path, sizeof path);
+        struct herd_model *m = load(path);
+        struct herd_context *c = context(m, 2, NULL);
+        const uint32_t total = herd_kv_free_blocks(c->kv);
+        struct herd_error err = {0};
+        int32_t s;
+        assert_int_equal(herd_kv_seq_new(c->kv, &s, &err), HERD_OK);
+        uint32_t held = 0;
+        for (uint32_t pos = 0; pos < 300; pos++) {
+            const int32_t tok = (int32_t)(pos * 37 % 1000 + 3);
+            struct herd_batch b = {1, &tok, &pos, &s, NULL};
+            if (herd_decode(c, &b, &err) != HERD_OK) fail_msg("%s: %s", shapes[i], err.msg);
+            const uint32_t now = total - herd_kv_free_blocks(c->kv);
+            held = now > held ? now : held;
+        }
+        if (held > most_held[i]) fail_msg("%s holds %u blocks (at most %u expected)", shapes[i], held, most_held[i]);
+        if (i == 1 && held != most_held[i]) fail_msg("tiny holds %u blocks, not all 19", held);
+        herd_kv_seq_free(c->kv, s);
+        assert_int_equal(herd_kv_free_blocks(c->kv), total);
+        herd_context_destroy(c);
+        herd_model_destroy(m);
+        unlink(path);
+    }
+    rmdir(dir);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_invariance_best_kernels),
         cmocka_unit_test(test_invariance_ref_kernels),
         cmocka_unit_test(test_invariance_families),
+        cmocka_unit_test(test_window_frees_blocks),
         cmocka_unit_test(test_randomised_interleavings),
         cmocka_unit_test(test_bad_batches),
         cmocka_unit_test(test_kv_exhaustion),
