@@ -151,6 +151,9 @@ struct herd_kernels {
     /* g[i] = silu(g[i]) * u[i] = g / (1 + e^-g) * u: the SwiGLU gate. The
      * vector twins use the attention kernels' exp (relative error ~2e-7). */
     void (*silu_mul)(float *g, const float *u, size_t n);
+    /* g[i] = gelu(g[i]) * u[i], GELU's tanh form 0.5 g (1 + tanh(sqrt(2/pi)
+     * (g + 0.044715 g^3))), computed as g / (1 + e^-2z): gemma's gate. */
+    void (*gelu_mul)(float *g, const float *u, size_t n);
     /* y[i] = x[i] as IEEE half, round to nearest even (the KV cache store) */
     void (*f32_to_f16)(const float *x, uint16_t *y, size_t n);
     /* y[i] = e^((x[i] - mx) * scale), the unnormalised softmax weights of a

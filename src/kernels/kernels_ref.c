@@ -172,6 +172,13 @@ static void silu_mul_ref(float *g, const float *u, size_t n) {
     for (size_t i = 0; i < n; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
 }
 
+static void gelu_mul_ref(float *g, const float *u, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        const float x = g[i], z2 = 1.5957691216057308f * (x + 0.044715f * x * x * x); /* 2 sqrt(2/pi) (...) */
+        g[i] = x / (1.0f + expf(-z2)) * u[i];
+    }
+}
+
 static void f32_to_f16_ref(const float *x, uint16_t *y, size_t n) {
     for (size_t i = 0; i < n; i++) y[i] = herd_fp32_to_fp16(x[i]);
 }
@@ -211,6 +218,7 @@ static const struct herd_kernels ref = {
     .prefers_packed = false,
     .attn_block = herd_attn_block_ref,
     .silu_mul = silu_mul_ref,
+    .gelu_mul = gelu_mul_ref,
     .f32_to_f16 = f32_to_f16_ref,
     .softmax_weights = softmax_weights_ref,
 };

@@ -235,15 +235,6 @@ ELEMENTWISE static void rmsnorm(float *out, const float *x, const float *w, size
     for (i = 0; i < n; i++) out[i] = x[i] * scale * w[i];
 }
 
-/* g[i] = gelu(g[i]) * u[i], GELU's tanh form (gemma's gelu_pytorch_tanh). */
-ELEMENTWISE static void gelu_tanh_mul(float *g, const float *u, size_t n) {
-    const float a = 0.7978845608028654f; /* sqrt(2 / pi) */
-    for (size_t i = 0; i < n; i++) {
-        const float x = g[i];
-        g[i] = 0.5f * x * (1.0f + tanhf(a * (x + 0.044715f * x * x * x))) * u[i];
-    }
-}
-
 /* cos and sin of token t's rotation angles, from its position and the
  * table's inverse frequencies: computed once per batch instead of once per
  * layer (the angles do not depend on it). */
@@ -321,7 +312,7 @@ static void rows_part(void *ctx, int ith, size_t lo, size_t hi) {
         const size_t n = j->b->n_tokens * d->n_ff, f0 = lo * SILU_ITEM_FLOATS;
         const size_t f1 = hi * SILU_ITEM_FLOATS < n ? hi * SILU_ITEM_FLOATS : n;
         if (m->arch->gemma)
-            gelu_tanh_mul(c->gate + f0, c->up + f0, f1 - f0);
+            c->k->gelu_mul(c->gate + f0, c->up + f0, f1 - f0);
         else
             c->k->silu_mul(c->gate + f0, c->up + f0, f1 - f0);
         if (j->q8a) c->k->quantize_row_q8a(c->gate + f0, j->q8a + f0 / HERD_QK8A, f1 - f0);

@@ -296,6 +296,35 @@ static void test_silu_mul_matches_ref(void **state) {
     }
 }
 
+/* GELU (tanh form) gate of every family against double precision, the
+ * same values and tails as silu's. */
+static void test_gelu_mul_matches_ref(void **state) {
+    (void)state;
+    const struct herd_kernels *fams[3] = {herd_kernels_ref(), herd_kernels_avx2(), herd_kernels_avx512()};
+    struct herd_rng r;
+    herd_rng_init(&r, 6);
+    float g[67], u[67], want[67], got[67];
+    for (int n = 1; n <= 67; n += 11) {
+        fill(&r, g, (size_t)n, 6.0f);
+        fill(&r, u, (size_t)n, 1.0f);
+        g[0] = 100.0f, g[n / 2] = -100.0f, g[n - 1] = 0.0f;
+        for (int i = 0; i < n; i++) {
+            const double x = g[i];
+            /* 0.5 x (1 + tanh z) as x / (1 + e^-2z): the same value without
+             * 1 + tanh's cancellation for large negative x */
+            want[i] = (float)(x / (1.0 + exp(-2.0 * sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x))) * u[i]);
+        }
+        for (int f = 0; f < 3; f++) {
+            if (!fams[f]) continue;
+            memcpy(got, g, sizeof g);
+            fams[f]->gelu_mul(got, u, (size_t)n);
+            for (int i = 0; i < n; i++) /* 2z rounded to float moves e^-2z by |2z| ulps: 1e-5 at |x| ~ 6 */
+                if (!(fabsf(got[i] - want[i]) <= 1e-5f * fabsf(want[i]) + 1e-30f))
+                    fail_msg("%s gelu(%g) * %g = %.9g, want %.9g", fams[f]->name, g[i], u[i], got[i], want[i]);
+        }
+    }
+}
+
 /* Sampler weights of every family against double precision: ordinary
  * values, the maximum itself (weight 1), values far below it (underflow to
  * ~0), banned (-inf) and NaN logits (exactly 0), every tail length. */
@@ -372,10 +401,15 @@ static void test_pool_runs_every_thread(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_avx2_matches_ref),       cmocka_unit_test(test_avx512_matches_ref),
-        cmocka_unit_test(test_matmul_all_types),       cmocka_unit_test(test_packed_matches_unpacked),
-        cmocka_unit_test(test_pool_runs_every_thread), cmocka_unit_test(test_attn_block_matches_ref),
-        cmocka_unit_test(test_silu_mul_matches_ref),   cmocka_unit_test(test_softmax_weights_matches_ref),
+        cmocka_unit_test(test_avx2_matches_ref),
+        cmocka_unit_test(test_avx512_matches_ref),
+        cmocka_unit_test(test_matmul_all_types),
+        cmocka_unit_test(test_packed_matches_unpacked),
+        cmocka_unit_test(test_pool_runs_every_thread),
+        cmocka_unit_test(test_attn_block_matches_ref),
+        cmocka_unit_test(test_silu_mul_matches_ref),
+        cmocka_unit_test(test_gelu_mul_matches_ref),
+        cmocka_unit_test(test_softmax_weights_matches_ref),
         cmocka_unit_test(test_f32_to_f16_matches_ref),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
