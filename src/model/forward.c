@@ -129,6 +129,10 @@ enum herd_status herd_context_create(const struct herd_model *m, const struct he
         /* the same double arithmetic the angle always had: theta = pos * this */
         c->rope_inv_freq[i] = pow(d->rope_freq_base, -2.0 * (double)i / (double)d->n_rot) * d->rope_freq_scale;
     }
+    /* LongRoPE's factors by the context's length, as llama.cpp chooses them
+     * (Hugging Face chooses by each sequence's current length) */
+    c->rope_div = m->rope_freqs ? m->rope_freqs : p.n_ctx > d->n_ctx_orig ? m->rope_long : m->rope_short;
+    c->rope_mscale = (float)d->rope_attn_factor;
     if (m->arch->swa_local_rope && d->n_swa) { /* gemma3's sliding layers: base 10000, no scaling */
         c->rope_cs_local = alloc_floats(B * (d->n_rot / 2) * 2, &ok);
         c->rope_inv_freq_local = calloc(d->n_rot / 2 + 1, sizeof *c->rope_inv_freq_local);
@@ -239,13 +243,13 @@ ELEMENTWISE static void rmsnorm(float *out, const float *x, const float *w, size
  * table's inverse frequencies: computed once per batch instead of once per
  * layer (the angles do not depend on it). */
 static void rope_angles(const struct herd_context *c, const double *inv_freq, uint32_t pos, float *cs) {
-    const struct herd_model *m = c->model;
-    const uint64_t half = m->desc.n_rot / 2;
+    const uint64_t half = c->model->desc.n_rot / 2;
     for (uint64_t i = 0; i < half; i++) {
         double theta = (double)pos * inv_freq[i];
-        if (m->rope_freqs) theta /= m->rope_freqs[i];
+        if (c->rope_div) theta /= c->rope_div[i];
         cs[2 * i] = (float)cos(theta);
         cs[2 * i + 1] = (float)sin(theta);
+        if (c->rope_mscale != 1.0f) cs[2 * i] *= c->rope_mscale, cs[2 * i + 1] *= c->rope_mscale;
     }
 }
 

@@ -54,6 +54,9 @@ struct herd_context {
     float *att_scratch;          /* per thread: a tile's scaled queries, running outputs and softmax state */
     uint32_t *att_tiles;         /* [max_batch_tokens]: the first token of each attention tile of a batch */
     double *rope_inv_freq;       /* [n_rot / 2]: base^(-2i / n_rot) x the linear scaling factor */
+    const float *rope_div;       /* [n_rot / 2] divisors of the angles (Llama 3.1's, or Phi-3's long or short ones for
+                            * this context's length), or NULL */
+    float rope_mscale;           /* cos and sin times this (rope.scaling.attn_factor) */
     float *rope_cs;              /* [max_batch_tokens][n_rot / 2][2]: cos, sin of each batch token's angles */
     double *rope_inv_freq_local; /* gemma3's sliding layers (base 10000, no scaling); NULL otherwise */
     float *rope_cs_local;        /* their cos, sin; NULL otherwise */

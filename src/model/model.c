@@ -163,16 +163,28 @@ enum herd_status herd_model_load(const char *path, struct herd_model **out, stru
     m->window_all = all_slide && d->n_swa < UINT32_MAX ? (uint32_t)d->n_swa : 0;
     const size_t q_dim = d->n_head * d->head_dim, kv_dim = d->n_head_kv * d->head_dim;
     const bool bias = m->arch->qkv_bias, qkn = m->arch->qk_norm, post = m->arch->gemma;
-    const struct herd_gguf_tensor *rf = herd_gguf_find_tensor(g, "rope_freqs.weight");
-    if (rf && (rf->n_elems != d->n_rot / 2 || !herd_ggml_type_info(rf->type)->computed)) {
-        rc = herd_error_set(err, HERD_E_FORMAT, "%s: rope_freqs.weight has %llu values; expected %llu", path,
-                            (unsigned long long)rf->n_elems, (unsigned long long)(d->n_rot / 2));
+    /* per-frequency RoPE divisors: Llama 3.1's, and Phi-3's LongRoPE pair */
+    const char *const factor_names[3] = {"rope_freqs.weight", "rope_factors_long.weight", "rope_factors_short.weight"};
+    const struct herd_gguf_tensor *factors[3];
+    size_t n_factors = 0;
+    for (int i = 0; i < 3; i++) {
+        const struct herd_gguf_tensor *t = factors[i] = herd_gguf_find_tensor(g, factor_names[i]);
+        if (t && (t->n_elems != d->n_rot / 2 || !herd_ggml_type_info(t->type)->computed)) {
+            rc = herd_error_set(err, HERD_E_FORMAT, "%s: %s has %llu values; expected %llu", path, factor_names[i],
+                                (unsigned long long)t->n_elems, (unsigned long long)(d->n_rot / 2));
+            goto fail;
+        }
+        if (t) n_factors++;
+    }
+    if (!factors[1] != !factors[2]) {
+        rc = herd_error_set(err, HERD_E_FORMAT, "%s: %s without %s", path, factor_names[factors[1] ? 1 : 2],
+                            factor_names[factors[1] ? 2 : 1]);
         goto fail;
     }
     const bool shexp = d->n_expert && m->arch->shared_expert;
     const size_t per_layer = 2 * d->n_embd + (bias ? q_dim + 2 * kv_dim : 0) + (qkn ? 2 * d->head_dim : 0) +
                              (post ? 2 * d->n_embd : 0) + (shexp ? d->n_embd : 0);
-    size_t n_f32 = d->n_embd + d->n_layer * per_layer + (rf ? d->n_rot / 2 : 0);
+    size_t n_f32 = d->n_embd + d->n_layer * per_layer + n_factors * (d->n_rot / 2);
     m->owned_f32 = malloc(n_f32 * sizeof(float));
     m->layers = calloc(d->n_layer, sizeof *m->layers);
     if (d->n_expert) m->experts = calloc(d->n_layer * 3 * d->n_expert, sizeof *m->experts);
@@ -190,9 +202,11 @@ enum herd_status herd_model_load(const char *path, struct herd_model **out, stru
     to_f32(herd_gguf_find_tensor(g, "output_norm.weight"), f);
     m->output_norm = f;
     f += d->n_embd;
-    if (rf) {
-        to_f32(rf, f);
-        m->rope_freqs = f;
+    const float **factor_dst[3] = {&m->rope_freqs, &m->rope_long, &m->rope_short};
+    for (int i = 0; i < 3; i++) {
+        if (!factors[i]) continue;
+        to_f32(factors[i], f);
+        *factor_dst[i] = f;
         f += d->n_rot / 2;
     }
     for (uint64_t l = 0; l < d->n_layer; l++) {

@@ -55,18 +55,20 @@ struct herd_model {
     struct herd_gguf *gguf; /* owns the mapping */
     struct herd_model_desc desc;
     const struct herd_arch_info *arch;
-    bool rope_neox;              /* rotate pairs (i, i + n_rot/2) (qwen, gemma, phi3); llama adjacent pairs */
-    float embd_scale;            /* gemma: embeddings times sqrt(n_embd); 1 otherwise */
-    float attn_scale;            /* the factor on q.k (herd_model_attn_scale) */
-    uint32_t window_all;         /* n_swa when every layer slides (Mistral, phi3), else 0: older KV blocks are freed */
-    const float *rope_freqs;     /* Llama 3.1 frequency divisors [n_rot/2], or NULL */
-    struct herd_matrix tok_embd; /* (n_vocab, n_embd) */
-    struct herd_matrix output;   /* (n_vocab, n_embd); tok_embd when tied */
-    const float *output_norm;    /* [n_embd] */
-    struct herd_layer *layers;   /* [n_layer] */
-    float *owned_f32;            /* backing store of the converted vectors */
-    struct herd_matrix *experts; /* backing store of the layers' expert views */
-    uint8_t *packed_store;       /* repacked quantized matrices (see herd_matrix_pack), or NULL */
+    bool rope_neox;          /* rotate pairs (i, i + n_rot/2) (qwen, gemma, phi3); llama adjacent pairs */
+    float embd_scale;        /* gemma: embeddings times sqrt(n_embd); 1 otherwise */
+    float attn_scale;        /* the factor on q.k (herd_model_attn_scale) */
+    uint32_t window_all;     /* n_swa when every layer slides (Mistral, phi3), else 0: older KV blocks are freed */
+    const float *rope_freqs; /* Llama 3.1 frequency divisors [n_rot/2], or NULL */
+    const float *rope_long, *rope_short; /* Phi-3 LongRoPE divisors [n_rot/2] for contexts above and within
+                                          * rope.scaling.original_context_length, or NULL */
+    struct herd_matrix tok_embd;         /* (n_vocab, n_embd) */
+    struct herd_matrix output;           /* (n_vocab, n_embd); tok_embd when tied */
+    const float *output_norm;            /* [n_embd] */
+    struct herd_layer *layers;           /* [n_layer] */
+    float *owned_f32;                    /* backing store of the converted vectors */
+    struct herd_matrix *experts;         /* backing store of the layers' expert views */
+    uint8_t *packed_store;               /* repacked quantized matrices (see herd_matrix_pack), or NULL */
     size_t packed_bytes;
 };
 

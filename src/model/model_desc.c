@@ -126,6 +126,10 @@ enum herd_status herd_model_desc_read(const struct herd_gguf *g, struct herd_mod
         double factor = 0.0;
         TRY(opt_arch_float(g, a, "rope.scaling.factor", &factor, err));
         if (strcmp(d->rope_scaling, "linear") == 0 && factor > 0) d->rope_freq_scale = 1.0 / factor;
+        d->rope_attn_factor = 1.0;
+        TRY(opt_arch_float(g, a, "rope.scaling.attn_factor", &d->rope_attn_factor, err));
+        d->n_ctx_orig = d->n_ctx_train;
+        TRY(opt_arch_uint(g, a, "rope.scaling.original_context_length", UINT32_MAX, &d->n_ctx_orig, err));
         TRY(opt_arch_float(g, a, "attention.layer_norm_rms_epsilon", &d->rms_eps, err));
         if (strcmp(a, "gemma2") == 0) { /* llama.cpp's values for gemma2 files without the keys */
             d->n_swa = 4096;
@@ -355,10 +359,14 @@ enum herd_status herd_model_desc_validate(const struct herd_gguf *g, const struc
         return herd_error_set(err, HERD_E_UNSUPPORTED,
                               "%s.attention.value_length = %llu differs from key_length %llu, which herd does not run",
                               d->arch, (unsigned long long)d->head_dim_v, (unsigned long long)d->head_dim);
-    if (d->rope_scaling[0] && strcmp(d->rope_scaling, "none") != 0 && strcmp(d->rope_scaling, "linear") != 0)
+    if (d->rope_scaling[0] && strcmp(d->rope_scaling, "none") != 0 && strcmp(d->rope_scaling, "linear") != 0 &&
+        strcmp(d->rope_scaling, "longrope") != 0 && strcmp(d->rope_scaling, "su") != 0)
         return herd_error_set(err, HERD_E_UNSUPPORTED,
-                              "%s.rope.scaling.type '%s' is not supported (none and linear are)", d->arch,
-                              d->rope_scaling);
+                              "%s.rope.scaling.type '%s' is not supported (none, linear and Phi-3's longrope are)",
+                              d->arch, d->rope_scaling);
+    if (!(d->rope_attn_factor > 0 && d->rope_attn_factor < 100))
+        return herd_error_set(err, HERD_E_INVALID, "%s.rope.scaling.attn_factor %g out of range", d->arch,
+                              d->rope_attn_factor);
     if (!(d->rope_freq_scale > 0 && d->rope_freq_scale <= 1) || !(d->attn_softcap >= 0 && d->attn_softcap < 1e6) ||
         !(d->final_softcap >= 0 && d->final_softcap < 1e6) || !(d->attn_scale >= 0 && d->attn_scale < 1e6))
         return herd_error_set(err, HERD_E_INVALID,
@@ -379,9 +387,6 @@ enum herd_status herd_model_desc_validate(const struct herd_gguf *g, const struc
     if ((rc = check_tensor(g, "token_embd.weight", true, 2, E, V, 1, err)) != HERD_OK) return rc;
     if ((rc = check_tensor(g, "output_norm.weight", true, 1, E, 1, 1, err)) != HERD_OK) return rc;
     if ((rc = check_tensor(g, "output.weight", false, 2, E, V, 1, err)) != HERD_OK) return rc;
-    if (herd_gguf_find_tensor(g, "rope_factors_long.weight") || herd_gguf_find_tensor(g, "rope_factors_short.weight"))
-        return herd_error_set(err, HERD_E_UNSUPPORTED,
-                              "tensor 'rope_factors_long.weight': LongRoPE (Phi-3 128k) is not supported yet");
     if (herd_gguf_find_tensor(g, "output.bias"))
         return herd_error_set(err, HERD_E_UNSUPPORTED, "tensor 'output.bias' (an output bias) is not supported");
     const bool bias = arch->qkv_bias, qkn = arch->qk_norm, post = arch->gemma, moe = d->n_expert > 0;

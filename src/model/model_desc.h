@@ -33,18 +33,20 @@ struct herd_model_desc {
     uint64_t n_layer;
     uint64_t n_ff;
     uint64_t n_head;
-    uint64_t n_head_kv;     /* defaults to n_head */
-    uint64_t head_dim;      /* attention.key_length, else n_embd / n_head */
-    uint64_t head_dim_v;    /* attention.value_length, else head_dim (the engine needs them equal) */
-    uint64_t n_rot;         /* rope.dimension_count, defaults to head_dim */
-    double rope_freq_base;  /* defaults to 10000 */
-    double rope_freq_scale; /* 1 / rope.scaling.factor with rope.scaling.type "linear"; 1 otherwise */
-    char rope_scaling[16];  /* rope.scaling.type, "" if absent */
-    double rms_eps;         /* defaults to 1e-5 */
-    uint64_t n_swa;         /* attention.sliding_window: keys a sliding layer sees, 0 when none */
-    double attn_softcap;    /* attn_logit_softcapping (gemma2), 0 when none */
-    double final_softcap;   /* final_logit_softcapping (gemma2), 0 when none */
-    double attn_scale;      /* attention.scale, else the architecture's default (see herd_model_attn_scale) */
+    uint64_t n_head_kv;      /* defaults to n_head */
+    uint64_t head_dim;       /* attention.key_length, else n_embd / n_head */
+    uint64_t head_dim_v;     /* attention.value_length, else head_dim (the engine needs them equal) */
+    uint64_t n_rot;          /* rope.dimension_count, defaults to head_dim */
+    double rope_freq_base;   /* defaults to 10000 */
+    double rope_freq_scale;  /* 1 / rope.scaling.factor with rope.scaling.type "linear"; 1 otherwise */
+    char rope_scaling[16];   /* rope.scaling.type, "" if absent */
+    double rope_attn_factor; /* rope.scaling.attn_factor: cos and sin scaled by it (Phi-3 LongRoPE), 1 if absent */
+    uint64_t n_ctx_orig;     /* rope.scaling.original_context_length, else n_ctx_train */
+    double rms_eps;          /* defaults to 1e-5 */
+    uint64_t n_swa;          /* attention.sliding_window: keys a sliding layer sees, 0 when none */
+    double attn_softcap;     /* attn_logit_softcapping (gemma2), 0 when none */
+    double final_softcap;    /* final_logit_softcapping (gemma2), 0 when none */
+    double attn_scale;       /* attention.scale, else the architecture's default (see herd_model_attn_scale) */
     /* mixture of experts (0 experts: a dense FFN) */
     uint64_t n_expert, n_expert_used; /* expert_count, expert_used_count */
     uint64_t n_ff_exp;                /* expert_feed_forward_length, else n_ff */

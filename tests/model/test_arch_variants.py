@@ -14,7 +14,9 @@ published definition (Hugging Face's modeling code):
     layer in six with its own RoPE base and linear scaling, base 10000 on the
     sliding ones;
   - phi3: Q, K, V in one attn_qkv matrix, gate and up in one ffn_up, sliding
-    window on every layer;
+    window on every layer; LongRoPE (Phi-3 128k): long or short per-frequency
+    divisors by the context against the original one, cos and sin scaled by
+    rope.scaling.attn_factor;
   - mixture of experts: mixtral (llama with 8 experts, top 2, weights
     renormalised), qwen2moe (top-k weights as they are, plus a shared
     expert behind a sigmoid gate), qwen3moe (Q/K norms, renormalised top 4
@@ -55,7 +57,8 @@ def case(arch, **kw):
     """A model's shape and features; keys not given take these defaults."""
     c = dict(arch=arch, layers=2, heads=4, kv=2, hd=16, base=10000.0, neox=True, biases=False, freqs=False,
              qk_norm=False, gemma=False, fused=False, window=0, swa_period=0, local_rope=False, linear=1.0,
-             attn_cap=0.0, final_cap=0.0, tied=False, experts=0, used=0, ffe=48, norm=False, shexp=False)
+             attn_cap=0.0, final_cap=0.0, tied=False, experts=0, used=0, ffe=48, norm=False, shexp=False,
+             longrope=None)
     c.update(kw)
     return c
 
@@ -113,6 +116,9 @@ def weights(c, seed):
             w[p + "post_ffw_norm.weight"] = 1 + nrm((E,), 0.2)
     if c["freqs"]:
         w["rope_freqs.weight"] = (1.0 + 7.0 * rng.random(HD // 2)).astype(np.float32)
+    if c["longrope"]:
+        w["rope_factors_long.weight"] = (1.0 + 30.0 * rng.random(HD // 2)).astype(np.float32)
+        w["rope_factors_short.weight"] = (1.0 + 0.5 * rng.random(HD // 2)).astype(np.float32)
     return w
 
 
@@ -141,6 +147,9 @@ def write_model(c, w, path):
         if c["shexp"]:
             wr.add(a + ".expert_shared_feed_forward_length", G.UINT32, FF)
         wr.add(a + ".expert_weights_norm", G.BOOL, c["norm"])
+    if c["longrope"]:  # as llama.cpp's converter writes Phi-3 128k
+        wr.add(a + ".rope.scaling.attn_factor", G.FLOAT32, c["longrope"][1])
+        wr.add(a + ".rope.scaling.original_context_length", G.UINT32, c["longrope"][0])
     if c["linear"] != 1.0:
         wr.add(a + ".rope.scaling.type", G.STRING, "linear")
         wr.add(a + ".rope.scaling.factor", G.FLOAT32, c["linear"])
@@ -167,8 +176,12 @@ def forward(c, w):
         theta = base ** (-2.0 * np.arange(half) / HD) / scale
         if c["freqs"]:
             theta = theta / f["rope_freqs.weight"]
+        mscale = 1.0
+        if c["longrope"]:  # llama.cpp's choice: long factors when the context (herd eval: the ids) exceeds the original
+            orig, mscale = c["longrope"]
+            theta = theta / f["rope_factors_long.weight" if T > orig else "rope_factors_short.weight"]
         ang = pos[:, None] * theta[None, :]
-        return np.cos(ang)[:, None, :], np.sin(ang)[:, None, :]
+        return mscale * np.cos(ang)[:, None, :], mscale * np.sin(ang)[:, None, :]
 
     global_cs = angles(c["base"], c["linear"])
     local_cs = angles(10000.0, 1.0) if c["local_rope"] else global_cs
@@ -284,6 +297,9 @@ cases = [
     ("gemma3 linear rope", case("gemma3", layers=6, hd=32, qk_norm=True, gemma=True, window=7, swa_period=6,
                                 local_rope=True, base=1000000.0, linear=8.0, tied=True), dict(linear=1.0)),
     ("phi3", case("phi3", fused=True, window=9), dict(window=0)),
+    ("phi3 LongRoPE, long factors", case("phi3", fused=True, window=9, longrope=(16, 1.19)), dict(longrope=(4096, 1.19))),
+    ("phi3 LongRoPE, short factors", case("phi3", fused=True, window=9, longrope=(4096, 1.19)), dict(longrope=(16, 1.19))),
+    ("phi3 LongRoPE attn_factor", case("phi3", fused=True, window=9, longrope=(16, 1.19)), dict(longrope=(16, 1.0))),
     ("mixtral", case("llama", neox=False, experts=8, used=2, norm=True), dict(norm=False)),
     ("qwen2moe", case("qwen2moe", biases=True, experts=8, used=2, shexp=True), dict(shexp=False)),
     ("qwen2moe top-k weights", case("qwen2moe", biases=True, experts=8, used=2, shexp=True), dict(norm=True)),
