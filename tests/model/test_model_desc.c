@@ -8,6 +8,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <math.h>
+
 #include "herd/gguf.h"
 #include "model/model_desc.h"
 #include "test_util.h"
@@ -25,10 +27,19 @@ struct spec {
     const char *drop_tensor;
     enum herd_ggml_type matrix_type;
     bool head_count_kv_3;
+    /* one more ARCH.* key of each kind, when named */
+    const char *u32_key;
+    uint32_t u32_val;
+    const char *f32_key;
+    float f32_val;
+    const char *str_key, *str_val;
+    /* experts (0: a dense FFN) and the expert count the up tensor claims (0: experts) */
+    uint32_t experts, used, up_exps_count;
 };
 
 static struct spec good(void) {
-    return (struct spec){"llama", 1, false, false, "<0x41>", 1, VOCAB, NULL, HERD_GGML_TYPE_F32, false};
+    return (struct spec){"llama",        1, false, false, "<0x41>", 1, VOCAB, NULL, HERD_GGML_TYPE_F32, false,
+                         .u32_key = NULL};
 }
 
 static void write_model(const struct spec *s, const char *path) {
@@ -48,6 +59,19 @@ static void write_model(const struct spec *s, const char *path) {
     ARCH_U32("feed_forward_length", FF);
     ARCH_U32("attention.head_count", 2);
     ARCH_U32("attention.head_count_kv", s->head_count_kv_3 ? 3 : 1);
+    if (s->u32_key) ARCH_U32(s->u32_key, s->u32_val);
+    if (s->f32_key) {
+        snprintf(key, sizeof key, "%s.%s", s->arch, s->f32_key);
+        OK(herd_gguf_writer_add_f32(w, key, s->f32_val, &err));
+    }
+    if (s->str_key) {
+        snprintf(key, sizeof key, "%s.%s", s->arch, s->str_key);
+        OK(herd_gguf_writer_add_string(w, key, s->str_val, &err));
+    }
+    if (s->experts) {
+        ARCH_U32("expert_count", s->experts);
+        ARCH_U32("expert_used_count", s->used);
+    }
     OK(herd_gguf_writer_add_string(w, "tokenizer.ggml.model", "llama", &err));
     char long_tok[5000];
     memset(long_tok, 'x', sizeof long_tok - 1);
@@ -66,32 +90,43 @@ static void write_model(const struct spec *s, const char *path) {
     OK(herd_gguf_writer_add_array(w, "tokenizer.ggml.token_type", HERD_GGUF_VTYPE_I32, VOCAB, types, &err));
     OK(herd_gguf_writer_add_u32(w, "tokenizer.ggml.bos_token_id", s->bos, &err));
 
+    const uint64_t X = s->experts, XU = s->up_exps_count ? s->up_exps_count : X;
     struct {
         const char *name;
-        uint64_t ne0, ne1;
+        uint64_t ne0, ne1, ne2;
     } tensors[] = {
-        {"token_embd.weight", EMBD, s->embd_rows}, {"output_norm.weight", EMBD, 1},
-        {"blk.0.attn_norm.weight", EMBD, 1},       {"blk.0.attn_q.weight", EMBD, EMBD},
-        {"blk.0.attn_k.weight", EMBD, EMBD / 2},   {"blk.0.attn_v.weight", EMBD, EMBD / 2},
-        {"blk.0.attn_output.weight", EMBD, EMBD},  {"blk.0.ffn_norm.weight", EMBD, 1},
-        {"blk.0.ffn_gate.weight", EMBD, FF},       {"blk.0.ffn_up.weight", EMBD, FF},
-        {"blk.0.ffn_down.weight", FF, EMBD},
+        {"token_embd.weight", EMBD, s->embd_rows, 1},
+        {"output_norm.weight", EMBD, 1, 1},
+        {"blk.0.attn_norm.weight", EMBD, 1, 1},
+        {"blk.0.attn_q.weight", EMBD, EMBD, 1},
+        {"blk.0.attn_k.weight", EMBD, EMBD / 2, 1},
+        {"blk.0.attn_v.weight", EMBD, EMBD / 2, 1},
+        {"blk.0.attn_output.weight", EMBD, EMBD, 1},
+        {"blk.0.ffn_norm.weight", EMBD, 1, 1},
+        {X ? "blk.0.ffn_gate_inp.weight" : "blk.0.ffn_gate.weight", EMBD, X ? X : FF, 1},
+        {X ? "blk.0.ffn_gate_exps.weight" : "blk.0.ffn_up.weight", EMBD, FF, X ? X : 1},
+        {X ? "blk.0.ffn_up_exps.weight" : "blk.0.ffn_down.weight", X ? EMBD : FF, X ? FF : EMBD, X ? XU : 1},
+        {X ? "blk.0.ffn_down_exps.weight" : NULL, FF, EMBD, X ? X : 1},
     };
-    size_t n = sizeof tensors / sizeof tensors[0];
+    size_t n = sizeof tensors / sizeof tensors[0] - (X ? 0 : 1);
     enum herd_ggml_type ttype[16];
     for (size_t i = 0; i < n; i++) {
         if (s->drop_tensor && strcmp(s->drop_tensor, tensors[i].name) == 0) continue;
-        uint64_t ne[2] = {tensors[i].ne0, tensors[i].ne1};
-        ttype[i] = tensors[i].ne1 > 1 ? s->matrix_type : HERD_GGML_TYPE_F32;
-        OK(herd_gguf_writer_add_tensor(w, tensors[i].name, ttype[i], tensors[i].ne1 > 1 ? 2 : 1, ne, &err));
+        uint64_t ne[3] = {tensors[i].ne0, tensors[i].ne1, tensors[i].ne2};
+        const uint32_t dims = tensors[i].ne2 > 1 ? 3 : tensors[i].ne1 > 1 ? 2 : 1;
+        ttype[i] = dims > 1 ? s->matrix_type : HERD_GGML_TYPE_F32;
+        OK(herd_gguf_writer_add_tensor(w, tensors[i].name, ttype[i], dims, ne, &err));
     }
     OK(herd_gguf_writer_begin(w, path, &err));
     static uint8_t zeros[1 << 16];
     for (size_t i = 0; i < n; i++) {
         if (s->drop_tensor && strcmp(s->drop_tensor, tensors[i].name) == 0) continue;
-        uint64_t ne[2] = {tensors[i].ne0, tensors[i].ne1}, bytes;
-        OK(herd_ggml_tensor_nbytes(ttype[i], 2, ne, NULL, &bytes, &err));
-        OK(herd_gguf_writer_put_tensor_data(w, zeros, bytes, &err));
+        uint64_t ne[3] = {tensors[i].ne0, tensors[i].ne1, tensors[i].ne2}, bytes;
+        OK(herd_ggml_tensor_nbytes(ttype[i], 3, ne, NULL, &bytes, &err));
+        uint8_t *data = bytes > sizeof zeros ? calloc(1, bytes) : zeros; /* 1000 experts: 8 MB */
+        assert_non_null(data);
+        OK(herd_gguf_writer_put_tensor_data(w, data, bytes, &err));
+        if (data != zeros) free(data);
     }
     OK(herd_gguf_writer_finish(w, &err));
     herd_gguf_writer_destroy(w);
@@ -178,6 +213,40 @@ static void test_unsupported_arch_and_heads(void **state) {
     expect(&s, HERD_E_INVALID, "head_count_kv = 3");
 }
 
+/* The other families' keys and tensors: each wrong value is an error naming it. */
+static void test_families(void **state) {
+    (void)state;
+    struct spec s = good();
+    s.arch = "qwen3"; /* no Q/K norms */
+    expect(&s, HERD_E_NOT_FOUND, "required tensor 'blk.0.attn_q_norm.weight' is missing");
+    s.arch = "gemma2";
+    expect(&s, HERD_E_NOT_FOUND, "required tensor 'blk.0.post_attention_norm.weight' is missing");
+    s = good();
+    s.u32_key = "attention.value_length", s.u32_val = 8;
+    expect(&s, HERD_E_UNSUPPORTED, "value_length = 8 differs from key_length 16");
+    s = good();
+    s.u32_key = "attention.key_length", s.u32_val = 0;
+    expect(&s, HERD_E_INVALID, "head size 0");
+    s = good();
+    s.str_key = "rope.scaling.type", s.str_val = "yarn";
+    expect(&s, HERD_E_UNSUPPORTED, "rope.scaling.type 'yarn' is not supported");
+    s = good();
+    s.f32_key = "attn_logit_softcapping", s.f32_val = NAN;
+    expect(&s, HERD_E_INVALID, "llama.attn_logit_softcapping' is not a finite number");
+    s.f32_val = -1.0f;
+    expect(&s, HERD_E_INVALID, "logit softcapping (-1, 0)");
+    s = good();
+    s.experts = 4, s.used = 2;
+    expect(&s, HERD_OK, NULL);
+    s.used = 5;
+    expect(&s, HERD_E_INVALID, "expert_used_count = 5 with expert_count 4");
+    s.used = 2, s.up_exps_count = 3;
+    expect(&s, HERD_E_FORMAT, "tensor 'blk.0.ffn_up_exps.weight' has shape [32, 64, 3, 1]; expected [32, 64, 4]");
+    s = good();
+    s.experts = 1000, s.used = 2;
+    expect(&s, HERD_E_INVALID, "llama.expert_count");
+}
+
 static void test_fixtures_and_estimate(void **state) {
     (void)state;
     char p[512];
@@ -213,9 +282,13 @@ static void test_fixtures_and_estimate(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_good_model_validates),       cmocka_unit_test(test_a7_block_count),
-        cmocka_unit_test(test_a7_tokenizer_arrays),        cmocka_unit_test(test_a7_tensors),
-        cmocka_unit_test(test_unsupported_arch_and_heads), cmocka_unit_test(test_fixtures_and_estimate),
+        cmocka_unit_test(test_good_model_validates),
+        cmocka_unit_test(test_a7_block_count),
+        cmocka_unit_test(test_a7_tokenizer_arrays),
+        cmocka_unit_test(test_a7_tensors),
+        cmocka_unit_test(test_unsupported_arch_and_heads),
+        cmocka_unit_test(test_fixtures_and_estimate),
+        cmocka_unit_test(test_families),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
