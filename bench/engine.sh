@@ -5,7 +5,7 @@
 # bench/results/engine-<UTC date>.json.
 #
 #   bench/engine.sh [--reps R] [--threads N] [--quick] [--rows "SHAPE TYPE,..."]
-#                   [--llama-bench PATH] [--llama-quantize PATH]
+#                   [--llama-bench PATH] [--llama-quantize PATH] [--llama-batched-bench PATH]
 #
 # --quick: smollm-135m only, fewer tokens (a smoke run, not a result).
 # --rows: the models to run, e.g. "tinyllama-1.1b Q4_K_M,smollm-135m Q6_K".
@@ -17,9 +17,12 @@
 # with the same threads, -p 512 -n 128 -mmp 0 (llama.cpp reads faster from
 # loaded memory than from its mmap on these machines: the peer at its
 # best), and put its numbers beside herd's.
+# --llama-batched-bench PATH: also time llama.cpp's 16-sequence decode the way
+# herd bench's tgN-b16 does (16 prompts of 128 tokens, then N steps of one
+# token each; --no-mmap), for the tgN-b16 row.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-reps=3 threads=$(nproc) quick=0 llama="" lquant="" rows_arg=""
+reps=3 threads=$(nproc) quick=0 llama="" lquant="" lbatched="" rows_arg=""
 while [ $# -gt 0 ]; do
     case $1 in
         --reps) reps=$2; shift 2 ;;
@@ -27,8 +30,9 @@ while [ $# -gt 0 ]; do
         --quick) quick=1; shift ;;
         --llama-bench) llama=$2; shift 2 ;;
         --llama-quantize) lquant=$2; shift 2 ;;
+        --llama-batched-bench) lbatched=$2; shift 2 ;;
         --rows) rows_arg=$2; shift 2 ;;
-        *) echo "usage: bench/engine.sh [--reps R] [--threads N] [--quick] [--rows \"SHAPE TYPE,...\"] [--llama-bench PATH] [--llama-quantize PATH]" >&2; exit 2 ;;
+        *) echo "usage: bench/engine.sh [--reps R] [--threads N] [--quick] [--rows \"SHAPE TYPE,...\"] [--llama-bench PATH] [--llama-quantize PATH] [--llama-batched-bench PATH]" >&2; exit 2 ;;
     esac
 done
 HERD=build/bin/herd
@@ -63,6 +67,11 @@ for row in "${rows[@]}"; do
     else
         echo '[]' >"$tmp/llama-$i.json"
     fi
+    if [ -n "$lbatched" ]; then
+        "$lbatched" -m "$f" -c 4096 -b 2048 -ub 512 -npp 128 -ntg $n -npl 16 -t "$threads" --no-mmap \
+            --output-format jsonl 2>/dev/null | grep '^{"n_kv_max"' >"$tmp/batched-$i.json" || true
+    fi
+    [ -f "$tmp/batched-$i.json" ] || : >"$tmp/batched-$i.json"
     echo "$1 $2" >"$tmp/name-$i"
     i=$((i + 1))
 done
@@ -77,7 +86,12 @@ for i in range(n):
     h = json.load(open(os.path.join(tmp, "herd-%d.json" % i)))
     l = json.load(open(os.path.join(tmp, "llama-%d.json" % i)))
     peer = {}
+    for line in open(os.path.join(tmp, "batched-%d.json" % i)):
+        r = json.loads(line)
+        peer["tg%d-b%d" % (r["tg"], r["pl"])] = r["speed_tg"]
+        l = l + [{"batched_bench": r}]
     for r in l:
+        if "batched_bench" in r: continue
         if r.get("n_prompt", 0) and not r.get("n_gen", 0): peer["pp%d" % r["n_prompt"]] = r["avg_ts"]
         if r.get("n_gen", 0) and not r.get("n_prompt", 0): peer["tg%d" % r["n_gen"]] = r["avg_ts"]
     for r in h["results"]:
