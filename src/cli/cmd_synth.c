@@ -46,13 +46,16 @@ int herd_cmd_synth(int argc, char **argv) {
     int prc = cli_parse(&cmd, opts, argc, argv, NULL, &n_pos);
     if (prc != CLI_OK) return prc == CLI_EXIT_OK ? 0 : prc;
     if (list) {
-        printf("%-16s %-7s %6s %6s %6s %8s %8s %6s %8s %10s %6s %s\n", "shape", "arch", "n_embd", "layers", "heads",
-               "kv_heads", "head_dim", "n_ff", "n_ctx", "rope_base", "window", "tied");
+        printf("%-18s %-8s %6s %6s %6s %8s %8s %6s %8s %10s %6s %-4s %s\n", "shape", "arch", "n_embd", "layers",
+               "heads", "kv_heads", "head_dim", "n_ff", "n_ctx", "rope_base", "window", "tied", "experts");
         for (size_t i = 0; herd_synth_shape_at(i); i++) {
             const struct herd_synth_shape *s = herd_synth_shape_at(i);
-            printf("%-16s %-7s %6u %6u %6u %8u %8u %6u %8u %10g %6u %s\n", s->name, s->arch ? s->arch : "llama",
+            char experts[48] = "-";
+            if (s->n_expert)
+                snprintf(experts, sizeof experts, "%u of %u used, %u wide", s->n_expert_used, s->n_expert, s->n_ff_exp);
+            printf("%-18s %-8s %6u %6u %6u %8u %8u %6u %8u %10g %6u %-4s %s\n", s->name, s->arch ? s->arch : "llama",
                    s->n_embd, s->n_layer, s->n_head, s->n_head_kv, s->head_dim ? s->head_dim : s->n_embd / s->n_head,
-                   s->n_ff, s->n_ctx, s->rope_freq_base, s->n_swa, s->tied ? "yes" : "no");
+                   s->n_ff, s->n_ctx, s->rope_freq_base, s->n_swa, s->tied ? "yes" : "no", experts);
         }
         return 0;
     }
