@@ -1,7 +1,14 @@
 /* Text -> token ids for a model's vocabulary: SentencePiece ("llama",
  * tokenizer_spm.c) and byte-level BPE ("gpt2", tokenizer_bpe.c, for the
- * pre-tokenizers listed there; others are refused by name). Special-token
- * text in the input is treated as plain text. */
+ * pre-tokenizers listed there; others are refused by name).
+ *
+ * Added tokens come first, as in llama.cpp (llama_vocab::tokenizer_st_partition):
+ * the text is cut at the text of every USER_DEFINED token, and with
+ * HERD_TOK_PARSE_SPECIAL also of every CONTROL and UNKNOWN token; only the
+ * pieces between them go through SentencePiece or BPE. The tokens are taken
+ * longest text first (equal lengths: lower id first), each one at all its
+ * places, left to right, in the pieces the longer ones left; a token that
+ * strips (see struct herd_added) removes the ASCII whitespace next to it. */
 #ifndef HERD_TOKENIZER_TOKENIZER_H
 #define HERD_TOKENIZER_TOKENIZER_H
 
@@ -14,6 +21,27 @@
 
 struct herd_bpe;
 
+/* One added token (CONTROL, USER_DEFINED or UNKNOWN with text), in the order
+ * they are matched. GGUF files carry no lstrip/rstrip/normalized attributes:
+ * the strips are llama.cpp's per-model rules (Phi-3's added tokens strip
+ * the whitespace after them, except <unk>, <s> and <|endoftext|>), and the
+ * converter already wrote non-normalized tokens in their normalized form. */
+struct herd_added {
+    int32_t id;
+    uint32_t len;  /* bytes of its text */
+    uint8_t flags; /* HERD_ADDED_* */
+};
+
+enum {
+    HERD_ADDED_PARSE_ONLY = 1u, /* CONTROL or UNKNOWN: matched only with HERD_TOK_PARSE_SPECIAL */
+    HERD_ADDED_LSTRIP = 2u,     /* drops ASCII whitespace before it */
+    HERD_ADDED_RSTRIP = 4u,     /* drops ASCII whitespace after it */
+};
+
+/* Buckets of the added-token index: one per first two bytes, then one per
+ * first byte for one-byte tokens. */
+#define HERD_ADDED_BUCKETS (65536u + 256u)
+
 struct herd_tokenizer {
     const struct herd_vocab *vocab;
     struct herd_bpe *bpe; /* merges and pre-tokenizer, BPE vocabularies only */
@@ -22,10 +50,17 @@ struct herd_tokenizer {
      * character (no token holds "x▁"), and around "\n" (no multi-byte token
      * holds a newline). Computed from the vocabulary at create. */
     bool spm_cut_before_space, spm_cut_at_newline;
-    /* control and user-defined tokens, longest text first, for PARSE_SPECIAL */
-    int32_t *specials;
-    uint32_t n_specials;
-    int32_t *slots; /* open-addressing table of token ids by text, -1 empty */
+    /* added tokens in matching order (longest text first) and an index of
+     * them by their first bytes, so one pass over the text finds which ones
+     * occur: bucket b holds added[bucket_items[bucket_start[b] ..
+     * bucket_start[b + 1])], in matching order */
+    struct herd_added *added;
+    uint32_t n_added;
+    uint32_t n_user;         /* of them USER_DEFINED (matched without PARSE_SPECIAL) */
+    uint32_t *bucket_start;  /* [HERD_ADDED_BUCKETS + 1] */
+    uint32_t *bucket_items;  /* [n_added] */
+    uint8_t first_byte[256]; /* bit 1: a USER_DEFINED token starts with the byte, bit 2: a PARSE_ONLY one */
+    int32_t *slots;          /* open-addressing table of token ids by text, -1 empty */
     uint32_t mask;
 };
 

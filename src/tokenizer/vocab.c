@@ -6,6 +6,7 @@
 
 #include "base/assert.h"
 #include "base/utf8.h"
+#include "base/vocab_limits.h"
 
 static int32_t opt_id(const struct herd_gguf *g, const char *key, uint32_t n) {
     uint64_t v;
@@ -70,6 +71,12 @@ enum herd_status herd_vocab_load(const struct herd_gguf *g, struct herd_vocab **
     herd_gguf_str_iter_init(&it, &tokens);
     for (uint32_t i = 0; i < n; i++) {
         herd_gguf_str_iter_next(&it, &v->text[i]);
+        if (v->text[i].len > HERD_MAX_TOKEN_BYTES) {
+            const unsigned long long bytes = v->text[i].len;
+            herd_vocab_destroy(v);
+            return herd_error_set(err, HERD_E_INVALID, "tokenizer.ggml.tokens[%u] is %llu bytes long (at most %u)", i,
+                                  bytes, HERD_MAX_TOKEN_BYTES);
+        }
         int64_t t = have_types ? herd_gguf_array_i64(&types, i) : HERD_TOKEN_NORMAL;
         v->type[i] = (uint8_t)(t >= 0 && t <= 6 ? t : HERD_TOKEN_NORMAL);
         if (have_scores) v->score[i] = (float)herd_gguf_array_f64(&scores, i);

@@ -238,6 +238,113 @@ static void test_parse_special(void **state) {
     close_vocab(&f);
 }
 
+/* Re-creates f's tokenizer after the test changed token types. */
+static void rebuild(struct fixture *f) {
+    struct herd_error err = {0};
+    herd_tokenizer_destroy(f->tk);
+    if (herd_tokenizer_create(f->v, &f->tk, &err) != HERD_OK) fail_msg("%s", err.msg);
+}
+
+static uint32_t tok_flags(struct fixture *f, const char *text, unsigned flags, int32_t *ids) {
+    struct herd_error err = {0};
+    uint32_t n = 0;
+    if (herd_tokenize(f->tk, text, strlen(text), flags, ids, 4096, &n, &err) != HERD_OK) fail_msg("%s", err.msg);
+    return n;
+}
+
+static int32_t id_of(struct fixture *f, const char *text) {
+    int32_t id = herd_tokenizer_find(f->tk, text, strlen(text));
+    assert_true(id >= 0);
+    return id;
+}
+
+/* Added tokens as llama.cpp matches them: USER_DEFINED ones also without
+ * HERD_TOK_PARSE_SPECIAL, CONTROL ones only with it; the longest text first
+ * wherever it is (not the leftmost match), each piece of plain text after an
+ * added token with SentencePiece's space prefix. */
+static void test_added_tokens_longest_first(void **state) {
+    (void)state;
+    char p[512];
+    struct fixture f;
+    open_vocab(&f, test_data_path("ggml-vocab-llama-spm.gguf", p, sizeof p));
+    const int32_t he = id_of(&f, "He"), ello = id_of(&f, "ello"), h = id_of(&f, "\xe2\x96\x81H");
+    int32_t ids[64], want[64];
+    const uint32_t n_plain = tok(&f, "Hello", want);
+    f.v->type[he] = f.v->type[ello] = HERD_TOKEN_USER_DEFINED;
+    rebuild(&f);
+    /* "ello" (4 bytes) is taken before "He" (2 bytes), though "He" starts first */
+    assert_int_equal(tok(&f, "Hello", ids), 2);
+    assert_int_equal(ids[0], h);
+    assert_int_equal(ids[1], ello);
+    /* the text after an added token gets the space prefix, as at the start */
+    uint32_t n = tok(&f, "Hello world", ids);
+    struct herd_error err = {0};
+    uint32_t n_rest = 0;
+    assert_int_equal(herd_tokenize_spm(f.tk, " world", 6, true, want, 64, &n_rest, &err), HERD_OK);
+    assert_int_equal(n, 2 + n_rest);
+    assert_memory_equal(ids + 2, want, n_rest * sizeof *ids);
+    /* as CONTROL tokens they count only with PARSE_SPECIAL */
+    f.v->type[he] = f.v->type[ello] = HERD_TOKEN_CONTROL;
+    rebuild(&f);
+    assert_int_equal(tok(&f, "Hello", ids), n_plain);
+    assert_int_equal(tok_flags(&f, "Hello", HERD_TOK_PARSE_SPECIAL, ids), 2);
+    assert_int_equal(ids[1], ello);
+    /* every place of a token, and the text between them */
+    assert_int_equal(tok_flags(&f, "elloelloHe", HERD_TOK_PARSE_SPECIAL, ids), 3);
+    assert_int_equal(ids[0], ello);
+    assert_int_equal(ids[1], ello);
+    assert_int_equal(ids[2], he);
+    close_vocab(&f);
+}
+
+/* Strips: an RSTRIP token drops the ASCII whitespace after it, an LSTRIP
+ * one the whitespace before it (flags set by hand here: no supported
+ * vocabulary has an LSTRIP rule). */
+static void test_added_token_strips(void **state) {
+    (void)state;
+    char p[512];
+    struct fixture f;
+    open_vocab(&f, test_data_path("ggml-vocab-llama-spm.gguf", p, sizeof p));
+    const int32_t eos = 2;
+    int32_t ids[64], want[64];
+    const uint32_t n_b = tok(&f, "b", want); /* "▁b": the text after a token gets the prefix */
+    for (uint32_t k = 0; k < f.tk->n_added; k++)
+        if (f.tk->added[k].id == eos) f.tk->added[k].flags |= HERD_ADDED_RSTRIP | HERD_ADDED_LSTRIP;
+    uint32_t n = tok_flags(&f, "a \t</s> \n\r\tb", HERD_TOK_PARSE_SPECIAL, ids);
+    assert_int_equal(n, 2 + n_b);
+    assert_int_equal(ids[1], eos);
+    assert_memory_equal(ids + 2, want, n_b * sizeof *ids);
+    /* only whitespace around it: nothing but the token is left */
+    assert_int_equal(tok_flags(&f, "  </s>  ", HERD_TOK_PARSE_SPECIAL, ids), 1);
+    assert_int_equal(ids[0], eos);
+    close_vocab(&f);
+}
+
+/* Phi-3 (general.name "Phi3"): llama.cpp's rule strips the whitespace after
+ * its added tokens except <unk>, <s> and <|endoftext|>; its </s> is
+ * USER_DEFINED, so it is a token even without PARSE_SPECIAL. */
+static void test_phi3_added_tokens(void **state) {
+    (void)state;
+    char q[512];
+    if (!test_shared_path("fixtures/tokenizer/ggml-vocab-phi-3.gguf", q, sizeof q)) skip();
+    struct fixture f;
+    open_vocab(&f, q);
+    int32_t ids[64], hi[16], nl_hi[16];
+    const uint32_t n_hi = tok(&f, "Hi", hi), n_nl_hi = tok(&f, "\nHi", nl_hi);
+    uint32_t n = tok_flags(&f, "<|user|>\n Hi", HERD_TOK_PARSE_SPECIAL, ids);
+    assert_int_equal(n, 1 + n_hi);
+    assert_int_equal(ids[0], 32010);
+    assert_memory_equal(ids + 1, hi, n_hi * sizeof *ids);
+    n = tok_flags(&f, "<s>\nHi", HERD_TOK_PARSE_SPECIAL, ids); /* <s> keeps the newline */
+    assert_int_equal(n, 1 + n_nl_hi);
+    assert_int_equal(ids[0], 1);
+    assert_memory_equal(ids + 1, nl_hi, n_nl_hi * sizeof *ids);
+    n = tok(&f, "Hi</s>  Hi", ids);
+    assert_int_equal(n, 2 * n_hi + 1);
+    assert_int_equal(ids[n_hi], 2);
+    close_vocab(&f);
+}
+
 /* The default model's 512-token vocabulary round-trips llama2.c's texts:
  * tokenize, then detokenize, gives the text back byte for byte. */
 static void test_stories260k_round_trip(void **state) {
@@ -310,6 +417,9 @@ int main(void) {
         cmocka_unit_test(test_parse_special),
         cmocka_unit_test(test_stories260k_round_trip),
         cmocka_unit_test(test_spm_segments_equal_whole_pass),
+        cmocka_unit_test(test_added_tokens_longest_first),
+        cmocka_unit_test(test_added_token_strips),
+        cmocka_unit_test(test_phi3_added_tokens),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
