@@ -16,11 +16,14 @@ static const struct cli_command cmd = {
                "GGUF that herd and llama.cpp both run.",
     .details = "llama2c: CHECKPOINT is a .bin (legacy float32, or version 1/2 headers); the output carries the\n"
                "SentencePiece vocabulary with scores and token types, BOS 1, EOS 2.\n"
-               "hf: MODEL_DIR holds config.json (LlamaForCausalLM, MistralForCausalLM or Qwen2ForCausalLM),\n"
-               "model.safetensors or its shards with model.safetensors.index.json (F32, F16, BF16), and\n"
+               "hf: MODEL_DIR holds config.json (LlamaForCausalLM, MistralForCausalLM, MixtralForCausalLM,\n"
+               "Qwen2ForCausalLM, Qwen3ForCausalLM, Qwen2MoeForCausalLM, Qwen3MoeForCausalLM, Gemma2ForCausalLM,\n"
+               "Gemma3ForCausalLM or Phi3ForCausalLM), model.safetensors or its shards with\n"
+               "model.safetensors.index.json (F32, F16, BF16), and\n"
                "tokenizer.json (SentencePiece-style or byte-level BPE) with tokenizer_config.json; the output\n"
                "carries the vocabulary, special tokens and chat template. --type defaults to the weights' own type.\n"
-               "Matrices whose rows are not a multiple of the type's block size stay F32; norms and biases F32.",
+               "Matrices whose rows are not a multiple of the type's block size stay F32; norms, biases and\n"
+               "MoE routers F32.",
     .min_pos = 2,
     .max_pos = 3,
 };
