@@ -46,6 +46,8 @@ struct hf_arch {
     bool head_dim_free;     /* the modeling code takes head_dim from the config, whatever the width */
     enum moe_layout moe;
     bool shared_expert; /* qwen2moe: mlp.shared_expert.* behind mlp.shared_expert_gate */
+    bool multimodal;    /* the text model of an image-text one: config.json's text_config, tensors under
+                           language_model.model. (or model.language_model.), the vision tower's left out */
 };
 
 static const struct hf_arch archs[] = {
@@ -56,6 +58,8 @@ static const struct hf_arch archs[] = {
     {"Qwen3ForCausalLM", "qwen3", "qwen3", .qk_norm = true, .head_dim_free = true},
     {"Gemma2ForCausalLM", "gemma2", "gemma2", .gemma = true, .head_dim_free = true},
     {"Gemma3ForCausalLM", "gemma3_text", "gemma3", .qk_norm = true, .gemma = true, .head_dim_free = true},
+    {"Gemma3ForConditionalGeneration", "gemma3", "gemma3", .qk_norm = true, .gemma = true, .head_dim_free = true,
+     .multimodal = true},
     {"Phi3ForCausalLM", "phi3", "phi3", .fused = true},
     {"Qwen2MoeForCausalLM", "qwen2_moe", "qwen2moe", .qkv_bias = true, .moe = MOE_QWEN, .shared_expert = true},
     {"Qwen3MoeForCausalLM", "qwen3_moe", "qwen3moe", .qk_norm = true, .head_dim_free = true, .moe = MOE_QWEN},
@@ -335,9 +339,10 @@ static enum herd_status check_activation(const struct hf_config *c, const json_t
 static enum herd_status read_config(struct hf_config *c, const char *dir, struct herd_error *err) {
     char path[4096];
     snprintf(path, sizeof path, "%s/config.json", dir);
-    json_t *cfg = NULL;
-    enum herd_status rc = herd_hf_json_load(path, HERD_HF_CONFIG_JSON_MAX_BYTES, &cfg, err);
+    json_t *root = NULL;
+    enum herd_status rc = herd_hf_json_load(path, HERD_HF_CONFIG_JSON_MAX_BYTES, &root, err);
     if (rc != HERD_OK) return rc;
+    const json_t *cfg = root; /* the hyperparameters: root, or its text_config */
     const json_t *a = json_array_get(json_object_get(cfg, "architectures"), 0);
     const json_t *mt = json_object_get(cfg, "model_type");
     int which = -1;
@@ -346,20 +351,35 @@ static enum herd_status read_config(struct hf_config *c, const char *dir, struct
             (!a && json_is_string(mt) && strcmp(json_string_value(mt), archs[i].model_type) == 0))
             which = (int)i;
     if (which < 0) {
-        rc = herd_error_set(err, HERD_E_UNSUPPORTED,
-                            "%s: architecture '%s' is not supported (LlamaForCausalLM, MistralForCausalLM, "
-                            "MixtralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Qwen2MoeForCausalLM, "
-                            "Qwen3MoeForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, Phi3ForCausalLM are)",
-                            path,
-                            json_is_string(a)    ? json_string_value(a)
-                            : json_is_string(mt) ? json_string_value(mt)
-                                                 : "(none)");
+        rc =
+            herd_error_set(err, HERD_E_UNSUPPORTED,
+                           "%s: architecture '%s' is not supported (LlamaForCausalLM, MistralForCausalLM, "
+                           "MixtralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Qwen2MoeForCausalLM, "
+                           "Qwen3MoeForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, Gemma3ForConditionalGeneration, "
+                           "Phi3ForCausalLM are)",
+                           path,
+                           json_is_string(a)    ? json_string_value(a)
+                           : json_is_string(mt) ? json_string_value(mt)
+                                                : "(none)");
         goto out;
     }
     c->a = &archs[which];
     snprintf(c->hf_arch, sizeof c->hf_arch, "%s", c->a->hf);
     c->arch = c->a->arch;
     c->norm_topk = -1;
+    /* tie_word_embeddings is the outer config's (transformers ties the text
+     * model's head through it); the rest is the text model's */
+    const json_t *tie = json_object_get(cfg, "tie_word_embeddings");
+    if (c->a->multimodal) {
+        const json_t *text = json_object_get(cfg, "text_config");
+        if (!json_is_object(text)) {
+            rc = herd_error_set(err, HERD_E_FORMAT, "%s: text_config is missing or not an object", path);
+            goto out;
+        }
+        if (!tie) tie = json_object_get(text, "tie_word_embeddings");
+        cfg = text;
+        snprintf(path + strlen(path), sizeof path - strlen(path), " text_config");
+    }
     /* Gemma 3's text config leaves these to Gemma3TextConfig's defaults
      * (the multimodal checkpoints omit them); elsewhere they are required. */
     const bool g3 = strcmp(c->arch, "gemma3") == 0;
@@ -422,7 +442,6 @@ static enum herd_status read_config(struct hf_config *c, const char *dir, struct
     }
     if ((rc = check_activation(c, cfg, path, err)) != HERD_OK) goto out;
     /* transformers' configs tie by default only for Gemma */
-    const json_t *tie = json_object_get(cfg, "tie_word_embeddings");
     c->tied = json_is_boolean(tie) ? json_is_true(tie) : c->a->gemma;
 
     if (strcmp(c->arch, "phi3") == 0) {
@@ -455,7 +474,7 @@ static enum herd_status read_config(struct hf_config *c, const char *dir, struct
     if (c->a->moe != MOE_NONE && (rc = read_moe(c, cfg, path, err)) != HERD_OK) goto out;
     rc = read_rope_scaling(c, cfg, path, err);
 out:
-    json_decref(cfg);
+    json_decref(root);
     return rc;
 }
 
@@ -787,8 +806,8 @@ static enum herd_status plan_values(struct plan *pl, const char *name, const flo
 }
 
 /* One layer's tensors, as llama.cpp's tensor map names them. */
-static enum herd_status plan_layer(struct plan *pl, struct weights *w, const struct hf_config *c, uint32_t l,
-                                   struct herd_error *err) {
+static enum herd_status plan_layer(struct plan *pl, struct weights *w, const struct hf_config *c, const char *body,
+                                   uint32_t l, struct herd_error *err) {
     enum herd_status rc;
     const struct hf_arch *a = c->a;
     const uint64_t E = c->n_embd, hd = c->head_dim, q_dim = c->n_head * hd, kv_dim = c->n_head_kv * hd;
@@ -834,7 +853,7 @@ static enum herd_status plan_layer(struct plan *pl, struct weights *w, const str
     for (size_t i = 0; i < sizeof per / sizeof per[0]; i++) {
         if (!per[i].want) continue;
         snprintf(g, sizeof g, "blk.%u.%s", l, per[i].gguf);
-        snprintf(h, sizeof h, "model.layers.%u.%s", l, per[i].hf);
+        snprintf(h, sizeof h, "%slayers.%u.%s", body, l, per[i].hf);
         if ((rc = plan_need(pl, w, g, h, per[i].rows, per[i].cols, per[i].permute, err)) != HERD_OK) return rc;
         struct out_tensor *o = &pl->t[pl->n - 1];
         o->plus_one = a->gemma && ends_with(per[i].hf, "norm.weight");
@@ -853,7 +872,7 @@ static enum herd_status plan_layer(struct plan *pl, struct weights *w, const str
         char suffix[32];
         const bool mixtral = a->moe == MOE_MIXTRAL;
         snprintf(g, sizeof g, "blk.%u.%s", l, exps[i].gguf);
-        snprintf(h, sizeof h, "model.layers.%u.%s.experts.", l, mixtral ? "block_sparse_moe" : "mlp");
+        snprintf(h, sizeof h, "%slayers.%u.%s.experts.", body, l, mixtral ? "block_sparse_moe" : "mlp");
         snprintf(suffix, sizeof suffix, ".%s.weight", mixtral ? exps[i].mixtral : exps[i].qwen);
         if ((rc = plan_stack(pl, w, g, h, suffix, c->n_expert, exps[i].rows, exps[i].cols, err)) != HERD_OK) return rc;
     }
@@ -867,18 +886,28 @@ static enum herd_status make_plan(struct plan *pl, struct weights *w, const stru
     /* The token embedding: its own tensor, or the one the file's metadata
      * says it was tied to when saved (PyTorch stores a tied pair once), or
      * lm_head for a tied model that kept only that. */
+    /* The decoder's tensors are under "model."; a multimodal checkpoint's
+     * under "language_model.model." (as published) or, saved by
+     * transformers 4.52 or later, "model.language_model.". */
+    const char *body = "model.", *head_name = "lm_head.weight";
     size_t fi = 0;
-    const struct herd_safetensors_tensor *emb = weights_find(w, "model.embed_tokens.weight", &fi);
+    if (c->a->multimodal) {
+        const bool old = weights_find(w, "language_model.model.embed_tokens.weight", &fi) != NULL;
+        body = old ? "language_model.model." : "model.language_model.";
+        head_name = old ? "language_model.lm_head.weight" : "lm_head.weight";
+    }
+    char emb_name[64], norm_name[64];
+    snprintf(emb_name, sizeof emb_name, "%sembed_tokens.weight", body);
+    snprintf(norm_name, sizeof norm_name, "%snorm.weight", body);
+    const struct herd_safetensors_tensor *emb = weights_find(w, emb_name, &fi);
     for (size_t i = 0; !emb && i < w->n_files; i++) {
-        const char *alias = herd_safetensors_metadata(w->files[i], "model.embed_tokens.weight");
+        const char *alias = herd_safetensors_metadata(w->files[i], emb_name);
         if (alias) emb = weights_find(w, alias, &fi);
     }
     size_t head_fi = 0;
-    const struct herd_safetensors_tensor *head = weights_find(w, "lm_head.weight", &head_fi);
+    const struct herd_safetensors_tensor *head = weights_find(w, head_name, &head_fi);
     if (!emb && c->tied && head) emb = head, fi = head_fi;
-    if (!emb)
-        return herd_error_set(err, HERD_E_NOT_FOUND, "%s: the weights have no tensor 'model.embed_tokens.weight'",
-                              w->dir);
+    if (!emb) return herd_error_set(err, HERD_E_NOT_FOUND, "%s: the weights have no tensor '%s'", w->dir, emb_name);
     if (emb->n_dims != 2 || emb->shape[0] == 0 || emb->shape[0] > HERD_MAX_VOCAB)
         return herd_error_set(err, HERD_E_FORMAT, "%s: the token embedding '%s' is not a matrix of 1..%u rows",
                               herd_safetensors_path(w->files[fi]), emb->name, HERD_MAX_VOCAB);
@@ -900,19 +929,26 @@ static enum herd_status make_plan(struct plan *pl, struct weights *w, const stru
          (rc = plan_values(pl, "rope_factors_short.weight", c->short_factors, hd / 2, err)) != HERD_OK))
         return rc;
     if ((rc = plan_add(pl, w, "token_embd.weight", emb, fi, *n_vocab, E, 0, err)) != HERD_OK) return rc;
-    if ((rc = plan_need(pl, w, "output_norm.weight", "model.norm.weight", 0, E, 0, err)) != HERD_OK) return rc;
+    if ((rc = plan_need(pl, w, "output_norm.weight", norm_name, 0, E, 0, err)) != HERD_OK) return rc;
     pl->t[pl->n - 1].plus_one = c->a->gemma;
     if (!*tied && (rc = plan_add(pl, w, "output.weight", head, head_fi, *n_vocab, E, 0, err)) != HERD_OK) return rc;
     if (*tied && head) w->used[head_fi][head - herd_safetensors_tensor_at(w->files[head_fi], 0)] = true;
 
     for (uint32_t l = 0; l < c->n_layer; l++)
-        if ((rc = plan_layer(pl, w, c, l, err)) != HERD_OK) return rc;
+        if ((rc = plan_layer(pl, w, c, body, l, err)) != HERD_OK) return rc;
     /* Every tensor is used, or known to be redundant: a tensor left over is
      * a feature the GGUF would silently lose. */
     for (size_t i = 0; i < w->n_files; i++)
         for (size_t k = 0; k < herd_safetensors_n_tensors(w->files[i]); k++) {
             const char *name = herd_safetensors_tensor_at(w->files[i], k)->name;
             if (w->used[i][k] || ends_with(name, ".rotary_emb.inv_freq")) continue;
+            /* the image encoder of a multimodal checkpoint: not a GGUF
+             * model's part (llama.cpp's converter writes it to a separate
+             * projector file) */
+            const char *part = strncmp(name, "model.", 6) == 0 ? name + 6 : name;
+            if (c->a->multimodal &&
+                (strncmp(part, "vision_tower.", 13) == 0 || strncmp(part, "multi_modal_projector.", 22) == 0))
+                continue;
             return herd_error_set(err, HERD_E_UNSUPPORTED,
                                   "%s: tensor '%s' has no place in a %s GGUF (%s with layers or experts beyond "
                                   "config.json's %u / %u, or biases, or another variant herd does not run)",

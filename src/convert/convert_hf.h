@@ -9,8 +9,10 @@
  *                                    Qwen2MoeForCausalLM (qwen2moe),
  *                                    Qwen3MoeForCausalLM (qwen3moe),
  *                                    Gemma2ForCausalLM (gemma2),
- *                                    Gemma3ForCausalLM (gemma3), Phi3ForCausalLM
- *                                    (phi3); the hyperparameters;
+ *                                    Gemma3ForCausalLM and the text model of
+ *                                    Gemma3ForConditionalGeneration (gemma3),
+ *                                    Phi3ForCausalLM (phi3); the
+ *                                    hyperparameters;
  *                                    tie_word_embeddings; rope_scaling (none,
  *                                    "linear", Llama 3's "llama3", Phi-3's
  *                                    "longrope")

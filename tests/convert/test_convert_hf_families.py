@@ -15,7 +15,10 @@ transform of the converter is checked independently of GGUF:
     soft-capping, a window on even layers, query_pre_attn_scalar != head_dim
     (attention.scale), BF16 weights, tied embeddings;
   - gemma3: Q/K norms (also 1 + w), one global layer in six at rope_theta
-    with linear scaling, sliding ones at rope_local_base_freq;
+    with linear scaling, sliding ones at rope_local_base_freq; and the
+    multimodal checkpoint's text model (text_config filled with
+    Gemma3TextConfig's defaults, tensors under language_model.model. or
+    model.language_model., the vision tower's left out);
   - phi3: qkv_proj and gate_up_proj kept fused, a window on every layer;
     LongRoPE (long and short factors, attention factor).
 Each family's folder (config.json, model.safetensors written here, the
@@ -517,6 +520,48 @@ for seed, (name, c, dtype, offs, keys) in enumerate(cases):
             print("    the reference without %s is %.3f away (must be > 0.1)" % (off, d_wrong))
             check(d_wrong > 0.1, "%s: leaving out %s moves the reference only %.3f" % (name, off, d_wrong))
 
+# Gemma 3's multimodal checkpoint (gemma-3-4b-it and larger): the text model's
+# config is text_config, sparse (Gemma3TextConfig's defaults fill it: 8 heads,
+# 4 KV heads, head_dim 256, rope_theta 1e6, ...), its tensors are under
+# language_model., and the vision tower's are left out.
+text = dict(hidden_size=E, intermediate_size=FF, num_hidden_layers=6, sliding_window=7, model_type="gemma3_text",
+            rope_scaling=dict(rope_type="linear", factor=8.0))
+mm = dict(architectures=["Gemma3ForConditionalGeneration"], model_type="gemma3", text_config=text,
+          vision_config=dict(hidden_size=32, model_type="siglip_vision_model"), mm_tokens_per_image=4)
+full = family("Gemma3ForCausalLM", "gemma3_text", num_hidden_layers=6, num_attention_heads=8, num_key_value_heads=4,
+              head_dim=256, query_pre_attn_scalar=256, sliding_window=7, rope_theta=1000000.0,
+              rope_local_base_freq=10000.0, rope_scaling=text["rope_scaling"], **gemma_kw)
+# Published checkpoints name the decoder language_model.model.*, those saved by
+# transformers 4.52 or later model.language_model.* (the head lm_head.weight).
+for layout, body, vision in (("published", "language_model.model.", ""), ("transformers 4.52", "model.language_model.",
+                                                                          "model.")):
+    w = {(body + k[len("model."):] if k.startswith("model.") else "language_model." + k): v
+         for k, v in weights(full, 5).items()}
+    w[vision + "vision_tower.vision_model.embeddings.patch_embedding.weight"] = np.ones((32, 3, 2, 2), np.float32)
+    w[vision + "multi_modal_projector.mm_input_projection_weight"] = np.ones((32, E), np.float32)
+    d = os.path.join(tmp, "gemma3-multimodal-" + body.replace(".", "-"))
+    os.makedirs(d)
+    with open(os.path.join(d, "config.json"), "w") as f:
+        json.dump(mm, f, indent=1)
+    for f in ("tokenizer.json", "tokenizer_config.json", "generation_config.json"):
+        shutil.copy(os.path.join(tok_dir, f), d)
+    stored = write_safetensors(os.path.join(d, "model.safetensors"), w, "BF16")
+    values = {"model." + k[len(body):]: v for k, v in stored.items() if k.startswith(body)}
+    out = d + ".gguf"
+    r = run("convert", "hf", d, "-o", out)
+    check(r.returncode == 0, "gemma3 multimodal (%s): herd convert hf failed: %s" % (layout, r.stderr.strip()))
+    if r.returncode != 0:
+        continue
+    check_gguf("gemma3 multimodal", out, full, BF16,
+               {"gemma3.attention.head_count": 8, "gemma3.attention.head_count_kv": 4,
+                "gemma3.attention.key_length": 256, "gemma3.context_length": 131072,
+                "gemma3.rope.freq_base": 1000000.0, "gemma3.attention.scale": None})
+    got = herd_eval(out, 64)
+    d_ok = worst(got, forward(full, values)) if not isinstance(got, str) else float("inf")
+    print("gemma3 multimodal checkpoint (%s names), its text model (BF16): max |logit - HF reference| %.2e "
+          "(tolerance 1e-3)" % (layout, d_ok))
+    check(d_ok <= 1e-3, "gemma3 multimodal: %s" % (got if isinstance(got, str) else "%.2e from the reference" % d_ok))
+
 # Other output types: the router stays F32, the rest follows --type.
 for name, typ, tol in (("qwen2moe", "Q8_0", 0.5), ("gemma2", "F16", 1e-3)):
     d, c, dtype, values = folders[name]
@@ -571,8 +616,7 @@ refusals = [
      "no tensor 'model.layers.1.mlp.experts.15.up_proj.weight'"),
     ("qwen2moe", {}, lambda w: extra_expert(w, 1), "tensor 'model.layers.1.mlp.experts.8.down_proj.weight' has no "
      "place in a qwen2moe GGUF"),
-    ("gemma3", dict(architectures=["Gemma3ForConditionalGeneration"]), None,
-     "architecture 'Gemma3ForConditionalGeneration' is not supported"),
+    ("gemma3", dict(architectures=["Gemma3ForConditionalGeneration"]), None, "text_config is missing"),
 ]
 for i, (base, changes, reweigh, fragment) in enumerate(refusals):
     d, c, dtype, _ = folders[base]
