@@ -75,8 +75,9 @@ int32_t herd_tokenizer_find(const struct herd_tokenizer *tk, const char *text, s
 /* Flags of herd_tokenize. */
 enum {
     HERD_TOK_ADD_SPECIAL = 1u,   /* BOS (and EOS) as the vocabulary asks */
-    HERD_TOK_PARSE_SPECIAL = 2u, /* text of control and user-defined tokens ("<s>", "<|im_start|>") becomes
-                                    those tokens; without it, such text is tokenized as plain text */
+    HERD_TOK_PARSE_SPECIAL = 2u, /* text of CONTROL and UNKNOWN tokens ("<s>", "<|im_start|>") becomes those
+                                    tokens; without it, such text is tokenized as plain text (USER_DEFINED
+                                    tokens are matched either way, as in llama.cpp and Hugging Face) */
 };
 
 /* Tokenizes len bytes of text into out (at most max ids) with flags.

@@ -7,7 +7,8 @@
  *      that print map to themselves, the rest to U+0100 and up);
  *   3. adjacent symbols merge by the rank of their pair in
  *      tokenizer.ggml.merges (lowest rank first, leftmost on ties) until no
- *      pair is a merge; each final symbol is a token.
+ *      pair is a merge; each final symbol is a token (with ignore_merges, a
+ *      word that is a token whole is taken as it is first).
  * Pre-tokenizers herd does not know are refused by name at load. */
 #include <pcre2.h>
 #include <stdbool.h>
@@ -27,7 +28,9 @@
  * those of the models' tokenizer.json files (PCRE2 supports the (?i:) and
  * lookahead forms directly); the names are the tokenizer.ggml.pre values
  * llama.cpp's converter writes, and "default" is llama.cpp's fallback set.
- * Only gpt-2 is checked against reference vectors (../shared/fixtures). */
+ * gpt-2, mpt, falcon, starcoder, refact, deepseek-coder, deepseek-llm,
+ * qwen2, llama-bpe and "default" (gpt-neox) pass llama.cpp's vocabulary
+ * test files (tests/tokenizer/test_llama_vocab.c). */
 #define GPT2_PAT "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+"
 #define LLAMA3_PAT                                                                                                     \
     "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| "                                         \
@@ -59,24 +62,34 @@
 
 #define MAX_PATTERNS 6
 
+/* ignore_merges: a word that is a token whole is that token, without the
+ * merges (Hugging Face's BPE option, which Llama 3's tokenizer.json sets and
+ * llama.cpp applies to its llama3 names): some of its tokens cannot be built
+ * by its merges ("ệt"). */
 static const struct {
     const char *names[8];
+    bool ignore_merges;
     const char *patterns[MAX_PATTERNS];
 } pre_tokenizers[] = {
-    {{"gpt-2", "gpt2", "mpt", "olmo", "jais", "gpt-neox", "phi-2"}, {GPT2_PAT}},
-    {{"llama3", "llama-bpe", "dbrx", "smaug-bpe"}, {LLAMA3_PAT}},
-    {{"qwen2", "stablelm2"}, {QWEN2_PAT}},
-    {{"starcoder", "refact", "command-r", "smollm", "codeshell", "exaone", "minerva"}, {"\\p{N}", GPT2_PAT}},
-    {{"falcon"}, {"[\\p{P}\\$\\+<=>\\^~\\|`]+", GPT2_PAT, "[0-9][0-9][0-9]"}},
+    {{"gpt-2", "gpt2", "mpt", "olmo", "jais", "gpt-neox", "phi-2"}, false, {GPT2_PAT}},
+    {{"llama3", "llama-bpe", "llama-v3", "falcon3"}, true, {LLAMA3_PAT}},
+    {{"dbrx", "smaug-bpe"}, false, {LLAMA3_PAT}},
+    {{"qwen2", "stablelm2", "deepseek-r1-qwen", "megrez"}, false, {QWEN2_PAT}},
+    {{"starcoder", "refact", "command-r", "smollm", "codeshell", "exaone", "minerva", "minerva-7b"},
+     false,
+     {"\\p{N}", GPT2_PAT}},
+    {{"falcon"}, false, {"[\\p{P}\\$\\+<=>\\^~\\|`]+", GPT2_PAT, "[0-9][0-9][0-9]"}},
     {{"deepseek-coder"},
+     false,
      {"[\r\n]", "\\s?\\p{L}+", "\\s?\\p{P}+", "[\\x{4E00}-\\x{9FA5}\\x{0800}-\\x{4E00}\\x{AC00}-\\x{D7FF}]+",
       "\\p{N}"}},
     {{"deepseek-llm"},
+     false,
      {"[\r\n]", "\\s?[" DEEPSEEK_LLM_LETTERS "]+",
       "\\s?[\\x{21}-\\x{2F}\\x{3A}-\\x{7E}\\x{FF01}-\\x{FF0F}\\x{FF1A}-\\x{FF5E}\\x{2018}-\\x{201F}\\x{3000}-\\x{3002}]"
       "+",
       "\\s+$", "[\\x{4E00}-\\x{9FA5}\\x{0800}-\\x{4E00}\\x{AC00}-\\x{D7FF}]+", "\\p{N}+"}},
-    {{"default"}, {"[\\p{P}\\$\\+<=>\\^~\\|]+", GPT2_PAT, "\\p{N}+", "[0-9][0-9][0-9]"}},
+    {{"default"}, false, {"[\\p{P}\\$\\+<=>\\^~\\|]+", GPT2_PAT, "\\p{N}+", "[0-9][0-9][0-9]"}},
 };
 
 /* ------------------------------------------------------------ merges table */
@@ -98,6 +111,9 @@ struct herd_bpe {
     struct merge_slot *slots;
     uint64_t mask;
     int32_t byte_id[256]; /* token of each byte's byte-level character, -1 if missing */
+    bool ignore_merges;
+    char byte_utf8[256][2]; /* each byte's byte-level character in UTF-8 (1 or 2 bytes) */
+    uint8_t byte_utf8_len[256];
 };
 
 HERD_WRAPS_ON_PURPOSE static uint64_t hash_key(uint64_t k) {
@@ -156,6 +172,7 @@ enum herd_status herd_bpe_create(const struct herd_tokenizer *tk, const char *pr
                               (unsigned long long)merges.count);
     struct herd_bpe *b = calloc(1, sizeof *b);
     if (!b) return herd_error_set(err, HERD_E_NOMEM, "out of memory");
+    b->ignore_merges = pre_tokenizers[which].ignore_merges;
     for (int i = 0; i < MAX_PATTERNS && pre_tokenizers[which].patterns[i]; i++) {
         int code;
         PCRE2_SIZE offset;
@@ -176,7 +193,10 @@ enum herd_status herd_bpe_create(const struct herd_tokenizer *tk, const char *pr
     }
     for (int c = 0; c < 256; c++) {
         char u[2];
-        b->byte_id[c] = herd_tokenizer_find(tk, u, herd_utf8_encode(byte_char((uint8_t)c), u));
+        const size_t ul = herd_utf8_encode(byte_char((uint8_t)c), u); /* U+0021..U+0143: 1 or 2 bytes */
+        b->byte_id[c] = herd_tokenizer_find(tk, u, ul);
+        memcpy(b->byte_utf8[c], u, ul);
+        b->byte_utf8_len[c] = (uint8_t)ul;
     }
     const uint32_t n = (uint32_t)merges.count;
     uint64_t cap = 1024;
@@ -290,6 +310,21 @@ static enum herd_status encode_word(struct word *w, const struct herd_tokenizer 
         if (!p) return herd_error_set(err, HERD_E_NOMEM, "out of memory");
         w->sym = p;
         w->cap_sym = cap;
+    }
+    if (w->bpe->ignore_merges && n <= HERD_MAX_TOKEN_BYTES) {
+        char text[2 * HERD_MAX_TOKEN_BYTES]; /* the word in the byte-level alphabet */
+        size_t len = 0;
+        for (size_t i = 0; i < n; i++) {
+            const uint8_t c = (uint8_t)bytes[i];
+            memcpy(text + len, w->bpe->byte_utf8[c], w->bpe->byte_utf8_len[c]);
+            len += w->bpe->byte_utf8_len[c];
+        }
+        const int32_t id = herd_tokenizer_find(tk, text, len);
+        if (id >= 0) {
+            if (*n_out >= max) return herd_error_set(err, HERD_E_OVERFLOW, "text is longer than %u tokens", max);
+            out[(*n_out)++] = id;
+            return HERD_OK;
+        }
     }
     struct sym *sym = w->sym;
     const int32_t fallback = tk->vocab->unk >= 0 ? tk->vocab->unk : 0;
