@@ -6,9 +6,9 @@
  * raise_exception() and strftime_now().
  *
  * Templates come from files users download, so rendering has no file or
- * network access and is bounded: output bytes, memory, loop iterations plus
- * macro calls, and nesting depth. Every parse or render error names the
- * template line and column. */
+ * network access and is bounded: output bytes, memory, steps (loop
+ * iterations, macro calls, and work on strings and lists), and nesting
+ * depth. Every parse or render error names the template line and column. */
 #ifndef HERD_JINJA_JINJA_H
 #define HERD_JINJA_JINJA_H
 
@@ -24,7 +24,8 @@ struct herd_jinja_template;
 struct herd_jinja_limits {
     size_t max_output_bytes; /* the rendered text, and every captured block */
     size_t max_memory_bytes; /* all values made while rendering */
-    uint64_t max_steps;      /* loop iterations plus macro calls */
+    uint64_t max_steps;      /* loop iterations plus macro calls, plus one per 256 bytes of string
+                              * scanned or written, or per 16 expressions, list or dict items */
     uint32_t max_depth;      /* nested macro calls */
 };
 

@@ -49,6 +49,7 @@ static size_t space_at(const char *p, size_t n, size_t i) {
     unsigned char c = (unsigned char)p[i];
     if (c == ' ' || (c >= '\t' && c <= '\r') || (c >= 0x1c && c <= 0x1f)) return 1;
     if (c < 0x80) return 0;
+    if (c != 0xc2 && c != 0xe1 && c != 0xe2 && c != 0xe3) return 0; /* the lead bytes of the ones below */
     static const char *const wide[] = {"\xc2\x85",     "\xc2\xa0",     "\xe1\x9a\x80", "\xe2\x80\xa8",
                                        "\xe2\x80\xa9", "\xe2\x80\xaf", "\xe2\x81\x9f", "\xe3\x80\x80"};
     for (size_t k = 0; k < sizeof wide / sizeof *wide; k++) {
@@ -76,23 +77,29 @@ static bool in_chars(const char *set, size_t set_n, const char *c, size_t c_n) {
     return false;
 }
 
-/* str.strip / lstrip / rstrip with chars (NULL: whitespace). */
-static struct jj_value strip(const struct jj_value *s, const struct jj_value *chars, bool left, bool right) {
+/* str.strip / lstrip / rstrip with chars (NULL: whitespace). With chars,
+ * each test scans chars, so one call can be O(len(s) * len(chars)): each
+ * test is charged before it runs. Whitespace is charged once, after. */
+static struct jj_value strip(struct jj_render *r, const struct jj_node *at, const struct jj_value *s,
+                             const struct jj_value *chars, bool left, bool right) {
     const char *p = s->u.s.p;
     size_t a = 0, b = s->u.s.n;
     bool ws = !chars || chars->kind == JJ_NONE;
     while (left && a < b) {
         size_t next = jj_utf8_next(p, b, a);
+        if (!ws) jj_charge(r, at, chars->u.s.n + 1);
         bool hit = ws ? space_at(p, b, a) > 0 : in_chars(chars->u.s.p, chars->u.s.n, p + a, next - a);
         if (!hit) break;
         a = next;
     }
     while (right && b > a) {
         size_t start = char_start(p, b - 1);
+        if (!ws) jj_charge(r, at, chars->u.s.n + 1);
         bool hit = ws ? space_at(p, b, start) > 0 : in_chars(chars->u.s.p, chars->u.s.n, p + start, b - start);
         if (!hit) break;
         b = start;
     }
+    if (ws) jj_charge(r, at, s->u.s.n - (b - a));
     return jj_str(p + a, b - a);
 }
 
@@ -185,6 +192,7 @@ static struct jj_value split_str(struct jj_render *r, const struct jj_node *at, 
     struct jj_value *items = jj_alloc(&r->arena, cap * sizeof *items);
     const char *p = s->u.s.p;
     size_t len = s->u.s.n;
+    jj_charge(r, at, len);
 #define PUSH(ptr, l)                                                                                                   \
     do {                                                                                                               \
         if (n == cap) {                                                                                                \
@@ -243,9 +251,10 @@ static size_t line_break_at(const char *p, size_t n, size_t i) {
     return 0;
 }
 
-static struct jj_value splitlines(struct jj_render *r, const struct jj_value *s) {
+static struct jj_value splitlines(struct jj_render *r, const struct jj_node *at, const struct jj_value *s) {
     const char *p = s->u.s.p;
     size_t n = s->u.s.n, count = 0;
+    jj_charge(r, at, 2 * n); /* two passes */
     for (size_t i = 0, start = 0; i <= n;) {
         size_t br = i < n ? line_break_at(p, n, i) : 0;
         if (i == n) {
@@ -279,13 +288,18 @@ static struct jj_value splitlines(struct jj_render *r, const struct jj_value *s)
     return l;
 }
 
-static bool affix(const struct jj_value *s, const struct jj_value *x, bool suffix) {
+static bool affix(struct jj_render *r, const struct jj_node *at, const struct jj_value *s, const struct jj_value *x,
+                  bool suffix) {
+    jj_charge_items(r, at, 1);
     if (x->kind == JJ_TUPLE || x->kind == JJ_LIST) {
-        for (size_t i = 0; i < x->u.list->n; i++)
-            if (affix(s, &x->u.list->items[i], suffix)) return true;
-        return false;
+        bool hit = false;
+        jj_nest_enter(r, at);
+        for (size_t i = 0; i < x->u.list->n && !hit; i++) hit = affix(r, at, s, &x->u.list->items[i], suffix);
+        jj_nest_leave(r);
+        return hit;
     }
     if (x->kind != JJ_STR || x->u.s.n > s->u.s.n) return false;
+    jj_charge(r, at, x->u.s.n);
     return memcmp(s->u.s.p + (suffix ? s->u.s.n - x->u.s.n : 0), x->u.s.p, x->u.s.n) == 0;
 }
 
@@ -297,9 +311,9 @@ static const struct jj_value *strip_chars(struct jj_render *r, const struct jj_n
     return c;
 }
 
-BUILTIN(m_strip) { return strip(self, strip_chars(r, at, args), true, true); }
-BUILTIN(m_lstrip) { return strip(self, strip_chars(r, at, args), true, false); }
-BUILTIN(m_rstrip) { return strip(self, strip_chars(r, at, args), false, true); }
+BUILTIN(m_strip) { return strip(r, at, self, strip_chars(r, at, args), true, true); }
+BUILTIN(m_lstrip) { return strip(r, at, self, strip_chars(r, at, args), true, false); }
+BUILTIN(m_rstrip) { return strip(r, at, self, strip_chars(r, at, args), false, true); }
 BUILTIN(m_upper) { return change_case(r, self, CASE_UPPER); }
 BUILTIN(m_lower) { return change_case(r, self, CASE_LOWER); }
 BUILTIN(m_title) { return change_case(r, self, CASE_TITLE); }
@@ -308,13 +322,13 @@ BUILTIN(m_capitalize) { return change_case(r, self, CASE_CAPITALIZE); }
 BUILTIN(m_startswith) {
     const struct jj_value *x = jj_arg(args, 0, NULL);
     if (!x) jj_error(r, at, "startswith() takes at least 1 argument");
-    return jj_bool(affix(self, x, false));
+    return jj_bool(affix(r, at, self, x, false));
 }
 
 BUILTIN(m_endswith) {
     const struct jj_value *x = jj_arg(args, 0, NULL);
     if (!x) jj_error(r, at, "endswith() takes at least 1 argument");
-    return jj_bool(affix(self, x, true));
+    return jj_bool(affix(r, at, self, x, true));
 }
 
 BUILTIN(m_split) {
@@ -322,7 +336,7 @@ BUILTIN(m_split) {
     return split_str(r, at, self, jj_arg(args, 0, "sep"), ms ? want_int(r, at, ms, "maxsplit") : -1);
 }
 
-BUILTIN(m_splitlines) { return splitlines(r, self); }
+BUILTIN(m_splitlines) { return splitlines(r, at, self); }
 
 BUILTIN(m_replace) {
     size_t n;
@@ -337,16 +351,30 @@ BUILTIN(m_replace) {
     return replace_str(r, self, &old, &new, c ? want_int(r, at, c, "count") : -1);
 }
 
-static int64_t find_str(const struct jj_value *s, const struct jj_value *sub, bool last) {
+/* A copy of p[0..n) backwards, in the arena. */
+static char *reversed(struct jj_render *r, const char *p, size_t n) {
+    char *q = jj_alloc(&r->arena, n + 1);
+    for (size_t i = 0; i < n; i++) q[i] = p[n - 1 - i];
+    return q;
+}
+
+/* str.find / rfind: the code-point index of the first (last) sub, or -1.
+ * rfind searches the reversed strings with memmem, which is linear; a
+ * memcmp at each position from the end was O(len(s) * len(sub)). */
+static int64_t find_str(struct jj_render *r, const struct jj_node *at, const struct jj_value *s,
+                        const struct jj_value *sub, bool last) {
+    size_t n = s->u.s.n, m = sub->u.s.n;
     const char *hit = NULL;
-    if (!last) {
-        hit = sub->u.s.n ? memmem(s->u.s.p, s->u.s.n, sub->u.s.p, sub->u.s.n) : s->u.s.p;
+    jj_charge(r, at, n + m);
+    if (m > n) return -1;
+    if (!m) {
+        hit = last ? s->u.s.p + n : s->u.s.p;
+    } else if (!last) {
+        hit = memmem(s->u.s.p, n, sub->u.s.p, m);
     } else {
-        for (size_t i = s->u.s.n + 1; i > 0; i--)
-            if (s->u.s.n - (i - 1) >= sub->u.s.n && memcmp(s->u.s.p + i - 1, sub->u.s.p, sub->u.s.n) == 0) {
-                hit = s->u.s.p + i - 1;
-                break;
-            }
+        const char *rs = reversed(r, s->u.s.p, n), *rsub = reversed(r, sub->u.s.p, m);
+        const char *rhit = memmem(rs, n, rsub, m);
+        if (rhit) hit = s->u.s.p + (n - (size_t)(rhit - rs) - m);
     }
     return hit ? (int64_t)jj_utf8_len(s->u.s.p, (size_t)(hit - s->u.s.p)) : -1;
 }
@@ -354,18 +382,19 @@ static int64_t find_str(const struct jj_value *s, const struct jj_value *sub, bo
 BUILTIN(m_find) {
     size_t n;
     want_str(r, at, jj_arg(args, 0, NULL), &n, "find() argument");
-    return jj_int(find_str(self, jj_arg(args, 0, NULL), false));
+    return jj_int(find_str(r, at, self, jj_arg(args, 0, NULL), false));
 }
 
 BUILTIN(m_rfind) {
     size_t n;
     want_str(r, at, jj_arg(args, 0, NULL), &n, "rfind() argument");
-    return jj_int(find_str(self, jj_arg(args, 0, NULL), true));
+    return jj_int(find_str(r, at, self, jj_arg(args, 0, NULL), true));
 }
 
 BUILTIN(m_count) {
     size_t n;
     const char *sub = want_str(r, at, jj_arg(args, 0, NULL), &n, "count() argument");
+    jj_charge(r, at, self->u.s.n + n);
     if (!n) return jj_int((int64_t)jj_utf8_len(self->u.s.p, self->u.s.n) + 1);
     int64_t c = 0;
     for (const char *p = self->u.s.p, *end = p + self->u.s.n; (p = memmem(p, (size_t)(end - p), sub, n)); p += n) c++;
@@ -376,6 +405,7 @@ BUILTIN(m_join) {
     const struct jj_value *seq = jj_arg(args, 0, NULL);
     if (!seq) jj_error(r, at, "join() takes exactly one argument");
     struct jj_list *items = jj_iterate(r, at, seq);
+    jj_charge_items(r, at, items->n); /* the items may all be empty */
     struct jj_buf b = {0};
     for (size_t i = 0; i < items->n; i++) {
         struct jj_value item = items->items[i];
@@ -388,24 +418,26 @@ BUILTIN(m_join) {
     return jj_str_buf(&b);
 }
 
-static struct jj_value char_class(const struct jj_value *s, int (*pred)(int)) {
+static struct jj_value char_class(struct jj_render *r, const struct jj_node *at, const struct jj_value *s,
+                                  int (*pred)(int)) {
     if (!s->u.s.n) return jj_bool(false);
+    jj_charge(r, at, s->u.s.n);
     for (size_t i = 0; i < s->u.s.n; i++)
         if ((unsigned char)s->u.s.p[i] >= 0x80 || !pred((unsigned char)s->u.s.p[i])) return jj_bool(false);
     return jj_bool(true);
 }
 
-BUILTIN(m_isdigit) { return char_class(self, isdigit); }
-BUILTIN(m_isalpha) { return char_class(self, isalpha); }
-BUILTIN(m_isalnum) { return char_class(self, isalnum); }
-BUILTIN(m_isspace) { return char_class(self, isspace); }
+BUILTIN(m_isdigit) { return char_class(r, at, self, isdigit); }
+BUILTIN(m_isalpha) { return char_class(r, at, self, isalpha); }
+BUILTIN(m_isalnum) { return char_class(r, at, self, isalnum); }
+BUILTIN(m_isspace) { return char_class(r, at, self, isspace); }
 BUILTIN(m_islower) {
     struct jj_value low = change_case(r, self, CASE_LOWER), up = change_case(r, self, CASE_UPPER);
-    return jj_bool(jj_equal(&low, self) && !jj_equal(&up, self));
+    return jj_bool(jj_equal(r, at, &low, self) && !jj_equal(r, at, &up, self));
 }
 BUILTIN(m_isupper) {
     struct jj_value low = change_case(r, self, CASE_LOWER), up = change_case(r, self, CASE_UPPER);
-    return jj_bool(jj_equal(&up, self) && !jj_equal(&low, self));
+    return jj_bool(jj_equal(r, at, &up, self) && !jj_equal(r, at, &low, self));
 }
 
 /* str.format with {} / {0} / {name} fields (no format specs). */
@@ -452,7 +484,7 @@ BUILTIN(m_format) {
 BUILTIN(m_get) {
     const struct jj_value *k = jj_arg(args, 0, NULL);
     if (!k) jj_error(r, at, "get expected at least 1 argument, got 0");
-    const struct jj_value *v = jj_dict_get(self->u.dict, *k);
+    const struct jj_value *v = jj_dict_get(r, at, self->u.dict, *k);
     if (v) return *v;
     const struct jj_value *d = jj_arg(args, 1, "default");
     return d ? *d : jj_none();
@@ -602,6 +634,7 @@ static struct jj_value attr_path(struct jj_render *r, const struct jj_node *at, 
         for (size_t k = i; k < end; k++) digits = digits && isdigit((unsigned char)p[k]);
         if (digits) key = jj_int(strtoll(p + i, NULL, 10));
         if (v.kind == JJ_UNDEF) return v;
+        jj_charge_items(r, at, 1);
         v = jj_getitem(r, at, &v, &key);
         i = end + 1;
         if (!dot) break;
@@ -690,7 +723,7 @@ BUILTIN(f_string) { return jj_to_str(r, self); }
 BUILTIN(f_trim) {
     struct jj_value s = jj_to_str(r, self);
     const struct jj_value *chars = jj_arg(args, 0, "chars");
-    struct jj_value out = strip(&s, chars && chars->kind == JJ_STR ? chars : NULL, true, true);
+    struct jj_value out = strip(r, at, &s, chars && chars->kind == JJ_STR ? chars : NULL, true, true);
     out.safe = s.safe;
     return out;
 }
@@ -755,6 +788,7 @@ BUILTIN(f_join) {
     const struct jj_value *sep = jj_arg(args, 0, "d"), *attribute = jj_arg(args, 1, "attribute");
     struct jj_value sv = sep ? jj_to_str(r, sep) : jj_str("", 0);
     struct jj_list *items = jj_iterate(r, at, self);
+    jj_charge_items(r, at, items->n); /* the items may all be empty */
     struct jj_buf b = {0};
     for (size_t i = 0; i < items->n; i++) {
         if (i) jj_buf_put(r, &b, sv.u.s.p, sv.u.s.n);
@@ -821,7 +855,7 @@ BUILTIN(f_unique) {
         struct jj_value key = attribute ? attr_path(r, at, &items->items[i], attribute) : items->items[i];
         key = sort_key(&c, &key);
         bool dup = false;
-        for (size_t j = 0; j < k && !dup; j++) dup = jj_equal(&seen[j], &key);
+        for (size_t j = 0; j < k && !dup; j++) dup = jj_equal(r, at, &seen[j], &key);
         if (dup) continue;
         seen[k] = key;
         out.u.list->items[k++] = items->items[i];
@@ -842,7 +876,7 @@ static struct jj_value min_max(struct jj_render *r, const struct jj_node *at, co
         struct jj_value k = attribute ? attr_path(r, at, &items->items[i], attribute) : items->items[i];
         k = sort_key(&c, &k);
         if (i == 0 || (jj_compare(r, at, &k, &best_key) > 0) == want_max) {
-            if (i == 0 || !jj_equal(&k, &best_key)) {
+            if (i == 0 || !jj_equal(r, at, &k, &best_key)) {
                 best = i;
                 best_key = k;
             }
@@ -858,6 +892,7 @@ BUILTIN(f_sum) {
     const struct jj_value *attribute = jj_arg(args, 0, "attribute"), *start = jj_arg(args, 1, "start");
     struct jj_value acc = start ? *start : jj_int(0);
     struct jj_list *items = jj_iterate(r, at, self);
+    jj_charge_items(r, at, items->n);
     for (size_t i = 0; i < items->n; i++) {
         struct jj_value v = attribute ? attr_path(r, at, &items->items[i], attribute) : items->items[i];
         if (!jj_is_number(&acc) || !jj_is_number(&v)) jj_error(r, at, "sum of non-numbers");
@@ -909,7 +944,7 @@ BUILTIN(f_int) {
     case JJ_FLOAT: return isfinite(self->u.f) && fabs(self->u.f) < 9.2e18 ? jj_int((int64_t)self->u.f) : def;
     case JJ_STR: {
         char tmp[64];
-        struct jj_value s = strip(self, NULL, true, true);
+        struct jj_value s = strip(r, at, self, NULL, true, true);
         if (s.u.s.n == 0 || s.u.s.n >= sizeof tmp) return def;
         memcpy(tmp, s.u.s.p, s.u.s.n);
         tmp[s.u.s.n] = 0;
@@ -930,7 +965,7 @@ BUILTIN(f_float) {
     if (jj_is_number(self)) return jj_float(jj_as_double(self));
     if (self->kind == JJ_STR) {
         char tmp[64];
-        struct jj_value s = strip(self, NULL, true, true);
+        struct jj_value s = strip(r, at, self, NULL, true, true);
         if (s.u.s.n == 0 || s.u.s.n >= sizeof tmp) return def;
         memcpy(tmp, s.u.s.p, s.u.s.n);
         tmp[s.u.s.n] = 0;
@@ -962,7 +997,7 @@ BUILTIN(f_indent) {
     jj_buf_put(r, &withnl, s.u.s.p, s.u.s.n);
     jj_buf_putc(r, &withnl, '\n');
     struct jj_value sn = jj_str_buf(&withnl);
-    struct jj_list *lines = splitlines(r, &sn).u.list;
+    struct jj_list *lines = splitlines(r, at, &sn).u.list;
     struct jj_buf b = {0};
     if (first) jj_buf_put(r, &b, ind.u.s.p, ind.u.s.n);
     for (size_t i = 0; i < lines->n; i++) {
@@ -1001,17 +1036,24 @@ static void word_init(void) {
 
 BUILTIN(f_wordcount) {
     struct jj_value s = jj_to_str(r, self);
+    jj_charge(r, at, s.u.s.n);
+    /* PCRE2 checks the UTF-8 of the subject from the start offset to its
+     * end on every call: once per word made this O(len(s) * words). The
+     * string is checked once here instead; an invalid one has no words,
+     * as PCRE2's refusal of it always gave. */
+    if (herd_utf8_valid_prefix(s.u.s.p, s.u.s.n) != s.u.s.n) return jj_int(0);
     pthread_once(&word_once, word_init);
     pcre2_match_data *md = word_re ? pcre2_match_data_create(1, NULL) : NULL;
     if (!md) jj_error(r, at, "wordcount: out of memory");
     int64_t words = 0;
     for (PCRE2_SIZE at_byte = 0; at_byte <= s.u.s.n;) {
-        if (pcre2_match(word_re, (PCRE2_SPTR)s.u.s.p, s.u.s.n, at_byte, 0, md, NULL) < 0) break;
+        if (pcre2_match(word_re, (PCRE2_SPTR)s.u.s.p, s.u.s.n, at_byte, PCRE2_NO_UTF_CHECK, md, NULL) < 0) break;
         PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
         words++;
         at_byte = ov[1] > ov[0] ? ov[1] : ov[0] + 1;
     }
     pcre2_match_data_free(md);
+    jj_charge_items(r, at, (size_t)words); /* a match each; charged once md is freed, as charging may not return */
     return jj_int(words);
 }
 
@@ -1109,12 +1151,13 @@ bool jj_call_test(struct jj_render *r, const struct jj_node *at, const char *nam
         if (!o) jj_error(r, at, "test '%s' needs an argument", name);
         if (IS("sameas") && (k == JJ_LIST || k == JJ_DICT || k == JJ_TUPLE))
             return k == o->kind && v->u.list == o->u.list;
-        return IS("sameas") && (k == JJ_BOOL || k == JJ_NONE) ? k == o->kind && jj_equal(v, o) : jj_equal(v, o);
+        return IS("sameas") && (k == JJ_BOOL || k == JJ_NONE) ? k == o->kind && jj_equal(r, at, v, o)
+                                                              : jj_equal(r, at, v, o);
     }
     if (IS("ne") || IS("!=")) {
         const struct jj_value *o = jj_arg(args, 0, NULL);
         if (!o) jj_error(r, at, "test '%s' needs an argument", name);
-        return !jj_equal(v, o);
+        return !jj_equal(r, at, v, o);
     }
     if (IS("lt") || IS("lessthan") || IS("<")) return test_arg_cmp(r, at, v, args, 0);
     if (IS("le") || IS("<=")) return test_arg_cmp(r, at, v, args, 1);
@@ -1123,12 +1166,15 @@ bool jj_call_test(struct jj_render *r, const struct jj_node *at, const char *nam
     if (IS("in")) {
         const struct jj_value *o = jj_arg(args, 0, NULL);
         if (!o) jj_error(r, at, "test 'in' needs an argument");
-        if (o->kind == JJ_STR)
-            return v->kind == JJ_STR && (v->u.s.n == 0 || memmem(o->u.s.p, o->u.s.n, v->u.s.p, v->u.s.n));
-        if (o->kind == JJ_DICT) return jj_dict_get(o->u.dict, *v) != NULL;
+        if (o->kind == JJ_STR) {
+            if (v->kind != JJ_STR) return false;
+            jj_charge(r, at, o->u.s.n + v->u.s.n);
+            return v->u.s.n == 0 || memmem(o->u.s.p, o->u.s.n, v->u.s.p, v->u.s.n);
+        }
+        if (o->kind == JJ_DICT) return jj_dict_get(r, at, o->u.dict, *v) != NULL;
         struct jj_list *items = jj_iterate(r, at, o);
         for (size_t i = 0; i < items->n; i++)
-            if (jj_equal(v, &items->items[i])) return true;
+            if (jj_equal(r, at, v, &items->items[i])) return true;
         return false;
     }
     if (IS("odd") || IS("even") || IS("divisibleby")) {
@@ -1144,7 +1190,7 @@ bool jj_call_test(struct jj_render *r, const struct jj_node *at, const char *nam
     if (IS("lower") || IS("upper")) {
         if (k != JJ_STR) return false;
         struct jj_value c = change_case(r, v, IS("lower") ? CASE_LOWER : CASE_UPPER);
-        return jj_equal(&c, v);
+        return jj_equal(r, at, &c, v);
     }
     if (IS("filter") || IS("test")) {
         if (k != JJ_STR) return false;
@@ -1182,11 +1228,20 @@ BUILTIN(g_range) {
         jj_error(r, at, "range expected 1 to 3 arguments, got %zu", args->n_pos);
     }
     if (s == 0) jj_error(r, at, "range() arg 3 must not be zero");
+    /* the distance and the step's size in unsigned arithmetic: b - a and
+     * -s do not fit in int64_t for range(-2**63 + 1, 2**63 - 1) or a step
+     * of -2**63 */
+    uint64_t span = 0, step = s > 0 ? (uint64_t)s : (uint64_t)(-(s + 1)) + 1;
+    if (s > 0 ? b > a : a > b) __builtin_sub_overflow(s > 0 ? b : a, s > 0 ? a : b, &span);
+    uint64_t n = span ? (span - 1) / step + 1 : 0;
     /* the bound Jinja's sandbox puts on range() */
-    int64_t n = s > 0 ? (b > a ? (b - a + s - 1) / s : 0) : (a > b ? (a - b - s - 1) / -s : 0);
     if (n > 100000) jj_error(r, at, "Range too big. The sandbox blocks ranges larger than MAX_RANGE (100000).");
     struct jj_value l = jj_list_new(r, JJ_LIST, (size_t)n);
-    for (int64_t i = 0; i < n; i++) l.u.list->items[i] = jj_int(a + i * s);
+    int64_t v = a;
+    for (uint64_t i = 0; i < n; i++) {
+        l.u.list->items[i] = jj_int(v);
+        if (i + 1 < n) v += s; /* stays between a and b; one step more might not */
+    }
     return l;
 }
 
@@ -1197,10 +1252,10 @@ static struct jj_value make_mapping(struct jj_render *r, const struct jj_node *a
         const struct jj_value *m = &args->pos[i];
         if (m->kind != JJ_DICT && m->kind != JJ_NAMESPACE)
             jj_error(r, at, "expected a mapping, got %s", jj_type_name(m));
-        for (size_t k = 0; k < m->u.dict->n; k++) jj_dict_set(r, d.u.dict, m->u.dict->keys[k], m->u.dict->vals[k]);
+        for (size_t k = 0; k < m->u.dict->n; k++) jj_dict_set(r, at, d.u.dict, m->u.dict->keys[k], m->u.dict->vals[k]);
     }
     for (size_t k = 0; k < args->n_kw; k++)
-        jj_dict_set(r, d.u.dict, jj_str(args->kw_names[k], strlen(args->kw_names[k])), args->kw[k]);
+        jj_dict_set(r, at, d.u.dict, jj_str(args->kw_names[k], strlen(args->kw_names[k])), args->kw[k]);
     return d;
 }
 

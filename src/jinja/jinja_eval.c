@@ -35,24 +35,42 @@ static struct jj_frame *frame_new(struct jj_render *r, struct jj_frame *parent) 
 }
 
 static void frame_set(struct jj_render *r, struct jj_frame *f, const char *name, struct jj_value v) {
-    jj_dict_set(r, &f->vars, jj_str(name, strlen(name)), v);
+    jj_dict_set(r, NULL, &f->vars, jj_str(name, strlen(name)), v);
 }
 
-static const struct jj_value *frame_lookup(const struct jj_frame *f, const char *name) {
+static const struct jj_value *frame_lookup(struct jj_render *r, const struct jj_node *at, const struct jj_frame *f,
+                                           const char *name) {
     const struct jj_value key = jj_str(name, strlen(name));
     for (; f; f = f->parent) {
-        const struct jj_value *v = jj_dict_get(&f->vars, key);
+        const struct jj_value *v = jj_dict_get(r, at, &f->vars, key);
         if (v) return v;
     }
     return NULL;
 }
 
+static _Noreturn void out_of_steps(struct jj_render *r, const struct jj_node *at) {
+    if (!at) at = r->stmt;
+    jj_fail_at(&r->fail, HERD_E_NOMEM, at ? at->line : 0, at ? at->col : 0,
+               "template exceeds %llu steps (loop iterations, macro calls, and work on long strings and lists)",
+               (unsigned long long)r->lim.max_steps);
+}
+
 static void step(struct jj_render *r, const struct jj_node *at) {
-    if (++r->steps > r->lim.max_steps) {
-        r->fail.code = HERD_E_NOMEM;
-        jj_fail_at(&r->fail, HERD_E_NOMEM, at->line, at->col, "template exceeds %llu loop iterations and macro calls",
-                   (unsigned long long)r->lim.max_steps);
-    }
+    if (++r->steps > r->lim.max_steps) out_of_steps(r, at);
+}
+
+void jj_charge(struct jj_render *r, const struct jj_node *at, size_t bytes) {
+    r->work_bytes += bytes % JJ_STEP_BYTES;
+    uint64_t whole = bytes / JJ_STEP_BYTES + r->work_bytes / JJ_STEP_BYTES;
+    r->work_bytes %= JJ_STEP_BYTES;
+    if (!whole) return;
+    /* compared so, the sum cannot wrap whatever a caller passes */
+    if (r->steps >= r->lim.max_steps || whole > r->lim.max_steps - r->steps) out_of_steps(r, at);
+    r->steps += whole;
+}
+
+void jj_charge_items(struct jj_render *r, const struct jj_node *at, size_t n_items) {
+    jj_charge(r, at, n_items > SIZE_MAX / JJ_ITEM_BYTES ? SIZE_MAX : n_items * JJ_ITEM_BYTES);
 }
 
 /* ------------------------------------------------------------ arguments */
@@ -114,6 +132,7 @@ static struct jj_value call_macro(struct jj_render *r, const struct jj_node *at,
     for (size_t k = 0; k < args->n_kw; k++) {
         size_t i = 0;
         while (i < n_params && strcmp(def->kids.v[i]->name, args->kw_names[k]) != 0) i++;
+        jj_charge_items(r, at, i); /* 900 parameters by name are 810,000 comparisons a call */
         if (i < n_params && !bound[i]) {
             frame_set(r, f, def->kids.v[i]->name, args->kw[k]);
             bound[i] = true;
@@ -124,7 +143,7 @@ static struct jj_value call_macro(struct jj_render *r, const struct jj_node *at,
              * Jinja2's Macro.__call__ */
             jj_error(r, at, "macro '%s' takes no keyword argument '%s'", mname, args->kw_names[k]);
         } else {
-            jj_dict_set(r, kwargs.u.dict, jj_str(args->kw_names[k], strlen(args->kw_names[k])), args->kw[k]);
+            jj_dict_set(r, at, kwargs.u.dict, jj_str(args->kw_names[k], strlen(args->kw_names[k])), args->kw[k]);
         }
     }
     for (size_t i = 0; i < n_params; i++) {
@@ -180,22 +199,37 @@ static struct jj_value concat_seq(struct jj_render *r, const struct jj_value *a,
 
 static struct jj_value repeat(struct jj_render *r, const struct jj_node *at, const struct jj_value *seq,
                               int64_t times) {
-    if (times < 0) times = 0;
     size_t unit = seq->kind == JJ_STR ? seq->u.s.n : seq->u.list->n;
+    /* an empty sequence times a billion is empty at once, not after a
+     * billion empty copies */
+    if (times <= 0 || unit == 0) times = 0;
     if (unit && (uint64_t)times > r->lim.max_output_bytes / unit)
         jj_fail_at(&r->fail, HERD_E_NOMEM, at->line, at->col, "repetition result exceeds %zu items",
                    r->lim.max_output_bytes);
-    if (seq->kind == JJ_STR) {
-        struct jj_buf b = {0};
-        for (int64_t k = 0; k < times; k++) jj_buf_put(r, &b, seq->u.s.p, seq->u.s.n);
-        struct jj_value res = jj_str_buf(&b);
-        res.safe = seq->safe;
-        return res;
+    size_t total = unit * (size_t)times, item_bytes = seq->kind == JJ_STR ? 1 : sizeof(struct jj_value);
+    struct jj_value res = seq->kind == JJ_STR ? jj_str("", 0) : jj_list_new(r, seq->kind, 0);
+    res.safe = seq->safe;
+    if (!total) return res;
+    jj_charge(r, at, total * item_bytes);
+    /* the first copy, then the filled part copied onto the rest: log2(times)
+     * memcpy calls, not times */
+    char *p = jj_alloc(&r->arena, total * item_bytes + 1);
+    const void *src = seq->kind == JJ_STR ? (const void *)seq->u.s.p : (const void *)seq->u.list->items;
+    memcpy(p, src, unit * item_bytes);
+    for (size_t filled = unit * item_bytes, all = total * item_bytes; filled < all;) {
+        size_t k = filled < all - filled ? filled : all - filled;
+        memcpy(p + filled, p, k);
+        filled += k;
     }
-    struct jj_value l = jj_list_new(r, seq->kind, unit * (size_t)times);
-    for (int64_t k = 0; k < times; k++)
-        memcpy(l.u.list->items + (size_t)k * unit, seq->u.list->items, unit * sizeof *l.u.list->items);
-    return l;
+    if (seq->kind == JJ_STR) {
+        p[total] = 0;
+        res.u.s.p = p;
+        res.u.s.n = total;
+    } else {
+        res.u.list->items = (struct jj_value *)p;
+        res.u.list->n = total;
+    }
+    return res;
 }
 
 /* CPython's float floor division (float_divmod): inf // 2 is nan, and the
@@ -294,11 +328,13 @@ static struct jj_value arith(struct jj_render *r, const struct jj_node *at, enum
         return jj_float(py_fmod(fx, fy));
     case JO_POW:
         if (ints && y >= 0) {
+            /* 0, 1 and -1 would loop y times; any other base overflows
+             * within 63 multiplications */
+            if (x == 0 || x == 1) return jj_int(y == 0 ? 1 : x);
+            if (x == -1) return jj_int(y % 2 ? -1 : 1);
             int64_t acc = 1;
-            for (int64_t k = 0; k < y; k++) {
+            for (int64_t k = 0; k < y; k++)
                 if (__builtin_mul_overflow(acc, x, &acc)) jj_error(r, at, "integer overflow");
-                if (acc == 0 || acc == 1) break;
-            }
             return jj_int(acc);
         }
         return jj_float(pow(fx, fy));
@@ -315,14 +351,15 @@ static bool contains(struct jj_render *r, const struct jj_node *at, const struct
         if (item->kind != JJ_STR)
             jj_error(r, at, "'in <string>' requires string as left operand, not %s", jj_type_name(item));
         if (!item->u.s.n) return true;
+        jj_charge(r, at, in->u.s.n + item->u.s.n);
         return memmem(in->u.s.p, in->u.s.n, item->u.s.p, item->u.s.n) != NULL;
     case JJ_LIST:
     case JJ_TUPLE:
         for (size_t i = 0; i < in->u.list->n; i++)
-            if (jj_equal(item, &in->u.list->items[i])) return true;
+            if (jj_equal(r, at, item, &in->u.list->items[i])) return true;
         return false;
     case JJ_DICT:
-    case JJ_NAMESPACE: return jj_dict_get(in->u.dict, *item) != NULL;
+    case JJ_NAMESPACE: return jj_dict_get(r, at, in->u.dict, *item) != NULL;
     case JJ_UNDEF: return false;
     default: jj_error(r, at, "argument of type '%s' is not iterable", jj_type_name(in));
     }
@@ -331,8 +368,8 @@ static bool contains(struct jj_render *r, const struct jj_node *at, const struct
 static bool compare_op(struct jj_render *r, const struct jj_node *at, enum jj_op op, const struct jj_value *a,
                        const struct jj_value *b) {
     switch (op) {
-    case JO_EQ: return jj_equal(a, b);
-    case JO_NE: return !jj_equal(a, b);
+    case JO_EQ: return jj_equal(r, at, a, b);
+    case JO_NE: return !jj_equal(r, at, a, b);
     case JO_LT: return jj_compare(r, at, a, b) < 0;
     case JO_LE: return jj_compare(r, at, a, b) <= 0;
     case JO_GT: return jj_compare(r, at, a, b) > 0;
@@ -343,10 +380,12 @@ static bool compare_op(struct jj_render *r, const struct jj_node *at, enum jj_op
     }
 }
 
-/* Python slice bounds for a sequence of n items. */
-static void slice_bounds(struct jj_render *r, const struct jj_node *at, const struct jj_value *lo,
-                         const struct jj_value *hi, const struct jj_value *st, int64_t n, int64_t *start, int64_t *stop,
-                         int64_t *stepv) {
+/* Python slice bounds for a sequence of n items: the first index, the
+ * step and the number of items. The count is computed, not walked to,
+ * so that a step near INT64_MAX cannot overflow an index. */
+static size_t slice_bounds(struct jj_render *r, const struct jj_node *at, const struct jj_value *lo,
+                           const struct jj_value *hi, const struct jj_value *st, int64_t n, int64_t *start,
+                           int64_t *stepv) {
     int64_t s = 1;
     if (st && st->kind != JJ_NONE) {
         if (st->kind != JJ_INT) jj_error(r, at, "slice indices must be integers or None");
@@ -372,8 +411,9 @@ static void slice_bounds(struct jj_render *r, const struct jj_node *at, const st
         b[k] = i;
     }
     *start = b[0];
-    *stop = b[1];
     *stepv = s;
+    if (s > 0) return b[1] > b[0] ? (size_t)((uint64_t)(b[1] - b[0] - 1) / (uint64_t)s + 1) : 0;
+    return b[0] > b[1] ? (size_t)((uint64_t)(b[0] - b[1] - 1) / ((uint64_t)(-(s + 1)) + 1) + 1) : 0;
 }
 
 static struct jj_value eval_slice(struct jj_render *r, struct jj_frame *f, const struct jj_node *n) {
@@ -381,22 +421,21 @@ static struct jj_value eval_slice(struct jj_render *r, struct jj_frame *f, const
     jj_require_defined(r, n, &obj);
     struct jj_value lo = n->b ? eval(r, f, n->b) : jj_none(), hi = n->c ? eval(r, f, n->c) : jj_none(),
                     st = n->d ? eval(r, f, n->d) : jj_none();
-    int64_t start, stop, s;
+    int64_t start, s;
     if (obj.kind == JJ_LIST || obj.kind == JJ_TUPLE) {
-        slice_bounds(r, n, &lo, &hi, &st, (int64_t)obj.u.list->n, &start, &stop, &s);
-        size_t cnt = 0;
-        for (int64_t i = start; s > 0 ? i < stop : i > stop; i += s) cnt++;
+        size_t cnt = slice_bounds(r, n, &lo, &hi, &st, (int64_t)obj.u.list->n, &start, &s);
         struct jj_value l = jj_list_new(r, obj.kind, cnt);
-        cnt = 0;
-        for (int64_t i = start; s > 0 ? i < stop : i > stop; i += s) l.u.list->items[cnt++] = obj.u.list->items[i];
+        for (size_t k = 0; k < cnt; k++) l.u.list->items[k] = obj.u.list->items[start + (int64_t)k * s];
         return l;
     }
     if (obj.kind == JJ_STR) {
         struct jj_list *chars = jj_iterate(r, n, &obj);
-        slice_bounds(r, n, &lo, &hi, &st, (int64_t)chars->n, &start, &stop, &s);
+        size_t cnt = slice_bounds(r, n, &lo, &hi, &st, (int64_t)chars->n, &start, &s);
         struct jj_buf b = {0};
-        for (int64_t i = start; s > 0 ? i < stop : i > stop; i += s)
-            jj_buf_put(r, &b, chars->items[i].u.s.p, chars->items[i].u.s.n);
+        for (size_t k = 0; k < cnt; k++) {
+            const struct jj_value *c = &chars->items[start + (int64_t)k * s];
+            jj_buf_put(r, &b, c->u.s.p, c->u.s.n);
+        }
         struct jj_value res = jj_str_buf(&b);
         res.safe = obj.safe;
         return res;
@@ -410,7 +449,7 @@ static struct jj_value eval_slice(struct jj_render *r, struct jj_frame *f, const
 /* ----------------------------------------------------------- expressions */
 
 static struct jj_value lookup_name(struct jj_render *r, struct jj_frame *f, const struct jj_node *n) {
-    const struct jj_value *v = frame_lookup(f, n->name);
+    const struct jj_value *v = frame_lookup(r, n, f, n->name);
     if (v) return *v;
     const struct jj_builtin *g = jj_global(n->name);
     if (g) return (struct jj_value){.kind = JJ_BUILTIN, .u.fn = {g, NULL}};
@@ -418,6 +457,7 @@ static struct jj_value lookup_name(struct jj_render *r, struct jj_frame *f, cons
 }
 
 static struct jj_value eval(struct jj_render *r, struct jj_frame *f, const struct jj_node *n) {
+    jj_charge_items(r, n, 1);
     switch (n->kind) {
     case JN_LIT: return n->lit;
     case JN_NAME: return lookup_name(r, f, n);
@@ -430,7 +470,7 @@ static struct jj_value eval(struct jj_render *r, struct jj_frame *f, const struc
     case JN_DICT: {
         struct jj_value d = jj_dict_new(r, JJ_DICT);
         for (size_t i = 0; i + 1 < n->kids.n; i += 2)
-            jj_dict_set(r, d.u.dict, eval(r, f, n->kids.v[i]), eval(r, f, n->kids.v[i + 1]));
+            jj_dict_set(r, n, d.u.dict, eval(r, f, n->kids.v[i]), eval(r, f, n->kids.v[i + 1]));
         return d;
     }
     case JN_ATTR: {
@@ -529,7 +569,7 @@ static void assign(struct jj_render *r, struct jj_frame *f, const struct jj_node
     if (target->kind == JN_ATTR) {
         struct jj_value ns = eval(r, f, target->a);
         if (ns.kind != JJ_NAMESPACE) jj_error(r, target, "cannot assign attribute on non-namespace object");
-        jj_dict_set(r, ns.u.dict, jj_str(target->name, strlen(target->name)), v);
+        jj_dict_set(r, target, ns.u.dict, jj_str(target->name, strlen(target->name)), v);
         return;
     }
     /* tuple unpacking */
@@ -565,7 +605,7 @@ static void loop_update(struct jj_render *r, struct jj_value *loop, const struct
     if (loop->kind != JJ_DICT) {
         *loop = jj_dict_new(r, JJ_DICT);
         for (size_t k = 0; k < sizeof keys / sizeof *keys; k++)
-            jj_dict_set(r, loop->u.dict, jj_str(keys[k], strlen(keys[k])), vals[k]);
+            jj_dict_set(r, NULL, loop->u.dict, jj_str(keys[k], strlen(keys[k])), vals[k]);
         return;
     }
     memcpy(loop->u.dict->vals, vals, sizeof vals);
@@ -622,6 +662,7 @@ static struct jj_value apply_block_filter(struct jj_render *r, struct jj_frame *
 }
 
 static enum flow exec_node(struct jj_render *r, struct jj_frame *f, struct jj_buf *out, const struct jj_node *n) {
+    r->stmt = n;
     switch (n->kind) {
     case JN_TEXT: jj_buf_put(r, out, n->lit.u.s.p, n->lit.u.s.n); return FLOW_NORMAL;
     case JN_OUTPUT: {

@@ -70,6 +70,7 @@ struct jj_list {
 struct jj_dict {
     size_t n, cap;
     struct jj_value *keys, *vals;
+    bool in_repr; /* being written by repr(): a namespace holding itself prints {...}, as Python does */
 };
 
 struct jj_value;
@@ -219,13 +220,39 @@ struct jj_render {
     struct herd_jinja_limits lim;
     time_t now;
     uint64_t steps;
+    uint64_t work_bytes; /* charged work not yet a whole step (jj_charge) */
     uint32_t depth;
+    uint32_t nesting;           /* containers being walked now by ==, <, repr() (jj_nest_enter) */
+    const struct jj_node *stmt; /* the statement running: where an error without a node points */
     struct jj_frame *root;
     const struct jj_value *filter_input; /* the captured body, in a filter block's chain */
 };
 
 _Noreturn void jj_error(struct jj_render *r, const struct jj_node *at, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* The step budget (jinja_eval.c). A loop iteration or a macro call is one
+ * step. Other work is charged too, or a template could spend minutes
+ * inside its budget (a 16 KiB template looping 20,000 times over a
+ * megabyte string, or over a chain of 2,000 `and`s): every byte written
+ * to a string and every byte a builtin or operator scans, and
+ * JJ_ITEM_BYTES for each expression evaluated and each list or dict item
+ * compared or visited; JJ_STEP_BYTES make a step. A step is a few
+ * microseconds (herd_jinja_default_limits); so is a character-by-character
+ * pass over 256 bytes, or 16 expressions. Past the budget, fails with
+ * HERD_E_NOMEM at `at` (NULL: the statement running). */
+#define JJ_STEP_BYTES 256
+#define JJ_ITEM_BYTES 16
+void jj_charge(struct jj_render *r, const struct jj_node *at, size_t bytes);
+void jj_charge_items(struct jj_render *r, const struct jj_node *at, size_t n_items);
+
+/* Equality, ordering, repr() and affix tests recurse into nested lists
+ * and dicts; a value nested deeper than this (built one level per loop
+ * iteration) fails instead of overflowing the C stack. JSON has the same
+ * bound. Python's own recursion limit is 1000 frames. */
+#define JJ_MAX_NESTING 256
+void jj_nest_enter(struct jj_render *r, const struct jj_node *at);
+void jj_nest_leave(struct jj_render *r);
 
 void jj_buf_put(struct jj_render *r, struct jj_buf *b, const char *s, size_t n);
 void jj_buf_putc(struct jj_render *r, struct jj_buf *b, char c);
@@ -242,8 +269,12 @@ struct jj_value jj_str_copy(struct jj_render *r, const char *p, size_t n);
 struct jj_value jj_str_buf(const struct jj_buf *b);
 struct jj_value jj_list_new(struct jj_render *r, enum jj_kind kind, size_t n); /* n items, JJ_NONE */
 struct jj_value jj_dict_new(struct jj_render *r, enum jj_kind kind);
-void jj_dict_set(struct jj_render *r, struct jj_dict *d, struct jj_value key, struct jj_value val);
-const struct jj_value *jj_dict_get(const struct jj_dict *d, struct jj_value key);
+/* Dicts are small arrays searched in order (the order Python keeps);
+ * a lookup charges the keys it compares. */
+void jj_dict_set(struct jj_render *r, const struct jj_node *at, struct jj_dict *d, struct jj_value key,
+                 struct jj_value val);
+const struct jj_value *jj_dict_get(struct jj_render *r, const struct jj_node *at, const struct jj_dict *d,
+                                   struct jj_value key);
 struct jj_value jj_from_json(struct jj_render *r, const json_t *j);
 
 /* Python's type name ("str", "NoneType") and Jinja's object_type_repr
@@ -252,7 +283,9 @@ const char *jj_type_name(const struct jj_value *v);
 const char *jj_object_repr(const struct jj_value *v);
 
 bool jj_truthy(const struct jj_value *v);
-bool jj_equal(const struct jj_value *a, const struct jj_value *b);
+/* Python's ==; namespaces compare by identity (Jinja's Namespace has no
+ * __eq__). Charges what it compares. */
+bool jj_equal(struct jj_render *r, const struct jj_node *at, const struct jj_value *a, const struct jj_value *b);
 /* -1, 0, 1 as Python's <, or an error naming both types. */
 int jj_compare(struct jj_render *r, const struct jj_node *at, const struct jj_value *a, const struct jj_value *b);
 /* Fails with the undefined value's message if v is undefined. */

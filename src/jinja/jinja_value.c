@@ -90,6 +90,7 @@ _Noreturn void jj_error(struct jj_render *r, const struct jj_node *at, const cha
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    if (!at) at = r->stmt;
     jj_fail_at(&r->fail, HERD_E_INVALID, at ? at->line : 0, at ? at->col : 0, "%s", msg);
 }
 
@@ -112,6 +113,7 @@ static void buf_reserve(struct jj_render *r, struct jj_buf *b, size_t more) {
 
 void jj_buf_put(struct jj_render *r, struct jj_buf *b, const char *s, size_t n) {
     if (!n) return;
+    jj_charge(r, NULL, n); /* what writes a byte at a time (case, escapes, repr) costs per byte */
     buf_reserve(r, b, n);
     memcpy(b->p + b->n, s, n);
     b->n += n;
@@ -180,20 +182,27 @@ struct jj_value jj_dict_new(struct jj_render *r, enum jj_kind kind) {
     return (struct jj_value){.kind = kind, .u.dict = d};
 }
 
-static bool str_eq(const struct jj_value *v, const char *p, size_t n) {
-    return v->kind == JJ_STR && v->u.s.n == n && memcmp(v->u.s.p, p, n) == 0;
-}
-
-const struct jj_value *jj_dict_get(const struct jj_dict *d, struct jj_value key) {
-    for (size_t i = 0; i < d->n; i++) {
-        if (key.kind == JJ_STR ? str_eq(&d->keys[i], key.u.s.p, key.u.s.n) : jj_equal(&d->keys[i], &key))
-            return &d->vals[i];
+const struct jj_value *jj_dict_get(struct jj_render *r, const struct jj_node *at, const struct jj_dict *d,
+                                   struct jj_value key) {
+    size_t i = 0, compared_bytes = 0;
+    const struct jj_value *hit = NULL;
+    for (; i < d->n && !hit; i++) {
+        const struct jj_value *k = &d->keys[i];
+        if (key.kind != JJ_STR) {
+            if (jj_equal(r, at, k, &key)) hit = &d->vals[i];
+        } else if (k->kind == JJ_STR && k->u.s.n == key.u.s.n) {
+            compared_bytes += key.u.s.n;
+            if (memcmp(k->u.s.p, key.u.s.p, key.u.s.n) == 0) hit = &d->vals[i];
+        }
     }
-    return NULL;
+    jj_charge_items(r, at, i);
+    jj_charge(r, at, compared_bytes);
+    return hit;
 }
 
-void jj_dict_set(struct jj_render *r, struct jj_dict *d, struct jj_value key, struct jj_value val) {
-    struct jj_value *have = (struct jj_value *)jj_dict_get(d, key);
+void jj_dict_set(struct jj_render *r, const struct jj_node *at, struct jj_dict *d, struct jj_value key,
+                 struct jj_value val) {
+    struct jj_value *have = (struct jj_value *)jj_dict_get(r, at, d, key);
     if (have) {
         *have = val;
         return;
@@ -232,7 +241,7 @@ struct jj_value jj_from_json(struct jj_render *r, const json_t *j) {
         json_t *v;
         /* jansson iterates objects in insertion order, which is the
          * order Python's json keeps */
-        json_object_foreach((json_t *)j, k, v) jj_dict_set(r, d.u.dict, jj_str(k, strlen(k)), jj_from_json(r, v));
+        json_object_foreach((json_t *)j, k, v) jj_dict_set(r, NULL, d.u.dict, jj_str(k, strlen(k)), jj_from_json(r, v));
         return d;
     }
     }
@@ -297,7 +306,14 @@ bool jj_truthy(const struct jj_value *v) {
     }
 }
 
-bool jj_equal(const struct jj_value *a, const struct jj_value *b) {
+void jj_nest_enter(struct jj_render *r, const struct jj_node *at) {
+    if (++r->nesting > JJ_MAX_NESTING) jj_error(r, at, "value nested deeper than %d levels", JJ_MAX_NESTING);
+}
+
+void jj_nest_leave(struct jj_render *r) { r->nesting--; }
+
+bool jj_equal(struct jj_render *r, const struct jj_node *at, const struct jj_value *a, const struct jj_value *b) {
+    jj_charge_items(r, at, 1);
     if (jj_is_number(a) && jj_is_number(b)) {
         if (a->kind != JJ_FLOAT && b->kind != JJ_FLOAT) {
             int64_t x = a->kind == JJ_INT ? a->u.i : a->u.b, y = b->kind == JJ_INT ? b->u.i : b->u.b;
@@ -309,21 +325,38 @@ bool jj_equal(const struct jj_value *a, const struct jj_value *b) {
     switch (a->kind) {
     case JJ_UNDEF:
     case JJ_NONE: return true;
-    case JJ_STR: return a->u.s.n == b->u.s.n && memcmp(a->u.s.p, b->u.s.p, a->u.s.n) == 0;
+    case JJ_STR:
+        if (a->u.s.n != b->u.s.n) return false;
+        jj_charge(r, at, a->u.s.n);
+        return memcmp(a->u.s.p, b->u.s.p, a->u.s.n) == 0;
     case JJ_LIST:
-    case JJ_TUPLE:
+    case JJ_TUPLE: {
+        if (a->u.list == b->u.list) return true; /* Python's identity shortcut; only a namespace can hold itself */
         if (a->u.list->n != b->u.list->n) return false;
-        for (size_t i = 0; i < a->u.list->n; i++)
-            if (!jj_equal(&a->u.list->items[i], &b->u.list->items[i])) return false;
-        return true;
-    case JJ_DICT:
-    case JJ_NAMESPACE:
-        if (a->u.dict->n != b->u.dict->n) return false;
-        for (size_t i = 0; i < a->u.dict->n; i++) {
-            const struct jj_value *o = jj_dict_get(b->u.dict, a->u.dict->keys[i]);
-            if (!o || !jj_equal(&a->u.dict->vals[i], o)) return false;
+        bool eq = true;
+        jj_nest_enter(r, at);
+        for (size_t i = 0; i < a->u.list->n && eq; i++)
+            eq = jj_equal(r, at, &a->u.list->items[i], &b->u.list->items[i]);
+        jj_nest_leave(r);
+        return eq;
+    }
+    case JJ_DICT: {
+        const struct jj_dict *x = a->u.dict, *y = b->u.dict;
+        if (x == y) return true;
+        if (x->n != y->n) return false;
+        bool eq = true;
+        jj_nest_enter(r, at);
+        for (size_t i = 0; i < x->n && eq; i++) {
+            /* dicts built alike keep their keys in the same order: try the
+             * same place before searching */
+            const struct jj_value *o =
+                jj_equal(r, at, &x->keys[i], &y->keys[i]) ? &y->vals[i] : jj_dict_get(r, at, y, x->keys[i]);
+            eq = o && jj_equal(r, at, &x->vals[i], o);
         }
-        return true;
+        jj_nest_leave(r);
+        return eq;
+    }
+    case JJ_NAMESPACE: return a->u.dict == b->u.dict;
     case JJ_MACRO: return a->u.macro == b->u.macro;
     case JJ_BUILTIN: return a->u.fn.def == b->u.fn.def && a->u.fn.self == b->u.fn.self;
     default: return false;
@@ -335,6 +368,7 @@ void jj_require_defined(struct jj_render *r, const struct jj_node *at, const str
 }
 
 int jj_compare(struct jj_render *r, const struct jj_node *at, const struct jj_value *a, const struct jj_value *b) {
+    jj_charge_items(r, at, 1);
     jj_require_defined(r, at, a);
     jj_require_defined(r, at, b);
     if (jj_is_number(a) && jj_is_number(b)) {
@@ -347,15 +381,20 @@ int jj_compare(struct jj_render *r, const struct jj_node *at, const struct jj_va
     }
     if (a->kind == JJ_STR && b->kind == JJ_STR) {
         size_t n = a->u.s.n < b->u.s.n ? a->u.s.n : b->u.s.n;
+        jj_charge(r, at, n);
         int c = memcmp(a->u.s.p, b->u.s.p, n);
         if (c) return c < 0 ? -1 : 1;
         return a->u.s.n < b->u.s.n ? -1 : a->u.s.n > b->u.s.n;
     }
     if ((a->kind == JJ_LIST || a->kind == JJ_TUPLE) && a->kind == b->kind) {
-        for (size_t i = 0; i < a->u.list->n && i < b->u.list->n; i++) {
-            if (jj_equal(&a->u.list->items[i], &b->u.list->items[i])) continue;
-            return jj_compare(r, at, &a->u.list->items[i], &b->u.list->items[i]);
+        int c = 0;
+        jj_nest_enter(r, at);
+        for (size_t i = 0; i < a->u.list->n && i < b->u.list->n && !c; i++) {
+            if (jj_equal(r, at, &a->u.list->items[i], &b->u.list->items[i])) continue;
+            c = jj_compare(r, at, &a->u.list->items[i], &b->u.list->items[i]);
         }
+        jj_nest_leave(r);
+        if (c) return c;
         return a->u.list->n < b->u.list->n ? -1 : a->u.list->n > b->u.list->n;
     }
     jj_error(r, at, "'<' not supported between instances of '%s' and '%s'", jj_type_name(a), jj_type_name(b));
@@ -376,26 +415,52 @@ size_t jj_utf8_len(const char *p, size_t n) {
 
 /* Python's str.isprintable for one character: not in the Unicode "Other"
  * or "Separator" categories, except the ASCII space. The categories come
- * from PCRE2's Unicode tables. */
+ * from PCRE2's Unicode tables, read once into a bit per code point of
+ * planes 0 and 1 (where nearly all text lives; 16 KiB, 131072 matches at
+ * the first repr() of a non-ASCII string): a PCRE2 match per character
+ * made repr() of a megabyte of "é" take seconds. Past plane 1, each
+ * character is matched and charged. */
+#define PRINTABLE_TABLE_CPS 0x20000
 static pcre2_code *nonprintable_re;
+static uint8_t printable_bits[PRINTABLE_TABLE_CPS / 8];
+static bool printable_table_ok;
 static pthread_once_t nonprintable_once = PTHREAD_ONCE_INIT;
+
+static bool pcre_printable(const char *p, size_t n, pcre2_match_data *md) {
+    return pcre2_match(nonprintable_re, (PCRE2_SPTR)p, n, 0, 0, md, NULL) < 0;
+}
 
 static void nonprintable_init(void) {
     int e;
     PCRE2_SIZE off;
     nonprintable_re =
         pcre2_compile((PCRE2_SPTR) "^[\\p{C}\\p{Z}]", PCRE2_ZERO_TERMINATED, PCRE2_UTF | PCRE2_UCP, &e, &off, NULL);
+    pcre2_match_data *md = nonprintable_re ? pcre2_match_data_create(1, NULL) : NULL;
+    if (!md) return;
+    for (uint32_t cp = 0; cp < PRINTABLE_TABLE_CPS; cp++) {
+        char enc[4];
+        if (cp >= 0xD800 && cp <= 0xDFFF) continue; /* surrogates (Cs): not printable, and not UTF-8 */
+        if (pcre_printable(enc, herd_utf8_encode(cp, enc), md)) printable_bits[cp >> 3] |= (uint8_t)(1u << (cp & 7));
+    }
+    pcre2_match_data_free(md);
+    printable_table_ok = true;
 }
 
-static bool is_printable(const char *p, size_t n) {
+static bool is_printable(struct jj_render *r, const char *p, size_t n) {
     if (n == 1) return p[0] >= 0x20 && p[0] < 0x7f;
     pthread_once(&nonprintable_once, nonprintable_init);
     if (!nonprintable_re) return true;
+    /* an invalid sequence is copied as it is, as PCRE2's refusal of it
+     * always made it */
+    if (herd_utf8_seq((const uint8_t *)p, n) != (int)n) return true;
+    uint32_t cp = herd_utf8_decode(p, n);
+    if (printable_table_ok && cp < PRINTABLE_TABLE_CPS) return printable_bits[cp >> 3] >> (cp & 7) & 1;
+    jj_charge(r, NULL, JJ_STEP_BYTES); /* a match and two mallocs: about a step */
     pcre2_match_data *md = pcre2_match_data_create(1, NULL);
     if (!md) return true;
-    int rc = pcre2_match(nonprintable_re, (PCRE2_SPTR)p, n, 0, 0, md, NULL);
+    bool printable = pcre_printable(p, n, md);
     pcre2_match_data_free(md);
-    return rc < 0;
+    return printable;
 }
 
 /* --------------------------------------------------------- str and repr */
@@ -459,7 +524,7 @@ static void write_str_repr(struct jj_render *r, struct jj_buf *b, const char *p,
             jj_buf_put(r, b, "\\r", 2);
         } else if (c == '\t') {
             jj_buf_put(r, b, "\\t", 2);
-        } else if (!is_printable(p + i, next - i)) {
+        } else if (!is_printable(r, p + i, next - i)) {
             uint32_t cp = herd_utf8_decode(p + i, n - i);
             if (cp < 0x100)
                 jj_buf_printf(r, b, "\\x%02x", cp);
@@ -477,16 +542,23 @@ static void write_str_repr(struct jj_render *r, struct jj_buf *b, const char *p,
 
 static void write_items(struct jj_render *r, struct jj_buf *b, const struct jj_value *v) {
     if (v->kind == JJ_DICT || v->kind == JJ_NAMESPACE) {
+        struct jj_dict *d = v->u.dict;
+        if (d->in_repr) return jj_buf_put(r, b, "{...}", 5);
+        d->in_repr = true;
+        jj_nest_enter(r, NULL);
         jj_buf_putc(r, b, '{');
-        for (size_t i = 0; i < v->u.dict->n; i++) {
+        for (size_t i = 0; i < d->n; i++) {
             if (i) jj_buf_put(r, b, ", ", 2);
-            jj_write_repr(r, b, &v->u.dict->keys[i]);
+            jj_write_repr(r, b, &d->keys[i]);
             jj_buf_put(r, b, ": ", 2);
-            jj_write_repr(r, b, &v->u.dict->vals[i]);
+            jj_write_repr(r, b, &d->vals[i]);
         }
         jj_buf_putc(r, b, '}');
+        jj_nest_leave(r);
+        d->in_repr = false;
         return;
     }
+    jj_nest_enter(r, NULL);
     bool tuple = v->kind == JJ_TUPLE;
     jj_buf_putc(r, b, tuple ? '(' : '[');
     for (size_t i = 0; i < v->u.list->n; i++) {
@@ -495,6 +567,7 @@ static void write_items(struct jj_render *r, struct jj_buf *b, const struct jj_v
     }
     if (tuple && v->u.list->n == 1) jj_buf_putc(r, b, ',');
     jj_buf_putc(r, b, tuple ? ')' : ']');
+    jj_nest_leave(r);
 }
 
 static void write_common(struct jj_render *r, struct jj_buf *b, const struct jj_value *v) {
@@ -632,7 +705,7 @@ void jj_write_json(struct jj_render *r, const struct jj_node *at, struct jj_buf 
                    const struct jj_json_opts *o, int level) {
     /* Python's json module recurses; so does this, bounded like a
      * macro call so that a deep structure cannot overflow the stack */
-    if (level > 256) jj_error(r, at, "JSON nesting deeper than 256 levels");
+    if (level > JJ_MAX_NESTING) jj_error(r, at, "JSON nesting deeper than %d levels", JJ_MAX_NESTING);
     const char *item_sep = o->item_sep ? o->item_sep : o->indent >= 0 ? "," : ", ";
     const char *key_sep = o->key_sep ? o->key_sep : ": ";
     switch (v->kind) {
@@ -710,7 +783,7 @@ struct jj_list *jj_iterate(struct jj_render *r, const struct jj_node *at, const 
 int64_t jj_length(struct jj_render *r, const struct jj_node *at, const struct jj_value *v) {
     switch (v->kind) {
     case JJ_UNDEF: return 0;
-    case JJ_STR: return (int64_t)jj_utf8_len(v->u.s.p, v->u.s.n);
+    case JJ_STR: jj_charge(r, at, v->u.s.n); return (int64_t)jj_utf8_len(v->u.s.p, v->u.s.n);
     case JJ_LIST:
     case JJ_TUPLE: return (int64_t)v->u.list->n;
     case JJ_DICT:
@@ -732,7 +805,7 @@ struct jj_value jj_getattr(struct jj_render *r, const struct jj_node *at, const 
     if (jj_method(r, obj, name, strlen(name), &m)) return m;
     struct jj_value key = jj_str(name, strlen(name));
     if (obj->kind == JJ_DICT || obj->kind == JJ_NAMESPACE) {
-        const struct jj_value *v = jj_dict_get(obj->u.dict, key);
+        const struct jj_value *v = jj_dict_get(r, at, obj->u.dict, key);
         if (v) return *v;
     }
     return no_attribute(r, obj, &key);
@@ -759,6 +832,7 @@ struct jj_value jj_getitem(struct jj_render *r, const struct jj_node *at, const 
         if (index_of(key, obj->u.list->n, &i)) return obj->u.list->items[i];
         break;
     case JJ_STR:
+        jj_charge(r, at, 2 * obj->u.s.n); /* counting, then walking, code points */
         if (index_of(key, jj_utf8_len(obj->u.s.p, obj->u.s.n), &i)) {
             size_t at_byte = 0;
             for (size_t k = 0; k < i; k++) at_byte = jj_utf8_next(obj->u.s.p, obj->u.s.n, at_byte);
@@ -769,7 +843,7 @@ struct jj_value jj_getitem(struct jj_render *r, const struct jj_node *at, const 
         break;
     case JJ_DICT:
     case JJ_NAMESPACE: {
-        const struct jj_value *v = jj_dict_get(obj->u.dict, *key);
+        const struct jj_value *v = jj_dict_get(r, at, obj->u.dict, *key);
         if (v) return *v;
         break;
     }

@@ -118,6 +118,18 @@ CASES = [
     "{{ 'aaa' | replace('', 'b', 2) }} {{ 'ab' | replace('', '-') }} {{ -5 | round }} {{ 5 | round(1) }} {{ 2.675 | round(2) }}",
     "{{ 't\u2029e' | wordcount }} {{ 'héllo wörld_1 x-y' | wordcount }}",
     "{% macro v() %}{{ varargs | length }}{{ kwargs | length }}{% endmacro %}{{ v(1, 2, a=3) }}",
+    # bounds of the engine's arithmetic (fuzz findings: an empty sequence
+    # repeated 449012345678 times ran for minutes; steps near 2**63
+    # overflowed slice and range indices; (-1) ** 3 was 1)
+    "{{ '' * 449012345678 }}|{{ [] * 449012345678 }}|{{ 'ab' * 3 }}|{{ [1, 2] * 2 }}|{{ 'x' * -1 }}|{{ 2 * 'ab' }}",
+    "{{ (-1) ** 3 }} {{ (-1) ** 4 }} {{ 0 ** 0 }} {{ 0 ** 5 }} {{ 1 ** 1000000000 }} {{ (-1) ** 1000000001 }} {{ 3 ** 3 }}",
+    "{{ [1, 2, 3][1::9223372036854775807] }} {{ 'abc'[2::9223372036854775807] }} {{ [1, 2, 3][::-9223372036854775807 - 1] }} {{ 'héllo'[::-2] }} {{ [1, 2, 3][5:0:-2] }}",
+    "{{ range(-9223372036854775807, 9223372036854775807, 9223372036854775807) | list }} {{ range(0, 9223372036854775807, 4611686018427387904) | list }} {{ range(5, 0, -9223372036854775807 - 1) | list }} {{ range(3, -3, -2) | list }}",
+    "{{ 'aXbXc'.rfind('X') }} {{ 'abc'.rfind('') }} {{ 'héllo wörld'.rfind('ö') }} {{ 'abc'.rfind('abcd') }} {{ 'aaa'.rfind('aa') }} {{ 'aaa'.find('aa') }} {{ ''.rfind('') }}",
+    # a namespace holding itself: repr() prints {...}, == is identity
+    "{% set ns = namespace(a=1) %}{% set ns.x = ns %}{{ ns }} {{ ns == ns }} {{ namespace(a=1) == namespace(a=1) }} {{ ns in [ns] }} {{ ns.x.x.a }}",
+    "{% set ns = namespace() %}{% set ns.x = [ns, {'k': ns}] %}{{ ns }}|{{ [ns] == [ns] }}|{{ {'a': ns} == {'a': ns} }}",
+    "{% set ns = namespace(d={}) %}{% set ns.d = {'a': ns, 'b': [1, (2, 3)]} %}{{ ns.d == ns.d }} {{ ns.d == {'b': [1, (2, 3)], 'a': ns} }} {{ ns.d }}",
     # errors
     "{% macro m() %}x{% endmacro %}{{ m(1) }}",
     "{% macro m(a) %}x{% endmacro %}{{ m(b=1) }}",

@@ -190,6 +190,102 @@ static void test_limits(void **state) {
     assert_non_null(strstr(err.msg, "deeper"));
 }
 
+/* Work that is not a loop iteration: each of these ran for seconds to
+ * hours inside a budget that counted only loop iterations and macro calls
+ * (fuzz_jinja's limits, which these use), or overflowed the C stack. Now
+ * each byte scanned or written and each expression or item compared is
+ * charged to the step budget, and nesting is bounded. */
+static void test_work_limits(void **state) {
+    (void)state;
+    const struct herd_jinja_limits lim = {
+        .max_output_bytes = 1 << 20, .max_memory_bytes = 32 << 20, .max_steps = 20000, .max_depth = 32};
+    struct herd_error err = {0};
+    /* the CI finding: an empty string (an undefined name through indent)
+     * repeated 449012345678 times made 449 billion empty copies */
+    char *out =
+        render("{{ nune | indent(2) * 449012345678 }}|{{ [] * 449012345678 }}|{{ 'ab' * 2 }}", NULL, &lim, &err);
+    assert_non_null(out);
+    assert_string_equal(out, "|[]|abab");
+    free(out);
+    /* a megabyte string scanned 19,000 times */
+    static const char *const scans[] = {"s | length",     "s[999999]",    "'b' in s",        "s is in s",
+                                        "s.count('b')",   "s.find('b')",  "s.strip() ~ 'x'", "s.isspace()",
+                                        "s == s ~ ''",    "s < s ~ ' '",  "s.endswith(s)",   "s.split('b') | length",
+                                        "[s] | join('')", "s | wordcount"};
+    char src[512];
+    for (size_t i = 0; i < sizeof scans / sizeof *scans; i++) {
+        snprintf(src, sizeof src,
+                 "{%% set s = ' ' * 1000000 %%}{%% for i in range(19000) %%}{%% set x = %s %%}{%% endfor %%}",
+                 scans[i]);
+        expect_error(src, &lim, HERD_E_NOMEM, "steps");
+    }
+    /* a 100,000-item list compared or visited 19,000 times, and once
+     * pairwise */
+    static const char *const visits[] = {"a == b", "a < b", "-1 in a", "a | max", "a | sum", "a | join"};
+    for (size_t i = 0; i < sizeof visits / sizeof *visits; i++) {
+        snprintf(src, sizeof src,
+                 "{%% set a = range(99999) %%}{%% set b = range(99999) %%}{%% for i in range(19000) %%}{{ %s }}"
+                 "{%% endfor %%}",
+                 visits[i]);
+        expect_error(src, &lim, HERD_E_NOMEM, "steps");
+    }
+    expect_error("{{ range(99999) | unique | length }}", &lim, HERD_E_NOMEM, "steps");
+    /* 2**60 comparisons of two lists that share their halves */
+    expect_error("{% set ns = namespace(a=1, b=1) %}{% for i in range(60) %}{% set ns.a = [ns.a, ns.a] %}"
+                 "{% set ns.b = [ns.b, ns.b] %}{% endfor %}{{ ns.a == ns.b }}",
+                 &lim, HERD_E_NOMEM, "steps");
+    /* PCRE2 checked the whole rest of the string once per word */
+    out = render("{{ ('a b ' * 100000) | wordcount }}", NULL, &lim, &err);
+    assert_non_null(out);
+    assert_string_equal(out, "200000");
+    free(out);
+    expect_error("{% set s = '1 ' * 400000 %}{% for i in range(100) %}{% set x = s | wordcount %}{% endfor %}", &lim,
+                 HERD_E_NOMEM, "steps");
+    /* O(len(s) * len(chars)) in one call */
+    expect_error("{% set s = 'ab' * 400000 %}{{ s.strip('b' * 200000 ~ 'a') | length }}", &lim, HERD_E_NOMEM, "steps");
+    /* 2,000 expressions per iteration */
+    char *chain = malloc(20000);
+    assert_non_null(chain);
+    strcpy(chain, "{% for i in range(19000) %}{% if 1");
+    for (int i = 0; i < 2000; i++) strcat(chain, " and 1");
+    strcat(chain, " and 0 %}{% endif %}{% endfor %}");
+    expect_error(chain, &lim, HERD_E_NOMEM, "steps");
+    free(chain);
+    /* rfind was a memcmp at each position: O(len(s) * len(sub)) */
+    out = render("{{ ('a' * 1000000).rfind('a' * 500000 ~ 'b') }} {{ ('ab' * 1000).rfind('ba') }}", NULL, &lim, &err);
+    assert_non_null(out);
+    assert_string_equal(out, "-1 1997");
+    free(out);
+    /* 300 levels of nesting, built one per iteration: equality, ordering,
+     * repr, startswith and tojson recursed once per level */
+    static const char *const deep[] = {"ns.a == ns.b", "ns.a < ns.b", "ns.a", "'x'.startswith(ns.a)", "ns.a | tojson"};
+    for (size_t i = 0; i < sizeof deep / sizeof *deep; i++) {
+        snprintf(src, sizeof src,
+                 "{%% set ns = namespace(a='x', b='x') %%}{%% for i in range(300) %%}{%% set ns.a = [ns.a] %%}"
+                 "{%% set ns.b = [ns.b] %%}{%% endfor %%}\n{{ %s }}",
+                 deep[i]);
+        expect_error(src, &lim, HERD_E_INVALID, "deeper than 256");
+    }
+    /* repr() has no node of its own: the error names the statement */
+    assert_null(render("{% set ns = namespace(a=1) %}{% for i in range(300) %}{% set ns.a = [ns.a] %}{% endfor %}\n"
+                       "{{ ns.a }}",
+                       NULL, &lim, &err));
+    assert_true(strncmp(err.msg, "line 2, column ", 15) == 0);
+    /* a namespace holding itself: repr() stops at {...}, == is identity */
+    out = render("{% set ns = namespace() %}{% set ns.x = ns %}{{ ns }} {{ ns == ns }}", NULL, &lim, &err);
+    assert_non_null(out);
+    assert_string_equal(out, "<Namespace {'x': <Namespace {...}>}> True");
+    free(out);
+    /* index arithmetic near INT64_MAX (UBSan findings) */
+    expect_error("{{ range(-9223372036854775807, 9223372036854775807) | length }}", &lim, HERD_E_INVALID,
+                 "Range too big");
+    out = render("{{ [1, 2][1::9223372036854775807] }} {{ range(0, 9223372036854775807, 2**62) | list }}", NULL, &lim,
+                 &err);
+    assert_non_null(out);
+    assert_string_equal(out, "[2] [0, 4611686018427387904]");
+    free(out);
+}
+
 static void test_error_positions(void **state) {
     (void)state;
     struct herd_error err = {0};
@@ -353,6 +449,7 @@ int main(void) {
         cmocka_unit_test(test_fixture_templates),
         cmocka_unit_test(test_jinja_cases),
         cmocka_unit_test(test_limits),
+        cmocka_unit_test(test_work_limits),
         cmocka_unit_test(test_error_positions),
         cmocka_unit_test(test_concurrent_renders),
         cmocka_unit_test(test_template_selection),
