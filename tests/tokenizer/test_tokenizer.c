@@ -158,9 +158,10 @@ static void test_unknown_pre_tokenizer(void **state) {
  * detokenizes back to exactly the input, whatever the split. */
 static void test_every_pre_tokenizer_round_trips(void **state) {
     (void)state;
-    static const char *const names[] = {"gpt-2",          "llama-bpe", "llama3",  "qwen2", "starcoder",   "refact",
-                                        "command-r",      "smollm",    "falcon",  "mpt",   "gpt-neox",    "phi-2",
-                                        "deepseek-coder", "stablelm2", "default", "olmo",  "deepseek-llm"};
+    static const char *const names[] = {
+        "gpt-2",        "llama-bpe", "llama3",   "qwen2",  "starcoder",      "refact",          "command-r", "smollm",
+        "falcon",       "mpt",       "gpt-neox", "phi-2",  "deepseek-coder", "stablelm2",       "default",   "olmo",
+        "deepseek-llm", "llama-v3",  "falcon3",  "megrez", "minerva-7b",     "deepseek-r1-qwen"};
     static const char text[] = "Hello world!  It's 12345 \xe2\x80\x94 \xc3\xbcn\xc3\xaf"
                                "code \xe4\xbd\xa0\xe5\xa5\xbd\n\n"
                                "   tabs\there, 3.14159, $x^2 <= y|z> ~ done.  ";
