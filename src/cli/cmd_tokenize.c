@@ -22,7 +22,8 @@ static const struct cli_command tok_cmd = {
     .name = "tokenize",
     .args = "[TEXT]",
     .summary = "Print the token ids of TEXT as a JSON array, with BOS (and EOS) added as the model's vocabulary asks.",
-    .details = "Special-token text in TEXT (\"<s>\") is plain text unless --special. SentencePiece and byte-level BPE\n"
+    .details = "Control-token text in TEXT (\"<s>\") is plain text unless --special; user-defined added tokens\n"
+               "are matched always, as llama.cpp does. SentencePiece and byte-level BPE\n"
                "vocabularies are supported; a BPE pre-tokenizer herd does not know is an error naming it.",
     .min_pos = 0,
     .max_pos = 1,
