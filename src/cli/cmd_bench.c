@@ -184,9 +184,9 @@ int herd_cmd_bench(int argc, char **argv) {
         int8 = herd_roofline_int8_ops(ctx->pool, 3);
         f32 = herd_roofline_f32_flops(ctx->pool, 3);
     }
-    const struct herd_gguf_tensor *wq = herd_gguf_find_tensor(model->gguf, "blk.0.attn_q.weight");
-    /* quantized weights multiply 8-bit activations (integer peak); float weights, floats */
-    const bool int8_weights = herd_act_type_of(wq->type) != HERD_ACT_F32;
+    /* quantized weights multiply 8-bit activations (integer peak); float weights, floats (the bound Q
+     * matrix: phi3 files have no attn_q tensor, their Q is a part of attn_qkv) */
+    const bool int8_weights = herd_act_type_of(model->layers[0].wq.type) != HERD_ACT_F32;
     const double peak = int8_weights ? int8 : f32;
     const double bytes = (double)model->desc.weight_bytes, params = (double)model->desc.n_params;
     const char *name = model->desc.name[0] ? model->desc.name : "model";

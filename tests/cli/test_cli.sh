@@ -118,6 +118,15 @@ python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["n_vocab"]
 
 expect_exit 0 "$HERD" bench -p 16 -n 4 -r 1 --batch 2 --batch-prompt 4 --no-ceilings --json
 python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); t=[r["test"] for r in d["results"]]; assert t==["pp16","tg4","tg4-b2"], t; assert all(r["tokens_per_s"]>0 for r in d["results"])' "$TMP/out" && ok || bad "bench JSON"
+# every family's tiny shape through run, eval and bench (phi3 has no attn_q tensor, MoE no ffn_gate, ...)
+for shape in qwen3-tiny gemma2-tiny gemma3-tiny phi3-tiny mistral-tiny mixtral-tiny qwen2moe-tiny qwen3moe-tiny; do
+    expect_exit 0 "$HERD" synth --shape "$shape" --type Q8_0 -o "$TMP/fam.gguf"
+    expect_exit 0 "$HERD" run -m "$TMP/fam.gguf" -p "Once upon a time" -n 4 --temp 0
+    expect_exit 0 "$HERD" eval -m "$TMP/fam.gguf" --ids 1,403,407,9 --batch 1
+    expect_exit 0 "$HERD" bench -m "$TMP/fam.gguf" -p 16 -n 4 -r 1 --batch 2 --batch-prompt 4 --no-ceilings
+    expect_exit 0 "$HERD" inspect "$TMP/fam.gguf"
+    grep -q "runnable      yes\|runnable.*yes" "$TMP/out" && ok || bad "inspect $shape: not runnable"
+done
 
 # --- imatrix ------------------------------------------------------------------
 # the default model over this repository's docs: one entry per block
