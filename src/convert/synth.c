@@ -46,10 +46,11 @@ static const struct herd_synth_shape shapes[] = {
     {"qwen3moe-scaled", 1024, 8, 16, 4, 3072, 4096, 1000000.0f, false, "qwen3moe", 64, .n_expert = 64,
      .n_expert_used = 8, .n_ff_exp = 384, .rms_eps = 1e-6f},
     {"qwen3-scaled-dense", 1024, 8, 16, 4, 3072, 4096, 1000000.0f, false, "qwen3", 64, .rms_eps = 1e-6f},
-    /* the MoE layouts llama.cpp's snapshot runs, at the same scale: Mixtral's (8 experts, 2 used) and
+    /* the MoE layouts llama.cpp's snapshot runs, at the same scale: Mixtral's (8 experts, 2 used; its
+     * feed_forward_length is the expert's width, which llama.cpp reads for llama's experts) and
      * Qwen1.5-MoE's (60 experts, 4 used, a shared expert 4x as wide) */
     {"phi3-scaled", 1024, 8, 16, 16, 2816, 4096, 10000.0f, false, "phi3", 0, 2047, .rms_eps = 1e-5f},
-    {"mixtral-scaled", 1024, 8, 16, 4, 3072, 4096, 1000000.0f, false, "llama", .n_expert = 8, .n_expert_used = 2,
+    {"mixtral-scaled", 1024, 8, 16, 4, 1536, 4096, 1000000.0f, false, "llama", .n_expert = 8, .n_expert_used = 2,
      .n_ff_exp = 1536},
     {"qwen2moe-scaled", 1024, 8, 16, 16, 1536, 4096, 1000000.0f, false, "qwen2moe", .n_expert = 60, .n_expert_used = 4,
      .n_ff_exp = 384, .rms_eps = 1e-6f},
