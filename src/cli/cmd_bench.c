@@ -3,7 +3,8 @@
  * (tg with B sequences), medians of repetitions, with the machine's ceilings
  * measured in the same run and each result given as a fraction of its
  * ceiling (decode: weight bytes read per second / read bandwidth; prefill and
- * batched decode: 2 x parameters x tokens per second / compute peak). */
+ * batched decode: 2 x parameters x tokens per second / compute peak; for a
+ * mixture of experts, the bytes and parameters of the experts a token uses). */
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -189,6 +190,17 @@ int herd_cmd_bench(int argc, char **argv) {
     const bool int8_weights = herd_act_type_of(model->layers[0].wq.type) != HERD_ACT_F32;
     const double peak = int8_weights ? int8 : f32;
     const double bytes = (double)model->desc.weight_bytes, params = (double)model->desc.n_params;
+    /* a mixture of experts reads and multiplies only the experts a token uses: the ceilings count those */
+    double act_bytes = bytes, act_params = params;
+    for (uint64_t l = 0; model->desc.n_expert && l < model->desc.n_layer; l++)
+        for (int i = 0; i < 3; i++) {
+            static const char *const parts[3] = {"gate", "up", "down"};
+            char tname[96];
+            snprintf(tname, sizeof tname, "blk.%llu.ffn_%s_exps.weight", (unsigned long long)l, parts[i]);
+            const struct herd_gguf_tensor *t = herd_gguf_find_tensor(model->gguf, tname);
+            const double unused = 1.0 - (double)model->desc.n_expert_used / (double)model->desc.n_expert;
+            if (t) act_bytes -= unused * (double)t->n_bytes, act_params -= unused * (double)t->n_elems;
+        }
     const char *name = model->desc.name[0] ? model->desc.name : "model";
     if (!as_json) {
         printf("| %-28s | %10s | %8s | %7s | %-12s | %12s | %-24s |\n", "model", "size", "params", "threads", "test",
@@ -200,8 +212,8 @@ int herd_cmd_bench(int argc, char **argv) {
         /* generation of one sequence reads every weight per token: bandwidth-bound;
          * prompts and batches reuse each weight across tokens: compute-bound */
         const bool bw_bound = strncmp(rows[i].name, "tg", 2) == 0 && !strchr(rows[i].name, 'b');
-        double frac = bw_bound ? (bw > 0 ? bytes * rows[i].tps / (bw * 1e9) : 0)
-                               : (peak > 0 ? 2 * params * rows[i].tps / peak : 0);
+        double frac = bw_bound ? (bw > 0 ? act_bytes * rows[i].tps / (bw * 1e9) : 0)
+                               : (peak > 0 ? 2 * act_params * rows[i].tps / peak : 0);
         if (!as_json) {
             char size[32], of[64];
             snprintf(size, sizeof size, "%.2f MiB", bytes / (1 << 20));
