@@ -7,7 +7,8 @@
 #   base <- gguf <- kernels <- model <- engine <- api, http <- server, router, batch <- cli
 #
 # with jinja, tokenizer and sampling beside model, metrics on base alone,
-# and convert on gguf, kernels, model and the tokenizer. The public headers
+# convert on gguf, kernels, model and the tokenizer, and quality (perplexity
+# scoring) on model. The public headers
 # (include/herd/*.h, "herd/...") are usable by all and include only each
 # other. A module may always include itself.
 #
@@ -55,6 +56,8 @@ declare -A may=(
     [sampling]="base gguf kernels"
     [model]="base gguf kernels"
     [convert]="base gguf kernels model tokenizer"
+    # measuring a model: perplexity and KL divergence arithmetic, the logits file
+    [quality]="base gguf kernels model"
     [engine]="base gguf kernels model jinja tokenizer sampling metrics"
     [api]="base gguf kernels model jinja tokenizer sampling metrics engine"
     # issue 15: the HTTP layer has no engine include (the router and batch
@@ -63,7 +66,7 @@ declare -A may=(
     [server]="base gguf kernels model jinja tokenizer sampling metrics engine api http"
     [router]="base gguf kernels model jinja tokenizer sampling metrics engine api http"
     [batch]="base gguf kernels model jinja tokenizer sampling metrics engine api http"
-    [cli]="base gguf kernels model jinja tokenizer sampling metrics engine api http convert server router batch"
+    [cli]="base gguf kernels model jinja tokenizer sampling metrics engine api http convert quality server router batch"
 )
 
 # Includes that break the rules today and are tracked to be fixed; each

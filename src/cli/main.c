@@ -22,6 +22,7 @@ static const struct command commands[] = {
     {"chat-template", herd_cmd_chat_template, "render a conversation through a chat template (debugging)"},
     {"inspect", herd_cmd_inspect, "show a GGUF file's architecture, tokenizer, tensors and memory needs"},
     {"synth", herd_cmd_synth, "write a random-weight Llama model of a real shape (for tests and benchmarks)"},
+    {"perplexity", herd_cmd_perplexity, "measure perplexity or KL divergence on a text, as llama-perplexity"},
     {"imatrix", herd_cmd_imatrix, "compute an importance matrix over a text (for quantize --imatrix)"},
     {"batch", herd_cmd_batch, "run OpenAI Batch JSONL files: resumable, shardable (run, merge)"},
     {"quantize", herd_cmd_quantize, "rewrite a model in a smaller weight type (Q8_0, Q4_K_M, ...), as llama-quantize"},
