@@ -5,6 +5,8 @@ on TinyStories) and tests/data/text/stories.txt:
   - the figure does not depend on --batch (one chunk per pass, a chunk cut
     over several passes, 16 chunks per pass), --chunks N stops at [N];
   - --json, and tokens/s in it;
+  - every weight type runs (herd synth tiny-256 in each), and the KL from
+    the F32 model grows as bits are taken away;
   - --kl-divergence-base writes llama-perplexity's file (its exact size),
     --kl-divergence against the same model gives KL ~ 0 and the same top
     token almost everywhere (the file keeps 16 bits per log-prob), against an F16 copy a small positive KL;
@@ -115,6 +117,29 @@ j = json.loads(q.stdout)
 kl = j["kl_divergence"]["value"]
 check(0 < kl < 1e-3 and j["same_top"]["value"] > 0.98,
       "an F16 copy: KL %.2g, same top %.4f" % (kl, j["same_top"]["value"]))
+
+# ------------------------------------------------------------ every weight type
+# tiny-256's matrices take every type without fallbacks; its random weights
+# give a huge PPL, but a finite one, and a KL from the F32 model that grows
+# as bits are taken away
+t_base = os.path.join(tmp, "t256.kld")
+kl_by_type = {}
+for t in ("F32", "F16", "BF16", "Q8_0", "Q5_1", "Q5_0", "Q4_1", "Q4_0", "IQ4_NL", "Q6_K", "Q5_K_M", "Q4_K_M",
+          "Q3_K_M", "Q2_K"):
+    m = os.path.join(tmp, "t256-%s.gguf" % t)
+    subprocess.run([herd, "synth", "--shape", "tiny-256", "--type", t, "-o", m], check=True, capture_output=True)
+    if t == "F32":
+        j = json.loads(run("-m", m, "-f", text, "--ctx", "64", "--chunks", "4", "--json",
+                           "--kl-divergence-base", t_base).stdout)
+        check(1 < j["ppl"]["value"] < float("inf"), "F32 tiny-256: PPL %.4g" % j["ppl"]["value"])
+        continue
+    j = json.loads(run("-m", m, "--kl-divergence-base", t_base, "--kl-divergence", "--json").stdout)
+    kl_by_type[t] = j["kl_divergence"]["value"]
+    check(1 < j["ppl"]["value"] < float("inf") and 0 <= kl_by_type[t] < float("inf"),
+          "%s: PPL %.4g, KL from F32 %.4g" % (t, j["ppl"]["value"], kl_by_type[t]))
+check(kl_by_type["F16"] < kl_by_type["Q8_0"] < kl_by_type["Q4_K_M"] < kl_by_type["Q2_K"],
+      "KL grows as bits go: F16 %.3g < Q8_0 %.3g < Q4_K_M %.3g < Q2_K %.3g"
+      % (kl_by_type["F16"], kl_by_type["Q8_0"], kl_by_type["Q4_K_M"], kl_by_type["Q2_K"]))
 
 # ----------------------------------------------------------------- bad input
 def refused(args, words, code=None, what=""):
