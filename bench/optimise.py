@@ -46,7 +46,8 @@ tmp = tempfile.mkdtemp(prefix="herd-optimise-")
 def herd(*args, check=True):
     p = subprocess.run([a.herd, *args], capture_output=True, text=True)
     if check and p.returncode != 0:
-        raise RuntimeError((p.stderr.strip().splitlines() or ["exit %d" % p.returncode])[-1])
+        lines = [x for x in p.stderr.splitlines() if x.startswith("herd")] or p.stderr.strip().splitlines()
+        raise RuntimeError(lines[0] if lines else "exit %d" % p.returncode)
     return p
 
 
@@ -180,9 +181,11 @@ def svg_chart(rows):
     out.append('<text x="%d" y="%d" text-anchor="middle">size (MiB)</text>' % (P + pw // 2, bottom + 32))
     out.append('<text x="15" y="%d" transform="rotate(-90 15 %d)" text-anchor="middle">perplexity</text>'
                % ((top + bottom) // 2, (top + bottom) // 2))
-    for r, x, y in zip(ok, xs, ys):
+    # labels of points close together alternate above and below their point
+    for i, (r, x, y) in enumerate(zip(ok, xs, ys)):
         out.append('<circle cx="%.1f" cy="%.1f" r="4" fill="#1f77b4"/>' % (sx(x), sy(y)))
-        out.append('<text x="%.1f" y="%.1f">%s</text>' % (sx(x) + 6, sy(y) - 4, r["variant"]))
+        out.append('<text x="%.1f" y="%.1f">%s</text>' % (sx(x) + 6, sy(y) + (-5 if i % 2 == 0 else 13),
+                                                          r["variant"]))
     speed = [r for r in ok if "pp512_tokens_per_s" in r]
     if speed:
         bx = 2 * P + pw
