@@ -81,6 +81,7 @@ struct herd_api_request {
     struct herd_api_resume resume;
     struct herd_gen_params gp;
     struct herd_logit_bias *bias; /* [gp.sampling.n_bias], owned */
+    struct herd_grammar *grammar; /* response_format / "grammar", owned (gp.grammar points at it); NULL: none */
     uint32_t n_prompts;           /* 1 for chat */
     int32_t *ids[HERD_API_MAX_PROMPTS];
     uint32_t n_ids[HERD_API_MAX_PROMPTS];

@@ -122,6 +122,8 @@ static const char *const generation_fields[] = {"model",
                                                 "priority",
                                                 "ignore_eos",
                                                 "herd_resume",
+                                                "response_format",
+                                                "grammar",
                                                 NULL};
 
 static bool check_model(struct herd_api_error *err, json_t *body, const char *model_name) {
@@ -166,6 +168,40 @@ static bool logit_bias(struct herd_api_error *err, json_t *body, const struct he
     return true;
 }
 
+/* response_format and herd's "grammar" (both endpoints): the grammar the
+ * output must follow, parsed into r->grammar (owned) and r->gp.grammar. */
+static bool output_grammar(struct herd_api_error *err, json_t *body, struct herd_api_request *r) {
+    json_t *rf = json_object_get(body, "response_format"), *gr = json_object_get(body, "grammar");
+    const char *text = NULL, *param = NULL;
+    size_t len = 0;
+    if (rf && !json_is_null(rf)) {
+        json_t *type = json_is_object(rf) ? json_object_get(rf, "type") : NULL;
+        if (!json_is_string(type))
+            return bad(err, "response_format", "'response_format' must be an object with a string 'type'");
+        const char *t = json_string_value(type);
+        if (strcmp(t, "json_object") == 0) {
+            text = herd_grammar_json_object, len = strlen(herd_grammar_json_object), param = "response_format";
+        } else if (strcmp(t, "json_schema") == 0) {
+            return bad(err, "response_format",
+                       "response_format 'json_schema' is not supported yet; use {\"type\": \"json_object\"} or a "
+                       "'grammar'");
+        } else if (strcmp(t, "text") != 0) {
+            return bad(err, "response_format",
+                       "unknown response_format type '%.64s' (text, json_object or json_schema)", t);
+        }
+    }
+    if (gr && !json_is_null(gr)) {
+        if (text) return bad(err, "grammar", "'grammar' and a JSON response_format cannot be combined");
+        if (!json_is_string(gr)) return bad(err, "grammar", "'grammar' must be a string in GBNF (llama.cpp's syntax)");
+        text = json_string_value(gr), len = json_string_length(gr), param = "grammar";
+    }
+    if (!text) return true;
+    struct herd_error e = {0};
+    if (herd_grammar_parse(text, len, &r->grammar, &e) != HERD_OK) return bad(err, param, "%s", e.msg);
+    r->gp.grammar = r->grammar;
+    return true;
+}
+
 /* Sampling and stopping fields shared by both endpoints. */
 static bool gen_params(struct herd_api_error *err, json_t *body, const struct herd_api_limits *lim,
                        const struct herd_api_model *m, struct herd_api_request *r) {
@@ -202,7 +238,7 @@ static bool gen_params(struct herd_api_error *err, json_t *body, const struct he
             return bad(err, "stream_options.include_usage", "'include_usage' must be true or false");
         r->include_usage = json_is_true(iu);
     }
-    if (!logit_bias(err, body, lim, m, r)) return false;
+    if (!logit_bias(err, body, lim, m, r) || !output_grammar(err, body, r)) return false;
     json_t *stop = json_object_get(body, "stop");
     if (stop && !json_is_null(stop)) {
         json_t *one = json_is_string(stop) ? stop : NULL;
@@ -321,6 +357,9 @@ static void request_init(struct herd_api_request *r, bool chat) {
 }
 
 void herd_api_request_cleanup(struct herd_api_request *r) {
+    herd_grammar_destroy(r->grammar);
+    r->grammar = NULL;
+    r->gp.grammar = NULL;
     free(r->bias);
     free(r->id_store);
     r->bias = NULL;
@@ -368,17 +407,11 @@ static bool check_messages(struct herd_api_error *err, json_t *msgs, uint32_t ma
     return true;
 }
 
-static const char *const chat_fields[] = {"messages",
-                                          "max_completion_tokens",
-                                          "top_logprobs",
-                                          "tools",
-                                          "tool_choice",
-                                          "parallel_tool_calls",
-                                          "response_format",
-                                          "metadata",
-                                          "store",
-                                          "service_tier",
-                                          NULL};
+static const char *const chat_fields[] = {"messages",     "max_completion_tokens",
+                                          "top_logprobs", "tools",
+                                          "tool_choice",  "parallel_tool_calls",
+                                          "metadata",     "store",
+                                          "service_tier", NULL};
 
 static bool parse_chat(json_t *body, const struct herd_api_limits *lim, const struct herd_api_model *m,
                        struct herd_api_request *r, struct herd_api_error *err) {
@@ -388,11 +421,6 @@ static bool parse_chat(json_t *body, const struct herd_api_limits *lim, const st
     if (!check_messages(err, msgs, lim->max_messages)) return false;
     json_t *tools = json_object_get(body, "tools");
     if (tools && !json_is_null(tools) && !json_is_array(tools)) return bad(err, "tools", "'tools' must be an array");
-    json_t *rf = json_object_get(body, "response_format");
-    if (rf && !json_is_null(rf) &&
-        (!json_is_object(rf) || !json_is_string(json_object_get(rf, "type")) ||
-         strcmp(json_string_value(json_object_get(rf, "type")), "text") != 0))
-        return bad(err, "response_format", "only response_format {\"type\": \"text\"} is supported");
     bool logprobs = false;
     long long top = 0;
     if (!gen_params(err, body, lim, m, r) || !opt_bool(err, body, "logprobs", &logprobs) ||

@@ -54,6 +54,8 @@ struct choice {
     uint32_t n_cached_blocks;           /* full blocks of this choice offered to the prefix cache */
     uint64_t chain_hash;                /* the hash of the last of them */
     uint64_t skip_bytes;                /* output bytes still not to emit (a resume's, see herd_gen_params) */
+    struct herd_grammar_state *gstate;  /* where the text is in gp.grammar; NULL without one */
+    struct herd_grammar_mask_cache *gcache;
 };
 
 enum req_state { REQ_NEW, REQ_WAITING, REQ_RUNNING, REQ_DONE };
@@ -100,6 +102,10 @@ struct out_row {
 struct herd_sched {
     struct herd_context *ctx;
     const struct herd_vocab *vocab;
+    /* the vocabulary's trie for grammars, made by the first request with
+     * one (on its submitting thread, hence the lock) */
+    pthread_mutex_t gvocab_lock;
+    struct herd_grammar_vocab *gvocab;
     struct herd_sched_params p;
     uint32_t n_ctx, n_vocab;
 
@@ -207,6 +213,7 @@ struct herd_request *herd_request_create(const int32_t *prompt, uint32_t n_promp
     r->notify_arg = arg;
     r->gp = *gp;
     r->gp.sampling.bias = NULL;
+    herd_grammar_retain(r->gp.grammar);
     r->n_prompt = n_prompt;
     herd_buf_init(&r->ev_text, EVENT_TEXT_MAX_BYTES);
     herd_buf_init(&r->polled_text, EVENT_TEXT_MAX_BYTES);
@@ -251,10 +258,13 @@ fail:
 static void request_free(struct herd_request *r) {
     for (uint32_t i = 0; i < r->gp.n; i++) {
         herd_sampler_destroy(r->ch[i].sampler);
+        herd_grammar_state_destroy(r->ch[i].gstate);
+        herd_grammar_mask_cache_destroy(r->ch[i].gcache);
         herd_stop_match_cleanup(&r->ch[i].stop);
         free(r->ch[i].gen);
     }
     for (uint32_t i = 0; i < HERD_MAX_STOPS; i++) free(r->stops[i]);
+    herd_grammar_destroy(r->gp.grammar);
     free((void *)r->gp.sampling.bias);
     free(r->prompt);
     free(r->ev);
@@ -551,6 +561,61 @@ static enum herd_status replay_resumed(struct herd_request *r, struct herd_error
     return HERD_OK;
 }
 
+/* The longest token piece a grammar sees; longer tokens are never allowed
+ * under one (no vocabulary has them: the longest are ~100 bytes). */
+#define GRAMMAR_PIECE_MAX 1024
+
+/* Masks of this many recent grammar states per choice: a JSON answer
+ * revisits a few dozen (strings, numbers, separators at each depth). */
+#define GRAMMAR_CACHE_STATES 64
+
+/* The vocabulary's trie for grammars, made once. */
+static enum herd_status grammar_vocab(struct herd_sched *s, struct herd_error *err) {
+    pthread_mutex_lock(&s->gvocab_lock);
+    enum herd_status rc = HERD_OK;
+    if (!s->gvocab) {
+        char *store = malloc((size_t)s->n_vocab * 64 + GRAMMAR_PIECE_MAX);
+        char **pieces = malloc(s->n_vocab * sizeof *pieces);
+        uint32_t *lens = malloc(s->n_vocab * sizeof *lens);
+        bool *eog = malloc(s->n_vocab * sizeof *eog);
+        size_t used = 0, cap = (size_t)s->n_vocab * 64 + GRAMMAR_PIECE_MAX;
+        rc = store && pieces && lens && eog ? HERD_OK : HERD_E_NOMEM;
+        for (uint32_t t = 0; rc == HERD_OK && t < s->n_vocab; t++) {
+            if (cap - used < GRAMMAR_PIECE_MAX) {
+                /* pieces point into store: keep offsets until it stops moving */
+                rc = HERD_E_NOMEM;
+                break;
+            }
+            size_t n = herd_vocab_piece(s->vocab, (int32_t)t, store + used, GRAMMAR_PIECE_MAX);
+            if (n > GRAMMAR_PIECE_MAX) n = 0;
+            pieces[t] = (char *)(uintptr_t)used;
+            lens[t] = (uint32_t)n;
+            eog[t] = herd_vocab_is_eog(s->vocab, (int32_t)t);
+            used += n;
+        }
+        for (uint32_t t = 0; rc == HERD_OK && t < s->n_vocab; t++) pieces[t] = store + (uintptr_t)pieces[t];
+        if (rc == HERD_OK)
+            rc = herd_grammar_vocab_create((const char *const *)pieces, lens, eog, s->n_vocab, &s->gvocab, err);
+        else
+            herd_error_set(err, rc, "out of memory building the vocabulary's grammar trie");
+        free(store);
+        free(pieces);
+        free(lens);
+        free(eog);
+    }
+    pthread_mutex_unlock(&s->gvocab_lock);
+    return rc;
+}
+
+/* Moves choice c's grammar state over token tok's text; false when the
+ * grammar refuses it. */
+static bool grammar_feed(const struct herd_sched *s, struct choice *c, int32_t tok) {
+    char piece[GRAMMAR_PIECE_MAX];
+    size_t n = herd_vocab_piece(s->vocab, tok, piece, sizeof piece);
+    struct herd_error e = {0};
+    return n <= sizeof piece && herd_grammar_accept(c->gstate, piece, n, &e) == HERD_OK;
+}
+
 /* Makes the samplers (n_vocab is known here) and checks the prompt. */
 static enum herd_status prepare_request(struct herd_sched *s, struct herd_request *r, struct herd_error *err) {
     for (uint32_t i = 0; i < r->n_prompt; i++)
@@ -569,6 +634,17 @@ static enum herd_status prepare_request(struct herd_sched *s, struct herd_reques
          * prefix on its first token is a real space (as vLLM's incremental
          * detokenization, which sees the prompt, keeps it) */
         c->detok.started = !r->gp.text_from_start;
+        if (r->gp.grammar) {
+            if (!s->gvocab && (rc = grammar_vocab(s, err)) != HERD_OK) return rc;
+            c->gstate = herd_grammar_state_create(r->gp.grammar, err);
+            c->gcache = herd_grammar_mask_cache_create(s->gvocab, GRAMMAR_CACHE_STATES);
+            if (!c->gstate || !c->gcache) return herd_error_set(err, HERD_E_NOMEM, "out of memory for a grammar");
+            /* a resumed generation's tokens are text the grammar has seen */
+            for (uint32_t k = r->n_prompt - r->gp.resume_tokens; k < r->n_prompt; k++)
+                if (!grammar_feed(s, c, r->prompt[k]))
+                    return herd_error_set(err, HERD_E_INVALID,
+                                          "the resumed text does not follow the request's grammar");
+        }
     }
     r->n_active = r->gp.n;
     return r->gp.resume_tokens ? replay_resumed(r, err) : HERD_OK;
@@ -936,11 +1012,13 @@ static void logprobs(struct herd_sched *s, const float *logits, struct herd_even
 static void emit_token(struct herd_sched *s, struct herd_request *r, uint32_t ci, int32_t tok, const float *logits) {
     struct choice *c = &r->ch[ci];
     struct herd_event e = {.choice = ci, .token = tok};
-    if (r->gp.logprobs || r->gp.top_logprobs) logprobs(s, logits, &e, r->gp.top_logprobs);
+    if (tok >= 0 && (r->gp.logprobs || r->gp.top_logprobs)) logprobs(s, logits, &e, r->gp.top_logprobs);
     struct herd_buf out;
     herd_buf_init(&out, EVENT_TEXT_MAX_BYTES);
     char piece[DETOK_BYTES];
-    if (herd_vocab_is_eog(s->vocab, tok) && !r->gp.ignore_eos) {
+    /* tok -1: the grammar allows no token at all (nothing the vocabulary
+     * can write continues it): the choice ends as at an end token */
+    if (tok < 0 || (herd_vocab_is_eog(s->vocab, tok) && !r->gp.ignore_eos)) {
         /* the end-of-generation token is not output; what was held back is */
         size_t m = herd_detok_flush(&c->detok, piece, sizeof piece);
         bool ok =
@@ -954,6 +1032,9 @@ static void emit_token(struct herd_sched *s, struct herd_request *r, uint32_t ci
     }
     c->gen[c->n_gen++] = tok;
     herd_sampler_accept(c->sampler, tok);
+    /* the mask let only tokens the grammar takes through: a refusal here is
+     * a bug, and ends the choice rather than emitting more */
+    const bool grammar_done = c->gstate && (!grammar_feed(s, c, tok) || herd_grammar_must_end(c->gstate));
     const double now = s->t_emit;
     if (c->n_gen == 1)
         c->first_token_s = now;
@@ -976,11 +1057,11 @@ static void emit_token(struct herd_sched *s, struct herd_request *r, uint32_t ci
     } else if (sr == HERD_STOP_NOMEM) {
         why = HERD_FINISH_CANCELLED;
         out.len = 0;
-    } else if (c->n_gen == r->gp.max_tokens) {
+    } else if (c->n_gen == r->gp.max_tokens || grammar_done) {
         m = herd_detok_flush(&c->detok, piece, sizeof piece);
         bool ok =
             herd_stop_match_push(&c->stop, piece, m, &out) == HERD_STOP_MORE && herd_stop_match_flush(&c->stop, &out);
-        why = ok ? HERD_FINISH_LENGTH : HERD_FINISH_STOP;
+        why = ok && !grammar_done ? HERD_FINISH_LENGTH : HERD_FINISH_STOP;
     }
     skip_sent(c, &out);
     if (why)
@@ -1040,7 +1121,16 @@ static void sample_part(void *ctx, int ith, int nth) {
     for (uint32_t k = (uint32_t)ith; k < j->n_rows; k += (uint32_t)nth) {
         struct out_row *row = &j->s->rows[k];
         struct choice *c = &row->r->ch[row->choice];
-        if (!c->finished) row->token = herd_sampler_sample(c->sampler, herd_context_logits(j->s->ctx, k));
+        if (c->finished) continue;
+        const float *logits = herd_context_logits(j->s->ctx, k);
+        if (c->gstate) {
+            /* only what the grammar allows next; -1 when it allows nothing */
+            uint32_t n_ok = 0;
+            const uint64_t *mask = herd_grammar_mask_cached(c->gcache, c->gstate, &n_ok);
+            row->token = mask && n_ok ? herd_sampler_sample_masked(c->sampler, logits, mask) : -1;
+        } else {
+            row->token = herd_sampler_sample(c->sampler, logits);
+        }
     }
 }
 
@@ -1215,6 +1305,7 @@ enum herd_status herd_sched_create(struct herd_context *ctx, const struct herd_v
     s->snap_hashes = malloc(((size_t)n_blocks + 1) * sizeof *s->snap_hashes);
     if (s->pc && s->feed) herd_prefix_cache_set_feed(s->pc, s->feed);
     pthread_mutex_init(&s->lock, NULL);
+    pthread_mutex_init(&s->gvocab_lock, NULL);
     pthread_cond_init(&s->wake, NULL);
     s->last_step_s = -1;
     const char *hook = getenv("HERD_TEST_ENGINE_FAIL_AFTER_STEPS");
@@ -1254,6 +1345,8 @@ void herd_sched_destroy(struct herd_sched *s) {
         herd_request_release(r);
     }
     pthread_mutex_destroy(&s->lock);
+    pthread_mutex_destroy(&s->gvocab_lock);
+    herd_grammar_vocab_destroy(s->gvocab);
     pthread_cond_destroy(&s->wake);
     free(s->waiting);
     free(s->running);

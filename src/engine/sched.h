@@ -39,6 +39,7 @@
 #include "herd/status.h"
 #include "metrics/metrics.h"
 #include "model/forward.h"
+#include "sampling/grammar.h"
 #include "sampling/sampler.h"
 #include "tokenizer/vocab.h"
 
@@ -81,6 +82,12 @@ struct herd_gen_params {
      * with n == 1, and resume_tokens < the prompt's length. */
     uint32_t resume_tokens;
     uint64_t resume_skip_bytes;
+    /* The grammar every choice's text must follow (response_format,
+     * "grammar"); NULL: none. Each step samples only among the tokens it
+     * allows next; a choice whose text completes the grammar and allows
+     * nothing more ends with HERD_FINISH_STOP. herd_request_create takes a
+     * reference (herd_grammar_retain), so the caller may drop its own. */
+    struct herd_grammar *grammar;
 };
 
 void herd_gen_default_params(struct herd_gen_params *p);

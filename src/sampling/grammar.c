@@ -10,6 +10,7 @@
  * root is complete). */
 #include "sampling/grammar.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +34,7 @@ struct elem {
 };
 
 struct herd_grammar {
+    atomic_uint refs;
     struct elem *elems;
     uint32_t n_elems;
     uint32_t *rule_start; /* [n_rules] */
@@ -43,6 +45,17 @@ struct herd_grammar {
 static bool end_of_seq(const struct herd_grammar *g, uint32_t pos) {
     return g->elems[pos].type == E_END || g->elems[pos].type == E_ALT;
 }
+
+const char herd_grammar_json_object[] =
+    "root   ::= object\n"
+    "value  ::= object | array | string | number | (\"true\" | \"false\" | \"null\") ws\n"
+    "object ::= \"{\" ws ( string \":\" ws value (\",\" ws string \":\" ws value)* )? \"}\" ws\n"
+    "array  ::= \"[\" ws ( value (\",\" ws value)* )? \"]\" ws\n"
+    "string ::= \"\\\"\" ( [^\"\\\\\\x7F\\x00-\\x1F] | \"\\\\\" ([\"\\\\/bfnrt] | \"u\" [0-9a-fA-F]{4}) )* "
+    "\"\\\"\" ws\n"
+    "number ::= \"-\"? (\"0\" | [1-9] [0-9]{0,15}) (\".\" [0-9]{1,16})? ([eE] [-+]? [0-9]{1,3})? ws\n"
+    "# at most one newline and 20 blanks between tokens\n"
+    "ws     ::= ([ \\t] | \"\\n\" [ \\t]{0,20})?\n";
 
 /* ----------------------------------------------------------------- parsing */
 
@@ -522,8 +535,13 @@ static void free_parser(struct parser *ps) {
     free(ps->rules);
 }
 
+struct herd_grammar *herd_grammar_retain(struct herd_grammar *g) {
+    if (g) atomic_fetch_add(&g->refs, 1);
+    return g;
+}
+
 void herd_grammar_destroy(struct herd_grammar *g) {
-    if (!g) return;
+    if (!g || atomic_fetch_sub(&g->refs, 1) > 1) return;
     free(g->elems);
     free(g->rule_start);
     free(g);
@@ -573,6 +591,7 @@ enum herd_status herd_grammar_parse(const char *text, size_t n, struct herd_gram
     }
     g->n_rules = ps.n_rules;
     g->root = root;
+    atomic_init(&g->refs, 1);
     nullable = calloc(g->n_rules, sizeof *nullable);
     seen = calloc(g->n_rules, 1);
     if (!nullable || !seen) {

@@ -50,7 +50,17 @@ struct herd_grammar;
  * names the line, the column and what was expected. Free with
  * herd_grammar_destroy. */
 enum herd_status herd_grammar_parse(const char *text, size_t n, struct herd_grammar **out, struct herd_error *err);
+
+/* A grammar is shared by reference: retain adds one (the grammar is
+ * immutable, so holders on any thread may use it), destroy drops one and
+ * frees it with the last. NULL is a no-op for both. */
+struct herd_grammar *herd_grammar_retain(struct herd_grammar *g);
 void herd_grammar_destroy(struct herd_grammar *g);
+
+/* JSON mode's grammar (OpenAI's response_format json_object: one JSON
+ * object, with bounded whitespace so that a model cannot fill its tokens
+ * with blanks). */
+extern const char herd_grammar_json_object[];
 
 /* Rules after repetitions were expanded (for tests and limits). */
 uint32_t herd_grammar_n_rules(const struct herd_grammar *g);

@@ -240,7 +240,18 @@ static uint32_t top_p_select(struct cand *c, uint32_t n, double total, float top
     return hi;
 }
 
-int32_t herd_sampler_sample(struct herd_sampler *s, const float *logits) {
+/* The first allowed index with the largest raw logit; -1 when none is
+ * allowed. */
+static int32_t masked_argmax(const float *logits, const uint64_t *allowed, uint32_t n) {
+    int32_t best = -1;
+    for (uint32_t i = 0; i < n; i++)
+        if ((allowed[i / 64] >> (i % 64) & 1) && (best < 0 || logits[i] > logits[best])) best = (int32_t)i;
+    return best;
+}
+
+/* The draw, with the tokens outside allowed (NULL: none) banned after the
+ * bias and the penalties, so that they change only the allowed ones. */
+static int32_t sample(struct herd_sampler *s, const float *logits, const uint64_t *allowed) {
     const uint32_t V = s->n_vocab;
     float *w = s->work;
     memcpy(w, logits, V * sizeof *w);
@@ -258,14 +269,22 @@ int32_t herd_sampler_sample(struct herd_sampler *s, const float *logits) {
             w[t] -= s->p.presence_penalty + s->p.frequency_penalty * (float)s->counts[t];
         }
     }
+    if (allowed)
+        for (uint32_t wi = 0; wi < (V + 63) / 64; wi++) {
+            if (allowed[wi] == ~0ull) continue;
+            for (uint32_t i = wi * 64; i < V && i < wi * 64 + 64; i++)
+                if (!(allowed[wi] >> (i % 64) & 1)) w[i] = -INFINITY;
+        }
     const uint32_t best = argmax(w, V);
+    if (!(w[best] > -INFINITY)) {
+        /* everything banned: fall back to the unbiased argmax (of the
+         * allowed tokens; -1 when the mask allows none) */
+        s->last_prob = 0.0f;
+        return allowed ? masked_argmax(logits, allowed, V) : (int32_t)argmax(logits, V);
+    }
     if (s->p.temperature <= 0.0f) {
         s->last_prob = 1.0f;
         return (int32_t)best;
-    }
-    if (!(w[best] > -INFINITY)) { /* everything banned: fall back to the unbiased argmax */
-        s->last_prob = 0.0f;
-        return (int32_t)argmax(logits, V);
     }
     /* weights e^((logit - max) / T) in place: the best is 1, banned ones 0 */
     s->k->softmax_weights(w, w[best], 1.0f / s->p.temperature, w, V);
@@ -326,4 +345,10 @@ int32_t herd_sampler_sample(struct herd_sampler *s, const float *logits) {
     }
     s->last_prob = (float)(w[pick] / total);
     return (int32_t)pick;
+}
+
+int32_t herd_sampler_sample(struct herd_sampler *s, const float *logits) { return sample(s, logits, NULL); }
+
+int32_t herd_sampler_sample_masked(struct herd_sampler *s, const float *logits, const uint64_t *allowed) {
+    return sample(s, logits, allowed);
 }

@@ -48,6 +48,11 @@ void herd_sampler_accept(struct herd_sampler *s, int32_t token);
 /* Picks the next token from n_vocab logits (not modified). */
 int32_t herd_sampler_sample(struct herd_sampler *s, const float *logits);
 
+/* herd_sampler_sample with only the tokens whose bit is set in allowed
+ * (bit i of word i / 64: a grammar's mask) able to win; the bias and the
+ * penalties apply as before, to those. -1 when allowed has no bit set. */
+int32_t herd_sampler_sample_masked(struct herd_sampler *s, const float *logits, const uint64_t *allowed);
+
 /* The probability the last herd_sampler_sample gave its token after every
  * filter (1 for greedy), for logprobs. */
 float herd_sampler_last_prob(const struct herd_sampler *s);

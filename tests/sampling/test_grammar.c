@@ -110,6 +110,28 @@ static void test_json(void **state) {
     herd_grammar_destroy(g);
 }
 
+/* JSON mode's built-in grammar: objects only, bounded whitespace. */
+static void test_json_object(void **state) {
+    (void)state;
+    struct herd_grammar *g = parse_ok(herd_grammar_json_object);
+    assert_true(matches(g, "{\"a\": [1, -0.5, 2e10, \"x\\/y\", {}], \"b\": null}"));
+    assert_true(matches(g, "{}\n"));
+    assert_false(matches(g, "[1, 2]"));      /* an object, not any value */
+    assert_false(matches(g, " {}"));         /* no blanks before it */
+    assert_false(matches(g, "{\"a\": 01}")); /* JSON numbers */
+    char blanks[64] = "{\n";
+    memset(blanks + 2, ' ', 30);
+    strcpy(blanks + 32, "}");
+    assert_false(matches(g, blanks)); /* 30 blanks in a row: more than 20 */
+    herd_grammar_destroy(g);
+    /* references: the last destroy frees */
+    g = parse_ok("root ::= \"a\"\n");
+    assert_ptr_equal(herd_grammar_retain(g), g);
+    herd_grammar_destroy(g);
+    assert_true(matches(g, "a"));
+    herd_grammar_destroy(g);
+}
+
 static void test_repetition(void **state) {
     (void)state;
     struct herd_grammar *g = parse_ok("root ::= \"a\"{2,4} \"b\"+ \"c\"? \"d\"{3} \"e\"{2,}\n");
@@ -320,8 +342,9 @@ static void test_mask_cache(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_json),   cmocka_unit_test(test_repetition), cmocka_unit_test(test_end),
-        cmocka_unit_test(test_errors), cmocka_unit_test(test_mask),       cmocka_unit_test(test_mask_cache),
+        cmocka_unit_test(test_json),       cmocka_unit_test(test_json_object), cmocka_unit_test(test_repetition),
+        cmocka_unit_test(test_end),        cmocka_unit_test(test_errors),      cmocka_unit_test(test_mask),
+        cmocka_unit_test(test_mask_cache),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

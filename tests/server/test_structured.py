@@ -1,0 +1,129 @@
+#!/usr/bin/env python3
+"""Constrained decoding through `herd serve` (issue 22, first part), on the
+built-in random-ish story model that would otherwise write anything:
+  - a GBNF `grammar` on /v1/completions and /v1/chat/completions: every
+    answer matches it (checked by a regular expression written apart from
+    the grammar), with temperature, top_p / top_k, n > 1, seeds and
+    streaming; a bounded grammar ends with finish_reason "stop";
+  - response_format json_object: answers that end ("stop") parse as JSON
+    objects; those cut by max_tokens say "length" and are a prefix the
+    grammar still allows;
+  - errors: a bad grammar (the parser's message), json_schema not yet, an
+    unknown type, grammar with a JSON response_format, a non-string.
+
+usage: test_structured.py HERD_BINARY SOURCE_DIR"""
+import json
+import re
+import sys
+
+import herd_test as H
+
+H.setup(sys.argv[1], sys.argv[2])
+
+PERSON = r'''root ::= "{\"name\": \"" name "\", \"age\": " age ", \"pets\": [" pets? "]}"
+name ::= [A-Z] [a-z]{1,9}
+age  ::= [1-9] [0-9]?
+pets ::= pet (", " pet){0,2}
+pet  ::= "\"" ("cat" | "dog" | "fish") "\""
+'''
+PERSON_RE = re.compile(r'\{"name": "[A-Z][a-z]{1,9}", "age": [1-9][0-9]?, "pets": \[("(cat|dog|fish)"(, "(cat|dog|fish)"){0,2})?\]\}')
+
+
+def test_grammar(srv):
+    n_ok = 0
+    for seed in range(12):
+        body = H.completion("Once upon a time", grammar=PERSON, max_tokens=80, seed=seed, temperature=1.0,
+                            top_p=0.95 if seed % 2 else 1.0, top_k=40 if seed % 3 == 0 else 0)
+        st, j = srv.post("/v1/completions", body)[:2]
+        c = j["choices"][0]
+        good = st == 200 and PERSON_RE.fullmatch(c["text"]) and c["finish_reason"] == "stop"
+        n_ok += bool(good)
+        if not good:
+            print("unexpected:", st, c, file=sys.stderr)
+        parsed = json.loads(c["text"]) if good else None
+        H.check(good and isinstance(parsed["age"], int), "grammar, seed %d: %r" % (seed, c["text"][:80]))
+    # n > 1: every choice follows the grammar
+    st, j = srv.post("/v1/chat/completions", H.chat("Tell me about a person.", grammar=PERSON, n=4,
+                                                    temperature=1.0, seed=7, max_tokens=80))[:2]
+    texts = [c["message"]["content"] for c in j["choices"]]
+    H.check(st == 200 and len(texts) == 4 and all(PERSON_RE.fullmatch(t) for t in texts),
+            "n=4 chat choices all match: %r" % texts)
+    # greedy and streamed: the same text as not streamed
+    body = H.completion("Once", grammar=PERSON, max_tokens=80)
+    whole = srv.post("/v1/completions", body)[1]["choices"][0]["text"]
+    chunks, done = H.stream(srv, "/v1/completions", body)
+    streamed = "".join(ch["choices"][0].get("text", "") for ch in chunks if ch.get("choices"))
+    H.check(done and streamed == whole and PERSON_RE.fullmatch(whole), "streamed greedy equals whole: %r" % whole)
+    # a one-of grammar
+    st, j = srv.post("/v1/completions", H.completion("The answer is", grammar='root ::= " yes" | " no"',
+                                                      max_tokens=10))[:2]
+    H.check(j["choices"][0]["text"] in (" yes", " no") and j["choices"][0]["finish_reason"] == "stop",
+            "one of two: %r" % j["choices"][0])
+
+
+def test_json_object(srv):
+    stops = lengths = 0
+    for seed in range(8):
+        st, j = srv.post("/v1/chat/completions", H.chat("hi", response_format={"type": "json_object"},
+                                                        max_tokens=60, seed=seed, temperature=0.8))[:2]
+        c = j["choices"][0]
+        text = c["message"]["content"]
+        if c["finish_reason"] == "stop":
+            stops += 1
+            try:
+                ok = isinstance(json.loads(text), dict)
+            except ValueError:
+                ok = False
+            H.check(ok, "json_object answer parses: %r" % text[:200])
+        else:
+            lengths += 1
+            H.check(c["finish_reason"] == "length" and text.startswith("{"),
+                    "json_object cut by max_tokens says length and starts an object: %r" % text[:80])
+    print("json_object: %d ended, %d cut by max_tokens" % (stops, lengths))
+    H.check(stops + lengths == 8, "every json_object answer ended one way or the other")
+    # an object that must end soon: logit_bias cannot push the model out of
+    # the grammar, and a short answer completes (the model's own choice of
+    # "}" is what ends it; max_tokens only bounds the wait)
+    st, j = srv.post("/v1/completions", H.completion("{", response_format={"type": "json_object"}, max_tokens=200,
+                                                      logit_bias={"0": -100}))[:2]
+    H.check(st == 200 and j["choices"][0]["text"].startswith("{"), "json_object with logit_bias: %r"
+            % j["choices"][0]["text"][:60])
+
+
+def test_errors(srv):
+    cases = [
+        ({"grammar": "root ::= foo"}, "grammar", "'foo' is used but not defined"),
+        ({"grammar": "root ::= \"a"}, "grammar", "line 1"),
+        ({"grammar": 5}, "grammar", "GBNF"),
+        ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}},
+         "response_format", "json_schema"),
+        ({"response_format": {"type": "xml"}}, "response_format", "unknown response_format type"),
+        ({"response_format": "json"}, "response_format", "must be an object"),
+        ({"response_format": {"type": "json_object"}, "grammar": "root ::= \"a\""}, "grammar", "cannot be combined"),
+    ]
+    for extra, param, words in cases:
+        for path, body in (("/v1/completions", H.completion("x", max_tokens=5, **extra)),
+                           ("/v1/chat/completions", H.chat("x", max_tokens=5, **extra))):
+            st, j = srv.post(path, body)[:2]
+            err = (j or {}).get("error", {})
+            H.check(st == 400 and err.get("param") == param and words in err.get("message", ""),
+                    "%s %s: 400 naming %s (%s %s)" % (path, extra, param, st, err))
+    # text is plain output
+    st, j = srv.post("/v1/completions", H.completion("x", max_tokens=5, response_format={"type": "text"}))[:2]
+    H.check(st == 200, "response_format text is accepted")
+
+
+def main():
+    srv = H.Server("-q")
+    try:
+        test_grammar(srv)
+        test_json_object(srv)
+        test_errors(srv)
+        st = srv.request("GET", "/health")[0]
+        H.check(st == 200, "the server is up after all of it")
+    finally:
+        srv.stop()
+    H.finish("structured outputs")
+
+
+main()
