@@ -635,7 +635,7 @@ static enum herd_status prepare_request(struct herd_sched *s, struct herd_reques
          * detokenization, which sees the prompt, keeps it) */
         c->detok.started = !r->gp.text_from_start;
         if (r->gp.grammar) {
-            if (!s->gvocab && (rc = grammar_vocab(s, err)) != HERD_OK) return rc;
+            if ((rc = grammar_vocab(s, err)) != HERD_OK) return rc;
             c->gstate = herd_grammar_state_create(r->gp.grammar, err);
             c->gcache = herd_grammar_mask_cache_create(s->gvocab, GRAMMAR_CACHE_STATES);
             if (!c->gstate || !c->gcache) return herd_error_set(err, HERD_E_NOMEM, "out of memory for a grammar");
