@@ -136,11 +136,12 @@ async function copyText(text, button) {
 }
 
 // Inline spans: `code`, **bold** / __bold__, *italic* / _italic_, [text](url).
-const INLINE = /(`+)([\s\S]*?[^`])\1(?!`)|\*\*([\s\S]+?)\*\*|__([\s\S]+?)__|\*(?!\s)([^*]+?)\*|\b_(?!\s)([^_]+?)_\b|\[([^\]\n]+)\]\(([^)\s]+)\)/g;
+// Underscores count only at word edges (snake_case and __dunder__ names in
+// prose stay as written).
+const INLINE = /(`+)([\s\S]*?[^`])\1(?!`)|\*\*(?!\s)([\s\S]+?)\*\*|(?<!\w)__(?!\s)([\s\S]+?)__(?!\w)|\*(?![\s*])([^*]+?)\*|(?<!\w)_(?![\s_])([^_]+?)_(?!\w)|\[([^\]\n]+)\]\(([^)\s]+)\)/g;
 
 function inline(text, parent) {
   let last = 0;
-  INLINE.lastIndex = 0;
   const re = new RegExp(INLINE.source, 'g'); // recursion must not share lastIndex
   let m;
   while ((m = re.exec(text)) !== null) {

@@ -74,7 +74,7 @@ function build(k) {
     l.className = 'label';
     l.textContent = label;
     const v = document.createElement('div');
-    v.className = 'value' + (['model', 'build', 'ttft', 'itl', 'dur'].includes(id) ? ' small' : '');
+    v.className = 'value' + (['model', 'build', 'ttft', 'itl', 'dur', 'kv'].includes(id) ? ' small' : '');
     v.id = 'v-' + id;
     v.textContent = '–';
     c.append(l, v);
