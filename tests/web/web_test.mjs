@@ -10,7 +10,8 @@
 //           New chat empties it; model output with <script> and
 //           <img onerror> shows as text, rendered alone, streamed, and
 //           from a stored conversation; 429 (Retry-After), 503 draining and
-//           a cut stream are said plainly; 401 asks for the key and the key
+//           a cut stream are said plainly (made up by the test, then for
+//           real: a server killed mid-answer, a server draining); 401 asks for the key and the key
 //           is sent; a phone-sized screen does not scroll sideways.
 //   status: the numbers move under a short load (running, tokens/s, TTFT),
 //           model and build shown, charts drawn.
@@ -97,8 +98,10 @@ async function newPage(opts = {}) {
   const page = await ctx.newPage();
   page.on('console', (msg) => {
     const t = msg.text();
-    // a refused fetch (401, 429, ...) is logged by the browser itself; the test asks for those
-    if (msg.type() === 'error' && !/Failed to load resource: the server responded with a status of (401|429|503)/.test(t)) {
+    // a refused fetch (401, 429, ...) and the killed server's cut stream are
+    // logged by the browser itself; the test asks for those
+    if (msg.type() === 'error' &&
+        !/Failed to load resource: (the server responded with a status of (401|429|503)|net::ERR_INCOMPLETE_CHUNKED_ENCODING)/.test(t)) {
       consoleProblems.push(page.url() + ': ' + t);
     }
   });
@@ -350,6 +353,38 @@ async function run() {
   check((await page.getAttribute('body', 'data-kind')) === 'route' && row.includes(a.base.replace('http://', '')) &&
         row.includes('up'), 'route: the status page lists the replica, up (' + row + ')');
   await page.screenshot({ path: join(artifacts, 'status-route.png'), fullPage: true });
+  await page.context().close();
+
+  // ---- the real thing: a server killed mid-answer, a server draining
+  const d = await serve([], { HERD_TEST_STEP_DELAY_MS: '15' });
+  page = await newPage();
+  await page.goto(d.base + '/');
+  await waitFor(async () => (await page.textContent('#model')) === modelId, 10_000, 'the model (kill)');
+  await page.route('**/v1/chat/completions', (route) => route.continue({
+    postData: JSON.stringify({ ...JSON.parse(route.request().postData()), ignore_eos: true, max_tokens: 300 }) }));
+  await sendAndWatch(page, 'Once upon a time');
+  await waitFor(async () => (await assistantText(page)).length > 5, 10_000, 'the answer to begin (kill)');
+  d.proc.kill('SIGKILL');
+  await idle(page);
+  const cut = await page.textContent('#error');
+  check(/cut|connection failed/.test(cut) && (await page.locator('.msg.assistant .note').last().textContent()) === 'cut short',
+        'a server killed mid-answer: the cut is said (' + cut + ')');
+  await page.context().close();
+  const e = await serve([], { HERD_TEST_STEP_DELAY_MS: '15' });
+  page = await newPage();
+  await page.goto(e.base + '/');
+  await waitFor(async () => (await page.textContent('#model')) === modelId, 10_000, 'the model (drain)');
+  const long = fetch(e.base + '/v1/completions', { method: 'POST', headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ model: modelId, prompt: 'Once', max_tokens: 300, ignore_eos: true }) }).then((x) => x.status);
+  await waitFor(async () => (await metrics(e.base)).herd_requests_running === 1, 5_000, 'the long request to run');
+  e.proc.kill('SIGTERM');
+  await waitFor(async () => (await fetch(e.base + '/readyz')).status === 503, 5_000, 'the drain');
+  await page.fill('#input', 'hello');
+  await page.press('#input', 'Enter');
+  await idle(page);
+  const drained = await page.textContent('#error');
+  check(/draining \(503\)/.test(drained), 'a draining server: said plainly (' + drained + ')');
+  check((await long) === 200, 'the drain let the running answer finish');
   await page.context().close();
 
   check(consoleProblems.length === 0, 'no console errors or CSP violations:\n  ' + consoleProblems.join('\n  '));
