@@ -34,7 +34,7 @@ extern const size_t herd_web_n_assets;
 
 /* The policy every page answer carries (also in docs/user-guide.md). */
 #define HERD_WEB_CSP                                                                                                   \
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "              \
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "                    \
     "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 
 /* The embedded file at path, or NULL. */
