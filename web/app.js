@@ -131,6 +131,7 @@ async function loadModel() {
     if (!resp.ok) {
       if (resp.status === 401 || resp.status === 503) showError(await describeFailure(resp));
       ui.model.textContent = '(no model yet)';
+      if (resp.status === 503) setTimeout(loadModel, 2000); // loading, or no replica yet: ask again
       return;
     }
     const body = await resp.json();
@@ -141,6 +142,7 @@ async function loadModel() {
   } catch (e) {
     ui.model.textContent = '(unreachable)';
     showError('Cannot reach the server: ' + e.message);
+    setTimeout(loadModel, 2000);
   }
 }
 
@@ -161,6 +163,8 @@ function takeEvents(buf, onData) {
 async function send() {
   const text = ui.input.value.replace(/\s+$/, '');
   if (!text.trim() || controller) return;
+  if (!modelId) await loadModel(); // requests must name the model
+  if (controller) return; // another send began meanwhile
   showError('');
   ui.input.value = '';
   state.messages.push({ role: 'user', content: text });
