@@ -26,7 +26,8 @@ const fmt = {
   int: (v) => (Number.isFinite(v) ? String(Math.round(v)) : '–'),
   rate: (v) => (!Number.isFinite(v) ? '–' : v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2)),
   pct: (v) => (Number.isFinite(v) ? (100 * v).toFixed(1) + ' %' : '–'),
-  ms: (v) => (!Number.isFinite(v) ? '–' : v >= 10 ? v.toFixed(1) + ' s' : (1000 * v).toFixed(v < 0.01 ? 2 : 0) + ' ms'),
+  ms: (v) => (!Number.isFinite(v) ? '–' : v >= 1 ? v.toFixed(v >= 10 ? 1 : 2) + ' s'
+                                         : (1000 * v).toFixed(v < 0.01 ? 2 : 0) + ' ms'),
   dur: (s) => {
     if (!Number.isFinite(s) || s < 0) return '–';
     const d = Math.floor(s / 86400), h = Math.floor(s / 3600) % 24, m = Math.floor(s / 60) % 60;
