@@ -4,7 +4,7 @@
 # when a module includes one it must not. Dependencies point one way
 # (../shared/DESIGN.md, "Layout"):
 #
-#   base <- gguf <- kernels <- model <- engine <- api, http <- server, router, batch <- cli
+#   base <- gguf <- kernels <- model <- engine <- api, http <- web <- server, router, batch <- cli
 #
 # with jinja, tokenizer and sampling beside model, metrics on base alone,
 # convert on gguf, kernels, model and the tokenizer, and quality (perplexity
@@ -63,10 +63,13 @@ declare -A may=(
     # issue 15: the HTTP layer has no engine include (the router and batch
     # use it without a model); it knows sockets, not OpenAI or tokens
     [http]="base metrics"
-    [server]="base gguf kernels model jinja tokenizer sampling metrics engine api http"
-    [router]="base gguf kernels model jinja tokenizer sampling metrics engine api http"
+    # issue 21: the embedded pages, on the HTTP layer alone, so that herd
+    # serve and herd route both serve them (the router must not include server)
+    [web]="base metrics http"
+    [server]="base gguf kernels model jinja tokenizer sampling metrics engine api http web"
+    [router]="base gguf kernels model jinja tokenizer sampling metrics engine api http web"
     [batch]="base gguf kernels model jinja tokenizer sampling metrics engine api http"
-    [cli]="base gguf kernels model jinja tokenizer sampling metrics engine api http convert quality server router batch"
+    [cli]="base gguf kernels model jinja tokenizer sampling metrics engine api http convert quality server router batch web"
 )
 
 # Includes that break the rules today and are tracked to be fixed; each

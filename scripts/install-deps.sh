@@ -15,6 +15,9 @@ packages=(
     podman runc debootstrap curl
     # the batch test on a real single-node Slurm (tests/batch/test_slurm.sh)
     slurm-wlm munge
+    # the web pages' browser test (tests/web): Debian's headless chromium,
+    # driven by npm playwright-core, which never downloads a browser
+    chromium
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -65,4 +68,11 @@ k8s_tests="$(dirname "$0")/../tests/deploy/k8s"
 if [ ! -d "$k8s_tests/node_modules/kubernetes-models" ]; then
     echo "herd: installing the npm packages of tests/deploy/k8s" >&2
     (cd "$k8s_tests" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+fi
+# playwright-core for the browser test of the pages, pinned by
+# tests/web/package-lock.json.
+web_tests="$(dirname "$0")/../tests/web"
+if [ ! -d "$web_tests/node_modules/playwright-core" ]; then
+    echo "herd: installing the npm packages of tests/web" >&2
+    (cd "$web_tests" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 fi

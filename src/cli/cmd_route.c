@@ -35,7 +35,7 @@ int herd_cmd_route(int argc, char **argv) {
     uint64_t port = 8080, spawn = 0, min = UINT64_MAX, max = 0, threads = 0, max_attempts = 2, max_body = 16u << 20;
     double resolve_every = 5, health_interval = 1, slow_start = 10, wait_timeout = -1, drain_timeout = 30,
            balance_abs = 4, balance_rel = 1.5, target_waiting = 2, scale_down_window = 300, upstream_timeout = 300;
-    bool auth_all = false, quiet = false, forward_key = false;
+    bool auth_all = false, quiet = false, forward_key = false, no_web = false;
     struct cli_strings backends = {0}, keys = {0}, serve_args = {0};
     const char *dns = NULL;
     const struct cli_opt opts[] = {
@@ -79,6 +79,7 @@ int herd_cmd_route(int argc, char **argv) {
         {"log-format", 0, CLI_STRING, &log_format, "text|json", "log lines as text (default) or one JSON object each"},
         {"log-level", 0, CLI_STRING, &log_level, "LEVEL", "debug, info (default), warn, error"},
         {"quiet", 'q', CLI_FLAG, &quiet, NULL, "no access log"},
+        {"no-web", 0, CLI_FLAG, &no_web, NULL, "no chat page at / and no status page at /status (404)"},
         {0},
     };
     int n_pos;
@@ -138,6 +139,7 @@ int herd_cmd_route(int argc, char **argv) {
     p.forward_api_key = forward_key;
     p.backend_api_key = backend_key;
     p.quiet = quiet;
+    p.web = !no_web;
     if (pool) {
         p.pool_model = model;
         p.pool_serve_args = serve_args.n ? serve_args.v : NULL;

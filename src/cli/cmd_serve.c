@@ -119,7 +119,7 @@ int herd_cmd_serve(int argc, char **argv) {
     uint64_t port = 8080, batch_tokens = 512, max_seqs = 16, max_queue = 256, max_body = 16u << 20, max_conns = 1024,
              max_n = 16;
     double drain_timeout = 30, header_timeout = 10, prefill_per_decode = 1, write_timeout = 30;
-    bool auth_all = false, quiet = false, no_vllm_metrics = false;
+    bool auth_all = false, quiet = false, no_vllm_metrics = false, no_web = false;
     const char *log_format = "text", *log_level = "info";
     struct cli_strings keys = {0};
     const struct cli_opt opts[] = {
@@ -148,6 +148,7 @@ int herd_cmd_serve(int argc, char **argv) {
         {"log-level", 0, CLI_STRING, &log_level, "LEVEL", "debug, info (default: with the access log), warn, error"},
         {"quiet", 'q', CLI_FLAG, &quiet, NULL, "no access log"},
         {"no-vllm-metrics", 0, CLI_FLAG, &no_vllm_metrics, NULL, "export /metrics under herd's names only"},
+        {"no-web", 0, CLI_FLAG, &no_web, NULL, "no chat page at / and no status page at /status (404)"},
         {"data-dir", 0, CLI_STRING, &data_dir, "DIR",
          "keep files and batches here: turns /v1/files and /v1/batches on"},
         {"batch-max-requests", 0, CLI_U64, &bsp.max_requests, "N", "requests per batch (default 50000)"},
@@ -198,6 +199,7 @@ int herd_cmd_serve(int argc, char **argv) {
     sp.auth_all = auth_all;
     sp.model_name = name;
     sp.vllm_metrics = !no_vllm_metrics;
+    sp.web = !no_web;
     sp.quiet = quiet;
     /* a batch line is checked as the server checks a request */
     bsp.limits = (struct herd_api_limits){.model_name = sp.model_name,

@@ -91,6 +91,7 @@ void herd_http_server_default_params(struct herd_http_server_params *p) {
 static const char *reason(int status) {
     switch (status) {
     case 200: return "OK";
+    case 304: return "Not Modified";
     case 400: return "Bad Request";
     case 401: return "Unauthorized";
     case 404: return "Not Found";
@@ -227,7 +228,8 @@ void herd_http_respond(struct herd_http_request *c, int status, const char *cont
     evbuffer_add_printf(
         out, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nX-Request-Id: %s\r\n%s%s\r\n", status,
         reason(status), content_type, len, c->request_id, extra_headers ? extra_headers : "", closing(c));
-    if (strcmp(c->method, "HEAD") != 0) evbuffer_add(out, body, len);
+    /* HEAD and 304 carry no body: len is the length a 200 to GET would have */
+    if (strcmp(c->method, "HEAD") != 0 && status != 304) evbuffer_add(out, body, len);
     conn_flush(c);
     conn_finished(c);
 }

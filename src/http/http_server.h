@@ -227,8 +227,8 @@ size_t herd_http_request_pending_output(const struct herd_http_request *r);
 
 /* A whole answer: headers end with Content-Length (then extra_headers,
  * each line ending CRLF); X-Request-Id is always set; no body for HEAD
- * (body may then be NULL, len the length a GET would have: a proxy
- * relaying an upstream's HEAD answer). A
+ * or a 304 (body may then be NULL, len the length a GET's 200 would have:
+ * a proxy relaying an upstream's HEAD answer, a page not modified). A
  * 5xx ends the connection, other answers keep it alive when the client
  * does and the server is not draining. */
 void herd_http_respond(struct herd_http_request *r, int status, const char *content_type, const char *body, size_t len,

@@ -12,6 +12,7 @@
 #include "base/log.h"
 #include "base/timing.h"
 #include "router/router_internal.h"
+#include "web/web.h"
 
 #define TICK_S 0.05
 
@@ -38,6 +39,7 @@ void herd_router_default_params(struct herd_router_params *p) {
     p->pool_threads = 1;
     p->pool_target_waiting = 2;
     p->pool_scale_down_window_s = 300;
+    p->web = true;
 }
 
 uint16_t herd_router_port(const struct herd_router *rt) { return herd_http_server_port(rt->http); }
@@ -305,8 +307,19 @@ enum herd_status herd_router_create(const struct herd_router_params *p, struct h
     hp.auth_all = p->auth_all;
     hp.quiet = p->quiet;
     hp.log_component = "route";
-    hp.routes = routes;
-    hp.n_routes = sizeof routes / sizeof *routes;
+    /* the pages go in front of the replicas like the probes: the router's own */
+    size_t n_routes = sizeof routes / sizeof *routes;
+    if (!(rt->routes = calloc(n_routes + HERD_WEB_ROUTES, sizeof *rt->routes))) {
+        herd_error_set(err, rc, "out of memory");
+        goto fail;
+    }
+    memcpy(rt->routes, routes, sizeof routes);
+    if (p->web) {
+        herd_web_routes(rt->routes + n_routes);
+        n_routes += HERD_WEB_ROUTES;
+    }
+    hp.routes = rt->routes;
+    hp.n_routes = n_routes;
     hp.hooks = (struct herd_http_hooks){
         .app = rt,
         .state = app_state,
@@ -375,5 +388,6 @@ void herd_router_destroy(struct herd_router *rt) {
     prompt_key_unload(rt);
     herd_metrics_destroy(rt->metrics.reg);
     free(rt->backend_auth);
+    free(rt->routes);
     free(rt);
 }

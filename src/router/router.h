@@ -35,6 +35,7 @@ struct herd_router_params {
     bool forward_api_key;        /* pass the client's Authorization on */
     const char *backend_api_key; /* or send this one (NULL: none) */
     bool quiet;
+    bool web; /* the chat page at / and the status page at /status (true) */
 
     /* replicas: backends, or dns_name, or a pool */
     const char *backends[ROUTER_MAX_BACKENDS]; /* "http://10.0.0.7:8080" */

@@ -94,6 +94,7 @@ struct prompt_commons {
 };
 
 struct herd_router {
+    struct herd_http_route *routes; /* the table's own routes, then the pages' (unless --no-web) */
     struct herd_router_params p;
     char *backend_auth; /* "Authorization: Bearer <--backend-api-key>\r\n", or NULL */
     struct herd_http_server *http;

@@ -15,6 +15,7 @@
 #include "base/log.h"
 #include "base/timing.h"
 #include "server/server_internal.h"
+#include "web/web.h"
 
 void herd_server_default_params(struct herd_server_params *p) {
     memset(p, 0, sizeof *p);
@@ -38,6 +39,7 @@ void herd_server_default_params(struct herd_server_params *p) {
     p->max_logit_bias = 300;
     p->max_messages = 4096;
     p->vllm_metrics = true;
+    p->web = true;
 }
 
 static void arm(struct event *ev, double seconds) {
@@ -206,13 +208,18 @@ enum herd_status herd_server_create(const struct herd_server_params *p, const st
     hp.auth_all = p->auth_all;
     hp.quiet = p->quiet;
     hp.log_component = "serve";
-    const size_t n_own = sizeof routes / sizeof *routes;
-    s->routes = calloc(n_own + p->n_extra_routes, sizeof *s->routes);
+    /* the server's own routes, the pages (unless --no-web), then the extra */
+    size_t n_own = sizeof routes / sizeof *routes;
+    s->routes = calloc(n_own + HERD_WEB_ROUTES + p->n_extra_routes, sizeof *s->routes);
     if (!s->routes) {
         herd_server_destroy(s);
         return herd_error_set(err, HERD_E_NOMEM, "out of memory");
     }
     memcpy(s->routes, routes, sizeof routes);
+    if (p->web) {
+        herd_web_routes(s->routes + n_own);
+        n_own += HERD_WEB_ROUTES;
+    }
     if (p->n_extra_routes) memcpy(s->routes + n_own, p->extra_routes, p->n_extra_routes * sizeof *s->routes);
     hp.routes = s->routes;
     hp.n_routes = n_own + p->n_extra_routes;

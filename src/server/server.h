@@ -40,6 +40,7 @@ struct herd_server_params {
     uint32_t max_messages;       /* messages per chat request (4096) */
     bool quiet;                  /* no access log */
     bool vllm_metrics;           /* /metrics also under vLLM's names (true) */
+    bool web;                    /* the chat page at / and the status page at /status (true) */
     /* Routes another module serves on this server (the batch API), after
      * the server's own; each handler gets its route's arg. */
     const struct herd_http_route *extra_routes;

@@ -45,7 +45,7 @@ expect_fail "http has no engine" src/http/conn.c '#include "engine/sched.h"\n' \
 expect_fail "relative path" src/base/x.c '#include "../cli/cli.h"\n' 'src/base/x.c:1: forbidden #include "../cli/cli.h"'
 expect_fail "public header" include/herd/x.h '#include "base/log.h"\n' \
     'include/herd/x.h:1: forbidden #include "base/log.h": public headers include only herd/*.h'
-expect_fail "unknown module" src/web/page.c '#include "base/log.h"\n' "module 'web' has no layer rules"
+expect_fail "unknown module" src/widgets/page.c '#include "base/log.h"\n' "module 'widgets' has no layer rules"
 expect_fail "known pair only" src/model/synth.c '#include "convert/quantize.h"\n' \
     'src/model/synth.c:1: forbidden #include "convert/quantize.h"'
 
