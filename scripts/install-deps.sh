@@ -58,7 +58,7 @@ if [ "$need_kubectl" = 1 ]; then
 fi
 # The npm packages of the SDK tests, exactly as package-lock.json pins them.
 sdk="$(dirname "$0")/../tests/server/sdk"
-if [ ! -d "$sdk/node_modules/openai" ]; then
+if [ ! -d "$sdk/node_modules/openai" ] || [ ! -d "$sdk/node_modules/ajv" ]; then
     echo "herd: installing the npm packages of tests/server/sdk" >&2
     (cd "$sdk" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 fi

@@ -9,6 +9,7 @@
 
 #include "api/api.h"
 #include "base/timing.h"
+#include "sampling/json_schema.h"
 
 /* ------------------------------------------------------------ errors */
 
@@ -173,6 +174,7 @@ static bool logit_bias(struct herd_api_error *err, json_t *body, const struct he
 static bool output_grammar(struct herd_api_error *err, json_t *body, struct herd_api_request *r) {
     json_t *rf = json_object_get(body, "response_format"), *gr = json_object_get(body, "grammar");
     const char *text = NULL, *param = NULL;
+    char *schema_gbnf = NULL; /* json_schema's grammar, freed here */
     size_t len = 0;
     if (rf && !json_is_null(rf)) {
         json_t *type = json_is_object(rf) ? json_object_get(rf, "type") : NULL;
@@ -182,22 +184,36 @@ static bool output_grammar(struct herd_api_error *err, json_t *body, struct herd
         if (strcmp(t, "json_object") == 0) {
             text = herd_grammar_json_object, len = strlen(herd_grammar_json_object), param = "response_format";
         } else if (strcmp(t, "json_schema") == 0) {
-            return bad(err, "response_format",
-                       "response_format 'json_schema' is not supported yet; use {\"type\": \"json_object\"} or a "
-                       "'grammar'");
+            json_t *js = json_object_get(rf, "json_schema");
+            if (!json_is_object(js))
+                return bad(err, "response_format.json_schema", "'response_format.json_schema' must be an object");
+            if (!json_is_string(json_object_get(js, "name")))
+                return bad(err, "response_format.json_schema.name",
+                           "missing required parameter: 'response_format.json_schema.name'");
+            json_t *schema = json_object_get(js, "schema");
+            if (!schema) return bad(err, "response_format.json_schema.schema", "'json_schema.schema' is required");
+            struct herd_error e = {0};
+            if (herd_json_schema_to_gbnf(schema, &schema_gbnf, &e) != HERD_OK)
+                return bad(err, "response_format.json_schema.schema", "%s", e.msg);
+            text = schema_gbnf, len = strlen(schema_gbnf), param = "response_format.json_schema.schema";
         } else if (strcmp(t, "text") != 0) {
             return bad(err, "response_format",
                        "unknown response_format type '%.64s' (text, json_object or json_schema)", t);
         }
     }
     if (gr && !json_is_null(gr)) {
-        if (text) return bad(err, "grammar", "'grammar' and a JSON response_format cannot be combined");
+        if (text) {
+            free(schema_gbnf);
+            return bad(err, "grammar", "'grammar' and a JSON response_format cannot be combined");
+        }
         if (!json_is_string(gr)) return bad(err, "grammar", "'grammar' must be a string in GBNF (llama.cpp's syntax)");
         text = json_string_value(gr), len = json_string_length(gr), param = "grammar";
     }
     if (!text) return true;
     struct herd_error e = {0};
-    if (herd_grammar_parse(text, len, &r->grammar, &e) != HERD_OK) return bad(err, param, "%s", e.msg);
+    const bool ok = herd_grammar_parse(text, len, &r->grammar, &e) == HERD_OK;
+    free(schema_gbnf);
+    if (!ok) return bad(err, param, "%s", e.msg);
     r->gp.grammar = r->grammar;
     return true;
 }
