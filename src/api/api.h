@@ -73,6 +73,15 @@ struct herd_api_resume {
     time_t created; /* and their created */
 };
 
+/* The request's tools (chat): on when it has some and tool_choice is not
+ * "none" (the answer is then parsed for calls); constrained when
+ * tool_choice is "required" or a named function (the grammar makes the
+ * model write one call). */
+struct herd_api_tools {
+    bool on, parallel, constrained;
+    enum herd_tool_format format;
+};
+
 /* A checked /v1/chat/completions or /v1/completions request. Its stop
  * strings point into the JSON body, which must outlive it until the
  * scheduler's requests are created (they copy them). */
@@ -82,7 +91,8 @@ struct herd_api_request {
     struct herd_gen_params gp;
     struct herd_logit_bias *bias; /* [gp.sampling.n_bias], owned */
     struct herd_grammar *grammar; /* response_format / "grammar", owned (gp.grammar points at it); NULL: none */
-    uint32_t n_prompts;           /* 1 for chat */
+    struct herd_api_tools tools;
+    uint32_t n_prompts; /* 1 for chat */
     int32_t *ids[HERD_API_MAX_PROMPTS];
     uint32_t n_ids[HERD_API_MAX_PROMPTS];
     int32_t *id_store; /* owned: n_prompts x n_ctx */
@@ -96,6 +106,23 @@ bool herd_api_parse_completion(json_t *body, const struct herd_api_limits *lim, 
                                struct herd_api_request *out, struct herd_api_error *err);
 void herd_api_request_cleanup(struct herd_api_request *r);
 
+/* tools, tool_choice and parallel_tool_calls of a chat body into r->tools
+ * (and, for a required or named tool_choice, r->grammar). After the
+ * sampling fields: a grammar from response_format conflicts with a forced
+ * call. False with err filled on a bad request. */
+bool herd_api_parse_tools(json_t *body, const struct herd_api_model *m, struct herd_api_request *r,
+                          struct herd_api_error *err);
+
+/* The tool calls in a model's answer written in format f, as OpenAI's
+ * tool_calls array (ids "call_..." derived from seed), or NULL when the
+ * answer holds none. *content_len: how many leading bytes of text are
+ * the answer's content beside the calls (0 when the answer is a call). */
+json_t *herd_api_tool_calls(enum herd_tool_format f, const char *text, size_t n, uint64_t seed, size_t *content_len);
+
+/* May text (the start of an answer) still become a tool call in format f?
+ * A streamed answer holds its text back while it may. */
+bool herd_api_tool_call_possible(enum herd_tool_format f, const char *text, size_t n);
+
 /* /tokenize: body in, {"tokens", "count", "max_model_len"} out. */
 json_t *herd_api_tokenize(json_t *body, const struct herd_api_model *m, struct herd_api_error *err);
 /* /detokenize: body in, {"prompt"} out. */
@@ -108,6 +135,8 @@ json_t *herd_api_models(const char *id, const char *model_name, time_t created, 
 
 struct herd_api_choice {
     struct herd_buf text;
+    struct herd_buf held; /* streamed text held back while it may be a tool call */
+    bool holding;
     json_t *logprobs; /* chat: the content array; completions: the legacy object's arrays */
     const char *finish;
     bool role_sent;
@@ -119,6 +148,8 @@ struct herd_api_choice {
  * chunk, or collected into one body. */
 struct herd_api_answer {
     bool chat, stream, include_usage, want_logprobs;
+    bool tools_on; /* parse the output for tool calls (herd_api_tools.on) */
+    enum herd_tool_format tool_format;
     uint32_t top_logprobs;
     uint32_t n; /* choices over all prompts */
     uint32_t n_finished;

@@ -436,13 +436,13 @@ static bool parse_chat(json_t *body, const struct herd_api_limits *lim, const st
     json_t *msgs = json_object_get(body, "messages");
     if (!check_messages(err, msgs, lim->max_messages)) return false;
     json_t *tools = json_object_get(body, "tools");
-    if (tools && !json_is_null(tools) && !json_is_array(tools)) return bad(err, "tools", "'tools' must be an array");
     bool logprobs = false;
     long long top = 0;
     if (!gen_params(err, body, lim, m, r) || !opt_bool(err, body, "logprobs", &logprobs) ||
         !opt_int(err, body, "top_logprobs", 0, HERD_MAX_TOP_LOGPROBS, &top))
         return false;
     if (top && !logprobs) return bad(err, "top_logprobs", "'top_logprobs' needs 'logprobs': true");
+    if (!herd_api_parse_tools(body, m, r, err)) return false;
     r->gp.logprobs = logprobs;
     r->gp.top_logprobs = (uint32_t)top;
     struct herd_chat_render_params rp = {

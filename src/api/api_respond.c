@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <xxhash.h>
 
 #include "api/api.h"
 #include "base/utf8.h"
@@ -60,7 +61,13 @@ bool herd_api_answer_init(struct herd_api_answer *a, const struct herd_api_reque
     a->model_name = model_name;
     a->vocab = v;
     snprintf(a->id, sizeof a->id, "%s-%s", r->chat ? "chatcmpl" : "cmpl", request_id);
-    for (uint32_t i = 0; i < a->n; i++) herd_buf_init(&a->ch[i].text, (size_t)64 << 20);
+    a->tools_on = r->chat && r->tools.on;
+    a->tool_format = r->tools.format;
+    for (uint32_t i = 0; i < a->n; i++) {
+        herd_buf_init(&a->ch[i].text, (size_t)64 << 20);
+        herd_buf_init(&a->ch[i].held, (size_t)64 << 20);
+        a->ch[i].holding = a->tools_on && a->stream && !r->resume.on;
+    }
     if (r->resume.on) { /* one choice: the parser allows no other */
         snprintf(a->id, sizeof a->id, "%s", r->resume.id);
         a->created = r->resume.created;
@@ -74,6 +81,7 @@ bool herd_api_answer_init(struct herd_api_answer *a, const struct herd_api_reque
 void herd_api_answer_cleanup(struct herd_api_answer *a) {
     for (uint32_t i = 0; a->ch && i < a->n; i++) {
         herd_buf_cleanup(&a->ch[i].text);
+        herd_buf_cleanup(&a->ch[i].held);
         json_decref(a->ch[i].logprobs);
     }
     free(a->ch);
@@ -123,8 +131,49 @@ static json_t *chunk_base(const struct herd_api_answer *a) {
     return o;
 }
 
+/* The seed of a choice's tool-call ids: the answer's id and the choice. */
+static uint64_t tool_seed(const struct herd_api_answer *a, uint32_t choice) {
+    return XXH3_64bits_withSeed(a->id, strlen(a->id), choice);
+}
+
+/* A streamed choice holding its text back (it may be a tool call): NULL
+ * while it still may; else the chunk that lets it go, as content, or as
+ * tool calls when it finished as one (one delta with every call whole:
+ * the SDKs accumulate tool_calls by index either way). */
+static json_t *stream_held(struct herd_api_answer *a, const struct herd_event *e) {
+    struct herd_api_choice *o = &a->ch[e->choice];
+    herd_buf_append(&o->held, e->text, e->text_len);
+    const char *t = (const char *)o->held.data;
+    if (!e->finish && herd_api_tool_call_possible(a->tool_format, t ? t : "", o->held.len)) return NULL;
+    o->holding = false;
+    size_t content = o->held.len;
+    json_t *calls = e->finish == HERD_FINISH_STOP ? herd_api_tool_calls(a->tool_format, t ? t : "", o->held.len,
+                                                                        tool_seed(a, e->choice), &content)
+                                                  : NULL;
+    json_t *chunk = chunk_base(a);
+    json_t *delta = json_object();
+    if (!o->role_sent) json_object_set_new(delta, "role", json_string("assistant"));
+    o->role_sent = true;
+    if (content || !calls) json_object_set_new(delta, "content", herd_api_text(t ? t : "", content));
+    const char *finish = e->finish ? finish_name(e->finish) : NULL;
+    if (calls) {
+        size_t i;
+        json_t *c;
+        json_array_foreach(calls, i, c) json_object_set_new(c, "index", json_integer((json_int_t)i));
+        json_object_set_new(delta, "tool_calls", calls);
+        finish = "tool_calls";
+        a->ch[e->choice].finish = "tool_calls";
+    }
+    json_t *choice = json_pack("{s:i,s:o,s:o,s:o}", "index", (int)e->choice, "delta", delta, "logprobs", json_null(),
+                               "finish_reason", finish ? json_string(finish) : json_null());
+    json_array_append_new(json_object_get(chunk, "choices"), choice);
+    o->held.len = 0;
+    return chunk;
+}
+
 /* One streamed chunk for an event. */
 static json_t *stream_event(struct herd_api_answer *a, const struct herd_event *e) {
+    if (a->ch[e->choice].holding) return stream_held(a, e);
     const struct herd_vocab *v = a->vocab;
     json_t *chunk = chunk_base(a);
     json_t *choice = json_pack("{s:i}", "index", (int)e->choice);
@@ -176,14 +225,12 @@ json_t *herd_api_answer_event(struct herd_api_answer *a, const struct herd_event
     if (e->token >= 0) a->ch[e->choice].n_tokens++;
     a->ch[e->choice].text_bytes += e->text_len;
     json_t *chunk = NULL;
+    if (e->finish) a->ch[e->choice].finish = finish_name(e->finish);
     if (a->stream)
-        chunk = stream_event(a, e);
+        chunk = stream_event(a, e); /* may say tool_calls instead */
     else
         collect_event(a, e);
-    if (e->finish) {
-        a->ch[e->choice].finish = finish_name(e->finish);
-        a->n_finished++;
-    }
+    if (e->finish) a->n_finished++;
     return chunk;
 }
 
@@ -210,12 +257,19 @@ json_t *herd_api_answer_body(const struct herd_api_answer *a, uint32_t cached_to
         const struct herd_api_choice *o = &a->ch[i];
         json_t *lp = o->logprobs ? (a->chat ? json_pack("{s:O}", "content", o->logprobs) : json_incref(o->logprobs))
                                  : json_null();
-        json_t *text = herd_api_text((const char *)o->text.data, o->text.len);
         const char *finish = o->finish ? o->finish : "abort";
+        size_t content = o->text.len;
+        const char *t = o->text.data ? (const char *)o->text.data : "";
+        json_t *calls = a->tools_on && strcmp(finish, "stop") == 0
+                            ? herd_api_tool_calls(a->tool_format, t, o->text.len, tool_seed(a, i), &content)
+                            : NULL;
+        json_t *text = calls && content == 0 ? json_null() : herd_api_text(t, content);
+        if (calls) finish = "tool_calls";
         json_t *ch = a->chat ? json_pack("{s:i,s:{s:s,s:o},s:o,s:s}", "index", (int)i, "message", "role", "assistant",
                                          "content", text, "logprobs", lp, "finish_reason", finish)
                              : json_pack("{s:i,s:o,s:o,s:s}", "index", (int)i, "text", text, "logprobs", lp,
                                          "finish_reason", finish);
+        if (calls) json_object_set_new(json_object_get(ch, "message"), "tool_calls", calls);
         json_array_append_new(choices, ch);
     }
     return json_pack("{s:s,s:s,s:I,s:s,s:o,s:o}", "id", a->id, "object",

@@ -27,6 +27,7 @@ struct ref_rule {
 
 struct conv {
     struct herd_buf out; /* the rules */
+    const char *prefix;  /* of every rule name, so several schemas share a grammar */
     const json_t *root;
     char path[512]; /* where in the schema, for messages */
     uint32_t n_rules;
@@ -90,7 +91,8 @@ static bool put_json_literal(struct conv *c, struct herd_buf *b, const json_t *v
 static uint32_t new_rule(struct conv *c) { return c->n_rules++; }
 
 static bool define(struct conv *c, uint32_t rule, const struct herd_buf *body) {
-    if (!putf(&c->out, "r%u ::= ", rule) || !herd_buf_append(&c->out, body->data, body->len) || !put(&c->out, "\n"))
+    if (!putf(&c->out, "%sr%u ::= ", c->prefix, rule) || !herd_buf_append(&c->out, body->data, body->len) ||
+        !put(&c->out, "\n"))
         return failf(c, "the grammar grows past %u bytes", SCHEMA_MAX_BYTES);
     return true;
 }
@@ -301,7 +303,7 @@ static bool type_array(struct conv *c, const json_t *s, struct herd_buf *b) {
         bool ok = schema(c, it, &r);
         c->path[at] = 0;
         if (!ok) return false;
-        snprintf(item, sizeof item, "r%u", r);
+        snprintf(item, sizeof item, "%.16sr%u", c->prefix, r);
     }
     if (hi == 0) return put(b, "\"[\" ws \"]\"");
     char more[64];
@@ -392,15 +394,15 @@ static bool type_object(struct conv *c, const json_t *s, struct herd_buf *b) {
                 json_decref(ks);
                 ok = key && put(&kv, first ? "" : "\",\" ws ") && put_literal(&kv, key, strlen(key)) &&
                      (value[i] == UINT32_MAX ? put(&kv, " ws \":\" ws value ws")
-                                             : putf(&kv, " ws \":\" ws r%u ws", value[i])) &&
-                     putf(&kv, " r%u", base + 2 * (uint32_t)(i + 1));
+                                             : putf(&kv, " ws \":\" ws %sr%u ws", c->prefix, value[i])) &&
+                     putf(&kv, " %sr%u", c->prefix, base + 2 * (uint32_t)(i + 1));
                 free(key);
                 if (ok && required[i]) {
                     ok = herd_buf_append(&body, kv.data, kv.len);
                 } else if (ok) {
                     /* present, or skipped with the rest as it was */
                     ok = put(&body, "(") && herd_buf_append(&body, kv.data, kv.len) &&
-                         putf(&body, ") | r%u", base + 2 * (uint32_t)(i + 1) + (uint32_t)first);
+                         putf(&body, ") | %sr%u", c->prefix, base + 2 * (uint32_t)(i + 1) + (uint32_t)first);
                 }
                 herd_buf_cleanup(&kv);
             }
@@ -408,7 +410,7 @@ static bool type_object(struct conv *c, const json_t *s, struct herd_buf *b) {
             herd_buf_cleanup(&body);
         }
     }
-    ok = ok && putf(b, "\"{\" ws r%u \"}\"", base + 1);
+    ok = ok && putf(b, "\"{\" ws %sr%u \"}\"", c->prefix, base + 1);
     if (!ok && c->rc == HERD_OK) failf(c, "out of memory");
     free(keys);
     free(required);
@@ -462,7 +464,7 @@ static bool alternatives(struct conv *c, const json_t *list, const char *kw, str
         const size_t at = path_push(c, seg);
         ok = schema(c, json_array_get(list, i), &r);
         c->path[at] = 0;
-        ok = ok && putf(b, "%sr%u", i ? " | " : "", r);
+        ok = ok && putf(b, "%s%sr%u", i ? " | " : "", c->prefix, r);
     }
     return ok && put(b, ")");
 }
@@ -521,7 +523,8 @@ static bool schema_body(struct conv *c, const json_t *s, struct herd_buf *b) {
         if (!json_is_string(ref)) return failf(c, "'$ref' must be a string");
         if (!only(c, s, kw, "beside '$ref'")) return false;
         for (uint32_t i = 0; i < c->n_refs; i++)
-            if (strcmp(c->refs[i].ref, json_string_value(ref)) == 0) return putf(b, "r%u", c->refs[i].rule);
+            if (strcmp(c->refs[i].ref, json_string_value(ref)) == 0)
+                return putf(b, "%sr%u", c->prefix, c->refs[i].rule);
         const json_t *target = resolve_ref(c, json_string_value(ref));
         if (!target) return false;
         if (c->n_refs == SCHEMA_MAX_REFS) return failf(c, "more than %d distinct '$ref's", SCHEMA_MAX_REFS);
@@ -532,7 +535,7 @@ static bool schema_body(struct conv *c, const json_t *s, struct herd_buf *b) {
         herd_buf_init(&body, SCHEMA_MAX_BYTES);
         bool ok = schema_body(c, target, &body) && define(c, r, &body);
         herd_buf_cleanup(&body);
-        return ok && putf(b, "r%u", r);
+        return ok && putf(b, "%sr%u", c->prefix, r);
     }
     static const char *const combinators[] = {"anyOf", "oneOf", "allOf"};
     for (int i = 0; i < 3; i++) {
@@ -598,13 +601,15 @@ static bool schema(struct conv *c, const json_t *s, uint32_t *rule) {
     return ok;
 }
 
-enum herd_status herd_json_schema_to_gbnf(const json_t *s, char **out, struct herd_error *err) {
+const char *herd_json_schema_primitives(void) { return PRIMITIVES; }
+
+enum herd_status herd_json_schema_rules(const json_t *s, const char *prefix, char **out, struct herd_error *err) {
     *out = NULL;
-    struct conv c = {.root = s, .err = err, .rc = HERD_OK};
+    struct conv c = {.root = s, .prefix = prefix, .err = err, .rc = HERD_OK};
     herd_buf_init(&c.out, SCHEMA_MAX_BYTES);
     uint32_t r;
     if (schema(&c, s, &r)) {
-        if (!putf(&c.out, "root ::= r%u\n", r) || !put(&c.out, PRIMITIVES) || !herd_buf_append(&c.out, "", 1))
+        if (!putf(&c.out, "%sroot ::= %sr%u\n", prefix, prefix, r) || !herd_buf_append(&c.out, "", 1))
             failf(&c, "the grammar grows past %u bytes", SCHEMA_MAX_BYTES);
     }
     if (c.rc == HERD_OK) {
@@ -613,4 +618,19 @@ enum herd_status herd_json_schema_to_gbnf(const json_t *s, char **out, struct he
     }
     herd_buf_cleanup(&c.out);
     return c.rc;
+}
+
+enum herd_status herd_json_schema_to_gbnf(const json_t *s, char **out, struct herd_error *err) {
+    char *rules = NULL;
+    enum herd_status rc = herd_json_schema_rules(s, "s-", &rules, err);
+    *out = NULL;
+    if (rc != HERD_OK) return rc;
+    const size_t n = strlen(rules) + strlen(PRIMITIVES) + 32;
+    if (!(*out = malloc(n))) {
+        free(rules);
+        return herd_error_set(err, HERD_E_NOMEM, "out of memory");
+    }
+    snprintf(*out, n, "root ::= s-root\n%s%s", rules, PRIMITIVES);
+    free(rules);
+    return HERD_OK;
 }

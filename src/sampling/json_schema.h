@@ -32,4 +32,12 @@
  * ("properties.age.minimum: ..."). */
 enum herd_status herd_json_schema_to_gbnf(const json_t *schema, char **out, struct herd_error *err);
 
+/* The same schema as rules only, for a grammar that holds several (tool
+ * calls): every rule name starts with prefix ([a-z0-9-], at most 16
+ * characters), the schema's own rule is "<prefix>root", and the shared
+ * rules they use (string, number, value, ws, ...) are not included: add
+ * herd_json_schema_primitives() once. */
+enum herd_status herd_json_schema_rules(const json_t *schema, const char *prefix, char **out, struct herd_error *err);
+const char *herd_json_schema_primitives(void);
+
 #endif

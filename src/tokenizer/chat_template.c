@@ -90,6 +90,16 @@ static char *token_text(const struct herd_vocab *v, int32_t id) {
     return dup_str(v->text[id].ptr, v->text[id].len);
 }
 
+/* The tool-call format of a template, from the markers in its text. */
+static enum herd_tool_format tool_format_of(const char *src, size_t len) {
+    if (memmem(src, len, "<tool_call>", 11)) return HERD_TOOLS_HERMES;
+    if (memmem(src, len, "[TOOL_CALLS]", 12)) return HERD_TOOLS_MISTRAL;
+    if (memmem(src, len, "<|python_tag|>", 14) ||
+        (memmem(src, len, "ipython", 7) && memmem(src, len, "parameters", 10)))
+        return HERD_TOOLS_LLAMA3;
+    return HERD_TOOLS_GENERIC;
+}
+
 enum herd_status herd_chat_template_load(const struct herd_gguf *g, const struct herd_vocab *v, const char *override,
                                          struct herd_chat_template **out, struct herd_error *err) {
     *out = NULL;
@@ -145,6 +155,7 @@ enum herd_status herd_chat_template_load(const struct herd_gguf *g, const struct
         herd_error_prefix(err, "chat template (%s)", t->origin);
         goto out;
     }
+    t->tool_format = tool_format_of(src, len);
     t->bos = token_text(v, v ? v->bos : -1);
     t->eos = token_text(v, v ? v->eos : -1);
     if (!t->bos || !t->eos) {

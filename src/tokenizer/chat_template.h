@@ -17,8 +17,17 @@
 /* Template sources larger than this are refused (real ones are < 20 KiB). */
 #define HERD_CHAT_TEMPLATE_MAX_BYTES ((size_t)1 << 20)
 
+/* How the template's model family writes a tool call, read from the
+ * template's text (the markers each family's templates carry):
+ *   HERMES   <tool_call>{"name": ..., "arguments": {...}}</tool_call> (Hermes, Qwen)
+ *   LLAMA3   {"name": ..., "parameters": {...}}, after <|python_tag|> or alone (Llama 3.x)
+ *   MISTRAL  [TOOL_CALLS][{"name": ..., "arguments": {...}}, ...] (Mistral)
+ *   GENERIC  {"name": ..., "arguments": {...}} (any other template) */
+enum herd_tool_format { HERD_TOOLS_GENERIC = 0, HERD_TOOLS_HERMES, HERD_TOOLS_LLAMA3, HERD_TOOLS_MISTRAL };
+
 struct herd_chat_template {
     struct herd_jinja_template *jinja;
+    enum herd_tool_format tool_format;
     char origin[256]; /* "model", "model:tool_use", "built-in chatml", or the file path */
     char *bos, *eos;  /* the model's BOS / EOS token text; "" without a model */
 };
