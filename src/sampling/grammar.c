@@ -628,7 +628,14 @@ struct stack_set {
     uint32_t pool_n, pool_cap;
     uint32_t *off, *len;
     uint32_t n, cap;
+    /* past SET_LINEAR stacks, an open-addressing index of them (stack i
+     * stored as i + 1; 0: empty), so that an ambiguous grammar's thousands
+     * of stacks cost a hash each, not a scan each */
+    uint32_t *slot;
+    uint32_t n_slots; /* a power of two, at least twice n */
 };
+
+#define SET_LINEAR 16
 
 struct herd_grammar_state {
     const struct herd_grammar *g;
@@ -637,9 +644,13 @@ struct herd_grammar_state {
     uint8_t n_partial, need;
 };
 
-static void set_clear(struct stack_set *s) { s->pool_n = s->n = 0; }
+static void set_clear(struct stack_set *s) {
+    s->pool_n = s->n = 0;
+    if (s->slot) memset(s->slot, 0, s->n_slots * sizeof *s->slot);
+}
 
 static void set_free(struct stack_set *s) {
+    free(s->slot);
     free(s->pool);
     free(s->off);
     free(s->len);
@@ -648,9 +659,51 @@ static void set_free(struct stack_set *s) {
 
 /* Adds a stack unless the set holds it already. HERD_E_NOMEM past the
  * stack limit, HERD_E_NOMEM. */
+/* Stack i of s; NULL for an empty stack (the pool may be NULL then). */
+static const uint32_t *stack_at(const struct stack_set *s, uint32_t i) {
+    return s->len[i] ? s->pool + s->off[i] : NULL;
+}
+
+static uint64_t stack_hash(const uint32_t *stk, uint32_t len) {
+    return XXH3_64bits_withSeed(stk, len * sizeof *stk, len);
+}
+
+static bool same_stack(const struct stack_set *s, uint32_t i, const uint32_t *stk, uint32_t len) {
+    return s->len[i] == len && (len == 0 || memcmp(s->pool + s->off[i], stk, len * sizeof *stk) == 0);
+}
+
+/* (Re)builds the index for n_slots slots. */
+static enum herd_status set_reindex(struct stack_set *s, uint32_t n_slots) {
+    uint32_t *slot = calloc(n_slots, sizeof *slot);
+    if (!slot) return HERD_E_NOMEM;
+    free(s->slot);
+    s->slot = slot;
+    s->n_slots = n_slots;
+    for (uint32_t i = 0; i < s->n; i++) {
+        uint32_t h = (uint32_t)stack_hash(stack_at(s, i), s->len[i]) & (n_slots - 1);
+        while (slot[h]) h = (h + 1) & (n_slots - 1);
+        slot[h] = i + 1;
+    }
+    return HERD_OK;
+}
+
 static enum herd_status set_add(struct stack_set *s, const uint32_t *stk, uint32_t len) {
-    for (uint32_t i = 0; i < s->n; i++)
-        if (s->len[i] == len && (len == 0 || memcmp(s->pool + s->off[i], stk, len * sizeof *stk) == 0)) return HERD_OK;
+    uint32_t h = 0;
+    if (s->n < SET_LINEAR) {
+        for (uint32_t i = 0; i < s->n; i++)
+            if (same_stack(s, i, stk, len)) return HERD_OK;
+    } else {
+        /* at the switch from scanning (the index may be stale from before
+         * a clear) or when the index fills */
+        if (s->n == SET_LINEAR || 2 * (s->n + 1) > s->n_slots) {
+            uint32_t n_slots = s->n_slots ? s->n_slots : 4 * SET_LINEAR;
+            while (2 * (s->n + 1) > n_slots) n_slots *= 2;
+            enum herd_status rc = set_reindex(s, n_slots);
+            if (rc != HERD_OK) return rc;
+        }
+        for (h = (uint32_t)stack_hash(stk, len) & (s->n_slots - 1); s->slot[h]; h = (h + 1) & (s->n_slots - 1))
+            if (same_stack(s, s->slot[h] - 1, stk, len)) return HERD_OK;
+    }
     if (s->n >= HERD_GRAMMAR_MAX_STACKS) return HERD_E_NOMEM;
     if (s->n == s->cap) {
         uint32_t cap = s->cap ? 2 * s->cap : 8;
@@ -672,6 +725,7 @@ static enum herd_status set_add(struct stack_set *s, const uint32_t *stk, uint32
     s->off[s->n] = s->pool_n;
     s->len[s->n++] = len;
     s->pool_n += len;
+    if (s->slot && s->n > SET_LINEAR) s->slot[h] = s->n; /* h: the free slot the probe ended on */
     return HERD_OK;
 }
 
@@ -809,7 +863,7 @@ static bool partial_feasible(const struct herd_grammar_state *s) {
 static enum herd_status state_copy(struct herd_grammar_state *dst, const struct herd_grammar_state *src) {
     set_clear(&dst->set);
     for (uint32_t i = 0; i < src->set.n; i++) {
-        enum herd_status rc = set_add(&dst->set, src->set.pool + src->set.off[i], src->set.len[i]);
+        enum herd_status rc = set_add(&dst->set, stack_at(&src->set, i), src->set.len[i]);
         if (rc != HERD_OK) return rc;
     }
     dst->g = src->g;
@@ -1072,8 +1126,7 @@ struct herd_grammar_mask_cache {
  * own hashes, then the partial character. */
 static uint64_t state_hash(const struct herd_grammar_state *s) {
     uint64_t h = 0;
-    for (uint32_t i = 0; i < s->set.n; i++)
-        h += XXH3_64bits_withSeed(s->set.pool + s->set.off[i], s->set.len[i] * sizeof(uint32_t), s->set.len[i]);
+    for (uint32_t i = 0; i < s->set.n; i++) h += stack_hash(stack_at(&s->set, i), s->set.len[i]);
     /* only the partial bytes in use: the array keeps stale ones after them */
     uint8_t tail[6] = {0, 0, 0, 0, s->n_partial, s->need};
     memcpy(tail, s->partial, s->n_partial);
@@ -1092,7 +1145,7 @@ static bool state_equal(const struct herd_grammar_state *a, const struct herd_gr
         return false;
     /* a set holds each stack once, so equal counts and inclusion is equality */
     for (uint32_t i = 0; i < a->set.n; i++)
-        if (!set_contains(&b->set, a->set.pool + a->set.off[i], a->set.len[i])) return false;
+        if (!set_contains(&b->set, stack_at(&a->set, i), a->set.len[i])) return false;
     return true;
 }
 

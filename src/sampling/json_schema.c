@@ -378,7 +378,8 @@ static bool type_object(struct conv *c, const json_t *s, struct herd_buf *b) {
     /* the chain of rules, from the last property back */
     const uint32_t base = c->n_rules;
     c->n_rules += 2 * (uint32_t)(k + 1);
-    for (size_t i = k + 1; ok && i-- > 0;) {
+    for (size_t j = k + 1; ok && j > 0; j--) {
+        const size_t i = j - 1;
         for (int first = 0; ok && first < 2; first++) {
             struct herd_buf body;
             herd_buf_init(&body, SCHEMA_MAX_BYTES);
