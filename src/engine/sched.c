@@ -33,6 +33,8 @@
 /* Bytes one detokenizer push can produce: a held-back partial character
  * plus the longest token piece (herd_detok_push's contract). */
 #define DETOK_BYTES          1024
+/* Grammar texts whose masks the scheduler keeps at once (shared_masks). */
+#define GRAMMAR_SHARED       16
 /* Event text per request is bounded like the output it carries. */
 #define EVENT_TEXT_MAX_BYTES ((size_t)64 << 20)
 /* Context positions that cost about as much attention as one token's
@@ -40,6 +42,25 @@
  * 190: ~0.9 ms of matmul per token, ~2.3 us of attention per position). */
 #define PREFILL_POS_SCALE    400.0
 #define STEP_WINDOW          256
+
+/* Masks shared by every request whose grammar has the same text (the
+ * same schema sent again and again, the usual case): a state one request
+ * met costs the next ones a lookup. Reference-counted: the scheduler's
+ * table holds one, each choice using it one. */
+struct shared_masks {
+    atomic_uint refs;
+    uint64_t fingerprint;
+    uint64_t last_used;   /* the scheduler's clock, for replacing the least recent (under gvocab_lock) */
+    pthread_mutex_t lock; /* the cache is not thread-safe; the pool samples rows in parallel */
+    struct herd_grammar_mask_cache *cache;
+};
+
+static void shared_masks_release(struct shared_masks *m) {
+    if (!m || atomic_fetch_sub(&m->refs, 1) > 1) return;
+    herd_grammar_mask_cache_destroy(m->cache);
+    pthread_mutex_destroy(&m->lock);
+    free(m);
+}
 
 struct choice {
     int32_t seq; /* KV sequence, -1 while not running */
@@ -55,7 +76,8 @@ struct choice {
     uint64_t chain_hash;                /* the hash of the last of them */
     uint64_t skip_bytes;                /* output bytes still not to emit (a resume's, see herd_gen_params) */
     struct herd_grammar_state *gstate;  /* where the text is in gp.grammar; NULL without one */
-    struct herd_grammar_mask_cache *gcache;
+    struct shared_masks *gmasks;        /* the masks of every request with this grammar */
+    uint64_t *gmask;                    /* this step's mask, copied out of gmasks */
 };
 
 enum req_state { REQ_NEW, REQ_WAITING, REQ_RUNNING, REQ_DONE };
@@ -106,6 +128,8 @@ struct herd_sched {
      * one (on its submitting thread, hence the lock) */
     pthread_mutex_t gvocab_lock;
     struct herd_grammar_vocab *gvocab;
+    struct shared_masks *gshared[GRAMMAR_SHARED]; /* by grammar text, under gvocab_lock */
+    uint64_t gshared_clock;
     struct herd_sched_params p;
     uint32_t n_ctx, n_vocab;
 
@@ -259,7 +283,8 @@ static void request_free(struct herd_request *r) {
     for (uint32_t i = 0; i < r->gp.n; i++) {
         herd_sampler_destroy(r->ch[i].sampler);
         herd_grammar_state_destroy(r->ch[i].gstate);
-        herd_grammar_mask_cache_destroy(r->ch[i].gcache);
+        shared_masks_release(r->ch[i].gmasks);
+        free(r->ch[i].gmask);
         herd_stop_match_cleanup(&r->ch[i].stop);
         free(r->ch[i].gen);
     }
@@ -565,9 +590,10 @@ static enum herd_status replay_resumed(struct herd_request *r, struct herd_error
  * under one (no vocabulary has them: the longest are ~100 bytes). */
 #define GRAMMAR_PIECE_MAX 1024
 
-/* Masks of this many recent grammar states per choice: a JSON answer
- * revisits a few dozen (strings, numbers, separators at each depth). */
-#define GRAMMAR_CACHE_STATES 64
+/* Masks of this many recent states per grammar text: a JSON answer
+ * visits a few dozen (strings, numbers, separators at each depth), a
+ * schema's requests mostly the same ones. */
+#define GRAMMAR_CACHE_STATES 256
 
 /* The vocabulary's trie for grammars, made once. */
 static enum herd_status grammar_vocab(struct herd_sched *s, struct herd_error *err) {
@@ -607,6 +633,44 @@ static enum herd_status grammar_vocab(struct herd_sched *s, struct herd_error *e
     return rc;
 }
 
+/* The shared masks for grammar g (a new entry for a new text, replacing
+ * the least recently used one no request holds; a private one when all
+ * are held). With a reference for the caller; NULL on out of memory. */
+static struct shared_masks *shared_masks_for(struct herd_sched *s, const struct herd_grammar *g) {
+    const uint64_t fp = herd_grammar_fingerprint(g);
+    pthread_mutex_lock(&s->gvocab_lock);
+    struct shared_masks *m = NULL;
+    int free_slot = -1;
+    for (int i = 0; i < GRAMMAR_SHARED && !m; i++) {
+        struct shared_masks *e = s->gshared[i];
+        if (e && e->fingerprint == fp) m = e;
+        if (!e || atomic_load(&e->refs) == 1) /* empty, or held by the table alone */
+            if (free_slot < 0 || (s->gshared[free_slot] && (!e || e->last_used < s->gshared[free_slot]->last_used)))
+                free_slot = i;
+    }
+    if (!m && (m = calloc(1, sizeof *m))) {
+        m->fingerprint = fp;
+        atomic_init(&m->refs, 1);
+        pthread_mutex_init(&m->lock, NULL);
+        if (!(m->cache = herd_grammar_mask_cache_create(s->gvocab, GRAMMAR_CACHE_STATES))) {
+            pthread_mutex_destroy(&m->lock);
+            free(m);
+            m = NULL;
+        } else if (free_slot >= 0) {
+            shared_masks_release(s->gshared[free_slot]);
+            s->gshared[free_slot] = m;
+            atomic_fetch_add(&m->refs, 1); /* the table's */
+        }
+        if (m) atomic_fetch_sub(&m->refs, 1); /* the caller's is added below */
+    }
+    if (m) {
+        atomic_fetch_add(&m->refs, 1);
+        m->last_used = ++s->gshared_clock;
+    }
+    pthread_mutex_unlock(&s->gvocab_lock);
+    return m;
+}
+
 /* Moves choice c's grammar state over token tok's text; false when the
  * grammar refuses it. */
 static bool grammar_feed(const struct herd_sched *s, struct choice *c, int32_t tok) {
@@ -637,8 +701,10 @@ static enum herd_status prepare_request(struct herd_sched *s, struct herd_reques
         if (r->gp.grammar) {
             if ((rc = grammar_vocab(s, err)) != HERD_OK) return rc;
             c->gstate = herd_grammar_state_create(r->gp.grammar, err);
-            c->gcache = herd_grammar_mask_cache_create(s->gvocab, GRAMMAR_CACHE_STATES);
-            if (!c->gstate || !c->gcache) return herd_error_set(err, HERD_E_NOMEM, "out of memory for a grammar");
+            c->gmasks = shared_masks_for(s, r->gp.grammar);
+            c->gmask = malloc(((s->n_vocab + 63) / 64) * sizeof *c->gmask);
+            if (!c->gstate || !c->gmasks || !c->gmask)
+                return herd_error_set(err, HERD_E_NOMEM, "out of memory for a grammar");
             /* a resumed generation's tokens are text the grammar has seen */
             for (uint32_t k = r->n_prompt - r->gp.resume_tokens; k < r->n_prompt; k++)
                 if (!grammar_feed(s, c, r->prompt[k]))
@@ -1126,8 +1192,11 @@ static void sample_part(void *ctx, int ith, int nth) {
         if (c->gstate) {
             /* only what the grammar allows next; -1 when it allows nothing */
             uint32_t n_ok = 0;
-            const uint64_t *mask = herd_grammar_mask_cached(c->gcache, c->gstate, &n_ok);
-            row->token = mask && n_ok ? herd_sampler_sample_masked(c->sampler, logits, mask) : -1;
+            pthread_mutex_lock(&c->gmasks->lock);
+            const uint64_t *mask = herd_grammar_mask_cached(c->gmasks->cache, c->gstate, &n_ok);
+            if (mask) memcpy(c->gmask, mask, ((j->s->n_vocab + 63) / 64) * sizeof *mask);
+            pthread_mutex_unlock(&c->gmasks->lock);
+            row->token = mask && n_ok ? herd_sampler_sample_masked(c->sampler, logits, c->gmask) : -1;
         } else {
             row->token = herd_sampler_sample(c->sampler, logits);
         }
@@ -1346,6 +1415,7 @@ void herd_sched_destroy(struct herd_sched *s) {
     }
     pthread_mutex_destroy(&s->lock);
     pthread_mutex_destroy(&s->gvocab_lock);
+    for (int i = 0; i < GRAMMAR_SHARED; i++) shared_masks_release(s->gshared[i]);
     herd_grammar_vocab_destroy(s->gvocab);
     pthread_cond_destroy(&s->wake);
     free(s->waiting);

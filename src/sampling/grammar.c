@@ -35,6 +35,7 @@ struct elem {
 
 struct herd_grammar {
     atomic_uint refs;
+    uint64_t fingerprint; /* of the source text */
     struct elem *elems;
     uint32_t n_elems;
     uint32_t *rule_start; /* [n_rules] */
@@ -547,6 +548,8 @@ void herd_grammar_destroy(struct herd_grammar *g) {
     free(g);
 }
 
+uint64_t herd_grammar_fingerprint(const struct herd_grammar *g) { return g->fingerprint; }
+
 uint32_t herd_grammar_n_rules(const struct herd_grammar *g) { return g->n_rules; }
 
 enum herd_status herd_grammar_parse(const char *text, size_t n, struct herd_grammar **out, struct herd_error *err) {
@@ -592,6 +595,7 @@ enum herd_status herd_grammar_parse(const char *text, size_t n, struct herd_gram
     g->n_rules = ps.n_rules;
     g->root = root;
     atomic_init(&g->refs, 1);
+    g->fingerprint = XXH3_64bits(text, n);
     nullable = calloc(g->n_rules, sizeof *nullable);
     seen = calloc(g->n_rules, 1);
     if (!nullable || !seen) {

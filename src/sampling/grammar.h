@@ -62,6 +62,11 @@ void herd_grammar_destroy(struct herd_grammar *g);
  * with blanks). */
 extern const char herd_grammar_json_object[];
 
+/* A hash of the grammar's text: grammars parsed from the same text have
+ * the same rules and element positions, so their states (and masks) are
+ * interchangeable. */
+uint64_t herd_grammar_fingerprint(const struct herd_grammar *g);
+
 /* Rules after repetitions were expanded (for tests and limits). */
 uint32_t herd_grammar_n_rules(const struct herd_grammar *g);
 
