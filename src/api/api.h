@@ -171,7 +171,9 @@ void herd_api_answer_cleanup(struct herd_api_answer *a);
 
 /* An event (its choice already the index over all prompts; not a
  * HERD_FINISH_ERROR one): counts it, and returns its stream chunk (stream)
- * or collects it (NULL). */
+ * or collects it (NULL). A streamed answer held back while it may be a
+ * tool call returns NULL for its held events, and at the end either one
+ * chunk or a JSON array of chunks to send in order (the tool calls'). */
 json_t *herd_api_answer_event(struct herd_api_answer *a, const struct herd_event *e);
 /* The comment line `: herd {"c":..,"t":[..],"b":..}\n` that goes before
  * an event's data line when the client asked for token ids

@@ -136,39 +136,55 @@ static uint64_t tool_seed(const struct herd_api_answer *a, uint32_t choice) {
     return XXH3_64bits_withSeed(a->id, strlen(a->id), choice);
 }
 
+/* A chunk of choice i with delta d and finish (NULL: none). */
+static json_t *delta_chunk(const struct herd_api_answer *a, uint32_t i, json_t *d, const char *finish) {
+    json_t *chunk = chunk_base(a);
+    json_t *choice = json_pack("{s:i,s:o,s:o,s:o}", "index", (int)i, "delta", d, "logprobs", json_null(),
+                               "finish_reason", finish ? json_string(finish) : json_null());
+    json_array_append_new(json_object_get(chunk, "choices"), choice);
+    return chunk;
+}
+
 /* A streamed choice holding its text back (it may be a tool call): NULL
- * while it still may; else the chunk that lets it go, as content, or as
- * tool calls when it finished as one (one delta with every call whole:
- * the SDKs accumulate tool_calls by index either way). */
+ * while it still may; else what lets it go: the held text as content, or,
+ * when it finished as calls, OpenAI's sequence as an array of chunks: per
+ * call one delta with its index, id, type, name and empty arguments, one
+ * with the arguments, then an empty delta with finish_reason tool_calls. */
 static json_t *stream_held(struct herd_api_answer *a, const struct herd_event *e) {
     struct herd_api_choice *o = &a->ch[e->choice];
     herd_buf_append(&o->held, e->text, e->text_len);
-    const char *t = (const char *)o->held.data;
-    if (!e->finish && herd_api_tool_call_possible(a->tool_format, t ? t : "", o->held.len)) return NULL;
+    const char *t = o->held.data ? (const char *)o->held.data : "";
+    if (!e->finish && herd_api_tool_call_possible(a->tool_format, t, o->held.len)) return NULL;
     o->holding = false;
     size_t content = o->held.len;
-    json_t *calls = e->finish == HERD_FINISH_STOP ? herd_api_tool_calls(a->tool_format, t ? t : "", o->held.len,
-                                                                        tool_seed(a, e->choice), &content)
-                                                  : NULL;
-    json_t *chunk = chunk_base(a);
-    json_t *delta = json_object();
-    if (!o->role_sent) json_object_set_new(delta, "role", json_string("assistant"));
+    json_t *calls = e->finish == HERD_FINISH_STOP
+                        ? herd_api_tool_calls(a->tool_format, t, o->held.len, tool_seed(a, e->choice), &content)
+                        : NULL;
+    json_t *first = json_object();
+    if (!o->role_sent) json_object_set_new(first, "role", json_string("assistant"));
     o->role_sent = true;
-    if (content || !calls) json_object_set_new(delta, "content", herd_api_text(t ? t : "", content));
-    const char *finish = e->finish ? finish_name(e->finish) : NULL;
-    if (calls) {
-        size_t i;
-        json_t *c;
-        json_array_foreach(calls, i, c) json_object_set_new(c, "index", json_integer((json_int_t)i));
-        json_object_set_new(delta, "tool_calls", calls);
-        finish = "tool_calls";
-        a->ch[e->choice].finish = "tool_calls";
-    }
-    json_t *choice = json_pack("{s:i,s:o,s:o,s:o}", "index", (int)e->choice, "delta", delta, "logprobs", json_null(),
-                               "finish_reason", finish ? json_string(finish) : json_null());
-    json_array_append_new(json_object_get(chunk, "choices"), choice);
+    if (content || !calls) json_object_set_new(first, "content", herd_api_text(t, content));
     o->held.len = 0;
-    return chunk;
+    if (!calls) return delta_chunk(a, e->choice, first, e->finish ? finish_name(e->finish) : NULL);
+    json_t *out = json_array();
+    size_t i;
+    json_t *c;
+    json_array_foreach(calls, i, c) {
+        json_t *fn = json_object_get(c, "function");
+        json_t *head = i == 0 ? first : json_object();
+        json_object_set_new(head, "tool_calls",
+                            json_pack("[{s:I,s:O,s:s,s:{s:O,s:s}}]", "index", (json_int_t)i, "id",
+                                      json_object_get(c, "id"), "type", "function", "function", "name",
+                                      json_object_get(fn, "name"), "arguments", ""));
+        json_array_append_new(out, delta_chunk(a, e->choice, head, NULL));
+        json_t *args = json_pack("{s:[{s:I,s:{s:O}}]}", "tool_calls", "index", (json_int_t)i, "function", "arguments",
+                                 json_object_get(fn, "arguments"));
+        json_array_append_new(out, delta_chunk(a, e->choice, args, NULL));
+    }
+    json_array_append_new(out, delta_chunk(a, e->choice, json_object(), "tool_calls"));
+    a->ch[e->choice].finish = "tool_calls";
+    json_decref(calls);
+    return out;
 }
 
 /* One streamed chunk for an event. */

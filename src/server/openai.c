@@ -178,10 +178,23 @@ static void call_wake(struct herd_http_request *c, void *work) {
                     continue;
                 }
                 json_t *chunk = herd_api_answer_event(&a->ans, &ev[i]);
-                if (chunk && a->stream_tokens)
+                if (json_is_array(chunk)) {
+                    /* a held-back answer's tool calls: several chunks; the
+                     * token line goes with the last */
+                    const size_t n_chunks = json_array_size(chunk);
+                    for (size_t ci = 0; ci < n_chunks; ci++) {
+                        json_t *one = json_incref(json_array_get(chunk, ci));
+                        if (ci + 1 == n_chunks && a->stream_tokens)
+                            send_sse_tokens(c, a, &ev[i], one);
+                        else
+                            send_sse(c, one);
+                    }
+                    json_decref(chunk);
+                } else if (chunk && a->stream_tokens) {
                     send_sse_tokens(c, a, &ev[i], chunk);
-                else if (chunk)
+                } else if (chunk) {
                     send_sse(c, chunk);
+                }
             }
             /* a slow reader: the server wakes the call again as it drains */
             if (a->ans.stream && herd_http_request_pending_output(c) > HERD_HTTP_STREAM_HIGH_WATER) return;

@@ -112,11 +112,14 @@ async function testTemplate(name, template) {
     const stream = await client.chat.completions.create({ model: "tiny", messages: ask, tools: TOOLS,
       tool_choice: { type: "function", function: { name: "add" } }, stream: true, max_tokens: 120 });
     const acc = [];
-    let finish = null;
+    let finish = null, heads = 0, finishAlone = false;
     for await (const chunk of stream) {
       const ch = chunk.choices[0];
       if (!ch) continue;
+      if (ch.finish_reason === "tool_calls") finishAlone = !ch.delta?.tool_calls && !ch.delta?.content;
       for (const d of ch.delta?.tool_calls || []) {
+        // OpenAI's order: id, type and name with empty arguments first
+        if (d.id) heads += d.type === "function" && d.function?.name && d.function.arguments === "" ? 1 : 0;
         acc[d.index] ??= { id: "", type: "function", function: { name: "", arguments: "" } };
         if (d.id) acc[d.index].id = d.id;
         if (d.function?.name) acc[d.index].function.name += d.function.name;
@@ -126,6 +129,7 @@ async function testTemplate(name, template) {
     }
     check(finish === "tool_calls" && acc.length === 1 && validCall(acc[0], "add"),
           `${name}: streamed named call: ${JSON.stringify(acc)} ${finish}`);
+    check(heads === 1 && finishAlone, `${name}: streamed as OpenAI does (head delta, arguments, finish alone)`);
     // the tool's result rendered back through the template, then an answer in words
     const call = { id: "abcDEF123", type: "function", function: { name: "add", arguments: "{\"a\":2,\"b\":3}" } };
     const r2 = await client.chat.completions.create({ model: "tiny", tools: TOOLS, tool_choice: "none", max_tokens: 8,
