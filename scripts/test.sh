@@ -44,7 +44,7 @@ echo "== libFuzzer build: bounded fuzz runs"
 CC=clang cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DHERD_FUZZ=ON \
     -DFUZZ_SECONDS="${HERD_FUZZ_SECONDS:-60}" >/dev/null
 cmake --build build-fuzz --parallel "$jobs" --target fuzz_gguf fuzz_jinja fuzz_http1 fuzz_http1_response fuzz_api \
-    fuzz_multipart
+    fuzz_multipart fuzz_grammar
 ctest --test-dir build-fuzz -L fuzz --output-on-failure
 
 echo "== release build: the whole suite"
