@@ -34,6 +34,7 @@ ap.add_argument("--ctx", type=int, default=512)
 ap.add_argument("--chunks", type=int, default=4)
 ap.add_argument("--reps", type=int, default=3)
 ap.add_argument("--threads", type=int, default=os.cpu_count())
+ap.add_argument("--llama-args", default="", help="more llama-perplexity flags, e.g. \"-b 512\" (one chunk per pass)")
 a = ap.parse_args()
 
 tmp = tempfile.mkdtemp(prefix="herd-bench-ppl-")
@@ -65,7 +66,7 @@ def run_herd(model, text):
 
 def run_llama(model, text):
     p = subprocess.run([a.llama_perplexity, "-m", model, "-f", text, "-c", str(a.ctx), "--chunks", str(a.chunks),
-                        "-t", str(a.threads), "--no-mmap"], capture_output=True, text=True)
+                        "-t", str(a.threads), "--no-mmap", *a.llama_args.split()], capture_output=True, text=True)
     out = p.stdout + p.stderr
     m = re.search(r"Final estimate: PPL = ([0-9.]+) \+/- ([0-9.]+)", out)
     s = re.search(r"prompt eval time =\s*[0-9.]+ ms /\s*\d+ tokens \(\s*[0-9.]+ ms per token,\s*([0-9.]+) tokens per "
@@ -106,6 +107,6 @@ for r in rows:
 stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
 out = os.path.join(here, "results", "perplexity-%s.json" % stamp)
 with open(out, "w") as f:
-    json.dump({"ctx": a.ctx, "chunks": a.chunks, "reps": a.reps, "threads": a.threads,
+    json.dump({"ctx": a.ctx, "chunks": a.chunks, "reps": a.reps, "threads": a.threads, "llama_args": a.llama_args,
                "text": os.path.basename(a.text), "rows": rows}, f, indent=1)
 print("wrote %s" % out, file=sys.stderr)

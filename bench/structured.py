@@ -30,12 +30,16 @@ ap.add_argument("--seconds", type=float, default=20)
 ap.add_argument("--reps", type=int, default=3)
 ap.add_argument("--max-tokens", type=int, default=64)
 ap.add_argument("--threads", type=int, default=0)
+ap.add_argument("--story-max-length", type=int, default=0,
+                help="bound the story string (maxLength): each character is then a state of its own")
 a = ap.parse_args()
 
 SCHEMA = {"type": "object", "properties": {"title": {"type": "string", "maxLength": 40},
-                                           "story": {"type": "string", "maxLength": 900},
+                                           "story": {"type": "string"},
                                            "rating": {"type": "integer", "minimum": 1, "maximum": 5}},
           "required": ["title", "story", "rating"], "additionalProperties": False}
+if a.story_max_length:
+    SCHEMA["properties"]["story"]["maxLength"] = a.story_max_length
 
 args = [a.herd, "serve", "-m", a.model, "--port", "0", "--max-seqs", str(a.clients), "-q"]
 if a.threads:
@@ -134,5 +138,6 @@ stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
 out = os.path.join(here, "results", "structured-%s.json" % stamp)
 with open(out, "w") as f:
     json.dump({"model": a.model, "clients": a.clients, "seconds": a.seconds, "max_tokens": a.max_tokens,
+               "schema": SCHEMA,
                "phases": phases, "ratio_median": statistics.median(ratios)}, f, indent=1)
 print("wrote " + out, file=sys.stderr)
