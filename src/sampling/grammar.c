@@ -1001,11 +1001,15 @@ bool herd_grammar_must_end(const struct herd_grammar_state *s) {
 
 /* --------------------------------------------------------------- the mask */
 
-/* The vocabulary's trie: node 0 is the root; children in a sibling list;
- * the tokens whose bytes end at a node in a list through next_token. */
+/* The vocabulary's trie: node 0 is the root. Built with children in
+ * sibling lists (next_sibling), then laid out breadth first so that a
+ * node's children are the n_children nodes from first_child on: the walk
+ * reads them in a row. The tokens whose bytes end at a node are a list
+ * through next_token. */
 struct trie_node {
-    uint32_t first_child, next_sibling; /* 0: none (the root is never a child) */
-    int32_t first_token;                /* -1: none */
+    uint32_t first_child;  /* 0: none (the root is never a child) */
+    uint32_t next_sibling; /* while building; n_children after */
+    int32_t first_token;   /* -1: none */
     uint8_t byte;
 };
 
@@ -1065,45 +1069,181 @@ enum herd_status herd_grammar_vocab_create(const char *const *pieces, const uint
         v->next_token[t] = v->nodes[node].first_token;
         v->nodes[node].first_token = (int32_t)t;
     }
+    /* breadth first: node order[i] of the built trie becomes node i */
+    uint32_t *order = malloc(v->n_nodes * sizeof *order);
+    struct trie_node *laid = malloc(v->n_nodes * sizeof *laid);
+    if (!order || !laid) {
+        free(order);
+        free(laid);
+        herd_grammar_vocab_destroy(v);
+        return herd_error_set(err, HERD_E_NOMEM, "out of memory building the grammar's vocabulary trie");
+    }
+    uint32_t n = 1;
+    order[0] = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        const struct trie_node *old = &v->nodes[order[i]];
+        laid[i] = (struct trie_node){n, 0, old->first_token, old->byte};
+        for (uint32_t c = old->first_child; c; c = v->nodes[c].next_sibling) order[n++] = c, laid[i].next_sibling++;
+        if (!laid[i].next_sibling) laid[i].first_child = 0;
+    }
+    free(order);
+    free(v->nodes);
+    v->nodes = laid;
     *out = v;
     return HERD_OK;
 }
 
-/* The walk's working memory: one state per trie depth. */
+static uint64_t state_hash(const struct herd_grammar_state *s);
+static bool state_equal(const struct herd_grammar_state *a, const struct herd_grammar_state *b);
+
+/* The walk over the trie is a walk over grammar states, and within one
+ * mask the states reached are few: inside a string every ordinary
+ * character leads back to the same one. So each distinct state is interned
+ * once, and its move on a byte is computed once and looked up after: the
+ * trie's nodes then cost a table lookup each, not a copy and a step.
+ * Past WALK_MAX_STATES distinct states (a grammar that counts, deeply) the
+ * walk starts over without the table. */
+#define WALK_DEAD       UINT32_MAX
+#define WALK_MAX_STATES 8192
+
 struct mask_walk {
     const struct herd_grammar_vocab *v;
-    struct herd_grammar_state *level; /* [max_depth + 1] */
+    struct herd_grammar_state *states; /* interned, [n_states] */
+    uint64_t *hashes;
+    uint32_t n_states, cap_states;
+    uint32_t *trans;                        /* [cap_states][256]: 0 unknown, WALK_DEAD refused, else id + 1 */
+    uint32_t *index;                        /* open addressing of ids + 1 by hash */
+    uint32_t n_index;                       /* a power of two, at least twice cap_states */
+    struct herd_grammar_state work, *level; /* the scratch state; per depth states for the plain walk */
     struct stack_set tmp;
     uint32_t *scratch;
     uint64_t *allowed;
     uint32_t n_allowed;
+    bool overflow; /* too many states for the table */
 };
 
-static void walk(struct mask_walk *w, uint32_t node, uint32_t depth) {
-    for (uint32_t c = w->v->nodes[node].first_child; c; c = w->v->nodes[c].next_sibling) {
+/* The id of a state equal to st (added as a copy when new); WALK_DEAD on
+ * out of memory or past the limit (w->overflow set). */
+static uint32_t intern(struct mask_walk *w, const struct herd_grammar_state *st) {
+    const uint64_t h = state_hash(st);
+    if (w->n_index) {
+        for (uint32_t k = (uint32_t)h & (w->n_index - 1); w->index[k]; k = (k + 1) & (w->n_index - 1)) {
+            const uint32_t id = w->index[k] - 1;
+            if (w->hashes[id] == h && state_equal(&w->states[id], st)) return id;
+        }
+    }
+    if (w->n_states == WALK_MAX_STATES) {
+        w->overflow = true;
+        return WALK_DEAD;
+    }
+    if (w->n_states == w->cap_states) {
+        const uint32_t cap = w->cap_states ? 2 * w->cap_states : 16;
+        struct herd_grammar_state *states = realloc(w->states, cap * sizeof *states);
+        if (states) w->states = states;
+        uint64_t *hashes = states ? realloc(w->hashes, cap * sizeof *hashes) : NULL;
+        if (hashes) w->hashes = hashes;
+        uint32_t *trans = hashes ? realloc(w->trans, (size_t)cap * 256 * sizeof *trans) : NULL;
+        if (trans) w->trans = trans;
+        uint32_t *index = trans ? calloc(2 * (size_t)cap, sizeof *index) : NULL;
+        if (!index) {
+            w->overflow = true;
+            return WALK_DEAD;
+        }
+        memset(w->trans + (size_t)w->cap_states * 256, 0, (size_t)(cap - w->cap_states) * 256 * sizeof *trans);
+        free(w->index);
+        w->index = index;
+        w->n_index = 2 * cap;
+        w->cap_states = cap;
+        for (uint32_t id = 0; id < w->n_states; id++) {
+            uint32_t k = (uint32_t)w->hashes[id] & (w->n_index - 1);
+            while (w->index[k]) k = (k + 1) & (w->n_index - 1);
+            w->index[k] = id + 1;
+        }
+    }
+    const uint32_t id = w->n_states;
+    memset(&w->states[id], 0, sizeof w->states[id]);
+    if (state_copy(&w->states[id], st) != HERD_OK) {
+        set_free(&w->states[id].set);
+        w->overflow = true;
+        return WALK_DEAD;
+    }
+    w->hashes[id] = h;
+    w->n_states++;
+    uint32_t k = (uint32_t)h & (w->n_index - 1);
+    while (w->index[k]) k = (k + 1) & (w->n_index - 1);
+    w->index[k] = id + 1;
+    return id;
+}
+
+/* State sid moved by byte b: an id, or WALK_DEAD when the grammar refuses
+ * b there. */
+static uint32_t move(struct mask_walk *w, uint32_t sid, uint8_t b) {
+    const uint32_t known = w->trans[(size_t)sid * 256 + b];
+    if (known) return known == WALK_DEAD ? WALK_DEAD : known - 1;
+    uint32_t next = WALK_DEAD;
+    if (state_copy(&w->work, &w->states[sid]) == HERD_OK && step_byte(&w->work, b, &w->tmp, w->scratch) == HERD_OK)
+        next = intern(w, &w->work);
+    if (w->overflow) return WALK_DEAD;
+    w->trans[(size_t)sid * 256 + b] = next == WALK_DEAD ? WALK_DEAD : next + 1;
+    return next;
+}
+
+static void allow_tokens(struct mask_walk *w, uint32_t node) {
+    for (int32_t t = w->v->nodes[node].first_token; t >= 0; t = w->v->next_token[t])
+        if (!w->v->eog[t]) w->allowed[t / 64] |= 1ull << (t % 64), w->n_allowed++;
+}
+
+static void walk_states(struct mask_walk *w, uint32_t node, uint32_t sid) {
+    const uint32_t first = w->v->nodes[node].first_child, end = first + w->v->nodes[node].next_sibling;
+    for (uint32_t c = first; c < end && !w->overflow; c++) {
+        const uint32_t next = move(w, sid, w->v->nodes[c].byte);
+        if (next == WALK_DEAD) continue;
+        allow_tokens(w, c);
+        walk_states(w, c, next);
+    }
+}
+
+/* The walk without the table: one state per depth, copied and stepped at
+ * every node. */
+static void walk_plain(struct mask_walk *w, uint32_t node, uint32_t depth) {
+    const uint32_t first = w->v->nodes[node].first_child, end = first + w->v->nodes[node].next_sibling;
+    for (uint32_t c = first; c < end; c++) {
         struct herd_grammar_state *next = &w->level[depth + 1];
         if (state_copy(next, &w->level[depth]) != HERD_OK) continue;
         if (step_byte(next, w->v->nodes[c].byte, &w->tmp, w->scratch) != HERD_OK) continue;
-        for (int32_t t = w->v->nodes[c].first_token; t >= 0; t = w->v->next_token[t])
-            if (!w->v->eog[t]) w->allowed[t / 64] |= 1ull << (t % 64), w->n_allowed++;
-        walk(w, c, depth + 1);
+        allow_tokens(w, c);
+        walk_plain(w, c, depth + 1);
     }
 }
 
 size_t herd_grammar_mask_words(const struct herd_grammar_vocab *v) { return ((size_t)v->n_tokens + 63) / 64; }
 
 uint32_t herd_grammar_mask(const struct herd_grammar_state *s, const struct herd_grammar_vocab *v, uint64_t *allowed) {
-    memset(allowed, 0, herd_grammar_mask_words(v) * sizeof *allowed);
+    const size_t words = herd_grammar_mask_words(v);
+    memset(allowed, 0, words * sizeof *allowed);
     struct mask_walk w = {.v = v, .allowed = allowed};
-    w.level = calloc((size_t)v->max_depth + 2, sizeof *w.level);
     w.scratch = malloc((HERD_GRAMMAR_MAX_DEPTH + 1) * sizeof *w.scratch);
-    if (w.level && w.scratch && state_copy(&w.level[0], s) == HERD_OK) walk(&w, 0, 0);
+    const uint32_t root = w.scratch ? intern(&w, s) : WALK_DEAD;
+    if (root != WALK_DEAD) walk_states(&w, 0, root);
+    if (w.overflow && w.scratch) {
+        /* start over the plain way */
+        memset(allowed, 0, words * sizeof *allowed);
+        w.n_allowed = 0;
+        w.level = calloc((size_t)v->max_depth + 2, sizeof *w.level);
+        if (w.level && state_copy(&w.level[0], s) == HERD_OK) walk_plain(&w, 0, 0);
+    }
     if (herd_grammar_can_end(s))
         for (uint32_t t = 0; t < v->n_tokens; t++)
             if (v->eog[t]) allowed[t / 64] |= 1ull << (t % 64), w.n_allowed++;
     if (w.level)
         for (uint32_t i = 0; i < v->max_depth + 2; i++) set_free(&w.level[i].set);
+    for (uint32_t i = 0; i < w.n_states; i++) set_free(&w.states[i].set);
+    set_free(&w.work.set);
     free(w.level);
+    free(w.states);
+    free(w.hashes);
+    free(w.trans);
+    free(w.index);
     free(w.scratch);
     set_free(&w.tmp);
     return w.n_allowed;
