@@ -691,6 +691,7 @@ enum herd_status herd_decode(struct herd_context *c, const struct herd_batch *b,
     /* each layer starts with xn = rmsnorm(x) * attn_norm, made by the step before */
     for (uint32_t l = 0; l < d->n_layer; l++) {
         const struct herd_layer *L = &m->layers[l];
+        if (c->params.observe_residual) c->params.observe_residual(c->params.observe_ctx, l, c->x, E, T);
         t0 = PROF_T();
         const struct herd_matmul_out qkv[3] = {{&L->wq, c->q, qd}, {&L->wk, c->kx, kvd}, {&L->wv, c->vx, kvd}};
         layer_matmul(c, l, HERD_ROLE_ATTN_Q, qkv, 3, qkv_q8a(c, L), c->xn, E, T);
@@ -737,17 +738,21 @@ enum herd_status herd_decode(struct herd_context *c, const struct herd_batch *b,
         }
     }
 
-    /* the last residual and the output norm, only for the rows that want logits */
+    /* the last residual and the output norm, only for the rows that want
+     * logits (every row's residual when an observer wants it) */
     t0 = PROF_T();
     uint32_t o = 0;
-    for (size_t t = 0; t < T; t++)
-        if (b->want_logits ? b->want_logits[t] : t == T - 1) {
-            float *x = c->x + t * E, *xn = c->xn + t * E;
-            const float *post = m->layers[d->n_layer - 1].post_ffn;
-            if (post) rmsnorm(xn, xn, post, E, d->rms_eps);
-            add_into(x, xn, E);
-            rmsnorm(c->out_rows + (size_t)o++ * E, x, m->output_norm, E, d->rms_eps);
-        }
+    const bool all_rows = c->params.observe_residual != NULL;
+    for (size_t t = 0; t < T; t++) {
+        const bool want = b->want_logits ? b->want_logits[t] : t == T - 1;
+        if (!want && !all_rows) continue;
+        float *x = c->x + t * E, *xn = c->xn + t * E;
+        const float *post = m->layers[d->n_layer - 1].post_ffn;
+        if (post) rmsnorm(xn, xn, post, E, d->rms_eps);
+        add_into(x, xn, E);
+        if (want) rmsnorm(c->out_rows + (size_t)o++ * E, x, m->output_norm, E, d->rms_eps);
+    }
+    if (all_rows) c->params.observe_residual(c->params.observe_ctx, d->n_layer, c->x, E, T);
     herd_prof_op(P, HERD_PROF_ADD_NORM, t0);
     /* Every layer slides: blocks wholly before the next token's window are
      * seen by no layer again, so they go back to the pool (a margin of one

@@ -1,0 +1,331 @@
+/* `herd prune IN OUT (--drop-layers N | --layers I,J,...) [--calib TEXT]`:
+ * a smaller model without some of its layers (convert/prune.h). This file
+ * parses and checks the flags, runs the calibration text through the model
+ * with the Block Influence collector, picks the layers, and writes the
+ * report; the rewrite is herd_prune_layers. */
+#include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cli/cli_args.h"
+#include "cli/cli_calib.h"
+#include "cli/commands.h"
+#include "convert/prune.h"
+#include "herd/gguf.h"
+#include "model/forward.h"
+
+static const struct cli_command cmd = {
+    .name = "prune",
+    .args = "IN.gguf OUT.gguf",
+    .summary = "Write IN without some of its layers: the N whose Block Influence over a calibration text is\n"
+               "lowest (--drop-layers N --calib TEXT, ShortGPT's rule), or the ones named (--layers I,J,...).",
+    .details = "Block Influence of layer i: the mean over the text's tokens of 1 - cos(residual entering i,\n"
+               "residual leaving i). The text is cut into chunks of --ctx tokens, each run from BOS.\n"
+               "OUT keeps the other layers renumbered, block_count and per-layer metadata arrays cut to\n"
+               "them, every other key and tensor byte for byte (nothing is requantized). OUT appears only\n"
+               "when complete. gemma2 and gemma3 are refused (their local / global attention follows the\n"
+               "layer index). --report writes every layer's score, the ranking and what was removed as JSON.",
+    .min_pos = 2,
+    .max_pos = 2,
+};
+
+/* ------------------------------------------------------------ flags */
+
+/* "N": a layer count in [1, n_layer). */
+static int parse_drop_count(const char *text, uint32_t n_layer, uint32_t *out) {
+    char *end;
+    errno = 0;
+    const long long v = strtoll(text, &end, 10);
+    if (end == text || *end || errno || v < 0) {
+        fprintf(stderr, "herd prune: --drop-layers '%s' is not a layer count\n", text);
+        return 2;
+    }
+    if (v == 0 || v >= (long long)n_layer) {
+        fprintf(stderr, "herd prune: --drop-layers %lld: the model has %u layers; drop 1 to %u of them\n", v, n_layer,
+                n_layer - 1);
+        return 2;
+    }
+    *out = (uint32_t)v;
+    return 0;
+}
+
+/* "I,J,...": distinct layer indices below n_layer, not all of them. */
+static int parse_layer_list(const char *text, uint32_t n_layer, bool *drop) {
+    const char *p = text;
+    uint32_t n = 0;
+    while (true) {
+        char *end;
+        errno = 0;
+        const long long v = strtoll(p, &end, 10);
+        if (end == p || errno || v < 0 || (*end && *end != ',') || (*p < '0' || *p > '9')) {
+            fprintf(stderr, "herd prune: --layers '%s' is not a list of layer indices (expected 3,7,12)\n", text);
+            return 2;
+        }
+        if (v >= (long long)n_layer) {
+            fprintf(stderr, "herd prune: --layers: layer %lld is out of range; the model has layers 0 to %u\n", v,
+                    n_layer - 1);
+            return 2;
+        }
+        if (drop[v]) {
+            fprintf(stderr, "herd prune: --layers: layer %lld is given twice\n", v);
+            return 2;
+        }
+        drop[v] = true;
+        n++;
+        if (!*end) break;
+        p = end + 1;
+    }
+    if (n == n_layer) {
+        fprintf(stderr, "herd prune: --layers names all %u layers; at least one must stay\n", n_layer);
+        return 2;
+    }
+    return 0;
+}
+
+/* Whether a and b name the same existing file. */
+static bool same_file(const char *a, const char *b) {
+    if (strcmp(a, b) == 0) return true;
+    struct stat sa, sb;
+    return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+/* ------------------------------------------------------------ calibration */
+
+/* Block Influence of every layer of in_path over text_path; 0 or 1 (printed). */
+static int calibrate(const char *in_path, const char *text_path, uint32_t n_ctx, uint64_t chunks, uint64_t threads,
+                     const struct herd_prune_model_info *info, double *scores, struct cli_calib_result *cr) {
+    struct herd_engine_options eo;
+    herd_engine_default_options(&eo);
+    eo.model_path = in_path;
+    eo.parts = HERD_ENGINE_TEXT;
+    eo.threads = (uint32_t)threads;
+    eo.n_ctx = n_ctx;
+    eo.batch_tokens = cli_calib_batch(n_ctx);
+    eo.max_outputs = 1;
+    struct herd_engine *e = NULL;
+    struct herd_prune_bi *bi = NULL;
+    struct herd_error err = {0};
+    int rc = 1;
+    if (herd_engine_open(&eo, &e, &err) != HERD_OK) {
+        fprintf(stderr, "herd prune: %s\n", err.msg);
+        goto out;
+    }
+    bi = herd_prune_bi_create(info->n_layer, info->n_embd, eo.batch_tokens);
+    if (!bi) {
+        fprintf(stderr, "herd prune: out of memory\n");
+        goto out;
+    }
+    struct herd_context *ctx = herd_engine_context(e);
+    ctx->params.observe_residual = herd_prune_bi_observe;
+    ctx->params.observe_ctx = bi;
+    if (cli_calib_run("prune", e, text_path, n_ctx, chunks, cr) != 0) goto out;
+    if (herd_prune_bi_scores(bi, scores) == 0) {
+        fprintf(stderr, "herd prune: no token was collected\n");
+        goto out;
+    }
+    rc = 0;
+out:
+    herd_prune_bi_destroy(bi);
+    herd_engine_close(e);
+    return rc;
+}
+
+/* ------------------------------------------------------------ report */
+
+static void print_table(const struct herd_prune_model_info *info, const double *scores, const uint32_t *rank,
+                        const bool *drop) {
+    fprintf(stderr, "  layer  block influence  rank\n");
+    for (uint32_t l = 0; l < info->n_layer; l++) {
+        if (scores)
+            fprintf(stderr, "  %5u  %15.6f  %4u%s\n", l, scores[l], rank[l], drop[l] ? "  removed" : "");
+        else
+            fprintf(stderr, "  %5u  %15s  %4s%s\n", l, "-", "-", drop[l] ? "  removed" : "");
+    }
+}
+
+struct report_in {
+    const char *in_path, *out_path, *text_path, *method;
+    const struct herd_prune_model_info *info;
+    const double *scores; /* NULL without calibration */
+    const uint32_t *order, *rank;
+    const bool *drop;
+    const struct cli_calib_result *cr;
+    uint32_t n_ctx;
+    const struct herd_prune_stats *st;
+};
+
+static int write_report(const char *path, const struct report_in *r) {
+    json_t *root = json_object(), *layers = json_array(), *ranking = json_array(), *removed = json_array(),
+           *kept = json_array();
+    json_object_set_new(root, "input", json_string(r->in_path));
+    json_object_set_new(root, "output", json_string(r->out_path));
+    json_object_set_new(root, "architecture", json_string(r->info->arch));
+    json_object_set_new(root, "method", json_string(r->method));
+    json_object_set_new(root, "n_layer_in", json_integer(r->st->n_layer_in));
+    json_object_set_new(root, "n_layer_out", json_integer(r->st->n_layer_out));
+    for (uint32_t l = 0; l < r->info->n_layer; l++) {
+        json_t *o = json_pack("{s:i,s:b}", "layer", (int)l, "removed", r->drop[l]);
+        json_object_set_new(o, "block_influence", r->scores ? json_real(r->scores[l]) : json_null());
+        json_object_set_new(o, "rank", r->scores ? json_integer(r->rank[l]) : json_null());
+        json_array_append_new(layers, o);
+        if (r->scores) json_array_append_new(ranking, json_integer(r->order[l]));
+        json_array_append_new(r->drop[l] ? removed : kept, json_integer(l));
+    }
+    json_object_set_new(root, "layers", layers);
+    json_object_set_new(root, "ranking", r->scores ? ranking : json_null());
+    if (!r->scores) json_decref(ranking);
+    json_object_set_new(root, "removed", removed);
+    json_object_set_new(root, "kept", kept);
+    json_object_set_new(root, "calibration",
+                        r->scores ? json_pack("{s:s,s:I,s:I,s:i,s:I}", "file", r->text_path, "text_tokens",
+                                              (json_int_t)r->cr->n_text_tokens, "chunks", (json_int_t)r->cr->n_chunks,
+                                              "ctx", (int)r->n_ctx, "tokens", (json_int_t)(r->cr->n_chunks * r->n_ctx))
+                                  : json_null());
+    json_object_set_new(root, "tensors_in", json_integer((json_int_t)r->st->n_tensors_in));
+    json_object_set_new(root, "tensors_out", json_integer((json_int_t)r->st->n_tensors_out));
+    json_object_set_new(root, "weight_bytes_in", json_integer((json_int_t)r->st->bytes_in));
+    json_object_set_new(root, "weight_bytes_out", json_integer((json_int_t)r->st->bytes_out));
+    json_object_set_new(root, "file_bytes_in", json_integer((json_int_t)r->st->file_bytes_in));
+    json_object_set_new(root, "file_bytes_out", json_integer((json_int_t)r->st->file_bytes_out));
+    /* written whole beside the path, then renamed, as the model is */
+    char tmp[4096];
+    int rc = 1;
+    if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp-%ld", path, (long)getpid()) >= sizeof tmp) {
+        fprintf(stderr, "herd prune: --report path is too long\n");
+    } else if (json_dump_file(root, tmp, JSON_INDENT(2)) != 0) {
+        fprintf(stderr, "herd prune: cannot write the report %s\n", tmp);
+        unlink(tmp);
+    } else if (rename(tmp, path) != 0) {
+        fprintf(stderr, "herd prune: cannot rename the report into place at %s: %s\n", path, strerror(errno));
+        unlink(tmp);
+    } else {
+        rc = 0;
+    }
+    json_decref(root);
+    return rc;
+}
+
+/* ------------------------------------------------------------ main */
+
+int herd_cmd_prune(int argc, char **argv) {
+    const char *text_path = NULL, *drop_text = NULL, *layers_text = NULL, *ffn_text = NULL, *heads_text = NULL;
+    const char *report = NULL;
+    uint64_t n_ctx = 512, chunks = 0, threads = 0;
+    const struct cli_opt opts[] = {
+        {"calib", 0, CLI_STRING, &text_path, "TEXT", "calibration text file (needed by --drop-layers)"},
+        {"drop-layers", 0, CLI_STRING, &drop_text, "N", "remove the N layers of lowest Block Influence"},
+        {"layers", 0, CLI_STRING, &layers_text, "I,J,...", "remove these layers (0-based)"},
+        {"ffn-keep", 0, CLI_STRING, &ffn_text, "F", "keep fraction F of each layer's FFN channels (not yet)"},
+        {"heads-keep", 0, CLI_STRING, &heads_text, "F", "keep fraction F of each layer's KV head groups (not yet)"},
+        {"report", 0, CLI_STRING, &report, "FILE", "write scores, ranking and what was removed as JSON"},
+        {"ctx", 'c', CLI_U64, &n_ctx, "N", "tokens per calibration chunk (default 512)"},
+        {"chunks", 0, CLI_U64, &chunks, "N", "calibration chunks to run (default: all the text holds)"},
+        {"threads", 't', CLI_U64, &threads, "N", "threads (default: the CPUs this process may use)"},
+        {0},
+    };
+    const char *pos[2];
+    int n_pos;
+    int prc = cli_parse(&cmd, opts, argc, argv, pos, &n_pos);
+    if (prc != CLI_OK) return prc == CLI_EXIT_OK ? 0 : prc;
+    const char *in_path = pos[0], *out_path = pos[1];
+    const int n_modes = (drop_text != NULL) + (layers_text != NULL) + (ffn_text != NULL) + (heads_text != NULL);
+    if (n_modes != 1) {
+        fprintf(stderr, "herd prune: give exactly one of --drop-layers, --layers, --ffn-keep, --heads-keep\n");
+        return 2;
+    }
+    if (ffn_text || heads_text) {
+        fprintf(stderr, "herd prune: %s is not implemented yet; --drop-layers and --layers are\n",
+                ffn_text ? "--ffn-keep" : "--heads-keep");
+        return 2;
+    }
+    if (drop_text && !text_path) {
+        fprintf(stderr, "herd prune: --drop-layers ranks layers over a text: give --calib TEXT\n");
+        return 2;
+    }
+    if (n_ctx < 16 || n_ctx > 65536) {
+        fprintf(stderr, "herd prune: --ctx must be in 16..65536\n");
+        return 2;
+    }
+    if (threads > 1024) {
+        fprintf(stderr, "herd prune: --threads %llu is more than 1024\n", (unsigned long long)threads);
+        return 2;
+    }
+    if (same_file(in_path, out_path) || (report && (same_file(report, in_path) || same_file(report, out_path)))) {
+        fprintf(stderr, "herd prune: IN, OUT and --report must be different files\n");
+        return 2;
+    }
+
+    struct herd_error err = {0};
+    struct herd_gguf *g = NULL;
+    struct herd_prune_model_info info;
+    if (herd_gguf_open_file(in_path, &g, &err) != HERD_OK || herd_prune_model_check(g, &info, &err) != HERD_OK) {
+        fprintf(stderr, "herd prune: %s%s%s\n", g ? in_path : "", g ? ": " : "", err.msg);
+        herd_gguf_destroy(g);
+        return 1;
+    }
+    herd_gguf_destroy(g);
+
+    int rc = 2;
+    bool *drop = calloc(info.n_layer, sizeof *drop);
+    double *scores = calloc(info.n_layer, sizeof *scores);
+    uint32_t *order = calloc(info.n_layer, sizeof *order), *rank = calloc(info.n_layer, sizeof *rank);
+    if (!drop || !scores || !order || !rank) {
+        fprintf(stderr, "herd prune: out of memory\n");
+        rc = 1;
+        goto out;
+    }
+    uint32_t n_drop = 0;
+    if (layers_text && parse_layer_list(layers_text, info.n_layer, drop) != 0) goto out;
+    if (drop_text && parse_drop_count(drop_text, info.n_layer, &n_drop) != 0) goto out;
+
+    rc = 1;
+    struct cli_calib_result cr = {0};
+    const bool calibrated = text_path != NULL;
+    if (calibrated) {
+        if (calibrate(in_path, text_path, (uint32_t)n_ctx, chunks, threads, &info, scores, &cr) != 0) goto out;
+        herd_prune_rank(scores, info.n_layer, order);
+        for (uint32_t r = 0; r < info.n_layer; r++) rank[order[r]] = r;
+        for (uint32_t r = 0; r < n_drop; r++) drop[order[r]] = true;
+        fprintf(stderr, "herd prune: Block Influence over %llu tokens (%llu chunks of %u), rank 0 lowest\n",
+                (unsigned long long)(cr.n_chunks * n_ctx), (unsigned long long)cr.n_chunks, (unsigned)n_ctx);
+    }
+    print_table(&info, calibrated ? scores : NULL, rank, drop);
+
+    struct herd_prune_params pp = {in_path, out_path, drop, info.n_layer};
+    struct herd_prune_stats st;
+    if (herd_prune_layers(&pp, &st, &err) != HERD_OK) {
+        fprintf(stderr, "herd prune: %s\n", err.msg);
+        goto out;
+    }
+    if (report) {
+        const struct report_in r = {in_path,
+                                    out_path,
+                                    text_path,
+                                    drop_text ? "block_influence" : "layers",
+                                    &info,
+                                    calibrated ? scores : NULL,
+                                    order,
+                                    rank,
+                                    drop,
+                                    &cr,
+                                    (uint32_t)n_ctx,
+                                    &st};
+        if (write_report(report, &r) != 0) goto out;
+    }
+    fprintf(stderr,
+            "herd prune: wrote %s: %u of %u layers, %zu of %zu tensors, weights %.2f -> %.2f MiB, file %.2f MiB\n",
+            out_path, st.n_layer_out, st.n_layer_in, st.n_tensors_out, st.n_tensors_in,
+            (double)st.bytes_in / (1024.0 * 1024.0), (double)st.bytes_out / (1024.0 * 1024.0),
+            (double)st.file_bytes_out / (1024.0 * 1024.0));
+    rc = 0;
+out:
+    free(drop);
+    free(scores);
+    free(order);
+    free(rank);
+    return rc;
+}

@@ -1,0 +1,104 @@
+/* `herd prune`: a smaller model made by removing whole transformer blocks
+ * (layers) from a GGUF file, chosen by their Block Influence over a
+ * calibration text (ShortGPT, Men et al. 2024) or named by the user.
+ *
+ * Block Influence of layer i: BI_i = mean over tokens t of
+ * 1 - cos(h_i(t), h_{i+1}(t)), where h_i is the residual stream entering
+ * layer i and h_{n_layer} the one leaving the last layer. A block that
+ * barely turns the residual stream is the one whose removal changes the
+ * next block's input least, so the lowest scores go first. The collector is
+ * the forward pass's observe_residual hook (model/forward.h).
+ *
+ * The rewrite keeps everything of the input but the removed layers:
+ *   - tensors "blk.N.*" of removed layers are left out, the others renamed
+ *     "blk.K.*" with K the layer's rank among the kept ones; every other
+ *     tensor (embedding, output, rope factors) as it is; order, types,
+ *     shapes and data bytes unchanged (copied, never requantized);
+ *   - "<arch>.block_count" is the kept count (same value type);
+ *   - the per-layer metadata llama.cpp may store as arrays of block_count
+ *     entries (attention.head_count, attention.head_count_kv,
+ *     feed_forward_length, attention.sliding_window_pattern) keep the
+ *     kept layers' entries; any other "<arch>." array of block_count
+ *     entries is refused, as it cannot be told per-layer or not;
+ *   - every other key in order, byte for byte, general.alignment included.
+ * The file is written through herd_gguf_writer (a temp file fsynced and
+ * renamed into place), so a failure leaves nothing at the output path.
+ *
+ * Architectures: llama (and Mixtral), qwen2, qwen3, phi3, qwen2moe,
+ * qwen3moe. gemma2 and gemma3 are refused: their sliding / global layers
+ * follow the layer index ((i + 1) % 2 or % 6), which neither herd nor
+ * llama.cpp reads from the file, so removing a layer would change the kind
+ * of every later layer; and llama.cpp derives Gemma's query scale (and
+ * refuses Gemma 2 files) from the layer count. See docs/modules/prune.md. */
+#ifndef HERD_CONVERT_PRUNE_H
+#define HERD_CONVERT_PRUNE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "herd/gguf.h"
+#include "herd/status.h"
+
+/* ------------------------------------------------------------ Block Influence */
+
+/* Collects BI over forward passes; fed by herd_prune_bi_observe. */
+struct herd_prune_bi;
+
+/* A collector for a model of n_layer layers of n_embd, fed batches of at
+ * most max_tokens tokens. NULL on out of memory. The caller frees it with
+ * herd_prune_bi_destroy. */
+struct herd_prune_bi *herd_prune_bi_create(uint32_t n_layer, uint32_t n_embd, uint32_t max_tokens);
+void herd_prune_bi_destroy(struct herd_prune_bi *bi);
+
+/* The herd_context_params.observe_residual callback (ctx: the collector).
+ * Expects layers 0 .. n_layer of one batch in order, as herd_decode calls
+ * it. A token whose two rows are both zero counts as unturned (BI 0), one
+ * with a single zero row as orthogonal (BI 1). */
+void herd_prune_bi_observe(void *ctx, uint32_t layer, const float *x, size_t x_stride, size_t n_tokens);
+
+/* Each layer's mean BI so far into scores[n_layer]; returns the tokens
+ * counted per layer (0: nothing was collected, scores are 0). */
+uint64_t herd_prune_bi_scores(const struct herd_prune_bi *bi, double *scores);
+
+/* Layers by ascending score into order[n_layer] (ties: the lower index
+ * first), so order[0 .. n - 1] are the n layers to drop. */
+void herd_prune_rank(const double *scores, uint32_t n_layer, uint32_t *order);
+
+/* ------------------------------------------------------------ the rewrite */
+
+struct herd_prune_model_info {
+    char arch[32];
+    uint32_t n_layer;
+    uint32_t n_embd;
+};
+
+/* Reads what pruning needs from an open GGUF and checks that its
+ * architecture can be pruned (HERD_E_UNSUPPORTED naming it and why). */
+enum herd_status herd_prune_model_check(const struct herd_gguf *g, struct herd_prune_model_info *info,
+                                        struct herd_error *err);
+
+struct herd_prune_params {
+    const char *in_path;
+    const char *out_path;
+    const bool *drop; /* [n_layer]: true for the layers to remove */
+    uint32_t n_layer; /* must be the file's block_count */
+};
+
+struct herd_prune_stats {
+    uint32_t n_layer_in, n_layer_out;
+    size_t n_tensors_in, n_tensors_out;
+    uint64_t bytes_in, bytes_out;           /* tensor data */
+    uint64_t file_bytes_in, file_bytes_out; /* whole files */
+};
+
+/* Writes p->in_path without the layers p->drop marks to p->out_path (see
+ * the top of this file). Everything that could fail on the input (the
+ * architecture, the layer count, at least one layer kept and one removed,
+ * tensor names, per-layer arrays) is checked before the output is created;
+ * a failure leaves no file at p->out_path. err names the file and the
+ * tensor or key. stats may be NULL. */
+enum herd_status herd_prune_layers(const struct herd_prune_params *p, struct herd_prune_stats *stats,
+                                   struct herd_error *err);
+
+#endif
