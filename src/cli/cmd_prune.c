@@ -53,6 +53,19 @@ static int parse_drop_count(const char *text, uint32_t n_layer, uint32_t *out) {
     return 0;
 }
 
+/* "F": a fraction in (0, 1]. */
+static int parse_fraction(const char *flag, const char *text, double *out) {
+    char *end;
+    errno = 0;
+    const double v = strtod(text, &end);
+    if (end == text || *end || errno || !(v > 0 && v <= 1)) {
+        fprintf(stderr, "herd prune: %s '%s': expected a fraction in (0, 1]\n", flag, text);
+        return 2;
+    }
+    *out = v;
+    return 0;
+}
+
 /* "I,J,...": distinct layer indices below n_layer, not all of them. */
 static int parse_layer_list(const char *text, uint32_t n_layer, bool *drop) {
     const char *p = text;
@@ -237,6 +250,9 @@ int herd_cmd_prune(int argc, char **argv) {
         fprintf(stderr, "herd prune: give exactly one of --drop-layers, --layers, --ffn-keep, --heads-keep\n");
         return 2;
     }
+    double keep = 1;
+    if (ffn_text && parse_fraction("--ffn-keep", ffn_text, &keep) != 0) return 2;
+    if (heads_text && parse_fraction("--heads-keep", heads_text, &keep) != 0) return 2;
     if (ffn_text || heads_text) {
         fprintf(stderr, "herd prune: %s is not implemented yet; --drop-layers and --layers are\n",
                 ffn_text ? "--ffn-keep" : "--heads-keep");

@@ -61,7 +61,8 @@ static double one_minus_cos(const float *a, const float *b, size_t n) {
     }
     if (aa == 0 && bb == 0) return 0;
     if (aa == 0 || bb == 0) return 1;
-    return 1.0 - ab / (sqrt(aa) * sqrt(bb));
+    const double r = 1.0 - ab / (sqrt(aa) * sqrt(bb));
+    return r > 0 ? r : 0; /* rounding can put cos a hair above 1 */
 }
 
 void herd_prune_bi_observe(void *ctx, uint32_t layer, const float *x, size_t x_stride, size_t n_tokens) {

@@ -1,0 +1,263 @@
+#!/usr/bin/env python3
+"""herd prune, end to end on models written by `herd synth`:
+  - --layers on each family herd prunes (llama, mistral, qwen3, phi3,
+    mixtral, qwen2moe, qwen3moe; F32, and Q8_0 / Q4_K_M where bytes must be
+    copied, not requantized): block_count, the tensors renumbered
+    (`herd inspect --json`), every kept tensor's bytes equal to the
+    input's, and the pruned model's logits (`herd eval --precise`) equal to
+    the original's with the removed layers made identities (their
+    attn_output and ffn_down* zeroed in a copy: a pre-norm block whose two
+    output projections are zero adds nothing to the residual stream). The
+    unmodified original must NOT match, so the comparison can fail.
+  - --drop-layers with --calib: on a model with one layer zeroed, that
+    layer's Block Influence is 0 and it is the one removed; --drop-layers 2
+    removes the two lowest of the report's ranking; the report's fields.
+  - bad input: each case exits 1 or 2 with its message and leaves no output
+    (an existing output file survives).
+The calibration text is generated here. Needs nothing outside the repo.
+
+usage: test_prune.py HERD_BINARY"""
+import json
+import os
+import random
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+
+herd = sys.argv[1]
+tmp = tempfile.mkdtemp(prefix="herd-prune-test-")
+failures = []
+
+
+def check(cond, what):
+    print(("ok   " if cond else "FAIL ") + what)
+    if not cond:
+        failures.append(what)
+
+
+def run(*args, expect=0):
+    p = subprocess.run([herd] + [str(a) for a in args], capture_output=True, text=True)
+    if expect is not None and p.returncode != expect:
+        print(p.stdout[-2000:], p.stderr[-2000:])
+        raise SystemExit("herd %s: exit %d, expected %d" % (" ".join(map(str, args)), p.returncode, expect))
+    return p
+
+
+def path(name):
+    return os.path.join(tmp, name)
+
+
+def synth(shape, name, layers=None, type_="F32"):
+    args = ["synth", "--shape", shape, "-o", path(name), "--type", type_]
+    if layers:
+        args += ["--layers", layers]
+    run(*args)
+    return path(name)
+
+
+def inspect(model):
+    return json.loads(run("inspect", "--json", model).stdout)
+
+
+def meta(info, key):
+    for kv in info["metadata"]:
+        if kv["key"] == key:
+            return kv["value"]
+    return None
+
+
+def tensor_bytes(model, info):
+    """name -> the tensor's data bytes."""
+    out = {}
+    with open(model, "rb") as f:
+        for t in info["tensors"]:
+            f.seek(info["data_offset"] + t["offset"])
+            out[t["name"]] = f.read(t["bytes"])
+    return out
+
+
+def zero_layers(model, out, layers):
+    """A copy of model whose given layers add nothing to the residual stream."""
+    shutil.copyfile(model, out)
+    info = inspect(model)
+    with open(out, "r+b") as f:
+        for t in info["tensors"]:
+            parts = t["name"].split(".")
+            if parts[0] == "blk" and int(parts[1]) in layers and (
+                    parts[2] == "attn_output" or parts[2].startswith("ffn_down")):
+                f.seek(info["data_offset"] + t["offset"])
+                f.write(b"\0" * t["bytes"])  # zero bytes are 0.0 in F32 / F16 and zero scales in Q8_0 / K-quants
+
+
+def eval_logits(model, ids):
+    r = json.loads(run("eval", "-m", model, "--ids", ids, "--precise").stdout)
+    return r["last_logits"]
+
+
+def max_diff(a, b):
+    return max(abs(x - y) for x, y in zip(a, b))
+
+
+ids = "1,450,300,12,99,1000,7,31,2000,15,4,888"
+
+# ------------------------------------------------------------------ calibration text
+rng = random.Random(7)
+words = ("once upon a time there was a little girl who lived in a small house near the big river and every day she "
+         "walked with her dog to see the old tree where birds sang songs about the sun the moon and stars").split()
+with open(path("calib.txt"), "w") as f:
+    f.write(" ".join(rng.choice(words) for _ in range(4000)) + "\n")
+with open(path("short.txt"), "w") as f:
+    f.write("once upon a time\n")
+
+# ------------------------------------------------------------------ --layers on every family
+cases = [  # shape, layers of the synth model, type, layers to drop
+    ("tiny", "4", "F32", [1]),
+    ("tiny", "4", "F32", [0, 3]),
+    ("tiny", "4", "Q8_0", [2]),
+    ("tiny-256", None, "Q4_K_M", [0]),
+    ("mistral-tiny", "3", "F32", [1]),
+    ("qwen3-tiny", "3", "F32", [2]),
+    ("phi3-tiny", "3", "F32", [0]),
+    ("mixtral-tiny", None, "F32", [1]),
+    ("qwen2moe-tiny", "3", "F32", [1]),
+    ("qwen3moe-tiny", None, "F32", [0]),
+]
+for shape, layers, type_, drop in cases:
+    tag = "%s-%s-%s-drop%s" % (shape, layers or "d", type_, "_".join(map(str, drop)))
+    src = synth(shape, tag + ".gguf", layers, type_)
+    out = path(tag + ".pruned.gguf")
+    run("prune", src, out, "--layers", ",".join(map(str, drop)))
+    a, b = inspect(src), inspect(out)
+    arch = a["architecture"]
+    n = a["hparams"]["n_layer"]
+    keep = [l for l in range(n) if l not in drop]
+    check(meta(b, arch + ".block_count") == len(keep) and b["hparams"]["n_layer"] == len(keep),
+          "%s: block_count %d" % (tag, len(keep)))
+    # names: kept layer keep[k] becomes blk.k, other tensors stay; same order, types, shapes
+    renamed = []
+    for t in a["tensors"]:
+        p = t["name"].split(".")
+        if p[0] == "blk":
+            l = int(p[1])
+            if l in drop:
+                continue
+            renamed.append(dict(t, name="blk.%d.%s" % (keep.index(l), ".".join(p[2:]))))
+        else:
+            renamed.append(t)
+    got = [(t["name"], t["type"], t["shape"]) for t in b["tensors"]]
+    want = [(t["name"], t["type"], t["shape"]) for t in renamed]
+    check(got == want, "%s: tensors renumbered in order, types and shapes kept" % tag)
+    ba, bb = tensor_bytes(src, a), tensor_bytes(out, b)
+    same = all(ba[o["name"]] == bb[r["name"]] for o, r in zip(
+        [t for t in a["tensors"] if not (t["name"].startswith("blk.") and int(t["name"].split(".")[1]) in drop)],
+        renamed))
+    check(same, "%s: every kept tensor's bytes copied unchanged" % tag)
+    check([m["key"] for m in a["metadata"]] == [m["key"] for m in b["metadata"]] and all(
+        x == y for x, y in zip(a["metadata"], b["metadata"]) if not x["key"].endswith(".block_count")),
+        "%s: every other key unchanged, in order" % tag)
+    check(b["alignment"] == a["alignment"] and b["runnable"], "%s: alignment kept, runnable" % tag)
+    zeroed = path(tag + ".zeroed.gguf")
+    zero_layers(src, zeroed, drop)
+    lp, lz, lo = eval_logits(out, ids), eval_logits(zeroed, ids), eval_logits(src, ids)
+    d, d0 = max_diff(lp, lz), max_diff(lp, lo)
+    check(d <= 1e-5, "%s: logits equal the original's with layers %s as identities (max diff %.3g)" % (tag, drop, d))
+    check(d0 > 1e-3, "%s: and differ from the unmodified original's (%.3g): the check can fail" % (tag, d0))
+    for f in (src, out, zeroed):
+        os.unlink(f)
+
+# ------------------------------------------------------------------ --drop-layers by Block Influence
+base = synth("tiny", "bi.gguf", "4")
+zeroed = path("bi.zeroed2.gguf")
+zero_layers(base, zeroed, [2])
+report = path("bi.report.json")
+p = run("prune", zeroed, path("bi.pruned.gguf"), "--drop-layers", "1", "--calib", path("calib.txt"), "--ctx", "64",
+        "--chunks", "6", "--report", report, "--threads", "2")
+r = json.load(open(report))
+bi = [l["block_influence"] for l in r["layers"]]
+check(r["removed"] == [2] and r["kept"] == [0, 1, 3], "BI: the identity layer 2 is the one removed (%s)" % bi)
+check(abs(bi[2]) < 1e-6 and min(bi[0], bi[1], bi[3]) > 1e-3, "BI: layer 2 scores 0, the others more")
+check(r["ranking"][0] == 2 and sorted(r["ranking"]) == [0, 1, 2, 3] and
+      all(bi[r["ranking"][i]] <= bi[r["ranking"][i + 1]] for i in range(3)), "BI: the ranking sorts the scores")
+check([l["rank"] for l in r["layers"]] == [r["ranking"].index(i) for i in range(4)], "BI: each layer's rank")
+c = r["calibration"]
+check(c["chunks"] == 6 and c["ctx"] == 64 and c["tokens"] == 384 and c["text_tokens"] > 384 and
+      c["file"] == path("calib.txt"), "report: calibration chunks, ctx and tokens")
+check(r["method"] == "block_influence" and r["n_layer_in"] == 4 and r["n_layer_out"] == 3 and
+      r["architecture"] == "llama", "report: method and layer counts")
+check(r["file_bytes_in"] == os.path.getsize(zeroed) and r["file_bytes_out"] == os.path.getsize(path("bi.pruned.gguf"))
+      and r["weight_bytes_out"] < r["weight_bytes_in"] and r["tensors_out"] == r["tensors_in"] - 9,
+      "report: sizes in and out")
+check("block influence" in p.stderr and "removed" in p.stderr, "a table on stderr")
+lp, lz = eval_logits(path("bi.pruned.gguf"), ids), eval_logits(zeroed, ids)
+check(max_diff(lp, lz) <= 1e-5, "BI-pruned model: logits as the zeroed original's")
+
+run("prune", base, path("bi2.gguf"), "--drop-layers", "2", "--calib", path("calib.txt"), "--ctx", "64", "--chunks",
+    "4", "--report", report)
+r = json.load(open(report))
+check(sorted(r["removed"]) == sorted(r["ranking"][:2]) and inspect(path("bi2.gguf"))["hparams"]["n_layer"] == 2,
+      "--drop-layers 2: the two lowest scores go")
+run("prune", base, path("l.gguf"), "--layers", "3", "--calib", path("calib.txt"), "--ctx", "64", "--chunks", "2",
+    "--report", report)
+r = json.load(open(report))
+check(r["method"] == "layers" and r["removed"] == [3] and r["layers"][0]["block_influence"] is not None,
+      "--layers with --calib: scores reported, the named layer removed")
+run("prune", base, path("l.gguf"), "--layers", "3", "--report", report)
+r = json.load(open(report))
+check(r["removed"] == [3] and r["ranking"] is None and r["calibration"] is None and
+      r["layers"][3]["block_influence"] is None, "--layers without --calib: no scores")
+
+# ------------------------------------------------------------------ bad input
+gemma = synth("gemma3-tiny", "gemma3.gguf")
+with open(base, "rb") as f:
+    head = f.read(4096)
+with open(path("truncated.gguf"), "wb") as f:
+    f.write(head)
+with open(path("existing.gguf"), "w") as f:
+    f.write("keep me")
+calib = ["--calib", path("calib.txt"), "--ctx", "64", "--chunks", "2"]
+bad = [  # args, exit code, message part
+    ([base, "OUT", "--layers", "4"], 2, "out of range"),
+    ([base, "OUT", "--layers", "1,1"], 2, "given twice"),
+    ([base, "OUT", "--layers", "0,1,2,3"], 2, "at least one must stay"),
+    ([base, "OUT", "--layers", "1,x"], 2, "not a list"),
+    ([base, "OUT", "--layers", "-1"], 2, "not a list"),
+    ([base, "OUT", "--drop-layers", "4"] + calib, 2, "drop 1 to 3"),
+    ([base, "OUT", "--drop-layers", "0"] + calib, 2, "drop 1 to 3"),
+    ([base, "OUT", "--drop-layers", "2"], 2, "--calib"),
+    ([base, "OUT", "--ffn-keep", "0"] + calib, 2, "(0, 1]"),
+    ([base, "OUT", "--ffn-keep", "1.5"] + calib, 2, "(0, 1]"),
+    ([base, "OUT", "--heads-keep", "-0.5"] + calib, 2, "(0, 1]"),
+    ([base, "OUT", "--ffn-keep", "abc"] + calib, 2, "(0, 1]"),
+    ([base, "OUT", "--layers", "1", "--drop-layers", "1"] + calib, 2, "exactly one"),
+    ([base, "OUT"], 2, "exactly one"),
+    ([path("no-such.gguf"), "OUT", "--layers", "1"], 1, "no-such.gguf"),
+    ([path("truncated.gguf"), "OUT", "--layers", "1"], 1, "truncated.gguf"),
+    ([base, "OUT", "--drop-layers", "1", "--calib", path("no-such.txt")], 1, "no-such.txt"),
+    ([base, "OUT", "--drop-layers", "1", "--calib", path("short.txt")], 1, "fewer than one chunk"),
+    ([base, "OUT", "--drop-layers", "1", "--calib", tmp], 1, tmp),
+    ([base, base, "--layers", "1"], 2, "different files"),
+    ([base, os.path.join(tmp, ".", "bi.gguf"), "--layers", "1"], 2, "different files"),
+    ([gemma, "OUT", "--layers", "1"], 1, "gemma3"),
+    ([base, "OUT", "--layers", "1", "--ctx", "8"] + calib[:2], 2, "--ctx"),
+]
+for args, code, msg in bad:
+    for out in (path("out.gguf"), path("existing.gguf")):
+        a = [out if x == "OUT" else x for x in args]
+        p = run("prune", *a, expect=None)
+        what = "prune %s" % " ".join(os.path.basename(x) if x.startswith(tmp) else x for x in a)
+        if out.endswith("out.gguf"):
+            check(p.returncode == code and msg in p.stderr and not os.path.exists(out),
+                  "%s: exit %d (%d), says '%s', no output" % (what, code, p.returncode, msg))
+        else:
+            check(p.returncode == code and open(out).read() == "keep me", "%s: an existing output survives" % what)
+p = run("prune", base, path("no-dir/out.gguf"), "--layers", "1", expect=None)
+check(p.returncode == 1 and "no-dir" in p.stderr, "an output in a missing folder: exit 1 naming it")
+check(not [f for f in os.listdir(tmp) if ".tmp-" in f], "no temp file left behind")
+
+shutil.rmtree(tmp)
+if failures:
+    print("%d failed" % len(failures))
+    sys.exit(1)
+print("all passed")
