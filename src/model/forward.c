@@ -313,7 +313,7 @@ static void rows_part(void *ctx, int ith, size_t lo, size_t hi) {
     const struct herd_model_desc *d = &m->desc;
     const size_t E = d->n_embd, hd = d->head_dim, qd = d->n_head * hd, kvd = d->n_head_kv * hd;
     if (j->kind == ROWS_SILU_GATE) {
-        const size_t n = j->b->n_tokens * d->n_ff, f0 = lo * SILU_ITEM_FLOATS;
+        const size_t n = j->b->n_tokens * d->n_ff_layer[j->layer], f0 = lo * SILU_ITEM_FLOATS;
         const size_t f1 = hi * SILU_ITEM_FLOATS < n ? hi * SILU_ITEM_FLOATS : n;
         if (m->arch->gemma)
             c->k->gelu_mul(c->gate + f0, c->up + f0, f1 - f0);
@@ -395,9 +395,10 @@ static void layer_matmul(struct herd_context *c, uint32_t layer, enum herd_matri
 static void run_rows(struct herd_context *c, const struct herd_batch *b, enum rows_kind kind, uint32_t layer,
                      const float *pre, const float *w, struct herd_block_q8a *q8a, size_t floats) {
     struct rows_job j = {c, b, kind, layer, w, pre, q8a};
-    const size_t items = kind == ROWS_SILU_GATE
-                             ? (b->n_tokens * c->model->desc.n_ff + SILU_ITEM_FLOATS - 1) / SILU_ITEM_FLOATS
-                             : b->n_tokens;
+    const size_t items =
+        kind == ROWS_SILU_GATE
+            ? (b->n_tokens * c->model->desc.n_ff_layer[layer] + SILU_ITEM_FLOATS - 1) / SILU_ITEM_FLOATS
+            : b->n_tokens;
     if (floats >= PARALLEL_MIN_FLOATS && herd_pool_size(c->pool) > 1)
         herd_pool_run_split(c->pool, items, kind == ROWS_SILU_GATE ? 4 : 2, rows_part, &j);
     else
@@ -647,7 +648,7 @@ enum herd_status herd_decode(struct herd_context *c, const struct herd_batch *b,
     const struct herd_model *m = c->model;
     const struct herd_model_desc *d = &m->desc;
     const size_t T = b->n_tokens, E = d->n_embd, hd = d->head_dim;
-    const size_t qd = d->n_head * hd, kvd = d->n_head_kv * hd, F = d->n_ff;
+    const size_t qd = d->n_head * hd, kvd = d->n_head_kv * hd;
     struct herd_pool *pool = c->pool;
     const struct herd_kernels *k = c->k;
     const bool precise = c->params.precise;
@@ -717,6 +718,7 @@ enum herd_status herd_decode(struct herd_context *c, const struct herd_batch *b,
             moe_ffn(c, L, T);
             herd_prof_matmul(P, HERD_PROF_MM_GATE_UP, L->exp_gate[0].type, t0);
         } else {
+            const size_t F = d->n_ff_layer[l]; /* gate, up and down rows of F floats, packed */
             t0 = PROF_T();
             const struct herd_matmul_out gate_up[2] = {{&L->w_gate, c->gate, F}, {&L->w_up, c->up, F}};
             layer_matmul(c, l, HERD_ROLE_FFN_GATE, gate_up, 2, gate_up_q8a(c, L), c->xn, E, T);

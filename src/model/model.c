@@ -276,8 +276,8 @@ enum herd_status herd_model_load(const char *path, struct herd_model **out, stru
             if (wg) {
                 herd_matrix_from_tensor(&L->w_gate, wg);
             } else { /* phi3: ffn_up's first n_ff rows are the gate, the rest the up projection */
-                L->w_gate = herd_matrix_rows(&L->w_up, 0, d->n_ff);
-                L->w_up = herd_matrix_rows(&L->w_up, d->n_ff, d->n_ff);
+                L->w_gate = herd_matrix_rows(&L->w_up, 0, d->n_ff_layer[l]);
+                L->w_up = herd_matrix_rows(&L->w_up, d->n_ff_layer[l], d->n_ff_layer[l]);
             }
             herd_matrix_from_tensor(&L->w_down, T("ffn_down.weight"));
         }

@@ -76,6 +76,39 @@ static enum herd_status opt_array_count(const struct herd_gguf *g, const char *k
     return HERD_OK;
 }
 
+/* feed_forward_length: one width for every layer, or (as llama.cpp's
+ * get_key_or_arr reads it) an array of one integer per layer; n_ff is then
+ * the widest, which sizes the forward pass's buffers. */
+static enum herd_status read_n_ff(const struct herd_gguf *g, const char *arch, struct herd_model_desc *d,
+                                  struct herd_error *err) {
+    char key[160];
+    snprintf(key, sizeof key, "%s.feed_forward_length", arch);
+    const struct herd_gguf_kv *kv = herd_gguf_find_kv(g, key);
+    if (!kv || kv->type != HERD_GGUF_VTYPE_ARRAY) {
+        enum herd_status rc = opt_uint(g, key, HERD_MAX_FF, &d->n_ff, err);
+        for (uint64_t l = 0; rc == HERD_OK && l < d->n_layer; l++) d->n_ff_layer[l] = (uint32_t)d->n_ff;
+        return rc;
+    }
+    const struct herd_gguf_array *a = &kv->v.arr;
+    if (a->type == HERD_GGUF_VTYPE_STRING || a->type == HERD_GGUF_VTYPE_F32 || a->type == HERD_GGUF_VTYPE_F64 ||
+        a->type == HERD_GGUF_VTYPE_BOOL || a->count != d->n_layer)
+        return herd_error_set(err, HERD_E_FORMAT,
+                              "metadata key '%s' holds %llu %s values; expected %llu integers, one "
+                              "per layer (block_count)",
+                              key, (unsigned long long)a->count, herd_gguf_vtype_name(a->type),
+                              (unsigned long long)d->n_layer);
+    d->n_ff = 0;
+    for (uint64_t l = 0; l < a->count; l++) {
+        const int64_t v = herd_gguf_array_i64(a, l);
+        if (v < 0 || v > (int64_t)HERD_MAX_FF)
+            return herd_error_set(err, HERD_E_INVALID, "metadata key '%s'[%llu] = %lld is out of range (0..%u)", key,
+                                  (unsigned long long)l, (long long)v, HERD_MAX_FF);
+        d->n_ff_layer[l] = (uint32_t)v;
+        if ((uint64_t)v > d->n_ff) d->n_ff = (uint64_t)v;
+    }
+    return HERD_OK;
+}
+
 /* The sliding window llama.cpp gives phi3 files written before the
  * converter stored it: Phi-3 mini / medium 4k 2047, mini 128k 262144, medium
  * 128k 131072 (all wider than their contexts but the first); 0 otherwise. */
@@ -109,7 +142,7 @@ enum herd_status herd_model_desc_read(const struct herd_gguf *g, struct herd_mod
         TRY(opt_arch_uint(g, a, "context_length", UINT32_MAX, &d->n_ctx_train, err));
         TRY(opt_arch_uint(g, a, "embedding_length", HERD_MAX_EMBD, &d->n_embd, err));
         TRY(opt_arch_uint(g, a, "block_count", HERD_MAX_LAYERS, &d->n_layer, err));
-        TRY(opt_arch_uint(g, a, "feed_forward_length", HERD_MAX_FF, &d->n_ff, err));
+        TRY(read_n_ff(g, a, d, err));
         TRY(opt_arch_uint(g, a, "attention.head_count", HERD_MAX_HEADS, &d->n_head, err));
         d->n_head_kv = d->n_head;
         TRY(opt_arch_uint(g, a, "attention.head_count_kv", HERD_MAX_HEADS, &d->n_head_kv, err));
@@ -402,7 +435,11 @@ enum herd_status herd_model_desc_validate(const struct herd_gguf *g, const struc
         const bool gate_up = arch->fused_gate_up && !herd_gguf_find_tensor(g, LAYER_TENSOR("ffn_gate.weight"));
 #undef LAYER_TENSOR
         const bool dense = !moe, shexp = moe && arch->shared_expert;
-        const uint64_t X = d->n_expert, FE = d->n_ff_exp, FS = d->n_ff_shexp;
+        const uint64_t X = d->n_expert, FE = d->n_ff_exp, FS = d->n_ff_shexp, F = d->n_ff_layer[l];
+        if (dense && F == 0)
+            return herd_error_set(err, HERD_E_UNSUPPORTED,
+                                  "%s.feed_forward_length is 0 for layer %llu: layers without an FFN are not supported",
+                                  d->arch, (unsigned long long)l);
         const struct {
             const char *name;
             uint32_t n_dims;
@@ -416,9 +453,9 @@ enum herd_status herd_model_desc_validate(const struct herd_gguf *g, const struc
             {"attn_qkv.weight", 2, E, q_dim + 2 * kv_dim, 1, qkv},
             {"attn_output.weight", 2, q_dim, E, 1, true},
             {"ffn_norm.weight", 1, E, 1, 1, true},
-            {"ffn_gate.weight", 2, E, d->n_ff, 1, dense && !gate_up},
-            {"ffn_up.weight", 2, E, gate_up ? 2 * d->n_ff : d->n_ff, 1, dense},
-            {"ffn_down.weight", 2, d->n_ff, E, 1, dense},
+            {"ffn_gate.weight", 2, E, F, 1, dense && !gate_up},
+            {"ffn_up.weight", 2, E, gate_up ? 2 * F : F, 1, dense},
+            {"ffn_down.weight", 2, F, E, 1, dense},
             {"ffn_gate_inp.weight", 2, E, X, 1, moe},
             {"ffn_gate_exps.weight", 3, E, FE, X, moe},
             {"ffn_up_exps.weight", 3, E, FE, X, moe},

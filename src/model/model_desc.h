@@ -31,7 +31,9 @@ struct herd_model_desc {
     uint64_t n_ctx_train;
     uint64_t n_embd;
     uint64_t n_layer;
-    uint64_t n_ff;
+    uint64_t n_ff;                        /* the widest layer's FFN (feed_forward_length) */
+    uint32_t n_ff_layer[HERD_MAX_LAYERS]; /* each layer's: feed_forward_length as an array of block_count
+                                           * entries (herd prune --ffn-keep writes one), else n_ff for all */
     uint64_t n_head;
     uint64_t n_head_kv;      /* defaults to n_head */
     uint64_t head_dim;       /* attention.key_length, else n_embd / n_head */
