@@ -108,9 +108,12 @@ static bool same_file(const char *a, const char *b) {
 
 /* ------------------------------------------------------------ calibration */
 
-/* Block Influence of every layer of in_path over text_path; 0 or 1 (printed). */
+/* Runs text_path through in_path with the given observers (one may be
+ * NULL) on collector; 0 or 1 (printed). */
 static int calibrate(const char *in_path, const char *text_path, uint32_t n_ctx, uint64_t chunks, uint64_t threads,
-                     const struct herd_prune_model_info *info, double *scores, struct cli_calib_result *cr) {
+                     void (*on_residual)(void *, uint32_t, const float *, size_t, size_t),
+                     void (*on_matmul)(void *, uint32_t, enum herd_matrix_role, const float *, size_t, size_t),
+                     void *collector, struct cli_calib_result *cr) {
     struct herd_engine_options eo;
     herd_engine_default_options(&eo);
     eo.model_path = in_path;
@@ -120,32 +123,22 @@ static int calibrate(const char *in_path, const char *text_path, uint32_t n_ctx,
     eo.batch_tokens = cli_calib_batch(n_ctx);
     eo.max_outputs = 1;
     struct herd_engine *e = NULL;
-    struct herd_prune_bi *bi = NULL;
     struct herd_error err = {0};
-    int rc = 1;
     if (herd_engine_open(&eo, &e, &err) != HERD_OK) {
         fprintf(stderr, "herd prune: %s\n", err.msg);
-        goto out;
-    }
-    bi = herd_prune_bi_create(info->n_layer, info->n_embd, eo.batch_tokens);
-    if (!bi) {
-        fprintf(stderr, "herd prune: out of memory\n");
-        goto out;
+        return 1;
     }
     struct herd_context *ctx = herd_engine_context(e);
-    ctx->params.observe_residual = herd_prune_bi_observe;
-    ctx->params.observe_ctx = bi;
-    if (cli_calib_run("prune", e, text_path, n_ctx, chunks, cr) != 0) goto out;
-    if (herd_prune_bi_scores(bi, scores) == 0) {
-        fprintf(stderr, "herd prune: no token was collected\n");
-        goto out;
-    }
-    rc = 0;
-out:
-    herd_prune_bi_destroy(bi);
+    ctx->params.observe_residual = on_residual;
+    ctx->params.observe_matmul = on_matmul;
+    ctx->params.observe_ctx = collector;
+    const int rc = cli_calib_run("prune", e, text_path, n_ctx, chunks, cr);
     herd_engine_close(e);
     return rc;
 }
+
+/* The batch size the engine of calibrate() runs, for collectors sized by it. */
+static uint32_t calib_batch(uint64_t n_ctx) { return cli_calib_batch((uint32_t)n_ctx); }
 
 /* ------------------------------------------------------------ report */
 
@@ -170,6 +163,26 @@ struct report_in {
     uint32_t n_ctx;
     const struct herd_prune_stats *st;
 };
+
+/* Writes root to path whole (beside it, then renamed, as the model is) and
+ * frees it; 0 or 1 (printed). */
+static int dump_report(const char *path, json_t *root) {
+    char tmp[4096];
+    int rc = 1;
+    if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp-%ld", path, (long)getpid()) >= sizeof tmp) {
+        fprintf(stderr, "herd prune: --report path is too long\n");
+    } else if (json_dump_file(root, tmp, JSON_INDENT(2)) != 0) {
+        fprintf(stderr, "herd prune: cannot write the report %s\n", tmp);
+        unlink(tmp);
+    } else if (rename(tmp, path) != 0) {
+        fprintf(stderr, "herd prune: cannot rename the report into place at %s: %s\n", path, strerror(errno));
+        unlink(tmp);
+    } else {
+        rc = 0;
+    }
+    json_decref(root);
+    return rc;
+}
 
 static int write_report(const char *path, const struct report_in *r) {
     json_t *root = json_object(), *layers = json_array(), *ranking = json_array(), *removed = json_array(),
@@ -204,88 +217,30 @@ static int write_report(const char *path, const struct report_in *r) {
     json_object_set_new(root, "weight_bytes_out", json_integer((json_int_t)r->st->bytes_out));
     json_object_set_new(root, "file_bytes_in", json_integer((json_int_t)r->st->file_bytes_in));
     json_object_set_new(root, "file_bytes_out", json_integer((json_int_t)r->st->file_bytes_out));
-    /* written whole beside the path, then renamed, as the model is */
-    char tmp[4096];
-    int rc = 1;
-    if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp-%ld", path, (long)getpid()) >= sizeof tmp) {
-        fprintf(stderr, "herd prune: --report path is too long\n");
-    } else if (json_dump_file(root, tmp, JSON_INDENT(2)) != 0) {
-        fprintf(stderr, "herd prune: cannot write the report %s\n", tmp);
-        unlink(tmp);
-    } else if (rename(tmp, path) != 0) {
-        fprintf(stderr, "herd prune: cannot rename the report into place at %s: %s\n", path, strerror(errno));
-        unlink(tmp);
-    } else {
-        rc = 0;
-    }
-    json_decref(root);
-    return rc;
+    return dump_report(path, root);
 }
 
-/* ------------------------------------------------------------ main */
+/* ------------------------------------------------------------ layers */
 
-int herd_cmd_prune(int argc, char **argv) {
-    const char *text_path = NULL, *drop_text = NULL, *layers_text = NULL, *ffn_text = NULL, *heads_text = NULL;
-    const char *report = NULL;
-    uint64_t n_ctx = 512, chunks = 0, threads = 0;
-    const struct cli_opt opts[] = {
-        {"calib", 0, CLI_STRING, &text_path, "TEXT", "calibration text file (needed by --drop-layers)"},
-        {"drop-layers", 0, CLI_STRING, &drop_text, "N", "remove the N layers of lowest Block Influence"},
-        {"layers", 0, CLI_STRING, &layers_text, "I,J,...", "remove these layers (0-based)"},
-        {"ffn-keep", 0, CLI_STRING, &ffn_text, "F", "keep fraction F of each layer's FFN channels (not yet)"},
-        {"heads-keep", 0, CLI_STRING, &heads_text, "F", "keep fraction F of each layer's KV head groups (not yet)"},
-        {"report", 0, CLI_STRING, &report, "FILE", "write scores, ranking and what was removed as JSON"},
-        {"ctx", 'c', CLI_U64, &n_ctx, "N", "tokens per calibration chunk (default 512)"},
-        {"chunks", 0, CLI_U64, &chunks, "N", "calibration chunks to run (default: all the text holds)"},
-        {"threads", 't', CLI_U64, &threads, "N", "threads (default: the CPUs this process may use)"},
-        {0},
-    };
-    const char *pos[2];
-    int n_pos;
-    int prc = cli_parse(&cmd, opts, argc, argv, pos, &n_pos);
-    if (prc != CLI_OK) return prc == CLI_EXIT_OK ? 0 : prc;
-    const char *in_path = pos[0], *out_path = pos[1];
-    const int n_modes = (drop_text != NULL) + (layers_text != NULL) + (ffn_text != NULL) + (heads_text != NULL);
-    if (n_modes != 1) {
-        fprintf(stderr, "herd prune: give exactly one of --drop-layers, --layers, --ffn-keep, --heads-keep\n");
-        return 2;
-    }
-    double keep = 1;
-    if (ffn_text && parse_fraction("--ffn-keep", ffn_text, &keep) != 0) return 2;
-    if (heads_text && parse_fraction("--heads-keep", heads_text, &keep) != 0) return 2;
-    if (ffn_text || heads_text) {
-        fprintf(stderr, "herd prune: %s is not implemented yet; --drop-layers and --layers are\n",
-                ffn_text ? "--ffn-keep" : "--heads-keep");
-        return 2;
-    }
-    if (drop_text && !text_path) {
-        fprintf(stderr, "herd prune: --drop-layers ranks layers over a text: give --calib TEXT\n");
-        return 2;
-    }
-    if (n_ctx < 16 || n_ctx > 65536) {
-        fprintf(stderr, "herd prune: --ctx must be in 16..65536\n");
-        return 2;
-    }
-    if (threads > 1024) {
-        fprintf(stderr, "herd prune: --threads %llu is more than 1024\n", (unsigned long long)threads);
-        return 2;
-    }
-    if (same_file(in_path, out_path) || (report && (same_file(report, in_path) || same_file(report, out_path)))) {
-        fprintf(stderr, "herd prune: IN, OUT and --report must be different files\n");
-        return 2;
-    }
+struct prune_opts {
+    const char *in_path, *out_path, *text_path, *report;
+    const char *drop_text, *layers_text, *ffn_text;
+    uint64_t n_ctx, chunks, threads;
+};
 
+static int prune_layers(const struct prune_opts *o) {
     struct herd_error err = {0};
     struct herd_gguf *g = NULL;
     struct herd_prune_model_info info;
-    if (herd_gguf_open_file(in_path, &g, &err) != HERD_OK || herd_prune_model_check(g, &info, &err) != HERD_OK) {
-        fprintf(stderr, "herd prune: %s%s%s\n", g ? in_path : "", g ? ": " : "", err.msg);
+    if (herd_gguf_open_file(o->in_path, &g, &err) != HERD_OK || herd_prune_model_check(g, &info, &err) != HERD_OK) {
+        fprintf(stderr, "herd prune: %s%s%s\n", g ? o->in_path : "", g ? ": " : "", err.msg);
         herd_gguf_destroy(g);
         return 1;
     }
     herd_gguf_destroy(g);
 
     int rc = 2;
+    struct herd_prune_bi *bi = NULL;
     bool *drop = calloc(info.n_layer, sizeof *drop);
     double *scores = calloc(info.n_layer, sizeof *scores);
     uint32_t *order = calloc(info.n_layer, sizeof *order), *rank = calloc(info.n_layer, sizeof *rank);
@@ -295,53 +250,252 @@ int herd_cmd_prune(int argc, char **argv) {
         goto out;
     }
     uint32_t n_drop = 0;
-    if (layers_text && parse_layer_list(layers_text, info.n_layer, drop) != 0) goto out;
-    if (drop_text && parse_drop_count(drop_text, info.n_layer, &n_drop) != 0) goto out;
+    if (o->layers_text && parse_layer_list(o->layers_text, info.n_layer, drop) != 0) goto out;
+    if (o->drop_text && parse_drop_count(o->drop_text, info.n_layer, &n_drop) != 0) goto out;
 
     rc = 1;
     struct cli_calib_result cr = {0};
-    const bool calibrated = text_path != NULL;
+    const bool calibrated = o->text_path != NULL;
     if (calibrated) {
-        if (calibrate(in_path, text_path, (uint32_t)n_ctx, chunks, threads, &info, scores, &cr) != 0) goto out;
+        bi = herd_prune_bi_create(info.n_layer, info.n_embd, calib_batch(o->n_ctx));
+        if (!bi) {
+            fprintf(stderr, "herd prune: out of memory\n");
+            goto out;
+        }
+        if (calibrate(o->in_path, o->text_path, (uint32_t)o->n_ctx, o->chunks, o->threads, herd_prune_bi_observe, NULL,
+                      bi, &cr) != 0)
+            goto out;
+        if (herd_prune_bi_scores(bi, scores) == 0) {
+            fprintf(stderr, "herd prune: no token was collected\n");
+            goto out;
+        }
         herd_prune_rank(scores, info.n_layer, order);
         for (uint32_t r = 0; r < info.n_layer; r++) rank[order[r]] = r;
         for (uint32_t r = 0; r < n_drop; r++) drop[order[r]] = true;
         fprintf(stderr, "herd prune: Block Influence over %llu tokens (%llu chunks of %u), rank 0 lowest\n",
-                (unsigned long long)(cr.n_chunks * n_ctx), (unsigned long long)cr.n_chunks, (unsigned)n_ctx);
+                (unsigned long long)(cr.n_chunks * o->n_ctx), (unsigned long long)cr.n_chunks, (unsigned)o->n_ctx);
     }
     print_table(&info, calibrated ? scores : NULL, rank, drop);
 
-    struct herd_prune_params pp = {in_path, out_path, drop, info.n_layer};
+    struct herd_prune_params pp = {o->in_path, o->out_path, drop, info.n_layer};
     struct herd_prune_stats st;
     if (herd_prune_layers(&pp, &st, &err) != HERD_OK) {
         fprintf(stderr, "herd prune: %s\n", err.msg);
         goto out;
     }
-    if (report) {
-        const struct report_in r = {in_path,
-                                    out_path,
-                                    text_path,
-                                    drop_text ? "block_influence" : "layers",
+    if (o->report) {
+        const struct report_in r = {o->in_path,
+                                    o->out_path,
+                                    o->text_path,
+                                    o->drop_text ? "block_influence" : "layers",
                                     &info,
                                     calibrated ? scores : NULL,
                                     order,
                                     rank,
                                     drop,
                                     &cr,
-                                    (uint32_t)n_ctx,
+                                    (uint32_t)o->n_ctx,
                                     &st};
-        if (write_report(report, &r) != 0) goto out;
+        if (write_report(o->report, &r) != 0) goto out;
     }
     fprintf(stderr,
             "herd prune: wrote %s: %u of %u layers, %zu of %zu tensors, weights %.2f -> %.2f MiB, file %.2f MiB\n",
-            out_path, st.n_layer_out, st.n_layer_in, st.n_tensors_out, st.n_tensors_in,
+            o->out_path, st.n_layer_out, st.n_layer_in, st.n_tensors_out, st.n_tensors_in,
             (double)st.bytes_in / (1024.0 * 1024.0), (double)st.bytes_out / (1024.0 * 1024.0),
             (double)st.file_bytes_out / (1024.0 * 1024.0));
     rc = 0;
 out:
+    herd_prune_bi_destroy(bi);
     free(drop);
     free(scores);
     free(order);
     free(rank);
     return rc;
+}
+
+/* ------------------------------------------------------------ FFN channels */
+
+/* "F" for every layer, or "F0,F1,..." one per layer; each in (0, 1]. */
+static int parse_fractions(const char *text, uint32_t n_layer, double *keep) {
+    if (!strchr(text, ',')) {
+        double v;
+        if (parse_fraction("--ffn-keep", text, &v) != 0) return 2;
+        for (uint32_t l = 0; l < n_layer; l++) keep[l] = v;
+        return 0;
+    }
+    char buf[32];
+    const char *p = text;
+    uint32_t n = 0;
+    while (true) {
+        const char *end = strchr(p, ',');
+        const size_t len = end ? (size_t)(end - p) : strlen(p);
+        if (n >= n_layer) {
+            fprintf(stderr, "herd prune: --ffn-keep gives more than one fraction per layer (%u layers)\n", n_layer);
+            return 2;
+        }
+        snprintf(buf, sizeof buf, "%.*s", (int)(len < sizeof buf ? len : sizeof buf - 1), p);
+        if (len >= sizeof buf || parse_fraction("--ffn-keep", buf, &keep[n]) != 0) {
+            if (len >= sizeof buf) fprintf(stderr, "herd prune: --ffn-keep: '%.*s' is not a fraction\n", (int)len, p);
+            return 2;
+        }
+        n++;
+        if (!end) break;
+        p = end + 1;
+    }
+    if (n != n_layer) {
+        fprintf(stderr, "herd prune: --ffn-keep gives %u fractions; the model has %u layers (or give one for all)\n", n,
+                n_layer);
+        return 2;
+    }
+    return 0;
+}
+
+static int write_ffn_report(const struct prune_opts *o, const struct herd_prune_model_info *info, const double *keep,
+                            const uint32_t *n_ff_in, const uint32_t *n_ff_out, const struct cli_calib_result *cr,
+                            const struct herd_prune_stats *st) {
+    json_t *root = json_object(), *layers = json_array();
+    json_object_set_new(root, "input", json_string(o->in_path));
+    json_object_set_new(root, "output", json_string(o->out_path));
+    json_object_set_new(root, "architecture", json_string(info->arch));
+    json_object_set_new(root, "method", json_string("ffn_channels"));
+    json_object_set_new(root, "n_layer_in", json_integer(st->n_layer_in));
+    json_object_set_new(root, "n_layer_out", json_integer(st->n_layer_out));
+    for (uint32_t l = 0; l < info->n_layer; l++)
+        json_array_append_new(layers, json_pack("{s:i,s:f,s:i,s:i}", "layer", (int)l, "keep_fraction", keep[l],
+                                                "n_ff_in", (int)n_ff_in[l], "n_ff_out", (int)n_ff_out[l]));
+    json_object_set_new(root, "layers", layers);
+    json_object_set_new(root, "calibration",
+                        json_pack("{s:s,s:I,s:I,s:i,s:I}", "file", o->text_path, "text_tokens",
+                                  (json_int_t)cr->n_text_tokens, "chunks", (json_int_t)cr->n_chunks, "ctx",
+                                  (int)o->n_ctx, "tokens", (json_int_t)(cr->n_chunks * o->n_ctx)));
+    json_object_set_new(root, "tensors_in", json_integer((json_int_t)st->n_tensors_in));
+    json_object_set_new(root, "tensors_out", json_integer((json_int_t)st->n_tensors_out));
+    json_object_set_new(root, "weight_bytes_in", json_integer((json_int_t)st->bytes_in));
+    json_object_set_new(root, "weight_bytes_out", json_integer((json_int_t)st->bytes_out));
+    json_object_set_new(root, "file_bytes_in", json_integer((json_int_t)st->file_bytes_in));
+    json_object_set_new(root, "file_bytes_out", json_integer((json_int_t)st->file_bytes_out));
+    return dump_report(o->report, root);
+}
+
+static int prune_ffn(const struct prune_opts *o) {
+    struct herd_error err = {0};
+    struct herd_gguf *g = NULL;
+    struct herd_prune_model_info info;
+    struct herd_prune_ffn *acts = NULL;
+    uint32_t *n_ff = NULL, *n_ff_out = NULL;
+    double *keep = NULL;
+    int rc = 1;
+    if (herd_gguf_open_file(o->in_path, &g, &err) != HERD_OK || herd_prune_model_info_read(g, &info, &err) != HERD_OK) {
+        fprintf(stderr, "herd prune: %s%s%s\n", g ? o->in_path : "", g ? ": " : "", err.msg);
+        goto out;
+    }
+    n_ff = calloc(info.n_layer, sizeof *n_ff);
+    n_ff_out = calloc(info.n_layer, sizeof *n_ff_out);
+    keep = calloc(info.n_layer, sizeof *keep);
+    if (!n_ff || !n_ff_out || !keep) {
+        fprintf(stderr, "herd prune: out of memory\n");
+        goto out;
+    }
+    if (herd_prune_ffn_check(g, &info, n_ff, &err) != HERD_OK) {
+        fprintf(stderr, "herd prune: %s: %s\n", o->in_path, err.msg);
+        goto out;
+    }
+    if (parse_fractions(o->ffn_text, info.n_layer, keep) != 0) {
+        rc = 2;
+        goto out;
+    }
+    if (!(acts = herd_prune_ffn_create(n_ff, info.n_layer))) {
+        fprintf(stderr, "herd prune: out of memory\n");
+        goto out;
+    }
+    struct cli_calib_result cr = {0};
+    if (calibrate(o->in_path, o->text_path, (uint32_t)o->n_ctx, o->chunks, o->threads, NULL, herd_prune_ffn_observe,
+                  acts, &cr) != 0)
+        goto out;
+    const struct herd_prune_ffn_params pp = {o->in_path, o->out_path, keep, info.n_layer, acts, (int)o->threads};
+    struct herd_prune_stats st;
+    if (herd_prune_ffn_write(&pp, n_ff_out, &st, &err) != HERD_OK) {
+        fprintf(stderr, "herd prune: %s\n", err.msg);
+        goto out;
+    }
+    bool uniform = true;
+    for (uint32_t l = 0; l < info.n_layer; l++) uniform &= n_ff_out[l] == n_ff_out[0];
+    if (!uniform)
+        fprintf(stderr,
+                "herd prune: note: the layers' FFN widths now differ (feed_forward_length is an array): herd "
+                "runs %s; llama.cpp (Feb 2025) builds these architectures' FFNs from layer 0's width and "
+                "refuses it\n",
+                o->out_path);
+    fprintf(stderr, "  layer   keep    n_ff\n");
+    for (uint32_t l = 0; l < info.n_layer; l++)
+        fprintf(stderr, "  %5u  %5.3f  %6u -> %u\n", l, keep[l], n_ff[l], n_ff_out[l]);
+    if (o->report && write_ffn_report(o, &info, keep, n_ff, n_ff_out, &cr, &st) != 0) goto out;
+    fprintf(stderr, "herd prune: wrote %s: FFN channels cut, weights %.2f -> %.2f MiB, file %.2f MiB\n", o->out_path,
+            (double)st.bytes_in / (1024.0 * 1024.0), (double)st.bytes_out / (1024.0 * 1024.0),
+            (double)st.file_bytes_out / (1024.0 * 1024.0));
+    rc = 0;
+out:
+    herd_prune_ffn_destroy(acts);
+    herd_gguf_destroy(g);
+    free(n_ff);
+    free(n_ff_out);
+    free(keep);
+    return rc;
+}
+
+/* ------------------------------------------------------------ main */
+
+int herd_cmd_prune(int argc, char **argv) {
+    struct prune_opts o = {.n_ctx = 512};
+    const char *heads_text = NULL;
+    const struct cli_opt opts[] = {
+        {"calib", 0, CLI_STRING, &o.text_path, "TEXT", "calibration text file (needed by --drop-layers, --ffn-keep)"},
+        {"drop-layers", 0, CLI_STRING, &o.drop_text, "N", "remove the N layers of lowest Block Influence"},
+        {"layers", 0, CLI_STRING, &o.layers_text, "I,J,...", "remove these layers (0-based)"},
+        {"ffn-keep", 0, CLI_STRING, &o.ffn_text, "F", "keep fraction F of each layer's FFN channels (or F0,F1,...)"},
+        {"heads-keep", 0, CLI_STRING, &heads_text, "F", "keep fraction F of each layer's KV head groups (not yet)"},
+        {"report", 0, CLI_STRING, &o.report, "FILE", "write scores, ranking and what was removed as JSON"},
+        {"ctx", 'c', CLI_U64, &o.n_ctx, "N", "tokens per calibration chunk (default 512)"},
+        {"chunks", 0, CLI_U64, &o.chunks, "N", "calibration chunks to run (default: all the text holds)"},
+        {"threads", 't', CLI_U64, &o.threads, "N", "threads (default: the CPUs this process may use)"},
+        {0},
+    };
+    const char *pos[2];
+    int n_pos;
+    int prc = cli_parse(&cmd, opts, argc, argv, pos, &n_pos);
+    if (prc != CLI_OK) return prc == CLI_EXIT_OK ? 0 : prc;
+    o.in_path = pos[0];
+    o.out_path = pos[1];
+    const int n_modes = (o.drop_text != NULL) + (o.layers_text != NULL) + (o.ffn_text != NULL) + (heads_text != NULL);
+    if (n_modes != 1) {
+        fprintf(stderr, "herd prune: give exactly one of --drop-layers, --layers, --ffn-keep, --heads-keep\n");
+        return 2;
+    }
+    double keep;
+    if (o.ffn_text && !strchr(o.ffn_text, ',') && parse_fraction("--ffn-keep", o.ffn_text, &keep) != 0) return 2;
+    if (heads_text) {
+        if (parse_fraction("--heads-keep", heads_text, &keep) != 0) return 2;
+        fprintf(stderr,
+                "herd prune: --heads-keep is not implemented yet; --drop-layers, --layers and --ffn-keep are\n");
+        return 2;
+    }
+    if ((o.drop_text || o.ffn_text) && !o.text_path) {
+        fprintf(stderr, "herd prune: %s scores over a text: give --calib TEXT\n",
+                o.drop_text ? "--drop-layers" : "--ffn-keep");
+        return 2;
+    }
+    if (o.n_ctx < 16 || o.n_ctx > 65536) {
+        fprintf(stderr, "herd prune: --ctx must be in 16..65536\n");
+        return 2;
+    }
+    if (o.threads > 1024) {
+        fprintf(stderr, "herd prune: --threads %llu is more than 1024\n", (unsigned long long)o.threads);
+        return 2;
+    }
+    if (same_file(o.in_path, o.out_path) ||
+        (o.report && (same_file(o.report, o.in_path) || same_file(o.report, o.out_path)))) {
+        fprintf(stderr, "herd prune: IN, OUT and --report must be different files\n");
+        return 2;
+    }
+    return o.ffn_text ? prune_ffn(&o) : prune_layers(&o);
 }

@@ -9,6 +9,10 @@
 #include <sys/stat.h>
 
 #include "base/checked.h"
+#include "base/cpu.h"
+#include "base/pool.h"
+#include "kernels/quant.h"
+#include "kernels/quantize_k.h"
 #include "model/model_desc.h"
 
 /* ------------------------------------------------------------ Block Influence */
@@ -125,8 +129,8 @@ static const char *const kPerLayerKeys[] = {
 };
 #define N_PER_LAYER_KEYS (sizeof kPerLayerKeys / sizeof kPerLayerKeys[0])
 
-enum herd_status herd_prune_model_check(const struct herd_gguf *g, struct herd_prune_model_info *info,
-                                        struct herd_error *err) {
+enum herd_status herd_prune_model_info_read(const struct herd_gguf *g, struct herd_prune_model_info *info,
+                                            struct herd_error *err) {
     memset(info, 0, sizeof *info);
     struct herd_gguf_str arch;
     enum herd_status rc = herd_gguf_get_string(g, "general.architecture", &arch, err);
@@ -134,20 +138,12 @@ enum herd_status herd_prune_model_check(const struct herd_gguf *g, struct herd_p
     if (arch.len == 0 || arch.len >= sizeof info->arch || memchr(arch.ptr, '\0', arch.len))
         return herd_error_set(err, HERD_E_FORMAT, "general.architecture is not a plain name");
     memcpy(info->arch, arch.ptr, arch.len);
-    const struct herd_arch_info *a = herd_model_arch_info(info->arch);
-    if (!a)
+    if (!herd_model_arch_info(info->arch))
         return herd_error_set(err, HERD_E_UNSUPPORTED,
                               "architecture '%s' is not one herd runs, so herd cannot tell which of its tensors and "
-                              "keys belong to a layer; it prunes llama, qwen2, qwen3, phi3, qwen2moe and qwen3moe",
+                              "keys belong to a layer; it prunes llama, qwen2, qwen3, phi3, qwen2moe and qwen3moe "
+                              "(and the FFNs of gemma2 and gemma3)",
                               info->arch);
-    if (a->gemma)
-        return herd_error_set(err, HERD_E_UNSUPPORTED,
-                              "architecture '%s' cannot be pruned by layers: its sliding-window and global attention "
-                              "layers follow the layer index (global when (i + 1) %% %u == 0), which neither herd nor "
-                              "llama.cpp reads from the file, so removing a layer would change the kind of every "
-                              "later one; llama.cpp also derives Gemma's query scale and model type from the layer "
-                              "count",
-                              info->arch, a->swa_period ? a->swa_period : 1);
     char key[96];
     snprintf(key, sizeof key, "%s.block_count", info->arch);
     uint64_t v;
@@ -157,6 +153,22 @@ enum herd_status herd_prune_model_check(const struct herd_gguf *g, struct herd_p
     snprintf(key, sizeof key, "%s.embedding_length", info->arch);
     if ((rc = herd_gguf_get_uint(g, key, HERD_MAX_EMBD, &v, err)) != HERD_OK) return rc;
     info->n_embd = (uint32_t)v;
+    return HERD_OK;
+}
+
+enum herd_status herd_prune_model_check(const struct herd_gguf *g, struct herd_prune_model_info *info,
+                                        struct herd_error *err) {
+    enum herd_status rc = herd_prune_model_info_read(g, info, err);
+    if (rc != HERD_OK) return rc;
+    const struct herd_arch_info *a = herd_model_arch_info(info->arch);
+    if (a->gemma)
+        return herd_error_set(err, HERD_E_UNSUPPORTED,
+                              "architecture '%s' cannot be pruned by layers: its sliding-window and global attention "
+                              "layers follow the layer index (global when (i + 1) %% %u == 0), which neither herd nor "
+                              "llama.cpp reads from the file, so removing a layer would change the kind of every "
+                              "later one; llama.cpp also derives Gemma's query scale and model type from the layer "
+                              "count",
+                              info->arch, a->swa_period ? a->swa_period : 1);
     return HERD_OK;
 }
 
@@ -338,5 +350,394 @@ out:
     herd_gguf_destroy(g);
     free(actions);
     free(new_index);
+    return rc;
+}
+
+/* ------------------------------------------------------------ FFN channels */
+
+struct herd_prune_ffn {
+    uint32_t n_layer;
+    uint32_t *n_ff;     /* [n_layer] */
+    double **abs_sum;   /* [n_layer][n_ff[l]]: sum of |a_j| */
+    double **sq_sum;    /* [n_layer][n_ff[l]]: sum of a_j^2 */
+    uint64_t *n_tokens; /* [n_layer] */
+};
+
+struct herd_prune_ffn *herd_prune_ffn_create(const uint32_t *n_ff, uint32_t n_layer) {
+    struct herd_prune_ffn *f = calloc(1, sizeof *f);
+    if (!f) return NULL;
+    f->n_layer = n_layer;
+    f->n_ff = calloc(n_layer, sizeof *f->n_ff);
+    f->abs_sum = calloc(n_layer, sizeof *f->abs_sum);
+    f->sq_sum = calloc(n_layer, sizeof *f->sq_sum);
+    f->n_tokens = calloc(n_layer, sizeof *f->n_tokens);
+    if (!f->n_ff || !f->abs_sum || !f->sq_sum || !f->n_tokens) goto fail;
+    for (uint32_t l = 0; l < n_layer; l++) {
+        f->n_ff[l] = n_ff[l];
+        f->abs_sum[l] = calloc(n_ff[l] ? n_ff[l] : 1, sizeof **f->abs_sum);
+        f->sq_sum[l] = calloc(n_ff[l] ? n_ff[l] : 1, sizeof **f->sq_sum);
+        if (!f->abs_sum[l] || !f->sq_sum[l]) goto fail;
+    }
+    return f;
+fail:
+    herd_prune_ffn_destroy(f);
+    return NULL;
+}
+
+void herd_prune_ffn_destroy(struct herd_prune_ffn *f) {
+    if (!f) return;
+    for (uint32_t l = 0; f->abs_sum && l < f->n_layer; l++) free(f->abs_sum[l]);
+    for (uint32_t l = 0; f->sq_sum && l < f->n_layer; l++) free(f->sq_sum[l]);
+    free(f->abs_sum);
+    free(f->sq_sum);
+    free(f->n_ff);
+    free(f->n_tokens);
+    free(f);
+}
+
+void herd_prune_ffn_observe(void *ctx, uint32_t layer, enum herd_matrix_role role, const float *x, size_t x_stride,
+                            size_t n_tokens) {
+    struct herd_prune_ffn *f = ctx;
+    if (role != HERD_ROLE_FFN_DOWN || layer >= f->n_layer) return;
+    const uint32_t F = f->n_ff[layer];
+    double *as = f->abs_sum[layer], *sq = f->sq_sum[layer];
+    for (size_t t = 0; t < n_tokens; t++) {
+        const float *row = x + t * x_stride;
+        for (uint32_t j = 0; j < F; j++) as[j] += fabs((double)row[j]), sq[j] += (double)row[j] * row[j];
+    }
+    f->n_tokens[layer] += n_tokens;
+}
+
+/* Channels are kept in multiples of this: the K-quants' block (QK_K), so
+ * ffn_down's shortened rows still split into any type's blocks. */
+#define FFN_KEEP_MULTIPLE 256u
+
+uint32_t herd_prune_ffn_kept(uint32_t n_ff, double keep) {
+    if (n_ff <= FFN_KEEP_MULTIPLE) return n_ff;
+    double k = floor(keep * n_ff / FFN_KEEP_MULTIPLE + 0.5) * FFN_KEEP_MULTIPLE;
+    if (k < FFN_KEEP_MULTIPLE) k = FFN_KEEP_MULTIPLE;
+    return k >= n_ff ? n_ff : (uint32_t)k;
+}
+
+/* blk.<l>.<suffix>, or NULL. */
+static const struct herd_gguf_tensor *layer_tensor(const struct herd_gguf *g, uint32_t l, const char *suffix) {
+    char name[96];
+    snprintf(name, sizeof name, "blk.%u.%s", l, suffix);
+    return herd_gguf_find_tensor(g, name);
+}
+
+enum herd_status herd_prune_ffn_check(const struct herd_gguf *g, const struct herd_prune_model_info *info,
+                                      uint32_t *n_ff, struct herd_error *err) {
+    char key[96];
+    snprintf(key, sizeof key, "%s.expert_count", info->arch);
+    uint64_t n_expert = 0;
+    if (herd_gguf_find_kv(g, key) && herd_gguf_get_uint(g, key, UINT32_MAX, &n_expert, NULL) == HERD_OK && n_expert > 0)
+        return herd_error_set(err, HERD_E_UNSUPPORTED,
+                              "%s has mixture-of-experts FFNs (%s = %llu); --ffn-keep prunes dense FFNs only",
+                              info->arch, key, (unsigned long long)n_expert);
+    const struct herd_arch_info *a = herd_model_arch_info(info->arch);
+    for (uint32_t l = 0; l < info->n_layer; l++) {
+        const struct herd_gguf_tensor *gate = layer_tensor(g, l, "ffn_gate.weight");
+        const struct herd_gguf_tensor *up = layer_tensor(g, l, "ffn_up.weight");
+        const struct herd_gguf_tensor *down = layer_tensor(g, l, "ffn_down.weight");
+        const bool fused = !gate && a && a->fused_gate_up;
+        if (!up || !down || (!gate && !fused) || down->n_dims != 2 || up->n_dims != 2)
+            return herd_error_set(err, HERD_E_FORMAT, "layer %u: ffn_gate, ffn_up and ffn_down (2-D) are expected", l);
+        const uint64_t F = down->ne[0], E = down->ne[1];
+        if (F == 0 || F > HERD_MAX_FF || up->ne[0] != E || up->ne[1] != (fused ? 2 * F : F) ||
+            (gate && (gate->n_dims != 2 || gate->ne[0] != E || gate->ne[1] != F)))
+            return herd_error_set(err, HERD_E_FORMAT,
+                                  "layer %u: the FFN's shapes do not agree with ffn_down's [%llu, %llu]", l,
+                                  (unsigned long long)F, (unsigned long long)E);
+        const struct herd_gguf_tensor *ts[3] = {gate, up, down};
+        for (int i = 0; i < 3; i++)
+            if (ts[i] && (!herd_ggml_type_info(ts[i]->type) || !herd_ggml_type_info(ts[i]->type)->computed ||
+                          !herd_quantize_rows_supported(ts[i]->type)))
+                return herd_error_set(err, HERD_E_UNSUPPORTED, "tensor %.*s has type %s, which herd cannot rewrite",
+                                      (int)ts[i]->name.len, ts[i]->name.ptr,
+                                      herd_ggml_type_info(ts[i]->type) ? herd_ggml_type_info(ts[i]->type)->name : "?");
+        n_ff[l] = (uint32_t)F;
+    }
+    return HERD_OK;
+}
+
+/* One layer's plan. */
+struct ffn_layer {
+    uint32_t n_ff, n_keep;
+    uint32_t *keep;    /* [n_keep] ascending channel indices */
+    float *importance; /* [n_keep]: mean a^2 of the kept channels, for requantizing ffn_down */
+};
+
+static const double *g_ffn_scores; /* as g_rank_scores: qsort has no context */
+
+static int by_score_desc(const void *a, const void *b) {
+    const uint32_t i = *(const uint32_t *)a, j = *(const uint32_t *)b;
+    const double x = g_ffn_scores[i], y = g_ffn_scores[j];
+    if (x != y) return x > y ? -1 : 1;
+    return i < j ? -1 : i > j;
+}
+
+static int by_index(const void *a, const void *b) {
+    const uint32_t i = *(const uint32_t *)a, j = *(const uint32_t *)b;
+    return i < j ? -1 : i > j;
+}
+
+/* Euclidean norm of each of t's rows [row0, row0 + n) into out (added). */
+static void row_norms(const struct herd_gguf_tensor *t, uint64_t row0, uint64_t n, float *scratch, double *out) {
+    const size_t cols = (size_t)t->ne[0], row_bytes = (size_t)(t->n_bytes / t->ne[1]);
+    for (uint64_t r = 0; r < n; r++) {
+        herd_dequantize_row_ref(t->type, (const uint8_t *)t->data + (row0 + r) * row_bytes, scratch, cols);
+        double s = 0;
+        for (size_t i = 0; i < cols; i++) s += (double)scratch[i] * scratch[i];
+        out[r] += sqrt(s);
+    }
+}
+
+/* Picks layer l's channels by score (see prune.h). */
+static enum herd_status plan_layer(const struct herd_gguf *g, uint32_t l, const struct herd_prune_ffn *acts,
+                                   double keep, struct ffn_layer *fl, struct herd_error *err) {
+    const struct herd_gguf_tensor *gate = layer_tensor(g, l, "ffn_gate.weight");
+    const struct herd_gguf_tensor *up = layer_tensor(g, l, "ffn_up.weight");
+    const struct herd_gguf_tensor *down = layer_tensor(g, l, "ffn_down.weight");
+    const uint32_t F = (uint32_t)down->ne[0];
+    const size_t E = (size_t)down->ne[1];
+    fl->n_ff = F;
+    fl->n_keep = herd_prune_ffn_kept(F, keep);
+    fl->keep = malloc(F * sizeof *fl->keep);
+    fl->importance = malloc(F * sizeof *fl->importance);
+    double *wnorm = calloc(F, sizeof *wnorm), *score = malloc(F * sizeof *score), *col = calloc(F, sizeof *col);
+    const size_t scratch_n = (size_t)F > E ? (size_t)F : E;
+    float *scratch = malloc(scratch_n * sizeof *scratch);
+    enum herd_status rc = HERD_OK;
+    if (!fl->keep || !fl->importance || !wnorm || !score || !col || !scratch) {
+        rc = herd_error_set(err, HERD_E_NOMEM, "out of memory for layer %u's FFN (%u channels)", l, F);
+        goto out;
+    }
+    if (acts->n_ff[l] != F || acts->n_tokens[l] == 0) {
+        rc =
+            herd_error_set(err, HERD_E_INVALID, "layer %u: no activations of its %u FFN channels were collected", l, F);
+        goto out;
+    }
+    if (gate) {
+        row_norms(gate, 0, F, scratch, wnorm);
+        row_norms(up, 0, F, scratch, wnorm);
+    } else { /* phi3: gate rows, then up rows, in ffn_up */
+        row_norms(up, 0, F, scratch, wnorm);
+        row_norms(up, F, F, scratch, wnorm);
+    }
+    const size_t down_row_bytes = (size_t)(down->n_bytes / E);
+    for (size_t r = 0; r < E; r++) { /* ffn_down's columns: squares summed down its rows */
+        herd_dequantize_row_ref(down->type, (const uint8_t *)down->data + r * down_row_bytes, scratch, F);
+        for (uint32_t j = 0; j < F; j++) col[j] += (double)scratch[j] * scratch[j];
+    }
+    const double n = (double)acts->n_tokens[l];
+    for (uint32_t j = 0; j < F; j++) {
+        score[j] = acts->abs_sum[l][j] / n * (wnorm[j] + sqrt(col[j]));
+        fl->keep[j] = j;
+    }
+    g_ffn_scores = score;
+    qsort(fl->keep, F, sizeof *fl->keep, by_score_desc);
+    g_ffn_scores = NULL;
+    qsort(fl->keep, fl->n_keep, sizeof *fl->keep, by_index);
+    for (uint32_t k = 0; k < fl->n_keep; k++) fl->importance[k] = (float)(acts->sq_sum[l][fl->keep[k]] / n);
+out:
+    free(wnorm);
+    free(score);
+    free(col);
+    free(scratch);
+    return rc;
+}
+
+/* ffn_down's rows with the kept columns only, re-encoded in its type. */
+struct down_job {
+    const struct herd_gguf_tensor *t;
+    const struct ffn_layer *fl;
+    size_t row_bytes_in, row_bytes_out;
+    uint8_t *out;
+    float *scratch; /* per thread: n_ff + n_keep floats */
+};
+
+static void down_rows(void *ctx, int ith, size_t begin, size_t end) {
+    const struct down_job *j = ctx;
+    const uint32_t F = j->fl->n_ff, K = j->fl->n_keep;
+    float *row = j->scratch + (size_t)ith * (F + K), *kept = row + F;
+    /* F32 / F16 / BF16 come back exactly; block types take the kept
+     * columns' activation energy as importance, as an imatrix would give */
+    const bool blocks = herd_ggml_type_info(j->t->type)->block_elems > 1;
+    for (size_t r = begin; r < end; r++) {
+        herd_dequantize_row_ref(j->t->type, (const uint8_t *)j->t->data + r * j->row_bytes_in, row, F);
+        for (uint32_t k = 0; k < K; k++) kept[k] = row[j->fl->keep[k]];
+        herd_quantize_rows(j->t->type, kept, j->out + r * j->row_bytes_out, 1, K, blocks ? j->fl->importance : NULL);
+    }
+}
+
+/* What one output tensor is. */
+struct ffn_tensor {
+    const struct herd_gguf_tensor *t;
+    uint64_t ne[HERD_GGUF_MAX_DIMS];
+    uint64_t n_bytes;
+    int kind; /* 0 copy, 1 rows (gate / up), 2 fused gate+up rows (phi3), 3 down columns */
+    uint32_t layer;
+};
+
+enum herd_status herd_prune_ffn_write(const struct herd_prune_ffn_params *p, uint32_t *n_ff_out,
+                                      struct herd_prune_stats *stats, struct herd_error *err) {
+    struct herd_gguf *g = NULL;
+    struct herd_gguf_writer *w = NULL;
+    struct herd_pool *pool = NULL;
+    struct ffn_layer *fls = NULL;
+    struct ffn_tensor *ts = NULL;
+    uint32_t *n_ff = NULL;
+    uint8_t *buf = NULL;
+    float *scratch = NULL;
+    struct herd_prune_stats st = {0};
+    struct herd_prune_model_info info;
+    enum herd_status rc = herd_gguf_open_file(p->in_path, &g, err);
+    if (rc != HERD_OK) goto out;
+    if ((rc = herd_prune_model_info_read(g, &info, err)) != HERD_OK) {
+        herd_error_prefix(err, "%s", p->in_path);
+        goto out;
+    }
+    n_ff = calloc(info.n_layer, sizeof *n_ff);
+    fls = calloc(info.n_layer, sizeof *fls);
+    if (!n_ff || !fls) {
+        rc = herd_error_set(err, HERD_E_NOMEM, "out of memory");
+        goto out;
+    }
+    if ((rc = herd_prune_ffn_check(g, &info, n_ff, err)) != HERD_OK) {
+        herd_error_prefix(err, "%s", p->in_path);
+        goto out;
+    }
+    if (info.n_layer != p->n_layer) {
+        rc = herd_error_set(err, HERD_E_INVALID, "%s has %u layers; the fractions are for %u", p->in_path, info.n_layer,
+                            p->n_layer);
+        goto out;
+    }
+    /* the plan: every layer's channels, every tensor's shape */
+    bool uniform = true;
+    size_t max_row = 0, max_bytes = 0;
+    for (uint32_t l = 0; l < info.n_layer; l++) {
+        if ((rc = plan_layer(g, l, p->acts, p->keep[l], &fls[l], err)) != HERD_OK) {
+            herd_error_prefix(err, "%s", p->in_path);
+            goto out;
+        }
+        uniform &= fls[l].n_keep == fls[0].n_keep;
+        if (n_ff_out) n_ff_out[l] = fls[l].n_keep;
+        if (fls[l].n_ff + fls[l].n_keep > max_row) max_row = fls[l].n_ff + fls[l].n_keep;
+    }
+    const size_t n_t = herd_gguf_n_tensors(g);
+    ts = calloc(n_t ? n_t : 1, sizeof *ts);
+    if (!ts) {
+        rc = herd_error_set(err, HERD_E_NOMEM, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < n_t; i++) {
+        struct ffn_tensor *ft = &ts[i];
+        ft->t = herd_gguf_tensor_at(g, i);
+        memcpy(ft->ne, ft->t->ne, sizeof ft->ne);
+        ft->n_bytes = ft->t->n_bytes;
+        size_t rest;
+        if (!layer_of(ft->t->name, &ft->layer, &rest) || ft->layer >= info.n_layer) continue;
+        const struct ffn_layer *fl = &fls[ft->layer];
+        if (fl->n_keep == fl->n_ff) continue;
+        const struct herd_gguf_str sfx = {ft->t->name.ptr + rest, ft->t->name.len - rest};
+        if (herd_gguf_str_eq(sfx, "ffn_gate.weight")) {
+            ft->kind = 1, ft->ne[1] = fl->n_keep;
+        } else if (herd_gguf_str_eq(sfx, "ffn_up.weight")) {
+            const bool fused = ft->t->ne[1] == 2 * (uint64_t)fl->n_ff;
+            ft->kind = fused ? 2 : 1, ft->ne[1] = fused ? 2 * (uint64_t)fl->n_keep : fl->n_keep;
+        } else if (herd_gguf_str_eq(sfx, "ffn_down.weight")) {
+            ft->kind = 3, ft->ne[0] = fl->n_keep;
+        } else {
+            continue;
+        }
+        if ((rc = herd_ggml_tensor_nbytes(ft->t->type, ft->t->n_dims, ft->ne, NULL, &ft->n_bytes, err)) != HERD_OK) {
+            herd_error_prefix(err, "%s: tensor %.*s", p->in_path, (int)ft->t->name.len, ft->t->name.ptr);
+            goto out;
+        }
+        if (ft->n_bytes > max_bytes) max_bytes = (size_t)ft->n_bytes;
+    }
+
+    const int n_threads = p->n_threads > 0 ? p->n_threads : herd_cpu_count();
+    pool = herd_pool_create(n_threads);
+    buf = malloc(max_bytes ? max_bytes : 1);
+    scratch = malloc((max_row ? max_row : 1) * (size_t)n_threads * sizeof *scratch);
+    w = herd_gguf_writer_create();
+    if (!pool || !buf || !scratch || !w) {
+        rc = herd_error_set(err, HERD_E_NOMEM, "out of memory for a tensor of %zu bytes", max_bytes);
+        goto out;
+    }
+    char ffn_key[96];
+    snprintf(ffn_key, sizeof ffn_key, "%s.feed_forward_length", info.arch);
+    for (size_t i = 0; i < herd_gguf_n_kv(g); i++) {
+        const struct herd_gguf_kv *kv = herd_gguf_kv_at(g, i);
+        if (!herd_gguf_str_eq(kv->key, ffn_key)) {
+            if ((rc = herd_gguf_writer_add_kv_copy(w, kv, err)) != HERD_OK) goto out;
+        } else if (uniform) {
+            if ((rc = herd_gguf_writer_add_u32(w, ffn_key, fls[0].n_keep, err)) != HERD_OK) goto out;
+        } else {
+            /* i32, the element type llama.cpp's get_key_or_arr accepts for counts */
+            int32_t *v = (int32_t *)n_ff; /* reused: the input widths are in fls now */
+            for (uint32_t l = 0; l < info.n_layer; l++) v[l] = (int32_t)fls[l].n_keep;
+            if ((rc = herd_gguf_writer_add_array(w, ffn_key, HERD_GGUF_VTYPE_I32, info.n_layer, v, err)) != HERD_OK)
+                goto out;
+        }
+    }
+    for (size_t i = 0; i < n_t; i++) {
+        char name[HERD_GGUF_MAX_TENSOR_NAME_BYTES + 1];
+        const struct herd_gguf_tensor *t = ts[i].t;
+        if (t->name.len >= sizeof name) {
+            rc = herd_error_set(err, HERD_E_FORMAT, "%s: tensor %zu has a name herd cannot copy", p->in_path, i);
+            goto out;
+        }
+        memcpy(name, t->name.ptr, t->name.len);
+        name[t->name.len] = '\0';
+        if ((rc = herd_gguf_writer_add_tensor(w, name, t->type, t->n_dims, ts[i].ne, err)) != HERD_OK) goto out;
+    }
+    if ((rc = herd_gguf_writer_begin(w, p->out_path, err)) != HERD_OK) goto out;
+    for (size_t i = 0; i < n_t; i++) {
+        const struct ffn_tensor *ft = &ts[i];
+        const struct herd_gguf_tensor *t = ft->t;
+        const void *data = t->data;
+        if (ft->kind == 1 || ft->kind == 2) { /* whole rows, byte for byte */
+            const struct ffn_layer *fl = &fls[ft->layer];
+            const size_t rb = (size_t)(t->n_bytes / t->ne[1]);
+            for (int half = 0; half < (ft->kind == 2 ? 2 : 1); half++)
+                for (uint32_t k = 0; k < fl->n_keep; k++)
+                    memcpy(buf + ((size_t)half * fl->n_keep + k) * rb,
+                           (const uint8_t *)t->data + ((size_t)half * fl->n_ff + fl->keep[k]) * rb, rb);
+            data = buf;
+        } else if (ft->kind == 3) {
+            struct down_job job = {
+                t, &fls[ft->layer], (size_t)(t->n_bytes / t->ne[1]), (size_t)(ft->n_bytes / t->ne[1]), buf, scratch};
+            herd_pool_run_split(pool, (size_t)t->ne[1], 16, down_rows, &job);
+            if (!herd_quantize_rows_valid(t->type, buf, (size_t)ft->n_bytes)) {
+                rc = herd_error_set(err, HERD_E_INVALID, "tensor %.*s: re-encoded it holds NaN or infinite values",
+                                    (int)t->name.len, t->name.ptr);
+                goto out;
+            }
+            data = buf;
+        }
+        if ((rc = herd_gguf_writer_put_tensor_data(w, data, ft->n_bytes, err)) != HERD_OK) goto out;
+        st.bytes_in += t->n_bytes;
+        st.bytes_out += ft->n_bytes;
+    }
+    if ((rc = herd_gguf_writer_finish(w, err)) != HERD_OK) goto out;
+    st.n_layer_in = st.n_layer_out = info.n_layer;
+    st.n_tensors_in = st.n_tensors_out = n_t;
+    st.file_bytes_in = herd_gguf_file_size(g);
+    struct stat sb;
+    if (stat(p->out_path, &sb) == 0) st.file_bytes_out = (uint64_t)sb.st_size;
+    if (stats) *stats = st;
+out:
+    herd_gguf_writer_destroy(w);
+    herd_pool_destroy(pool);
+    for (uint32_t l = 0; fls && l < info.n_layer; l++) free(fls[l].keep), free(fls[l].importance);
+    free(fls);
+    free(ts);
+    free(n_ff);
+    free(buf);
+    free(scratch);
+    herd_gguf_destroy(g);
     return rc;
 }

@@ -39,6 +39,7 @@
 
 #include "herd/gguf.h"
 #include "herd/status.h"
+#include "model/model.h"
 
 /* ------------------------------------------------------------ Block Influence */
 
@@ -73,8 +74,13 @@ struct herd_prune_model_info {
     uint32_t n_embd;
 };
 
-/* Reads what pruning needs from an open GGUF and checks that its
- * architecture can be pruned (HERD_E_UNSUPPORTED naming it and why). */
+/* Reads what pruning needs from an open GGUF: an architecture herd runs
+ * (HERD_E_UNSUPPORTED otherwise), block_count, embedding_length. */
+enum herd_status herd_prune_model_info_read(const struct herd_gguf *g, struct herd_prune_model_info *info,
+                                            struct herd_error *err);
+
+/* herd_prune_model_info_read, and checks that the architecture's layers can
+ * be removed (HERD_E_UNSUPPORTED naming it and why: gemma2, gemma3). */
 enum herd_status herd_prune_model_check(const struct herd_gguf *g, struct herd_prune_model_info *info,
                                         struct herd_error *err);
 
@@ -100,5 +106,66 @@ struct herd_prune_stats {
  * tensor or key. stats may be NULL. */
 enum herd_status herd_prune_layers(const struct herd_prune_params *p, struct herd_prune_stats *stats,
                                    struct herd_error *err);
+
+/* ------------------------------------------------------------ FFN channels */
+
+/* --ffn-keep: each layer keeps the fraction F_l of its FFN channels (rows
+ * of ffn_gate and ffn_up, columns of ffn_down) that score highest:
+ *   score_j = mean |a_j| x (||gate_j|| + ||up_j|| + ||down_:,j||)
+ * with a_j the activation entering ffn_down's column j (silu(gate) x up,
+ * over the calibration text) and the norms those of the channel's weights
+ * (as stored, dequantized): a channel matters by what flows through it and
+ * how strongly its weights read and write the residual stream (Wanda's
+ * |W| x ||X|| on the three matrices of a channel). The kept count is
+ * round(F_l x n_ff / 256) x 256, at least 256 and at most n_ff (a layer of
+ * 256 channels or fewer is left whole), so K-quant rows still fit; the kept
+ * channels stay in their order.
+ *
+ * The file: ffn_gate's and ffn_up's kept rows are whole rows, copied byte
+ * for byte in any type (phi3's fused ffn_up keeps row j of both halves).
+ * ffn_down's kept columns are scattered through each row's blocks, so its
+ * rows are decoded, gathered and encoded again in their type: exact for
+ * F32 / F16 / BF16, one more rounding for block types (quantized with the
+ * kept columns' mean squared activation as importance, as an imatrix
+ * would). feed_forward_length becomes the kept count (one number when all
+ * layers agree, which llama.cpp reads for every architecture), or an array
+ * of one per layer (herd reads it; llama.cpp's Feb 2025 loader builds
+ * llama / qwen / gemma tensors from layer 0's width, so such a file does
+ * not load there). Mixture-of-experts models are refused. */
+
+/* Collects mean |a_j| and mean a_j^2 of the activations entering every
+ * layer's ffn_down (observe_matmul, role HERD_ROLE_FFN_DOWN). */
+struct herd_prune_ffn;
+
+/* n_ff[l]: layer l's FFN width. NULL on out of memory. */
+struct herd_prune_ffn *herd_prune_ffn_create(const uint32_t *n_ff, uint32_t n_layer);
+void herd_prune_ffn_destroy(struct herd_prune_ffn *f);
+
+/* The herd_context_params.observe_matmul callback (ctx: the collector). */
+void herd_prune_ffn_observe(void *ctx, uint32_t layer, enum herd_matrix_role role, const float *x, size_t x_stride,
+                            size_t n_tokens);
+
+/* Checks that g's FFNs can be pruned (dense, gate/up/down present):
+ * HERD_E_UNSUPPORTED naming the reason. Fills n_ff[info->n_layer]. */
+enum herd_status herd_prune_ffn_check(const struct herd_gguf *g, const struct herd_prune_model_info *info,
+                                      uint32_t *n_ff, struct herd_error *err);
+
+/* The kept count for a layer of n_ff channels and fraction keep (see above). */
+uint32_t herd_prune_ffn_kept(uint32_t n_ff, double keep);
+
+struct herd_prune_ffn_params {
+    const char *in_path;
+    const char *out_path;
+    const double *keep;                /* [n_layer]: the fraction each layer keeps, in (0, 1] */
+    uint32_t n_layer;                  /* must be the file's block_count */
+    const struct herd_prune_ffn *acts; /* the calibration's activations */
+    int n_threads;                     /* <= 0: one per CPU */
+};
+
+/* Writes p->in_path with each layer's FFN cut to its kept channels. n_ff_out
+ * (may be NULL) receives each layer's kept count. Checked before the output
+ * is created; nothing is left at p->out_path on failure. */
+enum herd_status herd_prune_ffn_write(const struct herd_prune_ffn_params *p, uint32_t *n_ff_out,
+                                      struct herd_prune_stats *stats, struct herd_error *err);
 
 #endif
