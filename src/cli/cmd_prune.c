@@ -21,14 +21,18 @@
 static const struct cli_command cmd = {
     .name = "prune",
     .args = "IN.gguf OUT.gguf",
-    .summary = "Write IN without some of its layers: the N whose Block Influence over a calibration text is\n"
-               "lowest (--drop-layers N --calib TEXT, ShortGPT's rule), or the ones named (--layers I,J,...).",
+    .summary = "Write IN without some of its layers (the N whose Block Influence over a calibration text is\n"
+               "lowest: --drop-layers N --calib TEXT, ShortGPT's rule; or the ones named: --layers I,J,...),\n"
+               "or with each layer's FFN cut to its most active channels (--ffn-keep F --calib TEXT).",
     .details = "Block Influence of layer i: the mean over the text's tokens of 1 - cos(residual entering i,\n"
                "residual leaving i). The text is cut into chunks of --ctx tokens, each run from BOS.\n"
-               "OUT keeps the other layers renumbered, block_count and per-layer metadata arrays cut to\n"
-               "them, every other key and tensor byte for byte (nothing is requantized). OUT appears only\n"
-               "when complete. gemma2 and gemma3 are refused (their local / global attention follows the\n"
-               "layer index). --report writes every layer's score, the ranking and what was removed as JSON.",
+               "Layers: OUT keeps the other layers renumbered, block_count and per-layer metadata arrays cut\n"
+               "to them, every other key and tensor byte for byte (nothing is requantized). gemma2 and gemma3\n"
+               "are refused (their local / global attention follows the layer index).\n"
+               "--ffn-keep F (or F0,F1,... per layer): each layer keeps round(F x n_ff / 256) x 256 channels\n"
+               "(at least 256), those with the highest mean |activation into ffn_down| x (|gate row| +\n"
+               "|up row| + |down column|); ffn_down is re-encoded in its type. Dense FFNs only.\n"
+               "OUT appears only when complete. --report writes the scores and what was removed as JSON.",
     .min_pos = 2,
     .max_pos = 2,
 };

@@ -215,13 +215,20 @@ def rows(blob, n_rows):
     return [blob[i * rb:(i + 1) * rb] for i in range(n_rows)]
 
 
-def kept_channels(src_info, src_bytes, out_info, out_bytes, layer):
-    """The channels a pruned layer kept: its ffn_gate rows are the input's rows, byte for byte."""
+def gate_rows(info, blobs, layer):
+    """A layer's gate rows: ffn_gate's, or the first half of phi3's fused ffn_up."""
+    shapes = {t["name"]: t["shape"] for t in info["tensors"]}
     name = "blk.%d.ffn_gate.weight" % layer
-    n_in = [t for t in src_info["tensors"] if t["name"] == name][0]["shape"][1]
-    n_out = [t for t in out_info["tensors"] if t["name"] == name][0]["shape"][1]
-    index = {r: j for j, r in enumerate(rows(src_bytes[name], n_in))}
-    return [index.get(r, -1) for r in rows(out_bytes[name], n_out)]
+    if name in shapes:
+        return rows(blobs[name], shapes[name][1])
+    up = "blk.%d.ffn_up.weight" % layer
+    return rows(blobs[up], shapes[up][1])[:shapes[up][1] // 2]
+
+
+def kept_channels(src_info, src_bytes, out_info, out_bytes, layer):
+    """The channels a pruned layer kept: its gate rows are the input's rows, byte for byte."""
+    index = {r: j for j, r in enumerate(gate_rows(src_info, src_bytes, layer))}
+    return [index.get(r, -1) for r in gate_rows(out_info, out_bytes, layer)]
 
 
 def zero_channels(model, out, dropped):
@@ -232,10 +239,14 @@ def zero_channels(model, out, dropped):
         for t in info["tensors"]:
             p = t["name"].split(".")
             if p[0] == "blk" and p[2] in ("ffn_gate", "ffn_up") and dropped.get(int(p[1])):
-                rb = t["bytes"] // t["shape"][1]
+                n_rows = t["shape"][1]
+                rb = t["bytes"] // n_rows
+                fused = p[2] == "ffn_up" and not any(u["name"] == "blk.%s.ffn_gate.weight" % p[1]
+                                                     for u in info["tensors"])
                 for j in dropped[int(p[1])]:
-                    f.seek(info["data_offset"] + t["offset"] + j * rb)
-                    f.write(b"\0" * rb)
+                    for r in ((j, n_rows // 2 + j) if fused else (j,)):  # phi3: gate row j and up row j
+                        f.seek(info["data_offset"] + t["offset"] + r * rb)
+                        f.write(b"\0" * rb)
 
 
 fbase = synth("tiny-256", "ffn.gguf", "3")  # n_ff 768
@@ -277,6 +288,29 @@ for fr, want in (("0.5", [512, 512, 512]), ("0.34,1,0.67", [256, 768, 512]), ("0
     check(d0 > 1e-2, "--ffn-keep %s: and differ from the unmodified original's (%.3g)" % (fr, d0))
     if fr == "0.34,1,0.67":
         shutil.copyfile(out, path("ffn.perlayer.gguf"))
+
+# other families: qwen3 (Q/K norms), phi3 (gate and up in one ffn_up), gemma3 (GELU, post norms)
+for shape, n_ff in (("qwen3-tiny", 512), ("phi3-tiny", 768), ("gemma3-tiny", 512)):
+    src = synth(shape, "ffn-%s.gguf" % shape, "2")
+    os.unlink(src)
+    run("synth", "--shape", shape, "--layers", "2", "--ff", n_ff, "-o", src)
+    out = path("ffn-%s.pruned.gguf" % shape)
+    run("prune", src, out, "--ffn-keep", "0.5", *calib)
+    a, b = inspect(src), inspect(out)
+    keep_n = 256 if n_ff == 512 else 512
+    check(meta(b, a["architecture"] + ".feed_forward_length") == keep_n, "%s --ffn-keep 0.5: %d of %d" %
+          (shape, keep_n, n_ff))
+    ba, bb = tensor_bytes(src, a), tensor_bytes(out, b)
+    kept = [kept_channels(a, ba, b, bb, l) for l in range(2)]
+    check(all(len(k) == keep_n and k == sorted(k) and k[0] >= 0 for k in kept), "%s: gate rows are input rows" % shape)
+    zeroed = path("ffn-%s.zeroed.gguf" % shape)
+    zero_channels(src, zeroed, {l: [j for j in range(n_ff) if j not in kept[l]] for l in range(2)})
+    lp, lz, lo = eval_logits(out, ids), eval_logits(zeroed, ids), eval_logits(src, ids)
+    d, d0 = max_diff(lp, lz), max_diff(lp, lo)
+    check(d <= 1e-3 and d0 > 1e-2, "%s: logits as the original's with the dropped channels zeroed (%.3g; unmodified "
+          "%.3g)" % (shape, d, d0))
+    for f in (src, out, zeroed):
+        os.unlink(f)
 
 # the kept channels score highest: a channel whose gate and up rows are zero carries nothing and must go
 zeroed = path("ffn.dead.gguf")
