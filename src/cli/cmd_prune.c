@@ -32,6 +32,8 @@ static const struct cli_command cmd = {
                "--ffn-keep F (or F0,F1,... per layer): each layer keeps round(F x n_ff / 256) x 256 channels\n"
                "(at least 256), those with the highest mean |activation into ffn_down| x (|gate row| +\n"
                "|up row| + |down column|); ffn_down is re-encoded in its type. Dense FFNs only.\n"
+               "--heads-keep F: every layer keeps the same number of KV heads (each with its query heads),\n"
+               "those writing most into the residual stream; attn_output is re-encoded in its type.\n"
                "OUT appears only when complete. --report writes the scores and what was removed as JSON.",
     .min_pos = 2,
     .max_pos = 2,
@@ -385,7 +387,7 @@ static int prune_ffn(const struct prune_opts *o) {
     struct herd_error err = {0};
     struct herd_gguf *g = NULL;
     struct herd_prune_model_info info;
-    struct herd_prune_ffn *acts = NULL;
+    struct herd_prune_acts *acts = NULL;
     uint32_t *n_ff = NULL, *n_ff_out = NULL;
     double *keep = NULL;
     int rc = 1;
@@ -408,12 +410,12 @@ static int prune_ffn(const struct prune_opts *o) {
         rc = 2;
         goto out;
     }
-    if (!(acts = herd_prune_ffn_create(n_ff, info.n_layer))) {
+    if (!(acts = herd_prune_acts_create(HERD_ROLE_FFN_DOWN, n_ff, info.n_layer))) {
         fprintf(stderr, "herd prune: out of memory\n");
         goto out;
     }
     struct cli_calib_result cr = {0};
-    if (calibrate(o->in_path, o->text_path, (uint32_t)o->n_ctx, o->chunks, o->threads, NULL, herd_prune_ffn_observe,
+    if (calibrate(o->in_path, o->text_path, (uint32_t)o->n_ctx, o->chunks, o->threads, NULL, herd_prune_acts_observe,
                   acts, &cr) != 0)
         goto out;
     const struct herd_prune_ffn_params pp = {o->in_path, o->out_path, keep, info.n_layer, acts, (int)o->threads};
@@ -439,11 +441,96 @@ static int prune_ffn(const struct prune_opts *o) {
             (double)st.file_bytes_out / (1024.0 * 1024.0));
     rc = 0;
 out:
-    herd_prune_ffn_destroy(acts);
+    herd_prune_acts_destroy(acts);
     herd_gguf_destroy(g);
     free(n_ff);
     free(n_ff_out);
     free(keep);
+    return rc;
+}
+
+/* ------------------------------------------------------------ attention heads */
+
+static int prune_heads(const struct prune_opts *o, const char *heads_text) {
+    struct herd_error err = {0};
+    struct herd_gguf *g = NULL;
+    struct herd_prune_model_info info;
+    struct herd_prune_heads_shape hs;
+    struct herd_prune_acts *acts = NULL;
+    uint32_t *widths = NULL;
+    int rc = 1;
+    double keep;
+    if (parse_fraction("--heads-keep", heads_text, &keep) != 0) return 2;
+    if (herd_gguf_open_file(o->in_path, &g, &err) != HERD_OK || herd_prune_model_info_read(g, &info, &err) != HERD_OK ||
+        herd_prune_heads_check(g, &info, &hs, &err) != HERD_OK) {
+        fprintf(stderr, "herd prune: %s%s%s\n", g ? o->in_path : "", g ? ": " : "", err.msg);
+        goto out;
+    }
+    const uint32_t K = herd_prune_heads_kept(&hs, keep), G = hs.n_head / hs.n_head_kv;
+    if (K == hs.n_head_kv) {
+        fprintf(stderr,
+                "herd prune: --heads-keep %s keeps all %u KV heads (KV heads go %u at a time, so that attn_output's "
+                "rows keep whole blocks); give a smaller fraction\n",
+                heads_text, hs.n_head_kv, hs.group_step);
+        rc = 2;
+        goto out;
+    }
+    widths = calloc(info.n_layer, sizeof *widths);
+    for (uint32_t l = 0; widths && l < info.n_layer; l++) widths[l] = hs.n_head * hs.head_dim;
+    if (!widths || !(acts = herd_prune_acts_create(HERD_ROLE_ATTN_OUTPUT, widths, info.n_layer))) {
+        fprintf(stderr, "herd prune: out of memory\n");
+        goto out;
+    }
+    struct cli_calib_result cr = {0};
+    if (calibrate(o->in_path, o->text_path, (uint32_t)o->n_ctx, o->chunks, o->threads, NULL, herd_prune_acts_observe,
+                  acts, &cr) != 0)
+        goto out;
+    const struct herd_prune_heads_params pp = {o->in_path, o->out_path, keep, acts, (int)o->threads};
+    struct herd_prune_stats st;
+    uint32_t k_out = 0;
+    if (herd_prune_heads_write(&pp, &k_out, &st, &err) != HERD_OK) {
+        fprintf(stderr, "herd prune: %s\n", err.msg);
+        goto out;
+    }
+    /* llama.cpp (Feb 2025 and since) makes these architectures' Q and output
+     * projections n_embd wide, whatever the head count says */
+    if (strcmp(info.arch, "qwen2") == 0 || strcmp(info.arch, "qwen2moe") == 0 || strcmp(info.arch, "phi3") == 0)
+        fprintf(stderr,
+                "herd prune: note: herd runs %s, but llama.cpp sizes %s's attention by n_embd rather than the head "
+                "count and refuses it\n",
+                o->out_path, info.arch);
+    if (o->report) {
+        json_t *root = json_object();
+        json_object_set_new(root, "input", json_string(o->in_path));
+        json_object_set_new(root, "output", json_string(o->out_path));
+        json_object_set_new(root, "architecture", json_string(info.arch));
+        json_object_set_new(root, "method", json_string("attention_heads"));
+        json_object_set_new(root, "keep_fraction", json_real(keep));
+        json_object_set_new(root, "n_head_in", json_integer(hs.n_head));
+        json_object_set_new(root, "n_head_kv_in", json_integer(hs.n_head_kv));
+        json_object_set_new(root, "n_head_out", json_integer(k_out * G));
+        json_object_set_new(root, "n_head_kv_out", json_integer(k_out));
+        json_object_set_new(root, "head_dim", json_integer(hs.head_dim));
+        json_object_set_new(root, "calibration",
+                            json_pack("{s:s,s:I,s:I,s:i,s:I}", "file", o->text_path, "text_tokens",
+                                      (json_int_t)cr.n_text_tokens, "chunks", (json_int_t)cr.n_chunks, "ctx",
+                                      (int)o->n_ctx, "tokens", (json_int_t)(cr.n_chunks * o->n_ctx)));
+        json_object_set_new(root, "weight_bytes_in", json_integer((json_int_t)st.bytes_in));
+        json_object_set_new(root, "weight_bytes_out", json_integer((json_int_t)st.bytes_out));
+        json_object_set_new(root, "file_bytes_in", json_integer((json_int_t)st.file_bytes_in));
+        json_object_set_new(root, "file_bytes_out", json_integer((json_int_t)st.file_bytes_out));
+        if (dump_report(o->report, root) != 0) goto out;
+    }
+    fprintf(stderr,
+            "herd prune: wrote %s: %u of %u KV heads (%u of %u query heads) in every layer, weights %.2f -> %.2f MiB, "
+            "file %.2f MiB\n",
+            o->out_path, k_out, hs.n_head_kv, k_out * G, hs.n_head, (double)st.bytes_in / (1024.0 * 1024.0),
+            (double)st.bytes_out / (1024.0 * 1024.0), (double)st.file_bytes_out / (1024.0 * 1024.0));
+    rc = 0;
+out:
+    herd_prune_acts_destroy(acts);
+    herd_gguf_destroy(g);
+    free(widths);
     return rc;
 }
 
@@ -457,7 +544,7 @@ int herd_cmd_prune(int argc, char **argv) {
         {"drop-layers", 0, CLI_STRING, &o.drop_text, "N", "remove the N layers of lowest Block Influence"},
         {"layers", 0, CLI_STRING, &o.layers_text, "I,J,...", "remove these layers (0-based)"},
         {"ffn-keep", 0, CLI_STRING, &o.ffn_text, "F", "keep fraction F of each layer's FFN channels (or F0,F1,...)"},
-        {"heads-keep", 0, CLI_STRING, &heads_text, "F", "keep fraction F of each layer's KV head groups (not yet)"},
+        {"heads-keep", 0, CLI_STRING, &heads_text, "F", "keep fraction F of the KV heads (with their query heads)"},
         {"report", 0, CLI_STRING, &o.report, "FILE", "write scores, ranking and what was removed as JSON"},
         {"ctx", 'c', CLI_U64, &o.n_ctx, "N", "tokens per calibration chunk (default 512)"},
         {"chunks", 0, CLI_U64, &o.chunks, "N", "calibration chunks to run (default: all the text holds)"},
@@ -477,15 +564,12 @@ int herd_cmd_prune(int argc, char **argv) {
     }
     double keep;
     if (o.ffn_text && !strchr(o.ffn_text, ',') && parse_fraction("--ffn-keep", o.ffn_text, &keep) != 0) return 2;
-    if (heads_text) {
-        if (parse_fraction("--heads-keep", heads_text, &keep) != 0) return 2;
-        fprintf(stderr,
-                "herd prune: --heads-keep is not implemented yet; --drop-layers, --layers and --ffn-keep are\n");
-        return 2;
-    }
-    if ((o.drop_text || o.ffn_text) && !o.text_path) {
+    if (heads_text && parse_fraction("--heads-keep", heads_text, &keep) != 0) return 2;
+    if ((o.drop_text || o.ffn_text || heads_text) && !o.text_path) {
         fprintf(stderr, "herd prune: %s scores over a text: give --calib TEXT\n",
-                o.drop_text ? "--drop-layers" : "--ffn-keep");
+                o.drop_text  ? "--drop-layers"
+                : o.ffn_text ? "--ffn-keep"
+                             : "--heads-keep");
         return 2;
     }
     if (o.n_ctx < 16 || o.n_ctx > 65536) {
@@ -501,5 +585,5 @@ int herd_cmd_prune(int argc, char **argv) {
         fprintf(stderr, "herd prune: IN, OUT and --report must be different files\n");
         return 2;
     }
-    return o.ffn_text ? prune_ffn(&o) : prune_layers(&o);
+    return o.ffn_text ? prune_ffn(&o) : heads_text ? prune_heads(&o, heads_text) : prune_layers(&o);
 }

@@ -355,7 +355,8 @@ out:
 
 /* ------------------------------------------------------------ FFN channels */
 
-struct herd_prune_ffn {
+struct herd_prune_acts {
+    enum herd_matrix_role role;
     uint32_t n_layer;
     uint32_t *n_ff;     /* [n_layer] */
     double **abs_sum;   /* [n_layer][n_ff[l]]: sum of |a_j| */
@@ -363,9 +364,10 @@ struct herd_prune_ffn {
     uint64_t *n_tokens; /* [n_layer] */
 };
 
-struct herd_prune_ffn *herd_prune_ffn_create(const uint32_t *n_ff, uint32_t n_layer) {
-    struct herd_prune_ffn *f = calloc(1, sizeof *f);
+struct herd_prune_acts *herd_prune_acts_create(enum herd_matrix_role role, const uint32_t *n_ff, uint32_t n_layer) {
+    struct herd_prune_acts *f = calloc(1, sizeof *f);
     if (!f) return NULL;
+    f->role = role;
     f->n_layer = n_layer;
     f->n_ff = calloc(n_layer, sizeof *f->n_ff);
     f->abs_sum = calloc(n_layer, sizeof *f->abs_sum);
@@ -380,11 +382,11 @@ struct herd_prune_ffn *herd_prune_ffn_create(const uint32_t *n_ff, uint32_t n_la
     }
     return f;
 fail:
-    herd_prune_ffn_destroy(f);
+    herd_prune_acts_destroy(f);
     return NULL;
 }
 
-void herd_prune_ffn_destroy(struct herd_prune_ffn *f) {
+void herd_prune_acts_destroy(struct herd_prune_acts *f) {
     if (!f) return;
     for (uint32_t l = 0; f->abs_sum && l < f->n_layer; l++) free(f->abs_sum[l]);
     for (uint32_t l = 0; f->sq_sum && l < f->n_layer; l++) free(f->sq_sum[l]);
@@ -395,10 +397,10 @@ void herd_prune_ffn_destroy(struct herd_prune_ffn *f) {
     free(f);
 }
 
-void herd_prune_ffn_observe(void *ctx, uint32_t layer, enum herd_matrix_role role, const float *x, size_t x_stride,
-                            size_t n_tokens) {
-    struct herd_prune_ffn *f = ctx;
-    if (role != HERD_ROLE_FFN_DOWN || layer >= f->n_layer) return;
+void herd_prune_acts_observe(void *ctx, uint32_t layer, enum herd_matrix_role role, const float *x, size_t x_stride,
+                             size_t n_tokens) {
+    struct herd_prune_acts *f = ctx;
+    if (role != f->role || layer >= f->n_layer) return;
     const uint32_t F = f->n_ff[layer];
     double *as = f->abs_sum[layer], *sq = f->sq_sum[layer];
     for (size_t t = 0; t < n_tokens; t++) {
@@ -494,7 +496,7 @@ static void row_norms(const struct herd_gguf_tensor *t, uint64_t row0, uint64_t 
 }
 
 /* Picks layer l's channels by score (see prune.h). */
-static enum herd_status plan_layer(const struct herd_gguf *g, uint32_t l, const struct herd_prune_ffn *acts,
+static enum herd_status plan_layer(const struct herd_gguf *g, uint32_t l, const struct herd_prune_acts *acts,
                                    double keep, struct ffn_layer *fl, struct herd_error *err) {
     const struct herd_gguf_tensor *gate = layer_tensor(g, l, "ffn_gate.weight");
     const struct herd_gguf_tensor *up = layer_tensor(g, l, "ffn_up.weight");
@@ -548,8 +550,36 @@ out:
     return rc;
 }
 
-/* ffn_down's rows with the kept columns only, re-encoded in its type. */
-struct down_job {
+/* ------------------------------------------------------------ tensor edits */
+
+/* What one output tensor is: the input's, or some of its rows (whole rows,
+ * byte for byte; elements of a 1-D float tensor), or some of its columns
+ * (every row decoded, gathered, encoded again in its type). */
+struct tensor_edit {
+    const struct herd_gguf_tensor *t;
+    uint64_t ne[HERD_GGUF_MAX_DIMS];
+    uint64_t n_bytes;
+    const uint32_t *rows; /* [n_rows] ascending, or NULL: all */
+    uint32_t n_rows;
+    const struct ffn_layer *cols; /* columns cols->keep (of cols->n_ff), or NULL: all */
+};
+
+/* Sets e's shape and size for its rows / cols. */
+static enum herd_status edit_plan(struct tensor_edit *e, struct herd_error *err) {
+    memcpy(e->ne, e->t->ne, sizeof e->ne);
+    if (e->rows) e->ne[e->t->n_dims == 1 ? 0 : 1] = e->n_rows;
+    if (e->cols) e->ne[0] = e->cols->n_keep;
+    const struct herd_ggml_type_info *ti = herd_ggml_type_info(e->t->type);
+    if (e->rows && e->t->n_dims == 1 && ti->block_elems != 1)
+        return herd_error_set(err, HERD_E_UNSUPPORTED, "tensor %.*s: a 1-D %s tensor cannot be cut",
+                              (int)e->t->name.len, e->t->name.ptr, ti->name);
+    enum herd_status rc = herd_ggml_tensor_nbytes(e->t->type, e->t->n_dims, e->ne, NULL, &e->n_bytes, err);
+    if (rc != HERD_OK) herd_error_prefix(err, "tensor %.*s", (int)e->t->name.len, e->t->name.ptr);
+    return rc;
+}
+
+/* A matrix's rows with the kept columns only, re-encoded in its type. */
+struct cols_job {
     const struct herd_gguf_tensor *t;
     const struct ffn_layer *fl;
     size_t row_bytes_in, row_bytes_out;
@@ -557,8 +587,8 @@ struct down_job {
     float *scratch; /* per thread: n_ff + n_keep floats */
 };
 
-static void down_rows(void *ctx, int ith, size_t begin, size_t end) {
-    const struct down_job *j = ctx;
+static void cols_rows(void *ctx, int ith, size_t begin, size_t end) {
+    const struct cols_job *j = ctx;
     const uint32_t F = j->fl->n_ff, K = j->fl->n_keep;
     float *row = j->scratch + (size_t)ith * (F + K), *kept = row + F;
     /* F32 / F16 / BF16 come back exactly; block types take the kept
@@ -571,27 +601,103 @@ static void down_rows(void *ctx, int ith, size_t begin, size_t end) {
     }
 }
 
-/* What one output tensor is. */
-struct ffn_tensor {
-    const struct herd_gguf_tensor *t;
-    uint64_t ne[HERD_GGUF_MAX_DIMS];
-    uint64_t n_bytes;
-    int kind; /* 0 copy, 1 rows (gate / up), 2 fused gate+up rows (phi3), 3 down columns */
-    uint32_t layer;
-};
+/* Declares every edited tensor on w (its metadata already added), then
+ * writes the file: p's output path, temp + rename. */
+static enum herd_status write_edits(struct herd_gguf_writer *w, const struct tensor_edit *es, size_t n,
+                                    const char *out_path, int n_threads, struct herd_prune_stats *st,
+                                    struct herd_error *err) {
+    struct herd_pool *pool = NULL;
+    uint8_t *buf = NULL;
+    float *scratch = NULL;
+    size_t max_bytes = 0, max_row = 0;
+    enum herd_status rc = HERD_OK;
+    for (size_t i = 0; i < n; i++) {
+        char name[HERD_GGUF_MAX_TENSOR_NAME_BYTES + 1];
+        const struct herd_gguf_tensor *t = es[i].t;
+        if (t->name.len >= sizeof name || memchr(t->name.ptr, '\0', t->name.len))
+            return herd_error_set(err, HERD_E_FORMAT, "tensor %zu has a name herd cannot copy", i);
+        memcpy(name, t->name.ptr, t->name.len);
+        name[t->name.len] = '\0';
+        if ((rc = herd_gguf_writer_add_tensor(w, name, t->type, t->n_dims, es[i].ne, err)) != HERD_OK) return rc;
+        if ((es[i].rows || es[i].cols) && es[i].n_bytes > max_bytes) max_bytes = (size_t)es[i].n_bytes;
+        if (es[i].cols && es[i].cols->n_ff + es[i].cols->n_keep > max_row)
+            max_row = es[i].cols->n_ff + es[i].cols->n_keep;
+    }
+    if (n_threads <= 0) n_threads = herd_cpu_count();
+    pool = herd_pool_create(n_threads);
+    buf = malloc(max_bytes ? max_bytes : 1);
+    scratch = malloc((max_row ? max_row : 1) * (size_t)n_threads * sizeof *scratch);
+    if (!pool || !buf || !scratch) {
+        rc = herd_error_set(err, HERD_E_NOMEM, "out of memory for a tensor of %zu bytes", max_bytes);
+        goto out;
+    }
+    if ((rc = herd_gguf_writer_begin(w, out_path, err)) != HERD_OK) goto out;
+    for (size_t i = 0; i < n; i++) {
+        const struct tensor_edit *e = &es[i];
+        const struct herd_gguf_tensor *t = e->t;
+        const void *data = t->data;
+        if (e->rows) { /* whole rows (or elements), byte for byte */
+            const uint64_t n_in = t->n_dims == 1 ? t->ne[0] : t->ne[1];
+            const size_t rb = (size_t)(t->n_bytes / n_in);
+            for (uint32_t k = 0; k < e->n_rows; k++)
+                memcpy(buf + (size_t)k * rb, (const uint8_t *)t->data + (size_t)e->rows[k] * rb, rb);
+            data = buf;
+        } else if (e->cols) {
+            struct cols_job job = {t,   e->cols, (size_t)(t->n_bytes / t->ne[1]), (size_t)(e->n_bytes / t->ne[1]),
+                                   buf, scratch};
+            herd_pool_run_split(pool, (size_t)t->ne[1], 16, cols_rows, &job);
+            if (!herd_quantize_rows_valid(t->type, buf, (size_t)e->n_bytes)) {
+                rc = herd_error_set(err, HERD_E_INVALID, "tensor %.*s: re-encoded it holds NaN or infinite values",
+                                    (int)t->name.len, t->name.ptr);
+                goto out;
+            }
+            data = buf;
+        }
+        if ((rc = herd_gguf_writer_put_tensor_data(w, data, e->n_bytes, err)) != HERD_OK) goto out;
+        st->bytes_in += t->n_bytes;
+        st->bytes_out += e->n_bytes;
+    }
+    rc = herd_gguf_writer_finish(w, err);
+out:
+    herd_pool_destroy(pool);
+    free(buf);
+    free(scratch);
+    return rc;
+}
+
+/* A count as a metadata entry: one number when all n agree, else an i32
+ * array (the element type llama.cpp's get_key_or_arr accepts for counts). */
+static enum herd_status add_counts(struct herd_gguf_writer *w, const char *key, const uint32_t *v, uint32_t n,
+                                   struct herd_error *err) {
+    bool uniform = true;
+    for (uint32_t l = 1; l < n; l++) uniform &= v[l] == v[0];
+    if (uniform) return herd_gguf_writer_add_u32(w, key, v[0], err);
+    int32_t *a = malloc(n * sizeof *a);
+    if (!a) return herd_error_set(err, HERD_E_NOMEM, "out of memory");
+    for (uint32_t l = 0; l < n; l++) a[l] = (int32_t)v[l];
+    enum herd_status rc = herd_gguf_writer_add_array(w, key, HERD_GGUF_VTYPE_I32, n, a, err);
+    free(a);
+    return rc;
+}
+
+/* "<layer rows>": [n_keep] rows of every k of keep, each expanded to the
+ * run [k * run, (k + 1) * run), plus offset. */
+static void expand_rows(const uint32_t *keep, uint32_t n_keep, uint32_t run, uint32_t offset, uint32_t *out) {
+    for (uint32_t k = 0; k < n_keep; k++)
+        for (uint32_t i = 0; i < run; i++) out[k * run + i] = offset + keep[k] * run + i;
+}
+
+/* ------------------------------------------------------------ --ffn-keep's file */
 
 enum herd_status herd_prune_ffn_write(const struct herd_prune_ffn_params *p, uint32_t *n_ff_out,
                                       struct herd_prune_stats *stats, struct herd_error *err) {
     struct herd_gguf *g = NULL;
     struct herd_gguf_writer *w = NULL;
-    struct herd_pool *pool = NULL;
     struct ffn_layer *fls = NULL;
-    struct ffn_tensor *ts = NULL;
-    uint32_t *n_ff = NULL;
-    uint8_t *buf = NULL;
-    float *scratch = NULL;
+    struct tensor_edit *es = NULL;
+    uint32_t *n_ff = NULL, **fused = NULL;
     struct herd_prune_stats st = {0};
-    struct herd_prune_model_info info;
+    struct herd_prune_model_info info = {0};
     enum herd_status rc = herd_gguf_open_file(p->in_path, &g, err);
     if (rc != HERD_OK) goto out;
     if ((rc = herd_prune_model_info_read(g, &info, err)) != HERD_OK) {
@@ -600,7 +706,8 @@ enum herd_status herd_prune_ffn_write(const struct herd_prune_ffn_params *p, uin
     }
     n_ff = calloc(info.n_layer, sizeof *n_ff);
     fls = calloc(info.n_layer, sizeof *fls);
-    if (!n_ff || !fls) {
+    fused = calloc(info.n_layer, sizeof *fused);
+    if (!n_ff || !fls || !fused) {
         rc = herd_error_set(err, HERD_E_NOMEM, "out of memory");
         goto out;
     }
@@ -614,115 +721,63 @@ enum herd_status herd_prune_ffn_write(const struct herd_prune_ffn_params *p, uin
         goto out;
     }
     /* the plan: every layer's channels, every tensor's shape */
-    bool uniform = true;
-    size_t max_row = 0, max_bytes = 0;
     for (uint32_t l = 0; l < info.n_layer; l++) {
         if ((rc = plan_layer(g, l, p->acts, p->keep[l], &fls[l], err)) != HERD_OK) {
             herd_error_prefix(err, "%s", p->in_path);
             goto out;
         }
-        uniform &= fls[l].n_keep == fls[0].n_keep;
+        n_ff[l] = fls[l].n_keep;
         if (n_ff_out) n_ff_out[l] = fls[l].n_keep;
-        if (fls[l].n_ff + fls[l].n_keep > max_row) max_row = fls[l].n_ff + fls[l].n_keep;
     }
     const size_t n_t = herd_gguf_n_tensors(g);
-    ts = calloc(n_t ? n_t : 1, sizeof *ts);
-    if (!ts) {
+    es = calloc(n_t ? n_t : 1, sizeof *es);
+    if (!es) {
         rc = herd_error_set(err, HERD_E_NOMEM, "out of memory");
         goto out;
     }
     for (size_t i = 0; i < n_t; i++) {
-        struct ffn_tensor *ft = &ts[i];
-        ft->t = herd_gguf_tensor_at(g, i);
-        memcpy(ft->ne, ft->t->ne, sizeof ft->ne);
-        ft->n_bytes = ft->t->n_bytes;
+        struct tensor_edit *e = &es[i];
+        e->t = herd_gguf_tensor_at(g, i);
+        uint32_t l;
         size_t rest;
-        if (!layer_of(ft->t->name, &ft->layer, &rest) || ft->layer >= info.n_layer) continue;
-        const struct ffn_layer *fl = &fls[ft->layer];
-        if (fl->n_keep == fl->n_ff) continue;
-        const struct herd_gguf_str sfx = {ft->t->name.ptr + rest, ft->t->name.len - rest};
-        if (herd_gguf_str_eq(sfx, "ffn_gate.weight")) {
-            ft->kind = 1, ft->ne[1] = fl->n_keep;
-        } else if (herd_gguf_str_eq(sfx, "ffn_up.weight")) {
-            const bool fused = ft->t->ne[1] == 2 * (uint64_t)fl->n_ff;
-            ft->kind = fused ? 2 : 1, ft->ne[1] = fused ? 2 * (uint64_t)fl->n_keep : fl->n_keep;
-        } else if (herd_gguf_str_eq(sfx, "ffn_down.weight")) {
-            ft->kind = 3, ft->ne[0] = fl->n_keep;
-        } else {
-            continue;
+        if (layer_of(e->t->name, &l, &rest) && l < info.n_layer && fls[l].n_keep < fls[l].n_ff) {
+            const struct ffn_layer *fl = &fls[l];
+            const struct herd_gguf_str sfx = {e->t->name.ptr + rest, e->t->name.len - rest};
+            if (herd_gguf_str_eq(sfx, "ffn_gate.weight")) {
+                e->rows = fl->keep, e->n_rows = fl->n_keep;
+            } else if (herd_gguf_str_eq(sfx, "ffn_up.weight") && e->t->ne[1] == 2 * (uint64_t)fl->n_ff) {
+                /* phi3: gate rows then up rows; row j of both halves */
+                if (!(fused[l] = malloc(2 * (size_t)fl->n_keep * sizeof **fused))) {
+                    rc = herd_error_set(err, HERD_E_NOMEM, "out of memory");
+                    goto out;
+                }
+                expand_rows(fl->keep, fl->n_keep, 1, 0, fused[l]);
+                expand_rows(fl->keep, fl->n_keep, 1, fl->n_ff, fused[l] + fl->n_keep);
+                e->rows = fused[l], e->n_rows = 2 * fl->n_keep;
+            } else if (herd_gguf_str_eq(sfx, "ffn_up.weight")) {
+                e->rows = fl->keep, e->n_rows = fl->n_keep;
+            } else if (herd_gguf_str_eq(sfx, "ffn_down.weight")) {
+                e->cols = fl;
+            }
         }
-        if ((rc = herd_ggml_tensor_nbytes(ft->t->type, ft->t->n_dims, ft->ne, NULL, &ft->n_bytes, err)) != HERD_OK) {
-            herd_error_prefix(err, "%s: tensor %.*s", p->in_path, (int)ft->t->name.len, ft->t->name.ptr);
+        if ((rc = edit_plan(e, err)) != HERD_OK) {
+            herd_error_prefix(err, "%s", p->in_path);
             goto out;
         }
-        if (ft->n_bytes > max_bytes) max_bytes = (size_t)ft->n_bytes;
     }
-
-    const int n_threads = p->n_threads > 0 ? p->n_threads : herd_cpu_count();
-    pool = herd_pool_create(n_threads);
-    buf = malloc(max_bytes ? max_bytes : 1);
-    scratch = malloc((max_row ? max_row : 1) * (size_t)n_threads * sizeof *scratch);
-    w = herd_gguf_writer_create();
-    if (!pool || !buf || !scratch || !w) {
-        rc = herd_error_set(err, HERD_E_NOMEM, "out of memory for a tensor of %zu bytes", max_bytes);
+    if (!(w = herd_gguf_writer_create())) {
+        rc = herd_error_set(err, HERD_E_NOMEM, "out of memory");
         goto out;
     }
     char ffn_key[96];
     snprintf(ffn_key, sizeof ffn_key, "%s.feed_forward_length", info.arch);
     for (size_t i = 0; i < herd_gguf_n_kv(g); i++) {
         const struct herd_gguf_kv *kv = herd_gguf_kv_at(g, i);
-        if (!herd_gguf_str_eq(kv->key, ffn_key)) {
-            if ((rc = herd_gguf_writer_add_kv_copy(w, kv, err)) != HERD_OK) goto out;
-        } else if (uniform) {
-            if ((rc = herd_gguf_writer_add_u32(w, ffn_key, fls[0].n_keep, err)) != HERD_OK) goto out;
-        } else {
-            /* i32, the element type llama.cpp's get_key_or_arr accepts for counts */
-            int32_t *v = (int32_t *)n_ff; /* reused: the input widths are in fls now */
-            for (uint32_t l = 0; l < info.n_layer; l++) v[l] = (int32_t)fls[l].n_keep;
-            if ((rc = herd_gguf_writer_add_array(w, ffn_key, HERD_GGUF_VTYPE_I32, info.n_layer, v, err)) != HERD_OK)
-                goto out;
-        }
+        rc = herd_gguf_str_eq(kv->key, ffn_key) ? add_counts(w, ffn_key, n_ff, info.n_layer, err)
+                                                : herd_gguf_writer_add_kv_copy(w, kv, err);
+        if (rc != HERD_OK) goto out;
     }
-    for (size_t i = 0; i < n_t; i++) {
-        char name[HERD_GGUF_MAX_TENSOR_NAME_BYTES + 1];
-        const struct herd_gguf_tensor *t = ts[i].t;
-        if (t->name.len >= sizeof name) {
-            rc = herd_error_set(err, HERD_E_FORMAT, "%s: tensor %zu has a name herd cannot copy", p->in_path, i);
-            goto out;
-        }
-        memcpy(name, t->name.ptr, t->name.len);
-        name[t->name.len] = '\0';
-        if ((rc = herd_gguf_writer_add_tensor(w, name, t->type, t->n_dims, ts[i].ne, err)) != HERD_OK) goto out;
-    }
-    if ((rc = herd_gguf_writer_begin(w, p->out_path, err)) != HERD_OK) goto out;
-    for (size_t i = 0; i < n_t; i++) {
-        const struct ffn_tensor *ft = &ts[i];
-        const struct herd_gguf_tensor *t = ft->t;
-        const void *data = t->data;
-        if (ft->kind == 1 || ft->kind == 2) { /* whole rows, byte for byte */
-            const struct ffn_layer *fl = &fls[ft->layer];
-            const size_t rb = (size_t)(t->n_bytes / t->ne[1]);
-            for (int half = 0; half < (ft->kind == 2 ? 2 : 1); half++)
-                for (uint32_t k = 0; k < fl->n_keep; k++)
-                    memcpy(buf + ((size_t)half * fl->n_keep + k) * rb,
-                           (const uint8_t *)t->data + ((size_t)half * fl->n_ff + fl->keep[k]) * rb, rb);
-            data = buf;
-        } else if (ft->kind == 3) {
-            struct down_job job = {
-                t, &fls[ft->layer], (size_t)(t->n_bytes / t->ne[1]), (size_t)(ft->n_bytes / t->ne[1]), buf, scratch};
-            herd_pool_run_split(pool, (size_t)t->ne[1], 16, down_rows, &job);
-            if (!herd_quantize_rows_valid(t->type, buf, (size_t)ft->n_bytes)) {
-                rc = herd_error_set(err, HERD_E_INVALID, "tensor %.*s: re-encoded it holds NaN or infinite values",
-                                    (int)t->name.len, t->name.ptr);
-                goto out;
-            }
-            data = buf;
-        }
-        if ((rc = herd_gguf_writer_put_tensor_data(w, data, ft->n_bytes, err)) != HERD_OK) goto out;
-        st.bytes_in += t->n_bytes;
-        st.bytes_out += ft->n_bytes;
-    }
-    if ((rc = herd_gguf_writer_finish(w, err)) != HERD_OK) goto out;
+    if ((rc = write_edits(w, es, n_t, p->out_path, p->n_threads, &st, err)) != HERD_OK) goto out;
     st.n_layer_in = st.n_layer_out = info.n_layer;
     st.n_tensors_in = st.n_tensors_out = n_t;
     st.file_bytes_in = herd_gguf_file_size(g);
@@ -731,13 +786,271 @@ enum herd_status herd_prune_ffn_write(const struct herd_prune_ffn_params *p, uin
     if (stats) *stats = st;
 out:
     herd_gguf_writer_destroy(w);
-    herd_pool_destroy(pool);
     for (uint32_t l = 0; fls && l < info.n_layer; l++) free(fls[l].keep), free(fls[l].importance);
+    for (uint32_t l = 0; fused && l < info.n_layer; l++) free(fused[l]);
     free(fls);
-    free(ts);
+    free(fused);
+    free(es);
     free(n_ff);
-    free(buf);
+    herd_gguf_destroy(g);
+    return rc;
+}
+
+/* ------------------------------------------------------------ attention heads */
+
+enum herd_status herd_prune_heads_check(const struct herd_gguf *g, const struct herd_prune_model_info *info,
+                                        struct herd_prune_heads_shape *hs, struct herd_error *err) {
+    memset(hs, 0, sizeof *hs);
+    char key[96];
+    const char *keys[2] = {"attention.head_count", "attention.head_count_kv"};
+    uint64_t v[2] = {0, 0};
+    for (int i = 0; i < 2; i++) {
+        snprintf(key, sizeof key, "%s.%s", info->arch, keys[i]);
+        const struct herd_gguf_kv *kv = herd_gguf_find_kv(g, key);
+        if (kv && kv->type == HERD_GGUF_VTYPE_ARRAY)
+            return herd_error_set(err, HERD_E_UNSUPPORTED,
+                                  "%s is an array (per-layer head counts): --heads-keep needs one count for all layers",
+                                  key);
+        if (!kv && i == 1) {
+            v[1] = v[0];
+            break;
+        }
+        enum herd_status rc = herd_gguf_get_uint(g, key, HERD_MAX_HEADS, &v[i], err);
+        if (rc != HERD_OK) return rc;
+    }
+    if (v[0] == 0 || v[1] == 0 || v[0] % v[1] != 0)
+        return herd_error_set(err, HERD_E_INVALID, "head_count %llu and head_count_kv %llu: expected a multiple",
+                              (unsigned long long)v[0], (unsigned long long)v[1]);
+    hs->n_head = (uint32_t)v[0];
+    hs->n_head_kv = (uint32_t)v[1];
+    hs->head_dim = info->n_embd / hs->n_head;
+    snprintf(key, sizeof key, "%s.attention.key_length", info->arch);
+    uint64_t hd;
+    if (herd_gguf_find_kv(g, key)) {
+        enum herd_status rc = herd_gguf_get_uint(g, key, HERD_MAX_EMBD, &hd, err);
+        if (rc != HERD_OK) return rc;
+        hs->head_dim = (uint32_t)hd;
+        hs->has_key_length = true;
+    }
+    snprintf(key, sizeof key, "%s.attention.value_length", info->arch);
+    if (herd_gguf_find_kv(g, key) &&
+        (herd_gguf_get_uint(g, key, HERD_MAX_EMBD, &hd, NULL) != HERD_OK || hd != hs->head_dim))
+        return herd_error_set(err, HERD_E_UNSUPPORTED, "%s differs from the key length %u", key, hs->head_dim);
+    snprintf(key, sizeof key, "%s.rope.dimension_count", info->arch);
+    hs->has_rope_dims = herd_gguf_find_kv(g, key) != NULL;
+    /* llama.cpp's Gemma 27B query scale is 1 / sqrt(n_embd / n_head): it
+     * would change with the head count (herd_model_attn_scale) */
+    if ((strcmp(info->arch, "gemma2") == 0 && info->n_layer == 46) ||
+        (strcmp(info->arch, "gemma3") == 0 && info->n_layer == 62))
+        return herd_error_set(err, HERD_E_UNSUPPORTED,
+                              "%s with %u layers scales queries by n_embd / head_count, which pruning heads would "
+                              "change",
+                              info->arch, info->n_layer);
+    const uint32_t G = hs->n_head / hs->n_head_kv, qd = hs->n_head * hs->head_dim;
+    uint32_t block = 1;
+    for (uint32_t l = 0; l < info->n_layer; l++) {
+        const struct herd_gguf_tensor *wo = layer_tensor(g, l, "attn_output.weight");
+        const struct herd_gguf_tensor *wq = layer_tensor(g, l, "attn_q.weight");
+        const struct herd_gguf_tensor *qkv = layer_tensor(g, l, "attn_qkv.weight");
+        if (!wo || wo->n_dims != 2 || wo->ne[0] != qd || (!wq && !qkv))
+            return herd_error_set(err, HERD_E_FORMAT,
+                                  "layer %u: attn_output [%u, n_embd] and attn_q or attn_qkv expected", l, qd);
+        const struct herd_ggml_type_info *ti = herd_ggml_type_info(wo->type);
+        if (!ti || !ti->computed || !herd_quantize_rows_supported(wo->type))
+            return herd_error_set(err, HERD_E_UNSUPPORTED,
+                                  "tensor blk.%u.attn_output.weight has type %s, which herd "
+                                  "cannot rewrite",
+                                  l, ti ? ti->name : "?");
+        if (ti->block_elems > block) block = ti->block_elems;
+    }
+    /* the fewest KV groups whose query columns fill whole blocks of attn_output's rows */
+    hs->group_step = 1;
+    while ((hs->group_step * G * hs->head_dim) % block != 0) hs->group_step++;
+    return HERD_OK;
+}
+
+uint32_t herd_prune_heads_kept(const struct herd_prune_heads_shape *hs, double keep) {
+    const uint32_t m = hs->group_step;
+    if (m >= hs->n_head_kv) return hs->n_head_kv;
+    double k = floor(keep * hs->n_head_kv / m + 0.5) * m;
+    if (k < m) k = m;
+    return k >= hs->n_head_kv ? hs->n_head_kv : (uint32_t)k;
+}
+
+/* Squared norms of t's columns (ne[0] of them), summed down its rows, into col. */
+static void col_sq_norms(const struct herd_gguf_tensor *t, float *scratch, double *col) {
+    const size_t n = (size_t)t->ne[0], rows = (size_t)t->ne[1], rb = (size_t)(t->n_bytes / t->ne[1]);
+    for (size_t r = 0; r < rows; r++) {
+        herd_dequantize_row_ref(t->type, (const uint8_t *)t->data + r * rb, scratch, n);
+        for (size_t j = 0; j < n; j++) col[j] += (double)scratch[j] * scratch[j];
+    }
+}
+
+/* Layer l's KV groups by score: the columns of attn_output that stay (in
+ * fl, as --ffn-keep's plan) and the kept groups (groups[n_keep_kv]). */
+static enum herd_status plan_heads(const struct herd_gguf *g, uint32_t l, const struct herd_prune_acts *acts,
+                                   const struct herd_prune_heads_shape *hs, uint32_t n_keep_kv, uint32_t *groups,
+                                   struct ffn_layer *fl, struct herd_error *err) {
+    const struct herd_gguf_tensor *wo = layer_tensor(g, l, "attn_output.weight");
+    const uint32_t G = hs->n_head / hs->n_head_kv, hd = hs->head_dim, qd = hs->n_head * hd, run = G * hd;
+    fl->n_ff = qd;
+    fl->n_keep = n_keep_kv * run;
+    fl->keep = malloc(qd * sizeof *fl->keep);
+    fl->importance = malloc(qd * sizeof *fl->importance);
+    double *col = calloc(qd, sizeof *col), *score = calloc(hs->n_head_kv, sizeof *score);
+    float *scratch = malloc(qd * sizeof *scratch);
+    enum herd_status rc = HERD_OK;
+    if (!fl->keep || !fl->importance || !col || !score || !scratch) {
+        rc = herd_error_set(err, HERD_E_NOMEM, "out of memory for layer %u's heads", l);
+        goto out;
+    }
+    if (acts->n_ff[l] != qd || acts->n_tokens[l] == 0) {
+        rc = herd_error_set(err, HERD_E_INVALID, "layer %u: no attention outputs were collected", l);
+        goto out;
+    }
+    col_sq_norms(wo, scratch, col);
+    const double n = (double)acts->n_tokens[l];
+    for (uint32_t j = 0; j < qd; j++) score[j / run] += acts->abs_sum[l][j] / n * sqrt(col[j]);
+    for (uint32_t k = 0; k < hs->n_head_kv; k++) groups[k] = k;
+    g_ffn_scores = score;
+    qsort(groups, hs->n_head_kv, sizeof *groups, by_score_desc);
+    g_ffn_scores = NULL;
+    qsort(groups, n_keep_kv, sizeof *groups, by_index);
+    expand_rows(groups, n_keep_kv, run, 0, fl->keep);
+    for (uint32_t k = 0; k < fl->n_keep; k++) fl->importance[k] = (float)(acts->sq_sum[l][fl->keep[k]] / n);
+out:
+    free(col);
+    free(score);
     free(scratch);
+    return rc;
+}
+
+/* Per-layer row lists of --heads-keep. */
+struct heads_layer {
+    uint32_t *groups;   /* [n_keep_kv] kept KV heads */
+    uint32_t *q_rows;   /* [n_keep_kv * G * hd] */
+    uint32_t *kv_rows;  /* [n_keep_kv * hd] */
+    uint32_t *qkv_rows; /* phi3's attn_qkv: q_rows, then K's, then V's */
+    struct ffn_layer cols;
+};
+
+enum herd_status herd_prune_heads_write(const struct herd_prune_heads_params *p, uint32_t *n_head_kv_out,
+                                        struct herd_prune_stats *stats, struct herd_error *err) {
+    struct herd_gguf *g = NULL;
+    struct herd_gguf_writer *w = NULL;
+    struct heads_layer *hl = NULL;
+    struct tensor_edit *es = NULL;
+    struct herd_prune_stats st = {0};
+    struct herd_prune_model_info info = {0};
+    struct herd_prune_heads_shape hs;
+    enum herd_status rc = herd_gguf_open_file(p->in_path, &g, err);
+    if (rc != HERD_OK) goto out;
+    if ((rc = herd_prune_model_info_read(g, &info, err)) != HERD_OK ||
+        (rc = herd_prune_heads_check(g, &info, &hs, err)) != HERD_OK) {
+        herd_error_prefix(err, "%s", p->in_path);
+        goto out;
+    }
+    const uint32_t K = herd_prune_heads_kept(&hs, p->keep), G = hs.n_head / hs.n_head_kv, hd = hs.head_dim;
+    if (n_head_kv_out) *n_head_kv_out = K;
+    hl = calloc(info.n_layer, sizeof *hl);
+    if (!hl) {
+        rc = herd_error_set(err, HERD_E_NOMEM, "out of memory");
+        goto out;
+    }
+    for (uint32_t l = 0; l < info.n_layer; l++) {
+        struct heads_layer *h = &hl[l];
+        h->groups = malloc(hs.n_head_kv * sizeof *h->groups);
+        h->kv_rows = malloc((size_t)K * hd * sizeof *h->kv_rows);
+        h->qkv_rows = malloc((size_t)K * (G + 2) * hd * sizeof *h->qkv_rows);
+        if (!h->groups || !h->kv_rows || !h->qkv_rows) {
+            rc = herd_error_set(err, HERD_E_NOMEM, "out of memory");
+            goto out;
+        }
+        if ((rc = plan_heads(g, l, p->acts, &hs, K, h->groups, &h->cols, err)) != HERD_OK) {
+            herd_error_prefix(err, "%s", p->in_path);
+            goto out;
+        }
+        h->q_rows = h->cols.keep; /* Q's rows are attn_output's columns */
+        expand_rows(h->groups, K, hd, 0, h->kv_rows);
+        const uint32_t nq = K * G * hd, nkv = K * hd;
+        memcpy(h->qkv_rows, h->q_rows, nq * sizeof *h->qkv_rows);
+        expand_rows(h->groups, K, hd, hs.n_head * hd, h->qkv_rows + nq);
+        expand_rows(h->groups, K, hd, (hs.n_head + hs.n_head_kv) * hd, h->qkv_rows + nq + nkv);
+    }
+    const size_t n_t = herd_gguf_n_tensors(g);
+    es = calloc(n_t ? n_t : 1, sizeof *es);
+    if (!es) {
+        rc = herd_error_set(err, HERD_E_NOMEM, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < n_t; i++) {
+        struct tensor_edit *e = &es[i];
+        e->t = herd_gguf_tensor_at(g, i);
+        uint32_t l;
+        size_t rest;
+        if (K < hs.n_head_kv && layer_of(e->t->name, &l, &rest) && l < info.n_layer) {
+            const struct heads_layer *h = &hl[l];
+            const struct herd_gguf_str sfx = {e->t->name.ptr + rest, e->t->name.len - rest};
+            const uint32_t nq = K * G * hd, nkv = K * hd;
+            if (herd_gguf_str_eq(sfx, "attn_q.weight") || herd_gguf_str_eq(sfx, "attn_q.bias"))
+                e->rows = h->q_rows, e->n_rows = nq;
+            else if (herd_gguf_str_eq(sfx, "attn_k.weight") || herd_gguf_str_eq(sfx, "attn_v.weight") ||
+                     herd_gguf_str_eq(sfx, "attn_k.bias") || herd_gguf_str_eq(sfx, "attn_v.bias"))
+                e->rows = h->kv_rows, e->n_rows = nkv;
+            else if (herd_gguf_str_eq(sfx, "attn_qkv.weight") || herd_gguf_str_eq(sfx, "attn_qkv.bias"))
+                e->rows = h->qkv_rows, e->n_rows = nq + 2 * nkv;
+            else if (herd_gguf_str_eq(sfx, "attn_output.weight"))
+                e->cols = &h->cols;
+        }
+        if ((rc = edit_plan(e, err)) != HERD_OK) {
+            herd_error_prefix(err, "%s", p->in_path);
+            goto out;
+        }
+    }
+    if (!(w = herd_gguf_writer_create())) {
+        rc = herd_error_set(err, HERD_E_NOMEM, "out of memory");
+        goto out;
+    }
+    char k_head[96], k_kv[96], k_len[96];
+    snprintf(k_head, sizeof k_head, "%s.attention.head_count", info.arch);
+    snprintf(k_kv, sizeof k_kv, "%s.attention.head_count_kv", info.arch);
+    bool kv_written = false;
+    for (size_t i = 0; i < herd_gguf_n_kv(g); i++) {
+        const struct herd_gguf_kv *kv = herd_gguf_kv_at(g, i);
+        if (herd_gguf_str_eq(kv->key, k_head))
+            rc = herd_gguf_writer_add_u32(w, k_head, K * G, err);
+        else if (herd_gguf_str_eq(kv->key, k_kv))
+            rc = herd_gguf_writer_add_u32(w, k_kv, K, err), kv_written = true;
+        else
+            rc = herd_gguf_writer_add_kv_copy(w, kv, err);
+        if (rc != HERD_OK) goto out;
+    }
+    /* the head size was n_embd / head_count where the file did not say: say it now */
+    if (!kv_written && (rc = herd_gguf_writer_add_u32(w, k_kv, K, err)) != HERD_OK) goto out;
+    const char *implied[3] = {hs.has_key_length ? NULL : "attention.key_length",
+                              hs.has_key_length ? NULL : "attention.value_length",
+                              hs.has_rope_dims ? NULL : "rope.dimension_count"};
+    for (int i = 0; i < 3; i++) {
+        if (!implied[i]) continue;
+        snprintf(k_len, sizeof k_len, "%s.%s", info.arch, implied[i]);
+        if (herd_gguf_find_kv(g, k_len)) continue;
+        if ((rc = herd_gguf_writer_add_u32(w, k_len, hd, err)) != HERD_OK) goto out;
+    }
+    if ((rc = write_edits(w, es, n_t, p->out_path, p->n_threads, &st, err)) != HERD_OK) goto out;
+    st.n_layer_in = st.n_layer_out = info.n_layer;
+    st.n_tensors_in = st.n_tensors_out = n_t;
+    st.file_bytes_in = herd_gguf_file_size(g);
+    struct stat sb;
+    if (stat(p->out_path, &sb) == 0) st.file_bytes_out = (uint64_t)sb.st_size;
+    if (stats) *stats = st;
+out:
+    herd_gguf_writer_destroy(w);
+    for (uint32_t l = 0; hl && l < info.n_layer; l++) {
+        free(hl[l].groups), free(hl[l].kv_rows), free(hl[l].qkv_rows);
+        free(hl[l].cols.keep), free(hl[l].cols.importance);
+    }
+    free(hl);
+    free(es);
     herd_gguf_destroy(g);
     return rc;
 }

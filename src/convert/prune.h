@@ -133,17 +133,19 @@ enum herd_status herd_prune_layers(const struct herd_prune_params *p, struct her
  * llama / qwen / gemma tensors from layer 0's width, so such a file does
  * not load there). Mixture-of-experts models are refused. */
 
-/* Collects mean |a_j| and mean a_j^2 of the activations entering every
- * layer's ffn_down (observe_matmul, role HERD_ROLE_FFN_DOWN). */
-struct herd_prune_ffn;
+/* Collects mean |a_j| and mean a_j^2 of the activations entering one
+ * matrix of every layer (observe_matmul): role HERD_ROLE_FFN_DOWN for
+ * --ffn-keep, HERD_ROLE_ATTN_OUTPUT for --heads-keep. */
+struct herd_prune_acts;
 
-/* n_ff[l]: layer l's FFN width. NULL on out of memory. */
-struct herd_prune_ffn *herd_prune_ffn_create(const uint32_t *n_ff, uint32_t n_layer);
-void herd_prune_ffn_destroy(struct herd_prune_ffn *f);
+/* n_ff[l]: the matrix's input width in layer l. NULL on out of memory. */
+struct herd_prune_acts *herd_prune_acts_create(enum herd_matrix_role role, const uint32_t *n_ff, uint32_t n_layer);
+void herd_prune_acts_destroy(struct herd_prune_acts *f);
 
-/* The herd_context_params.observe_matmul callback (ctx: the collector). */
-void herd_prune_ffn_observe(void *ctx, uint32_t layer, enum herd_matrix_role role, const float *x, size_t x_stride,
-                            size_t n_tokens);
+/* The herd_context_params.observe_matmul callback (ctx: the collector);
+ * other roles are ignored. */
+void herd_prune_acts_observe(void *ctx, uint32_t layer, enum herd_matrix_role role, const float *x, size_t x_stride,
+                             size_t n_tokens);
 
 /* Checks that g's FFNs can be pruned (dense, gate/up/down present):
  * HERD_E_UNSUPPORTED naming the reason. Fills n_ff[info->n_layer]. */
@@ -156,10 +158,10 @@ uint32_t herd_prune_ffn_kept(uint32_t n_ff, double keep);
 struct herd_prune_ffn_params {
     const char *in_path;
     const char *out_path;
-    const double *keep;                /* [n_layer]: the fraction each layer keeps, in (0, 1] */
-    uint32_t n_layer;                  /* must be the file's block_count */
-    const struct herd_prune_ffn *acts; /* the calibration's activations */
-    int n_threads;                     /* <= 0: one per CPU */
+    const double *keep;                 /* [n_layer]: the fraction each layer keeps, in (0, 1] */
+    uint32_t n_layer;                   /* must be the file's block_count */
+    const struct herd_prune_acts *acts; /* the calibration's activations */
+    int n_threads;                      /* <= 0: one per CPU */
 };
 
 /* Writes p->in_path with each layer's FFN cut to its kept channels. n_ff_out
@@ -167,5 +169,55 @@ struct herd_prune_ffn_params {
  * is created; nothing is left at p->out_path on failure. */
 enum herd_status herd_prune_ffn_write(const struct herd_prune_ffn_params *p, uint32_t *n_ff_out,
                                       struct herd_prune_stats *stats, struct herd_error *err);
+
+/* ------------------------------------------------------------ attention heads */
+
+/* --heads-keep: every layer keeps the same K of its n_head_kv KV heads,
+ * each with its G = n_head / n_head_kv query heads (a whole grouped-query
+ * group, so the layer stays a valid GQA layer), those scoring highest on
+ *   score_g = sum over the group's attn_output input columns j of
+ *             mean |a_j| x ||attn_output_:,j||
+ * with a_j the attention output entering attn_output over the calibration
+ * text: what the group writes into the residual stream. K is
+ * round(F x n_head_kv / m) x m, at least m, with m the fewest groups whose
+ * query columns fill whole blocks of attn_output's type (a K-quant's 256
+ * values at head size 64 and one query head per group: 4).
+ *
+ * The file: attn_q / attn_k / attn_v (and phi3's attn_qkv, qwen2's biases)
+ * keep the kept heads' rows, byte for byte; attn_output's kept columns are
+ * re-encoded in its type, as ffn_down's are for --ffn-keep. head_count and
+ * head_count_kv become K x G and K (one number each: every layer is cut
+ * alike, so llama.cpp reads the file); key_length, value_length and
+ * rope.dimension_count are written where the file left them implied by
+ * n_embd / head_count. Per-layer head counts (arrays) are refused, as are
+ * Gemma's 27B depths (46 / 62 layers: llama.cpp scales their queries by
+ * n_embd / head_count). */
+struct herd_prune_heads_shape {
+    uint32_t n_head, n_head_kv, head_dim;
+    uint32_t group_step; /* m above */
+    bool has_key_length, has_rope_dims;
+};
+
+/* Reads and checks g's attention for --heads-keep (HERD_E_UNSUPPORTED with
+ * the reason). */
+enum herd_status herd_prune_heads_check(const struct herd_gguf *g, const struct herd_prune_model_info *info,
+                                        struct herd_prune_heads_shape *hs, struct herd_error *err);
+
+/* The KV heads each layer keeps for fraction keep (see above). */
+uint32_t herd_prune_heads_kept(const struct herd_prune_heads_shape *hs, double keep);
+
+struct herd_prune_heads_params {
+    const char *in_path;
+    const char *out_path;
+    double keep;                        /* in (0, 1] */
+    const struct herd_prune_acts *acts; /* HERD_ROLE_ATTN_OUTPUT activations */
+    int n_threads;                      /* <= 0: one per CPU */
+};
+
+/* Writes p->in_path with every layer's attention cut to its kept KV groups;
+ * *n_head_kv_out (may be NULL) receives K. Checked before the output is
+ * created; nothing is left at p->out_path on failure. */
+enum herd_status herd_prune_heads_write(const struct herd_prune_heads_params *p, uint32_t *n_head_kv_out,
+                                        struct herd_prune_stats *stats, struct herd_error *err);
 
 #endif

@@ -389,6 +389,99 @@ if np is not None:
     # the reference can fail: the same pass with layer 2's FFN cut to layer 0's width does not match
     check(float(np.abs(np.array(eval_logits(fbase, ids)) - ref).max()) > 1e-2, "and the unpruned model is not within it")
 
+
+# ------------------------------------------------------------------ --heads-keep
+def zero_head_outputs(model, out, dropped):
+    """A copy whose dropped query heads (layer -> heads) write nothing: their attn_output columns zeroed (F32)."""
+    shutil.copyfile(model, out)
+    info = inspect(model)
+    hd = info["hparams"]["head_dim"]
+    with open(out, "r+b") as f:
+        for t in info["tensors"]:
+            p = t["name"].split(".")
+            if p[0] == "blk" and p[2] == "attn_output" and dropped.get(int(p[1])):
+                assert t["type"] == "f32"
+                cols, n_rows = t["shape"]
+                for r in range(n_rows):
+                    for h in dropped[int(p[1])]:
+                        f.seek(info["data_offset"] + t["offset"] + 4 * (r * cols + h * hd))
+                        f.write(b"\0" * (4 * hd))
+
+
+for shape, layers, fr, kv_out in (("tiny-256", "2", "0.5", 1), ("qwen3-tiny", "2", "0.5", 1),
+                                  ("phi3-tiny", "2", "0.5", 2), ("qwen2moe-tiny", None, "0.5", 1),
+                                  ("tiny", "3", "0.5", 1)):
+    src = synth(shape, "heads-%s.gguf" % shape, layers)
+    out = path("heads-%s.pruned.gguf" % shape)
+    report = path("heads.report.json")
+    run("prune", src, out, "--heads-keep", fr, "--report", report, *calib)
+    a, b = inspect(src), inspect(out)
+    H, KV, hd = a["hparams"]["n_head"], a["hparams"]["n_head_kv"], a["hparams"]["head_dim"]
+    G = H // KV
+    r = json.load(open(report))
+    check(b["hparams"]["n_head_kv"] == kv_out and b["hparams"]["n_head"] == kv_out * G and
+          b["hparams"]["head_dim"] == hd and r["n_head_kv_out"] == kv_out and r["method"] == "attention_heads",
+          "%s --heads-keep %s: %d of %d KV heads, %d query heads, head size %d kept" % (shape, fr, kv_out, KV,
+                                                                                     kv_out * G, hd))
+    ba, bb = tensor_bytes(src, a), tensor_bytes(out, b)
+    n_l = a["hparams"]["n_layer"]
+    fused = "blk.0.attn_qkv.weight" in ba
+    dropped = {}
+    ok = True
+    for l in range(n_l):
+        name = "blk.%d.%s.weight" % (l, "attn_qkv" if fused else "attn_q")
+        rin, rout = rows(ba[name], len(ba[name]) // (4 * a["hparams"]["n_embd"])), rows(
+            bb[name], len(bb[name]) // (4 * a["hparams"]["n_embd"]))
+        heads_in = [b"".join(rin[h * hd:(h + 1) * hd]) for h in range(H)]
+        kept = [heads_in.index(b"".join(rout[k * hd:(k + 1) * hd])) for k in range(kv_out * G)]
+        groups = sorted(set(h // G for h in kept))
+        ok &= kept == [g * G + i for g in groups for i in range(G)] and len(groups) == kv_out
+        dropped[l] = [h for h in range(H) if h not in kept]
+        # K and V rows of the kept groups (after Q's in phi3's attn_qkv)
+        if fused:
+            kin, kout = rin[H * hd:], rout[kv_out * G * hd:]
+            ok &= all(kout[i * hd:(i + 1) * hd] == kin[g * hd:(g + 1) * hd] and
+                      kout[(kv_out + i) * hd:(kv_out + i + 1) * hd] == kin[(KV + g) * hd:(KV + g + 1) * hd]
+                      for i, g in enumerate(groups))
+        else:
+            for m in ("attn_k", "attn_v"):
+                kin, kout = rows(ba["blk.%d.%s.weight" % (l, m)], KV * hd), rows(bb["blk.%d.%s.weight" % (l, m)],
+                                                                               kv_out * hd)
+                ok &= all(kout[i * hd:(i + 1) * hd] == kin[g * hd:(g + 1) * hd] for i, g in enumerate(groups))
+        if "blk.%d.attn_q.bias" % l in ba:  # qwen2moe: biases cut alike
+            qb = ba["blk.%d.attn_q.bias" % l]
+            ok &= bb["blk.%d.attn_q.bias" % l] == b"".join(qb[4 * h * hd:4 * (h + 1) * hd] for h in kept)
+    check(ok, "%s: whole KV groups kept, Q / K / V rows (and biases) are the input's" % shape)
+    zeroed = path("heads-%s.zeroed.gguf" % shape)
+    zero_head_outputs(src, zeroed, dropped)
+    lp, lz, lo = eval_logits(out, ids), eval_logits(zeroed, ids), eval_logits(src, ids)
+    d, d0 = max_diff(lp, lz), max_diff(lp, lo)
+    check(d <= 1e-3 and d0 > 1e-2, "%s: logits as the original's with the dropped heads' outputs zeroed (%.3g; "
+          "unmodified %.3g)" % (shape, d, d0))
+    for f in (src, out, zeroed):
+        os.unlink(f)
+# the group that writes nothing (its query heads' attn_output columns zeroed) is the one cut
+src = synth("tiny", "heads-dead.gguf", "2")
+zero_head_outputs(src, path("heads-dead.zeroed.gguf"), {0: [2, 3], 1: [0, 1]})  # layer 0: group 1, layer 1: group 0
+run("prune", path("heads-dead.zeroed.gguf"), path("heads-dead.pruned.gguf"), "--heads-keep", "0.5", *calib)
+a, b = inspect(path("heads-dead.zeroed.gguf")), inspect(path("heads-dead.pruned.gguf"))
+ba, bb = tensor_bytes(path("heads-dead.zeroed.gguf"), a), tensor_bytes(path("heads-dead.pruned.gguf"), b)
+check(bb["blk.0.attn_k.weight"] == b"".join(rows(ba["blk.0.attn_k.weight"], 32)[0:16]) and
+      bb["blk.1.attn_k.weight"] == b"".join(rows(ba["blk.1.attn_k.weight"], 32)[16:32]),
+      "--heads-keep 0.5: the silent KV group of each layer is the one cut")
+
+q = synth("tiny-256", "heads-q.gguf", "2", "Q4_K_M")  # attn_output Q4_K: 2 groups of 128 columns per block
+p = run("prune", q, path("heads-q.pruned.gguf"), "--heads-keep", "0.5", *calib, expect=None)
+check(p.returncode == 2 and "keeps all 2 KV heads" in p.stderr and not os.path.exists(path("heads-q.pruned.gguf")),
+      "--heads-keep on Q4_K attn_output of 2 x 128 columns: refused, it cannot keep whole blocks")
+q = synth("tiny", "heads-q8.gguf", "2", "Q8_0")
+run("prune", q, path("heads-q8.pruned.gguf"), "--heads-keep", "0.5", *calib)
+b = inspect(path("heads-q8.pruned.gguf"))
+check(b["hparams"]["n_head_kv"] == 1 and b["runnable"] and all(t["type"] == "q8_0" for t in b["tensors"]
+                                                              if t["name"].endswith("attn_output.weight")),
+      "--heads-keep on Q8_0: attn_output re-encoded as Q8_0, runnable")
+eval_logits(path("heads-q8.pruned.gguf"), ids)
+
 # ------------------------------------------------------------------ bad input
 gemma = synth("gemma3-tiny", "gemma3.gguf")
 with open(base, "rb") as f:
@@ -410,6 +503,7 @@ bad = [  # args, exit code, message part
     ([base, "OUT", "--ffn-keep", "0"] + calib, 2, "(0, 1]"),
     ([base, "OUT", "--ffn-keep", "1.5"] + calib, 2, "(0, 1]"),
     ([base, "OUT", "--heads-keep", "-0.5"] + calib, 2, "(0, 1]"),
+    ([base, "OUT", "--heads-keep", "1.01"] + calib, 2, "(0, 1]"),
     ([base, "OUT", "--ffn-keep", "abc"] + calib, 2, "(0, 1]"),
     ([base, "OUT", "--layers", "1", "--drop-layers", "1"] + calib, 2, "exactly one"),
     ([base, "OUT"], 2, "exactly one"),
@@ -426,6 +520,8 @@ bad = [  # args, exit code, message part
     ([base, "OUT", "--ffn-keep", "0.5,0.5"] + calib, 2, "fractions"),
     ([base, "OUT", "--ffn-keep", "0.5,0,0.5,0.5"] + calib, 2, "(0, 1]"),
     ([synth("mixtral-tiny", "moe.gguf"), "OUT", "--ffn-keep", "0.5"] + calib, 1, "mixture-of-experts"),
+    ([base, "OUT", "--heads-keep", "0.5"], 2, "--calib"),
+    ([synth("gemma3-tiny", "g3.gguf"), "OUT", "--heads-keep", "0.5"] + calib, 2, "keeps all 1 KV heads"),
 ]
 for args, code, msg in bad:
     for out in (path("out.gguf"), path("existing.gguf")):
