@@ -289,6 +289,17 @@ for fr, want in (("0.5", [512, 512, 512]), ("0.34,1,0.67", [256, 768, 512]), ("0
     if fr == "0.34,1,0.67":
         shutil.copyfile(out, path("ffn.perlayer.gguf"))
 
+# layer removal on a file whose feed_forward_length is an array: the kept layers' entries stay
+m = path("ffn.perlayer.gguf")
+run("prune", m, path("ffn.perlayer.l1.gguf"), "--layers", "1")
+b = inspect(path("ffn.perlayer.l1.gguf"))
+check(meta(b, "llama.feed_forward_length") == {"type": "array", "element_type": "i32", "count": 2} and
+      [t["shape"] for t in b["tensors"] if t["name"].endswith("ffn_down.weight")] == [[256, 256], [512, 256]],
+      "--layers 1 on per-layer FFN widths 256 / 768 / 512: the array becomes 256 / 512")
+zero_layers(m, path("ffn.perlayer.z1.gguf"), [1])
+d = max_diff(eval_logits(path("ffn.perlayer.l1.gguf"), ids), eval_logits(path("ffn.perlayer.z1.gguf"), ids))
+check(d <= 1e-5, "and its logits equal the original's with layer 1 zeroed (%.3g)" % d)
+
 # other families: qwen3 (Q/K norms), phi3 (gate and up in one ffn_up), gemma3 (GELU, post norms)
 for shape, n_ff in (("qwen3-tiny", 512), ("phi3-tiny", 768), ("gemma3-tiny", 512)):
     src = synth(shape, "ffn-%s.gguf" % shape, "2")
