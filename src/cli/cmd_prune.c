@@ -148,6 +148,13 @@ static uint32_t calib_batch(uint64_t n_ctx) { return cli_calib_batch((uint32_t)n
 
 /* ------------------------------------------------------------ report */
 
+/* The flags, checked. */
+struct prune_opts {
+    const char *in_path, *out_path, *text_path, *report;
+    const char *drop_text, *layers_text, *ffn_text;
+    uint64_t n_ctx, chunks, threads;
+};
+
 static void print_table(const struct herd_prune_model_info *info, const double *scores, const uint32_t *rank,
                         const bool *drop) {
     fprintf(stderr, "  layer  block influence  rank\n");
@@ -160,13 +167,11 @@ static void print_table(const struct herd_prune_model_info *info, const double *
 }
 
 struct report_in {
-    const char *in_path, *out_path, *text_path, *method;
     const struct herd_prune_model_info *info;
     const double *scores; /* NULL without calibration */
     const uint32_t *order, *rank;
     const bool *drop;
     const struct cli_calib_result *cr;
-    uint32_t n_ctx;
     const struct herd_prune_stats *st;
 };
 
@@ -190,20 +195,42 @@ static int dump_report(const char *path, json_t *root) {
     return rc;
 }
 
-static int write_report(const char *path, const struct report_in *r) {
-    json_t *root = json_object(), *layers = json_array(), *ranking = json_array(), *removed = json_array(),
-           *kept = json_array();
-    json_object_set_new(root, "input", json_string(r->in_path));
-    json_object_set_new(root, "output", json_string(r->out_path));
-    json_object_set_new(root, "architecture", json_string(r->info->arch));
-    json_object_set_new(root, "method", json_string(r->method));
+/* A report's first fields: the files, the architecture, the method. */
+static json_t *report_begin(const struct prune_opts *o, const char *arch, const char *method) {
+    json_t *root = json_object();
+    json_object_set_new(root, "input", json_string(o->in_path));
+    json_object_set_new(root, "output", json_string(o->out_path));
+    json_object_set_new(root, "architecture", json_string(arch));
+    json_object_set_new(root, "method", json_string(method));
+    return root;
+}
+
+/* Its last: the calibration (cr NULL: none ran), tensors and sizes. */
+static void report_end(json_t *root, const struct prune_opts *o, const struct cli_calib_result *cr,
+                       const struct herd_prune_stats *st) {
+    json_object_set_new(root, "calibration",
+                        cr ? json_pack("{s:s,s:I,s:I,s:i,s:I}", "file", o->text_path, "text_tokens",
+                                       (json_int_t)cr->n_text_tokens, "chunks", (json_int_t)cr->n_chunks, "ctx",
+                                       (int)o->n_ctx, "tokens", (json_int_t)(cr->n_chunks * o->n_ctx))
+                           : json_null());
+    json_object_set_new(root, "tensors_in", json_integer((json_int_t)st->n_tensors_in));
+    json_object_set_new(root, "tensors_out", json_integer((json_int_t)st->n_tensors_out));
+    json_object_set_new(root, "weight_bytes_in", json_integer((json_int_t)st->bytes_in));
+    json_object_set_new(root, "weight_bytes_out", json_integer((json_int_t)st->bytes_out));
+    json_object_set_new(root, "file_bytes_in", json_integer((json_int_t)st->file_bytes_in));
+    json_object_set_new(root, "file_bytes_out", json_integer((json_int_t)st->file_bytes_out));
+}
+
+static int write_report(const struct prune_opts *o, const struct report_in *r) {
+    json_t *root = report_begin(o, r->info->arch, o->drop_text ? "block_influence" : "layers");
+    json_t *layers = json_array(), *ranking = json_array(), *removed = json_array(), *kept = json_array();
     json_object_set_new(root, "n_layer_in", json_integer(r->st->n_layer_in));
     json_object_set_new(root, "n_layer_out", json_integer(r->st->n_layer_out));
     for (uint32_t l = 0; l < r->info->n_layer; l++) {
-        json_t *o = json_pack("{s:i,s:b}", "layer", (int)l, "removed", r->drop[l]);
-        json_object_set_new(o, "block_influence", r->scores ? json_real(r->scores[l]) : json_null());
-        json_object_set_new(o, "rank", r->scores ? json_integer(r->rank[l]) : json_null());
-        json_array_append_new(layers, o);
+        json_t *e = json_pack("{s:i,s:b}", "layer", (int)l, "removed", r->drop[l]);
+        json_object_set_new(e, "block_influence", r->scores ? json_real(r->scores[l]) : json_null());
+        json_object_set_new(e, "rank", r->scores ? json_integer(r->rank[l]) : json_null());
+        json_array_append_new(layers, e);
         if (r->scores) json_array_append_new(ranking, json_integer(r->order[l]));
         json_array_append_new(r->drop[l] ? removed : kept, json_integer(l));
     }
@@ -212,27 +239,11 @@ static int write_report(const char *path, const struct report_in *r) {
     if (!r->scores) json_decref(ranking);
     json_object_set_new(root, "removed", removed);
     json_object_set_new(root, "kept", kept);
-    json_object_set_new(root, "calibration",
-                        r->scores ? json_pack("{s:s,s:I,s:I,s:i,s:I}", "file", r->text_path, "text_tokens",
-                                              (json_int_t)r->cr->n_text_tokens, "chunks", (json_int_t)r->cr->n_chunks,
-                                              "ctx", (int)r->n_ctx, "tokens", (json_int_t)(r->cr->n_chunks * r->n_ctx))
-                                  : json_null());
-    json_object_set_new(root, "tensors_in", json_integer((json_int_t)r->st->n_tensors_in));
-    json_object_set_new(root, "tensors_out", json_integer((json_int_t)r->st->n_tensors_out));
-    json_object_set_new(root, "weight_bytes_in", json_integer((json_int_t)r->st->bytes_in));
-    json_object_set_new(root, "weight_bytes_out", json_integer((json_int_t)r->st->bytes_out));
-    json_object_set_new(root, "file_bytes_in", json_integer((json_int_t)r->st->file_bytes_in));
-    json_object_set_new(root, "file_bytes_out", json_integer((json_int_t)r->st->file_bytes_out));
-    return dump_report(path, root);
+    report_end(root, o, r->scores ? r->cr : NULL, r->st);
+    return dump_report(o->report, root);
 }
 
 /* ------------------------------------------------------------ layers */
-
-struct prune_opts {
-    const char *in_path, *out_path, *text_path, *report;
-    const char *drop_text, *layers_text, *ffn_text;
-    uint64_t n_ctx, chunks, threads;
-};
 
 static int prune_layers(const struct prune_opts *o) {
     struct herd_error err = {0};
@@ -290,19 +301,8 @@ static int prune_layers(const struct prune_opts *o) {
         goto out;
     }
     if (o->report) {
-        const struct report_in r = {o->in_path,
-                                    o->out_path,
-                                    o->text_path,
-                                    o->drop_text ? "block_influence" : "layers",
-                                    &info,
-                                    calibrated ? scores : NULL,
-                                    order,
-                                    rank,
-                                    drop,
-                                    &cr,
-                                    (uint32_t)o->n_ctx,
-                                    &st};
-        if (write_report(o->report, &r) != 0) goto out;
+        const struct report_in r = {&info, calibrated ? scores : NULL, order, rank, drop, &cr, &st};
+        if (write_report(o, &r) != 0) goto out;
     }
     fprintf(stderr,
             "herd prune: wrote %s: %u of %u layers, %zu of %zu tensors, weights %.2f -> %.2f MiB, file %.2f MiB\n",
@@ -359,27 +359,14 @@ static int parse_fractions(const char *text, uint32_t n_layer, double *keep) {
 static int write_ffn_report(const struct prune_opts *o, const struct herd_prune_model_info *info, const double *keep,
                             const uint32_t *n_ff_in, const uint32_t *n_ff_out, const struct cli_calib_result *cr,
                             const struct herd_prune_stats *st) {
-    json_t *root = json_object(), *layers = json_array();
-    json_object_set_new(root, "input", json_string(o->in_path));
-    json_object_set_new(root, "output", json_string(o->out_path));
-    json_object_set_new(root, "architecture", json_string(info->arch));
-    json_object_set_new(root, "method", json_string("ffn_channels"));
+    json_t *root = report_begin(o, info->arch, "ffn_channels"), *layers = json_array();
     json_object_set_new(root, "n_layer_in", json_integer(st->n_layer_in));
     json_object_set_new(root, "n_layer_out", json_integer(st->n_layer_out));
     for (uint32_t l = 0; l < info->n_layer; l++)
         json_array_append_new(layers, json_pack("{s:i,s:f,s:i,s:i}", "layer", (int)l, "keep_fraction", keep[l],
                                                 "n_ff_in", (int)n_ff_in[l], "n_ff_out", (int)n_ff_out[l]));
     json_object_set_new(root, "layers", layers);
-    json_object_set_new(root, "calibration",
-                        json_pack("{s:s,s:I,s:I,s:i,s:I}", "file", o->text_path, "text_tokens",
-                                  (json_int_t)cr->n_text_tokens, "chunks", (json_int_t)cr->n_chunks, "ctx",
-                                  (int)o->n_ctx, "tokens", (json_int_t)(cr->n_chunks * o->n_ctx)));
-    json_object_set_new(root, "tensors_in", json_integer((json_int_t)st->n_tensors_in));
-    json_object_set_new(root, "tensors_out", json_integer((json_int_t)st->n_tensors_out));
-    json_object_set_new(root, "weight_bytes_in", json_integer((json_int_t)st->bytes_in));
-    json_object_set_new(root, "weight_bytes_out", json_integer((json_int_t)st->bytes_out));
-    json_object_set_new(root, "file_bytes_in", json_integer((json_int_t)st->file_bytes_in));
-    json_object_set_new(root, "file_bytes_out", json_integer((json_int_t)st->file_bytes_out));
+    report_end(root, o, cr, st);
     return dump_report(o->report, root);
 }
 
@@ -500,25 +487,14 @@ static int prune_heads(const struct prune_opts *o, const char *heads_text) {
                 "count and refuses it\n",
                 o->out_path, info.arch);
     if (o->report) {
-        json_t *root = json_object();
-        json_object_set_new(root, "input", json_string(o->in_path));
-        json_object_set_new(root, "output", json_string(o->out_path));
-        json_object_set_new(root, "architecture", json_string(info.arch));
-        json_object_set_new(root, "method", json_string("attention_heads"));
+        json_t *root = report_begin(o, info.arch, "attention_heads");
         json_object_set_new(root, "keep_fraction", json_real(keep));
         json_object_set_new(root, "n_head_in", json_integer(hs.n_head));
         json_object_set_new(root, "n_head_kv_in", json_integer(hs.n_head_kv));
         json_object_set_new(root, "n_head_out", json_integer(k_out * G));
         json_object_set_new(root, "n_head_kv_out", json_integer(k_out));
         json_object_set_new(root, "head_dim", json_integer(hs.head_dim));
-        json_object_set_new(root, "calibration",
-                            json_pack("{s:s,s:I,s:I,s:i,s:I}", "file", o->text_path, "text_tokens",
-                                      (json_int_t)cr.n_text_tokens, "chunks", (json_int_t)cr.n_chunks, "ctx",
-                                      (int)o->n_ctx, "tokens", (json_int_t)(cr.n_chunks * o->n_ctx)));
-        json_object_set_new(root, "weight_bytes_in", json_integer((json_int_t)st.bytes_in));
-        json_object_set_new(root, "weight_bytes_out", json_integer((json_int_t)st.bytes_out));
-        json_object_set_new(root, "file_bytes_in", json_integer((json_int_t)st.file_bytes_in));
-        json_object_set_new(root, "file_bytes_out", json_integer((json_int_t)st.file_bytes_out));
+        report_end(root, o, &cr, &st);
         if (dump_report(o->report, root) != 0) goto out;
     }
     fprintf(stderr,

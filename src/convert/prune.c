@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "base/assert.h"
 #include "base/checked.h"
 #include "base/cpu.h"
 #include "base/pool.h"
@@ -22,7 +23,7 @@ struct herd_prune_bi {
     double *sum;     /* [n_layer]: sum over tokens of 1 - cos(h_l, h_{l+1}) */
     uint64_t *count; /* [n_layer]: tokens summed */
     float *prev;     /* [max_tokens][n_embd]: the residual entering the layer observed last */
-    uint32_t next;   /* the layer the next call should be (n_layer + 1: none yet) */
+    uint32_t next;   /* the layer the next call should be, after layer 0 */
     size_t n_prev;   /* rows in prev */
 };
 
@@ -72,15 +73,11 @@ static double one_minus_cos(const float *a, const float *b, size_t n) {
 void herd_prune_bi_observe(void *ctx, uint32_t layer, const float *x, size_t x_stride, size_t n_tokens) {
     struct herd_prune_bi *bi = ctx;
     const size_t E = bi->n_embd;
-    /* herd_decode calls layers 0 .. n_layer in order; a batch larger than
-     * the collector was made for, or a call out of order, is a caller bug */
-    if (n_tokens > bi->max_tokens || layer > bi->n_layer || (layer != 0 && layer != bi->next)) {
-        fprintf(stderr, "herd_prune_bi_observe: layer %u of %u, %zu tokens (at most %u): not collected\n", layer,
-                bi->n_layer, n_tokens, bi->max_tokens);
-        bi->next = bi->n_layer + 1;
-        return;
-    }
-    if (layer > 0 && n_tokens == bi->n_prev) {
+    /* herd_decode calls layers 0 .. n_layer in order, with the same rows;
+     * a batch larger than the collector was made for is a caller bug */
+    HERD_ASSERT(n_tokens <= bi->max_tokens && layer <= bi->n_layer && (layer == 0 || layer == bi->next));
+    HERD_ASSERT(layer == 0 || n_tokens == bi->n_prev);
+    if (layer > 0) {
         double s = 0;
         for (size_t t = 0; t < n_tokens; t++) s += one_minus_cos(bi->prev + t * E, x + t * x_stride, E);
         bi->sum[layer - 1] += s;
@@ -100,20 +97,14 @@ uint64_t herd_prune_bi_scores(const struct herd_prune_bi *bi, double *scores) {
     return n;
 }
 
-static const double *g_rank_scores; /* qsort has no context argument; herd_prune_rank is not reentrant */
-
-static int by_score(const void *a, const void *b) {
-    const uint32_t i = *(const uint32_t *)a, j = *(const uint32_t *)b;
-    const double x = g_rank_scores[i], y = g_rank_scores[j];
-    if (x != y) return x < y ? -1 : 1;
-    return i < j ? -1 : i > j;
-}
-
 void herd_prune_rank(const double *scores, uint32_t n_layer, uint32_t *order) {
-    for (uint32_t l = 0; l < n_layer; l++) order[l] = l;
-    g_rank_scores = scores;
-    qsort(order, n_layer, sizeof *order, by_score);
-    g_rank_scores = NULL;
+    /* insertion sort: stable (ties keep the lower index first), no
+     * allocation, and n_layer <= HERD_MAX_LAYERS keeps n^2 small */
+    for (uint32_t l = 0; l < n_layer; l++) {
+        uint32_t k = l;
+        for (; k > 0 && scores[order[k - 1]] > scores[l]; k--) order[k] = order[k - 1];
+        order[k] = l;
+    }
 }
 
 /* ------------------------------------------------------------ the model */
@@ -470,18 +461,29 @@ struct ffn_layer {
     float *importance; /* [n_keep]: mean a^2 of the kept channels, for requantizing ffn_down */
 };
 
-static const double *g_ffn_scores; /* as g_rank_scores: qsort has no context */
+/* A channel (or head group) and its score, sorted best first (ties: the
+ * lower index), then the kept ones back into index order. */
+struct scored {
+    double score;
+    uint32_t index;
+};
 
 static int by_score_desc(const void *a, const void *b) {
-    const uint32_t i = *(const uint32_t *)a, j = *(const uint32_t *)b;
-    const double x = g_ffn_scores[i], y = g_ffn_scores[j];
-    if (x != y) return x > y ? -1 : 1;
-    return i < j ? -1 : i > j;
+    const struct scored *x = a, *y = b;
+    if (x->score != y->score) return x->score > y->score ? -1 : 1;
+    return x->index < y->index ? -1 : x->index > y->index;
 }
 
 static int by_index(const void *a, const void *b) {
     const uint32_t i = *(const uint32_t *)a, j = *(const uint32_t *)b;
     return i < j ? -1 : i > j;
+}
+
+/* The n_keep best of sc[n] (reordered) into keep[n_keep], ascending. */
+static void keep_best(struct scored *sc, uint32_t n, uint32_t n_keep, uint32_t *keep) {
+    qsort(sc, n, sizeof *sc, by_score_desc);
+    for (uint32_t k = 0; k < n_keep; k++) keep[k] = sc[k].index;
+    qsort(keep, n_keep, sizeof *keep, by_index);
 }
 
 /* Euclidean norm of each of t's rows [row0, row0 + n) into out (added). */
@@ -507,7 +509,8 @@ static enum herd_status plan_layer(const struct herd_gguf *g, uint32_t l, const 
     fl->n_keep = herd_prune_ffn_kept(F, keep);
     fl->keep = malloc(F * sizeof *fl->keep);
     fl->importance = malloc(F * sizeof *fl->importance);
-    double *wnorm = calloc(F, sizeof *wnorm), *score = malloc(F * sizeof *score), *col = calloc(F, sizeof *col);
+    double *wnorm = calloc(F, sizeof *wnorm), *col = calloc(F, sizeof *col);
+    struct scored *score = malloc(F * sizeof *score);
     const size_t scratch_n = (size_t)F > E ? (size_t)F : E;
     float *scratch = malloc(scratch_n * sizeof *scratch);
     enum herd_status rc = HERD_OK;
@@ -533,14 +536,8 @@ static enum herd_status plan_layer(const struct herd_gguf *g, uint32_t l, const 
         for (uint32_t j = 0; j < F; j++) col[j] += (double)scratch[j] * scratch[j];
     }
     const double n = (double)acts->n_tokens[l];
-    for (uint32_t j = 0; j < F; j++) {
-        score[j] = acts->abs_sum[l][j] / n * (wnorm[j] + sqrt(col[j]));
-        fl->keep[j] = j;
-    }
-    g_ffn_scores = score;
-    qsort(fl->keep, F, sizeof *fl->keep, by_score_desc);
-    g_ffn_scores = NULL;
-    qsort(fl->keep, fl->n_keep, sizeof *fl->keep, by_index);
+    for (uint32_t j = 0; j < F; j++) score[j] = (struct scored){acts->abs_sum[l][j] / n * (wnorm[j] + sqrt(col[j])), j};
+    keep_best(score, F, fl->n_keep, fl->keep);
     for (uint32_t k = 0; k < fl->n_keep; k++) fl->importance[k] = (float)(acts->sq_sum[l][fl->keep[k]] / n);
 out:
     free(wnorm);
@@ -897,7 +894,8 @@ static enum herd_status plan_heads(const struct herd_gguf *g, uint32_t l, const 
     fl->n_keep = n_keep_kv * run;
     fl->keep = malloc(qd * sizeof *fl->keep);
     fl->importance = malloc(qd * sizeof *fl->importance);
-    double *col = calloc(qd, sizeof *col), *score = calloc(hs->n_head_kv, sizeof *score);
+    double *col = calloc(qd, sizeof *col);
+    struct scored *score = calloc(hs->n_head_kv, sizeof *score);
     float *scratch = malloc(qd * sizeof *scratch);
     enum herd_status rc = HERD_OK;
     if (!fl->keep || !fl->importance || !col || !score || !scratch) {
@@ -910,12 +908,9 @@ static enum herd_status plan_heads(const struct herd_gguf *g, uint32_t l, const 
     }
     col_sq_norms(wo, scratch, col);
     const double n = (double)acts->n_tokens[l];
-    for (uint32_t j = 0; j < qd; j++) score[j / run] += acts->abs_sum[l][j] / n * sqrt(col[j]);
-    for (uint32_t k = 0; k < hs->n_head_kv; k++) groups[k] = k;
-    g_ffn_scores = score;
-    qsort(groups, hs->n_head_kv, sizeof *groups, by_score_desc);
-    g_ffn_scores = NULL;
-    qsort(groups, n_keep_kv, sizeof *groups, by_index);
+    for (uint32_t k = 0; k < hs->n_head_kv; k++) score[k].index = k;
+    for (uint32_t j = 0; j < qd; j++) score[j / run].score += acts->abs_sum[l][j] / n * sqrt(col[j]);
+    keep_best(score, hs->n_head_kv, n_keep_kv, groups);
     expand_rows(groups, n_keep_kv, run, 0, fl->keep);
     for (uint32_t k = 0; k < fl->n_keep; k++) fl->importance[k] = (float)(acts->sq_sum[l][fl->keep[k]] / n);
 out:

@@ -53,8 +53,8 @@ struct herd_prune_bi *herd_prune_bi_create(uint32_t n_layer, uint32_t n_embd, ui
 void herd_prune_bi_destroy(struct herd_prune_bi *bi);
 
 /* The herd_context_params.observe_residual callback (ctx: the collector).
- * Expects layers 0 .. n_layer of one batch in order, as herd_decode calls
- * it. A token whose two rows are both zero counts as unturned (BI 0), one
+ * Expects layers 0 .. n_layer of one batch of at most max_tokens rows in
+ * order, as herd_decode calls it (HERD_ASSERT: anything else is a bug). A token whose two rows are both zero counts as unturned (BI 0), one
  * with a single zero row as orthogonal (BI 1). */
 void herd_prune_bi_observe(void *ctx, uint32_t layer, const float *x, size_t x_stride, size_t n_tokens);
 
