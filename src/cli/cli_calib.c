@@ -12,6 +12,17 @@
 
 uint32_t cli_calib_batch(uint32_t n_ctx) { return n_ctx < CLI_CALIB_BATCH ? n_ctx : CLI_CALIB_BATCH; }
 
+int cli_calib_readable(const char *cmd, const char *text_path) {
+    struct herd_mapped_file f = {0};
+    struct herd_error err = {0};
+    if (herd_mapped_file_init(&f, text_path, &err) != HERD_OK) {
+        fprintf(stderr, "herd %s: %s\n", cmd, err.msg);
+        return 1;
+    }
+    herd_mapped_file_cleanup(&f);
+    return 0;
+}
+
 int cli_calib_run(const char *cmd, struct herd_engine *e, const char *text_path, uint32_t n_ctx, uint64_t max_chunks,
                   struct cli_calib_result *out) {
     struct herd_mapped_file text = {0};

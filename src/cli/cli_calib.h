@@ -28,6 +28,10 @@ struct cli_calib_result {
  * Open the engine with this batch_tokens. */
 uint32_t cli_calib_batch(uint32_t n_ctx);
 
+/* Whether text_path can be read, to check before loading a model (which
+ * may take long): 0, or 1 after printing "herd CMD: ..." naming it. */
+int cli_calib_readable(const char *cmd, const char *text_path);
+
 /* Runs at most max_chunks (0: all) chunks of n_ctx tokens of text_path
  * through e's context. Prints "herd CMD: N tokens, C chunks of n_ctx" and
  * a progress line to stderr. Returns 0, or 1 after printing the error

@@ -56,6 +56,7 @@ int herd_cmd_imatrix(int argc, char **argv) {
     struct herd_imatrix *im = NULL;
     struct herd_error err = {0};
     int rc = 1;
+    if (cli_calib_readable("imatrix", text_path) != 0) return 1;
     struct herd_engine_options eo;
     cli_engine_options(&mo, &eo);
     eo.parts = HERD_ENGINE_TEXT;

@@ -397,6 +397,16 @@ static int prune_ffn(const struct prune_opts *o) {
         rc = 2;
         goto out;
     }
+    bool any = false;
+    for (uint32_t l = 0; l < info.n_layer; l++) any |= herd_prune_ffn_kept(n_ff[l], keep[l]) < n_ff[l];
+    if (!any) {
+        fprintf(stderr,
+                "herd prune: --ffn-keep %s keeps every channel (layers keep multiples of 256 channels, at least 256; "
+                "this model's FFNs are %u wide); give a smaller fraction\n",
+                o->ffn_text, n_ff[0]);
+        rc = 2;
+        goto out;
+    }
     if (!(acts = herd_prune_acts_create(HERD_ROLE_FFN_DOWN, n_ff, info.n_layer))) {
         fprintf(stderr, "herd prune: out of memory\n");
         goto out;
@@ -561,5 +571,6 @@ int herd_cmd_prune(int argc, char **argv) {
         fprintf(stderr, "herd prune: IN, OUT and --report must be different files\n");
         return 2;
     }
+    if (o.text_path && cli_calib_readable("prune", o.text_path) != 0) return 1;
     return o.ffn_text ? prune_ffn(&o) : heads_text ? prune_heads(&o, heads_text) : prune_layers(&o);
 }

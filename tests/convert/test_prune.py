@@ -532,6 +532,7 @@ bad = [  # args, exit code, message part
     ([base, "OUT", "--ffn-keep", "0.5,0,0.5,0.5"] + calib, 2, "(0, 1]"),
     ([synth("mixtral-tiny", "moe.gguf"), "OUT", "--ffn-keep", "0.5"] + calib, 1, "mixture-of-experts"),
     ([base, "OUT", "--heads-keep", "0.5"], 2, "--calib"),
+    ([base, "OUT", "--ffn-keep", "0.5"] + calib, 2, "keeps every channel"),
     ([synth("gemma3-tiny", "g3.gguf"), "OUT", "--heads-keep", "0.5"] + calib, 2, "keeps all 1 KV heads"),
 ]
 for args, code, msg in bad:
