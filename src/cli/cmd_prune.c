@@ -32,8 +32,8 @@ static const struct cli_command cmd = {
                "--ffn-keep F (or F0,F1,... per layer): each layer keeps round(F x n_ff / 256) x 256 channels\n"
                "(at least 256), those with the highest mean |activation into ffn_down| x (|gate row| +\n"
                "|up row| + |down column|); ffn_down is re-encoded in its type. Dense FFNs only.\n"
-               "--heads-keep F: every layer keeps the same number of KV heads (each with its query heads),\n"
-               "those writing most into the residual stream; attn_output is re-encoded in its type.\n"
+               "--heads-keep F (or F0,F1,...): each layer keeps that fraction of its KV heads (each with its\n"
+               "query heads), those writing most into the residual stream; attn_output is re-encoded.\n"
                "OUT appears only when complete. --report writes the scores and what was removed as JSON.",
     .min_pos = 2,
     .max_pos = 2,
@@ -322,10 +322,10 @@ out:
 /* ------------------------------------------------------------ FFN channels */
 
 /* "F" for every layer, or "F0,F1,..." one per layer; each in (0, 1]. */
-static int parse_fractions(const char *text, uint32_t n_layer, double *keep) {
+static int parse_fractions(const char *flag, const char *text, uint32_t n_layer, double *keep) {
     if (!strchr(text, ',')) {
         double v;
-        if (parse_fraction("--ffn-keep", text, &v) != 0) return 2;
+        if (parse_fraction(flag, text, &v) != 0) return 2;
         for (uint32_t l = 0; l < n_layer; l++) keep[l] = v;
         return 0;
     }
@@ -336,12 +336,12 @@ static int parse_fractions(const char *text, uint32_t n_layer, double *keep) {
         const char *end = strchr(p, ',');
         const size_t len = end ? (size_t)(end - p) : strlen(p);
         if (n >= n_layer) {
-            fprintf(stderr, "herd prune: --ffn-keep gives more than one fraction per layer (%u layers)\n", n_layer);
+            fprintf(stderr, "herd prune: %s gives more than one fraction per layer (%u layers)\n", flag, n_layer);
             return 2;
         }
         snprintf(buf, sizeof buf, "%.*s", (int)(len < sizeof buf ? len : sizeof buf - 1), p);
-        if (len >= sizeof buf || parse_fraction("--ffn-keep", buf, &keep[n]) != 0) {
-            if (len >= sizeof buf) fprintf(stderr, "herd prune: --ffn-keep: '%.*s' is not a fraction\n", (int)len, p);
+        if (len >= sizeof buf || parse_fraction(flag, buf, &keep[n]) != 0) {
+            if (len >= sizeof buf) fprintf(stderr, "herd prune: %s: '%.*s' is not a fraction\n", flag, (int)len, p);
             return 2;
         }
         n++;
@@ -349,7 +349,7 @@ static int parse_fractions(const char *text, uint32_t n_layer, double *keep) {
         p = end + 1;
     }
     if (n != n_layer) {
-        fprintf(stderr, "herd prune: --ffn-keep gives %u fractions; the model has %u layers (or give one for all)\n", n,
+        fprintf(stderr, "herd prune: %s gives %u fractions; the model has %u layers (or give one for all)\n", flag, n,
                 n_layer);
         return 2;
     }
@@ -393,7 +393,7 @@ static int prune_ffn(const struct prune_opts *o) {
         fprintf(stderr, "herd prune: %s: %s\n", o->in_path, err.msg);
         goto out;
     }
-    if (parse_fractions(o->ffn_text, info.n_layer, keep) != 0) {
+    if (parse_fractions("--ffn-keep", o->ffn_text, info.n_layer, keep) != 0) {
         rc = 2;
         goto out;
     }
@@ -454,17 +454,33 @@ static int prune_heads(const struct prune_opts *o, const char *heads_text) {
     struct herd_prune_model_info info;
     struct herd_prune_heads_shape hs;
     struct herd_prune_acts *acts = NULL;
-    uint32_t *widths = NULL;
+    uint32_t *widths = NULL, *kv_out = NULL;
+    double *keep = NULL;
     int rc = 1;
-    double keep;
-    if (parse_fraction("--heads-keep", heads_text, &keep) != 0) return 2;
     if (herd_gguf_open_file(o->in_path, &g, &err) != HERD_OK || herd_prune_model_info_read(g, &info, &err) != HERD_OK ||
         herd_prune_heads_check(g, &info, &hs, &err) != HERD_OK) {
         fprintf(stderr, "herd prune: %s%s%s\n", g ? o->in_path : "", g ? ": " : "", err.msg);
         goto out;
     }
-    const uint32_t K = herd_prune_heads_kept(&hs, keep), G = hs.n_head / hs.n_head_kv;
-    if (K == hs.n_head_kv) {
+    const uint32_t G = hs.n_head / hs.n_head_kv;
+    widths = calloc(info.n_layer, sizeof *widths);
+    kv_out = calloc(info.n_layer, sizeof *kv_out);
+    keep = calloc(info.n_layer, sizeof *keep);
+    if (!widths || !kv_out || !keep) {
+        fprintf(stderr, "herd prune: out of memory\n");
+        goto out;
+    }
+    if (parse_fractions("--heads-keep", heads_text, info.n_layer, keep) != 0) {
+        rc = 2;
+        goto out;
+    }
+    bool any = false, uniform = true;
+    for (uint32_t l = 0; l < info.n_layer; l++) {
+        widths[l] = hs.n_head * hs.head_dim;
+        any |= herd_prune_heads_kept(&hs, keep[l]) < hs.n_head_kv;
+        uniform &= herd_prune_heads_kept(&hs, keep[l]) == herd_prune_heads_kept(&hs, keep[0]);
+    }
+    if (!any) {
         fprintf(stderr,
                 "herd prune: --heads-keep %s keeps all %u KV heads (KV heads go %u at a time, so that attn_output's "
                 "rows keep whole blocks); give a smaller fraction\n",
@@ -472,9 +488,7 @@ static int prune_heads(const struct prune_opts *o, const char *heads_text) {
         rc = 2;
         goto out;
     }
-    widths = calloc(info.n_layer, sizeof *widths);
-    for (uint32_t l = 0; widths && l < info.n_layer; l++) widths[l] = hs.n_head * hs.head_dim;
-    if (!widths || !(acts = herd_prune_acts_create(HERD_ROLE_ATTN_OUTPUT, widths, info.n_layer))) {
+    if (!(acts = herd_prune_acts_create(HERD_ROLE_ATTN_OUTPUT, widths, info.n_layer))) {
         fprintf(stderr, "herd prune: out of memory\n");
         goto out;
     }
@@ -482,41 +496,52 @@ static int prune_heads(const struct prune_opts *o, const char *heads_text) {
     if (calibrate(o->in_path, o->text_path, (uint32_t)o->n_ctx, o->chunks, o->threads, NULL, herd_prune_acts_observe,
                   acts, &cr) != 0)
         goto out;
-    const struct herd_prune_heads_params pp = {o->in_path, o->out_path, keep, acts, (int)o->threads};
+    const struct herd_prune_heads_params pp = {o->in_path, o->out_path, keep, info.n_layer, acts, (int)o->threads};
     struct herd_prune_stats st;
-    uint32_t k_out = 0;
-    if (herd_prune_heads_write(&pp, &k_out, &st, &err) != HERD_OK) {
+    if (herd_prune_heads_write(&pp, kv_out, &st, &err) != HERD_OK) {
         fprintf(stderr, "herd prune: %s\n", err.msg);
         goto out;
     }
     /* llama.cpp (Feb 2025 and since) makes these architectures' Q and output
-     * projections n_embd wide, whatever the head count says */
+     * projections n_embd wide, whatever the head count says; and builds every
+     * layer's attention from layer 0's head counts */
     if (strcmp(info.arch, "qwen2") == 0 || strcmp(info.arch, "qwen2moe") == 0 || strcmp(info.arch, "phi3") == 0)
         fprintf(stderr,
                 "herd prune: note: herd runs %s, but llama.cpp sizes %s's attention by n_embd rather than the head "
                 "count and refuses it\n",
                 o->out_path, info.arch);
+    else if (!uniform)
+        fprintf(stderr,
+                "herd prune: note: the layers' head counts now differ (head_count and head_count_kv are arrays): "
+                "herd runs %s; llama.cpp (Feb 2025) builds these architectures' attention from layer 0's counts and "
+                "refuses it\n",
+                o->out_path);
+    fprintf(stderr, "  layer   keep  KV heads  query heads\n");
+    for (uint32_t l = 0; l < info.n_layer; l++)
+        fprintf(stderr, "  %5u  %5.3f  %3u -> %-3u  %3u -> %u\n", l, keep[l], hs.n_head_kv, kv_out[l], hs.n_head,
+                kv_out[l] * G);
     if (o->report) {
-        json_t *root = report_begin(o, info.arch, "attention_heads");
-        json_object_set_new(root, "keep_fraction", json_real(keep));
-        json_object_set_new(root, "n_head_in", json_integer(hs.n_head));
-        json_object_set_new(root, "n_head_kv_in", json_integer(hs.n_head_kv));
-        json_object_set_new(root, "n_head_out", json_integer(k_out * G));
-        json_object_set_new(root, "n_head_kv_out", json_integer(k_out));
+        json_t *root = report_begin(o, info.arch, "attention_heads"), *layers = json_array();
         json_object_set_new(root, "head_dim", json_integer(hs.head_dim));
+        for (uint32_t l = 0; l < info.n_layer; l++)
+            json_array_append_new(layers,
+                                  json_pack("{s:i,s:f,s:i,s:i,s:i,s:i}", "layer", (int)l, "keep_fraction", keep[l],
+                                            "n_head_in", (int)hs.n_head, "n_head_kv_in", (int)hs.n_head_kv,
+                                            "n_head_out", (int)(kv_out[l] * G), "n_head_kv_out", (int)kv_out[l]));
+        json_object_set_new(root, "layers", layers);
         report_end(root, o, &cr, &st);
         if (dump_report(o->report, root) != 0) goto out;
     }
-    fprintf(stderr,
-            "herd prune: wrote %s: %u of %u KV heads (%u of %u query heads) in every layer, weights %.2f -> %.2f MiB, "
-            "file %.2f MiB\n",
-            o->out_path, k_out, hs.n_head_kv, k_out * G, hs.n_head, (double)st.bytes_in / (1024.0 * 1024.0),
-            (double)st.bytes_out / (1024.0 * 1024.0), (double)st.file_bytes_out / (1024.0 * 1024.0));
+    fprintf(stderr, "herd prune: wrote %s: KV head groups cut, weights %.2f -> %.2f MiB, file %.2f MiB\n", o->out_path,
+            (double)st.bytes_in / (1024.0 * 1024.0), (double)st.bytes_out / (1024.0 * 1024.0),
+            (double)st.file_bytes_out / (1024.0 * 1024.0));
     rc = 0;
 out:
     herd_prune_acts_destroy(acts);
     herd_gguf_destroy(g);
     free(widths);
+    free(kv_out);
+    free(keep);
     return rc;
 }
 
@@ -530,7 +555,8 @@ int herd_cmd_prune(int argc, char **argv) {
         {"drop-layers", 0, CLI_STRING, &o.drop_text, "N", "remove the N layers of lowest Block Influence"},
         {"layers", 0, CLI_STRING, &o.layers_text, "I,J,...", "remove these layers (0-based)"},
         {"ffn-keep", 0, CLI_STRING, &o.ffn_text, "F", "keep fraction F of each layer's FFN channels (or F0,F1,...)"},
-        {"heads-keep", 0, CLI_STRING, &heads_text, "F", "keep fraction F of the KV heads (with their query heads)"},
+        {"heads-keep", 0, CLI_STRING, &heads_text, "F",
+         "keep fraction F of the KV heads, with their query heads (or F0,F1,...)"},
         {"report", 0, CLI_STRING, &o.report, "FILE", "write scores, ranking and what was removed as JSON"},
         {"ctx", 'c', CLI_U64, &o.n_ctx, "N", "tokens per calibration chunk (default 512)"},
         {"chunks", 0, CLI_U64, &o.chunks, "N", "calibration chunks to run (default: all the text holds)"},
@@ -550,7 +576,7 @@ int herd_cmd_prune(int argc, char **argv) {
     }
     double keep;
     if (o.ffn_text && !strchr(o.ffn_text, ',') && parse_fraction("--ffn-keep", o.ffn_text, &keep) != 0) return 2;
-    if (heads_text && parse_fraction("--heads-keep", heads_text, &keep) != 0) return 2;
+    if (heads_text && !strchr(heads_text, ',') && parse_fraction("--heads-keep", heads_text, &keep) != 0) return 2;
     if ((o.drop_text || o.ffn_text || heads_text) && !o.text_path) {
         fprintf(stderr, "herd prune: %s scores over a text: give --calib TEXT\n",
                 o.drop_text  ? "--drop-layers"

@@ -922,6 +922,7 @@ out:
 
 /* Per-layer row lists of --heads-keep. */
 struct heads_layer {
+    uint32_t n_keep_kv;
     uint32_t *groups;   /* [n_keep_kv] kept KV heads */
     uint32_t *q_rows;   /* [n_keep_kv * G * hd] */
     uint32_t *kv_rows;  /* [n_keep_kv * hd] */
@@ -935,6 +936,7 @@ enum herd_status herd_prune_heads_write(const struct herd_prune_heads_params *p,
     struct herd_gguf_writer *w = NULL;
     struct heads_layer *hl = NULL;
     struct tensor_edit *es = NULL;
+    uint32_t *kv_out = NULL, *q_out = NULL;
     struct herd_prune_stats st = {0};
     struct herd_prune_model_info info = {0};
     struct herd_prune_heads_shape hs;
@@ -945,15 +947,24 @@ enum herd_status herd_prune_heads_write(const struct herd_prune_heads_params *p,
         herd_error_prefix(err, "%s", p->in_path);
         goto out;
     }
-    const uint32_t K = herd_prune_heads_kept(&hs, p->keep), G = hs.n_head / hs.n_head_kv, hd = hs.head_dim;
-    if (n_head_kv_out) *n_head_kv_out = K;
+    const uint32_t G = hs.n_head / hs.n_head_kv, hd = hs.head_dim;
+    if (info.n_layer != p->n_layer) {
+        rc = herd_error_set(err, HERD_E_INVALID, "%s has %u layers; the fractions are for %u", p->in_path, info.n_layer,
+                            p->n_layer);
+        goto out;
+    }
     hl = calloc(info.n_layer, sizeof *hl);
-    if (!hl) {
+    kv_out = calloc(info.n_layer, sizeof *kv_out);
+    q_out = calloc(info.n_layer, sizeof *q_out);
+    if (!hl || !kv_out || !q_out) {
         rc = herd_error_set(err, HERD_E_NOMEM, "out of memory");
         goto out;
     }
     for (uint32_t l = 0; l < info.n_layer; l++) {
         struct heads_layer *h = &hl[l];
+        const uint32_t K = hl[l].n_keep_kv = kv_out[l] = herd_prune_heads_kept(&hs, p->keep[l]);
+        q_out[l] = K * G;
+        if (n_head_kv_out) n_head_kv_out[l] = K;
         h->groups = malloc(hs.n_head_kv * sizeof *h->groups);
         h->kv_rows = malloc((size_t)K * hd * sizeof *h->kv_rows);
         h->qkv_rows = malloc((size_t)K * (G + 2) * hd * sizeof *h->qkv_rows);
@@ -983,10 +994,10 @@ enum herd_status herd_prune_heads_write(const struct herd_prune_heads_params *p,
         e->t = herd_gguf_tensor_at(g, i);
         uint32_t l;
         size_t rest;
-        if (K < hs.n_head_kv && layer_of(e->t->name, &l, &rest) && l < info.n_layer) {
+        if (layer_of(e->t->name, &l, &rest) && l < info.n_layer && hl[l].n_keep_kv < hs.n_head_kv) {
             const struct heads_layer *h = &hl[l];
             const struct herd_gguf_str sfx = {e->t->name.ptr + rest, e->t->name.len - rest};
-            const uint32_t nq = K * G * hd, nkv = K * hd;
+            const uint32_t nq = h->n_keep_kv * G * hd, nkv = h->n_keep_kv * hd;
             if (herd_gguf_str_eq(sfx, "attn_q.weight") || herd_gguf_str_eq(sfx, "attn_q.bias"))
                 e->rows = h->q_rows, e->n_rows = nq;
             else if (herd_gguf_str_eq(sfx, "attn_k.weight") || herd_gguf_str_eq(sfx, "attn_v.weight") ||
@@ -1013,15 +1024,15 @@ enum herd_status herd_prune_heads_write(const struct herd_prune_heads_params *p,
     for (size_t i = 0; i < herd_gguf_n_kv(g); i++) {
         const struct herd_gguf_kv *kv = herd_gguf_kv_at(g, i);
         if (herd_gguf_str_eq(kv->key, k_head))
-            rc = herd_gguf_writer_add_u32(w, k_head, K * G, err);
+            rc = add_counts(w, k_head, q_out, info.n_layer, err);
         else if (herd_gguf_str_eq(kv->key, k_kv))
-            rc = herd_gguf_writer_add_u32(w, k_kv, K, err), kv_written = true;
+            rc = add_counts(w, k_kv, kv_out, info.n_layer, err), kv_written = true;
         else
             rc = herd_gguf_writer_add_kv_copy(w, kv, err);
         if (rc != HERD_OK) goto out;
     }
     /* the head size was n_embd / head_count where the file did not say: say it now */
-    if (!kv_written && (rc = herd_gguf_writer_add_u32(w, k_kv, K, err)) != HERD_OK) goto out;
+    if (!kv_written && (rc = add_counts(w, k_kv, kv_out, info.n_layer, err)) != HERD_OK) goto out;
     const char *implied[3] = {hs.has_key_length ? NULL : "attention.key_length",
                               hs.has_key_length ? NULL : "attention.value_length",
                               hs.has_rope_dims ? NULL : "rope.dimension_count"};
@@ -1046,6 +1057,8 @@ out:
     }
     free(hl);
     free(es);
+    free(kv_out);
+    free(q_out);
     herd_gguf_destroy(g);
     return rc;
 }

@@ -172,24 +172,28 @@ enum herd_status herd_prune_ffn_write(const struct herd_prune_ffn_params *p, uin
 
 /* ------------------------------------------------------------ attention heads */
 
-/* --heads-keep: every layer keeps the same K of its n_head_kv KV heads,
+/* --heads-keep: each layer keeps K_l of its n_head_kv KV heads (the same
+ * fraction for all, or one per layer),
  * each with its G = n_head / n_head_kv query heads (a whole grouped-query
  * group, so the layer stays a valid GQA layer), those scoring highest on
  *   score_g = sum over the group's attn_output input columns j of
  *             mean |a_j| x ||attn_output_:,j||
  * with a_j the attention output entering attn_output over the calibration
- * text: what the group writes into the residual stream. K is
- * round(F x n_head_kv / m) x m, at least m, with m the fewest groups whose
+ * text: what the group writes into the residual stream. K_l is
+ * round(F_l x n_head_kv / m) x m, at least m, with m the fewest groups whose
  * query columns fill whole blocks of attn_output's type (a K-quant's 256
  * values at head size 64 and one query head per group: 4).
  *
  * The file: attn_q / attn_k / attn_v (and phi3's attn_qkv, qwen2's biases)
  * keep the kept heads' rows, byte for byte; attn_output's kept columns are
  * re-encoded in its type, as ffn_down's are for --ffn-keep. head_count and
- * head_count_kv become K x G and K (one number each: every layer is cut
- * alike, so llama.cpp reads the file); key_length, value_length and
+ * head_count_kv become K x G and K: one number each when every layer kept
+ * the same K (llama.cpp reads the file), else i32 arrays of one per layer
+ * (herd reads them: model_desc's n_head_layer / n_head_kv_layer; llama.cpp
+ * (Feb 2025) builds llama / qwen / gemma / phi3 attention from layer 0's
+ * counts and refuses such a file); key_length, value_length and
  * rope.dimension_count are written where the file left them implied by
- * n_embd / head_count. Per-layer head counts (arrays) are refused, as are
+ * n_embd / head_count. Inputs with per-layer head counts are refused, as are
  * Gemma's 27B depths (46 / 62 layers: llama.cpp scales their queries by
  * n_embd / head_count). */
 struct herd_prune_heads_shape {
@@ -209,13 +213,14 @@ uint32_t herd_prune_heads_kept(const struct herd_prune_heads_shape *hs, double k
 struct herd_prune_heads_params {
     const char *in_path;
     const char *out_path;
-    double keep;                        /* in (0, 1] */
+    const double *keep;                 /* [n_layer]: each layer's fraction, in (0, 1] */
+    uint32_t n_layer;                   /* must be the file's block_count */
     const struct herd_prune_acts *acts; /* HERD_ROLE_ATTN_OUTPUT activations */
     int n_threads;                      /* <= 0: one per CPU */
 };
 
 /* Writes p->in_path with every layer's attention cut to its kept KV groups;
- * *n_head_kv_out (may be NULL) receives K. Checked before the output is
+ * n_head_kv_out[n_layer] (may be NULL) receives each layer's K. Checked before the output is
  * created; nothing is left at p->out_path on failure. */
 enum herd_status herd_prune_heads_write(const struct herd_prune_heads_params *p, uint32_t *n_head_kv_out,
                                         struct herd_prune_stats *stats, struct herd_error *err);

@@ -349,8 +349,11 @@ try:
 except ImportError:
     np = None
     print("note: numpy is missing; skipping the float64 reference of per-layer FFN widths")
-if np is not None:
-    m = path("ffn.perlayer.gguf")
+
+
+def reference_logits(m):
+    """A float64 llama forward pass over an F32 file's weights (the last position's logits); each layer's head and
+    FFN counts from its tensors' shapes, so per-layer sizes need no metadata reader."""
     info = inspect(m)
     hp = info["hparams"]
     W = {}
@@ -359,8 +362,7 @@ if np is not None:
             f.seek(info["data_offset"] + t["offset"])
             W[t["name"]] = np.frombuffer(f.read(t["bytes"]), dtype=np.float32).astype(np.float64).reshape(
                 t["shape"][::-1])
-    E, H, KV, HD = hp["n_embd"], hp["n_head"], hp["n_head_kv"], hp["head_dim"]
-    eps, base_freq = hp["rms_eps"], hp["rope_freq_base"]
+    HD, eps, base_freq = hp["head_dim"], hp["rms_eps"], hp["rope_freq_base"]
     tok = [int(i) for i in ids.split(",")]
     T = len(tok)
 
@@ -379,6 +381,7 @@ if np is not None:
     x = W["token_embd.weight"][tok]
     for l in range(hp["n_layer"]):
         g = lambda n: W["blk.%d.%s.weight" % (l, n)]  # noqa: E731
+        H, KV = g("attn_q").shape[0] // HD, g("attn_k").shape[0] // HD
         xn = rms(x, g("attn_norm"))
         q = rope((xn @ g("attn_q").T).reshape(T, H, HD))
         k = rope((xn @ g("attn_k").T).reshape(T, KV, HD))
@@ -393,11 +396,14 @@ if np is not None:
         xn = rms(x, g("ffn_norm"))
         gt, up = xn @ g("ffn_gate").T, xn @ g("ffn_up").T
         x = x + (gt / (1 + np.exp(-gt)) * up) @ g("ffn_down").T
-    ref = rms(x[-1], W["output_norm.weight"]) @ W["output.weight"].T
-    got = np.array(eval_logits(m, ids))
-    d = float(np.abs(got - ref).max())
+    return rms(x[-1], W["output_norm.weight"]) @ W["output.weight"].T
+
+
+if np is not None:
+    ref = reference_logits(path("ffn.perlayer.gguf"))
+    d = float(np.abs(np.array(eval_logits(path("ffn.perlayer.gguf"), ids)) - ref).max())
     check(d <= 1e-3, "per-layer FFN widths 256 / 768 / 512: herd eval --precise within %.3g of float64" % d)
-    # the reference can fail: the same pass with layer 2's FFN cut to layer 0's width does not match
+    # the reference can fail: the unpruned model is far from it
     check(float(np.abs(np.array(eval_logits(fbase, ids)) - ref).max()) > 1e-2, "and the unpruned model is not within it")
 
 
@@ -431,7 +437,8 @@ for shape, layers, fr, kv_out in (("tiny-256", "2", "0.5", 1), ("qwen3-tiny", "2
     G = H // KV
     r = json.load(open(report))
     check(b["hparams"]["n_head_kv"] == kv_out and b["hparams"]["n_head"] == kv_out * G and
-          b["hparams"]["head_dim"] == hd and r["n_head_kv_out"] == kv_out and r["method"] == "attention_heads",
+          b["hparams"]["head_dim"] == hd and r["layers"][0]["n_head_kv_out"] == kv_out and
+          r["method"] == "attention_heads",
           "%s --heads-keep %s: %d of %d KV heads, %d query heads, head size %d kept" % (shape, fr, kv_out, KV,
                                                                                      kv_out * G, hd))
     ba, bb = tensor_bytes(src, a), tensor_bytes(out, b)
@@ -471,6 +478,37 @@ for shape, layers, fr, kv_out in (("tiny-256", "2", "0.5", 1), ("qwen3-tiny", "2
           "unmodified %.3g)" % (shape, d, d0))
     for f in (src, out, zeroed):
         os.unlink(f)
+# per-layer head counts: arrays, the engine's per-layer attention and KV cache regions
+src = synth("tiny", "heads-pl.gguf", "3")
+out = path("heads-pl.pruned.gguf")
+report = path("heads.report.json")
+p = run("prune", src, out, "--heads-keep", "0.5,1,0.5", "--report", report, *calib)
+a, b = inspect(src), inspect(out)
+r = json.load(open(report))
+check([l["n_head_kv_out"] for l in r["layers"]] == [1, 2, 1] and [l["n_head_out"] for l in r["layers"]] == [2, 4, 2]
+      and meta(b, "llama.attention.head_count")["count"] == 3 and "note:" in p.stderr and b["runnable"],
+      "--heads-keep 0.5,1,0.5: KV heads 1 / 2 / 1, query heads 2 / 4 / 2, as arrays, with a note")
+ba, bb = tensor_bytes(src, a), tensor_bytes(out, b)
+dropped = {}
+for l in (0, 2):
+    heads_in = [b"".join(rows(ba["blk.%d.attn_q.weight" % l], 64)[h * 16:(h + 1) * 16]) for h in range(4)]
+    kept = [heads_in.index(b"".join(rows(bb["blk.%d.attn_q.weight" % l], 32)[k * 16:(k + 1) * 16])) for k in range(2)]
+    dropped[l] = [h for h in range(4) if h not in kept]
+zeroed = path("heads-pl.zeroed.gguf")
+zero_head_outputs(src, zeroed, dropped)
+lp, lz = eval_logits(out, ids), eval_logits(zeroed, ids)
+check(max_diff(lp, lz) <= 1e-3, "per-layer heads: logits as the original's with the dropped heads zeroed (%.3g)" %
+      max_diff(lp, lz))
+full = json.loads(run("eval", "-m", out, "--ids", ids).stdout)["last_logits"]
+one = json.loads(run("eval", "-m", out, "--ids", ids, "--batch", "1").stdout)["last_logits"]
+q8 = json.loads(run("eval", "-m", out, "--ids", ids, "--kv-type", "q8").stdout)["last_logits"]
+check(full == one and max_diff(full, lp) < 1 and max_diff(q8, lp) < 1,
+      "per-layer heads: the same logits token by token (decode) as in one pass; 8-bit activations and a q8 KV cache "
+      "close (%.3g, %.3g)" % (max_diff(full, lp), max_diff(q8, lp)))
+if np is not None:
+    d = float(np.abs(np.array(lp) - reference_logits(out)).max())
+    check(d <= 1e-3, "per-layer heads 1 / 2 / 1: herd eval --precise within %.3g of float64" % d)
+
 # the group that writes nothing (its query heads' attn_output columns zeroed) is the one cut
 src = synth("tiny", "heads-dead.gguf", "2")
 zero_head_outputs(src, path("heads-dead.zeroed.gguf"), {0: [2, 3], 1: [0, 1]})  # layer 0: group 1, layer 1: group 0
