@@ -427,7 +427,7 @@ def zero_head_outputs(model, out, dropped):
 
 for shape, layers, fr, kv_out in (("tiny-256", "2", "0.5", 1), ("qwen3-tiny", "2", "0.5", 1),
                                   ("phi3-tiny", "2", "0.5", 2), ("qwen2moe-tiny", None, "0.5", 1),
-                                  ("tiny", "3", "0.5", 1)):
+                                  ("tiny", "3", "0.5", 1), ("gemma2-tiny", "4", "0.5", 1)):
     src = synth(shape, "heads-%s.gguf" % shape, layers)
     out = path("heads-%s.pruned.gguf" % shape)
     report = path("heads.report.json")
