@@ -135,9 +135,14 @@ enum herd_status herd_prune_model_info_read(const struct herd_gguf *g, struct he
                               "keys belong to a layer; it prunes llama, qwen2, qwen3, phi3, qwen2moe and qwen3moe "
                               "(and the FFNs of gemma2 and gemma3)",
                               info->arch);
+    uint64_t v;
+    /* a shard holds some of the tensors: renumbering it alone would break the set */
+    if (herd_gguf_find_kv(g, "split.count") && herd_gguf_get_uint(g, "split.count", UINT32_MAX, &v, NULL) == HERD_OK &&
+        v > 1)
+        return herd_error_set(err, HERD_E_UNSUPPORTED, "the file is one of %llu split files; merge them first",
+                              (unsigned long long)v);
     char key[96];
     snprintf(key, sizeof key, "%s.block_count", info->arch);
-    uint64_t v;
     if ((rc = herd_gguf_get_uint(g, key, HERD_MAX_LAYERS, &v, err)) != HERD_OK) return rc;
     if (v == 0) return herd_error_set(err, HERD_E_INVALID, "%s is 0", key);
     info->n_layer = (uint32_t)v;

@@ -91,8 +91,9 @@ static void tmp_path(char *buf, size_t n, const char *name) {
 /* A 3-layer "llama" file with per-layer arrays (head_count u32, head_count_kv
  * i32, sliding_window_pattern bool, feed_forward_length u16) and one extra
  * key; a 1-D tensor per layer holding the layer's index, plus a global one.
- * extra_array: a "<arch>." array of 3 entries herd does not know. */
-static void write_model(const char *path, bool extra_array, uint64_t ff_count) {
+ * extra_array: a "<arch>." array of 3 entries herd does not know; split:
+ * split.count 2 (one shard of a split model). */
+static void write_model(const char *path, bool extra_array, uint64_t ff_count, bool split) {
     struct herd_error err = {0};
     struct herd_gguf_writer *w = herd_gguf_writer_create();
     assert_non_null(w);
@@ -117,6 +118,7 @@ static void write_model(const char *path, bool extra_array, uint64_t ff_count) {
                                                 extra_array ? 3 : 2, heads, &err),
                      HERD_OK);
     assert_int_equal(herd_gguf_writer_add_string(w, "tokenizer.ggml.model", "llama", &err), HERD_OK);
+    if (split) assert_int_equal(herd_gguf_writer_add_u32(w, "split.count", 2, &err), HERD_OK);
     const uint64_t ne[1] = {4};
     assert_int_equal(herd_gguf_writer_add_tensor(w, "token_embd.weight", HERD_GGML_TYPE_F32, 1, ne, &err), HERD_OK);
     char name[32];
@@ -138,7 +140,7 @@ static void test_layers_rewrite(void **state) {
     char in[256], out[256];
     tmp_path(in, sizeof in, "in.gguf");
     tmp_path(out, sizeof out, "out.gguf");
-    write_model(in, false, 3);
+    write_model(in, false, 3, false);
     const bool drop[3] = {false, true, false};
     struct herd_prune_params p = {in, out, drop, 3};
     struct herd_prune_stats st;
@@ -193,12 +195,15 @@ static void test_layers_rewrite(void **state) {
     p.n_layer = 4;
     assert_int_equal(herd_prune_layers(&p, NULL, &err), HERD_E_INVALID);
     p.n_layer = 3;
-    write_model(in, true, 3);
+    write_model(in, true, 3, false);
     assert_int_equal(herd_prune_layers(&p, NULL, &err), HERD_E_UNSUPPORTED);
     assert_non_null(strstr(err.msg, "rope.dimension_sections"));
-    write_model(in, false, 2);
+    write_model(in, false, 2, false);
     assert_int_equal(herd_prune_layers(&p, NULL, &err), HERD_E_FORMAT);
     assert_non_null(strstr(err.msg, "feed_forward_length"));
+    write_model(in, false, 3, true);
+    assert_int_equal(herd_prune_layers(&p, NULL, &err), HERD_E_UNSUPPORTED);
+    assert_non_null(strstr(err.msg, "split files"));
     assert_int_equal(access(out, F_OK), -1);
     unlink(in);
 }
