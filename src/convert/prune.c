@@ -1,5 +1,7 @@
 /* `herd prune`: Block Influence collection and the GGUF rewrite that
- * removes layers (the method and the file rules are in prune.h). */
+ * removes layers; the activation collector, channel / head-group scoring
+ * and the row / column rewrite of --ffn-keep and --heads-keep (the
+ * methods and the file rules are in prune.h). */
 #include "convert/prune.h"
 
 #include <math.h>
@@ -174,7 +176,9 @@ enum kv_action { KV_COPY, KV_BLOCK_COUNT, KV_PER_LAYER };
 /* The key's part after "<arch>.", or NULL when it is not under arch. */
 static const char *arch_suffix(struct herd_gguf_str key, const char *arch, char *buf, size_t cap) {
     const size_t n = strlen(arch);
-    if (key.len <= n + 1 || key.len - n - 1 >= cap || memcmp(key.ptr, arch, n) != 0 || key.ptr[n] != '.') return NULL;
+    if (key.len <= n + 1 || key.len - n - 1 >= cap || memcmp(key.ptr, arch, n) != 0 || key.ptr[n] != '.' ||
+        memchr(key.ptr, '\0', key.len)) /* a key with a NUL is copied, and the writer refuses it */
+        return NULL;
     memcpy(buf, key.ptr + n + 1, key.len - n - 1);
     buf[key.len - n - 1] = '\0';
     return buf;
@@ -228,7 +232,8 @@ static enum herd_status write_kv(struct herd_gguf_writer *w, const struct herd_g
                                  const struct herd_prune_params *p, uint32_t n_keep, struct herd_error *err) {
     char key[HERD_GGUF_MAX_KEY_BYTES + 1];
     if (action == KV_COPY) return herd_gguf_writer_add_kv_copy(w, kv, err);
-    memcpy(key, kv->key.ptr, kv->key.len); /* length and NULs checked by classify_kv's arch_suffix */
+    HERD_ASSERT(kv->key.len <= HERD_GGUF_MAX_KEY_BYTES); /* the reader's bound; NULs: classify_kv's arch_suffix */
+    memcpy(key, kv->key.ptr, kv->key.len);
     key[kv->key.len] = '\0';
     if (action == KV_BLOCK_COUNT) {
         switch (kv->type) {
