@@ -251,6 +251,7 @@ static int print_json(const char *path, const struct herd_gguf *g, const struct 
     json_object_set_new(root, "file_bytes", json_integer((json_int_t)herd_gguf_file_size(g)));
     json_object_set_new(root, "gguf_version", json_integer(herd_gguf_version(g)));
     json_object_set_new(root, "alignment", json_integer(herd_gguf_alignment(g)));
+    json_object_set_new(root, "data_offset", json_integer((json_int_t)herd_gguf_data_offset(g)));
     json_object_set_new(root, "architecture", d->arch[0] ? json_string(d->arch) : json_null());
     json_object_set_new(root, "name", d->name[0] ? json_string(d->name) : json_null());
     json_object_set_new(root, "file_type", d->file_type >= 0 ? json_integer(d->file_type) : json_null());

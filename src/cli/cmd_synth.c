@@ -29,13 +29,15 @@ int herd_cmd_synth(int argc, char **argv) {
     struct herd_synth_params p;
     herd_synth_default_params(&p);
     const char *shape = NULL, *type = "F32", *out = NULL, *vocab = NULL;
-    uint64_t seed = 1;
+    uint64_t seed = 1, layers = 0, ff = 0;
     bool tied = false, untied = false, list = false;
     const struct cli_opt opts[] = {
         {"shape", 0, CLI_STRING, &shape, "NAME", "model shape (required)"},
         {"type", 0, CLI_STRING, &type, "T", "F32 (default) or a quantize TYPE: Q8_0, Q4_K_M, F16, ..."},
         {"output", 'o', CLI_STRING, &out, "FILE", "output GGUF file (required)"},
         {"seed", 0, CLI_U64, &seed, "S", "random seed (default 1)"},
+        {"layers", 0, CLI_U64, &layers, "N", "this many layers instead of the shape's (tests of herd prune)"},
+        {"ff", 0, CLI_U64, &ff, "N", "this FFN width instead of the shape's (dense shapes; tests of herd prune)"},
         {"vocab", 0, CLI_STRING, &vocab, "FILE", "GGUF to copy the tokenizer from"},
         {"tied", 0, CLI_FLAG, &tied, NULL, "share token_embd as the output matrix"},
         {"untied", 0, CLI_FLAG, &untied, NULL, "write a separate output.weight"},
@@ -77,9 +79,15 @@ int herd_cmd_synth(int argc, char **argv) {
         fprintf(stderr, "herd synth: --tied and --untied exclude each other\n");
         return 2;
     }
+    if (layers > 512) { /* HERD_MAX_LAYERS */
+        fprintf(stderr, "herd synth: --layers %llu: at most 512\n", (unsigned long long)layers);
+        return 2;
+    }
     char vocab_buf[4096];
     p.shape = shape;
     p.seed = seed;
+    p.n_layer = (uint32_t)layers;
+    p.n_ff = ff > UINT32_MAX ? UINT32_MAX : (uint32_t)ff;
     p.out_path = out;
     p.vocab_path = vocab ? vocab : herd_paths_data(HERD_PATH_DEFAULT_VOCAB, vocab_buf, sizeof vocab_buf);
     p.tied = tied ? 1 : untied ? 0 : -1;

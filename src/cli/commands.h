@@ -19,6 +19,7 @@ int herd_cmd_loadtest(int argc, char **argv);
 int herd_cmd_imatrix(int argc, char **argv);
 int herd_cmd_perplexity(int argc, char **argv);
 int herd_cmd_quantize(int argc, char **argv);
+int herd_cmd_prune(int argc, char **argv);
 int herd_cmd_batch(int argc, char **argv);
 
 #endif

@@ -26,6 +26,7 @@ static const struct command commands[] = {
     {"imatrix", herd_cmd_imatrix, "compute an importance matrix over a text (for quantize --imatrix)"},
     {"batch", herd_cmd_batch, "run OpenAI Batch JSONL files: resumable, shardable (run, merge)"},
     {"quantize", herd_cmd_quantize, "rewrite a model in a smaller weight type (Q8_0, Q4_K_M, ...), as llama-quantize"},
+    {"prune", herd_cmd_prune, "remove a model's least influential layers (Block Influence over a text)"},
     {"convert", herd_cmd_convert, "convert a model from another format to GGUF (llama2c, hf)"},
 };
 

@@ -14,6 +14,7 @@
 #include "base/rng.h"
 #include "kernels/quant.h"
 #include "convert/llama_meta.h"
+#include "model/model_desc.h"
 
 static const struct herd_synth_shape shapes[] = {
     /* the fixtures' tiny-spm shape */
@@ -135,8 +136,12 @@ static enum herd_status write_f32(const struct herd_synth_params *p, const char 
     struct herd_gguf *vocab = NULL;
     struct herd_gguf_writer *w = NULL;
     struct synth_tensor *specs = NULL;
-    const struct herd_synth_shape *s = herd_synth_shape_find(p->shape);
-    if (!s) return herd_error_set(err, HERD_E_INVALID, "unknown shape '%s'", p->shape);
+    const struct herd_synth_shape *found = herd_synth_shape_find(p->shape);
+    if (!found) return herd_error_set(err, HERD_E_INVALID, "unknown shape '%s'", p->shape);
+    struct herd_synth_shape shape = *found;
+    if (p->n_layer) shape.n_layer = p->n_layer;
+    if (p->n_ff) shape.n_ff = p->n_ff;
+    const struct herd_synth_shape *s = &shape;
     const enum herd_ggml_type type = HERD_GGML_TYPE_F32;
     const bool tied = p->tied < 0 ? s->tied : p->tied != 0;
 
@@ -283,6 +288,11 @@ out:
 
 enum herd_status herd_synth_write(const struct herd_synth_params *p, struct herd_error *err) {
     if (!herd_synth_shape_find(p->shape)) return herd_error_set(err, HERD_E_INVALID, "unknown shape '%s'", p->shape);
+    if (p->n_layer > HERD_MAX_LAYERS)
+        return herd_error_set(err, HERD_E_INVALID, "%u layers: at most %u", p->n_layer, HERD_MAX_LAYERS);
+    if (p->n_ff > HERD_MAX_FF || (p->n_ff && herd_synth_shape_find(p->shape)->n_expert))
+        return herd_error_set(err, HERD_E_INVALID, "an FFN width of %u: at most %u, and only for dense shapes", p->n_ff,
+                              HERD_MAX_FF);
     if (strcmp(herd_quantize_ftype_name(p->ftype), "?") == 0)
         return herd_error_set(err, HERD_E_INVALID, "type %d cannot be synthesized; types: %s", (int)p->ftype,
                               herd_quantize_ftype_names());

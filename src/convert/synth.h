@@ -43,6 +43,8 @@ struct herd_synth_params {
     uint64_t seed;
     const char *vocab_path; /* GGUF whose tokenizer.* entries are copied */
     int tied;               /* -1: as the shape says; 0 or 1 to override */
+    uint32_t n_layer;       /* 0: the shape's; else this many layers (1..HERD_MAX_LAYERS) */
+    uint32_t n_ff;          /* 0: the shape's; else this FFN width (dense shapes, 1..HERD_MAX_FF) */
     const char *out_path;
 };
 

@@ -188,6 +188,7 @@ static enum herd_status context_params(const struct herd_engine_options *o, cons
     const struct herd_model_desc *d = &m->desc;
     struct herd_kv_params kp = {.n_layer = (uint32_t)d->n_layer,
                                 .kv_dim = (uint32_t)(d->n_head_kv * d->head_dim),
+                                .layer_heads = d->n_head_kv_layer,
                                 .head_dim = (uint32_t)d->head_dim,
                                 .block_tokens = p->kv_block_tokens,
                                 .n_blocks = 1,

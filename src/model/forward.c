@@ -48,7 +48,10 @@ struct seq_span {
  * each), m and l ([rows] each) for a tile's rows (tokens x G query heads),
  * padded to a cache line. */
 static size_t att_scratch_floats(const struct herd_model_desc *d) {
-    const size_t rows = ATT_TILE_TOKENS * (d->n_head / d->n_head_kv);
+    size_t G = 1; /* the largest query group of any layer */
+    for (uint64_t l = 0; l < d->n_layer; l++)
+        if (d->n_head_layer[l] / d->n_head_kv_layer[l] > G) G = d->n_head_layer[l] / d->n_head_kv_layer[l];
+    const size_t rows = ATT_TILE_TOKENS * G;
     return (2 * rows * d->head_dim + 2 * rows + 15) & ~(size_t)15;
 }
 
@@ -81,6 +84,7 @@ enum herd_status herd_context_create(const struct herd_model *m, const struct he
     struct herd_kv_params kp = {
         .n_layer = (uint32_t)d->n_layer,
         .kv_dim = (uint32_t)kvd,
+        .layer_heads = d->n_head_kv_layer,
         .head_dim = (uint32_t)d->head_dim,
         .block_tokens = p.kv_block_tokens,
         .n_blocks = (p.kv_tokens + p.kv_block_tokens - 1) / p.kv_block_tokens,
@@ -313,7 +317,7 @@ static void rows_part(void *ctx, int ith, size_t lo, size_t hi) {
     const struct herd_model_desc *d = &m->desc;
     const size_t E = d->n_embd, hd = d->head_dim, qd = d->n_head * hd, kvd = d->n_head_kv * hd;
     if (j->kind == ROWS_SILU_GATE) {
-        const size_t n = j->b->n_tokens * d->n_ff, f0 = lo * SILU_ITEM_FLOATS;
+        const size_t n = j->b->n_tokens * d->n_ff_layer[j->layer], f0 = lo * SILU_ITEM_FLOATS;
         const size_t f1 = hi * SILU_ITEM_FLOATS < n ? hi * SILU_ITEM_FLOATS : n;
         if (m->arch->gemma)
             c->k->gelu_mul(c->gate + f0, c->up + f0, f1 - f0);
@@ -339,18 +343,20 @@ static void rows_part(void *ctx, int ith, size_t lo, size_t hi) {
             break;
         case ROWS_ROPE_STORE: {
             const struct herd_layer *L = &m->layers[j->layer];
+            /* rows are qd / kvd apart (the widest layer's); this layer fills nh / nkv heads of them */
+            const size_t nh = d->n_head_layer[j->layer], nkv = d->n_head_kv_layer[j->layer];
             float *q = c->q + t * qd, *k = c->kx + t * kvd, *v = c->vx + t * kvd;
             if (L->bq) {
-                for (size_t i = 0; i < qd; i++) q[i] += L->bq[i];
-                for (size_t i = 0; i < kvd; i++) k[i] += L->bk[i], v[i] += L->bv[i];
+                for (size_t i = 0; i < nh * hd; i++) q[i] += L->bq[i];
+                for (size_t i = 0; i < nkv * hd; i++) k[i] += L->bk[i], v[i] += L->bv[i];
             }
             if (L->q_norm) {
-                for (size_t h = 0; h < d->n_head; h++) rmsnorm(q + h * hd, q + h * hd, L->q_norm, hd, d->rms_eps);
-                for (size_t h = 0; h < d->n_head_kv; h++) rmsnorm(k + h * hd, k + h * hd, L->k_norm, hd, d->rms_eps);
+                for (size_t h = 0; h < nh; h++) rmsnorm(q + h * hd, q + h * hd, L->q_norm, hd, d->rms_eps);
+                for (size_t h = 0; h < nkv; h++) rmsnorm(k + h * hd, k + h * hd, L->k_norm, hd, d->rms_eps);
             }
             const float *cs = (L->slides && c->rope_cs_local ? c->rope_cs_local : c->rope_cs) + t * half * 2;
-            rope(m, q, d->n_head, cs);
-            rope(m, k, d->n_head_kv, cs);
+            rope(m, q, nh, cs);
+            rope(m, k, nkv, cs);
             herd_kv_store(c->kv, j->b->seq[t], j->layer, j->b->pos[t], k, v);
             break;
         }
@@ -395,9 +401,10 @@ static void layer_matmul(struct herd_context *c, uint32_t layer, enum herd_matri
 static void run_rows(struct herd_context *c, const struct herd_batch *b, enum rows_kind kind, uint32_t layer,
                      const float *pre, const float *w, struct herd_block_q8a *q8a, size_t floats) {
     struct rows_job j = {c, b, kind, layer, w, pre, q8a};
-    const size_t items = kind == ROWS_SILU_GATE
-                             ? (b->n_tokens * c->model->desc.n_ff + SILU_ITEM_FLOATS - 1) / SILU_ITEM_FLOATS
-                             : b->n_tokens;
+    const size_t items =
+        kind == ROWS_SILU_GATE
+            ? (b->n_tokens * c->model->desc.n_ff_layer[layer] + SILU_ITEM_FLOATS - 1) / SILU_ITEM_FLOATS
+            : b->n_tokens;
     if (floats >= PARALLEL_MIN_FLOATS && herd_pool_size(c->pool) > 1)
         herd_pool_run_split(c->pool, items, kind == ROWS_SILU_GATE ? 4 : 2, rows_part, &j);
     else
@@ -424,8 +431,8 @@ static void attend(struct herd_context *c, const struct herd_batch *b, uint32_t 
                    uint32_t kvh, float *scratch, struct herd_block_q8a *q8a) {
     const struct herd_model_desc *d = &c->model->desc;
     const uint32_t hd = (uint32_t)d->head_dim, bt = c->params.kv_block_tokens;
-    const uint32_t G = (uint32_t)(d->n_head / d->n_head_kv), rows = R * G;
-    const size_t qd = d->n_head * hd, head0 = (size_t)kvh * G * hd;
+    const uint32_t G = d->n_head_layer[layer] / d->n_head_kv_layer[layer], rows = R * G;
+    const size_t qd = d->n_head * hd, head0 = (size_t)kvh * G * hd; /* rows qd apart: the widest layer's */
     float *q = scratch, *acc = q + (size_t)rows * hd, *m = acc + (size_t)rows * hd, *l = m + rows;
     const float scale = c->model->attn_scale;
     const struct herd_layer *L = &c->model->layers[layer];
@@ -503,7 +510,7 @@ static void attention_part(void *ctx, int ith, size_t begin, size_t end) {
     struct herd_context *c = j->c;
     const struct herd_model_desc *d = &c->model->desc;
     float *scratch = c->att_scratch + (size_t)ith * att_scratch_floats(d);
-    const size_t n_kv = (size_t)d->n_head_kv;
+    const size_t n_kv = d->n_head_kv_layer[j->layer];
     for (size_t i = begin; i < end; i++) {
         const size_t tile = i / n_kv;
         const uint32_t t0 = c->att_tiles[tile];
@@ -647,7 +654,7 @@ enum herd_status herd_decode(struct herd_context *c, const struct herd_batch *b,
     const struct herd_model *m = c->model;
     const struct herd_model_desc *d = &m->desc;
     const size_t T = b->n_tokens, E = d->n_embd, hd = d->head_dim;
-    const size_t qd = d->n_head * hd, kvd = d->n_head_kv * hd, F = d->n_ff;
+    const size_t qd = d->n_head * hd, kvd = d->n_head_kv * hd;
     struct herd_pool *pool = c->pool;
     const struct herd_kernels *k = c->k;
     const bool precise = c->params.precise;
@@ -691,6 +698,7 @@ enum herd_status herd_decode(struct herd_context *c, const struct herd_batch *b,
     /* each layer starts with xn = rmsnorm(x) * attn_norm, made by the step before */
     for (uint32_t l = 0; l < d->n_layer; l++) {
         const struct herd_layer *L = &m->layers[l];
+        if (c->params.observe_residual) c->params.observe_residual(c->params.observe_ctx, l, c->x, E, T);
         t0 = PROF_T();
         const struct herd_matmul_out qkv[3] = {{&L->wq, c->q, qd}, {&L->wk, c->kx, kvd}, {&L->wv, c->vx, kvd}};
         layer_matmul(c, l, HERD_ROLE_ATTN_Q, qkv, 3, qkv_q8a(c, L), c->xn, E, T);
@@ -699,9 +707,11 @@ enum herd_status herd_decode(struct herd_context *c, const struct herd_batch *b,
         run_rows(c, b, ROWS_ROPE_STORE, l, NULL, NULL, NULL, T * (qd + 2 * kvd) * 2);
         herd_prof_op(P, HERD_PROF_ROPE_STORE, t0);
         t0 = PROF_T();
-        struct herd_block_q8a *att_q8a = hd % HERD_QK8A == 0 ? fused_q8a(c, &L->wo) : NULL;
+        /* attention writes the output projection's 8-bit rows qd apart: only
+         * where this layer's rows are that wide (a head-pruned file's may not be) */
+        struct herd_block_q8a *att_q8a = hd % HERD_QK8A == 0 && L->wo.cols == qd ? fused_q8a(c, &L->wo) : NULL;
         struct att_job aj = {c, b, l, att_q8a, n_tiles};
-        herd_pool_run_split(pool, (size_t)n_tiles * (size_t)d->n_head_kv, 1, attention_part, &aj);
+        herd_pool_run_split(pool, (size_t)n_tiles * d->n_head_kv_layer[l], 1, attention_part, &aj);
         herd_prof_op(P, HERD_PROF_ATTENTION, t0);
         t0 = PROF_T();
         const struct herd_matmul_out wo = {&L->wo, c->xn, E};
@@ -716,6 +726,7 @@ enum herd_status herd_decode(struct herd_context *c, const struct herd_batch *b,
             moe_ffn(c, L, T);
             herd_prof_matmul(P, HERD_PROF_MM_GATE_UP, L->exp_gate[0].type, t0);
         } else {
+            const size_t F = d->n_ff_layer[l]; /* gate, up and down rows of F floats, packed */
             t0 = PROF_T();
             const struct herd_matmul_out gate_up[2] = {{&L->w_gate, c->gate, F}, {&L->w_up, c->up, F}};
             layer_matmul(c, l, HERD_ROLE_FFN_GATE, gate_up, 2, gate_up_q8a(c, L), c->xn, E, T);
@@ -737,17 +748,21 @@ enum herd_status herd_decode(struct herd_context *c, const struct herd_batch *b,
         }
     }
 
-    /* the last residual and the output norm, only for the rows that want logits */
+    /* the last residual and the output norm, only for the rows that want
+     * logits (every row's residual when an observer wants it) */
     t0 = PROF_T();
     uint32_t o = 0;
-    for (size_t t = 0; t < T; t++)
-        if (b->want_logits ? b->want_logits[t] : t == T - 1) {
-            float *x = c->x + t * E, *xn = c->xn + t * E;
-            const float *post = m->layers[d->n_layer - 1].post_ffn;
-            if (post) rmsnorm(xn, xn, post, E, d->rms_eps);
-            add_into(x, xn, E);
-            rmsnorm(c->out_rows + (size_t)o++ * E, x, m->output_norm, E, d->rms_eps);
-        }
+    const bool all_rows = c->params.observe_residual != NULL;
+    for (size_t t = 0; t < T; t++) {
+        const bool want = b->want_logits ? b->want_logits[t] : t == T - 1;
+        if (!want && !all_rows) continue;
+        float *x = c->x + t * E, *xn = c->xn + t * E;
+        const float *post = m->layers[d->n_layer - 1].post_ffn;
+        if (post) rmsnorm(xn, xn, post, E, d->rms_eps);
+        add_into(x, xn, E);
+        if (want) rmsnorm(c->out_rows + (size_t)o++ * E, x, m->output_norm, E, d->rms_eps);
+    }
+    if (all_rows) c->params.observe_residual(c->params.observe_ctx, d->n_layer, c->x, E, T);
     herd_prof_op(P, HERD_PROF_ADD_NORM, t0);
     /* Every layer slides: blocks wholly before the next token's window are
      * seen by no layer again, so they go back to the pool (a margin of one

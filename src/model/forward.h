@@ -34,7 +34,16 @@ struct herd_context_params {
      * the thread that calls herd_decode: herd imatrix's collector. NULL: none. */
     void (*observe_matmul)(void *ctx, uint32_t layer, enum herd_matrix_role role, const float *x, size_t x_stride,
                            size_t n_tokens);
-    void *observe_ctx;
+    /* Called with the residual stream of every token of the batch (row t
+     * at x + t * x_stride, n_tokens rows of n_embd floats): entering each
+     * layer (layer = 0 .. n_layer - 1; layer 0 sees the scaled embeddings)
+     * and leaving the last one (layer = n_layer, before the output norm),
+     * in layer order, on the thread that calls herd_decode. The rows are
+     * the engine's own: read them during the call, keep no pointer. herd
+     * prune's Block Influence collector. NULL: none, at no cost (the last
+     * layer's residual add is then done only for the rows that want logits). */
+    void (*observe_residual)(void *ctx, uint32_t layer, const float *x, size_t x_stride, size_t n_tokens);
+    void *observe_ctx; /* given to both observers */
 };
 
 void herd_context_default_params(struct herd_context_params *p);

@@ -26,7 +26,9 @@ struct herd_kv {
     size_t elem_bytes;   /* of one value: 4, 2 or 1 */
     size_t k_head_bytes; /* one head's K in a block: values, then (Q8) its per-key scales */
     size_t head_bytes;   /* one head's region in a block and layer */
-    size_t n_regions;    /* layers x KV heads */
+    size_t n_regions;    /* KV heads over all layers */
+    size_t *region0;     /* [n_layer]: the region of each layer's head 0 */
+    uint32_t *heads;     /* [n_layer]: a copy of the caller's layer_heads (p.layer_heads points here), or NULL */
     uint8_t *pool;
     int32_t *refs;
     int32_t *free_list;
@@ -52,9 +54,19 @@ static size_t head_bytes(const struct herd_kv_params *p) {
     return (kh + vh + 63) & ~(size_t)63;
 }
 
-size_t herd_kv_block_bytes(const struct herd_kv_params *p) {
-    return (size_t)p->n_layer * (p->kv_dim / p->head_dim) * head_bytes(p);
+/* KV heads of layer l. */
+static size_t layer_heads(const struct herd_kv_params *p, uint32_t l) {
+    return p->layer_heads ? p->layer_heads[l] : p->kv_dim / p->head_dim;
 }
+
+/* KV heads over all layers: the regions of a block. */
+static size_t all_heads(const struct herd_kv_params *p) {
+    size_t n = 0;
+    for (uint32_t l = 0; l < p->n_layer; l++) n += layer_heads(p, l);
+    return n;
+}
+
+size_t herd_kv_block_bytes(const struct herd_kv_params *p) { return all_heads(p) * head_bytes(p); }
 
 enum herd_status herd_kv_create(const struct herd_kv_params *p, struct herd_kv **out, struct herd_error *err) {
     *out = NULL;
@@ -68,10 +80,32 @@ enum herd_status herd_kv_create(const struct herd_kv_params *p, struct herd_kv *
     size_t v_head_bytes;
     layout(p, &kv->elem_bytes, &kv->k_head_bytes, &v_head_bytes);
     kv->head_bytes = head_bytes(p);
-    kv->n_regions = (size_t)p->n_layer * (p->kv_dim / p->head_dim);
+    kv->n_regions = all_heads(p);
+    kv->region0 = malloc(p->n_layer * sizeof *kv->region0);
+    if (!kv->region0) {
+        herd_kv_destroy(kv);
+        return herd_error_set(err, HERD_E_NOMEM, "out of memory");
+    }
+    for (uint32_t l = 0, r = 0; l < p->n_layer; r += (uint32_t)layer_heads(p, l), l++) {
+        kv->region0[l] = r;
+        if (layer_heads(p, l) == 0 || layer_heads(p, l) * p->head_dim > p->kv_dim) {
+            herd_kv_destroy(kv);
+            return herd_error_set(err, HERD_E_INVALID, "layer %u: %zu KV heads of %u values exceed kv_dim %u", l,
+                                  layer_heads(p, l), p->head_dim, p->kv_dim);
+        }
+    }
+    if (p->layer_heads) { /* kept as a copy: the caller's array need not outlive the cache */
+        kv->heads = malloc(p->n_layer * sizeof *kv->heads);
+        if (!kv->heads) {
+            herd_kv_destroy(kv);
+            return herd_error_set(err, HERD_E_NOMEM, "out of memory");
+        }
+        memcpy(kv->heads, p->layer_heads, p->n_layer * sizeof *kv->heads);
+        kv->p.layer_heads = kv->heads;
+    }
     size_t total;
     if (!herd_mul_size(herd_kv_block_bytes(p), p->n_blocks, &total)) {
-        free(kv);
+        herd_kv_destroy(kv);
         return herd_error_set(err, HERD_E_NOMEM, "KV cache of %u blocks overflows", p->n_blocks);
     }
     /* The pool is touched (zeroed) here, at start, so that it is really
@@ -83,7 +117,7 @@ enum herd_status herd_kv_create(const struct herd_kv_params *p, struct herd_kv *
      * striking mid-service. */
     const size_t avail = herd_mem_available();
     if (avail && total > avail) {
-        free(kv);
+        herd_kv_destroy(kv);
         return herd_error_set(err, HERD_E_NOMEM,
                               "a KV cache of %zu bytes (%u blocks) is more than the %zu bytes of memory available; "
                               "lower --kv-mem, --ctx or --max-seqs",
@@ -113,6 +147,8 @@ void herd_kv_destroy(struct herd_kv *kv) {
     free(kv->pool);
     free(kv->refs);
     free(kv->free_list);
+    free(kv->region0);
+    free(kv->heads);
     free(kv);
 }
 
@@ -311,20 +347,20 @@ enum herd_status herd_kv_seq_prepare(struct herd_kv *kv, int32_t id, uint32_t po
 }
 
 void herd_kv_prefetch_head(const struct herd_kv *kv, int32_t block, uint32_t layer, uint32_t head) {
-    const uint8_t *r = head_region(kv, block, layer * (kv->p.kv_dim / kv->p.head_dim) + head);
+    const uint8_t *r = head_region(kv, block, kv->region0[layer] + head);
     for (size_t o = 0; o < kv->head_bytes; o += 64) __builtin_prefetch(r + o, 0, 1);
 }
 
 void herd_kv_view_next(const struct herd_kv *kv, int32_t block, uint32_t layer, uint32_t head,
                        struct herd_attn_kv *view) {
-    view->next = head_region(kv, block, layer * (kv->p.kv_dim / kv->p.head_dim) + head);
+    view->next = head_region(kv, block, kv->region0[layer] + head);
     view->next_bytes = kv->head_bytes;
 }
 
 void herd_kv_head_view(const struct herd_kv *kv, int32_t block, uint32_t layer, uint32_t head,
                        struct herd_attn_kv *view) {
     const uint32_t bt = kv->p.block_tokens, hd = kv->p.head_dim;
-    uint8_t *k = head_region(kv, block, layer * (kv->p.kv_dim / hd) + head);
+    uint8_t *k = head_region(kv, block, kv->region0[layer] + head);
     uint8_t *v = k + kv->k_head_bytes;
     view->type = kv->p.type == HERD_KV_F32  ? HERD_ATTN_KV_F32
                  : kv->p.type == HERD_KV_Q8 ? HERD_ATTN_KV_Q8
@@ -357,7 +393,9 @@ static float quantize_i8(const float *x, size_t n, size_t stride, int8_t *out, s
 void herd_kv_store(struct herd_kv *kv, int32_t id, uint32_t layer, uint32_t pos, const float *k, const float *v) {
     struct seq *s = get(kv, id);
     HERD_ASSERT(pos < s->len && layer < kv->p.n_layer);
-    const uint32_t bt = kv->p.block_tokens, slot = pos % bt, hd = kv->p.head_dim, n_heads = kv->p.kv_dim / hd;
+    const uint32_t bt = kv->p.block_tokens, slot = pos % bt, hd = kv->p.head_dim;
+    const uint32_t n_heads =
+        (uint32_t)((layer + 1 < kv->p.n_layer ? kv->region0[layer + 1] : kv->n_regions) - kv->region0[layer]);
     for (uint32_t h = 0; h < n_heads; h++) {
         struct herd_attn_kv view;
         herd_kv_head_view(kv, s->blocks[pos / bt], layer, h, &view);

@@ -31,7 +31,11 @@ enum herd_kv_type { HERD_KV_F16 = 0, HERD_KV_F32 = 1, HERD_KV_Q8 = 2 };
 
 struct herd_kv_params {
     uint32_t n_layer;
-    uint32_t kv_dim; /* KV heads x head size */
+    uint32_t kv_dim; /* KV heads x head size (the widest layer's when layer_heads is set) */
+    /* [n_layer]: each layer's KV heads (herd prune --heads-keep files may
+     * differ by layer), or NULL: kv_dim / head_dim in every layer. Read by
+     * herd_kv_block_bytes and copied by herd_kv_create. */
+    const uint32_t *layer_heads;
     uint32_t head_dim;
     uint32_t block_tokens; /* positions per block; 16 by default */
     uint32_t n_blocks;     /* the pool */

@@ -161,7 +161,7 @@ enum herd_status herd_model_load(const char *path, struct herd_model **out, stru
     for (uint64_t l = 0; l < d->n_layer; l++) all_slide &= herd_model_layer_slides(d, l);
     /* a window as wide as the context frees nothing (Phi-3 128k's 262144) */
     m->window_all = all_slide && d->n_swa < UINT32_MAX ? (uint32_t)d->n_swa : 0;
-    const size_t q_dim = d->n_head * d->head_dim, kv_dim = d->n_head_kv * d->head_dim;
+    const size_t q_dim_max = d->n_head * d->head_dim, kv_dim_max = d->n_head_kv * d->head_dim;
     const bool bias = m->arch->qkv_bias, qkn = m->arch->qk_norm, post = m->arch->gemma;
     /* per-frequency RoPE divisors: Llama 3.1's, and Phi-3's LongRoPE pair */
     const char *const factor_names[3] = {"rope_freqs.weight", "rope_factors_long.weight", "rope_factors_short.weight"};
@@ -182,7 +182,7 @@ enum herd_status herd_model_load(const char *path, struct herd_model **out, stru
         goto fail;
     }
     const bool shexp = d->n_expert && m->arch->shared_expert;
-    const size_t per_layer = 2 * d->n_embd + (bias ? q_dim + 2 * kv_dim : 0) + (qkn ? 2 * d->head_dim : 0) +
+    const size_t per_layer = 2 * d->n_embd + (bias ? q_dim_max + 2 * kv_dim_max : 0) + (qkn ? 2 * d->head_dim : 0) +
                              (post ? 2 * d->n_embd : 0) + (shexp ? d->n_embd : 0);
     size_t n_f32 = d->n_embd + d->n_layer * per_layer + n_factors * (d->n_rot / 2);
     m->owned_f32 = malloc(n_f32 * sizeof(float));
@@ -211,6 +211,8 @@ enum herd_status herd_model_load(const char *path, struct herd_model **out, stru
     }
     for (uint64_t l = 0; l < d->n_layer; l++) {
         struct herd_layer *L = &m->layers[l];
+        /* this layer's widths (a pruned file's may be below the model's q_dim / kv_dim) */
+        const size_t q_dim = d->n_head_layer[l] * d->head_dim, kv_dim = d->n_head_kv_layer[l] * d->head_dim;
         char name[96];
 #define T(suffix)                                                                                                      \
     (snprintf(name, sizeof name, "blk.%llu.%s", (unsigned long long)l, suffix), herd_gguf_find_tensor(g, name))
@@ -276,8 +278,8 @@ enum herd_status herd_model_load(const char *path, struct herd_model **out, stru
             if (wg) {
                 herd_matrix_from_tensor(&L->w_gate, wg);
             } else { /* phi3: ffn_up's first n_ff rows are the gate, the rest the up projection */
-                L->w_gate = herd_matrix_rows(&L->w_up, 0, d->n_ff);
-                L->w_up = herd_matrix_rows(&L->w_up, d->n_ff, d->n_ff);
+                L->w_gate = herd_matrix_rows(&L->w_up, 0, d->n_ff_layer[l]);
+                L->w_up = herd_matrix_rows(&L->w_up, d->n_ff_layer[l], d->n_ff_layer[l]);
             }
             herd_matrix_from_tensor(&L->w_down, T("ffn_down.weight"));
         }

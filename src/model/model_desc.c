@@ -76,6 +76,42 @@ static enum herd_status opt_array_count(const struct herd_gguf *g, const char *k
     return HERD_OK;
 }
 
+/* A count llama.cpp reads with get_key_or_arr (feed_forward_length,
+ * attention.head_count, attention.head_count_kv): one number for every
+ * layer, or an array of one integer per layer. per[l] gets each layer's;
+ * *widest the largest (which sizes the forward pass's buffers). An absent
+ * key leaves *widest as it is and gives every layer that value. */
+static enum herd_status read_layer_counts(const struct herd_gguf *g, const char *arch, const char *suffix, uint64_t max,
+                                          struct herd_model_desc *d, uint64_t *widest, uint32_t *per,
+                                          struct herd_error *err) {
+    char key[160];
+    snprintf(key, sizeof key, "%s.%s", arch, suffix);
+    const struct herd_gguf_kv *kv = herd_gguf_find_kv(g, key);
+    if (!kv || kv->type != HERD_GGUF_VTYPE_ARRAY) {
+        enum herd_status rc = opt_uint(g, key, max, widest, err);
+        for (uint64_t l = 0; rc == HERD_OK && l < d->n_layer; l++) per[l] = (uint32_t)*widest;
+        return rc;
+    }
+    const struct herd_gguf_array *a = &kv->v.arr;
+    if (a->type == HERD_GGUF_VTYPE_STRING || a->type == HERD_GGUF_VTYPE_F32 || a->type == HERD_GGUF_VTYPE_F64 ||
+        a->type == HERD_GGUF_VTYPE_BOOL || a->count != d->n_layer)
+        return herd_error_set(err, HERD_E_FORMAT,
+                              "metadata key '%s' holds %llu %s values; expected %llu integers, one "
+                              "per layer (block_count)",
+                              key, (unsigned long long)a->count, herd_gguf_vtype_name(a->type),
+                              (unsigned long long)d->n_layer);
+    *widest = 0;
+    for (uint64_t l = 0; l < a->count; l++) {
+        const int64_t v = herd_gguf_array_i64(a, l);
+        if (v < 0 || (uint64_t)v > max)
+            return herd_error_set(err, HERD_E_INVALID, "metadata key '%s'[%llu] = %lld is out of range (0..%llu)", key,
+                                  (unsigned long long)l, (long long)v, (unsigned long long)max);
+        per[l] = (uint32_t)v;
+        if ((uint64_t)v > *widest) *widest = (uint64_t)v;
+    }
+    return HERD_OK;
+}
+
 /* The sliding window llama.cpp gives phi3 files written before the
  * converter stored it: Phi-3 mini / medium 4k 2047, mini 128k 262144, medium
  * 128k 131072 (all wider than their contexts but the first); 0 otherwise. */
@@ -109,11 +145,15 @@ enum herd_status herd_model_desc_read(const struct herd_gguf *g, struct herd_mod
         TRY(opt_arch_uint(g, a, "context_length", UINT32_MAX, &d->n_ctx_train, err));
         TRY(opt_arch_uint(g, a, "embedding_length", HERD_MAX_EMBD, &d->n_embd, err));
         TRY(opt_arch_uint(g, a, "block_count", HERD_MAX_LAYERS, &d->n_layer, err));
-        TRY(opt_arch_uint(g, a, "feed_forward_length", HERD_MAX_FF, &d->n_ff, err));
-        TRY(opt_arch_uint(g, a, "attention.head_count", HERD_MAX_HEADS, &d->n_head, err));
-        d->n_head_kv = d->n_head;
-        TRY(opt_arch_uint(g, a, "attention.head_count_kv", HERD_MAX_HEADS, &d->n_head_kv, err));
-        if (d->n_head && d->n_embd % d->n_head == 0) d->head_dim = d->n_embd / d->n_head;
+        TRY(read_layer_counts(g, a, "feed_forward_length", HERD_MAX_FF, d, &d->n_ff, d->n_ff_layer, err));
+        TRY(read_layer_counts(g, a, "attention.head_count", HERD_MAX_HEADS, d, &d->n_head, d->n_head_layer, err));
+        d->n_head_kv = d->n_head; /* absent: as many as the query heads, layer by layer */
+        memcpy(d->n_head_kv_layer, d->n_head_layer, sizeof d->n_head_kv_layer);
+        TRY(read_layer_counts(g, a, "attention.head_count_kv", HERD_MAX_HEADS, d, &d->n_head_kv, d->n_head_kv_layer,
+                              err));
+        /* llama.cpp's default head size: n_embd / layer 0's head count */
+        const uint64_t h0 = d->n_layer ? d->n_head_layer[0] : d->n_head;
+        if (h0 && d->n_embd % h0 == 0) d->head_dim = d->n_embd / h0;
         TRY(opt_arch_uint(g, a, "attention.key_length", HERD_MAX_EMBD, &d->head_dim, err));
         d->head_dim_v = d->head_dim;
         TRY(opt_arch_uint(g, a, "attention.value_length", HERD_MAX_EMBD, &d->head_dim_v, err));
@@ -346,9 +386,18 @@ enum herd_status herd_model_desc_validate(const struct herd_gguf *g, const struc
     if (!d->n_expert && (strcmp(d->arch, "qwen2moe") == 0 || strcmp(d->arch, "qwen3moe") == 0))
         return herd_error_set(err, HERD_E_NOT_FOUND, "metadata key '%s.expert_count' is missing or 0", d->arch);
     if ((rc = require_hparam(d, d->n_head, "attention.head_count", err)) != HERD_OK) return rc;
-    if (d->n_head_kv == 0 || d->n_head % d->n_head_kv != 0)
+    bool uniform_heads = true;
+    for (uint64_t l = 0; l < d->n_layer; l++)
+        uniform_heads &= d->n_head_layer[l] == d->n_head && d->n_head_kv_layer[l] == d->n_head_kv;
+    if (uniform_heads && (d->n_head_kv == 0 || d->n_head % d->n_head_kv != 0))
         return herd_error_set(err, HERD_E_INVALID, "%s.attention.head_count_kv = %llu does not divide head_count %llu",
                               d->arch, (unsigned long long)d->n_head_kv, (unsigned long long)d->n_head);
+    for (uint64_t l = 0; l < d->n_layer; l++)
+        if (d->n_head_layer[l] == 0 || d->n_head_kv_layer[l] == 0 || d->n_head_layer[l] % d->n_head_kv_layer[l] != 0)
+            return herd_error_set(err, HERD_E_INVALID,
+                                  "%s: layer %llu has %u heads and %u KV heads; expected KV heads dividing the heads "
+                                  "(layers without attention are not supported)",
+                                  d->arch, (unsigned long long)l, d->n_head_layer[l], d->n_head_kv_layer[l]);
     if (d->head_dim == 0 || d->head_dim % 2 != 0 || d->head_dim * d->n_head > HERD_MAX_EMBD * 4)
         return herd_error_set(err, HERD_E_INVALID,
                               "head size %llu (%s.attention.key_length, else embedding_length %llu / head_count %llu) "
@@ -383,7 +432,6 @@ enum herd_status herd_model_desc_validate(const struct herd_gguf *g, const struc
     if ((rc = validate_tokenizer(g, d, err)) != HERD_OK) return rc;
 
     const uint64_t E = d->n_embd, V = d->n_vocab, hd = d->head_dim;
-    const uint64_t q_dim = d->n_head * hd, kv_dim = d->n_head_kv * hd;
     if ((rc = check_tensor(g, "token_embd.weight", true, 2, E, V, 1, err)) != HERD_OK) return rc;
     if ((rc = check_tensor(g, "output_norm.weight", true, 1, E, 1, 1, err)) != HERD_OK) return rc;
     if ((rc = check_tensor(g, "output.weight", false, 2, E, V, 1, err)) != HERD_OK) return rc;
@@ -402,7 +450,12 @@ enum herd_status herd_model_desc_validate(const struct herd_gguf *g, const struc
         const bool gate_up = arch->fused_gate_up && !herd_gguf_find_tensor(g, LAYER_TENSOR("ffn_gate.weight"));
 #undef LAYER_TENSOR
         const bool dense = !moe, shexp = moe && arch->shared_expert;
-        const uint64_t X = d->n_expert, FE = d->n_ff_exp, FS = d->n_ff_shexp;
+        const uint64_t X = d->n_expert, FE = d->n_ff_exp, FS = d->n_ff_shexp, F = d->n_ff_layer[l];
+        const uint64_t q_dim = d->n_head_layer[l] * hd, kv_dim = d->n_head_kv_layer[l] * hd;
+        if (dense && F == 0)
+            return herd_error_set(err, HERD_E_UNSUPPORTED,
+                                  "%s.feed_forward_length is 0 for layer %llu: layers without an FFN are not supported",
+                                  d->arch, (unsigned long long)l);
         const struct {
             const char *name;
             uint32_t n_dims;
@@ -416,9 +469,9 @@ enum herd_status herd_model_desc_validate(const struct herd_gguf *g, const struc
             {"attn_qkv.weight", 2, E, q_dim + 2 * kv_dim, 1, qkv},
             {"attn_output.weight", 2, q_dim, E, 1, true},
             {"ffn_norm.weight", 1, E, 1, 1, true},
-            {"ffn_gate.weight", 2, E, d->n_ff, 1, dense && !gate_up},
-            {"ffn_up.weight", 2, E, gate_up ? 2 * d->n_ff : d->n_ff, 1, dense},
-            {"ffn_down.weight", 2, d->n_ff, E, 1, dense},
+            {"ffn_gate.weight", 2, E, F, 1, dense && !gate_up},
+            {"ffn_up.weight", 2, E, gate_up ? 2 * F : F, 1, dense},
+            {"ffn_down.weight", 2, F, E, 1, dense},
             {"ffn_gate_inp.weight", 2, E, X, 1, moe},
             {"ffn_gate_exps.weight", 3, E, FE, X, moe},
             {"ffn_up_exps.weight", 3, E, FE, X, moe},
@@ -457,7 +510,9 @@ void herd_model_desc_ram_estimate(const struct herd_model_desc *d, uint64_t n_ct
     const uint64_t q_dim = d->n_head * d->head_dim;
     const uint64_t per_token = 4 * (2 * d->n_embd + 2 * q_dim + 2 * kv_dim + 3 * d->n_ff);
     out->weights = d->weight_bytes;
-    out->kv_cache = 2 /* K and V */ * 2 /* f16 */ * d->n_layer * n_ctx * kv_dim;
+    uint64_t kv_heads = 0; /* over all layers, which may differ */
+    for (uint64_t l = 0; l < d->n_layer && l < HERD_MAX_LAYERS; l++) kv_heads += d->n_head_kv_layer[l];
+    out->kv_cache = 2 /* K and V */ * 2 /* f16 */ * n_ctx * kv_heads * d->head_dim;
     out->compute = batch * per_token + batch * 4 * d->n_vocab;
     out->total = out->weights + out->kv_cache + out->compute;
 }

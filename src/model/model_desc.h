@@ -31,13 +31,17 @@ struct herd_model_desc {
     uint64_t n_ctx_train;
     uint64_t n_embd;
     uint64_t n_layer;
-    uint64_t n_ff;
-    uint64_t n_head;
-    uint64_t n_head_kv;      /* defaults to n_head */
-    uint64_t head_dim;       /* attention.key_length, else n_embd / n_head */
-    uint64_t head_dim_v;     /* attention.value_length, else head_dim (the engine needs them equal) */
-    uint64_t n_rot;          /* rope.dimension_count, defaults to head_dim */
-    double rope_freq_base;   /* defaults to 10000 */
+    uint64_t n_ff;                             /* the widest layer's FFN (feed_forward_length) */
+    uint32_t n_ff_layer[HERD_MAX_LAYERS];      /* each layer's: feed_forward_length as an array of block_count
+                                           * entries (herd prune --ffn-keep writes one), else n_ff for all */
+    uint64_t n_head;                           /* the most any layer has (attention.head_count) */
+    uint64_t n_head_kv;                        /* defaults to n_head; the most any layer has */
+    uint32_t n_head_layer[HERD_MAX_LAYERS];    /* each layer's: head_count / head_count_kv as arrays of */
+    uint32_t n_head_kv_layer[HERD_MAX_LAYERS]; /* block_count entries (herd prune --heads-keep), else all alike */
+    uint64_t head_dim;                         /* attention.key_length, else n_embd / n_head */
+    uint64_t head_dim_v;                       /* attention.value_length, else head_dim (the engine needs them equal) */
+    uint64_t n_rot;                            /* rope.dimension_count, defaults to head_dim */
+    double rope_freq_base;                     /* defaults to 10000 */
     double rope_freq_scale;  /* 1 / rope.scaling.factor with rope.scaling.type "linear"; 1 otherwise */
     char rope_scaling[16];   /* rope.scaling.type, "" if absent */
     double rope_attn_factor; /* rope.scaling.attn_factor: cos and sin scaled by it (Phi-3 LongRoPE), 1 if absent */
