@@ -253,7 +253,7 @@ static enum herd_status cfg_softcap(const json_t *cfg, const char *path, const c
 static enum herd_status read_gemma(struct hf_config *c, const json_t *cfg, const char *path, struct herd_error *err) {
     const bool g3 = strcmp(c->arch, "gemma3") == 0;
     enum herd_status rc;
-    float local_base, qpas;
+    float local_base = 0, qpas = 0; /* set by the reads below; -O3 cannot tell */
     c->write_swa = true;
     if ((rc = cfg_uint(cfg, path, "sliding_window", 4096, INT32_MAX, &c->n_swa, err)) != HERD_OK ||
         (rc = check_layer_pattern(c, cfg, path, g3 ? 6 : 2, err)) != HERD_OK ||

@@ -21,8 +21,9 @@
 
 #define HERD_QK8A 32
 
-/* An activation block: 32 values as int8 with a float scale (a float rather
- * than ggml's fp16 scale: one less rounding, same memory traffic order). */
+/* An activation block: 32 values as int8 with a float scale. The scale's
+ * value is ggml's fp16 one (so results agree with llama.cpp's), kept as a
+ * float so the kernels need no conversion. */
 struct herd_block_q8a {
     float d;
     /* -128 x the sum of qs: the offset term of dot products with weights

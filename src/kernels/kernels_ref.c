@@ -16,7 +16,11 @@ static void quantize_row_q8a_ref(const float *x, struct herd_block_q8a *y, size_
         float amax = 0.0f;
         for (int j = 0; j < HERD_QK8A; j++) amax = fmaxf(amax, fabsf(x[j]));
         const float id = amax > 0.0f ? 127.0f / amax : 0.0f;
-        y[b].d = amax / 127.0f;
+        /* the scale as ggml keeps it, in fp16 (the values are quantized with
+         * the exact one, as ggml does): herd's answers then agree with
+         * llama.cpp's on the same file (perplexity 0.016 % apart on a Q8_0
+         * model, 0.2 % with the f32 scale), and neither is nearer float64 */
+        y[b].d = herd_fp16_to_fp32(herd_fp32_to_fp16(amax / 127.0f));
         int32_t sum = 0;
         for (int j = 0; j < HERD_QK8A; j++) {
             y[b].qs[j] = (int8_t)lrintf(x[j] * id);

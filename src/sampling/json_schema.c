@@ -298,7 +298,7 @@ static bool type_array(struct conv *c, const json_t *s, struct herd_buf *b) {
     const json_t *it = json_object_get(s, "items");
     if (it) {
         if (!json_is_object(it) && !json_is_boolean(it)) return failf(c, "'items' must be a schema");
-        uint32_t r;
+        uint32_t r = 0;
         const size_t at = path_push(c, ".items");
         bool ok = schema(c, it, &r);
         c->path[at] = 0;
@@ -459,7 +459,7 @@ static bool alternatives(struct conv *c, const json_t *list, const char *kw, str
     if (!json_is_array(list) || json_array_size(list) == 0) return failf(c, "'%s' must be a non-empty array", kw);
     bool ok = put(b, "(");
     for (size_t i = 0; ok && i < json_array_size(list); i++) {
-        uint32_t r;
+        uint32_t r = 0;
         char seg[64];
         snprintf(seg, sizeof seg, ".%s[%zu]", kw, i);
         const size_t at = path_push(c, seg);
@@ -608,7 +608,7 @@ enum herd_status herd_json_schema_rules(const json_t *s, const char *prefix, cha
     *out = NULL;
     struct conv c = {.root = s, .prefix = prefix, .err = err, .rc = HERD_OK};
     herd_buf_init(&c.out, SCHEMA_MAX_BYTES);
-    uint32_t r;
+    uint32_t r = 0;
     if (schema(&c, s, &r)) {
         if (!putf(&c.out, "%sroot ::= %sr%u\n", prefix, prefix, r) || !herd_buf_append(&c.out, "", 1))
             failf(&c, "the grammar grows past %u bytes", SCHEMA_MAX_BYTES);
