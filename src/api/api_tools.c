@@ -191,7 +191,7 @@ static json_t *call_json(json_t *o, uint64_t seed, size_t k, enum herd_tool_form
     const int at = f == HERD_TOOLS_MISTRAL ? 0 : 5, len = f == HERD_TOOLS_MISTRAL ? 9 : 24;
     uint64_t h = XXH3_64bits_withSeed(&k, sizeof k, seed);
     for (int i = 0; i < len; i++) {
-        if (i % 10 == 0) h = XXH3_64bits_withSeed(&h, sizeof h, seed + (uint64_t)i);
+        if (i % 10 == 0) h = XXH3_64bits_withSeed(&h, sizeof h, seed ^ (uint64_t)i);
         id[at + i] = alnum[h % 62];
         h /= 62;
     }

@@ -136,7 +136,9 @@ static uint32_t rule_id(struct parser *ps, const char *name, size_t n) {
 /* A new rule for a group or a repetition, named after its parent. */
 static uint32_t synthetic_rule(struct parser *ps, uint32_t parent) {
     char name[128];
-    snprintf(name, sizeof name, "%.80s_%u", ps->rules[parent].name, ps->n_rules);
+    /* a '.' no rule name can hold: a grammar's own "root_5" is another rule
+     * (found by fuzz_grammar: the two were merged, and one's elements lost) */
+    snprintf(name, sizeof name, "%.80s.%u", ps->rules[parent].name, ps->n_rules);
     uint32_t id = rule_id(ps, name, strlen(name));
     if (ps->rc == HERD_OK) ps->rules[id].defined = true;
     return id;
@@ -1266,11 +1268,12 @@ struct herd_grammar_mask_cache {
 };
 
 /* A hash of the state that does not depend on the order of its stacks
- * (the same set may be reached in another order): the sum of the stacks'
- * own hashes, then the partial character. */
+ * (the same set may be reached in another order): the exclusive or of the
+ * stacks' own hashes (a set holds each stack once, so none cancels), then
+ * the partial character. */
 static uint64_t state_hash(const struct herd_grammar_state *s) {
     uint64_t h = 0;
-    for (uint32_t i = 0; i < s->set.n; i++) h += stack_hash(stack_at(&s->set, i), s->set.len[i]);
+    for (uint32_t i = 0; i < s->set.n; i++) h ^= stack_hash(stack_at(&s->set, i), s->set.len[i]);
     /* only the partial bytes in use: the array keeps stale ones after them */
     uint8_t tail[6] = {0, 0, 0, 0, s->n_partial, s->need};
     memcpy(tail, s->partial, s->n_partial);

@@ -159,6 +159,12 @@ static void test_repetition(void **state) {
                            "zA\xc3\xa9\xf0\x9f\x98\x80")); /* any may be a letter */
     assert_false(matches(g, "d!A\xc3\xa9\xf0\x9f\x98\x80"));
     herd_grammar_destroy(g);
+    /* a rule named like a group's own rule stays apart from it */
+    g = parse_ok("root ::= (\"a\" | \"b\") root_1 root_2\nroot_1 ::= \"c\"\nroot_2 ::= \"d\"\n");
+    assert_true(matches(g, "acd"));
+    assert_true(matches(g, "bcd"));
+    assert_false(matches(g, "ad"));
+    herd_grammar_destroy(g);
     g = parse_ok("root ::= (\n  \"x\" |\n  \"y\"\n) end\nend ::= \"!\"\n");
     assert_true(matches(g, "x!"));
     assert_true(matches(g, "y!"));
