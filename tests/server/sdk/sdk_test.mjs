@@ -4,11 +4,11 @@
 // batches. Starts its servers on
 // 127.0.0.1 (free ports), stops them at the end; every wait is bounded.
 // Usage: node sdk_test.mjs HERD_BINARY MODEL.gguf
-import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import OpenAI from "openai";
+import { startServer as startHerd, stopServer } from "./herd_server.mjs";
 
 const [herd, modelPath] = process.argv.slice(2);
 const NAME = "stories260K";
@@ -23,48 +23,7 @@ function check(cond, what) {
   }
 }
 
-function startServer(args = []) {
-  return new Promise((resolve, reject) => {
-    const proc = spawn(herd, ["serve", "-m", modelPath, "--port", "0", "--threads", "1", "-q", ...args], {
-      stdio: ["ignore", "ignore", "pipe"],
-    });
-    let log = "";
-    const timer = setTimeout(() => reject(new Error("server did not start: " + log)), 30000);
-    proc.stderr.on("data", (d) => {
-      log += d;
-      const m = log.match(/on http:\/\/127\.0\.0\.1:(\d+)/);
-      if (m && !proc.port) {
-        proc.port = Number(m[1]);
-        // the port opens before the model is loaded: wait for /health 200
-        const poll = async () => {
-          try {
-            const r = await fetch(`http://127.0.0.1:${proc.port}/health`);
-            if (r.status === 200) {
-              clearTimeout(timer);
-              resolve({ proc, port: proc.port });
-              return;
-            }
-          } catch (e) { /* not yet */ }
-          setTimeout(poll, 20);
-        };
-        poll();
-      }
-    });
-    proc.on("exit", (code) => reject(new Error(`server exited ${code}: ${log}`)));
-  });
-}
-
-function stopServer(s) {
-  return new Promise((resolve) => {
-    const t = setTimeout(() => s.proc.kill("SIGKILL"), 20000);
-    s.proc.removeAllListeners("exit");
-    s.proc.on("exit", (code) => {
-      clearTimeout(t);
-      resolve(code);
-    });
-    s.proc.kill("SIGTERM");
-  });
-}
+const startServer = (args = []) => startHerd(herd, modelPath, args);
 
 async function expectError(promise, Klass, status, what, extra = () => true) {
   try {

@@ -10,12 +10,13 @@
 // random-weight `herd synth` file: left alone it writes anything, so every
 // call that parses was made so by the constraint.
 // Usage: node tools_test.mjs HERD_BINARY SOURCE_DIR SHARED_DIR
-import { spawn, spawnSync } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import Ajv from "ajv";
 import OpenAI from "openai";
+import { startServer as startHerd, stopServer } from "./herd_server.mjs";
 
 const [herd, src, shared] = process.argv.slice(2);
 const tmp = mkdtempSync(join(tmpdir(), "herd-tools-"));
@@ -34,31 +35,8 @@ const model = join(tmp, "tiny.gguf");
 const synth = spawnSync(herd, ["synth", "--shape", "tiny", "-o", model], { encoding: "utf8" });
 if (synth.status !== 0) throw new Error("herd synth: " + synth.stderr);
 
-function startServer(template, extra = []) {
-  return new Promise((resolve, reject) => {
-    const proc = spawn(herd, ["serve", "-m", model, "--port", "0", "--threads", "1", "-q", "--ctx", "4096",
-                              "--chat-template", template, ...extra], { stdio: ["ignore", "ignore", "pipe"] });
-    let log = "";
-    const timer = setTimeout(() => reject(new Error("server did not start: " + log)), 30000);
-    proc.stderr.on("data", (d) => {
-      log += d;
-      const m = log.match(/on http:\/\/127\.0\.0\.1:(\d+)/);
-      if (m && !proc.port) {
-        proc.port = Number(m[1]);
-        const poll = async () => {
-          try {
-            if ((await fetch(`http://127.0.0.1:${proc.port}/health`)).status === 200) {
-              clearTimeout(timer);
-              return resolve(proc);
-            }
-          } catch {}
-          setTimeout(poll, 50);
-        };
-        poll();
-      }
-    });
-    proc.on("exit", (code) => reject(new Error(`server exited (${code}): ${log}`)));
-  });
+function startServer(template) {
+  return startHerd(herd, model, ["--ctx", "4096", "--chat-template", template]);
 }
 
 const TOOLS = [
@@ -156,7 +134,7 @@ async function testTemplate(name, template) {
       }
     }
   } finally {
-    srv.kill("SIGTERM");
+    await stopServer(srv);
   }
 }
 
