@@ -6,7 +6,7 @@
  * token counts.
  *
  * usage: herd_bench_grammar VOCAB.gguf [GRAMMAR.gbnf TEXT_FILE]
- * Without a grammar: a JSON grammar and a JSON object of ~400 characters
+ * Without a grammar: JSON mode's (herd_grammar_json_object) and a JSON object of ~400 characters
  * (strings, numbers, nesting, escapes). Run by hand, not a test. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,15 +17,6 @@
 #include "herd/gguf.h"
 #include "sampling/grammar.h"
 #include "tokenizer/vocab.h"
-
-static const char *JSON_GBNF =
-    "root   ::= object\n"
-    "value  ::= object | array | string | number | (\"true\" | \"false\" | \"null\") ws\n"
-    "object ::= \"{\" ws ( string \":\" ws value (\",\" ws string \":\" ws value)* )? \"}\" ws\n"
-    "array  ::= \"[\" ws ( value (\",\" ws value)* )? \"]\" ws\n"
-    "string ::= \"\\\"\" ( [^\"\\\\\\x7F\\x00-\\x1F] | \"\\\\\" ([\"\\\\bfnrt] | \"u\" [0-9a-fA-F]{4}) )* \"\\\"\" ws\n"
-    "number ::= (\"-\"? ([0-9] | [1-9] [0-9]{0,15})) (\".\" [0-9]+)? ([eE] [-+]? [0-9] [1-9]{0,15})? ws\n"
-    "ws ::= | \" \" | \"\\n\" [ \\t]{0,20}\n";
 
 static const char *JSON_TEXT =
     "{\"name\": \"Ada Lovelace\", \"born\": 1815, \"fields\": [\"mathematics\", \"computing\"], "
@@ -51,8 +42,8 @@ int main(int argc, char **argv) {
         return 1;
     }
     struct herd_mapped_file gfile = {0}, tfile = {0};
-    const char *gtext = JSON_GBNF, *text = JSON_TEXT;
-    size_t glen = strlen(JSON_GBNF), tlen = strlen(JSON_TEXT);
+    const char *gtext = herd_grammar_json_object, *text = JSON_TEXT;
+    size_t glen = strlen(herd_grammar_json_object), tlen = strlen(JSON_TEXT);
     if (argc == 4) {
         if (herd_mapped_file_init(&gfile, argv[2], &err) != HERD_OK ||
             herd_mapped_file_init(&tfile, argv[3], &err) != HERD_OK) {
