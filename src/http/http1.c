@@ -68,9 +68,22 @@ static bool is_tchar(unsigned char c) {
 }
 
 const struct herd_http_header *herd_http_headers_find(const struct herd_http_header *h, size_t n, const char *name) {
+    const size_t len = strlen(name);
     for (size_t i = 0; i < n; i++)
-        if (strcasecmp(h[i].name, name) == 0) return &h[i];
+        if (h[i].name_len == len && strcasecmp(h[i].name, name) == 0) return &h[i];
     return NULL;
+}
+
+size_t herd_http_fmt_uint(char *w, uint64_t v, unsigned base) {
+    char t[64];
+    size_t n = 0;
+    do {
+        t[n++] = "0123456789abcdef"[v % base];
+        v /= base;
+    } while (v);
+    for (size_t i = 0; i < n; i++) w[i] = t[n - 1 - i];
+    w[n] = 0;
+    return n;
 }
 
 const struct herd_http_header *herd_http_header_get(const struct herd_http_parser *p, const char *name) {
@@ -249,26 +262,40 @@ size_t herd_http_parse(struct herd_http_parser *p, const char *data, size_t len)
         size_t left = len - used;
         switch (p->phase) {
         case HERD_HTTP_HEAD: {
-            /* byte by byte up to the blank line, with the limits checked
-             * as we go; a request head is small, so this is cheap */
+            /* a line at a time up to the blank line, each limit checked
+             * at the byte that breaks it, as if byte by byte */
             size_t k = 0;
             bool complete = false;
-            for (; k < left; k++) {
-                const char c = d[k];
-                if (p->head.len >= p->lim.max_header_bytes) return fail(p, 431, "request headers too large", used + k);
-                if (!herd_buf_append(&p->head, &c, 1)) return fail(p, 431, "request headers too large", used + k);
-                const char *h = (const char *)p->head.data;
-                size_t n = p->head.len;
-                if (n == 1 && (c == '\r' || c == '\n')) { /* blank lines before a request are ignored */
-                    p->head.len = 0;
-                    continue;
+            while (k < left) {
+                if (!p->head.len) { /* blank lines before a request are ignored */
+                    while (k < left && (d[k] == '\r' || d[k] == '\n')) k++;
+                    if (k == left) break;
                 }
-                if (c == '\n') p->request_line_done = true;
-                if (!p->request_line_done && n > p->lim.max_request_line + 1)
-                    return fail(p, 414, "request line too long", used + k);
-                if (c == '\n' && ((n >= 2 && h[n - 2] == '\n') || (n >= 3 && h[n - 2] == '\r' && h[n - 3] == '\n'))) {
+                const char *nl = memchr(d + k, '\n', left - k);
+                const size_t seg = nl ? (size_t)(nl - (d + k)) + 1 : left - k;
+                /* the first byte past a limit: headers (431: the byte that
+                 * would make the head longer than max_header_bytes), then
+                 * the request line (414: a byte before its LF that makes
+                 * it longer than max_request_line + 1); 431 wins a tie */
+                const size_t room = p->head.len < p->lim.max_header_bytes ? p->lim.max_header_bytes - p->head.len : 0;
+                size_t bad = seg > room ? room : SIZE_MAX;
+                int status = 431;
+                const char *why = "request headers too large";
+                const size_t line_max = p->lim.max_request_line + 1;
+                const size_t before_lf = nl ? seg - 1 : seg;
+                if (!p->request_line_done && p->head.len + before_lf > line_max) {
+                    const size_t at = line_max > p->head.len ? line_max - p->head.len : 0;
+                    if (at < bad) bad = at, status = 414, why = "request line too long";
+                }
+                if (bad != SIZE_MAX) return fail(p, status, why, used + k + bad);
+                if (!herd_buf_append(&p->head, d + k, seg)) return fail(p, 431, "request headers too large", used + k);
+                k += seg;
+                if (!nl) break;
+                p->request_line_done = true;
+                const char *h = (const char *)p->head.data;
+                const size_t n = p->head.len;
+                if ((n >= 2 && h[n - 2] == '\n') || (n >= 3 && h[n - 2] == '\r' && h[n - 3] == '\n')) {
                     complete = true;
-                    k++;
                     break;
                 }
             }

@@ -84,6 +84,10 @@ const struct herd_http_header *herd_http_header_get(const struct herd_http_parse
 
 /* The first of n headers named name (case-insensitive), or NULL. */
 const struct herd_http_header *herd_http_headers_find(const struct herd_http_header *h, size_t n, const char *name);
+/* Writes v in base 10 or 16 (lower case) at w, NUL-terminated (w holds
+ * 21 bytes for any value); returns the digits written. For heads written
+ * per request without printf. */
+size_t herd_http_fmt_uint(char *w, uint64_t v, unsigned base);
 /* Does the comma-separated header value contain token (case-insensitive)? */
 bool herd_http_has_token(const char *value, const char *token);
 /* Parses one header field line [line, line_end) in place: the name must be

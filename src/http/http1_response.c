@@ -150,17 +150,22 @@ size_t herd_http_resp_parse(struct herd_http_resp_parser *p, const char *data, s
         size_t left = len - used;
         switch (p->phase) {
         case HERD_HTTP_RESP_HEAD: {
+            /* a line at a time up to the blank line; the limit is checked
+             * at the byte that breaks it, as if byte by byte */
             size_t k = 0;
             bool complete = false;
-            for (; k < left; k++) {
-                const char c = d[k];
-                if (p->head.len >= p->lim.max_header_bytes || !herd_buf_append(&p->head, &c, 1))
-                    return fail(p, "response headers too large", used + k);
+            while (k < left) {
+                const char *nl = memchr(d + k, '\n', left - k);
+                const size_t seg = nl ? (size_t)(nl - (d + k)) + 1 : left - k;
+                const size_t room = p->head.len < p->lim.max_header_bytes ? p->lim.max_header_bytes - p->head.len : 0;
+                if (seg > room) return fail(p, "response headers too large", used + k + room);
+                if (!herd_buf_append(&p->head, d + k, seg)) return fail(p, "response headers too large", used + k);
+                k += seg;
+                if (!nl) break;
                 const char *h = (const char *)p->head.data;
-                size_t n = p->head.len;
-                if (c == '\n' && ((n >= 2 && h[n - 2] == '\n') || (n >= 3 && h[n - 2] == '\r' && h[n - 3] == '\n'))) {
+                const size_t n = p->head.len;
+                if ((n >= 2 && h[n - 2] == '\n') || (n >= 3 && h[n - 2] == '\r' && h[n - 3] == '\n')) {
                     complete = true;
-                    k++;
                     break;
                 }
             }

@@ -1,5 +1,5 @@
-/* The HTTP/1.1 client (http_client.h): connections on libevent
- * bufferevents, pooled per upstream; a call owns one connection from its
+/* The HTTP/1.1 client (http_client.h): connections on herd_sock
+ * (sock.h), pooled per upstream; a call owns one connection from its
  * request to the end of its answer, then gives it back to the pool when
  * the answer was framed and the upstream keeps it alive.
  *
@@ -10,7 +10,6 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <netinet/in.h>
 #include <stdarg.h>
@@ -21,12 +20,15 @@
 
 #include "base/checked.h"
 #include "http/http_client.h"
+#include "http/sock.h"
 
 struct client_conn;
 
 struct upstream {
     char host[64]; /* as given, the pool's key with port */
     uint16_t port;
+    char host_line[96]; /* "Host: ...\r\n", for every request to it */
+    size_t host_line_len;
     struct sockaddr_storage addr;
     int addr_len;
     struct client_conn *idle; /* pooled, most recently used first */
@@ -37,7 +39,7 @@ struct upstream {
 struct client_conn {
     struct herd_http_client *cl;
     struct upstream *up;
-    struct bufferevent *bev;
+    struct herd_sock *sock;
     struct event *pool_timer;    /* closes it after pool_idle_timeout_s unused */
     struct herd_http_call *call; /* NULL while pooled */
     bool connected;
@@ -100,8 +102,7 @@ static void arm(struct event *ev, double seconds) {
 
 /* ----------------------------------------------------------- connections */
 
-static void conn_on_read(struct bufferevent *bev, void *arg);
-static void conn_on_event(struct bufferevent *bev, short what, void *arg);
+static const struct herd_sock_ops conn_ops;
 
 static void pool_unlink(struct client_conn *k) {
     struct upstream *up = k->up;
@@ -118,7 +119,7 @@ static void pool_unlink(struct client_conn *k) {
 
 static void conn_free(struct client_conn *k) {
     if (k->pool_timer) event_free(k->pool_timer);
-    if (k->bev) bufferevent_free(k->bev);
+    herd_sock_free(k->sock);
     free(k);
 }
 
@@ -163,12 +164,10 @@ static struct client_conn *conn_open(struct herd_http_client *cl, struct upstrea
     if (!k) return NULL;
     k->cl = cl;
     k->up = up;
-    k->bev = bufferevent_socket_new(cl->base, -1, BEV_OPT_CLOSE_ON_FREE);
+    k->sock = herd_sock_new(cl->base, -1, &conn_ops, k);
     k->pool_timer = evtimer_new(cl->base, on_pool_timeout, k);
-    if (!k->bev || !k->pool_timer) {
-        if (k->pool_timer) event_free(k->pool_timer);
-        if (k->bev) bufferevent_free(k->bev);
-        free(k);
+    if (!k->sock || !k->pool_timer) {
+        conn_free(k);
         return NULL;
     }
     cl->stats.connects++;
@@ -237,30 +236,6 @@ static bool after_callback(struct herd_http_call *call) {
     return false;
 }
 
-/* A bufferevent keeps its output's start frozen (only its own write
- * drains it): thawed for the one write, as libevent does itself. */
-static void write_now(struct evbuffer *out, evutil_socket_t fd) {
-    evbuffer_unfreeze(out, 1);
-    evbuffer_write(out, fd);
-    evbuffer_freeze(out, 1);
-}
-
-/* A pooled connection's request goes out now, not a loop turn later, with
- * no epoll change; only what the socket does not take waits for EV_WRITE
- * (on until the output drains: conn_on_write). An error is left for the
- * bufferevent's own write, or the read of the close, to report. */
-static void conn_flush(struct client_conn *k) {
-    struct evbuffer *out = bufferevent_get_output(k->bev);
-    if (bufferevent_get_enabled(k->bev) & EV_WRITE) return; /* waiting already (its timeout running) */
-    write_now(out, bufferevent_getfd(k->bev));
-    if (evbuffer_get_length(out)) bufferevent_enable(k->bev, EV_WRITE);
-}
-
-static void conn_on_write(struct bufferevent *bev, void *arg) {
-    (void)arg;
-    if (!evbuffer_get_length(bufferevent_get_output(bev))) bufferevent_disable(bev, EV_WRITE);
-}
-
 /* Sends the request on a pooled connection or a new one. */
 static bool call_send(struct herd_http_call *call, bool may_reuse) {
     struct herd_http_client *cl = call->cl;
@@ -273,9 +248,11 @@ static bool call_send(struct herd_http_call *call, bool may_reuse) {
     call->got_bytes = call->head_given = false;
     call->connect_error = 0;
     herd_http_resp_parser_reset(&call->resp, call->head_request);
-    if (bufferevent_write(k->bev, call->request, call->request_len) != 0) return false;
+    if (evbuffer_add(herd_sock_output(k->sock), call->request, call->request_len) != 0) return false;
     if (call->reused) {
-        conn_flush(k);
+        /* out now, not a loop turn later, with no epoll change; an error
+         * is met by the socket's write, or the read of the close */
+        herd_sock_flush(k->sock);
         cl->stats.reuses++;
         call->phase = CALL_WAITING;
         arm(call->timer, cl->p.head_timeout_s);
@@ -286,13 +263,12 @@ static bool call_send(struct herd_http_call *call, bool may_reuse) {
     /* the callbacks come after the connect: libevent reports some
      * failures (no socket left) from inside it, and a callback must never
      * run from inside herd_http_client_send */
-    if (bufferevent_socket_connect(k->bev, (struct sockaddr *)&call->up->addr, call->up->addr_len) != 0) {
-        call->connect_error = EVUTIL_SOCKET_ERROR();
+    if (herd_sock_connect(k->sock, (struct sockaddr *)&call->up->addr, (socklen_t)call->up->addr_len) != 0) {
+        call->connect_error = errno;
         event_active(call->timer, EV_TIMEOUT, 0); /* reported from the loop, as a refusal would be */
         return true;
     }
-    bufferevent_setcb(k->bev, conn_on_read, conn_on_write, conn_on_event, k);
-    bufferevent_enable(k->bev, EV_READ | EV_WRITE); /* the connect, then the request */
+    herd_sock_set_reading(k->sock, true); /* once connected; the request goes out then */
     return true;
 }
 
@@ -304,7 +280,7 @@ static void on_call_timer(evutil_socket_t fd, short what, void *arg) {
     case CALL_CONNECTING:
         if (call->connect_error)
             call_fail(call, HERD_HTTP_CALL_CONNECT, "connect to %s:%u: %s", call->up->host, call->up->port,
-                      evutil_socket_error_to_string(call->connect_error));
+                      strerror(call->connect_error));
         else
             call_fail(call, HERD_HTTP_CALL_CONNECT, "connect to %s:%u: no answer in %g s", call->up->host,
                       call->up->port, p->connect_timeout_s);
@@ -323,15 +299,15 @@ static void on_call_timer(evutil_socket_t fd, short what, void *arg) {
 /* The answer is complete. */
 static void call_complete(struct herd_http_call *call) {
     struct client_conn *k = call->conn;
-    const bool reusable = call->resp.keep_alive && !evbuffer_get_length(bufferevent_get_input(k->bev)) &&
-                          !evbuffer_get_length(bufferevent_get_output(k->bev));
+    const bool reusable =
+        call->resp.keep_alive && !evbuffer_get_length(herd_sock_input(k->sock)) && !herd_sock_pending(k->sock);
     call_detach(call, reusable);
     call_finish(call, HERD_HTTP_CALL_OK, NULL);
 }
 
 /* Parses what arrived for the call and hands it on; stops when paused. */
 static void call_read(struct herd_http_call *call) {
-    struct evbuffer *in = bufferevent_get_input(call->conn->bev);
+    struct evbuffer *in = herd_sock_input(call->conn->sock);
     while (!call->paused && evbuffer_get_length(in)) {
         struct evbuffer_iovec v;
         if (evbuffer_peek(in, -1, NULL, &v, 1) < 1) break;
@@ -372,8 +348,8 @@ static void on_resume(evutil_socket_t fd, short what, void *arg) {
     if (call->conn && !call->paused) call_read(call);
 }
 
-static void conn_on_read(struct bufferevent *bev, void *arg) {
-    (void)bev;
+static void conn_on_read(struct herd_sock *s, void *arg) {
+    (void)s;
     struct client_conn *k = arg;
     if (!k->call) { /* bytes on a pooled connection answer nothing: drop it */
         conn_close(k);
@@ -382,10 +358,10 @@ static void conn_on_read(struct bufferevent *bev, void *arg) {
     call_read(k->call);
 }
 
-static void conn_on_event(struct bufferevent *bev, short what, void *arg) {
+static void conn_on_event(struct herd_sock *s, enum herd_sock_event what, int e, void *arg) {
     struct client_conn *k = arg;
     struct herd_http_call *call = k->call;
-    if (what & BEV_EVENT_CONNECTED) {
+    if (what == HERD_SOCK_CONNECTED) {
         k->connected = true;
         if (call) {
             call->phase = CALL_WAITING;
@@ -393,16 +369,14 @@ static void conn_on_event(struct bufferevent *bev, short what, void *arg) {
         }
         return;
     }
-    if (!(what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))) return;
     if (!call) { /* the upstream closed a pooled connection */
         conn_close(k);
         return;
     }
-    const int e = EVUTIL_SOCKET_ERROR();
     const char *host = call->up->host;
     const unsigned port = call->up->port;
     if (!k->connected) {
-        call_fail(call, HERD_HTTP_CALL_CONNECT, "connect to %s:%u: %s", host, port, evutil_socket_error_to_string(e));
+        call_fail(call, HERD_HTTP_CALL_CONNECT, "connect to %s:%u: %s", host, port, strerror(e));
         return;
     }
     if (call->reused && !call->got_bytes && !call->retried) {
@@ -414,11 +388,11 @@ static void conn_on_event(struct bufferevent *bev, short what, void *arg) {
         if (!call_send(call, false)) call_fail(call, HERD_HTTP_CALL_NOMEM, "out of memory");
         return;
     }
-    if (what & BEV_EVENT_EOF) {
+    if (what == HERD_SOCK_EOF) {
         /* what arrived before the close was read first (a paused call
          * has bytes left: the close cuts its answer short) */
         herd_http_resp_eof(&call->resp);
-        if (call->resp.phase == HERD_HTTP_RESP_DONE && !evbuffer_get_length(bufferevent_get_input(bev))) {
+        if (call->resp.phase == HERD_HTTP_RESP_DONE && !evbuffer_get_length(herd_sock_input(s))) {
             call_detach(call, false);
             call_finish(call, HERD_HTTP_CALL_OK, NULL);
         } else {
@@ -427,8 +401,10 @@ static void conn_on_event(struct bufferevent *bev, short what, void *arg) {
         }
         return;
     }
-    call_fail(call, HERD_HTTP_CALL_CLOSED, "%s:%u: %s", host, port, evutil_socket_error_to_string(e));
+    call_fail(call, HERD_HTTP_CALL_CLOSED, "%s:%u: %s", host, port, strerror(e));
 }
+
+static const struct herd_sock_ops conn_ops = {conn_on_read, NULL, conn_on_event};
 
 /* ------------------------------------------------------------- requests */
 
@@ -479,6 +455,9 @@ static struct upstream *upstream_get(struct herd_http_client *cl, const char *ho
     }
     snprintf(up->host, sizeof up->host, "%s", host);
     up->port = port;
+    const int hl = snprintf(up->host_line, sizeof up->host_line,
+                            up->addr.ss_family == AF_INET6 ? "Host: [%s]:%u\r\n" : "Host: %s:%u\r\n", host, port);
+    up->host_line_len = (size_t)hl;
     up->next = cl->upstreams;
     cl->upstreams = up;
     return up;
@@ -487,15 +466,18 @@ static struct upstream *upstream_get(struct herd_http_client *cl, const char *ho
 /* The request's bytes: request line, Host, the caller's headers,
  * Content-Length, the blank line, the body. */
 static char *serialize(const struct herd_http_client_request *req, const struct upstream *up, size_t *out_len) {
-    char head[512];
-    const bool v6 = up->addr.ss_family == AF_INET6;
     const bool has_body = req->body_len || strcmp(req->method, "POST") == 0 || strcmp(req->method, "PUT") == 0 ||
                           strcmp(req->method, "PATCH") == 0;
     char length[48] = "";
-    if (has_body) snprintf(length, sizeof length, "Content-Length: %zu\r\n", req->body_len);
-    int n = snprintf(head, sizeof head, v6 ? "Host: [%s]:%u\r\n" : "Host: %s:%u\r\n", up->host, up->port);
+    size_t ll = 0;
+    if (has_body) {
+        memcpy(length, "Content-Length: ", 16);
+        ll = 16 + herd_http_fmt_uint(length + 16, req->body_len, 10);
+        memcpy(length + ll, "\r\n", 2), ll += 2;
+    }
+    const char *head = up->host_line;
     const size_t ml = strlen(req->method), tl = strlen(req->target), hl = req->headers ? strlen(req->headers) : 0;
-    const size_t nl = (size_t)n, ll = strlen(length);
+    const size_t nl = up->host_line_len;
     size_t total = 0;
     /* method SP target " HTTP/1.1\r\n" Host headers length "\r\n" body */
     if (!herd_add_size(ml, tl, &total) || !herd_add_size(total, 1 + 11 + 2 + nl + ll, &total) ||
@@ -568,10 +550,10 @@ void herd_http_call_pause(struct herd_http_call *call, bool paused) {
     call->paused = paused;
     if (!call->conn) return;
     if (paused) {
-        bufferevent_disable(call->conn->bev, EV_READ);
+        herd_sock_set_reading(call->conn->sock, false);
         if (call->phase == CALL_BODY) event_del(call->timer);
     } else {
-        bufferevent_enable(call->conn->bev, EV_READ);
+        herd_sock_set_reading(call->conn->sock, true);
         if (call->phase == CALL_BODY) arm(call->timer, call->cl->p.idle_timeout_s);
         event_active(call->resume, EV_READ, 0); /* what is buffered, on the loop */
     }

@@ -1,11 +1,10 @@
-/* The HTTP server (http_server.h): connections on libevent bufferevents,
+/* The HTTP server (http_server.h): connections on herd_sock (sock.h),
  * HTTP/1.1 via http1.c, limits and deadlines, API keys, the route table,
  * answers (whole or chunked), the access log (through base/log.c), and
  * the drain on SIGTERM / SIGINT. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/listener.h>
 #include <event2/thread.h>
@@ -22,6 +21,7 @@
 
 #include "base/timing.h"
 #include "http/http_server.h"
+#include "http/sock.h"
 
 /* Bytes a connection may read ahead while its request is worked on. */
 #define READ_HIGH_WATER ((size_t)1 << 20)
@@ -37,7 +37,7 @@ enum conn_state {
  * is this struct: HTTP/1.1 answers one request at a time, in order). */
 struct herd_http_request {
     struct herd_http_server *srv;
-    struct bufferevent *bev;
+    struct herd_sock *sock;
     struct herd_http_parser parser;
     struct event *deadline;
     struct event *wake; /* activated by herd_http_request_wake, from any thread */
@@ -145,7 +145,7 @@ static void conn_free(struct herd_http_request *c) {
     }
     if (c->wake) event_free(c->wake);
     if (c->deadline) event_free(c->deadline);
-    if (c->bev) bufferevent_free(c->bev);
+    herd_sock_free(c->sock);
     herd_http_parser_cleanup(&c->parser);
     if (c->prev)
         c->prev->next = c->next;
@@ -156,9 +156,7 @@ static void conn_free(struct herd_http_request *c) {
     free(c);
 }
 
-size_t herd_http_request_pending_output(const struct herd_http_request *c) {
-    return evbuffer_get_length(bufferevent_get_output(c->bev));
-}
+size_t herd_http_request_pending_output(const struct herd_http_request *c) { return herd_sock_pending(c->sock); }
 
 static void access_log(struct herd_http_request *c) {
     struct herd_http_server *h = c->srv;
@@ -186,12 +184,12 @@ static void conn_finished(struct herd_http_request *c) {
         herd_http_parser_reset(&c->parser);
         c->head_started = false;
         arm(c->deadline, c->srv->p.idle_timeout_s);
-        bufferevent_enable(c->bev, EV_READ);
+        herd_sock_set_reading(c->sock, true);
         /* pipelined bytes may already be here */
-        if (evbuffer_get_length(bufferevent_get_input(c->bev))) conn_read(c);
+        if (evbuffer_get_length(herd_sock_input(c->sock))) conn_read(c);
     } else {
         c->state = CONN_CLOSING;
-        bufferevent_disable(c->bev, EV_READ);
+        herd_sock_set_reading(c->sock, false);
         /* all written (conn_flush): closed on the next loop turn, never
          * inside the answer's call, whose caller may still hold c */
         if (!herd_http_request_pending_output(c)) arm(c->deadline, 0);
@@ -200,19 +198,21 @@ static void conn_finished(struct herd_http_request *c) {
 
 /* Writes what is queued now, not a loop turn later: an answer leaves in
  * one write with no epoll change, and only what the socket does not take
- * waits for EV_WRITE (enabled until the output drains, see on_write). An
- * error is left for the bufferevent's own write to report. */
-static void conn_flush(struct herd_http_request *c) {
-    struct evbuffer *out = bufferevent_get_output(c->bev);
-    /* waiting for the socket already: enabling again would restart the
-     * write timeout, and a client that never reads would never be dropped */
-    if (!evbuffer_get_length(out) || (bufferevent_get_enabled(c->bev) & EV_WRITE)) return;
-    /* a bufferevent keeps its output's start frozen (only its own write
-     * drains it): thawed for this one, as libevent does */
-    evbuffer_unfreeze(out, 1);
-    evbuffer_write(out, bufferevent_getfd(c->bev));
-    evbuffer_freeze(out, 1);
-    if (evbuffer_get_length(out)) bufferevent_enable(c->bev, EV_WRITE);
+ * waits (see on_drained). */
+static void conn_flush(struct herd_http_request *c) { herd_sock_flush(c->sock); }
+
+/* Appends the pieces (NULL ones skipped) to out in one run: the heads of
+ * answers and chunks are written per request, and printf's parsing of a
+ * format costs more than the copy. */
+static void add_parts(struct evbuffer *out, const char *const *part, size_t n) {
+    size_t len[16], total = 0;
+    for (size_t i = 0; i < n; i++) total += len[i] = part[i] ? strlen(part[i]) : 0;
+    struct evbuffer_iovec v;
+    if (evbuffer_reserve_space(out, (ev_ssize_t)total, &v, 1) < 1) return; /* out of memory: the peer sees a cut */
+    char *w = v.iov_base;
+    for (size_t i = 0; i < n; i++) memcpy(w, part[i] ? part[i] : "", len[i]), w += len[i];
+    v.iov_len = total;
+    evbuffer_commit_space(out, &v, 1);
 }
 
 /* "Connection: close" when this answer ends the connection. */
@@ -220,14 +220,35 @@ static const char *closing(const struct herd_http_request *c) {
     return c->keep_alive && !c->srv->draining ? "" : "Connection: close\r\n";
 }
 
+/* The head of an answer of len bytes. */
+static void put_head(struct herd_http_request *c, struct evbuffer *out, int status, const char *content_type,
+                     size_t len, const char *extra_headers) {
+    char code[24], length[24];
+    herd_http_fmt_uint(code, (uint64_t)status, 10);
+    herd_http_fmt_uint(length, len, 10);
+    const char *part[] = {"HTTP/1.1 ",
+                          code,
+                          " ",
+                          reason(status),
+                          "\r\nContent-Type: ",
+                          content_type,
+                          "\r\nContent-Length: ",
+                          length,
+                          "\r\nX-Request-Id: ",
+                          c->request_id,
+                          "\r\n",
+                          extra_headers,
+                          closing(c),
+                          "\r\n"};
+    add_parts(out, part, sizeof part / sizeof *part);
+}
+
 void herd_http_respond(struct herd_http_request *c, int status, const char *content_type, const char *body, size_t len,
                        const char *extra_headers) {
-    struct evbuffer *out = bufferevent_get_output(c->bev);
+    struct evbuffer *out = herd_sock_output(c->sock);
     c->status = status;
     if (status >= 500) c->keep_alive = false; /* a server error ends the connection; client errors keep it */
-    evbuffer_add_printf(
-        out, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nX-Request-Id: %s\r\n%s%s\r\n", status,
-        reason(status), content_type, len, c->request_id, extra_headers ? extra_headers : "", closing(c));
+    put_head(c, out, status, content_type, len, extra_headers);
     /* HEAD and 304 carry no body: len is the length a 200 to GET would have */
     if (strcmp(c->method, "HEAD") != 0 && status != 304) evbuffer_add(out, body, len);
     conn_flush(c);
@@ -236,11 +257,9 @@ void herd_http_respond(struct herd_http_request *c, int status, const char *cont
 
 void herd_http_respond_file(struct herd_http_request *c, int status, const char *content_type, int fd, size_t len,
                             const char *extra_headers) {
-    struct evbuffer *out = bufferevent_get_output(c->bev);
+    struct evbuffer *out = herd_sock_output(c->sock);
     c->status = status;
-    evbuffer_add_printf(
-        out, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nX-Request-Id: %s\r\n%s%s\r\n", status,
-        reason(status), content_type, len, c->request_id, extra_headers ? extra_headers : "", closing(c));
+    put_head(c, out, status, content_type, len, extra_headers);
     /* the kernel copies the file out (sendfile): a 200 MB file is never in memory */
     if (strcmp(c->method, "HEAD") != 0 && len > 0) {
         if (evbuffer_add_file(out, fd, 0, (ev_off_t)len) != 0) {
@@ -307,24 +326,39 @@ void herd_http_stream_begin(struct herd_http_request *c, int status, const char 
                             const char *extra_headers) {
     c->status = status;
     c->state = CONN_STREAMING;
-    evbuffer_add_printf(
-        bufferevent_get_output(c->bev),
-        "HTTP/1.1 %d %s\r\nContent-Type: %s\r\n%sTransfer-Encoding: chunked\r\nX-Request-Id: %s\r\n%s\r\n", status,
-        reason(status), content_type, extra_headers ? extra_headers : "", c->request_id, closing(c));
+    char code[24];
+    herd_http_fmt_uint(code, (uint64_t)status, 10);
+    const char *part[] = {"HTTP/1.1 ",
+                          code,
+                          " ",
+                          reason(status),
+                          "\r\nContent-Type: ",
+                          content_type,
+                          "\r\n",
+                          extra_headers,
+                          "Transfer-Encoding: chunked\r\nX-Request-Id: ",
+                          c->request_id,
+                          "\r\n",
+                          closing(c),
+                          "\r\n"};
+    add_parts(herd_sock_output(c->sock), part, sizeof part / sizeof *part);
     conn_flush(c);
 }
 
 void herd_http_stream_send(struct herd_http_request *c, const char *data, size_t len) {
     if (!len) return;
-    struct evbuffer *out = bufferevent_get_output(c->bev);
-    evbuffer_add_printf(out, "%zx\r\n", len);
+    struct evbuffer *out = herd_sock_output(c->sock);
+    char size[24];
+    const size_t n = herd_http_fmt_uint(size, len, 16);
+    memcpy(size + n, "\r\n", 2);
+    evbuffer_add(out, size, n + 2);
     evbuffer_add(out, data, len);
     evbuffer_add(out, "\r\n", 2);
     conn_flush(c);
 }
 
 void herd_http_stream_end(struct herd_http_request *c) {
-    evbuffer_add(bufferevent_get_output(c->bev), "0\r\n\r\n", 5);
+    evbuffer_add(herd_sock_output(c->sock), "0\r\n\r\n", 5);
     conn_flush(c);
     conn_finished(c);
 }
@@ -341,8 +375,11 @@ void herd_http_sse_begin(struct herd_http_request *c) {
 
 void herd_http_sse_send(struct herd_http_request *c, const char *data, size_t len) {
     /* one chunk holding the whole event, framed without a copy */
-    struct evbuffer *out = bufferevent_get_output(c->bev);
-    evbuffer_add_printf(out, "%zx\r\ndata: ", len + 8);
+    struct evbuffer *out = herd_sock_output(c->sock);
+    char size[32];
+    const size_t n = herd_http_fmt_uint(size, len + 8, 16);
+    memcpy(size + n, "\r\ndata: ", 8);
+    evbuffer_add(out, size, n + 8);
     evbuffer_add(out, data, len);
     evbuffer_add(out, "\n\n\r\n", 4);
     conn_flush(c);
@@ -449,9 +486,21 @@ static const char *bearer(const struct herd_http_request *c) {
     return v;
 }
 
+/* "req-<start time, hex>-<count>" (without printf: most clients send no id) */
 static void own_request_id(struct herd_http_request *c) {
-    snprintf(c->request_id, sizeof c->request_id, "req-%llx-%llu", (unsigned long long)c->srv->started_wall,
-             (unsigned long long)++c->srv->next_request_id);
+    char *w = c->request_id; /* 4 + 16 + 1 + 20 + NUL fit its 48 */
+    memcpy(w, "req-", 4), w += 4;
+    w += herd_http_fmt_uint(w, (uint64_t)c->srv->started_wall, 16);
+    *w++ = '-';
+    herd_http_fmt_uint(w, ++c->srv->next_request_id, 10);
+}
+
+/* The target's path (without its query) into dst[cap], cut to fit. */
+static void copy_path(char *dst, size_t cap, const char *target) {
+    size_t n = strcspn(target, "?");
+    if (n >= cap) n = cap - 1;
+    memcpy(dst, target, n);
+    dst[n] = 0;
 }
 
 /* The request id: the client's X-Request-Id when it is a sane token
@@ -488,8 +537,7 @@ static bool method_matches(const struct herd_http_route *rt, const char *method)
 static size_t body_allowed(const struct herd_http_request *c) {
     const struct herd_http_server *h = c->srv;
     char path[sizeof c->path];
-    const size_t plen = strcspn(c->parser.target, "?");
-    snprintf(path, sizeof path, "%.*s", (int)(plen < sizeof path ? plen : sizeof path - 1), c->parser.target);
+    copy_path(path, sizeof path, c->parser.target);
     for (size_t i = 0; i < h->p.n_routes; i++) {
         const struct herd_http_route *rt = &h->p.routes[i];
         /* the upload limit only for a client whose key is good: the key
@@ -550,10 +598,10 @@ static void handle(struct herd_http_request *c) {
     struct herd_http_parser *p = &c->parser;
     c->t_start = herd_time_now_s();
     c->keep_alive = p->keep_alive;
-    snprintf(c->method, sizeof c->method, "%s", p->method);
-    /* the path without the query */
-    size_t plen = strcspn(p->target, "?");
-    snprintf(c->path, sizeof c->path, "%.*s", (int)(plen < sizeof c->path ? plen : sizeof c->path - 1), p->target);
+    const size_t ml = strnlen(p->method, sizeof c->method - 1);
+    memcpy(c->method, p->method, ml);
+    c->method[ml] = 0;
+    copy_path(c->path, sizeof c->path, p->target);
     c->path_rest = strlen(c->path);
     set_request_id(c);
     /* the path's route (any method) and the route that takes this method */
@@ -628,7 +676,7 @@ void herd_http_readyz(struct herd_http_request *c, json_t *body, void *app) {
 
 /* Parses what arrived; handles a complete request. */
 static void conn_read(struct herd_http_request *c) {
-    struct evbuffer *in = bufferevent_get_input(c->bev);
+    struct evbuffer *in = herd_sock_input(c->sock);
     while (c->state == CONN_READING && evbuffer_get_length(in)) {
         struct evbuffer_iovec v;
         if (evbuffer_peek(in, -1, NULL, &v, 1) < 1) break;
@@ -651,7 +699,7 @@ static void conn_read(struct herd_http_request *c) {
                 arm(c->deadline,
                     c->srv->p.body_timeout_s + (upload ? (double)c->parser.content_length / (1 << 20) : 0));
                 if (c->parser.expect_continue) {
-                    evbuffer_add_printf(bufferevent_get_output(c->bev), "HTTP/1.1 100 Continue\r\n\r\n");
+                    evbuffer_add_printf(herd_sock_output(c->sock), "HTTP/1.1 100 Continue\r\n\r\n");
                     conn_flush(c);
                 }
             }
@@ -664,7 +712,7 @@ static void conn_read(struct herd_http_request *c) {
         }
         if (c->parser.phase == HERD_HTTP_ERROR) {
             event_del(c->deadline);
-            bufferevent_disable(c->bev, EV_READ);
+            herd_sock_set_reading(c->sock, false);
             c->keep_alive = false;
             own_request_id(c);
             snprintf(c->method, sizeof c->method, "-");
@@ -685,35 +733,37 @@ static void conn_read(struct herd_http_request *c) {
     }
 }
 
-static void on_read(struct bufferevent *bev, void *arg) {
-    (void)bev;
+static void on_read(struct herd_sock *s, void *arg) {
+    (void)s;
     conn_read(arg);
 }
 
-static void on_write(struct bufferevent *bev, void *arg) {
+/* Output that waited is all out: a closing connection closes, a stream
+ * paused for a slow reader goes on. */
+static void on_drained(struct herd_sock *s, void *arg) {
+    (void)s;
     struct herd_http_request *c = arg;
-    /* drained: the next answer is written at once (conn_flush) */
-    if (!herd_http_request_pending_output(c)) bufferevent_disable(bev, EV_WRITE);
-    if (c->state == CONN_CLOSING && !herd_http_request_pending_output(c)) {
+    if (c->state == CONN_CLOSING) {
         conn_free(c);
-    } else if (c->state == CONN_STREAMING && c->ops &&
-               herd_http_request_pending_output(c) < HERD_HTTP_STREAM_HIGH_WATER / 2) {
+    } else if (c->state == CONN_STREAMING && c->ops) {
         c->ops->wake(c, c->work); /* resume a stream paused for a slow reader */
     }
 }
 
-static void on_event(struct bufferevent *bev, short what, void *arg) {
-    (void)bev;
+/* The client closed, a read or write failed, or it read nothing for the
+ * write timeout: the connection and its work end. */
+static void on_sock_event(struct herd_sock *s, enum herd_sock_event what, int err, void *arg) {
+    (void)s, (void)err;
     struct herd_http_request *c = arg;
-    if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT)) {
-        if (c->ops) {
-            if (c->srv->p.metrics) count(&c->srv->p.metrics->cancellations);
-            herd_log(HERD_LOG_INFO, c->srv->p.log_component, c->request_id, NULL, 0,
-                     "client went away: request cancelled");
-        }
-        conn_free(c);
+    if (what == HERD_SOCK_CONNECTED) return;
+    if (c->ops) {
+        if (c->srv->p.metrics) count(&c->srv->p.metrics->cancellations);
+        herd_log(HERD_LOG_INFO, c->srv->p.log_component, c->request_id, NULL, 0, "client went away: request cancelled");
     }
+    conn_free(c);
 }
+
+static const struct herd_sock_ops sock_ops = {on_read, on_drained, on_sock_event};
 
 static void on_deadline(evutil_socket_t fd, short what, void *arg) {
     (void)fd, (void)what;
@@ -727,7 +777,7 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg) {
         conn_free(c);
         return;
     }
-    bufferevent_disable(c->bev, EV_READ);
+    herd_sock_set_reading(c->sock, false);
     c->keep_alive = false;
     snprintf(c->method, sizeof c->method, "-");
     snprintf(c->path, sizeof c->path, "-");
@@ -762,7 +812,7 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
         return;
     }
     c->srv = h;
-    c->bev = bufferevent_socket_new(h->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    c->sock = herd_sock_new(h->base, fd, &sock_ops, c);
     c->deadline = evtimer_new(h->base, on_deadline, c);
     c->wake = event_new(h->base, -1, 0, on_wake, c);
     /* the parser takes the largest body any route takes; each request is
@@ -774,20 +824,17 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
     if (h->conns) h->conns->prev = c;
     h->conns = c;
     h->n_conns++;
-    if (!c->bev || !c->deadline || !c->wake) {
-        if (!c->bev) evutil_closesocket(fd);
+    if (!c->sock || !c->deadline || !c->wake) {
+        if (!c->sock) evutil_closesocket(fd);
         conn_free(c);
         return;
     }
-    struct timeval wt = {(time_t)h->p.write_timeout_s, 0};
-    bufferevent_set_timeouts(c->bev, NULL, &wt);
-    bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
+    herd_sock_set_write_timeout(c->sock, h->p.write_timeout_s);
     /* reading stays on while a request is worked on (a close is seen at
      * once and cancels it; pipelined bytes wait in the input, at most
      * READ_HIGH_WATER of them); writing only while output waits */
-    bufferevent_setwatermark(c->bev, EV_READ, 0, READ_HIGH_WATER);
-    bufferevent_disable(c->bev, EV_WRITE); /* on by default */
-    bufferevent_enable(c->bev, EV_READ);
+    herd_sock_set_read_limit(c->sock, READ_HIGH_WATER);
+    herd_sock_set_reading(c->sock, true);
     c->state = CONN_READING;
     arm(c->deadline, h->p.idle_timeout_s);
 }

@@ -59,7 +59,8 @@ struct proxy {
     char *headers;    /* forwarded header lines */
     const char *body; /* the client's, valid until the answer ends */
     size_t body_len;
-    json_t *json;      /* the parsed body (chat and completions), for resuming */
+    json_t *json;      /* the parsed body (parse_body), for cache-aware and resuming */
+    bool body_parsed;  /* parse_body ran (json may still be NULL) */
     char *resume_body; /* the body of a resume attempt */
     size_t resume_len;
     struct prompt_key *key;
@@ -216,30 +217,35 @@ static bool named_in(const char *list, size_t list_len, const char *name) {
 }
 
 /* Headers for this hop only: the standard ones, those the Connection
- * header names (RFC 9110 7.6.1), and the router's own. */
+ * header names (RFC 9110 7.6.1), and the router's own. Lengths are
+ * compared first: every header of every request and answer passes here. */
 static bool hop_by_hop_in(const struct herd_http_header *h, size_t n, const char *name) {
     for (size_t i = 0; i < n; i++)
-        if (strcasecmp(h[i].name, "connection") == 0 && named_in(h[i].value, h[i].value_len, name)) return true;
+        if (h[i].name_len == 10 && strcasecmp(h[i].name, "connection") == 0 &&
+            named_in(h[i].value, h[i].value_len, name))
+            return true;
     return false;
 }
 
-static bool hop_by_hop(const char *name) {
-    static const char *const skip[] = {"host",
-                                       "content-length",
-                                       "transfer-encoding",
-                                       "connection",
-                                       "keep-alive",
-                                       "te",
-                                       "trailer",
-                                       "upgrade",
-                                       "proxy-authorization",
-                                       "proxy-connection",
-                                       "expect",
-                                       "x-request-id",
-                                       "x-herd-stream-tokens",
-                                       NULL};
-    for (const char *const *s = skip; *s; s++)
-        if (strcasecmp(name, *s) == 0) return true;
+static bool hop_by_hop(const struct herd_http_header *h) {
+    static const struct {
+        const char *name;
+        size_t len;
+    } skip[] = {{"host", 4},
+                {"content-length", 14},
+                {"transfer-encoding", 17},
+                {"connection", 10},
+                {"keep-alive", 10},
+                {"te", 2},
+                {"trailer", 7},
+                {"upgrade", 7},
+                {"proxy-authorization", 19},
+                {"proxy-connection", 16},
+                {"expect", 6},
+                {"x-request-id", 12},
+                {"x-herd-stream-tokens", 20}};
+    for (size_t i = 0; i < sizeof skip / sizeof *skip; i++)
+        if (h->name_len == skip[i].len && strcasecmp(h->name, skip[i].name) == 0) return true;
     return false;
 }
 
@@ -250,8 +256,8 @@ static char *forwarded_headers(struct herd_router *rt, struct herd_http_request 
     const struct herd_http_header *h = herd_http_request_headers(r, &n);
     bool ok = true;
     for (size_t i = 0; i < n; i++) {
-        if (hop_by_hop(h[i].name) || hop_by_hop_in(h, n, h[i].name)) continue;
-        if (strcasecmp(h[i].name, "authorization") == 0 && !rt->p.forward_api_key) continue;
+        if (hop_by_hop(&h[i]) || hop_by_hop_in(h, n, h[i].name)) continue;
+        if (h[i].name_len == 13 && strcasecmp(h[i].name, "authorization") == 0 && !rt->p.forward_api_key) continue;
         ok = ok && herd_buf_append(&b, h[i].name, h[i].name_len) && herd_buf_append(&b, ": ", 2) &&
              herd_buf_append(&b, h[i].value, h[i].value_len) && herd_buf_append(&b, "\r\n", 2);
     }
@@ -276,18 +282,30 @@ static char *relayed_headers(const struct herd_http_resp_parser *resp, const str
     herd_buf_init(&b, 1u << 16);
     for (size_t i = 0; i < resp->n_headers; i++) {
         const struct herd_http_header *h = &resp->headers[i];
-        if (hop_by_hop(h->name) || hop_by_hop_in(resp->headers, resp->n_headers, h->name) ||
-            strcasecmp(h->name, "content-type") == 0)
+        if (hop_by_hop(h) || hop_by_hop_in(resp->headers, resp->n_headers, h->name) ||
+            (h->name_len == 12 && strcasecmp(h->name, "content-type") == 0))
             continue;
         if (!herd_buf_append(&b, h->name, h->name_len) || !herd_buf_append(&b, ": ", 2) ||
             !herd_buf_append(&b, h->value, h->value_len) || !herd_buf_append(&b, "\r\n", 2))
             break; /* past 64 KiB: the rest is dropped */
     }
-    char line[96];
-    snprintf(line, sizeof line, "X-Herd-Replica: %s\r\n", x ? x->name : "-");
-    herd_buf_append(&b, line, strlen(line));
-    herd_buf_append(&b, "", 1);
+    const char *name = x ? x->name : "-";
+    herd_buf_append(&b, "X-Herd-Replica: ", 16);
+    herd_buf_append(&b, name, strlen(name));
+    herd_buf_append(&b, "\r\n", 3); /* with the NUL */
     return (char *)b.data;
+}
+
+/* The client's body as JSON, once (NULL when it is not a JSON object:
+ * the replica refuses it). */
+static void parse_body(struct proxy *px) {
+    if (px->json || px->body_parsed) return;
+    px->body_parsed = true;
+    px->json = json_loadb(px->body, px->body_len, JSON_REJECT_DUPLICATES, NULL);
+    if (px->json && !json_is_object(px->json)) {
+        json_decref(px->json);
+        px->json = NULL;
+    }
 }
 
 /* -------------------------------------------------------- the stream */
@@ -505,6 +523,11 @@ static void on_head(struct herd_http_call *call, const struct herd_http_resp_par
     if (sse) {
         px->sse = true;
         px->head_sent = true;
+        if (px->gen) { /* a generation's stream: resumable when it has one choice */
+            parse_body(px);
+            json_t *n = json_object_get(px->json, "n");
+            px->resumable = px->json && (!n || json_integer_value(n) == 1);
+        }
         herd_http_stream_begin(px->r, 200, px->ctype, px->resp_headers);
         return;
     }
@@ -862,16 +885,14 @@ void proxy_handler(struct herd_http_request *r, json_t *body, void *app) {
     herd_buf_init(&px->whole, MAX_WHOLE_ANSWER);
     herd_buf_init(&px->ev, 16u << 20);
     herd_buf_init(&px->out, 64u << 20);
-    const bool gen = generates(path) && json_is_object(body);
+    (void)body; /* the route parses none (router.c): parsed here when needed */
+    const bool gen = generates(path);
     px->gen = gen;
     px->resend_safe = resend_safe(px->method, path);
-    if (gen) {
-        px->json = json_incref(body);
-        json_t *n = json_object_get(body, "n");
-        px->resumable = json_is_true(json_object_get(body, "stream")) && (!n || json_integer_value(n) == 1);
-        /* only cache-aware reads a prompt's blocks; the others need none */
-        if (rt->p.policy == ROUTE_CACHE_AWARE && (px->key = malloc(sizeof *px->key)))
-            prompt_key_of(rt, path, body, px->body, px->body_len, px->key);
+    /* only cache-aware reads a prompt's blocks; the others need none */
+    if (gen && rt->p.policy == ROUTE_CACHE_AWARE && (px->key = malloc(sizeof *px->key))) {
+        parse_body(px);
+        prompt_key_of(rt, path, px->json, px->body, px->body_len, px->key);
     }
     px->headers = forwarded_headers(rt, r, gen);
     if (!px->target || !px->headers) {

@@ -183,7 +183,10 @@ static void route_replicas(struct herd_http_request *r, json_t *body, void *app)
 
 enum {
     PROBE = HERD_HTTP_ROUTE_OPEN | HERD_HTTP_ROUTE_PROBE,
-    GEN = HERD_HTTP_ROUTE_JSON_BODY | HERD_HTTP_ROUTE_ONLY_METHOD,
+    /* no JSON_BODY: the proxy parses a body only when it needs to read it
+     * (a prompt's blocks for cache-aware, a stream's resume); a body that
+     * is not JSON is the replica's to refuse, with the same 400 */
+    GEN = HERD_HTTP_ROUTE_ONLY_METHOD,
 };
 
 /* The probes and metrics are the router's own; everything else goes to a
