@@ -204,7 +204,7 @@ static bool parse_head(struct herd_http_parser *p) {
         }
         p->headers[p->n_headers++] = f;
         const char *v = f.value;
-        if (strcasecmp(l, "content-length") == 0) {
+        if (f.name_len == 14 && strcasecmp(l, "content-length") == 0) {
             uint64_t cl = 0;
             if ((bad = herd_http_parse_content_length(v, &cl))) {
                 fail(p, 400, bad, 0);
@@ -216,14 +216,14 @@ static bool parse_head(struct herd_http_parser *p) {
             }
             have_cl = true;
             p->content_length = cl;
-        } else if (strcasecmp(l, "transfer-encoding") == 0) {
+        } else if (f.name_len == 17 && strcasecmp(l, "transfer-encoding") == 0) {
             if (have_te || strcasecmp(v, "chunked") != 0) {
                 fail(p, have_te || herd_http_has_token(v, "chunked") ? 400 : 501, "unsupported Transfer-Encoding", 0);
                 return false;
             }
             have_te = true;
             p->chunked = true;
-        } else if (strcasecmp(l, "expect") == 0 && strcasecmp(v, "100-continue") == 0) {
+        } else if (f.name_len == 6 && strcasecmp(l, "expect") == 0 && strcasecmp(v, "100-continue") == 0) {
             p->expect_continue = true;
         }
         l = nl + 1;

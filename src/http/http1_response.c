@@ -99,14 +99,14 @@ static bool parse_head(struct herd_http_resp_parser *p) {
         if ((bad = herd_http_parse_field(l, le, &f))) return fail(p, bad, 0), false;
         if (p->n_headers == p->lim.max_headers) return fail(p, "too many header fields", 0), false;
         p->headers[p->n_headers++] = f;
-        if (strcasecmp(f.name, "content-length") == 0) {
+        if (f.name_len == 14 && strcasecmp(f.name, "content-length") == 0) {
             uint64_t cl = 0;
             if ((bad = herd_http_parse_content_length(f.value, &cl))) return fail(p, bad, 0), false;
             if (p->have_length && cl != p->content_length)
                 return fail(p, "conflicting Content-Length headers", 0), false;
             p->have_length = true;
             p->content_length = cl;
-        } else if (strcasecmp(f.name, "transfer-encoding") == 0) {
+        } else if (f.name_len == 17 && strcasecmp(f.name, "transfer-encoding") == 0) {
             /* only chunked: another coding (gzip, chunked) would need decoding */
             if (have_te || strcasecmp(f.value, "chunked") != 0)
                 return fail(p, "unsupported Transfer-Encoding", 0), false;

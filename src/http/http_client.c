@@ -64,7 +64,7 @@ struct herd_http_call {
     bool head_request;
     struct herd_http_resp_parser resp;
     struct event *timer;  /* the connect, head or idle deadline */
-    struct event *resume; /* delivers what arrived while paused */
+    struct event *resume; /* delivers what arrived while paused (made at the first pause) */
     enum call_phase phase;
     bool got_bytes;                     /* a byte of the answer came on this connection */
     bool reused;                        /* sent on a pooled connection */
@@ -523,12 +523,11 @@ struct herd_http_call *herd_http_client_send(struct herd_http_client *cl, const 
     herd_http_resp_parser_init(&call->resp, &cl->p.limits);
     call->request = serialize(req, up, &call->request_len);
     call->timer = evtimer_new(cl->base, on_call_timer, call);
-    call->resume = event_new(cl->base, -1, 0, on_resume, call);
     call->next = cl->calls;
     if (cl->calls) cl->calls->prev = call;
     cl->calls = call;
     cl->stats.calls++;
-    if (!call->request || !call->timer || !call->resume || !call_send(call, true)) {
+    if (!call->request || !call->timer || !call_send(call, true)) {
         call_detach(call, false);
         call_free(call);
         return herd_error_set(err, HERD_E_NOMEM, "out of memory"), NULL;
@@ -547,6 +546,9 @@ void herd_http_call_cancel(struct herd_http_call *call) {
 
 void herd_http_call_pause(struct herd_http_call *call, bool paused) {
     if (call->paused == paused) return;
+    /* most calls never pause: their resume event is made on the first;
+     * without memory for it the call goes on unpaused */
+    if (paused && !call->resume && !(call->resume = event_new(call->cl->base, -1, 0, on_resume, call))) return;
     call->paused = paused;
     if (!call->conn) return;
     if (paused) {

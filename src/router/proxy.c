@@ -203,6 +203,13 @@ static bool may_retry(struct proxy *px) {
     return true;
 }
 
+/* src into dst[cap], cut to fit (per request: no printf) */
+static void copy_str(char *dst, size_t cap, const char *src) {
+    const size_t n = strnlen(src, cap - 1);
+    memcpy(dst, src, n);
+    dst[n] = 0;
+}
+
 /* ------------------------------------------------------------ headers */
 
 static bool named_in(const char *list, size_t list_len, const char *name) {
@@ -355,7 +362,7 @@ static void data_line(struct proxy *px, const char *data, size_t len) {
     if (px->chunk_id[0] || !px->resumable) return;
     json_t *o = json_loadb(data, len, 0, NULL);
     const char *id = json_string_value(json_object_get(o, "id"));
-    if (id) snprintf(px->chunk_id, sizeof px->chunk_id, "%s", id);
+    if (id) copy_str(px->chunk_id, sizeof px->chunk_id, id);
     px->created = json_integer_value(json_object_get(o, "created"));
     json_decref(o);
 }
@@ -488,7 +495,7 @@ static void on_head(struct herd_http_call *call, const struct herd_http_resp_par
     struct proxy *px = arg;
     px->status = resp->status;
     const struct herd_http_header *ct = herd_http_resp_header_get(resp, "content-type");
-    snprintf(px->ctype, sizeof px->ctype, "%s", ct ? ct->value : "application/json");
+    copy_str(px->ctype, sizeof px->ctype, ct ? ct->value : "application/json");
     const bool sse = resp->status == 200 && strncasecmp(px->ctype, "text/event-stream", 17) == 0;
     if (px->head_sent) {
         /* a stream going on elsewhere (resumed or re-sent): must be a stream */
@@ -879,7 +886,7 @@ void proxy_handler(struct herd_http_request *r, json_t *body, void *app) {
     if (rt->live) rt->live->live_prev = px;
     rt->live = px;
     px->started_s = herd_time_now_s();
-    snprintf(px->method, sizeof px->method, "%s", herd_http_request_method(r));
+    copy_str(px->method, sizeof px->method, herd_http_request_method(r));
     px->target = strdup(herd_http_request_target(r));
     px->body = herd_http_request_body(r, &px->body_len);
     herd_buf_init(&px->whole, MAX_WHOLE_ANSWER);
@@ -894,7 +901,9 @@ void proxy_handler(struct herd_http_request *r, json_t *body, void *app) {
         parse_body(px);
         prompt_key_of(rt, path, px->json, px->body, px->body_len, px->key);
     }
-    px->headers = forwarded_headers(rt, r, gen);
+    /* token lines only serve a stream's resume: asked for when the body
+     * names "stream" (a body that does not is no stream) */
+    px->headers = forwarded_headers(rt, r, gen && px->body_len && memmem(px->body, px->body_len, "\"stream\"", 8));
     if (!px->target || !px->headers) {
         proxy_free(px);
         herd_http_respond_error(r, 500, "server_error", NULL, NULL, "out of memory");
