@@ -83,6 +83,7 @@ struct herd_http_client {
     struct upstream *upstreams;
     struct herd_http_call *calls;
     struct herd_http_client_stats stats;
+    struct herd_deadlines deadlines;
 };
 
 void herd_http_client_default_params(struct herd_http_client_params *p) {
@@ -93,11 +94,6 @@ void herd_http_client_default_params(struct herd_http_client_params *p) {
     p->pool_idle_timeout_s = 30;
     p->max_idle_per_upstream = 32;
     herd_http_resp_default_limits(&p->limits);
-}
-
-static void arm(struct event *ev, double seconds) {
-    struct timeval tv = {(time_t)seconds, (suseconds_t)((seconds - (double)(time_t)seconds) * 1e6)};
-    event_add(ev, &tv);
 }
 
 /* ----------------------------------------------------------- connections */
@@ -148,7 +144,7 @@ static void pool_put(struct client_conn *k) {
     up->idle = k;
     up->n_idle++;
     k->cl->stats.idle++;
-    arm(k->pool_timer, k->cl->p.pool_idle_timeout_s);
+    herd_deadline_arm(&k->cl->deadlines, k->pool_timer, k->cl->p.pool_idle_timeout_s);
 }
 
 static struct client_conn *pool_take(struct upstream *up) {
@@ -255,11 +251,11 @@ static bool call_send(struct herd_http_call *call, bool may_reuse) {
         herd_sock_flush(k->sock);
         cl->stats.reuses++;
         call->phase = CALL_WAITING;
-        arm(call->timer, cl->p.head_timeout_s);
+        herd_deadline_arm(&call->cl->deadlines, call->timer, cl->p.head_timeout_s);
         return true;
     }
     call->phase = CALL_CONNECTING;
-    arm(call->timer, cl->p.connect_timeout_s);
+    herd_deadline_arm(&call->cl->deadlines, call->timer, cl->p.connect_timeout_s);
     /* the callbacks come after the connect: libevent reports some
      * failures (no socket left) from inside it, and a callback must never
      * run from inside herd_http_client_send */
@@ -339,7 +335,8 @@ static void call_read(struct herd_http_call *call) {
         }
         if (!used) break;
     }
-    if (call->phase == CALL_BODY && !call->paused) arm(call->timer, call->cl->p.idle_timeout_s);
+    if (call->phase == CALL_BODY && !call->paused)
+        herd_deadline_arm(&call->cl->deadlines, call->timer, call->cl->p.idle_timeout_s);
 }
 
 static void on_resume(evutil_socket_t fd, short what, void *arg) {
@@ -365,7 +362,7 @@ static void conn_on_event(struct herd_sock *s, enum herd_sock_event what, int e,
         k->connected = true;
         if (call) {
             call->phase = CALL_WAITING;
-            arm(call->timer, k->cl->p.head_timeout_s);
+            herd_deadline_arm(&call->cl->deadlines, call->timer, k->cl->p.head_timeout_s);
         }
         return;
     }
@@ -556,7 +553,7 @@ void herd_http_call_pause(struct herd_http_call *call, bool paused) {
         if (call->phase == CALL_BODY) event_del(call->timer);
     } else {
         herd_sock_set_reading(call->conn->sock, true);
-        if (call->phase == CALL_BODY) arm(call->timer, call->cl->p.idle_timeout_s);
+        if (call->phase == CALL_BODY) herd_deadline_arm(&call->cl->deadlines, call->timer, call->cl->p.idle_timeout_s);
         event_active(call->resume, EV_READ, 0); /* what is buffered, on the loop */
     }
 }
@@ -569,6 +566,7 @@ enum herd_status herd_http_client_create(struct event_base *base, const struct h
     struct herd_http_client *cl = calloc(1, sizeof *cl);
     if (!cl) return herd_error_set(err, HERD_E_NOMEM, "out of memory");
     cl->base = base;
+    herd_deadlines_init(&cl->deadlines, base);
     cl->p = *p;
     *out = cl;
     return HERD_OK;

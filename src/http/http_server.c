@@ -63,6 +63,7 @@ struct herd_http_server {
     struct event_base *base;
     struct evconnlistener *listener;
     struct event *sigterm, *sigint, *drain_timer;
+    struct herd_deadlines deadlines;
     uint16_t port;
     uint32_t n_conns;
     struct herd_http_request *conns; /* all open connections */
@@ -111,11 +112,6 @@ static const char *reason(int status) {
     case 507: return "Insufficient Storage";
     default: return "Status";
     }
-}
-
-static void arm(struct event *ev, double seconds) {
-    struct timeval tv = {(time_t)seconds, (suseconds_t)((seconds - (double)(time_t)seconds) * 1e6)};
-    event_add(ev, &tv);
 }
 
 static void count(struct herd_metric *const *m) {
@@ -183,7 +179,7 @@ static void conn_finished(struct herd_http_request *c) {
         c->state = CONN_READING;
         herd_http_parser_reset(&c->parser);
         c->head_started = false;
-        arm(c->deadline, c->srv->p.idle_timeout_s);
+        herd_deadline_arm(&c->srv->deadlines, c->deadline, c->srv->p.idle_timeout_s);
         herd_sock_set_reading(c->sock, true);
         /* pipelined bytes may already be here */
         if (evbuffer_get_length(herd_sock_input(c->sock))) conn_read(c);
@@ -192,7 +188,7 @@ static void conn_finished(struct herd_http_request *c) {
         herd_sock_set_reading(c->sock, false);
         /* all written (conn_flush): closed on the next loop turn, never
          * inside the answer's call, whose caller may still hold c */
-        if (!herd_http_request_pending_output(c)) arm(c->deadline, 0);
+        if (!herd_http_request_pending_output(c)) herd_deadline_arm(&c->srv->deadlines, c->deadline, 0);
     }
 }
 
@@ -682,7 +678,7 @@ static void conn_read(struct herd_http_request *c) {
         if (evbuffer_peek(in, -1, NULL, &v, 1) < 1) break;
         if (!c->head_started) {
             c->head_started = true;
-            arm(c->deadline, c->srv->p.header_timeout_s);
+            herd_deadline_arm(&c->srv->deadlines, c->deadline, c->srv->p.header_timeout_s);
         }
         enum herd_http_phase before = c->parser.phase;
         size_t used = herd_http_parse(&c->parser, v.iov_base, v.iov_len);
@@ -696,8 +692,9 @@ static void conn_read(struct herd_http_request *c) {
             } else if (c->parser.phase != HERD_HTTP_DONE) {
                 /* an upload gets a second more per MiB (at least 1 MiB/s) */
                 const bool upload = c->body_limit > c->srv->p.limits.max_body_bytes;
-                arm(c->deadline,
-                    c->srv->p.body_timeout_s + (upload ? (double)c->parser.content_length / (1 << 20) : 0));
+                herd_deadline_arm(&c->srv->deadlines, c->deadline,
+                                  c->srv->p.body_timeout_s +
+                                      (upload ? (double)c->parser.content_length / (1 << 20) : 0));
                 if (c->parser.expect_continue) {
                     evbuffer_add_printf(herd_sock_output(c->sock), "HTTP/1.1 100 Continue\r\n\r\n");
                     conn_flush(c);
@@ -836,7 +833,7 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
     herd_sock_set_read_limit(c->sock, READ_HIGH_WATER);
     herd_sock_set_reading(c->sock, true);
     c->state = CONN_READING;
-    arm(c->deadline, h->p.idle_timeout_s);
+    herd_deadline_arm(&c->srv->deadlines, c->deadline, h->p.idle_timeout_s);
 }
 
 /* ----------------------------------------------------------------- drain */
@@ -872,7 +869,7 @@ static void on_drain_tick(evutil_socket_t fd, short what, void *arg) {
         event_base_loopexit(h->base, NULL);
         return;
     }
-    arm(h->drain_timer, 0.05);
+    herd_deadline_arm(&h->deadlines, h->drain_timer, 0.05);
 }
 
 static void on_signal(evutil_socket_t sig, short what, void *arg) {
@@ -899,7 +896,7 @@ void herd_http_server_drain(struct herd_http_server *h) {
         next = c->next;
         if (c->state == CONN_READING && !c->head_started) conn_free(c);
     }
-    arm(h->drain_timer, 0);
+    herd_deadline_arm(&h->deadlines, h->drain_timer, 0);
 }
 
 bool herd_http_server_draining(const struct herd_http_server *h) { return h->draining; }
@@ -938,6 +935,7 @@ enum herd_status herd_http_server_create(const struct herd_http_server_params *p
     if (cfg) {
         event_config_set_flag(cfg, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
         h->base = event_base_new_with_config(cfg);
+        herd_deadlines_init(&h->deadlines, h->base);
         event_config_free(cfg);
     }
     if (!h->base) {

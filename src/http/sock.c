@@ -222,3 +222,30 @@ static void on_writable(evutil_socket_t fd, short what, void *arg) {
     stop_writing(s);
     if (s->ops->on_drained) s->ops->on_drained(s, s->arg);
 }
+
+/* ------------------------------------------------------------ deadlines */
+
+void herd_deadlines_init(struct herd_deadlines *d, struct event_base *base) {
+    d->base = base;
+    d->n = 0;
+}
+
+void herd_deadline_arm(struct herd_deadlines *d, struct event *ev, double seconds) {
+    const struct timeval tv = {(time_t)seconds, (suseconds_t)((seconds - (double)(time_t)seconds) * 1e6)};
+    if (seconds > 0) {
+        for (unsigned i = 0; i < d->n; i++)
+            if (d->seconds[i] == seconds) {
+                event_add(ev, d->common[i]);
+                return;
+            }
+        const struct timeval *common =
+            d->n < HERD_DEADLINE_LENGTHS ? event_base_init_common_timeout(d->base, &tv) : NULL;
+        if (common) {
+            d->seconds[d->n] = seconds;
+            d->common[d->n++] = common;
+            event_add(ev, common);
+            return;
+        }
+    }
+    event_add(ev, &tv);
+}

@@ -77,4 +77,23 @@ size_t herd_sock_pending(const struct herd_sock *s);
 /* Some output waits for the socket (the write timeout is running). */
 bool herd_sock_waiting(const struct herd_sock *s);
 
+/* ------------------------------------------------------------ deadlines */
+
+/* Deadlines of a few fixed lengths (a server's idle, header and body
+ * timeouts, a client's head and pool timeouts), armed and disarmed per
+ * request. libevent keeps timers in a heap, O(log n) per add and delete;
+ * timers of a length registered as a common timeout sit in a queue of
+ * their own instead, O(1). The first 16 lengths armed are registered. */
+#define HERD_DEADLINE_LENGTHS 16
+struct herd_deadlines {
+    struct event_base *base;
+    unsigned n;
+    double seconds[HERD_DEADLINE_LENGTHS];
+    const struct timeval *common[HERD_DEADLINE_LENGTHS];
+};
+
+void herd_deadlines_init(struct herd_deadlines *d, struct event_base *base);
+/* (Re)arms the timer ev to fire in seconds (0: on the next loop turn). */
+void herd_deadline_arm(struct herd_deadlines *d, struct event *ev, double seconds);
+
 #endif
