@@ -216,9 +216,9 @@ static const char *closing(const struct herd_http_request *c) {
     return c->keep_alive && !c->srv->draining ? "" : "Connection: close\r\n";
 }
 
-/* The head of an answer of len bytes. */
+/* The head of an answer of len bytes, or (chunked) of a chunked one. */
 static void put_head(struct herd_http_request *c, struct evbuffer *out, int status, const char *content_type,
-                     size_t len, const char *extra_headers) {
+                     bool chunked, size_t len, const char *extra_headers) {
     char code[24], length[24];
     herd_http_fmt_uint(code, (uint64_t)status, 10);
     herd_http_fmt_uint(length, len, 10);
@@ -228,8 +228,8 @@ static void put_head(struct herd_http_request *c, struct evbuffer *out, int stat
                           reason(status),
                           "\r\nContent-Type: ",
                           content_type,
-                          "\r\nContent-Length: ",
-                          length,
+                          chunked ? "\r\nTransfer-Encoding: chunked" : "\r\nContent-Length: ",
+                          chunked ? "" : length,
                           "\r\nX-Request-Id: ",
                           c->request_id,
                           "\r\n",
@@ -244,7 +244,7 @@ void herd_http_respond(struct herd_http_request *c, int status, const char *cont
     struct evbuffer *out = herd_sock_output(c->sock);
     c->status = status;
     if (status >= 500) c->keep_alive = false; /* a server error ends the connection; client errors keep it */
-    put_head(c, out, status, content_type, len, extra_headers);
+    put_head(c, out, status, content_type, false, len, extra_headers);
     /* HEAD and 304 carry no body: len is the length a 200 to GET would have */
     if (strcmp(c->method, "HEAD") != 0 && status != 304) evbuffer_add(out, body, len);
     conn_flush(c);
@@ -255,7 +255,7 @@ void herd_http_respond_file(struct herd_http_request *c, int status, const char 
                             const char *extra_headers) {
     struct evbuffer *out = herd_sock_output(c->sock);
     c->status = status;
-    put_head(c, out, status, content_type, len, extra_headers);
+    put_head(c, out, status, content_type, false, len, extra_headers);
     /* the kernel copies the file out (sendfile): a 200 MB file is never in memory */
     if (strcmp(c->method, "HEAD") != 0 && len > 0) {
         if (evbuffer_add_file(out, fd, 0, (ev_off_t)len) != 0) {
@@ -322,22 +322,7 @@ void herd_http_stream_begin(struct herd_http_request *c, int status, const char 
                             const char *extra_headers) {
     c->status = status;
     c->state = CONN_STREAMING;
-    char code[24];
-    herd_http_fmt_uint(code, (uint64_t)status, 10);
-    const char *part[] = {"HTTP/1.1 ",
-                          code,
-                          " ",
-                          reason(status),
-                          "\r\nContent-Type: ",
-                          content_type,
-                          "\r\n",
-                          extra_headers,
-                          "Transfer-Encoding: chunked\r\nX-Request-Id: ",
-                          c->request_id,
-                          "\r\n",
-                          closing(c),
-                          "\r\n"};
-    add_parts(herd_sock_output(c->sock), part, sizeof part / sizeof *part);
+    put_head(c, herd_sock_output(c->sock), status, content_type, true, 0, extra_headers);
     conn_flush(c);
 }
 
