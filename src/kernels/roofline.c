@@ -132,12 +132,13 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) static double int8_vnni_l
     const __m512i u = _mm512_set1_epi8(3), s = _mm512_set1_epi8(-2);
 #define DECL(i) __m512i a##i = _mm512_set1_epi32(i);
 #define STEP(i) a##i = _mm512_dpbusd_epi32(a##i, u, s);
-#define SUM(i)  sum += _mm512_reduce_add_epi32(a##i);
+/* unsigned: the chains wrap after enough iterations, and their sum is only a sink */
+#define SUM(i)  sum += (uint32_t)_mm512_reduce_add_epi32(a##i);
     UNROLL(DECL)
     for (size_t it = 0; it < iters; it++) {
         UNROLL(STEP)
     }
-    int32_t sum = 0;
+    uint32_t sum = 0;
     UNROLL(SUM)
 #undef DECL
 #undef STEP
@@ -166,9 +167,10 @@ __attribute__((target("avx2,fma"))) static double int8_avx2_loop(size_t iters) {
 #undef DECL
 #undef STEP
 #undef SUM
-    int32_t out[8], sum = 0;
+    int32_t out[8];
+    uint32_t sum = 0; /* a sink: unsigned, as the wrapped chains may not fit a signed sum */
     _mm256_storeu_si256((__m256i *)out, acc);
-    for (int j = 0; j < 8; j++) sum += out[j];
+    for (int j = 0; j < 8; j++) sum += (uint32_t)out[j];
     return (double)sum;
 }
 
