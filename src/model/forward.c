@@ -316,6 +316,33 @@ struct rows_job {
 /* Floats of the gate per item of ROWS_SILU_GATE. */
 #define SILU_ITEM_FLOATS 1024
 
+/* Token t's query heads of KV heads [h0, h1) and those K and V heads of the
+ * layer: biases, head norms, RoPE; K and V into the KV cache. Each head's
+ * arithmetic is its own, so any split of the heads gives the same values. */
+static void rope_store(struct herd_context *c, const struct herd_batch *b, uint32_t layer, size_t t, size_t h0,
+                       size_t h1) {
+    const struct herd_model *m = c->model;
+    const struct herd_model_desc *d = &m->desc;
+    const struct herd_layer *L = &m->layers[layer];
+    const size_t hd = d->head_dim, qd = d->n_head * hd, kvd = d->n_head_kv * hd, half = d->n_rot / 2;
+    /* rows are qd / kvd apart (the widest layer's); this layer fills nh / nkv heads of them */
+    const size_t G = d->n_head_layer[layer] / d->n_head_kv_layer[layer], nq = (h1 - h0) * G, nk = h1 - h0;
+    float *q = c->q + t * qd + h0 * G * hd, *k = c->kx + t * kvd + h0 * hd, *v = c->vx + t * kvd + h0 * hd;
+    if (L->bq) {
+        for (size_t i = 0; i < nq * hd; i++) q[i] += L->bq[h0 * G * hd + i];
+        for (size_t i = 0; i < nk * hd; i++) k[i] += L->bk[h0 * hd + i], v[i] += L->bv[h0 * hd + i];
+    }
+    if (L->q_norm) {
+        for (size_t h = 0; h < nq; h++) rmsnorm(q + h * hd, q + h * hd, L->q_norm, hd, d->rms_eps);
+        for (size_t h = 0; h < nk; h++) rmsnorm(k + h * hd, k + h * hd, L->k_norm, hd, d->rms_eps);
+    }
+    const float *cs = (L->slides && c->rope_cs_local ? c->rope_cs_local : c->rope_cs) + t * half * 2;
+    rope(m, q, nq, cs);
+    rope(m, k, nk, cs);
+    for (size_t h = 0; h < nk; h++)
+        herd_kv_store_head(c->kv, b->seq[t], layer, b->pos[t], (uint32_t)(h0 + h), k + h * hd, v + h * hd);
+}
+
 /* Items [begin, end): tokens, or SILU_ITEM_FLOATS-float pieces of the gate. */
 static void rows_part(void *ctx, int ith, size_t lo, size_t hi) {
     (void)ith;
@@ -323,7 +350,7 @@ static void rows_part(void *ctx, int ith, size_t lo, size_t hi) {
     struct herd_context *c = j->c;
     const struct herd_model *m = c->model;
     const struct herd_model_desc *d = &m->desc;
-    const size_t E = d->n_embd, hd = d->head_dim, qd = d->n_head * hd, kvd = d->n_head_kv * hd;
+    const size_t E = d->n_embd;
     if (j->kind == ROWS_SILU_GATE) {
         const size_t n = j->b->n_tokens * d->n_ff_layer[j->layer], f0 = lo * SILU_ITEM_FLOATS;
         const size_t f1 = hi * SILU_ITEM_FLOATS < n ? hi * SILU_ITEM_FLOATS : n;
@@ -352,25 +379,7 @@ static void rows_part(void *ctx, int ith, size_t lo, size_t hi) {
             if (j->w && j->acts.q8a) c->k->quantize_row_q8a(xn, j->acts.q8a + t * (E / HERD_QK8A), E);
             if (j->w && j->acts.q8k) c->k->quantize_row_q8k(xn, j->acts.q8k + t * (E / HERD_QK_K), E);
             break;
-        case ROWS_ROPE_STORE: {
-            const struct herd_layer *L = &m->layers[j->layer];
-            /* rows are qd / kvd apart (the widest layer's); this layer fills nh / nkv heads of them */
-            const size_t nh = d->n_head_layer[j->layer], nkv = d->n_head_kv_layer[j->layer];
-            float *q = c->q + t * qd, *k = c->kx + t * kvd, *v = c->vx + t * kvd;
-            if (L->bq) {
-                for (size_t i = 0; i < nh * hd; i++) q[i] += L->bq[i];
-                for (size_t i = 0; i < nkv * hd; i++) k[i] += L->bk[i], v[i] += L->bv[i];
-            }
-            if (L->q_norm) {
-                for (size_t h = 0; h < nh; h++) rmsnorm(q + h * hd, q + h * hd, L->q_norm, hd, d->rms_eps);
-                for (size_t h = 0; h < nkv; h++) rmsnorm(k + h * hd, k + h * hd, L->k_norm, hd, d->rms_eps);
-            }
-            const float *cs = (L->slides && c->rope_cs_local ? c->rope_cs_local : c->rope_cs) + t * half * 2;
-            rope(m, q, nh, cs);
-            rope(m, k, nkv, cs);
-            herd_kv_store(c->kv, j->b->seq[t], j->layer, j->b->pos[t], k, v);
-            break;
-        }
+        case ROWS_ROPE_STORE: rope_store(c, j->b, j->layer, t, 0, d->n_head_kv_layer[j->layer]); break;
         case ROWS_SILU_GATE: break;
         }
     }
@@ -443,6 +452,10 @@ struct att_job {
     uint32_t layer;
     struct fused_acts acts; /* as in rows_job */
     uint32_t n_tiles;       /* in c->att_tiles */
+    /* every sequence has one token in the batch (decode): each task first
+     * does its own token's rope_store for its KV head, which no other task
+     * reads, instead of a step of its own before attention */
+    bool rope_store;
 };
 
 /* One tile (tokens t0 .. t0 + R - 1 of one sequence at consecutive
@@ -540,6 +553,10 @@ static void attention_part(void *ctx, int ith, size_t begin, size_t end) {
         const size_t tile = i / n_kv;
         const uint32_t t0 = c->att_tiles[tile];
         const uint32_t t1 = tile + 1 < j->n_tiles ? c->att_tiles[tile + 1] : j->b->n_tokens;
+        if (j->rope_store) {
+            HERD_ASSERT(t1 == t0 + 1);
+            rope_store(c, j->b, j->layer, t0, i % n_kv, i % n_kv + 1);
+        }
         attend(c, j->b, j->layer, t0, t1 - t0, (uint32_t)(i % n_kv), scratch, j->acts);
     }
 }
@@ -694,8 +711,10 @@ enum herd_status herd_decode(struct herd_context *c, const struct herd_batch *b,
     enum herd_status rc = check_batch(c, b, spans, &n_out, err);
     if (rc != HERD_OK) goto out;
     /* Reserve KV rows for every sequence, all or nothing. */
+    uint32_t n_seqs = 0;
     for (uint32_t s = 0; s < c->params.max_seqs; s++) {
         if (!spans[s].present) continue;
+        n_seqs++;
         rc = herd_kv_seq_prepare(c->kv, (int32_t)s, spans[s].first_pos, spans[s].count, err);
         if (rc != HERD_OK) {
             for (uint32_t r = 0; r < s; r++)
@@ -728,9 +747,13 @@ enum herd_status herd_decode(struct herd_context *c, const struct herd_batch *b,
         const struct herd_matmul_out qkv[3] = {{&L->wq, c->q, qd}, {&L->wk, c->kx, kvd}, {&L->wv, c->vx, kvd}};
         layer_matmul(c, l, HERD_ROLE_ATTN_Q, qkv, 3, qkv_acts(c, L, T), c->xn, E, T);
         herd_prof_matmul(P, HERD_PROF_MM_QKV, L->wq.type, t0);
-        t0 = PROF_T();
-        run_rows(c, b, ROWS_ROPE_STORE, l, NULL, NULL, (struct fused_acts){NULL, NULL}, T * (qd + 2 * kvd) * 2);
-        herd_prof_op(P, HERD_PROF_ROPE_STORE, t0);
+        /* one token per sequence: each attention task ropes and stores its own head */
+        const bool store_in_attention = n_seqs == T;
+        if (!store_in_attention) {
+            t0 = PROF_T();
+            run_rows(c, b, ROWS_ROPE_STORE, l, NULL, NULL, (struct fused_acts){NULL, NULL}, T * (qd + 2 * kvd) * 2);
+            herd_prof_op(P, HERD_PROF_ROPE_STORE, t0);
+        }
         t0 = PROF_T();
         /* attention writes the output projection's 8-bit rows qd apart: only
          * where this layer's rows are that wide (a head-pruned file's may not
@@ -740,9 +763,9 @@ enum herd_status herd_decode(struct herd_context *c, const struct herd_batch *b,
         struct fused_acts att_acts = L->wo.cols == qd ? fused_acts(c, wo_ws, 1, T) : (struct fused_acts){NULL, NULL};
         if ((att_acts.q8a && g_hd % HERD_QK8A != 0) || (att_acts.q8k && g_hd % HERD_QK_K != 0))
             att_acts = (struct fused_acts){NULL, NULL};
-        struct att_job aj = {c, b, l, att_acts, n_tiles};
+        struct att_job aj = {c, b, l, att_acts, n_tiles, store_in_attention};
         herd_pool_run_split(pool, (size_t)n_tiles * d->n_head_kv_layer[l], 1, attention_part, &aj);
-        herd_prof_op(P, HERD_PROF_ATTENTION, t0);
+        herd_prof_op(P, store_in_attention ? HERD_PROF_ROPE_STORE_ATTENTION : HERD_PROF_ATTENTION, t0);
         t0 = PROF_T();
         const struct herd_matmul_out wo = {&L->wo, c->xn, E};
         layer_matmul(c, l, HERD_ROLE_ATTN_OUTPUT, &wo, 1, att_acts, c->att, qd, T);
