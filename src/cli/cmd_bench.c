@@ -4,7 +4,16 @@
  * measured in the same run and each result given as a fraction of its
  * ceiling (decode: weight bytes read per second / read bandwidth; prefill and
  * batched decode: 2 x parameters x tokens per second / compute peak; for a
- * mixture of experts, the bytes and parameters of the experts a token uses). */
+ * mixture of experts, the bytes and parameters of the experts a token uses).
+ *
+ * The read bandwidth of a shared machine moves with its neighbours' memory
+ * traffic (46-86 GB/s between runs minutes apart on a 2-core VM), so tg's
+ * floor is measured beside each repetition: best of 3 passes over 512 MiB
+ * before each and after the last, a repetition's floor the higher of the
+ * two around it (never the lower: the yardstick stays the best the machine
+ * showed at that moment), and tg's fraction the median of the
+ * repetitions' fractions. The one-off ceilings after all tests remain for
+ * the compute-bound rows. */
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -134,7 +143,21 @@ int herd_cmd_bench(int argc, char **argv) {
     struct {
         char name[32];
         double tps;
+        double frac_bw, floor_gbps; /* tg: measured beside each repetition (0: not measured) */
     } rows[3];
+    memset(rows, 0, sizeof rows);
+    const double bytes = (double)model->desc.weight_bytes, params = (double)model->desc.n_params;
+    /* a mixture of experts reads and multiplies only the experts a token uses: the ceilings count those */
+    double act_bytes = bytes, act_params = params;
+    for (uint64_t l = 0; model->desc.n_expert && l < model->desc.n_layer; l++)
+        for (int i = 0; i < 3; i++) {
+            static const char *const parts[3] = {"gate", "up", "down"};
+            char tname[96];
+            snprintf(tname, sizeof tname, "blk.%llu.ffn_%s_exps.weight", (unsigned long long)l, parts[i]);
+            const struct herd_gguf_tensor *t = herd_gguf_find_tensor(model->gguf, tname);
+            const double unused = 1.0 - (double)model->desc.n_expert_used / (double)model->desc.n_expert;
+            if (t) act_bytes -= unused * (double)t->n_bytes, act_params -= unused * (double)t->n_elems;
+        }
     /* each test's forward passes, all repetitions (the untimed fills of tg-bB too) */
     struct herd_profile prof[3] = {0};
     int n_rows = 0;
@@ -152,15 +175,35 @@ int herd_cmd_bench(int argc, char **argv) {
     }
     if (n_gen) {
         if (profile) ctx->profile = &prof[n_rows];
-        for (int r = 0; r < R; r++) {
-            if (!new_seqs(&b, seqs, 1)) goto fail;
+        /* floor[r]: the read bandwidth just before repetition r (floor[R]: after the last) */
+        struct herd_roofline_read *probe = no_ceilings ? NULL : herd_roofline_read_create((size_t)1 << 29);
+        double *floor = calloc((size_t)R + 1, sizeof *floor), *fracs = calloc((size_t)R, sizeof *fracs);
+        bool ok = floor && fracs;
+        if (!ok) snprintf(b.err.msg, sizeof b.err.msg, "out of memory");
+        if (ok && probe) floor[0] = herd_roofline_read_measure(probe, ctx->pool, ctx->k, 3);
+        for (int r = 0; ok && r < R; r++) {
+            ok = new_seqs(&b, seqs, 1);
             double t0 = herd_time_now_s();
-            if (!feed(&b, seqs, 1, 0, (uint32_t)n_gen, 1)) goto fail;
+            ok = ok && feed(&b, seqs, 1, 0, (uint32_t)n_gen, 1);
             samples[r] = (double)n_gen / (herd_time_now_s() - t0);
-            free_seqs(&b, seqs, 1);
+            if (ok) free_seqs(&b, seqs, 1);
+            if (ok && probe) {
+                floor[r + 1] = herd_roofline_read_measure(probe, ctx->pool, ctx->k, 3);
+                const double f = floor[r] > floor[r + 1] ? floor[r] : floor[r + 1];
+                fracs[r] = f > 0 ? act_bytes * samples[r] / (f * 1e9) : 0;
+            }
         }
-        snprintf(rows[n_rows].name, sizeof rows[n_rows].name, "tg%llu", (unsigned long long)n_gen);
-        rows[n_rows++].tps = herd_median(samples, (size_t)R);
+        herd_roofline_read_destroy(probe);
+        if (ok) {
+            snprintf(rows[n_rows].name, sizeof rows[n_rows].name, "tg%llu", (unsigned long long)n_gen);
+            if (probe) {
+                rows[n_rows].frac_bw = herd_median(fracs, (size_t)R);
+                rows[n_rows].floor_gbps = herd_median(floor, (size_t)R + 1);
+            }
+            rows[n_rows++].tps = herd_median(samples, (size_t)R);
+        }
+        free(floor), free(fracs);
+        if (!ok) goto fail;
     }
     if (n_gen && batch) {
         const uint32_t B = (uint32_t)batch;
@@ -189,18 +232,6 @@ int herd_cmd_bench(int argc, char **argv) {
      * matrix: phi3 files have no attn_q tensor, their Q is a part of attn_qkv) */
     const bool int8_weights = herd_act_type_of(model->layers[0].wq.type) != HERD_ACT_F32;
     const double peak = int8_weights ? int8 : f32;
-    const double bytes = (double)model->desc.weight_bytes, params = (double)model->desc.n_params;
-    /* a mixture of experts reads and multiplies only the experts a token uses: the ceilings count those */
-    double act_bytes = bytes, act_params = params;
-    for (uint64_t l = 0; model->desc.n_expert && l < model->desc.n_layer; l++)
-        for (int i = 0; i < 3; i++) {
-            static const char *const parts[3] = {"gate", "up", "down"};
-            char tname[96];
-            snprintf(tname, sizeof tname, "blk.%llu.ffn_%s_exps.weight", (unsigned long long)l, parts[i]);
-            const struct herd_gguf_tensor *t = herd_gguf_find_tensor(model->gguf, tname);
-            const double unused = 1.0 - (double)model->desc.n_expert_used / (double)model->desc.n_expert;
-            if (t) act_bytes -= unused * (double)t->n_bytes, act_params -= unused * (double)t->n_elems;
-        }
     const char *name = model->desc.name[0] ? model->desc.name : "model";
     if (!as_json) {
         printf("| %-28s | %10s | %8s | %7s | %-12s | %12s | %-24s |\n", "model", "size", "params", "threads", "test",
@@ -212,7 +243,9 @@ int herd_cmd_bench(int argc, char **argv) {
         /* generation of one sequence reads every weight per token: bandwidth-bound;
          * prompts and batches reuse each weight across tokens: compute-bound */
         const bool bw_bound = strncmp(rows[i].name, "tg", 2) == 0 && !strchr(rows[i].name, 'b');
-        double frac = bw_bound ? (bw > 0 ? act_bytes * rows[i].tps / (bw * 1e9) : 0)
+        double frac = bw_bound ? (rows[i].floor_gbps > 0 ? rows[i].frac_bw
+                                  : bw > 0               ? act_bytes * rows[i].tps / (bw * 1e9)
+                                                         : 0)
                                : (peak > 0 ? 2 * act_params * rows[i].tps / peak : 0);
         if (!as_json) {
             char size[32], of[64];
@@ -227,13 +260,20 @@ int herd_cmd_bench(int argc, char **argv) {
             printf("| %-28.28s | %10s | %7.1fM | %7d | %-12s | %12.2f | %-24s |\n", name, size, params / 1e6,
                    herd_pool_size(ctx->pool), rows[i].name, rows[i].tps, of);
         }
-        json_array_append_new(results,
-                              json_pack("{s:s,s:f,s:s,s:f}", "test", rows[i].name, "tokens_per_s", rows[i].tps, "bound",
-                                        bw_bound ? "read_bandwidth" : "compute", "fraction_of_ceiling", frac));
+        json_t *row = json_pack("{s:s,s:f,s:s,s:f}", "test", rows[i].name, "tokens_per_s", rows[i].tps, "bound",
+                                bw_bound ? "read_bandwidth" : "compute", "fraction_of_ceiling", frac);
+        /* the median of the bandwidths measured beside the repetitions */
+        if (rows[i].floor_gbps > 0) json_object_set_new(row, "read_gbps_beside", json_real(rows[i].floor_gbps));
+        json_array_append_new(results, row);
     }
     if (!as_json && !no_ceilings)
         printf("\nceilings, measured now: read %.1f GB/s, int8 %.2f TOPS, f32 %.2f TFLOPS; %s kernels\n", bw,
                int8 / 1e12, f32 / 1e12, ctx->k->name);
+    for (int i = 0; !as_json && i < n_rows; i++)
+        if (rows[i].floor_gbps > 0)
+            printf("%s: read bandwidth beside its repetitions %.1f GB/s (median; each repetition against the higher "
+                   "of the two around it)\n",
+                   rows[i].name, rows[i].floor_gbps);
     for (int i = 0; profile && i < n_rows; i++) herd_profile_print(&prof[i], rows[i].name, as_json ? stderr : stdout);
     if (as_json) {
         json_t *root = json_pack("{s:s,s:I,s:I,s:i,s:s,s:i,s:o,s:{s:f,s:f,s:f}}", "model", name, "model_bytes",

@@ -76,9 +76,7 @@ void herd_matrix_pack(struct herd_matrix *m, uint8_t *dst) {
 
 static bool is_quantized(enum herd_ggml_type t) { return herd_act_type_of(t) != HERD_ACT_F32; }
 
-bool herd_matmul_quantizes(const struct herd_matrix *w, bool precise) {
-    return herd_act_type_of(w->type) == HERD_ACT_Q8A && !precise;
-}
+bool herd_matmul_quantizes(const struct herd_matrix *w, bool precise) { return is_quantized(w->type) && !precise; }
 
 /* The scratch of quantized activations: n_tokens rows of Q8A blocks first
  * (the layout producers write, see herd_matmul_quantizes), then, 64-byte
@@ -112,8 +110,16 @@ struct job {
     bool need_q8a, need_q8k;
 };
 
+struct herd_block_q8a *herd_matmul_q8a_rows(void *scratch) {
+    return scratch;
+}
+
+struct herd_block_q8_k *herd_matmul_q8k_rows(void *scratch, size_t cols, size_t n_tokens) {
+    return (struct herd_block_q8_k *)((char *)scratch + q8a_bytes(cols, n_tokens));
+}
+
 static struct herd_block_q8_k *q8k_rows(const struct job *j) {
-    return (struct herd_block_q8_k *)((char *)j->scratch + q8a_bytes(j->cols, j->n_tokens));
+    return herd_matmul_q8k_rows(j->scratch, j->cols, j->n_tokens);
 }
 
 static void quantize_part(void *ctx, int ith, int nth) {
@@ -275,8 +281,9 @@ static void run_job(struct herd_pool *pool, struct job *j, bool quantize) {
     herd_pool_run_split(pool, items, grain, work_range, j);
 }
 
-void herd_matmul_multi(struct herd_pool *pool, const struct herd_kernels *k, const struct herd_matmul_out *outs,
-                       size_t n_outs, const float *x, size_t x_stride, size_t n_tokens, void *scratch, bool precise) {
+/* The job of outs on x, with the activation families they take. */
+static struct job make_job(const struct herd_kernels *k, const struct herd_matmul_out *outs, size_t n_outs,
+                           const float *x, size_t x_stride, size_t n_tokens, void *scratch, bool precise) {
     struct job j = {k, outs, n_outs, (size_t)outs[0].w->cols, x, x_stride, n_tokens, scratch, precise, false, false};
     for (size_t i = 0; i < n_outs; i++) {
         HERD_ASSERT(outs[i].w->cols == outs[0].w->cols);
@@ -284,16 +291,19 @@ void herd_matmul_multi(struct herd_pool *pool, const struct herd_kernels *k, con
         j.need_q8a = j.need_q8a || act == HERD_ACT_Q8A;
         j.need_q8k = j.need_q8k || act == HERD_ACT_Q8K;
     }
+    return j;
+}
+
+void herd_matmul_multi(struct herd_pool *pool, const struct herd_kernels *k, const struct herd_matmul_out *outs,
+                       size_t n_outs, const float *x, size_t x_stride, size_t n_tokens, void *scratch, bool precise) {
+    struct job j = make_job(k, outs, n_outs, x, x_stride, n_tokens, scratch, precise);
     run_job(pool, &j, j.need_q8a || j.need_q8k);
 }
 
-void herd_matmul_multi_q8a(struct herd_pool *pool, const struct herd_kernels *k, const struct herd_matmul_out *outs,
-                           size_t n_outs, size_t n_tokens, void *scratch) {
-    for (size_t i = 0; i < n_outs; i++) {
-        HERD_ASSERT(outs[i].w->cols == outs[0].w->cols);
-        HERD_ASSERT(herd_matmul_quantizes(outs[i].w, false));
-    }
-    struct job j = {k, outs, n_outs, (size_t)outs[0].w->cols, NULL, 0, n_tokens, scratch, false, true, false};
+void herd_matmul_multi_quantized(struct herd_pool *pool, const struct herd_kernels *k,
+                                 const struct herd_matmul_out *outs, size_t n_outs, size_t n_tokens, void *scratch) {
+    for (size_t i = 0; i < n_outs; i++) HERD_ASSERT(herd_matmul_quantizes(outs[i].w, false));
+    struct job j = make_job(k, outs, n_outs, NULL, 0, n_tokens, scratch, false);
     run_job(pool, &j, false);
 }
 

@@ -76,16 +76,24 @@ struct herd_matmul_out {
 void herd_matmul_multi(struct herd_pool *pool, const struct herd_kernels *k, const struct herd_matmul_out *outs,
                        size_t n_outs, const float *x, size_t x_stride, size_t n_tokens, void *scratch, bool precise);
 
-/* Whether herd_matmul quantizes its activations for w into Q8A blocks
- * (the 32-value quantized types, not precise). Then the step that produces them may quantize each row
- * itself while it is in cache, with k->quantize_row_q8a, into scratch (row t
- * at t x w->cols / 32 blocks) and call herd_matmul_multi_q8a: one pool call
- * and one pass over the activations fewer. */
+/* Whether herd_matmul quantizes its activations for w (a quantized type,
+ * not precise): into Q8A blocks for the 32-value types, Q8_K blocks for the
+ * K types (herd_act_type_of). Then the step that produces them may quantize
+ * each row itself while it is in cache and call
+ * herd_matmul_multi_quantized: one pool call and one pass over the
+ * activations fewer. Row t goes to herd_matmul_q8a_rows(scratch) + t x
+ * cols / 32 (k->quantize_row_q8a) or herd_matmul_q8k_rows(scratch, cols,
+ * n_tokens) + t x cols / 256 (k->quantize_row_q8k); both blocks are
+ * independent of each other, so a producer may quantize any run of whole
+ * blocks at a time. */
 bool herd_matmul_quantizes(const struct herd_matrix *w, bool precise);
+struct herd_block_q8a *herd_matmul_q8a_rows(void *scratch);
+struct herd_block_q8_k *herd_matmul_q8k_rows(void *scratch, size_t cols, size_t n_tokens);
 
 /* herd_matmul_multi on activations already quantized in scratch (every
- * out's herd_matmul_quantizes true). */
-void herd_matmul_multi_q8a(struct herd_pool *pool, const struct herd_kernels *k, const struct herd_matmul_out *outs,
-                           size_t n_outs, size_t n_tokens, void *scratch);
+ * out's herd_matmul_quantizes true, each family its outs take written for
+ * n_tokens rows). */
+void herd_matmul_multi_quantized(struct herd_pool *pool, const struct herd_kernels *k,
+                                 const struct herd_matmul_out *outs, size_t n_outs, size_t n_tokens, void *scratch);
 
 #endif

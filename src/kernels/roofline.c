@@ -73,21 +73,49 @@ static void read_part(void *ctx, int ith, int nth) {
     j->sink[ith % 64] += f->avx512 ? read_avx512(p, per) : f->avx2 ? read_avx2(p, per) : j->k->dot_f32(p, p, per);
 }
 
-double herd_roofline_read_gbps(struct herd_pool *pool, const struct herd_kernels *k, size_t bytes, int reps) {
-    size_t n = bytes / sizeof(float);
-    float *buf = aligned_alloc(64, n * sizeof(float));
-    if (!buf) return 0;
-    memset(buf, 0, n * sizeof(float)); /* touch every page before timing */
-    struct read_job j = {buf, n, k, {0}};
+struct herd_roofline_read {
+    float *buf;
+    size_t n;
+};
+
+struct herd_roofline_read *herd_roofline_read_create(size_t bytes) {
+    struct herd_roofline_read *r = malloc(sizeof *r);
+    if (!r) return NULL;
+    r->n = bytes / sizeof(float);
+    r->buf = aligned_alloc(64, (r->n * sizeof(float) + 63) & ~(size_t)63);
+    if (!r->buf) {
+        free(r);
+        return NULL;
+    }
+    memset(r->buf, 0, r->n * sizeof(float)); /* touch every page before timing */
+    return r;
+}
+
+double herd_roofline_read_measure(struct herd_roofline_read *r, struct herd_pool *pool, const struct herd_kernels *k,
+                                  int reps) {
+    struct read_job j = {r->buf, r->n, k, {0}};
     double best = 0;
-    for (int r = 0; r < reps; r++) {
+    for (int i = 0; i < reps; i++) {
         double t0 = herd_time_now_s();
         herd_pool_run(pool, read_part, &j);
         double t = herd_time_now_s() - t0;
-        double gbps = (double)(n * sizeof(float)) / t / 1e9;
+        double gbps = (double)(r->n * sizeof(float)) / t / 1e9;
         if (gbps > best) best = gbps;
     }
-    free(buf);
+    return best;
+}
+
+void herd_roofline_read_destroy(struct herd_roofline_read *r) {
+    if (!r) return;
+    free(r->buf);
+    free(r);
+}
+
+double herd_roofline_read_gbps(struct herd_pool *pool, const struct herd_kernels *k, size_t bytes, int reps) {
+    struct herd_roofline_read *r = herd_roofline_read_create(bytes);
+    if (!r) return 0;
+    const double best = herd_roofline_read_measure(r, pool, k, reps);
+    herd_roofline_read_destroy(r);
     return best;
 }
 
@@ -104,12 +132,13 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) static double int8_vnni_l
     const __m512i u = _mm512_set1_epi8(3), s = _mm512_set1_epi8(-2);
 #define DECL(i) __m512i a##i = _mm512_set1_epi32(i);
 #define STEP(i) a##i = _mm512_dpbusd_epi32(a##i, u, s);
-#define SUM(i)  sum += _mm512_reduce_add_epi32(a##i);
+/* unsigned: the chains wrap after enough iterations, and their sum is only a sink */
+#define SUM(i)  sum += (uint32_t)_mm512_reduce_add_epi32(a##i);
     UNROLL(DECL)
     for (size_t it = 0; it < iters; it++) {
         UNROLL(STEP)
     }
-    int32_t sum = 0;
+    uint32_t sum = 0;
     UNROLL(SUM)
 #undef DECL
 #undef STEP
@@ -138,9 +167,10 @@ __attribute__((target("avx2,fma"))) static double int8_avx2_loop(size_t iters) {
 #undef DECL
 #undef STEP
 #undef SUM
-    int32_t out[8], sum = 0;
+    int32_t out[8];
+    uint32_t sum = 0; /* a sink: unsigned, as the wrapped chains may not fit a signed sum */
     _mm256_storeu_si256((__m256i *)out, acc);
-    for (int j = 0; j < 8; j++) sum += out[j];
+    for (int j = 0; j < 8; j++) sum += (uint32_t)out[j];
     return (double)sum;
 }
 

@@ -293,6 +293,15 @@ enum rows_kind {
     ROWS_SILU_GATE,   /* gate = silu(gate) * up (gemma: gelu), by element */
 };
 
+/* Where the step before a matmul writes its quantized activations (see
+ * herd_matmul_quantizes): the Q8A rows, the Q8_K rows, or both, as the
+ * matmul's matrices take them; both NULL when the matmul quantizes them
+ * itself (precise mode, a float matrix, a MoE layer's gathered rows). */
+struct fused_acts {
+    struct herd_block_q8a *q8a;
+    struct herd_block_q8_k *q8k;
+};
+
 struct rows_job {
     struct herd_context *c;
     const struct herd_batch *b;
@@ -300,13 +309,39 @@ struct rows_job {
     uint32_t layer;
     const float *w;   /* the norm's weights */
     const float *pre; /* ROWS_ADD_NORM: the norm of xn before the add (gemma's post norms), or NULL */
-    /* the next matmul's quantized activations, written here row by row
-     * (NULL: the matmul quantizes them itself) */
-    struct herd_block_q8a *q8a;
+    /* the next matmul's quantized activations, written here row by row */
+    struct fused_acts acts;
 };
 
 /* Floats of the gate per item of ROWS_SILU_GATE. */
 #define SILU_ITEM_FLOATS 1024
+
+/* Token t's query heads of KV heads [h0, h1) and those K and V heads of the
+ * layer: biases, head norms, RoPE; K and V into the KV cache. Each head's
+ * arithmetic is its own, so any split of the heads gives the same values. */
+static void rope_store(struct herd_context *c, const struct herd_batch *b, uint32_t layer, size_t t, size_t h0,
+                       size_t h1) {
+    const struct herd_model *m = c->model;
+    const struct herd_model_desc *d = &m->desc;
+    const struct herd_layer *L = &m->layers[layer];
+    const size_t hd = d->head_dim, qd = d->n_head * hd, kvd = d->n_head_kv * hd, half = d->n_rot / 2;
+    /* rows are qd / kvd apart (the widest layer's); this layer fills nh / nkv heads of them */
+    const size_t G = d->n_head_layer[layer] / d->n_head_kv_layer[layer], nq = (h1 - h0) * G, nk = h1 - h0;
+    float *q = c->q + t * qd + h0 * G * hd, *k = c->kx + t * kvd + h0 * hd, *v = c->vx + t * kvd + h0 * hd;
+    if (L->bq) {
+        for (size_t i = 0; i < nq * hd; i++) q[i] += L->bq[h0 * G * hd + i];
+        for (size_t i = 0; i < nk * hd; i++) k[i] += L->bk[h0 * hd + i], v[i] += L->bv[h0 * hd + i];
+    }
+    if (L->q_norm) {
+        for (size_t h = 0; h < nq; h++) rmsnorm(q + h * hd, q + h * hd, L->q_norm, hd, d->rms_eps);
+        for (size_t h = 0; h < nk; h++) rmsnorm(k + h * hd, k + h * hd, L->k_norm, hd, d->rms_eps);
+    }
+    const float *cs = (L->slides && c->rope_cs_local ? c->rope_cs_local : c->rope_cs) + t * half * 2;
+    rope(m, q, nq, cs);
+    rope(m, k, nk, cs);
+    for (size_t h = 0; h < nk; h++)
+        herd_kv_store_head(c->kv, b->seq[t], layer, b->pos[t], (uint32_t)(h0 + h), k + h * hd, v + h * hd);
+}
 
 /* Items [begin, end): tokens, or SILU_ITEM_FLOATS-float pieces of the gate. */
 static void rows_part(void *ctx, int ith, size_t lo, size_t hi) {
@@ -315,7 +350,7 @@ static void rows_part(void *ctx, int ith, size_t lo, size_t hi) {
     struct herd_context *c = j->c;
     const struct herd_model *m = c->model;
     const struct herd_model_desc *d = &m->desc;
-    const size_t E = d->n_embd, hd = d->head_dim, qd = d->n_head * hd, kvd = d->n_head_kv * hd;
+    const size_t E = d->n_embd;
     if (j->kind == ROWS_SILU_GATE) {
         const size_t n = j->b->n_tokens * d->n_ff_layer[j->layer], f0 = lo * SILU_ITEM_FLOATS;
         const size_t f1 = hi * SILU_ITEM_FLOATS < n ? hi * SILU_ITEM_FLOATS : n;
@@ -323,7 +358,9 @@ static void rows_part(void *ctx, int ith, size_t lo, size_t hi) {
             c->k->gelu_mul(c->gate + f0, c->up + f0, f1 - f0);
         else
             c->k->silu_mul(c->gate + f0, c->up + f0, f1 - f0);
-        if (j->q8a) c->k->quantize_row_q8a(c->gate + f0, j->q8a + f0 / HERD_QK8A, f1 - f0);
+        /* whole blocks of either kind: the layer's width is a multiple of the matrix's block */
+        if (j->acts.q8a) c->k->quantize_row_q8a(c->gate + f0, j->acts.q8a + f0 / HERD_QK8A, f1 - f0);
+        if (j->acts.q8k) c->k->quantize_row_q8k(c->gate + f0, j->acts.q8k + f0 / HERD_QK_K, f1 - f0);
         return;
     }
     const size_t half = d->n_rot / 2;
@@ -339,59 +376,55 @@ static void rows_part(void *ctx, int ith, size_t lo, size_t hi) {
             if (j->pre) rmsnorm(xn, xn, j->pre, E, d->rms_eps);
             if (j->kind == ROWS_ADD_NORM) add_into(x, xn, E);
             if (j->w) rmsnorm(xn, x, j->w, E, d->rms_eps);
-            if (j->w && j->q8a) c->k->quantize_row_q8a(xn, j->q8a + t * (E / HERD_QK8A), E);
+            if (j->w && j->acts.q8a) c->k->quantize_row_q8a(xn, j->acts.q8a + t * (E / HERD_QK8A), E);
+            if (j->w && j->acts.q8k) c->k->quantize_row_q8k(xn, j->acts.q8k + t * (E / HERD_QK_K), E);
             break;
-        case ROWS_ROPE_STORE: {
-            const struct herd_layer *L = &m->layers[j->layer];
-            /* rows are qd / kvd apart (the widest layer's); this layer fills nh / nkv heads of them */
-            const size_t nh = d->n_head_layer[j->layer], nkv = d->n_head_kv_layer[j->layer];
-            float *q = c->q + t * qd, *k = c->kx + t * kvd, *v = c->vx + t * kvd;
-            if (L->bq) {
-                for (size_t i = 0; i < nh * hd; i++) q[i] += L->bq[i];
-                for (size_t i = 0; i < nkv * hd; i++) k[i] += L->bk[i], v[i] += L->bv[i];
-            }
-            if (L->q_norm) {
-                for (size_t h = 0; h < nh; h++) rmsnorm(q + h * hd, q + h * hd, L->q_norm, hd, d->rms_eps);
-                for (size_t h = 0; h < nkv; h++) rmsnorm(k + h * hd, k + h * hd, L->k_norm, hd, d->rms_eps);
-            }
-            const float *cs = (L->slides && c->rope_cs_local ? c->rope_cs_local : c->rope_cs) + t * half * 2;
-            rope(m, q, nh, cs);
-            rope(m, k, nkv, cs);
-            herd_kv_store(c->kv, j->b->seq[t], j->layer, j->b->pos[t], k, v);
-            break;
-        }
+        case ROWS_ROPE_STORE: rope_store(c, j->b, j->layer, t, 0, d->n_head_kv_layer[j->layer]); break;
         case ROWS_SILU_GATE: break;
         }
     }
 }
 
-/* Where the step before a matmul writes its quantized activations, when the
- * matmul quantizes them (see herd_matmul_quantizes); NULL otherwise. */
-static struct herd_block_q8a *fused_q8a(const struct herd_context *c, const struct herd_matrix *w) {
-    return herd_matmul_quantizes(w, c->params.precise) ? c->mm_scratch : NULL;
+/* The fused activations of a matmul of the n matrices ws on n_tokens rows:
+ * when every matrix's activations are quantized (herd_matmul_quantizes),
+ * the rows of each family they take; else none. */
+static struct fused_acts fused_acts(const struct herd_context *c, const struct herd_matrix *const *ws, size_t n,
+                                    size_t n_tokens) {
+    struct fused_acts f = {NULL, NULL};
+    for (size_t i = 0; i < n; i++)
+        if (!herd_matmul_quantizes(ws[i], c->params.precise)) return f;
+    for (size_t i = 0; i < n; i++) {
+        if (herd_act_type_of(ws[i]->type) == HERD_ACT_Q8A)
+            f.q8a = herd_matmul_q8a_rows(c->mm_scratch);
+        else
+            f.q8k = herd_matmul_q8k_rows(c->mm_scratch, ws[0]->cols, n_tokens);
+    }
+    return f;
 }
 
-static struct herd_block_q8a *qkv_q8a(const struct herd_context *c, const struct herd_layer *L) {
-    return fused_q8a(c, &L->wq) && fused_q8a(c, &L->wk) && fused_q8a(c, &L->wv) ? c->mm_scratch : NULL;
+static struct fused_acts qkv_acts(const struct herd_context *c, const struct herd_layer *L, size_t n_tokens) {
+    const struct herd_matrix *ws[3] = {&L->wq, &L->wk, &L->wv};
+    return fused_acts(c, ws, 3, n_tokens);
 }
 
-static struct herd_block_q8a *gate_up_q8a(const struct herd_context *c, const struct herd_layer *L) {
-    if (L->router.data) return NULL; /* a MoE layer gathers each expert's rows first */
-    return fused_q8a(c, &L->w_gate) && fused_q8a(c, &L->w_up) ? c->mm_scratch : NULL;
+static struct fused_acts gate_up_acts(const struct herd_context *c, const struct herd_layer *L, size_t n_tokens) {
+    const struct herd_matrix *ws[2] = {&L->w_gate, &L->w_up};
+    if (L->router.data) return (struct fused_acts){NULL, NULL}; /* a MoE layer gathers each expert's rows first */
+    return fused_acts(c, ws, 2, n_tokens);
 }
 
-/* A layer's matmul: on the activations its producer quantized (q8a, one of
- * the above), else from the floats x. outs[i] has role first_role + i (for
+/* A layer's matmul: on the activations its producer quantized (acts, one
+ * of the above), else from the floats x. outs[i] has role first_role + i (for
  * the observer). */
 static void layer_matmul(struct herd_context *c, uint32_t layer, enum herd_matrix_role first_role,
-                         const struct herd_matmul_out *outs, size_t n_outs, const struct herd_block_q8a *q8a,
-                         const float *x, size_t x_stride, size_t n_tokens) {
+                         const struct herd_matmul_out *outs, size_t n_outs, struct fused_acts acts, const float *x,
+                         size_t x_stride, size_t n_tokens) {
     if (c->params.observe_matmul)
         for (size_t i = 0; i < n_outs; i++)
             c->params.observe_matmul(c->params.observe_ctx, layer, (enum herd_matrix_role)(first_role + (int)i), x,
                                      x_stride, n_tokens);
-    if (q8a)
-        herd_matmul_multi_q8a(c->pool, c->k, outs, n_outs, n_tokens, c->mm_scratch);
+    if (acts.q8a || acts.q8k)
+        herd_matmul_multi_quantized(c->pool, c->k, outs, n_outs, n_tokens, c->mm_scratch);
     else
         herd_matmul_multi(c->pool, c->k, outs, n_outs, x, x_stride, n_tokens, c->mm_scratch, c->params.precise);
 }
@@ -399,8 +432,8 @@ static void layer_matmul(struct herd_context *c, uint32_t layer, enum herd_matri
 /* Runs one per-token step: on every thread (a split run, tokens taken a
  * few at a time) when there is enough work. */
 static void run_rows(struct herd_context *c, const struct herd_batch *b, enum rows_kind kind, uint32_t layer,
-                     const float *pre, const float *w, struct herd_block_q8a *q8a, size_t floats) {
-    struct rows_job j = {c, b, kind, layer, w, pre, q8a};
+                     const float *pre, const float *w, struct fused_acts acts, size_t floats) {
+    struct rows_job j = {c, b, kind, layer, w, pre, acts};
     const size_t items =
         kind == ROWS_SILU_GATE
             ? (b->n_tokens * c->model->desc.n_ff_layer[layer] + SILU_ITEM_FLOATS - 1) / SILU_ITEM_FLOATS
@@ -417,8 +450,12 @@ struct att_job {
     struct herd_context *c;
     const struct herd_batch *b;
     uint32_t layer;
-    struct herd_block_q8a *q8a; /* as in rows_job */
-    uint32_t n_tiles;           /* in c->att_tiles */
+    struct fused_acts acts; /* as in rows_job */
+    uint32_t n_tiles;       /* in c->att_tiles */
+    /* every sequence has one token in the batch (decode): each task first
+     * does its own token's rope_store for its KV head, which no other task
+     * reads, instead of a step of its own before attention */
+    bool rope_store;
 };
 
 /* One tile (tokens t0 .. t0 + R - 1 of one sequence at consecutive
@@ -428,7 +465,7 @@ struct att_job {
  * differs per token) one call per token. The kernel computes each row
  * alone, in block order, so a token's result is the same in any tile. */
 static void attend(struct herd_context *c, const struct herd_batch *b, uint32_t layer, uint32_t t0, uint32_t R,
-                   uint32_t kvh, float *scratch, struct herd_block_q8a *q8a) {
+                   uint32_t kvh, float *scratch, struct fused_acts acts) {
     const struct herd_model_desc *d = &c->model->desc;
     const uint32_t hd = (uint32_t)d->head_dim, bt = c->params.kv_block_tokens;
     const uint32_t G = d->n_head_layer[layer] / d->n_head_kv_layer[layer], rows = R * G;
@@ -482,8 +519,9 @@ static void attend(struct herd_context *c, const struct herd_batch *b, uint32_t 
             const float inv = 1.0f / l[i];
             for (uint32_t e = 0; e < hd; e++) out[(size_t)g * hd + e] = acc[i * hd + e] * inv;
         }
-        /* whole blocks of 32 (head_dim a multiple of 32, checked by the caller) */
-        if (q8a) c->k->quantize_row_q8a(out, q8a + at / HERD_QK8A, (size_t)G * hd);
+        /* whole blocks (G x head_dim a multiple of the block, checked by the caller) */
+        if (acts.q8a) c->k->quantize_row_q8a(out, acts.q8a + at / HERD_QK8A, (size_t)G * hd);
+        if (acts.q8k) c->k->quantize_row_q8k(out, acts.q8k + at / HERD_QK_K, (size_t)G * hd);
     }
 }
 
@@ -515,7 +553,11 @@ static void attention_part(void *ctx, int ith, size_t begin, size_t end) {
         const size_t tile = i / n_kv;
         const uint32_t t0 = c->att_tiles[tile];
         const uint32_t t1 = tile + 1 < j->n_tiles ? c->att_tiles[tile + 1] : j->b->n_tokens;
-        attend(c, j->b, j->layer, t0, t1 - t0, (uint32_t)(i % n_kv), scratch, j->q8a);
+        if (j->rope_store) {
+            HERD_ASSERT(t1 == t0 + 1);
+            rope_store(c, j->b, j->layer, t0, i % n_kv, i % n_kv + 1);
+        }
+        attend(c, j->b, j->layer, t0, t1 - t0, (uint32_t)(i % n_kv), scratch, j->acts);
     }
 }
 
@@ -669,8 +711,10 @@ enum herd_status herd_decode(struct herd_context *c, const struct herd_batch *b,
     enum herd_status rc = check_batch(c, b, spans, &n_out, err);
     if (rc != HERD_OK) goto out;
     /* Reserve KV rows for every sequence, all or nothing. */
+    uint32_t n_seqs = 0;
     for (uint32_t s = 0; s < c->params.max_seqs; s++) {
         if (!spans[s].present) continue;
+        n_seqs++;
         rc = herd_kv_seq_prepare(c->kv, (int32_t)s, spans[s].first_pos, spans[s].count, err);
         if (rc != HERD_OK) {
             for (uint32_t r = 0; r < s; r++)
@@ -689,10 +733,10 @@ enum herd_status herd_decode(struct herd_context *c, const struct herd_batch *b,
     herd_prof_op(P, HERD_PROF_EMBED, t0);
     const uint32_t n_tiles = attention_tiles(c, b);
     t0 = PROF_T();
-    run_rows(c, b, ROWS_ROPE_ANGLES, 0, NULL, NULL, NULL, T * d->n_rot * 8);
+    run_rows(c, b, ROWS_ROPE_ANGLES, 0, NULL, NULL, (struct fused_acts){NULL, NULL}, T * d->n_rot * 8);
     herd_prof_op(P, HERD_PROF_ROPE, t0);
     t0 = PROF_T();
-    run_rows(c, b, ROWS_NORM, 0, NULL, m->layers[0].attn_norm, qkv_q8a(c, &m->layers[0]), T * E);
+    run_rows(c, b, ROWS_NORM, 0, NULL, m->layers[0].attn_norm, qkv_acts(c, &m->layers[0], T), T * E);
     herd_prof_op(P, HERD_PROF_NORM, t0);
 
     /* each layer starts with xn = rmsnorm(x) * attn_norm, made by the step before */
@@ -701,24 +745,33 @@ enum herd_status herd_decode(struct herd_context *c, const struct herd_batch *b,
         if (c->params.observe_residual) c->params.observe_residual(c->params.observe_ctx, l, c->x, E, T);
         t0 = PROF_T();
         const struct herd_matmul_out qkv[3] = {{&L->wq, c->q, qd}, {&L->wk, c->kx, kvd}, {&L->wv, c->vx, kvd}};
-        layer_matmul(c, l, HERD_ROLE_ATTN_Q, qkv, 3, qkv_q8a(c, L), c->xn, E, T);
+        layer_matmul(c, l, HERD_ROLE_ATTN_Q, qkv, 3, qkv_acts(c, L, T), c->xn, E, T);
         herd_prof_matmul(P, HERD_PROF_MM_QKV, L->wq.type, t0);
-        t0 = PROF_T();
-        run_rows(c, b, ROWS_ROPE_STORE, l, NULL, NULL, NULL, T * (qd + 2 * kvd) * 2);
-        herd_prof_op(P, HERD_PROF_ROPE_STORE, t0);
+        /* one token per sequence: each attention task ropes and stores its own head */
+        const bool store_in_attention = n_seqs == T;
+        if (!store_in_attention) {
+            t0 = PROF_T();
+            run_rows(c, b, ROWS_ROPE_STORE, l, NULL, NULL, (struct fused_acts){NULL, NULL}, T * (qd + 2 * kvd) * 2);
+            herd_prof_op(P, HERD_PROF_ROPE_STORE, t0);
+        }
         t0 = PROF_T();
         /* attention writes the output projection's 8-bit rows qd apart: only
-         * where this layer's rows are that wide (a head-pruned file's may not be) */
-        struct herd_block_q8a *att_q8a = hd % HERD_QK8A == 0 && L->wo.cols == qd ? fused_q8a(c, &L->wo) : NULL;
-        struct att_job aj = {c, b, l, att_q8a, n_tiles};
+         * where this layer's rows are that wide (a head-pruned file's may not
+         * be), each task a KV head's G x head_dim outputs as whole blocks */
+        const struct herd_matrix *wo_ws[1] = {&L->wo};
+        const size_t g_hd = d->n_head_layer[l] / d->n_head_kv_layer[l] * hd;
+        struct fused_acts att_acts = L->wo.cols == qd ? fused_acts(c, wo_ws, 1, T) : (struct fused_acts){NULL, NULL};
+        if ((att_acts.q8a && g_hd % HERD_QK8A != 0) || (att_acts.q8k && g_hd % HERD_QK_K != 0))
+            att_acts = (struct fused_acts){NULL, NULL};
+        struct att_job aj = {c, b, l, att_acts, n_tiles, store_in_attention};
         herd_pool_run_split(pool, (size_t)n_tiles * d->n_head_kv_layer[l], 1, attention_part, &aj);
-        herd_prof_op(P, HERD_PROF_ATTENTION, t0);
+        herd_prof_op(P, store_in_attention ? HERD_PROF_ROPE_STORE_ATTENTION : HERD_PROF_ATTENTION, t0);
         t0 = PROF_T();
         const struct herd_matmul_out wo = {&L->wo, c->xn, E};
-        layer_matmul(c, l, HERD_ROLE_ATTN_OUTPUT, &wo, 1, att_q8a, c->att, qd, T);
+        layer_matmul(c, l, HERD_ROLE_ATTN_OUTPUT, &wo, 1, att_acts, c->att, qd, T);
         herd_prof_matmul(P, HERD_PROF_MM_ATTN_OUT, L->wo.type, t0);
         t0 = PROF_T();
-        run_rows(c, b, ROWS_ADD_NORM, l, L->post_attn, L->ffn_norm, gate_up_q8a(c, L), T * E * 2);
+        run_rows(c, b, ROWS_ADD_NORM, l, L->post_attn, L->ffn_norm, gate_up_acts(c, L, T), T * E * 2);
         herd_prof_op(P, HERD_PROF_ADD_NORM, t0);
 
         if (L->router.data) {
@@ -729,20 +782,21 @@ enum herd_status herd_decode(struct herd_context *c, const struct herd_batch *b,
             const size_t F = d->n_ff_layer[l]; /* gate, up and down rows of F floats, packed */
             t0 = PROF_T();
             const struct herd_matmul_out gate_up[2] = {{&L->w_gate, c->gate, F}, {&L->w_up, c->up, F}};
-            layer_matmul(c, l, HERD_ROLE_FFN_GATE, gate_up, 2, gate_up_q8a(c, L), c->xn, E, T);
+            layer_matmul(c, l, HERD_ROLE_FFN_GATE, gate_up, 2, gate_up_acts(c, L, T), c->xn, E, T);
             herd_prof_matmul(P, HERD_PROF_MM_GATE_UP, L->w_gate.type, t0);
             t0 = PROF_T();
-            struct herd_block_q8a *down_q8a = fused_q8a(c, &L->w_down);
-            run_rows(c, b, ROWS_SILU_GATE, l, NULL, NULL, down_q8a, T * F * 4);
+            const struct herd_matrix *down_ws[1] = {&L->w_down};
+            const struct fused_acts down_acts = fused_acts(c, down_ws, 1, T);
+            run_rows(c, b, ROWS_SILU_GATE, l, NULL, NULL, down_acts, T * F * 4);
             herd_prof_op(P, HERD_PROF_ACTIVATION, t0);
             t0 = PROF_T();
             const struct herd_matmul_out down = {&L->w_down, c->xn, E};
-            layer_matmul(c, l, HERD_ROLE_FFN_DOWN, &down, 1, down_q8a, c->gate, F, T);
+            layer_matmul(c, l, HERD_ROLE_FFN_DOWN, &down, 1, down_acts, c->gate, F, T);
             herd_prof_matmul(P, HERD_PROF_MM_DOWN, L->w_down.type, t0);
         }
         if (l + 1 < d->n_layer) {
             t0 = PROF_T();
-            run_rows(c, b, ROWS_ADD_NORM, l, L->post_ffn, m->layers[l + 1].attn_norm, qkv_q8a(c, &m->layers[l + 1]),
+            run_rows(c, b, ROWS_ADD_NORM, l, L->post_ffn, m->layers[l + 1].attn_norm, qkv_acts(c, &m->layers[l + 1], T),
                      T * E * 2);
             herd_prof_op(P, HERD_PROF_ADD_NORM, t0);
         }

@@ -390,36 +390,43 @@ static float quantize_i8(const float *x, size_t n, size_t stride, int8_t *out, s
     return scale;
 }
 
-void herd_kv_store(struct herd_kv *kv, int32_t id, uint32_t layer, uint32_t pos, const float *k, const float *v) {
+void herd_kv_store_head(struct herd_kv *kv, int32_t id, uint32_t layer, uint32_t pos, uint32_t h, const float *kh,
+                        const float *vh) {
     struct seq *s = get(kv, id);
     HERD_ASSERT(pos < s->len && layer < kv->p.n_layer);
+    HERD_ASSERT(h <
+                (uint32_t)((layer + 1 < kv->p.n_layer ? kv->region0[layer + 1] : kv->n_regions) - kv->region0[layer]));
     const uint32_t bt = kv->p.block_tokens, slot = pos % bt, hd = kv->p.head_dim;
+    struct herd_attn_kv view;
+    herd_kv_head_view(kv, s->blocks[pos / bt], layer, h, &view);
+    uint8_t *K = (uint8_t *)view.k, *V = (uint8_t *)view.v + (size_t)slot * view.v_stride * kv->elem_bytes;
+    switch (kv->p.type) {
+    case HERD_KV_F32:
+        for (uint32_t d = 0; d < hd; d++) ((float *)(void *)K)[(size_t)d * bt + slot] = kh[d];
+        memcpy(V, vh, hd * sizeof(float));
+        break;
+    case HERD_KV_Q8:
+        ((float *)view.k_scale)[slot] = quantize_i8(kh, hd, 1, (int8_t *)K + slot, bt);
+        ((float *)view.v_scale)[(size_t)slot * view.v_scale_stride] = quantize_i8(vh, hd, 1, (int8_t *)V, 1);
+        break;
+    default: {
+        /* K is stored transposed (one row per dimension): convert, then scatter */
+        uint16_t kc[512];
+        HERD_ASSERT(hd <= 512);
+        kv->to_f16(kh, kc, hd);
+        for (uint32_t d = 0; d < hd; d++) ((uint16_t *)(void *)K)[(size_t)d * bt + slot] = kc[d];
+        kv->to_f16(vh, (uint16_t *)(void *)V, hd);
+    }
+    }
+}
+
+void herd_kv_store(struct herd_kv *kv, int32_t id, uint32_t layer, uint32_t pos, const float *k, const float *v) {
+    HERD_ASSERT(layer < kv->p.n_layer);
+    const uint32_t hd = kv->p.head_dim;
     const uint32_t n_heads =
         (uint32_t)((layer + 1 < kv->p.n_layer ? kv->region0[layer + 1] : kv->n_regions) - kv->region0[layer]);
-    for (uint32_t h = 0; h < n_heads; h++) {
-        struct herd_attn_kv view;
-        herd_kv_head_view(kv, s->blocks[pos / bt], layer, h, &view);
-        uint8_t *K = (uint8_t *)view.k, *V = (uint8_t *)view.v + (size_t)slot * view.v_stride * kv->elem_bytes;
-        const float *kh = k + (size_t)h * hd, *vh = v + (size_t)h * hd;
-        switch (kv->p.type) {
-        case HERD_KV_F32:
-            for (uint32_t d = 0; d < hd; d++) ((float *)(void *)K)[(size_t)d * bt + slot] = kh[d];
-            memcpy(V, vh, hd * sizeof(float));
-            break;
-        case HERD_KV_Q8:
-            ((float *)view.k_scale)[slot] = quantize_i8(kh, hd, 1, (int8_t *)K + slot, bt);
-            ((float *)view.v_scale)[(size_t)slot * view.v_scale_stride] = quantize_i8(vh, hd, 1, (int8_t *)V, 1);
-            break;
-        default: {
-            /* K is stored transposed (one row per dimension): convert, then scatter */
-            uint16_t kc[512];
-            HERD_ASSERT(hd <= 512);
-            kv->to_f16(kh, kc, hd);
-            for (uint32_t d = 0; d < hd; d++) ((uint16_t *)(void *)K)[(size_t)d * bt + slot] = kc[d];
-            kv->to_f16(vh, (uint16_t *)(void *)V, hd);
-        }
-        }
-    }
+    for (uint32_t h = 0; h < n_heads; h++)
+        herd_kv_store_head(kv, id, layer, pos, h, k + (size_t)h * hd, v + (size_t)h * hd);
 }
 
 const int32_t *herd_kv_seq_blocks(const struct herd_kv *kv, int32_t id, uint32_t *n) {

@@ -96,6 +96,10 @@ enum herd_status herd_kv_seq_prepare(struct herd_kv *kv, int32_t seq, uint32_t p
 /* Writes the K and V vectors (kv_dim floats each) of (seq, layer, pos),
  * converted to the cache type; pos < the sequence length. */
 void herd_kv_store(struct herd_kv *kv, int32_t seq, uint32_t layer, uint32_t pos, const float *k, const float *v);
+/* The same for KV head h of the layer only (head_dim floats each): the
+ * attention task of that head stores its own token's K and V. */
+void herd_kv_store_head(struct herd_kv *kv, int32_t seq, uint32_t layer, uint32_t pos, uint32_t h, const float *k,
+                        const float *v);
 
 /* The sequence's block table (n = number of blocks in use), for attention
  * to walk block by block; -1 for a block released behind a sliding window. */

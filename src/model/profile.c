@@ -24,7 +24,8 @@ void herd_prof_matmul(struct herd_profile *p, enum herd_prof_matmul role, enum h
 }
 
 static const char *const op_names[HERD_PROF_OPS] = {
-    "embedding lookup",       "rope angles", "rmsnorm", "rope + kv cache store", "attention",
+    "embedding lookup",       "rope angles", "rmsnorm",
+    "rope + kv cache store",  "attention",   "rope + kv store + attention",
     "residual add + rmsnorm", "silu * up",   "sampling"};
 static const char *const role_names[HERD_PROF_MM_ROLES] = {"attn q/k/v", "attn output", "ffn gate/up", "ffn down",
                                                            "lm head"};

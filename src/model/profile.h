@@ -20,8 +20,9 @@ enum herd_prof_op {
     HERD_PROF_NORM,       /* the first layer's rmsnorm */
     HERD_PROF_ROPE_STORE, /* (qwen2 biases,) RoPE on q and k, k and v into the KV cache */
     HERD_PROF_ATTENTION,
-    HERD_PROF_ADD_NORM,   /* residual add and the next rmsnorm, fused */
-    HERD_PROF_ACTIVATION, /* silu(gate) * up */
+    HERD_PROF_ROPE_STORE_ATTENTION, /* decode (one token per sequence): both in one step, per KV head */
+    HERD_PROF_ADD_NORM,             /* residual add and the next rmsnorm, fused */
+    HERD_PROF_ACTIVATION,           /* silu(gate) * up */
     HERD_PROF_SAMPLING,
     HERD_PROF_OPS
 };

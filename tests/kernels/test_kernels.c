@@ -194,7 +194,7 @@ static void test_packed_matches_unpacked(void **state) {
                 for (size_t t = 0; t < n; t++)
                     fams[f]->quantize_row_q8a(x + t * cols, (struct herd_block_q8a *)scratch + t * (cols / 32), cols);
                 const struct herd_matmul_out o[2] = {{&packed, pre, rows}, {&plain, got, rows}};
-                herd_matmul_multi_q8a(pool, fams[f], o, 2, n, scratch);
+                herd_matmul_multi_quantized(pool, fams[f], o, 2, n, scratch);
                 herd_matmul(pool, fams[f], &packed, x, cols, n, want, rows, scratch, false);
                 assert_memory_equal(pre, want, n * rows * sizeof *pre);
                 herd_matmul(pool, fams[f], &plain, x, cols, n, pre, rows, scratch, false);

@@ -182,15 +182,28 @@ static void check_type(struct herd_pool *pool, struct herd_pool *pool1, enum her
             if (memcmp(got, full + t * rows, rows * sizeof *got) != 0)
                 fail_msg("%s %s: token %zu alone differs from the batch", tname, fams[f]->name, t);
         }
-        /* Q8A types: activations quantized by the caller give the same result */
-        if (!k_type) {
+        /* activations quantized by the caller (Q8A or Q8_K rows where the
+         * matmul reads them) give the same result */
+        {
+            assert_true(herd_matmul_quantizes(&packed, false) && !herd_matmul_quantizes(&packed, true));
             memset(scratch, 0xff, herd_matmul_scratch_bytes(&plain, TBIG, 2, false));
-            for (size_t t = 0; t < T; t++)
-                fams[f]->quantize_row_q8a(x + t * cols, (struct herd_block_q8a *)scratch + t * (cols / 32), cols);
-            const struct herd_matmul_out o = {&packed, got, rows};
+            for (size_t t = 0; t < T; t++) {
+                if (k_type)
+                    fams[f]->quantize_row_q8k(x + t * cols, herd_matmul_q8k_rows(scratch, cols, T) + t * (cols / 256),
+                                              cols);
+                else
+                    fams[f]->quantize_row_q8a(x + t * cols, herd_matmul_q8a_rows(scratch) + t * (cols / 32), cols);
+            }
+            /* beside the packed matrix, the same rows unpacked (the row-by-row path) */
+            float *pre = malloc(T * rows * sizeof *pre), *plain_y = malloc(T * rows * sizeof *plain_y);
+            const struct herd_matmul_out o[2] = {{&packed, got, rows}, {&plain, pre, rows}};
             poison(got, T * rows);
-            herd_matmul_multi_q8a(pool, fams[f], &o, 1, T, scratch);
+            poison(pre, T * rows);
+            herd_matmul_multi_quantized(pool, fams[f], o, 2, T, scratch);
             assert_memory_equal(got, full, T * rows * sizeof *got);
+            herd_matmul(pool, fams[f], &plain, x, cols, T, plain_y, rows, scratch, false);
+            assert_memory_equal(pre, plain_y, T * rows * sizeof *pre);
+            free(pre), free(plain_y);
         }
     }
     free(w), free(x), free(mag), free(store), free(scratch), free(want), free(got), free(full), free(twin);
