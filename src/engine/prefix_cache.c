@@ -115,10 +115,8 @@ uint32_t herd_prefix_cache_match(struct herd_prefix_cache *pc, const int32_t *to
     for (; m < n_blocks; m++) {
         const int32_t *t = tokens + (size_t)m * pc->bt;
         h = herd_block_hash(h, t, pc->bt);
-        pc->queries++;
         const int64_t at = find(pc, h, t);
         if (at < 0) break;
-        pc->hits++;
         const int32_t b = pc->slots[at];
         lru_unlink(pc, b); /* now the most recently used */
         lru_append(pc, b);
@@ -177,6 +175,11 @@ uint32_t herd_prefix_cache_evict(struct herd_prefix_cache *pc, uint32_t n) {
         b = next;
     }
     return freed;
+}
+
+void herd_prefix_cache_count(struct herd_prefix_cache *pc, uint32_t n_blocks, uint32_t matched) {
+    pc->queries += n_blocks;
+    pc->hits += matched;
 }
 
 void herd_prefix_cache_set_feed(struct herd_prefix_cache *pc, struct herd_block_feed *feed) { pc->feed = feed; }

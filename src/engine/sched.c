@@ -735,10 +735,12 @@ static enum herd_status admit(struct herd_sched *s, struct herd_request *r, stru
     enum herd_status rc = herd_kv_seq_new(s->ctx->kv, &seq, err);
     if (rc != HERD_OK) return rc;
     /* the last prompt token is always computed (its logits are needed) */
-    uint32_t matched = 0;
+    uint32_t matched = 0, looked_up = 0;
     uint64_t last_hash = 0;
-    if (s->pc && r->n_prompt > 1)
-        matched = herd_prefix_cache_match(s->pc, r->prompt, (r->n_prompt - 1) / bt, s->match_blocks, &last_hash);
+    if (s->pc && r->n_prompt > 1) {
+        looked_up = (r->n_prompt - 1) / bt;
+        matched = herd_prefix_cache_match(s->pc, r->prompt, looked_up, s->match_blocks, &last_hash);
+    }
     if (matched && (rc = herd_kv_seq_adopt(s->ctx->kv, seq, s->match_blocks, matched, err)) != HERD_OK) {
         herd_kv_seq_free(s->ctx->kv, seq);
         return rc;
@@ -754,6 +756,7 @@ static enum herd_status admit(struct herd_sched *s, struct herd_request *r, stru
     }
     /* prepare set the length to `reserve`; positions are written as the
      * steps feed them */
+    if (s->pc) herd_prefix_cache_count(s->pc, looked_up, matched);
     c0->seq = seq;
     c0->n_computed = start;
     c0->n_cached_blocks = matched;
