@@ -340,7 +340,7 @@ print(2 * g("n_layer") * g("n_head_kv") * g("head_dim") * 2)'
 }
 
 # prefix_run NAME POLICY WARM LOADTEST-ARGS...: fresh replicas and router;
-# with WARM set, a warm-up loadtest (unmeasured: "$warm" requests of the
+# with WARM set and not 0, a warm-up loadtest (unmeasured: "$warm" requests of the
 # same system prompts with other questions, --seed + 1000 and
 # --prefix-seed), then the measured one; $tmp/NAME.json (loadtest) and
 # $tmp/NAME.metrics (counters from after the warm-up subtracted)
@@ -354,7 +354,7 @@ prefix_run() {
         backends+=(--backend "$serve_url")
     done
     start_route "$name-route" "$replicas" --policy "$policy" -m "$model" "${backends[@]}"
-    if [ -n "$warm" ]; then
+    if [ -n "$warm" ] && [ "$warm" != 0 ]; then
         local seed=${*: -1} # the measured run's --seed is the last argument
         timeout 900 "$HERD" loadtest --url "$route_url" "$@" -n "$warm" --seed $((seed + 1000)) --prefix-seed "$seed" \
             >/dev/null || echo "bench/route.sh: $name: warm-up loadtest reported failures" >&2
@@ -403,9 +403,9 @@ prefix() {
         order2=("${order2[1]}" "${order2[0]}")
     done
     python3 - "$tmp" "$tmp/prefix.json" "$rounds" "$replicas" "$threads" "$kv_mem" "$ncpu" "$shape $type" \
-        "$clients" >>"$tmp/summary.md" <<'PY'
+        "$clients" "$warm" >>"$tmp/summary.md" <<'PY'
 import json, re, statistics, sys
-tmp, out, rounds, replicas, threads, kv_mem, ncpu, model, clients = sys.argv[1:10]
+tmp, out, rounds, replicas, threads, kv_mem, ncpu, model, clients, warm = sys.argv[1:11]
 rounds, replicas = int(rounds), int(replicas)
 med = statistics.median
 def counters(path):
@@ -434,7 +434,7 @@ def metrics(name):
         m[k] -= w[k]
     return m
 res = {"model": f"{model} (herd synth)", "replicas": replicas, "threads_per_replica": int(threads), "cpus": int(ncpu),
-       "kv_mem_bytes": int(kv_mem), "clients": int(clients), "runs": {}}
+       "kv_mem_bytes": int(kv_mem), "clients": int(clients), "warm_up_requests": int(warm or 0), "runs": {}}
 def summary(traffic, policy):
     runs = []
     for r in range(1, rounds + 1):
@@ -470,7 +470,8 @@ res["goals"] = {"tokens_per_s_2x": res["shared"]["tokens_per_s_ratio"] >= 2,
                 "plain_within_3pct": res["plain"]["tokens_per_s_ratio"] >= 0.97}
 json.dump(res, open(out, "w"), indent=1)
 print(f"### Shared prefixes ({replicas} replicas x {threads} thread on {ncpu} CPUs, {model}, KV {int(kv_mem) / 2**20:.0f} MiB "
-      f"each, {clients} clients, {rounds} rounds alternating, medians)\n")
+      f"each, {clients} clients, {rounds} rounds alternating, medians; shared-prefix runs after an unmeasured warm-up "
+      f"of {int(warm or 0)} requests)\n")
 print("| traffic | policy | output tokens/s | TTFT median | TTFT p90 | E2E p90 | prefix-cache hits (tokens) | preemptions | requests per replica | failed |")
 print("|---|---|---|---|---|---|---|---|---|---|")
 for traffic, pols in (("8 shared 1,000-token prefixes", (("cache-aware", ca), ("round-robin", rr))),
