@@ -117,11 +117,18 @@ uint32_t herd_prefix_cache_match(struct herd_prefix_cache *pc, const int32_t *to
         h = herd_block_hash(h, t, pc->bt);
         const int64_t at = find(pc, h, t);
         if (at < 0) break;
-        const int32_t b = pc->slots[at];
-        lru_unlink(pc, b); /* now the most recently used */
-        lru_append(pc, b);
-        out[m] = b;
+        out[m] = pc->slots[at];
         *last_hash = h;
+    }
+    /* now the most recently used, the chain's head last: eviction then
+     * trims a prefix from its tail. Touched head first, the head was the
+     * chain's oldest block and went first, which made every block after it
+     * unreachable (a hash chains its predecessors) while they stayed in the
+     * cache: one evicted block cost a 1,000-token system prompt whole, and
+     * the router, told the head was gone, saw no replica holding it. */
+    for (uint32_t i = m; i-- > 0;) {
+        lru_unlink(pc, out[i]);
+        lru_append(pc, out[i]);
     }
     return m;
 }

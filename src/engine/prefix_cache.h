@@ -30,7 +30,9 @@ void herd_prefix_cache_destroy(struct herd_prefix_cache *pc);
 /* Looks up the chain of full blocks of tokens[0, n_blocks * block_tokens):
  * writes the matching blocks to out and returns how many matched from the
  * start (0..n_blocks); *last_hash is the last matched block's hash (0 if
- * none). Counts nothing: a lookup whose admission then fails for want of
+ * none). The matched blocks become the most recently used, the first
+ * most of all, so that eviction takes a chain's tail before its head.
+ * Counts nothing: a lookup whose admission then fails for want of
  * blocks is repeated next step, so the caller counts the one that stuck
  * (herd_prefix_cache_count). */
 uint32_t herd_prefix_cache_match(struct herd_prefix_cache *pc, const int32_t *tokens, uint32_t n_blocks, int32_t *out,
