@@ -324,7 +324,7 @@ static bool parse_url(const char *url, struct run *r) {
 int herd_cmd_loadtest(int argc, char **argv) {
     const char *url = NULL, *json_path = NULL, *svg_path = NULL, *model = NULL, *key = NULL;
     uint64_t concurrency = 0, requests = 100, prompt_tokens = 128, max_tokens = 128, seed = 1;
-    uint64_t n_prefixes = 0, prefix_tokens = 1000;
+    uint64_t n_prefixes = 0, prefix_tokens = 1000, prefix_seed = UINT64_MAX;
     double rate = 0, temperature = 0;
     const struct cli_opt opts[] = {
         {"url", 0, CLI_STRING, &url, "URL", "server, e.g. http://127.0.0.1:8080 (path default /v1/completions)"},
@@ -337,6 +337,8 @@ int herd_cmd_loadtest(int argc, char **argv) {
         {"shared-prefixes", 0, CLI_U64, &n_prefixes, "K",
          "each prompt starts with one of K fixed random prefixes, picked at random (default 0: none)"},
         {"prefix-tokens", 0, CLI_U64, &prefix_tokens, "N", "with --shared-prefixes: tokens per prefix (default 1000)"},
+        {"prefix-seed", 0, CLI_U64, &prefix_seed, "S",
+         "with --shared-prefixes: the prefixes' seed (default --seed): the same prefixes under other prompts"},
         {"temperature", 0, CLI_F64, &temperature, "T", "sampling temperature sent (default 0: greedy)"},
         {"api-key", 0, CLI_STRING, &key, "KEY", "Authorization: Bearer KEY"},
         {"seed", 0, CLI_U64, &seed, "S", "random prompts and arrivals seed (default 1)"},
@@ -395,8 +397,10 @@ int herd_cmd_loadtest(int argc, char **argv) {
         size_t len = strcspn(id, "\"");
         snprintf(r->model, sizeof r->model, "%.*s", (int)(len < 255 ? len : 255), id);
     }
-    /* the shared prefixes: fixed by the seed, drawn apart from the prompts'
-     * own tokens so that the suffixes do not change with K */
+    /* the shared prefixes: fixed by the seed (or --prefix-seed, so that a
+     * warm-up run can send the same system prompts with other questions),
+     * drawn apart from the prompts' own tokens so that the suffixes do not
+     * change with K */
     if (n_prefixes) {
         r->prefixes = malloc(n_prefixes * prefix_tokens * sizeof *r->prefixes);
         if (!r->prefixes) {
@@ -406,7 +410,8 @@ int herd_cmd_loadtest(int argc, char **argv) {
             return 1;
         }
         struct herd_rng rng;
-        herd_rng_init(&rng, herd_rng_mix(seed ^ 0x707265666978ull)); /* "prefix" */
+        herd_rng_init(&rng, herd_rng_mix((prefix_seed == UINT64_MAX ? seed : prefix_seed) ^ 0x707265666978ull));
+        /* ^ "prefix" */
         for (uint64_t i = 0; i < n_prefixes * prefix_tokens; i++) r->prefixes[i] = random_token(&rng);
         r->n_prefixes = (uint32_t)n_prefixes;
         r->prefix_tokens = (uint32_t)prefix_tokens;

@@ -60,7 +60,8 @@ int herd_cmd_route(int argc, char **argv) {
         {"policy", 0, CLI_STRING, &policy, "NAME",
          "cache-aware (default), round-robin, least-outstanding or power-of-two"},
         {"balance-abs", 0, CLI_F64, &balance_abs, "N",
-         "cache-aware: release the affinity when its replica has N more requests than the least loaded (4)"},
+         "cache-aware: release the affinity when its replica has N more requests than the least loaded (4; up to 64 as "
+         "more of the prompt is cached there)"},
         {"balance-rel", 0, CLI_F64, &balance_rel, "R", "... and R times as many (1.5)"},
         {"health-interval", 0, CLI_F64, &health_interval, "S", "seconds between /readyz checks (default 1)"},
         {"slow-start", 0, CLI_F64, &slow_start, "S", "a returning replica's share ramps up over S seconds (10)"},

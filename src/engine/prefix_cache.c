@@ -115,15 +115,20 @@ uint32_t herd_prefix_cache_match(struct herd_prefix_cache *pc, const int32_t *to
     for (; m < n_blocks; m++) {
         const int32_t *t = tokens + (size_t)m * pc->bt;
         h = herd_block_hash(h, t, pc->bt);
-        pc->queries++;
         const int64_t at = find(pc, h, t);
         if (at < 0) break;
-        pc->hits++;
-        const int32_t b = pc->slots[at];
-        lru_unlink(pc, b); /* now the most recently used */
-        lru_append(pc, b);
-        out[m] = b;
+        out[m] = pc->slots[at];
         *last_hash = h;
+    }
+    /* now the most recently used, the chain's head last: eviction then
+     * trims a prefix from its tail. Touched head first, the head was the
+     * chain's oldest block and went first, which made every block after it
+     * unreachable (a hash chains its predecessors) while they stayed in the
+     * cache: one evicted block cost a 1,000-token system prompt whole, and
+     * the router, told the head was gone, saw no replica holding it. */
+    for (uint32_t i = m; i-- > 0;) {
+        lru_unlink(pc, out[i]);
+        lru_append(pc, out[i]);
     }
     return m;
 }
@@ -177,6 +182,11 @@ uint32_t herd_prefix_cache_evict(struct herd_prefix_cache *pc, uint32_t n) {
         b = next;
     }
     return freed;
+}
+
+void herd_prefix_cache_count(struct herd_prefix_cache *pc, uint32_t n_blocks, uint32_t matched) {
+    pc->queries += n_blocks;
+    pc->hits += matched;
 }
 
 void herd_prefix_cache_set_feed(struct herd_prefix_cache *pc, struct herd_block_feed *feed) { pc->feed = feed; }

@@ -30,9 +30,22 @@ void herd_prefix_cache_destroy(struct herd_prefix_cache *pc);
 /* Looks up the chain of full blocks of tokens[0, n_blocks * block_tokens):
  * writes the matching blocks to out and returns how many matched from the
  * start (0..n_blocks); *last_hash is the last matched block's hash (0 if
- * none). Counts queries and hits. */
+ * none). The matched blocks become the most recently used, the first
+ * most of all, so that eviction takes a chain's tail before its head.
+ * Counts nothing: a lookup whose admission then fails for want of
+ * blocks is repeated next step, so the caller counts the one that stuck
+ * (herd_prefix_cache_count). */
 uint32_t herd_prefix_cache_match(struct herd_prefix_cache *pc, const int32_t *tokens, uint32_t n_blocks, int32_t *out,
                                  uint64_t *last_hash);
+
+/* Counts one admitted prompt's lookup for the stats: n_blocks full blocks
+ * looked up, matched of them found. Every block of the prompt counts as a
+ * query, also those after the first miss (which match never looks at), so
+ * hits / queries is the share of prompt blocks served from the cache, as
+ * vLLM's prefix_cache_queries / hits (in tokens) mean it; counting only up
+ * to the first miss made a request that missed its whole 1,000-token
+ * prefix weigh one block against a hit's 62. */
+void herd_prefix_cache_count(struct herd_prefix_cache *pc, uint32_t n_blocks, uint32_t matched);
 
 /* Offers block (holding tokens, hashed to hash) to the cache; keeps a
  * reference if it is new. */

@@ -422,6 +422,35 @@ static void sort_requests(const struct herd_sched *s, struct herd_request **v, u
     }
 }
 
+static uint32_t known_tokens(const struct herd_request *r, const struct choice *c);
+
+/* Prompt tokens choice 0 still has to compute before it can sample (the
+ * shared prompt's, before the fork). */
+static uint32_t prompt_left(const struct herd_request *r) {
+    const struct choice *c = &r->ch[0];
+    const uint32_t target = r->gp.n > 1 && !r->forked ? r->n_prompt - 1 : known_tokens(r, c);
+    return c->n_computed < target ? target - c->n_computed : 0;
+}
+
+/* Order of prompt chunks within a step: effective priority, then the
+ * fewest prompt tokens left, then arrival. While streams generate, a step
+ * computes only a few prompt tokens (prefill_per_decode: 4 at position
+ * 1,000 with 16 slots), and in arrival order one uncached 1,000-token
+ * prompt took them all for about 140 steps: a request that found 992 of
+ * its 1,032 tokens in the prefix cache waited those seconds for its 40
+ * (bench/route.sh, TTFT median 3.7 s at 48 % hits). Fewest left first
+ * is shortest-remaining-time order, which minimises the mean wait;
+ * SGLang's longest-prefix-match queue order is its cousin. A long prompt
+ * is not starved for ever: aging (aging_s) moves it up a priority level. */
+static bool prefill_before(const struct herd_sched *s, const struct herd_request *a, const struct herd_request *b,
+                           double now) {
+    double pa = effective_priority(s, a, now), pb = effective_priority(s, b, now);
+    if (pa != pb) return pa < pb;
+    const uint32_t la = prompt_left(a), lb = prompt_left(b);
+    if (la != lb) return la < lb;
+    return a->arrival < b->arrival;
+}
+
 static uint32_t known_tokens(const struct herd_request *r, const struct choice *c) { return r->n_prompt + c->n_gen; }
 
 static int32_t token_at(const struct herd_request *r, const struct choice *c, uint32_t pos) {
@@ -735,10 +764,12 @@ static enum herd_status admit(struct herd_sched *s, struct herd_request *r, stru
     enum herd_status rc = herd_kv_seq_new(s->ctx->kv, &seq, err);
     if (rc != HERD_OK) return rc;
     /* the last prompt token is always computed (its logits are needed) */
-    uint32_t matched = 0;
+    uint32_t matched = 0, looked_up = 0;
     uint64_t last_hash = 0;
-    if (s->pc && r->n_prompt > 1)
-        matched = herd_prefix_cache_match(s->pc, r->prompt, (r->n_prompt - 1) / bt, s->match_blocks, &last_hash);
+    if (s->pc && r->n_prompt > 1) {
+        looked_up = (r->n_prompt - 1) / bt;
+        matched = herd_prefix_cache_match(s->pc, r->prompt, looked_up, s->match_blocks, &last_hash);
+    }
     if (matched && (rc = herd_kv_seq_adopt(s->ctx->kv, seq, s->match_blocks, matched, err)) != HERD_OK) {
         herd_kv_seq_free(s->ctx->kv, seq);
         return rc;
@@ -754,6 +785,7 @@ static enum herd_status admit(struct herd_sched *s, struct herd_request *r, stru
     }
     /* prepare set the length to `reserve`; positions are written as the
      * steps feed them */
+    if (s->pc) herd_prefix_cache_count(s->pc, looked_up, matched);
     c0->seq = seq;
     c0->n_computed = start;
     c0->n_cached_blocks = matched;
@@ -795,22 +827,55 @@ static void cache_new_blocks(struct herd_sched *s) {
 /* A resume with nothing left to generate (herd_gen_params.resume_tokens)
  * ends without running: its text went out at submit. The first waiting
  * request. */
-static void finish_resumed(struct herd_sched *s, struct herd_request *r) {
+static void finish_resumed(struct herd_sched *s, struct herd_request *r, uint32_t at) {
     struct herd_event e = {.choice = 0, .token = -1};
     finish_choice(s, r, 0, r->resume_finish, &e, "", 0);
-    remove_at(s->waiting, &s->n_waiting, 0);
+    remove_at(s->waiting, &s->n_waiting, at);
     pthread_mutex_lock(&s->lock);
     s->n_queued--;
     pthread_mutex_unlock(&s->lock);
     retire(s, r);
 }
 
+/* Whether a running request is still to offer the prefix cache blocks
+ * that r's prompt starts with (it is computing them): r then waits for
+ * them, a few steps, instead of computing the same blocks beside it. Two
+ * users of one uncached 1,000-token system prompt arriving together were
+ * two full prefills: admission looks the cache up once, and the second
+ * found only what the first had computed by then. Only a request that is
+ * not paused for r's sake counts (background work sits out while a
+ * foreground prompt is computed). */
+static bool prefix_in_progress(const struct herd_sched *s, const struct herd_request *r) {
+    if (!s->pc || r->n_prompt < 2) return false;
+    const uint32_t bt = herd_kv_params(s->ctx->kv)->block_tokens;
+    const uint32_t lookup = (r->n_prompt - 1) / bt * bt; /* the tokens admit looks up */
+    for (uint32_t k = 0; k < s->n_running; k++) {
+        const struct herd_request *q = s->running[k];
+        const struct choice *c = &q->ch[0];
+        if (c->seq < 0 || (background(q) && !background(r))) continue;
+        const uint32_t n = q->n_prompt < lookup ? q->n_prompt : lookup;
+        if (n < bt || (c->n_cached_blocks + 1) * bt > n) continue; /* nothing r could use is still to come */
+        /* computed past a block it never offered (released behind a
+         * sliding window): the rest will not come either */
+        if (c->n_computed >= (c->n_cached_blocks + 1) * bt) continue;
+        uint32_t same = 0;
+        while (same < n && q->prompt[same] == r->prompt[same]) same++;
+        if (same / bt > c->n_cached_blocks) return true;
+    }
+    return false;
+}
+
 static void admit_waiting(struct herd_sched *s, double now) {
     sort_requests(s, s->waiting, s->n_waiting, now);
-    while (s->n_waiting) {
-        struct herd_request *r = s->waiting[0];
+    uint32_t at = 0; /* waiting[0, at) wait for a prefix a running request computes */
+    while (at < s->n_waiting) {
+        struct herd_request *r = s->waiting[at];
         if (r->resume_finish) {
-            finish_resumed(s, r);
+            finish_resumed(s, r, at);
+            continue;
+        }
+        if (prefix_in_progress(s, r)) {
+            at++;
             continue;
         }
         uint32_t slots = r->n_active + (r->ch[0].finished ? 1 : 0); /* + the prompt carrier, see fork_choices */
@@ -831,7 +896,7 @@ static void admit_waiting(struct herd_sched *s, double now) {
             sort_requests(s, s->waiting, s->n_waiting, now);
             continue;
         }
-        remove_at(s->waiting, &s->n_waiting, 0);
+        remove_at(s->waiting, &s->n_waiting, at);
         pthread_mutex_lock(&s->lock);
         s->n_queued--;
         pthread_mutex_unlock(&s->lock);
@@ -997,8 +1062,20 @@ static uint32_t build_batch(struct herd_sched *s, uint32_t *n_rows, double now) 
      * in their prompts (fewer streams, smaller cap, longer prompts: with 16
      * clients half the slots sat in prefill at one token per step) */
     const uint32_t streams = n_decode > s->ctx->params.max_seqs ? n_decode : s->ctx->params.max_seqs;
-    for (uint32_t k = 0; k < s->n_running && n < budget; k++) {
-        struct herd_request *r = s->running[k];
+    n_order = s->n_running;
+    memcpy(order, s->running, n_order * sizeof *order);
+    for (uint32_t i = 1; i < n_order; i++) { /* insertion sort, as sort_requests */
+        struct herd_request *x = order[i];
+        uint32_t j = i;
+        while (j > 0 && prefill_before(s, x, order[j - 1], now)) {
+            order[j] = order[j - 1];
+            j--;
+        }
+        order[j] = x;
+    }
+    for (uint32_t k = 0; k < n_order && n < budget; k++) {
+        struct herd_request *r = order[k];
+        if (r->state != REQ_RUNNING) continue; /* preempted to make room for a chunk before it */
         if (fg_prefilling && background(r)) continue;
         bool shared_phase = r->gp.n > 1 && !r->forked;
         for (uint32_t i = 0; i < r->gp.n && n < budget; i++) {

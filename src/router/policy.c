@@ -92,6 +92,17 @@ size_t route_pick_hashed(const struct route_policy_params *p, const struct route
     return best == SIZE_MAX ? least_loaded(c, n) : best;
 }
 
+/* The load difference past which cache-aware sends a request away from
+ * the replica holding its prefix (policy.h: route_policy_params). The cap
+ * keeps a skew release possible when the holder has the whole prompt. */
+static double release_margin(const struct route_policy_params *p, const struct route_candidate *holder) {
+    enum { MAX_MARGIN = 64 };
+    if (!holder->prompt_blocks || holder->prefix_blocks >= holder->prompt_blocks)
+        return holder->prompt_blocks ? fmax(p->balance_abs, MAX_MARGIN) : p->balance_abs;
+    const double s = (double)holder->prefix_blocks / holder->prompt_blocks;
+    return fmax(p->balance_abs, fmin(s / (1 - s), MAX_MARGIN));
+}
+
 static size_t cache_aware(const struct route_policy_params *p, const struct route_candidate *c, size_t n,
                           uint64_t request_key, enum route_reason *why) {
     size_t holder = SIZE_MAX;
@@ -108,7 +119,7 @@ static size_t cache_aware(const struct route_policy_params *p, const struct rout
     }
     const size_t least = least_loaded(c, n);
     const double h = eff_load(&c[holder]), l = eff_load(&c[least]);
-    if (h - l > p->balance_abs && h > l * p->balance_rel) {
+    if (h - l > release_margin(p, &c[holder]) && h > l * p->balance_rel) {
         *why = ROUTE_BY_LOAD; /* affinity alone collapses under skew: release it */
         return least;
     }

@@ -52,12 +52,19 @@ struct route_candidate {
     double load;            /* outstanding requests */
     double weight;          /* (0, 1]: slow start */
     uint32_t prefix_blocks; /* blocks of this prompt the replica holds past those all prompts share */
+    uint32_t prompt_blocks; /* the prompt's full blocks past those all prompts share (0: unknown) */
 };
 
 struct route_policy_params {
     /* cache-aware releases the affinity when the holder's load exceeds the
      * least-loaded replica's by more than balance_abs requests and by more
-     * than balance_rel times (both: small loads stay put) */
+     * than balance_rel times (both: small loads stay put). The absolute
+     * margin grows with the share s of the prompt the holder has cached,
+     * to s / (1 - s) requests when that is more (capped at 64): elsewhere
+     * the request costs the s x prompt of prefill the holder skips, which
+     * is about s / (1 - s) requests' worth of the holder's own work per
+     * request when its traffic is alike (a 1,000-token prefix and a
+     * 32-token question: 31 requests) */
     double balance_abs; /* (4) */
     double balance_rel; /* (1.5) */
     double hash_eps;    /* bounded load: at most (1 + eps) x average (0.1) */

@@ -59,10 +59,12 @@ struct replica *router_choose(struct herd_router *rt, const struct prompt_key *k
         who[n] = x;
         /* blocks every prompt shares are no reason to prefer a replica */
         const uint32_t match = cache ? prefix_index_match(&x->index, k->hashes, k->n_hashes, now) : 0;
-        c[n] = (struct route_candidate){.key = x->key,
-                                        .load = replica_load(x),
-                                        .weight = replica_weight(x, now),
-                                        .prefix_blocks = cache && match > k->common ? match - k->common : 0};
+        c[n] =
+            (struct route_candidate){.key = x->key,
+                                     .load = replica_load(x),
+                                     .weight = replica_weight(x, now),
+                                     .prefix_blocks = cache && match > k->common ? match - k->common : 0,
+                                     .prompt_blocks = cache && k->n_hashes > k->common ? k->n_hashes - k->common : 0};
         n++;
     }
     if (!n) return NULL;

@@ -123,9 +123,37 @@ static void test_churn(void **state) {
     herd_kv_destroy(kv);
 }
 
+/* A matched chain is evicted from its tail: the head still matches after
+ * one block of it goes (evicting the head first left the rest cached but
+ * unreachable). */
+static void test_eviction_trims_the_tail(void **state) {
+    (void)state;
+    struct herd_kv *kv = make_kv();
+    struct herd_prefix_cache *pc = herd_prefix_cache_create(kv);
+    const int32_t a[3 * BT] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
+    uint64_t h0, h1, h2, last;
+    const int32_t b0 = cache_block(kv, pc, 0, a, &h0), b1 = cache_block(kv, pc, h0, a + BT, &h1);
+    cache_block(kv, pc, h1, a + 2 * BT, &h2);
+    int32_t out[3];
+    assert_int_equal(herd_prefix_cache_match(pc, a, 3, out, &last), 3);
+    assert_int_equal(herd_prefix_cache_evict(pc, 1), 1);
+    assert_int_equal(herd_prefix_cache_match(pc, a, 3, out, &last), 2);
+    assert_int_equal(out[0], b0);
+    assert_int_equal(out[1], b1);
+    assert_true(last == h1);
+    assert_int_equal(herd_prefix_cache_evict(pc, 1), 1);
+    assert_int_equal(herd_prefix_cache_match(pc, a, 3, out, &last), 1);
+    assert_int_equal(herd_prefix_cache_evict(pc, 1), 1);
+    assert_int_equal(herd_prefix_cache_match(pc, a, 3, out, &last), 0);
+    assert_int_equal(herd_kv_free_blocks(kv), BLOCKS);
+    herd_prefix_cache_destroy(pc);
+    herd_kv_destroy(kv);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_chain_and_lru),
+        cmocka_unit_test(test_eviction_trims_the_tail),
         cmocka_unit_test(test_churn),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

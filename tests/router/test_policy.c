@@ -84,6 +84,36 @@ static void test_cache_aware_follows_the_longest_prefix(void **state) {
     assert_int_equal(why, ROUTE_BY_PREFIX);
 }
 
+/* The release margin grows with the share of the prompt the holder has
+ * cached: a holder with 62 of a prompt's 64 blocks (s / (1 - s) = 31) keeps
+ * a request at 30 more in flight than the least loaded, releases it at 32;
+ * with half the prompt the plain balance_abs (4) applies; with all of it,
+ * only past 64. */
+static void test_cache_aware_release_grows_with_the_cached_share(void **state) {
+    (void)state;
+    struct route_policy_params p;
+    route_policy_default_params(&p);
+    struct route_policy_state s;
+    route_policy_state_init(&s, 1);
+    struct route_candidate c[2] = {cand(1, 31, 62), cand(2, 1, 0)};
+    c[0].prompt_blocks = c[1].prompt_blocks = 64;
+    enum route_reason why;
+    assert_int_equal(route_pick(ROUTE_CACHE_AWARE, &p, &s, c, 2, 42, &why), 0);
+    assert_int_equal(why, ROUTE_BY_PREFIX);
+    c[0].load = 33;
+    assert_int_equal(route_pick(ROUTE_CACHE_AWARE, &p, &s, c, 2, 42, &why), 1);
+    assert_int_equal(why, ROUTE_BY_LOAD);
+    c[0].prefix_blocks = 32, c[0].load = 6;
+    assert_int_equal(route_pick(ROUTE_CACHE_AWARE, &p, &s, c, 2, 42, &why), 1);
+    assert_int_equal(why, ROUTE_BY_LOAD);
+    c[0].load = 5;
+    assert_int_equal(route_pick(ROUTE_CACHE_AWARE, &p, &s, c, 2, 42, &why), 0);
+    c[0].prefix_blocks = 64, c[0].load = 60;
+    assert_int_equal(route_pick(ROUTE_CACHE_AWARE, &p, &s, c, 2, 42, &why), 0);
+    c[0].load = 70;
+    assert_int_equal(route_pick(ROUTE_CACHE_AWARE, &p, &s, c, 2, 42, &why), 1);
+}
+
 static void test_hashing_agrees_and_moves_little(void **state) {
     (void)state;
     struct route_policy_params p;
@@ -205,6 +235,7 @@ int main(void) {
         cmocka_unit_test(test_least_outstanding),
         cmocka_unit_test(test_power_of_two_never_picks_the_worst),
         cmocka_unit_test(test_cache_aware_follows_the_longest_prefix),
+        cmocka_unit_test(test_cache_aware_release_grows_with_the_cached_share),
         cmocka_unit_test(test_hashing_agrees_and_moves_little),
         cmocka_unit_test(test_hashing_bounds_load),
         cmocka_unit_test(test_policy_names),
