@@ -410,16 +410,25 @@ static bool before(const struct herd_sched *s, const struct herd_request *a, con
     return a->arrival < b->arrival;
 }
 
-static void sort_requests(const struct herd_sched *s, struct herd_request **v, uint32_t n, double now) {
-    for (uint32_t i = 1; i < n; i++) { /* insertion sort: lists are short and nearly sorted */
+typedef bool (*request_order)(const struct herd_sched *s, const struct herd_request *a, const struct herd_request *b,
+                              double now);
+
+/* Insertion sort by less: lists are short and nearly sorted. */
+static void sort_requests_by(const struct herd_sched *s, struct herd_request **v, uint32_t n, double now,
+                             request_order less) {
+    for (uint32_t i = 1; i < n; i++) {
         struct herd_request *x = v[i];
         uint32_t j = i;
-        while (j > 0 && before(s, x, v[j - 1], now)) {
+        while (j > 0 && less(s, x, v[j - 1], now)) {
             v[j] = v[j - 1];
             j--;
         }
         v[j] = x;
     }
+}
+
+static void sort_requests(const struct herd_sched *s, struct herd_request **v, uint32_t n, double now) {
+    sort_requests_by(s, v, n, now, before);
 }
 
 static uint32_t known_tokens(const struct herd_request *r, const struct choice *c);
@@ -1064,15 +1073,7 @@ static uint32_t build_batch(struct herd_sched *s, uint32_t *n_rows, double now) 
     const uint32_t streams = n_decode > s->ctx->params.max_seqs ? n_decode : s->ctx->params.max_seqs;
     n_order = s->n_running;
     memcpy(order, s->running, n_order * sizeof *order);
-    for (uint32_t i = 1; i < n_order; i++) { /* insertion sort, as sort_requests */
-        struct herd_request *x = order[i];
-        uint32_t j = i;
-        while (j > 0 && prefill_before(s, x, order[j - 1], now)) {
-            order[j] = order[j - 1];
-            j--;
-        }
-        order[j] = x;
-    }
+    sort_requests_by(s, order, n_order, now, prefill_before);
     for (uint32_t k = 0; k < n_order && n < budget; k++) {
         struct herd_request *r = order[k];
         if (r->state != REQ_RUNNING) continue; /* preempted to make room for a chunk before it */
