@@ -519,8 +519,9 @@ def drain_run(timeout_s):
     ready = probe(lambda: srv.request("GET", "/readyz"))
     live = probe(lambda: srv.request("GET", "/livez"))
     new = probe(lambda: srv.post(P, completion("x", max_tokens=2)))
+    deadline = time.time() + timeout_s + 60
     for t in threads:
-        t.join(60)
+        t.join(max(0.1, deadline - time.time()))
     try:  # it exits by itself
         code = srv.proc.wait(30)
     except subprocess.TimeoutExpired:
@@ -528,10 +529,14 @@ def drain_run(timeout_s):
     return outs, ready, live, new, code, time.time() - t0
 
 
-outs, ready, live, new, code, took = drain_run(30)
+# The drain timeout is far above the drain's length (about 1.5 s in a release
+# build, 20 s under TSan alone, 30 s under TSan beside other tests in CI):
+# the check is that every stream finishes, not how fast.
+outs, ready, live, new, code, took = drain_run(180)
+print(f"drain of eight queued streams took {took:.1f} s", file=sys.stderr)
 check(ready == 503 and live == 200 and new == 503, f"while draining: readyz {ready}, livez {live}, new request {new}")
 finishes = [[c for c in ch if c["choices"]][-1]["choices"][0]["finish_reason"] for ch, done in filter(None, outs) if done]
-check(len(finishes) == 8 and set(finishes) == {"length"}, f"every running and queued stream finishes ({finishes})")
+check(len(finishes) == 8 and set(finishes) == {"length"}, f"every running and queued stream finishes ({finishes}, drain took {took:.1f} s)")
 check(code == 0, "exit 0 after draining")
 outs, ready, live, new, code, took = drain_run(0)
 finishes = [[c for c in ch if c["choices"]][-1]["choices"][0]["finish_reason"] for ch, done in filter(None, outs) if ch and done]
