@@ -130,15 +130,18 @@ struct herd_http_server_params {
     /* The body limit of UPLOAD routes (file uploads); 0: limits.max_body_bytes.
      * Held in memory while the request is handled. */
     size_t max_upload_bytes;
-    uint32_t max_connections;             /* open connections; past it a 503 and close (1024) */
-    double header_timeout_s;              /* from the first byte to the end of the headers (10) */
-    double body_timeout_s;                /* to receive the body (30) */
-    double idle_timeout_s;                /* keep-alive wait for the next request (60) */
-    double write_timeout_s;               /* a client that reads nothing for this long is dropped (30) */
-    double drain_timeout_s;               /* SIGTERM: how long running work may finish (30) */
-    const char *const *api_keys;          /* NULL-terminated; NULL or empty: no auth */
-    bool auth_all;                        /* OPEN routes need a key too */
-    bool quiet;                           /* no access log */
+    uint32_t max_connections;    /* open connections; past it a 503 and close (1024) */
+    double header_timeout_s;     /* from the first byte to the end of the headers (10) */
+    double body_timeout_s;       /* to receive the body (30) */
+    double idle_timeout_s;       /* keep-alive wait for the next request (60) */
+    double write_timeout_s;      /* a client that reads nothing for this long is dropped (30) */
+    double drain_timeout_s;      /* SIGTERM: how long running work may finish (30) */
+    const char *const *api_keys; /* NULL-terminated; NULL or empty: no auth */
+    bool auth_all;               /* OPEN routes need a key too */
+    bool quiet;                  /* no access log */
+    /* The loop's reads and writes in batches (sock.h herd_sock_batch_begin)
+     * where the kernel allows it: fewer system calls for a proxy (false) */
+    bool batched_io;
     const char *log_component;            /* the access log's and drain's component ("http") */
     const struct herd_http_route *routes; /* [n_routes], outlives the server; the first match wins */
     size_t n_routes;

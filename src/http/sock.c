@@ -6,8 +6,12 @@
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/event.h>
+#include <linux/io_uring.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "http/sock.h"
@@ -15,6 +19,12 @@
 /* The most one recv() takes: a small message in one, a large body in a
  * few dozen. */
 #define READ_CHUNK 16384
+/* Reads and writes one batch holds (each list); past it, direct calls. */
+#define BATCH_MAX  64
+/* Output pieces one batched write sends (the rest waits for the next). */
+#define BATCH_IOV  8
+
+struct io_batch;
 
 struct herd_sock {
     struct event_base *base;
@@ -32,10 +42,261 @@ struct herd_sock {
     size_t read_limit;
     struct timeval write_tv;
     bool has_write_timeout;
+    struct io_batch *batch; /* the loop thread's batch when on, at creation */
+    bool queued_recv, queued_send;
 };
 
 static void on_readable(evutil_socket_t fd, short what, void *arg);
 static void on_writable(evutil_socket_t fd, short what, void *arg);
+
+/* ------------------------------------------------------------ batches */
+
+/* io_uring as a batch of system calls, never as asynchronous I/O: every
+ * operation is non-blocking (MSG_DONTWAIT), so it completes inside the
+ * io_uring_enter that submits it (an empty socket or a full one answers
+ * EAGAIN at once), and the kernel holds no buffer or socket of ours after
+ * that call returns. A loop turn's reads go in one such call, the writes
+ * its callbacks queued in the next, where each would have been a recv() or
+ * a writev() of its own: on a virtual machine whose system call costs
+ * about a microsecond, that is most of what a proxy spends per request
+ * beyond the TCP work itself. */
+struct io_ring {
+    int fd;
+    unsigned *sq_head, *sq_tail, *sq_mask, *sq_array;
+    unsigned *cq_head, *cq_tail, *cq_mask;
+    struct io_uring_sqe *sqes;
+    struct io_uring_cqe *cqes;
+    void *rings;
+    size_t rings_len, sqes_len;
+};
+
+struct batch_op {
+    struct herd_sock *s; /* NULL once the socket is freed */
+    bool send;
+    int res; /* the completion's: bytes, or -errno */
+    struct msghdr msg;
+    struct iovec iov[BATCH_IOV];
+};
+
+struct io_batch {
+    struct event_base *base;
+    struct io_ring ring;
+    struct herd_sock *recv[BATCH_MAX], *send[BATCH_MAX]; /* queued; NULL: freed since */
+    unsigned n_recv, n_send;
+    struct batch_op ops[2 * BATCH_MAX]; /* the round being applied */
+    unsigned n_ops;
+    char (*bufs)[READ_CHUNK]; /* one per read of a round */
+    unsigned n_socks;         /* sockets pointing here: freed after the last */
+    bool ended;               /* herd_sock_batch_end: nothing more is queued */
+};
+
+static _Thread_local struct io_batch *tl_batch;
+
+static void ring_close(struct io_ring *r) {
+    if (r->sqes && r->sqes != MAP_FAILED) munmap(r->sqes, r->sqes_len);
+    if (r->rings && r->rings != MAP_FAILED) munmap(r->rings, r->rings_len);
+    if (r->fd >= 0) close(r->fd);
+}
+
+static bool ring_open(struct io_ring *r, unsigned entries) {
+    struct io_uring_params p;
+    memset(&p, 0, sizeof p);
+    memset(r, 0, sizeof *r);
+    r->fd = (int)syscall(__NR_io_uring_setup, entries, &p);
+    if (r->fd < 0) return false; /* an old kernel, or io_uring not allowed here (seccomp, sysctl) */
+    if (!(p.features & IORING_FEAT_SINGLE_MMAP)) {
+        ring_close(r);
+        return false;
+    }
+    const size_t sq_len = p.sq_off.array + p.sq_entries * sizeof(unsigned);
+    const size_t cq_len = p.cq_off.cqes + p.cq_entries * sizeof(struct io_uring_cqe);
+    r->rings_len = sq_len > cq_len ? sq_len : cq_len;
+    r->sqes_len = p.sq_entries * sizeof(struct io_uring_sqe);
+    r->rings = mmap(NULL, r->rings_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, r->fd, IORING_OFF_SQ_RING);
+    r->sqes = mmap(NULL, r->sqes_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, r->fd, IORING_OFF_SQES);
+    if (r->rings == MAP_FAILED || r->sqes == MAP_FAILED) {
+        ring_close(r);
+        return false;
+    }
+    char *m = r->rings;
+    r->sq_head = (unsigned *)(m + p.sq_off.head);
+    r->sq_tail = (unsigned *)(m + p.sq_off.tail);
+    r->sq_mask = (unsigned *)(m + p.sq_off.ring_mask);
+    r->sq_array = (unsigned *)(m + p.sq_off.array);
+    r->cq_head = (unsigned *)(m + p.cq_off.head);
+    r->cq_tail = (unsigned *)(m + p.cq_off.tail);
+    r->cq_mask = (unsigned *)(m + p.cq_off.ring_mask);
+    r->cqes = (struct io_uring_cqe *)(m + p.cq_off.cqes);
+    return true;
+}
+
+/* Takes the completions there are into ops[].res; returns how many. */
+static unsigned ring_reap(struct io_ring *r, struct batch_op *ops) {
+    unsigned head = *r->cq_head, n = 0;
+    const unsigned tail = __atomic_load_n(r->cq_tail, __ATOMIC_ACQUIRE);
+    for (; head != tail; head++, n++) {
+        const struct io_uring_cqe *cqe = &r->cqes[head & *r->cq_mask];
+        ops[cqe->user_data].res = cqe->res;
+    }
+    __atomic_store_n(r->cq_head, head, __ATOMIC_RELEASE);
+    return n;
+}
+
+/* Submits ops [0, n) and returns once all have completed (each is
+ * non-blocking, so that is the submitting call itself). false: the ring
+ * failed before taking them all; those it did not take are marked EAGAIN
+ * (nothing read or written: the socket is tried again from the loop). */
+static bool ring_run(struct io_ring *r, struct batch_op *ops, char (*bufs)[READ_CHUNK], unsigned n) {
+    unsigned tail = *r->sq_tail, k = 0;
+    const unsigned first = *r->sq_head;
+    for (unsigned i = 0; i < n; i++, tail++) {
+        struct batch_op *op = &ops[i];
+        const unsigned idx = tail & *r->sq_mask;
+        struct io_uring_sqe *sqe = &r->sqes[idx];
+        memset(sqe, 0, sizeof *sqe);
+        sqe->fd = op->s->fd;
+        sqe->user_data = i;
+        if (op->send) {
+            sqe->opcode = IORING_OP_SENDMSG;
+            sqe->addr = (unsigned long)&op->msg;
+            sqe->len = 1;
+            sqe->msg_flags = MSG_DONTWAIT | MSG_NOSIGNAL;
+        } else {
+            sqe->opcode = IORING_OP_RECV;
+            sqe->addr = (unsigned long)bufs[k++];
+            sqe->len = READ_CHUNK;
+            sqe->msg_flags = MSG_DONTWAIT;
+        }
+        op->res = -EAGAIN;
+        r->sq_array[idx] = idx;
+    }
+    __atomic_store_n(r->sq_tail, tail, __ATOMIC_RELEASE);
+    unsigned done = 0;
+    for (;;) {
+        done += ring_reap(r, ops);
+        if (done >= n) return true;
+        const unsigned submitted = __atomic_load_n(r->sq_head, __ATOMIC_ACQUIRE) - first;
+        if (syscall(__NR_io_uring_enter, r->fd, n - submitted, n - done, IORING_ENTER_GETEVENTS, NULL, 0) < 0 &&
+            errno != EINTR && errno != EAGAIN && errno != EBUSY) {
+            /* withdraw what the kernel did not take */
+            __atomic_store_n(r->sq_tail, __atomic_load_n(r->sq_head, __ATOMIC_ACQUIRE), __ATOMIC_RELEASE);
+            ring_reap(r, ops);
+            return false;
+        }
+    }
+}
+
+bool herd_sock_batch_begin(struct event_base *base) {
+    if (tl_batch) return tl_batch->base == base && !tl_batch->ended;
+    struct io_batch *b = calloc(1, sizeof *b);
+    if (!b) return false;
+    b->bufs = malloc(BATCH_MAX * sizeof *b->bufs);
+    if (!b->bufs || !ring_open(&b->ring, 2 * BATCH_MAX)) {
+        free(b->bufs);
+        free(b);
+        return false;
+    }
+    b->base = base;
+    tl_batch = b;
+    return true;
+}
+
+static void batch_free(struct io_batch *b) {
+    ring_close(&b->ring);
+    free(b->bufs);
+    free(b);
+}
+
+void herd_sock_batch_end(void) {
+    struct io_batch *b = tl_batch;
+    if (!b) return;
+    herd_sock_batch_run();
+    b->ended = true;
+    tl_batch = NULL;
+    if (!b->n_socks) batch_free(b);
+}
+
+static bool queue_recv(struct herd_sock *s) {
+    struct io_batch *b = s->batch;
+    if (!b || b->ended) return false;
+    if (s->queued_recv) return true;
+    if (b->n_recv == BATCH_MAX) return false;
+    b->recv[b->n_recv++] = s;
+    s->queued_recv = true;
+    return true;
+}
+
+static bool queue_send(struct herd_sock *s) {
+    struct io_batch *b = s->batch;
+    if (!b || b->ended) return false;
+    if (s->queued_send) return true;
+    if (b->n_send == BATCH_MAX) return false;
+    b->send[b->n_send++] = s;
+    s->queued_send = true;
+    return true;
+}
+
+/* s is being freed: nothing of the batch refers to it any more. */
+static void batch_forget(struct herd_sock *s) {
+    struct io_batch *b = s->batch;
+    if (!b) return;
+    for (unsigned i = 0; s->queued_recv && i < b->n_recv; i++)
+        if (b->recv[i] == s) b->recv[i] = NULL;
+    for (unsigned i = 0; s->queued_send && i < b->n_send; i++)
+        if (b->send[i] == s) b->send[i] = NULL;
+    for (unsigned i = 0; i < b->n_ops; i++)
+        if (b->ops[i].s == s) b->ops[i].s = NULL;
+    if (--b->n_socks == 0 && b->ended) batch_free(b);
+}
+
+static void received(struct herd_sock *s, ssize_t n, int err, const char *buf);
+static void sent(struct herd_sock *s, int res);
+
+void herd_sock_batch_run(void) {
+    struct io_batch *b = tl_batch;
+    if (!b) return;
+    while (b->n_recv || b->n_send) {
+        unsigned n = 0;
+        for (unsigned i = 0; i < b->n_send; i++) {
+            struct herd_sock *s = b->send[i];
+            if (!s) continue;
+            s->queued_send = false;
+            if (s->writing || s->fd < 0 || !evbuffer_get_length(s->out)) continue;
+            struct batch_op *op = &b->ops[n++];
+            op->s = s;
+            op->send = true;
+            memset(&op->msg, 0, sizeof op->msg);
+            const int pieces = evbuffer_peek(s->out, -1, NULL, op->iov, BATCH_IOV);
+            op->msg.msg_iov = op->iov;
+            op->msg.msg_iovlen = (size_t)(pieces < BATCH_IOV ? pieces : BATCH_IOV);
+        }
+        for (unsigned i = 0; i < b->n_recv; i++) {
+            struct herd_sock *s = b->recv[i];
+            if (!s) continue;
+            s->queued_recv = false;
+            if (!s->reading) continue;
+            b->ops[n].s = s;
+            b->ops[n++].send = false;
+        }
+        b->n_send = b->n_recv = 0;
+        if (!n) break;
+        if (!ring_run(&b->ring, b->ops, b->bufs, n)) b->ended = true; /* direct calls from now on */
+        b->n_ops = n;
+        /* callbacks may free sockets of later ops (batch_forget clears them)
+         * and queue more writes (the next round) */
+        for (unsigned i = 0, k = 0; i < n; i++) {
+            struct batch_op *op = &b->ops[i];
+            const char *buf = op->send ? NULL : b->bufs[k++];
+            struct herd_sock *s = op->s;
+            if (!s) continue;
+            if (op->send)
+                sent(s, op->res);
+            else
+                received(s, op->res < 0 ? -1 : op->res, op->res < 0 ? -op->res : 0, buf);
+        }
+        b->n_ops = 0;
+    }
+}
 
 /* rev added exactly when wanted, connected and under the limit */
 static void update_reading(struct herd_sock *s) {
@@ -94,11 +355,16 @@ struct herd_sock *herd_sock_new(struct event_base *base, int fd, const struct he
         return NULL;
     }
     evbuffer_cb_set_flags(s->in, s->in_cb, 0);
+    if (tl_batch && tl_batch->base == base) {
+        s->batch = tl_batch;
+        tl_batch->n_socks++;
+    }
     return s;
 }
 
 void herd_sock_free(struct herd_sock *s) {
     if (!s) return;
+    batch_forget(s);
     if (s->rev) event_free(s->rev);
     if (s->wev) event_free(s->wev);
     if (s->fd >= 0) close(s->fd);
@@ -153,7 +419,7 @@ void herd_sock_set_write_timeout(struct herd_sock *s, double seconds) {
 void herd_sock_flush(struct herd_sock *s) {
     /* waiting for the socket already: writing again now would change
      * nothing, and the write timeout keeps running from the last progress */
-    if (s->writing || s->fd < 0 || !evbuffer_get_length(s->out)) return;
+    if (s->writing || s->fd < 0 || !evbuffer_get_length(s->out) || queue_send(s)) return;
     evbuffer_write(s->out, s->fd); /* an error is met again, and reported, by on_writable */
     if (evbuffer_get_length(s->out)) start_writing(s);
 }
@@ -171,11 +437,19 @@ bool herd_sock_waiting(const struct herd_sock *s) { return s->writing && !s->con
 static void on_readable(evutil_socket_t fd, short what, void *arg) {
     (void)what;
     struct herd_sock *s = arg;
+    if (queue_recv(s)) return;
     char buf[READ_CHUNK];
     const ssize_t n = recv(fd, buf, sizeof buf, 0);
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return;
+    received(s, n, n < 0 ? errno : 0, buf);
+}
+
+/* What one recv() returned (n, or -1 and err), whether made here or in a
+ * batch. The callback is the last thing done: the owner may free s in
+ * it. */
+static void received(struct herd_sock *s, ssize_t n, int err, const char *buf) {
+    if (n < 0 && (err == EAGAIN || err == EWOULDBLOCK || err == EINTR)) return;
     if (n <= 0 || evbuffer_add(s->in, buf, (size_t)n) != 0) {
-        const int e = n < 0 ? errno : ENOMEM;
+        const int e = n < 0 ? err : ENOMEM;
         s->want_read = false;
         update_reading(s);
         s->ops->on_event(s, n == 0 ? HERD_SOCK_EOF : HERD_SOCK_ERROR, n == 0 ? 0 : e, s->arg);
@@ -187,6 +461,23 @@ static void on_readable(evutil_socket_t fd, short what, void *arg) {
         update_reading(s);
     }
     s->ops->on_read(s, s->arg);
+}
+
+/* A batched write's result: what the socket did not take waits for it
+ * (EPOLLOUT and the write timeout, as after a direct flush); all of it
+ * written is on_drained, since the owner saw it pending after its flush. */
+static void sent(struct herd_sock *s, int res) {
+    if (res == -EAGAIN || res == -EINTR) res = 0;
+    if (res < 0) {
+        s->ops->on_event(s, HERD_SOCK_ERROR, -res, s->arg);
+        return;
+    }
+    evbuffer_drain(s->out, (size_t)res);
+    if (evbuffer_get_length(s->out)) {
+        start_writing(s);
+        return;
+    }
+    if (s->ops->on_drained) s->ops->on_drained(s, s->arg);
 }
 
 static void on_writable(evutil_socket_t fd, short what, void *arg) {

@@ -311,6 +311,7 @@ enum herd_status herd_router_create(const struct herd_router_params *p, struct h
     hp.api_keys = p->api_keys;
     hp.auth_all = p->auth_all;
     hp.quiet = p->quiet;
+    hp.batched_io = true; /* a proxy turn: many small reads and writes */
     hp.log_component = "route";
     /* the pages go in front of the replicas like the probes: the router's own */
     size_t n_routes = sizeof routes / sizeof *routes;

@@ -1,8 +1,12 @@
 /* herd_sock (src/http/sock.h) on real sockets in this process: bytes both
  * ways, the read limit pausing and draining resuming, EOF, a write that
  * waits for the peer and its timeout, a connect that succeeds, one that is
- * refused, and output queued during a connect going out after it. Every
- * wait is bounded by the loop's own deadline. */
+ * refused, and output queued during a connect going out after it. Each
+ * runs twice: with direct calls, and with batched I/O (io_uring; skipped
+ * where the kernel does not allow it), whose loop runs a turn at a time.
+ * Then batched only: more sockets in one turn than a batch holds, and
+ * sockets freed by the callback of an earlier one in the same batch.
+ * Every wait is bounded by the loop's own deadline. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -54,25 +58,74 @@ static void on_event(struct herd_sock *s, enum herd_sock_event what, int err, vo
 
 static const struct herd_sock_ops ops = {on_read, on_drained, on_event};
 
+static bool batched; /* this run's mode (the group's setup) */
+
+static int setup_direct(void **state) {
+    (void)state;
+    batched = false;
+    return 0;
+}
+
+static int setup_batched(void **state) {
+    (void)state;
+    batched = true;
+    return 0;
+}
+
+/* A loop; with batched I/O when this run is batched (skipped where the
+ * kernel does not allow io_uring). */
+static struct event_base *new_base(void) {
+    struct event_base *base = event_base_new();
+    assert_non_null(base);
+    if (batched && !herd_sock_batch_begin(base)) {
+        event_base_free(base);
+        skip();
+    }
+    return base;
+}
+
+static void free_base(struct event_base *base) {
+    if (batched) herd_sock_batch_end();
+    event_base_free(base);
+}
+
+static void loop(struct event_base *base) {
+    if (!batched) {
+        event_base_dispatch(base);
+        return;
+    }
+    while (event_base_loop(base, EVLOOP_ONCE) == 0) {
+        herd_sock_batch_run();
+        if (event_base_got_exit(base) || event_base_got_break(base)) break;
+    }
+}
+
 /* Runs the loop until a callback stops it, or 5 s. */
 static void run(struct event_base *base) {
     struct timeval tv = {5, 0};
     event_base_loopexit(base, &tv);
-    event_base_dispatch(base);
+    loop(base);
 }
 
 /* Runs the loop for ms milliseconds. */
 static void run_ms(struct event_base *base, int ms) {
     struct timeval tv = {0, ms * 1000};
     event_base_loopexit(base, &tv);
-    event_base_dispatch(base);
+    loop(base);
+}
+
+/* A flush as the owner's callback makes it, and the end of that loop turn
+ * (where a batched one is written). */
+static void flush_turn(struct herd_sock *s) {
+    herd_sock_flush(s);
+    if (batched) herd_sock_batch_run();
 }
 
 static void pair(int fd[2]) { assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, fd), 0); }
 
 static void test_read_write_and_eof(void **state) {
     (void)state;
-    struct event_base *base = event_base_new();
+    struct event_base *base = new_base();
     int fd[2];
     pair(fd);
     struct seen x = {.base = base, .event = -1, .stop_at = 5, .stop_event = true};
@@ -84,11 +137,15 @@ static void test_read_write_and_eof(void **state) {
     run(base);
     assert_int_equal(evbuffer_get_length(herd_sock_input(s)), 5);
     assert_memory_equal(evbuffer_pullup(herd_sock_input(s), 5), "hello", 5);
-    /* a flush writes at once: no waiting, no on_drained */
+    /* a flush writes at once (batched: at the end of the turn): no
+     * waiting; on_drained only where the owner saw it pending */
     evbuffer_add(herd_sock_output(s), "world", 5);
     herd_sock_flush(s);
+    assert_int_equal(herd_sock_pending(s), batched ? 5 : 0);
+    if (batched) herd_sock_batch_run();
     assert_int_equal(herd_sock_pending(s), 0);
     assert_false(herd_sock_waiting(s));
+    assert_int_equal(x.drained, batched ? 1 : 0);
     char buf[16];
     assert_int_equal(read(fd[1], buf, sizeof buf), 5);
     assert_memory_equal(buf, "world", 5);
@@ -97,12 +154,12 @@ static void test_read_write_and_eof(void **state) {
     run(base);
     assert_int_equal(x.event, HERD_SOCK_EOF);
     herd_sock_free(s);
-    event_base_free(base);
+    free_base(base);
 }
 
 static void test_read_limit_pauses_and_drain_resumes(void **state) {
     (void)state;
-    struct event_base *base = event_base_new();
+    struct event_base *base = new_base();
     int fd[2];
     pair(fd);
     struct seen x = {.base = base, .event = -1};
@@ -134,12 +191,12 @@ static void test_read_limit_pauses_and_drain_resumes(void **state) {
     assert_int_equal(x.reads, reads2);
     herd_sock_free(s);
     close(fd[1]);
-    event_base_free(base);
+    free_base(base);
 }
 
 static void test_write_waits_then_drains_or_times_out(void **state) {
     (void)state;
-    struct event_base *base = event_base_new();
+    struct event_base *base = new_base();
     int fd[2];
     pair(fd);
     struct seen x = {.base = base, .event = -1, .stop_event = true};
@@ -149,7 +206,7 @@ static void test_write_waits_then_drains_or_times_out(void **state) {
     static char blob[8 << 20];
     memset(blob, 'y', sizeof blob);
     evbuffer_add(herd_sock_output(s), blob, sizeof blob);
-    herd_sock_flush(s);
+    flush_turn(s);
     assert_true(herd_sock_pending(s) > 0);
     assert_true(herd_sock_waiting(s));
     /* the peer reads it all: on_drained */
@@ -165,12 +222,12 @@ static void test_write_waits_then_drains_or_times_out(void **state) {
     assert_int_equal(herd_sock_pending(s), 0);
     /* again, and the peer reads nothing: the write timeout */
     evbuffer_add(herd_sock_output(s), blob, sizeof blob);
-    herd_sock_flush(s);
+    flush_turn(s);
     run(base);
     assert_int_equal(x.event, HERD_SOCK_TIMEOUT);
     herd_sock_free(s);
     close(fd[1]);
-    event_base_free(base);
+    free_base(base);
 }
 
 static uint16_t listen_port(int *lfd) {
@@ -185,14 +242,14 @@ static uint16_t listen_port(int *lfd) {
 
 static void test_connect_sends_what_was_queued(void **state) {
     (void)state;
-    struct event_base *base = event_base_new();
+    struct event_base *base = new_base();
     int lfd;
     const uint16_t port = listen_port(&lfd);
     struct seen x = {.base = base, .event = -1, .stop_event = true};
     struct herd_sock *s = herd_sock_new(base, -1, &ops, &x);
     assert_int_equal(herd_sock_fd(s), -1);
     evbuffer_add(herd_sock_output(s), "queued", 6);
-    herd_sock_flush(s); /* no socket yet: stays queued */
+    flush_turn(s); /* no socket yet: stays queued */
     assert_int_equal(herd_sock_pending(s), 6);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     assert_int_equal(herd_sock_connect(s, (struct sockaddr *)&a, sizeof a), 0);
@@ -220,12 +277,12 @@ static void test_connect_sends_what_was_queued(void **state) {
     herd_sock_free(s);
     close(afd);
     close(lfd);
-    event_base_free(base);
+    free_base(base);
 }
 
 static void test_connect_refused(void **state) {
     (void)state;
-    struct event_base *base = event_base_new();
+    struct event_base *base = new_base();
     int lfd;
     const uint16_t port = listen_port(&lfd);
     close(lfd); /* nobody listens there now */
@@ -240,16 +297,94 @@ static void test_connect_refused(void **state) {
         assert_int_equal(errno, ECONNREFUSED); /* refused at once */
     }
     herd_sock_free(s);
-    event_base_free(base);
+    free_base(base);
+}
+
+/* ------------------------------------------------------ batched only */
+
+#define MANY 150 /* more than a batch's 64 reads in one turn */
+
+struct many {
+    struct event_base *base;
+    struct herd_sock *s[MANY];
+    int peer[MANY];
+    int answered, freed;
+};
+
+static struct many *g_many; /* the test's sockets; each one's arg is its index */
+
+static void many_read(struct herd_sock *s, void *arg) {
+    const int i = (int)(intptr_t)arg;
+    struct many *m = g_many;
+    struct evbuffer *in = herd_sock_input(s);
+    if (evbuffer_get_length(in) < 4) return;
+    evbuffer_drain(in, 4);
+    /* an answer, queued for the turn's end */
+    evbuffer_add(herd_sock_output(s), "pong", 4);
+    herd_sock_flush(s);
+    m->answered++;
+    /* an even socket ends its odd neighbour: that one may have a read in
+     * this same batch, after this one */
+    if (i % 2 == 0 && i + 1 < MANY && m->s[i + 1]) {
+        herd_sock_free(m->s[i + 1]);
+        m->s[i + 1] = NULL;
+        m->freed++;
+    }
+}
+
+static void many_event(struct herd_sock *s, enum herd_sock_event what, int err, void *arg) {
+    (void)s, (void)what, (void)err, (void)arg;
+}
+
+static const struct herd_sock_ops many_ops = {many_read, NULL, many_event};
+
+static void test_batch_many_sockets_and_frees_within_a_batch(void **state) {
+    (void)state;
+    struct event_base *base = new_base();
+    static struct many m;
+    memset(&m, 0, sizeof m);
+    g_many = &m;
+    m.base = base;
+    for (int i = 0; i < MANY; i++) {
+        int fd[2];
+        pair(fd);
+        m.peer[i] = fd[1];
+        m.s[i] = herd_sock_new(base, fd[0], &many_ops, (void *)(intptr_t)i);
+        assert_non_null(m.s[i]);
+        herd_sock_set_reading(m.s[i], true);
+    }
+    /* every peer writes before the loop runs: one turn sees them all */
+    for (int i = 0; i < MANY; i++) assert_int_equal(write(m.peer[i], "ping", 4), 4);
+    for (int t = 0; t < 200 && m.answered + m.freed < MANY; t++) run_ms(base, 5);
+    assert_int_equal(m.answered + m.freed, MANY);
+    assert_true(m.freed > 0);
+    /* every socket still open answered exactly once; a freed one's peer
+     * sees it closed, answered or not */
+    for (int i = 0; i < MANY; i++) {
+        char buf[16];
+        fcntl(m.peer[i], F_SETFL, 0);
+        if (m.s[i]) {
+            assert_int_equal(read(m.peer[i], buf, sizeof buf), 4);
+            assert_memory_equal(buf, "pong", 4);
+            herd_sock_free(m.s[i]);
+        }
+        ssize_t n;
+        while ((n = read(m.peer[i], buf, sizeof buf)) > 0) assert_memory_equal(buf, "pong", (size_t)n);
+        assert_int_equal(n, 0);
+        close(m.peer[i]);
+    }
+    free_base(base);
 }
 
 int main(void) {
+#define BOTH(t) cmocka_unit_test_setup(t, setup_direct), cmocka_unit_test_setup(t, setup_batched)
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_read_write_and_eof),
-        cmocka_unit_test(test_read_limit_pauses_and_drain_resumes),
-        cmocka_unit_test(test_write_waits_then_drains_or_times_out),
-        cmocka_unit_test(test_connect_sends_what_was_queued),
-        cmocka_unit_test(test_connect_refused),
+        BOTH(test_read_write_and_eof),
+        BOTH(test_read_limit_pauses_and_drain_resumes),
+        BOTH(test_write_waits_then_drains_or_times_out),
+        BOTH(test_connect_sends_what_was_queued),
+        BOTH(test_connect_refused),
+        cmocka_unit_test_setup(test_batch_many_sockets_and_frees_within_a_batch, setup_batched),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
