@@ -175,8 +175,8 @@ static void check_converted(const char *path, bool shared, float tol) {
                                "</s>",
                                "<0x0A>",
                                "\xe2\x96\x81the",
-                               "a\xe2\x96\x81"
-                               "b",
+                               ("a\xe2\x96\x81"
+                                "b"), /* split: the escape ends before b */
                                "c",
                                "d"};
     for (int i = 0; herd_gguf_str_iter_next(&it, &s); i++) assert_true(herd_gguf_str_eq(s, want[i]));
