@@ -186,6 +186,46 @@ static bool ring_run(struct io_ring *r, struct batch_op *ops, char (*bufs)[READ_
     }
 }
 
+static void batch_free(struct io_batch *b) {
+    ring_close(&b->ring);
+    free(b->bufs);
+    free(b);
+}
+
+/* Whether this kernel answers a non-blocking read of an empty socket in
+ * the submitting call (EAGAIN), as batching needs: one that waited for
+ * data instead would stall the loop. */
+static bool ring_answers_at_once(struct io_ring *r) {
+    int fd[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fd) != 0) return false;
+    char c;
+    const unsigned tail = *r->sq_tail, idx = tail & *r->sq_mask;
+    struct io_uring_sqe *sqe = &r->sqes[idx];
+    memset(sqe, 0, sizeof *sqe);
+    sqe->opcode = IORING_OP_RECV;
+    sqe->fd = fd[0];
+    sqe->addr = (unsigned long)&c;
+    sqe->len = 1;
+    sqe->msg_flags = MSG_DONTWAIT;
+    r->sq_array[idx] = idx;
+    __atomic_store_n(r->sq_tail, tail + 1, __ATOMIC_RELEASE);
+    struct batch_op op = {.res = 1};
+    bool ok = false;
+    if (syscall(__NR_io_uring_enter, r->fd, 1, 0, 0, NULL, 0) == 1) {
+        if (ring_reap(r, &op) == 1) {
+            ok = op.res == -EAGAIN;
+        } else { /* it waits for data: give it some, and take it back */
+            const ssize_t w = write(fd[1], "x", 1);
+            (void)w;
+            syscall(__NR_io_uring_enter, r->fd, 0, 1, IORING_ENTER_GETEVENTS, NULL, 0);
+            ring_reap(r, &op);
+        }
+    }
+    close(fd[0]);
+    close(fd[1]);
+    return ok;
+}
+
 bool herd_sock_batch_begin(struct event_base *base) {
     if (tl_batch) return tl_batch->base == base && !tl_batch->ended;
     struct io_batch *b = calloc(1, sizeof *b);
@@ -196,15 +236,13 @@ bool herd_sock_batch_begin(struct event_base *base) {
         free(b);
         return false;
     }
+    if (!ring_answers_at_once(&b->ring)) {
+        batch_free(b);
+        return false;
+    }
     b->base = base;
     tl_batch = b;
     return true;
-}
-
-static void batch_free(struct io_batch *b) {
-    ring_close(&b->ring);
-    free(b->bufs);
-    free(b);
 }
 
 void herd_sock_batch_end(void) {
