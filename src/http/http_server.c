@@ -979,16 +979,9 @@ enum herd_status herd_http_server_run(struct herd_http_server *h, struct herd_er
     if (!h->sigint) h->sigint = evsignal_new(h->base, SIGINT, on_signal, h);
     if (!h->sigterm || !h->sigint || event_add(h->sigterm, NULL) || event_add(h->sigint, NULL))
         return herd_error_set(err, HERD_E_NOMEM, "cannot install signal handlers");
-    if (!h->p.batched_io || !herd_sock_batch_begin(h->base)) {
-        event_base_dispatch(h->base);
-        return HERD_OK;
-    }
-    /* a turn at a time: what the turn queued goes out after it */
-    while (event_base_loop(h->base, EVLOOP_ONCE) == 0) {
-        herd_sock_batch_run();
-        if (event_base_got_exit(h->base) || event_base_got_break(h->base)) break;
-    }
-    herd_sock_batch_end();
+    const bool batched = h->p.batched_io && herd_sock_batch_begin(h->base);
+    herd_sock_batch_dispatch(h->base);
+    if (batched) herd_sock_batch_end();
     return HERD_OK;
 }
 

@@ -142,6 +142,25 @@ static unsigned ring_reap(struct io_ring *r, struct batch_op *ops) {
     return n;
 }
 
+/* The submission slot at tail, cleared and entered in the ring's array
+ * (published when the tail is stored). */
+static struct io_uring_sqe *ring_sqe(struct io_ring *r, unsigned tail) {
+    const unsigned idx = tail & *r->sq_mask;
+    struct io_uring_sqe *sqe = &r->sqes[idx];
+    memset(sqe, 0, sizeof *sqe);
+    r->sq_array[idx] = idx;
+    return sqe;
+}
+
+/* A non-blocking recv() of up to len bytes of fd into buf. */
+static void prep_recv(struct io_uring_sqe *sqe, int fd, void *buf, unsigned len) {
+    sqe->opcode = IORING_OP_RECV;
+    sqe->fd = fd;
+    sqe->addr = (unsigned long)buf;
+    sqe->len = len;
+    sqe->msg_flags = MSG_DONTWAIT;
+}
+
 /* Submits ops [0, n) and returns once all have completed (each is
  * non-blocking, so that is the submitting call itself). false: the ring
  * failed before taking them all; those it did not take are marked EAGAIN
@@ -151,24 +170,18 @@ static bool ring_run(struct io_ring *r, struct batch_op *ops, char (*bufs)[READ_
     const unsigned first = *r->sq_head;
     for (unsigned i = 0; i < n; i++, tail++) {
         struct batch_op *op = &ops[i];
-        const unsigned idx = tail & *r->sq_mask;
-        struct io_uring_sqe *sqe = &r->sqes[idx];
-        memset(sqe, 0, sizeof *sqe);
-        sqe->fd = op->s->fd;
+        struct io_uring_sqe *sqe = ring_sqe(r, tail);
         sqe->user_data = i;
         if (op->send) {
             sqe->opcode = IORING_OP_SENDMSG;
+            sqe->fd = op->s->fd;
             sqe->addr = (unsigned long)&op->msg;
             sqe->len = 1;
             sqe->msg_flags = MSG_DONTWAIT | MSG_NOSIGNAL;
         } else {
-            sqe->opcode = IORING_OP_RECV;
-            sqe->addr = (unsigned long)bufs[k++];
-            sqe->len = READ_CHUNK;
-            sqe->msg_flags = MSG_DONTWAIT;
+            prep_recv(sqe, op->s->fd, bufs[k++], READ_CHUNK);
         }
         op->res = -EAGAIN;
-        r->sq_array[idx] = idx;
     }
     __atomic_store_n(r->sq_tail, tail, __ATOMIC_RELEASE);
     unsigned done = 0;
@@ -199,15 +212,8 @@ static bool ring_answers_at_once(struct io_ring *r) {
     int fd[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fd) != 0) return false;
     char c;
-    const unsigned tail = *r->sq_tail, idx = tail & *r->sq_mask;
-    struct io_uring_sqe *sqe = &r->sqes[idx];
-    memset(sqe, 0, sizeof *sqe);
-    sqe->opcode = IORING_OP_RECV;
-    sqe->fd = fd[0];
-    sqe->addr = (unsigned long)&c;
-    sqe->len = 1;
-    sqe->msg_flags = MSG_DONTWAIT;
-    r->sq_array[idx] = idx;
+    const unsigned tail = *r->sq_tail;
+    prep_recv(ring_sqe(r, tail), fd[0], &c, 1);
     __atomic_store_n(r->sq_tail, tail + 1, __ATOMIC_RELEASE);
     struct batch_op op = {.res = 1};
     bool ok = false;
@@ -254,24 +260,24 @@ void herd_sock_batch_end(void) {
     if (!b->n_socks) batch_free(b);
 }
 
+/* Puts s on one of the batch's lists (once: *queued marks it there);
+ * false when it makes a direct call instead (no batch, or the list full). */
+static bool enqueue(struct herd_sock *s, struct herd_sock **list, unsigned *n, bool *queued) {
+    if (*queued) return true;
+    if (*n == BATCH_MAX) return false;
+    list[(*n)++] = s;
+    *queued = true;
+    return true;
+}
+
 static bool queue_recv(struct herd_sock *s) {
     struct io_batch *b = s->batch;
-    if (!b || b->ended) return false;
-    if (s->queued_recv) return true;
-    if (b->n_recv == BATCH_MAX) return false;
-    b->recv[b->n_recv++] = s;
-    s->queued_recv = true;
-    return true;
+    return b && !b->ended && enqueue(s, b->recv, &b->n_recv, &s->queued_recv);
 }
 
 static bool queue_send(struct herd_sock *s) {
     struct io_batch *b = s->batch;
-    if (!b || b->ended) return false;
-    if (s->queued_send) return true;
-    if (b->n_send == BATCH_MAX) return false;
-    b->send[b->n_send++] = s;
-    s->queued_send = true;
-    return true;
+    return b && !b->ended && enqueue(s, b->send, &b->n_send, &s->queued_send);
 }
 
 /* s is being freed: nothing of the batch refers to it any more. */
@@ -333,6 +339,18 @@ void herd_sock_batch_run(void) {
                 received(s, op->res < 0 ? -1 : op->res, op->res < 0 ? -op->res : 0, buf);
         }
         b->n_ops = 0;
+    }
+}
+
+void herd_sock_batch_dispatch(struct event_base *base) {
+    if (!tl_batch || tl_batch->base != base) {
+        event_base_dispatch(base);
+        return;
+    }
+    /* a turn at a time: what the turn queued goes out after it */
+    while (event_base_loop(base, EVLOOP_ONCE) == 0) {
+        herd_sock_batch_run();
+        if (event_base_got_exit(base) || event_base_got_break(base)) break;
     }
 }
 

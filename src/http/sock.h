@@ -88,16 +88,20 @@ bool herd_sock_waiting(const struct herd_sock *s);
  * returns: io_uring batches the calls, nothing is in flight afterwards.
  * Only sockets made on base by this thread after begin take part.
  *
- * The loop must then be run a turn at a time with herd_sock_batch_run
- * after each turn (event_base_loop(base, EVLOOP_ONCE)): a flush only
- * queues its write until then, and a herd_sock_pending after it still
- * counts what was queued (on_drained follows once it is written).
+ * The loop must then be run by herd_sock_batch_dispatch, a turn at a
+ * time with herd_sock_batch_run after each: a flush only queues its write
+ * until the turn ends, and a herd_sock_pending after it still counts what
+ * was queued (on_drained follows once it is written).
  * false: not available here (a kernel without io_uring, or one that does
  * not allow it); everything stays direct, as without begin. */
 bool herd_sock_batch_begin(struct event_base *base);
 /* Carries out what the turn queued, and what the callbacks it runs queue
  * in turn, until nothing is queued. */
 void herd_sock_batch_run(void);
+/* Runs base's loop until it is exited or broken: a turn at a time with
+ * herd_sock_batch_run after each while this thread batches base, else
+ * event_base_dispatch. */
+void herd_sock_batch_dispatch(struct event_base *base);
 /* Runs what is queued and stops batching on this thread (sockets that
  * still exist go on with direct calls). */
 void herd_sock_batch_end(void);

@@ -89,29 +89,18 @@ static void free_base(struct event_base *base) {
     event_base_free(base);
 }
 
-static void loop(struct event_base *base) {
-    if (!batched) {
-        event_base_dispatch(base);
-        return;
-    }
-    while (event_base_loop(base, EVLOOP_ONCE) == 0) {
-        herd_sock_batch_run();
-        if (event_base_got_exit(base) || event_base_got_break(base)) break;
-    }
-}
-
 /* Runs the loop until a callback stops it, or 5 s. */
 static void run(struct event_base *base) {
     struct timeval tv = {5, 0};
     event_base_loopexit(base, &tv);
-    loop(base);
+    herd_sock_batch_dispatch(base);
 }
 
 /* Runs the loop for ms milliseconds. */
 static void run_ms(struct event_base *base, int ms) {
     struct timeval tv = {0, ms * 1000};
     event_base_loopexit(base, &tv);
-    loop(base);
+    herd_sock_batch_dispatch(base);
 }
 
 /* A flush as the owner's callback makes it, and the end of that loop turn
