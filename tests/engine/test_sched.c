@@ -629,8 +629,10 @@ static void test_background_never_ages_into_foreground(void **state) {
 
 /* Aging: a low-priority request that has waited long enough goes before
  * high-priority requests that arrived after it (nothing starves). One
- * slot, aging of 10 ms per level: after ~1 s of waiting, priority 100 is
- * worth 0. */
+ * slot, aging of 10 ms per level: after 0.2 s of waiting, priority 20 is
+ * worth 0. Priority-0 requests keep arriving whenever fewer than three
+ * wait, so the queue never empties whatever the build's speed: without
+ * aging the low one would wait for every one of them. */
 static void test_aging(void **state) {
     (void)state;
     g_aging_s = 0.01;
@@ -641,30 +643,38 @@ static void test_aging(void **state) {
     greedy(&gp, 200);
     gp.ignore_eos = true;
     struct herd_error err = {0};
-    gp.priority = 100;
+    gp.priority = 20;
     struct herd_request *low = make(&e, prompts[1], &gp);
     gp.priority = 0;
-    /* priority-0 requests keep arriving a little faster than the one slot
-     * serves them: without aging the low one would wait for all of them */
     enum { ARRIVALS = 60 };
     struct herd_request *hi[ARRIVALS];
-    for (int i = 0; i < ARRIVALS; i++) {
-        hi[i] = make(&e, prompts[i % N_PROMPTS], &gp);
-        assert_int_equal(herd_sched_submit(e.s, hi[i], &err), HERD_OK);
-        if (i == 2) assert_int_equal(herd_sched_submit(e.s, low, &err), HERD_OK);
-        usleep(40000);
+    uint32_t n_hi = 0;
+    struct herd_request_stats sl = {0}, sh;
+    /* bounded: 60 arrivals and 300 s */
+    double t0 = herd_time_now_s();
+    while (herd_time_now_s() - t0 < 300) {
+        herd_request_stats(low, &sl);
+        if (sl.admitted_s > 0) break;
+        struct herd_sched_status st;
+        herd_sched_status(e.s, &st);
+        if (st.waiting < 3 && n_hi < ARRIVALS) {
+            hi[n_hi] = make(&e, prompts[n_hi % N_PROMPTS], &gp);
+            assert_int_equal(herd_sched_submit(e.s, hi[n_hi], &err), HERD_OK);
+            if (++n_hi == 2) assert_int_equal(herd_sched_submit(e.s, low, &err), HERD_OK);
+        }
+        usleep(1000);
     }
-    struct result res;
-    collect(low, &res);
-    struct herd_request_stats sl, sh;
-    herd_request_stats(low, &sl);
-    herd_request_stats(hi[ARRIVALS - 1], &sh);
     assert_true(sl.admitted_s > 0);
+    /* the newest arrival, queued before the low one was admitted, still waits */
+    herd_request_stats(hi[n_hi - 1], &sh);
+    printf("aging: the low request was admitted with %u priority-0 arrivals submitted\n", n_hi);
+    assert_true(n_hi < ARRIVALS);
     assert_true(sh.admitted_s == 0 || sl.admitted_s < sh.admitted_s);
-    for (int i = 0; i < ARRIVALS; i++) {
+    for (uint32_t i = 0; i < n_hi; i++) {
         herd_request_cancel(hi[i]);
         herd_request_release(hi[i]);
     }
+    herd_request_cancel(low);
     herd_request_release(low);
     wait_idle(&e);
     env_close(&e);
