@@ -82,13 +82,18 @@ size_t route_pick_hashed(const struct route_policy_params *p, const struct route
      * 10 ms behind, a scrape a second), and at low load the strict bound
      * would then send the same prompt to different replicas. */
     const double bound = ceil((1 + p->hash_eps) * (total + 1) / (double)n) + 1;
+    /* kinds: the even share exactly (a kind is many requests to come) */
+    uint64_t kinds = 0;
+    for (size_t i = 0; i < n; i++) kinds += c[i].kinds;
+    const uint64_t kinds_bound = (kinds + 1 + n - 1) / n;
     size_t best = SIZE_MAX;
     uint64_t best_score = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (eff_load(&c[i]) + 1 > bound) continue;
-        const uint64_t sc = score(request_key, c[i].key);
-        if (best == SIZE_MAX || sc > best_score) best = i, best_score = sc;
-    }
+    for (int pass = 0; pass < 2 && best == SIZE_MAX; pass++) /* then without the kinds' bound */
+        for (size_t i = 0; i < n; i++) {
+            if (eff_load(&c[i]) + 1 > bound || (!pass && c[i].kinds + 1 > kinds_bound)) continue;
+            const uint64_t sc = score(request_key, c[i].key);
+            if (best == SIZE_MAX || sc > best_score) best = i, best_score = sc;
+        }
     return best == SIZE_MAX ? least_loaded(c, n) : best;
 }
 

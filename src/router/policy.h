@@ -22,7 +22,14 @@
  * bounded-load rule of Mirrokni et al.: a replica is skipped while its load
  * would pass (1 + eps) times the average, plus one request of slack. Two routers that see the same
  * replicas and loads send a prompt to the same replica without talking to
- * each other. */
+ * each other.
+ *
+ * The same rule bounds kinds of prompt (their consistent-hashing keys: one
+ * per system prompt) as well as requests: a new kind goes to a replica
+ * holding no more kinds than the even share. Hashing alone puts 8 system
+ * prompts on 4 replicas 3 / 2 / 2 / 1 or worse most of the time, and the
+ * replica with 3 then serves 3/8 of the traffic from a cache that holds
+ * fewer of them: its queue set the TTFT p90. */
 #ifndef HERD_ROUTER_POLICY_H
 #define HERD_ROUTER_POLICY_H
 
@@ -53,6 +60,7 @@ struct route_candidate {
     double weight;          /* (0, 1]: slow start */
     uint32_t prefix_blocks; /* blocks of this prompt the replica holds past those all prompts share */
     uint32_t prompt_blocks; /* the prompt's full blocks past those all prompts share (0: unknown) */
+    uint32_t kinds;         /* other kinds of prompt it holds, of those seen lately (cache-aware, no holder) */
 };
 
 struct route_policy_params {

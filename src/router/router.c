@@ -46,6 +46,27 @@ uint16_t herd_router_port(const struct herd_router *rt) { return herd_http_serve
 
 /* ----------------------------------------------------------- choice */
 
+/* Notes k's kind in the ring of those seen lately (once). A kind is the
+ * prompt's first block past what all prompts share, so a prompt shorter
+ * than that has none. */
+static void note_kind(struct herd_router *rt, const struct prompt_key *k) {
+    if (k->n_hashes <= k->common) return;
+    for (uint32_t i = 0; i < rt->n_kinds; i++)
+        if (rt->kinds[i] == k->key) return;
+    rt->kinds[rt->next_kind] = k->key;
+    rt->next_kind = (rt->next_kind + 1) % ROUTER_KINDS;
+    if (rt->n_kinds < ROUTER_KINDS) rt->n_kinds++;
+}
+
+/* How many kinds seen lately, other than k's own, x holds. */
+static uint32_t kinds_held(const struct herd_router *rt, const struct replica *x, const struct prompt_key *k,
+                           double now) {
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < rt->n_kinds; i++)
+        n += rt->kinds[i] != k->key && prefix_index_has(&x->index, rt->kinds[i], now);
+    return n;
+}
+
 struct replica *router_choose(struct herd_router *rt, const struct prompt_key *k, const struct replica *exclude,
                               bool herd_only) {
     struct route_candidate c[256];
@@ -53,6 +74,7 @@ struct replica *router_choose(struct herd_router *rt, const struct prompt_key *k
     size_t n = 0;
     const double now = herd_time_now_s();
     const bool cache = rt->p.policy == ROUTE_CACHE_AWARE && k;
+    bool held = false; /* some replica holds part of the prompt past what all share */
     for (uint32_t i = 0; i < rt->n_rep && n < 256; i++) {
         struct replica *x = rt->rep[i];
         if (!replica_eligible(x) || x == exclude || (herd_only && !x->herd)) continue;
@@ -65,9 +87,15 @@ struct replica *router_choose(struct herd_router *rt, const struct prompt_key *k
                                      .weight = replica_weight(x, now),
                                      .prefix_blocks = cache && match > k->common ? match - k->common : 0,
                                      .prompt_blocks = cache && k->n_hashes > k->common ? k->n_hashes - k->common : 0};
+        held |= c[n].prefix_blocks > 0;
         n++;
     }
     if (!n) return NULL;
+    /* a new kind of prompt: spread the kinds (only then: it costs a lookup
+     * per kind and replica) */
+    if (cache && !held)
+        for (size_t i = 0; i < n; i++) c[i].kinds = kinds_held(rt, who[i], k, now);
+    if (cache) note_kind(rt, k);
     enum route_reason why;
     const size_t i = route_pick(rt->p.policy, &rt->p.policy_params, &rt->ps, c, n, k ? k->key : 0, &why);
     herd_metric_add(rt->metrics.decisions[why], 1);

@@ -71,6 +71,11 @@ struct replica {
 
 /* ------------------------------------------------------------ router */
 
+/* Kinds of prompt (system prompts, say) the router remembers to spread
+ * new ones: a lookup per kind and replica for each prompt no replica
+ * holds. */
+#define ROUTER_KINDS 32
+
 struct router_metrics {
     struct herd_metrics *reg;
     struct herd_http_metrics http;
@@ -105,6 +110,10 @@ struct herd_router {
     struct replica **rep;
     uint32_t n_rep, cap_rep, next_id;
     struct route_policy_state ps;
+    /* the kinds of prompt (prompt_key.key) seen lately, a ring: cache-aware
+     * counts those each replica holds to place a new kind (policy.h) */
+    uint64_t kinds[ROUTER_KINDS];
+    uint32_t n_kinds, next_kind;
     double retry_budget;
     /* requests waiting for a replica, oldest first */
     struct proxy *wait_head, *wait_tail;

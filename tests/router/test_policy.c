@@ -158,6 +158,33 @@ static void test_hashing_bounds_load(void **state) {
     assert_true(max <= ceil(1.1 * 400 / 4) + 2);
 }
 
+/* New kinds of prompt spread evenly: 8 keys placed one after another (each
+ * then held where it went) end 2 / 2 / 2 / 2 over 4 replicas, where plain
+ * rendezvous hashing of the same keys puts 3 or more on one of them. */
+static void test_hashing_spreads_kinds(void **state) {
+    (void)state;
+    struct route_policy_params p;
+    route_policy_default_params(&p);
+    int worst_plain = 0;
+    for (uint64_t seed = 0; seed < 50; seed++) {
+        struct route_candidate c[4];
+        int plain[4] = {0};
+        for (int i = 0; i < 4; i++) c[i] = cand(50 + (uint64_t)i, 0, 0);
+        for (uint64_t k = 0; k < 8; k++) {
+            const uint64_t key = herd_rng_mix(seed * 100 + k);
+            c[route_pick_hashed(&p, c, 4, key)].kinds++;
+            struct route_candidate bare[4];
+            for (int i = 0; i < 4; i++) bare[i] = cand(50 + (uint64_t)i, 0, 0);
+            plain[route_pick_hashed(&p, bare, 4, key)]++;
+        }
+        for (int i = 0; i < 4; i++) {
+            assert_int_equal(c[i].kinds, 2);
+            worst_plain = plain[i] > worst_plain ? plain[i] : worst_plain;
+        }
+    }
+    assert_true(worst_plain >= 3);
+}
+
 static void test_policy_names(void **state) {
     (void)state;
     enum route_policy p;
@@ -238,6 +265,7 @@ int main(void) {
         cmocka_unit_test(test_cache_aware_release_grows_with_the_cached_share),
         cmocka_unit_test(test_hashing_agrees_and_moves_little),
         cmocka_unit_test(test_hashing_bounds_load),
+        cmocka_unit_test(test_hashing_spreads_kinds),
         cmocka_unit_test(test_policy_names),
         cmocka_unit_test(test_index_match_and_churn),
         cmocka_unit_test(test_index_drops_confirmed_keeps_guesses),
