@@ -26,7 +26,7 @@
  *
  * The same rule bounds kinds of prompt (their consistent-hashing keys: one
  * per system prompt) as well as requests: a new kind goes to a replica
- * holding no more kinds than the even share. Hashing alone puts 8 system
+ * that was sent no more of the kinds seen lately than the even share. Hashing alone puts 8 system
  * prompts on 4 replicas 3 / 2 / 2 / 1 or worse most of the time, and the
  * replica with 3 then serves 3/8 of the traffic from a cache that holds
  * fewer of them: its queue set the TTFT p90. */
@@ -60,7 +60,7 @@ struct route_candidate {
     double weight;          /* (0, 1]: slow start */
     uint32_t prefix_blocks; /* blocks of this prompt the replica holds past those all prompts share */
     uint32_t prompt_blocks; /* the prompt's full blocks past those all prompts share (0: unknown) */
-    uint32_t kinds;         /* other kinds of prompt it holds, of those seen lately (cache-aware, no holder) */
+    uint32_t kinds;         /* other kinds of prompt seen lately that last went to it (cache-aware, no holder) */
 };
 
 struct route_policy_params {

@@ -71,9 +71,8 @@ struct replica {
 
 /* ------------------------------------------------------------ router */
 
-/* Kinds of prompt (system prompts, say) the router remembers to spread
- * new ones: a lookup per kind and replica for each prompt no replica
- * holds. */
+/* Kinds of prompt (system prompts, say) the router remembers, with where
+ * each last went, to spread new ones. */
 #define ROUTER_KINDS 32
 
 struct router_metrics {
@@ -111,8 +110,9 @@ struct herd_router {
     uint32_t n_rep, cap_rep, next_id;
     struct route_policy_state ps;
     /* the kinds of prompt (prompt_key.key) seen lately, a ring: cache-aware
-     * counts those each replica holds to place a new kind (policy.h) */
+     * counts those sent to each replica to place a new kind (policy.h) */
     uint64_t kinds[ROUTER_KINDS];
+    uint64_t kind_replica[ROUTER_KINDS]; /* the replica (its key) each kind last went to */
     uint32_t n_kinds, next_kind;
     double retry_budget;
     /* requests waiting for a replica, oldest first */
