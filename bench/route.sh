@@ -297,11 +297,13 @@ for t in ("direct", "haproxy", "herd-route"):
         "requests_per_s_32": med(rps), "cpu_cores_32": med(x["cpu_ticks"] / tck / (x["wrk"]["duration_us"] / 1e6) for x in many),
         "requests_per_core_s_32": med(v for v in per_core if v) if any(per_core) else None,
         "errors": sum(x["wrk"]["socket_errors"] + x["wrk"]["non_2xx"] for x in one + many)}
+def one_conn(r, t):
+    """wrk's figures for target t at one connection in round r"""
+    return next(y for y in rows if y["round"] == r and y["target"] == t and y["connections"] == 1)["wrk"]
 # added latency: per round, proxied minus direct (the same round), then the median
 for t in ("haproxy", "herd-route"):
     for q in ("p50_us", "p99_us"):
-        d = [next(y for y in rows if y["round"] == x["round"] and y["target"] == t and y["connections"] == 1)["wrk"][q]
-             - x["wrk"][q] for x in rows if x["target"] == "direct" and x["connections"] == 1]
+        d = [one_conn(x["round"], t)[q] - x["wrk"][q] for x in rows if x["target"] == "direct" and x["connections"] == 1]
         res["paths"][t]["added_" + q] = med(d)
 # A run whose slowest request took 50 ms or more was stalled from outside:
 # on these VMs the hypervisor stops a busy vCPU for ~100 ms every few
@@ -312,8 +314,6 @@ for t in ("haproxy", "herd-route"):
 # rounds where neither the direct nor the proxied run at one connection
 # stalled, and the goal is judged on those when there are any.
 STALL_US = 50000
-def one_conn(r, t):
-    return next(y for y in rows if y["round"] == r and y["target"] == t and y["connections"] == 1)["wrk"]
 for t in ("haproxy", "herd-route"):
     clean = [r for r in range(1, rounds + 1)
              if one_conn(r, "direct")["max_us"] < STALL_US and one_conn(r, t)["max_us"] < STALL_US]
