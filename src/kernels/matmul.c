@@ -169,34 +169,33 @@ static size_t item_macs(const struct job *j, const struct herd_matmul_out *o) {
     return DOT_ROWS * j->cols * j->n_tokens;
 }
 
-/* A group of a kpack.h matrix for one chunk of tokens: gemm_kpack, or its
- * scalar twin in a family without one. */
-static void kpacked_item(const struct job *j, const struct herd_matmul_out *o, size_t item) {
+/* Items [i0, i1) of one output on the packed path: each a group of 16 rows
+ * for one chunk of tokens, through gemm_kpack (or its scalar twin in a
+ * family without one) for kpack.h's types, gemm_packed for Q8_0 / Q4_0.
+ * The layout is looked up once per range, not once per item (a token of a
+ * small model is ~10,000 items). */
+static void packed_items(const struct job *j, const struct herd_matmul_out *o, size_t i0, size_t i1) {
     const struct herd_matrix *w = o->w;
-    const size_t groups = (size_t)w->rows / HERD_PACK_ROWS, chunk = herd_kpack_chunk_bytes(w->type);
-    const size_t nb = (size_t)w->cols / herd_kpack_block_cols(w->type);
-    const size_t t0 = item / groups * PACKED_TOKEN_CHUNK, g = item % groups;
-    const size_t nt = j->n_tokens - t0 < PACKED_TOKEN_CHUNK ? j->n_tokens - t0 : PACKED_TOKEN_CHUNK;
-    const void *x = herd_act_type_of(w->type) == HERD_ACT_Q8K
-                        ? (const void *)(q8k_rows(j) + t0 * nb)
-                        : (const void *)((const struct herd_block_q8a *)j->scratch + t0 * nb);
-    (j->k->gemm_kpack ? j->k->gemm_kpack : herd_kpack_gemm_ref)(
-        w->type, w->packed + g * nb * chunk, nb, x, nb, nt, o->y + t0 * o->y_stride + g * HERD_PACK_ROWS, o->y_stride);
-}
-
-static void packed_item(const struct job *j, const struct herd_matmul_out *o, size_t item) {
-    const struct herd_matrix *w = o->w;
-    if (kpacked(w->type)) {
-        kpacked_item(j, o, item);
-        return;
+    const bool kp = kpacked(w->type);
+    const size_t groups = (size_t)w->rows / HERD_PACK_ROWS;
+    const size_t chunk = kp                               ? herd_kpack_chunk_bytes(w->type)
+                         : w->type == HERD_GGML_TYPE_Q4_0 ? HERD_PACK_Q4_0_CHUNK
+                                                          : HERD_PACK_Q8_0_CHUNK;
+    const size_t nb = (size_t)w->cols / (kp ? herd_kpack_block_cols(w->type) : HERD_QK8A);
+    const bool k_act = herd_act_type_of(w->type) == HERD_ACT_Q8K;
+    for (size_t item = i0; item < i1; item++) {
+        const size_t t0 = item / groups * PACKED_TOKEN_CHUNK, g = item % groups;
+        const size_t nt = j->n_tokens - t0 < PACKED_TOKEN_CHUNK ? j->n_tokens - t0 : PACKED_TOKEN_CHUNK;
+        const uint8_t *wg = w->packed + g * nb * chunk;
+        float *y = o->y + t0 * o->y_stride + g * HERD_PACK_ROWS;
+        const struct herd_block_q8a *xa = (const struct herd_block_q8a *)j->scratch + t0 * nb;
+        if (!kp)
+            j->k->gemm_packed(w->type, wg, nb, xa, nb, nt, y, o->y_stride);
+        else
+            (j->k->gemm_kpack ? j->k->gemm_kpack : herd_kpack_gemm_ref)(
+                w->type, wg, nb, k_act ? (const void *)(q8k_rows(j) + t0 * nb) : (const void *)xa, nb, nt, y,
+                o->y_stride);
     }
-    const size_t groups = (size_t)w->rows / HERD_PACK_ROWS, nb = (size_t)w->cols / HERD_QK8A;
-    const size_t chunk = w->type == HERD_GGML_TYPE_Q4_0 ? HERD_PACK_Q4_0_CHUNK : HERD_PACK_Q8_0_CHUNK;
-    const size_t t0 = item / groups * PACKED_TOKEN_CHUNK, g = item % groups;
-    const size_t nt = j->n_tokens - t0 < PACKED_TOKEN_CHUNK ? j->n_tokens - t0 : PACKED_TOKEN_CHUNK;
-    const struct herd_block_q8a *x = j->scratch;
-    j->k->gemm_packed(w->type, w->packed + g * nb * chunk, nb, x + t0 * nb, nb, nt,
-                      o->y + t0 * o->y_stride + g * HERD_PACK_ROWS, o->y_stride);
 }
 
 static void dot_item(const struct job *j, const struct herd_matmul_out *o, size_t item, int ith) {
@@ -250,16 +249,19 @@ static void dot_item(const struct job *j, const struct herd_matmul_out *o, size_
 /* Items [begin, end) of the job: the outputs' items one after another. */
 static void work_range(void *ctx, int ith, size_t begin, size_t end) {
     const struct job *j = ctx;
-    size_t o = 0, base = 0, n = out_items(j, &j->outs[0]);
-    for (size_t item = begin; item < end; item++) {
-        while (item >= base + n) {
-            base += n;
-            n = out_items(j, &j->outs[++o]);
+    size_t base = 0;
+    for (size_t o = 0; o < j->n_outs && begin < end; o++) {
+        const struct herd_matmul_out *out = &j->outs[o];
+        const size_t n = out_items(j, out);
+        if (begin < base + n) {
+            const size_t i1 = end < base + n ? end : base + n;
+            if (packed_path(j, out))
+                packed_items(j, out, begin - base, i1 - base);
+            else
+                for (size_t item = begin; item < i1; item++) dot_item(j, out, item - base, ith);
+            begin = i1;
         }
-        if (packed_path(j, &j->outs[o]))
-            packed_item(j, &j->outs[o], item - base);
-        else
-            dot_item(j, &j->outs[o], item - base, ith);
+        base += n;
     }
 }
 
