@@ -236,6 +236,11 @@ ELEMENTWISE static void add_into(float *x, const float *y, size_t n) {
     for (size_t i = 0; i < n; i++) x[i] += y[i];
 }
 
+/* dst = src * s */
+ELEMENTWISE static void scale_into(float *dst, const float *src, float s, size_t n) {
+    for (size_t i = 0; i < n; i++) dst[i] = src[i] * s;
+}
+
 ELEMENTWISE static void rmsnorm(float *out, const float *x, const float *w, size_t n, double eps) {
     double lane[NORM_LANES] = {0}; /* double: the sum of n squares loses nothing worth keeping */
     size_t i = 0;
@@ -490,11 +495,9 @@ static void attend(struct herd_context *c, const struct herd_batch *b, uint32_t 
     const float scale = c->model->attn_scale;
     const struct herd_layer *L = &c->model->layers[layer];
     const uint32_t win = L->slides ? (uint32_t)d->n_swa : 0;
-    for (uint32_t r = 0; r < R; r++) {
-        const float *qsrc = c->q + (size_t)(t0 + r) * qd + head0;
-        for (uint32_t i = 0; i < G * hd; i++) q[(size_t)r * G * hd + i] = qsrc[i] * scale;
-    }
-    for (size_t i = 0; i < (size_t)rows * hd; i++) acc[i] = 0.0f;
+    for (uint32_t r = 0; r < R; r++)
+        scale_into(q + (size_t)r * G * hd, c->q + (size_t)(t0 + r) * qd + head0, scale, G * hd);
+    memset(acc, 0, (size_t)rows * hd * sizeof *acc);
     for (uint32_t i = 0; i < rows; i++) m[i] = -INFINITY, l[i] = 0.0f;
     const uint32_t first_pos = b->pos[t0], n_pos = b->pos[t0 + R - 1] + 1;
     /* token r sees keys [lo(r), first_pos + r] */
@@ -532,8 +535,7 @@ static void attend(struct herd_context *c, const struct herd_batch *b, uint32_t 
         float *out = c->att + at;
         for (uint32_t g = 0; g < G; g++) {
             const size_t i = (size_t)r * G + g;
-            const float inv = 1.0f / l[i];
-            for (uint32_t e = 0; e < hd; e++) out[(size_t)g * hd + e] = acc[i * hd + e] * inv;
+            scale_into(out + (size_t)g * hd, acc + i * hd, 1.0f / l[i], hd);
         }
         /* whole blocks (G x head_dim a multiple of the block, checked by the caller) */
         if (acts.q8a) c->k->quantize_row_q8a(out, acts.q8a + at / HERD_QK8A, (size_t)G * hd);
