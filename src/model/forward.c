@@ -218,10 +218,12 @@ const float *herd_context_logits(const struct herd_context *c, uint32_t i) {
 
 /* Element-wise loops compiled for AVX-512 and AVX2 too, picked at load by
  * the CPU (the same arithmetic in every clone: lanes as written, no
- * contraction under -std=c17). -O2's "very cheap" vectorizer left them
- * scalar (a loop of unknown length whose pointers may overlap), so they ask
- * for the dynamic cost model: the residual add and rmsnorm of smollm-135m's
- * decode went from 0.12 to 0.044 ms a token. */
+ * contraction). -O2's "very cheap" vectorizer left them scalar (a loop of
+ * unknown length whose pointers may overlap), so they ask for the dynamic
+ * cost model: the residual add and rmsnorm of smollm-135m's decode went
+ * from 0.12 to 0.044 ms a token. The vectorizer may still fuse a pattern
+ * it recognises (rope_adjacent's complex multiply): check a new user's
+ * clones for vfmadd with objdump. */
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__) &&               \
     !defined(__SANITIZE_THREAD__)
 #define ELEMENTWISE                                                                                                    \
@@ -268,10 +270,11 @@ static void rope_angles(const struct herd_context *c, const double *inv_freq, ui
 }
 
 /* One head's rotation by the angles cs, its pairs adjacent (2i, 2i + 1) or
- * half a rotation apart (i, i + half: NeoX). Loops of their own, so that
- * they vectorize (one loop with the choice inside stayed scalar: 1.3 % of
- * a small model's decode); the arithmetic per element is the same. */
-ELEMENTWISE static void rope_adjacent(float *p, const float *cs, size_t half) {
+ * half a rotation apart (i, i + half: NeoX); the arithmetic per element is
+ * the same as one loop with the choice inside. Adjacent pairs stay plain C:
+ * GCC 12's vectorizer reads them as complex multiplications and emits
+ * vfmaddsub (one rounding where the C has two) even with fp-contract off. */
+static void rope_adjacent(float *p, const float *cs, size_t half) {
     for (size_t i = 0; i < half; i++) {
         const float c = cs[2 * i], sn = cs[2 * i + 1], x0 = p[2 * i], x1 = p[2 * i + 1];
         p[2 * i] = x0 * c - x1 * sn;
