@@ -53,12 +53,12 @@ uint16_t herd_router_port(const struct herd_router *rt) { return herd_http_serve
 static void note_kind(struct herd_router *rt, const struct prompt_key *k, const struct replica *x) {
     if (k->n_hashes <= k->common) return;
     for (uint32_t i = 0; i < rt->n_kinds; i++)
-        if (rt->kinds[i] == k->key) {
-            rt->kind_replica[i] = x->key;
+        if (rt->kinds[i].key == k->key) {
+            rt->kinds[i].replica = x->key;
             return;
         }
-    rt->kinds[rt->next_kind] = k->key;
-    rt->kind_replica[rt->next_kind] = x->key;
+    rt->kinds[rt->next_kind].key = k->key;
+    rt->kinds[rt->next_kind].replica = x->key;
     rt->next_kind = (rt->next_kind + 1) % ROUTER_KINDS;
     if (rt->n_kinds < ROUTER_KINDS) rt->n_kinds++;
 }
@@ -70,7 +70,7 @@ static void note_kind(struct herd_router *rt, const struct prompt_key *k, const 
  * 12 / 11 / 11 / 7 in bench/route.sh's no-shared-prefix runs). */
 static uint32_t kinds_sent(const struct herd_router *rt, const struct replica *x, const struct prompt_key *k) {
     uint32_t n = 0;
-    for (uint32_t i = 0; i < rt->n_kinds; i++) n += rt->kinds[i] != k->key && rt->kind_replica[i] == x->key;
+    for (uint32_t i = 0; i < rt->n_kinds; i++) n += rt->kinds[i].key != k->key && rt->kinds[i].replica == x->key;
     return n;
 }
 

@@ -111,8 +111,10 @@ struct herd_router {
     struct route_policy_state ps;
     /* the kinds of prompt (prompt_key.key) seen lately, a ring: cache-aware
      * counts those sent to each replica to place a new kind (policy.h) */
-    uint64_t kinds[ROUTER_KINDS];
-    uint64_t kind_replica[ROUTER_KINDS]; /* the replica (its key) each kind last went to */
+    struct {
+        uint64_t key;     /* prompt_key.key */
+        uint64_t replica; /* the replica (its key) it last went to */
+    } kinds[ROUTER_KINDS];
     uint32_t n_kinds, next_kind;
     double retry_budget;
     /* requests waiting for a replica, oldest first */
