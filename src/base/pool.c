@@ -3,9 +3,13 @@
  * wake-ups: see herd_pool_run), completion counted atomically. */
 #include "base/pool.h"
 
+#include "base/assert.h"
+
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -30,6 +34,11 @@
 #define SPIN_ITERATIONS 20000
 #endif
 
+/* The index of this thread in the pool it serves (0 for the thread that
+ * calls a team run): a split run made inside a team run is a collective
+ * call, and each thread claims first from its own share. */
+static _Thread_local int tls_ith;
+
 struct worker {
     struct herd_pool *pool;
     int index;
@@ -37,17 +46,36 @@ struct worker {
 };
 
 /* One thread's share of a split run, on its own cache line: the owner's
- * claims stay uncontended until another thread comes to take what is left. */
+ * claims stay uncontended until another thread comes to take what is left.
+ * The word holds the split's epoch above the next item (EPOCH_SHIFT): in a
+ * team run (herd_pool_run_team) no thread resets the shares while the
+ * others may still be claiming; whichever thread first comes to a share in
+ * a new split opens it by compare-and-swap from the last epoch, and a claim
+ * on a share of the current epoch can only be of the current split. */
 struct share {
-    _Atomic size_t next;
-    size_t end;
-    char pad[64 - sizeof(_Atomic size_t) - sizeof(size_t)];
+    _Atomic uint64_t word;
+    char pad[64 - sizeof(_Atomic uint64_t)];
+};
+
+/* Items below 2^40 (a split's count is far smaller); epochs wrap at 2^24,
+ * compared for equality only: a share is opened in every split, so it is
+ * never more than one epoch behind. */
+#define EPOCH_SHIFT 40
+#define NEXT_MASK   ((UINT64_C(1) << EPOCH_SHIFT) - 1)
+#define EPOCH_MASK  ((UINT64_C(1) << (64 - EPOCH_SHIFT)) - 1)
+
+/* A thread's own state in a team run: how many splits it has been through,
+ * the same count on every thread since each makes the same calls. */
+struct member {
+    uint64_t epoch;
+    char pad[64 - sizeof(uint64_t)];
 };
 
 struct split_job {
     herd_pool_range_fn fn;
     void *ctx;
-    size_t grain;
+    size_t n_items, grain;
+    uint64_t epoch;
 };
 
 /* What a call publishes and its workers read sits on one cache line, and
@@ -59,12 +87,18 @@ struct herd_pool {
     void *ctx;
     struct split_job split;
     bool stop;
+    bool team;      /* a herd_pool_run_team is under way: split runs are collective */
+    uint64_t epoch; /* of the last split run, between runs */
     _Alignas(64) _Atomic int pending;
+    /* a team run's barrier: the number of threads arrived in the low 32
+     * bits, the barrier's phase above them, so one cache line carries both */
+    _Alignas(64) _Atomic uint64_t barrier;
     /* workers between deciding to sleep and waking; herd_pool_run takes the
      * mutex to wake them only when this is not 0 */
     _Alignas(64) _Atomic int sleepers;
     int n_threads;
     struct share *shares;   /* n_threads, for herd_pool_run_split */
+    struct member *members; /* n_threads, for herd_pool_run_team */
     struct worker *workers; /* n_threads - 1 */
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -74,6 +108,7 @@ static void *worker_main(void *arg) {
     struct worker *w = arg;
     struct herd_pool *p = w->pool;
     unsigned long seen = 0;
+    tls_ith = w->index;
     for (;;) {
         int spins = 0;
         while (atomic_load_explicit(&p->generation, memory_order_acquire) == seen && spins < SPIN_ITERATIONS) {
@@ -109,9 +144,12 @@ struct herd_pool *herd_pool_create(int n_threads) {
     pthread_cond_init(&p->cv, NULL);
     p->workers = calloc((size_t)n_threads, sizeof *p->workers);
     p->shares = aligned_alloc(64, (size_t)n_threads * sizeof *p->shares);
-    if (!p->workers || !p->shares) {
+    p->members = aligned_alloc(64, (size_t)n_threads * sizeof *p->members);
+    if (p->shares) memset(p->shares, 0, (size_t)n_threads * sizeof *p->shares);
+    if (!p->workers || !p->shares || !p->members) {
         free(p->workers);
         free(p->shares);
+        free(p->members);
         free(p);
         return NULL;
     }
@@ -139,12 +177,30 @@ void herd_pool_destroy(struct herd_pool *p) {
     pthread_cond_destroy(&p->cv);
     free(p->workers);
     free(p->shares);
+    free(p->members);
     free(p);
 }
 
 int herd_pool_size(const struct herd_pool *p) { return p->n_threads; }
 
-void herd_pool_run(struct herd_pool *p, herd_pool_fn fn, void *ctx) {
+/* Waits until every thread of a team run has arrived. The last to arrive
+ * starts the next phase; the others spin (the phases of a forward pass are
+ * microseconds apart), yielding now and then so that a thread the OS has
+ * preempted on a busy machine gets the core back. */
+static void team_barrier(struct herd_pool *p) {
+    const uint64_t seen = atomic_fetch_add_explicit(&p->barrier, 1, memory_order_acq_rel);
+    if ((uint32_t)seen == (uint32_t)p->n_threads - 1) {
+        atomic_store_explicit(&p->barrier, ((seen >> 32) + 1) << 32, memory_order_release);
+        return;
+    }
+    for (unsigned spins = 1; atomic_load_explicit(&p->barrier, memory_order_acquire) >> 32 == seen >> 32; spins++) {
+        CPU_RELAX();
+        if (spins % SPIN_ITERATIONS == 0) sched_yield();
+    }
+}
+
+/* Runs fn on every thread and waits: herd_pool_run outside a team run. */
+static void launch(struct herd_pool *p, herd_pool_fn fn, void *ctx) {
     if (p->n_threads == 1) {
         fn(ctx, 0, 1);
         return;
@@ -164,42 +220,120 @@ void herd_pool_run(struct herd_pool *p, herd_pool_fn fn, void *ctx) {
     while (atomic_load_explicit(&p->pending, memory_order_acquire) > 0) CPU_RELAX();
 }
 
-/* Claims the next grain of share s; false once it is used up. */
-static bool claim(struct share *s, size_t grain, size_t *begin, size_t *end) {
-    if (atomic_load_explicit(&s->next, memory_order_relaxed) >= s->end) return false;
-    size_t b = atomic_fetch_add_explicit(&s->next, grain, memory_order_relaxed);
-    if (b >= s->end) return false;
+void herd_pool_run(struct herd_pool *p, herd_pool_fn fn, void *ctx) {
+    if (p->team) { /* every thread of the team is here */
+        fn(ctx, tls_ith, p->n_threads);
+        team_barrier(p);
+        return;
+    }
+    launch(p, fn, ctx);
+}
+
+/* Share i of a split: [*begin, *end), on whole grains so that a thread's
+ * claims never straddle two shares. */
+static void share_bounds(const struct split_job *j, size_t i, size_t nth, size_t *begin, size_t *end) {
+    const size_t grains = (j->n_items + j->grain - 1) / j->grain;
+    const size_t b = grains * i / nth * j->grain, e = grains * (i + 1) / nth * j->grain;
+    *begin = b < j->n_items ? b : j->n_items;
+    *end = e < j->n_items ? e : j->n_items;
+}
+
+/* Opens share s for the split of epoch (tagged), at item begin, unless a
+ * thread has already done so. */
+static void open_share(struct share *s, uint64_t epoch, size_t begin) {
+    uint64_t w = atomic_load_explicit(&s->word, memory_order_relaxed);
+    while (w >> EPOCH_SHIFT != epoch &&
+           !atomic_compare_exchange_weak_explicit(&s->word, &w, epoch << EPOCH_SHIFT | begin, memory_order_relaxed,
+                                                  memory_order_relaxed)) {
+    }
+}
+
+/* Claims the next grain of an open share ending at end; false once it is
+ * used up. */
+static bool claim(struct share *s, size_t grain, size_t end, size_t *begin, size_t *stop) {
+    if ((atomic_load_explicit(&s->word, memory_order_relaxed) & NEXT_MASK) >= end) return false;
+    const size_t b = (size_t)(atomic_fetch_add_explicit(&s->word, grain, memory_order_relaxed) & NEXT_MASK);
+    if (b >= end) return false;
     *begin = b;
-    *end = b + grain < s->end ? b + grain : s->end;
+    *stop = b + grain < end ? b + grain : end;
     return true;
+}
+
+/* Thread ith's part of a split: its own share first, then what is left of
+ * the others' from the next thread on. */
+static void split_claims(struct herd_pool *p, const struct split_job *j, int ith, int nth) {
+    size_t b, e;
+    for (int k = 0; k < nth; k++) {
+        const size_t i = (size_t)((ith + k) % nth);
+        size_t sb, se;
+        share_bounds(j, i, (size_t)nth, &sb, &se);
+        open_share(&p->shares[i], j->epoch, sb);
+        while (claim(&p->shares[i], j->grain, se, &b, &e)) j->fn(j->ctx, ith, b, e);
+    }
 }
 
 static void split_part(void *ctx, int ith, int nth) {
     struct herd_pool *p = ctx;
-    const struct split_job *j = &p->split;
-    size_t b, e;
-    /* own share first, then the others' from the next thread on */
-    for (int k = 0; k < nth; k++) {
-        struct share *s = &p->shares[(ith + k) % nth];
-        while (claim(s, j->grain, &b, &e)) j->fn(j->ctx, ith, b, e);
-    }
+    split_claims(p, &p->split, ith, nth);
 }
 
 void herd_pool_run_split(struct herd_pool *p, size_t n_items, size_t grain, herd_pool_range_fn fn, void *ctx) {
-    if (n_items == 0) return;
     if (grain == 0) grain = 1;
-    const size_t nth = (size_t)p->n_threads;
+    const int nth = p->n_threads;
+    if (p->team) { /* every thread of the team is here, with its own fn and ctx */
+        struct member *me = &p->members[tls_ith];
+        me->epoch = (me->epoch + 1) & EPOCH_MASK;
+        if (n_items) {
+            const struct split_job j = {fn, ctx, n_items, grain, me->epoch};
+            split_claims(p, &j, tls_ith, nth);
+        }
+        team_barrier(p);
+        return;
+    }
+    if (n_items == 0) return;
     if (nth == 1) {
         for (size_t b = 0; b < n_items; b += grain) fn(ctx, 0, b, b + grain < n_items ? b + grain : n_items);
         return;
     }
-    /* shares start on whole grains, so a thread's claims never straddle two */
-    const size_t grains = (n_items + grain - 1) / grain;
-    for (size_t i = 0; i < nth; i++) {
-        size_t b = grains * i / nth * grain, e = grains * (i + 1) / nth * grain;
-        atomic_store_explicit(&p->shares[i].next, b < n_items ? b : n_items, memory_order_relaxed);
-        p->shares[i].end = e < n_items ? e : n_items;
+    /* every share opened before the workers start, so a worker the OS has
+     * not yet scheduled cannot hold its share up */
+    p->epoch = (p->epoch + 1) & EPOCH_MASK;
+    p->split = (struct split_job){fn, ctx, n_items, grain, p->epoch};
+    for (int i = 0; i < nth; i++) {
+        size_t sb, se;
+        share_bounds(&p->split, (size_t)i, (size_t)nth, &sb, &se);
+        open_share(&p->shares[i], p->epoch, sb);
     }
-    p->split = (struct split_job){fn, ctx, grain};
-    herd_pool_run(p, split_part, p);
+    launch(p, split_part, p);
+}
+
+void herd_pool_barrier(struct herd_pool *p) {
+    if (p->team) team_barrier(p);
+}
+
+struct team_job {
+    herd_pool_fn fn;
+    void *ctx;
+};
+
+static void team_part(void *ctx, int ith, int nth) {
+    const struct team_job *j = ctx;
+    tls_ith = ith; /* workers' own already; the calling thread's for the run */
+    j->fn(j->ctx, ith, nth);
+}
+
+void herd_pool_run_team(struct herd_pool *p, herd_pool_fn fn, void *ctx) {
+    HERD_ASSERT(!p->team);
+    if (p->n_threads == 1) {
+        fn(ctx, 0, 1);
+        return;
+    }
+    for (int i = 0; i < p->n_threads; i++) p->members[i].epoch = p->epoch;
+    const int caller_ith = tls_ith;
+    struct team_job j = {fn, ctx};
+    p->team = true; /* published to the workers with the run */
+    launch(p, team_part, &j);
+    p->team = false;
+    p->epoch = p->members[0].epoch;
+    tls_ith = caller_ith;
 }

@@ -18,7 +18,8 @@ void herd_pool_destroy(struct herd_pool *p);
 int herd_pool_size(const struct herd_pool *p);
 
 /* Runs fn(ctx, ith, nth) for ith in 0..nth-1, one per thread, and waits.
- * Only one thread may call this at a time; fn must not call it. */
+ * Only one thread may call this at a time; fn must not call it (except in
+ * a team run, see herd_pool_run_team). */
 void herd_pool_run(struct herd_pool *p, herd_pool_fn fn, void *ctx);
 
 /* Items [begin, end) of a split run, on thread ith (for per-thread scratch). */
@@ -33,5 +34,23 @@ typedef void (*herd_pool_range_fn)(void *ctx, int ith, size_t begin, size_t end)
  * on one thread, so results do not depend on which. Same rules as
  * herd_pool_run. */
 void herd_pool_run_split(struct herd_pool *p, size_t n_items, size_t grain, herd_pool_range_fn fn, void *ctx);
+
+/* Runs fn(ctx, ith, nth) on every thread like herd_pool_run, as a team:
+ * inside fn every thread makes the same pool calls in the same order, and
+ * each is collective. herd_pool_run_split splits its items among the
+ * threads (each passes its own fn and ctx, which must compute the same
+ * thing: a thread may run items of another's share) and returns on each
+ * once all items are done; herd_pool_run runs its fn on every thread and
+ * waits for all; herd_pool_barrier waits for all. A forward pass of a small
+ * model on one token makes ~150 dependent steps, each a few microseconds:
+ * as one team run the threads meet at a barrier between steps instead of
+ * the caller publishing each step to workers that start it late, and work
+ * the caller did alone between steps can be split or done by each thread
+ * on its own copy. Not from inside another run. */
+void herd_pool_run_team(struct herd_pool *p, herd_pool_fn fn, void *ctx);
+
+/* Inside a team run: returns once every thread has called it. Outside one:
+ * returns at once. */
+void herd_pool_barrier(struct herd_pool *p);
 
 #endif

@@ -108,6 +108,11 @@ struct job {
     bool precise;
     /* which activation formats the outputs take (quantize_part fills them) */
     bool need_q8a, need_q8k;
+    /* herd_matmul_multi_rows_quantized: rows per item of every output, and
+     * the call after each */
+    size_t rows_per_item;
+    herd_matmul_rows_fn done;
+    void *done_ctx;
 };
 
 struct herd_block_q8a *herd_matmul_q8a_rows(void *scratch) {
@@ -265,8 +270,8 @@ static void work_range(void *ctx, int ith, size_t begin, size_t end) {
     }
 }
 
-static void run_job(struct herd_pool *pool, struct job *j, bool quantize) {
-    if (quantize) herd_pool_run(pool, quantize_part, j);
+/* The job's item count and the grain its split claims them in. */
+static size_t job_items(const struct herd_pool *pool, const struct job *j, size_t *grain_out) {
     size_t items = 0, macs = 1;
     for (size_t i = 0; i < j->n_outs; i++) {
         items += out_items(j, &j->outs[i]);
@@ -280,13 +285,22 @@ static void run_job(struct herd_pool *pool, struct job *j, bool quantize) {
     const size_t per_share = CLAIMS_PER_THREAD * (size_t)herd_pool_size(pool);
     size_t grain = MACS_PER_CLAIM / macs;
     if (grain > (items + per_share - 1) / per_share) grain = (items + per_share - 1) / per_share;
+    *grain_out = grain;
+    return items;
+}
+
+static void run_job(struct herd_pool *pool, struct job *j, bool quantize) {
+    if (quantize) herd_pool_run(pool, quantize_part, j);
+    size_t grain;
+    const size_t items = job_items(pool, j, &grain);
     herd_pool_run_split(pool, items, grain, work_range, j);
 }
 
 /* The job of outs on x, with the activation families they take. */
 static struct job make_job(const struct herd_kernels *k, const struct herd_matmul_out *outs, size_t n_outs,
                            const float *x, size_t x_stride, size_t n_tokens, void *scratch, bool precise) {
-    struct job j = {k, outs, n_outs, (size_t)outs[0].w->cols, x, x_stride, n_tokens, scratch, precise, false, false};
+    struct job j = {k, outs, n_outs, (size_t)outs[0].w->cols, x, x_stride, n_tokens, scratch, precise, false, false,
+                    0, NULL, NULL};
     for (size_t i = 0; i < n_outs; i++) {
         HERD_ASSERT(outs[i].w->cols == outs[0].w->cols);
         const enum herd_act_type act = precise ? HERD_ACT_F32 : herd_act_type_of(outs[i].w->type);
@@ -313,4 +327,38 @@ void herd_matmul(struct herd_pool *pool, const struct herd_kernels *k, const str
                  size_t x_stride, size_t n_tokens, float *y, size_t y_stride, void *scratch, bool precise) {
     const struct herd_matmul_out o = {w, y, y_stride};
     herd_matmul_multi(pool, k, &o, 1, x, x_stride, n_tokens, scratch, precise);
+}
+
+/* Item i of a rows job: rows [i x rows_per_item, ...) of every output, then
+ * done on them. */
+static void rows_range(void *ctx, int ith, size_t begin, size_t end) {
+    const struct job *j = ctx;
+    for (size_t i = begin; i < end; i++) {
+        const size_t r0 = i * j->rows_per_item;
+        for (size_t o = 0; o < j->n_outs; o++) {
+            const struct herd_matmul_out *out = &j->outs[o];
+            const size_t r1 = r0 + j->rows_per_item < out->w->rows ? r0 + j->rows_per_item : out->w->rows;
+            if (packed_path(j, out))
+                packed_items(j, out, r0 / HERD_PACK_ROWS,
+                             r1 / HERD_PACK_ROWS); /* one chunk of tokens: items are groups */
+            else
+                for (size_t item = r0 / DOT_ROWS; item < (r1 + DOT_ROWS - 1) / DOT_ROWS; item++)
+                    dot_item(j, out, item, ith);
+        }
+        const size_t rows = j->outs[0].w->rows;
+        j->done(j->done_ctx, r0, r0 + j->rows_per_item < rows ? r0 + j->rows_per_item : rows);
+    }
+}
+
+void herd_matmul_multi_rows_quantized(struct herd_pool *pool, const struct herd_kernels *k,
+                                      const struct herd_matmul_out *outs, size_t n_outs, size_t n_tokens, void *scratch,
+                                      size_t rows_per_item, herd_matmul_rows_fn done, void *done_ctx) {
+    HERD_ASSERT(n_tokens <= PACKED_TOKEN_CHUNK && rows_per_item % HERD_PACK_ROWS == 0 && rows_per_item % DOT_ROWS == 0);
+    for (size_t i = 0; i < n_outs; i++)
+        HERD_ASSERT(herd_matmul_quantizes(outs[i].w, false) && outs[i].w->rows == outs[0].w->rows);
+    struct job j = make_job(k, outs, n_outs, NULL, 0, n_tokens, scratch, false);
+    j.rows_per_item = rows_per_item;
+    j.done = done;
+    j.done_ctx = done_ctx;
+    herd_pool_run_split(pool, (outs[0].w->rows + rows_per_item - 1) / rows_per_item, 1, rows_range, &j);
 }

@@ -96,4 +96,18 @@ struct herd_block_q8_k *herd_matmul_q8k_rows(void *scratch, size_t cols, size_t 
 void herd_matmul_multi_quantized(struct herd_pool *pool, const struct herd_kernels *k,
                                  const struct herd_matmul_out *outs, size_t n_outs, size_t n_tokens, void *scratch);
 
+/* Called by the thread that computed rows [r0, r1) of every output, right
+ * after it did (see herd_matmul_multi_rows_quantized). */
+typedef void (*herd_matmul_rows_fn)(void *ctx, size_t r0, size_t r1);
+
+/* herd_matmul_multi_quantized for outputs of equal row counts (a gate and
+ * its up projection), split into items of rows_per_item rows of every
+ * output at once (a multiple of 16), with done called after each: the
+ * thread that computed a range of both can combine them while they are in
+ * its cache, and no step of its own is needed afterwards. n_tokens at most
+ * 64. */
+void herd_matmul_multi_rows_quantized(struct herd_pool *pool, const struct herd_kernels *k,
+                                      const struct herd_matmul_out *outs, size_t n_outs, size_t n_tokens, void *scratch,
+                                      size_t rows_per_item, herd_matmul_rows_fn done, void *done_ctx);
+
 #endif

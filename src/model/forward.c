@@ -44,6 +44,11 @@ struct seq_span {
  * all their query heads (decode tokens are tiles of one). */
 #define ATT_TILE_TOKENS 4
 
+/* Batches of at most this many tokens run as a team pass (team_pass): the
+ * norms between the matmuls then cost each thread what they cost one, which
+ * for a few tokens is less than the waiting they save. */
+#define TEAM_MAX_TOKENS 4
+
 /* Floats of per-thread attention scratch: scaled q, acc ([rows][head_dim]
  * each), m and l ([rows] each) for a tile's rows (tokens x G query heads),
  * padded to a cache line. */
@@ -157,6 +162,23 @@ enum herd_status herd_context_create(const struct herd_model *m, const struct he
         }
     }
     c->mm_scratch_bytes = mm;
+    if (p.n_threads > 1) { /* a team pass's lanes: Q/K/V and gate/up activations of up to TEAM_MAX_TOKENS rows */
+        size_t lane = 0;
+        for (uint64_t l = 0; l < d->n_layer; l++) {
+            const struct herd_layer *L = &m->layers[l];
+            const struct herd_matrix *ws[] = {&L->wq, &L->wk, &L->wv, &L->w_gate, &L->w_up};
+            for (size_t i = 0; i < sizeof ws / sizeof ws[0]; i++) {
+                if (!ws[i]->data) continue;
+                size_t b = herd_matmul_scratch_bytes(ws[i], TEAM_MAX_TOKENS, 1, false);
+                if (b > lane) lane = b;
+            }
+        }
+        c->team_scratch_bytes = (lane + 63) & ~(size_t)63;
+        c->team_x = alloc_floats((size_t)p.n_threads * TEAM_MAX_TOKENS * E, &ok);
+        c->team_xn = alloc_floats((size_t)p.n_threads * TEAM_MAX_TOKENS * E, &ok);
+        c->team_scratch = aligned_alloc(64, (size_t)p.n_threads * c->team_scratch_bytes + 64);
+        if (!c->team_scratch) ok = false;
+    }
     c->spans = calloc(p.max_seqs, sizeof *c->spans);
     if (!c->spans) ok = false;
     c->mm_scratch = aligned_alloc(64, (mm + 64) & ~(size_t)63);
@@ -200,6 +222,9 @@ void herd_context_destroy(struct herd_context *c) {
     free(c->rope_cs_local);
     free(c->rope_inv_freq_local);
     free(c->mm_scratch);
+    free(c->team_x);
+    free(c->team_xn);
+    free(c->team_scratch);
     free(c->spans);
     free(c);
 }
@@ -331,10 +356,26 @@ struct rows_job {
     const struct herd_batch *b;
     enum rows_kind kind;
     uint32_t layer;
+    float *x, *xn;    /* ROWS_NORM, ROWS_ADD_NORM: the residual and the normed rows (the lane's) */
     const float *w;   /* the norm's weights */
     const float *pre; /* ROWS_ADD_NORM: the norm of xn before the add (gemma's post norms), or NULL */
     /* the next matmul's quantized activations, written here row by row */
     struct fused_acts acts;
+    size_t item_floats; /* ROWS_SILU_GATE: floats of the gate per item */
+};
+
+/* Where one thread of a forward pass keeps what it does not share with the
+ * others. A plain pass has one lane, the context's own buffers: the
+ * steps between matmuls run on the pool or on the calling thread. In a
+ * team pass (team_decode) every thread has a lane of its own and does
+ * those steps itself on its copies: the residual add and the norms cost
+ * each thread what they cost the caller alone, and no thread waits for
+ * another between the matmuls. */
+struct lane {
+    float *x, *xn;                /* [tokens][n_embd]: the residual stream and its normed rows */
+    void *scratch;                /* the quantized activations of the Q/K/V and gate/up matmuls (fused_acts) */
+    bool team;                    /* one thread's lane in a team pass */
+    struct herd_profile *profile; /* NULL, or where this lane's steps are timed */
 };
 
 /* Floats of the gate per item of ROWS_SILU_GATE. */
@@ -376,8 +417,8 @@ static void rows_part(void *ctx, int ith, size_t lo, size_t hi) {
     const struct herd_model_desc *d = &m->desc;
     const size_t E = d->n_embd;
     if (j->kind == ROWS_SILU_GATE) {
-        const size_t n = j->b->n_tokens * d->n_ff_layer[j->layer], f0 = lo * SILU_ITEM_FLOATS;
-        const size_t f1 = hi * SILU_ITEM_FLOATS < n ? hi * SILU_ITEM_FLOATS : n;
+        const size_t n = j->b->n_tokens * d->n_ff_layer[j->layer], f0 = lo * j->item_floats;
+        const size_t f1 = hi * j->item_floats < n ? hi * j->item_floats : n;
         if (m->arch->gemma)
             c->k->gelu_mul(c->gate + f0, c->up + f0, f1 - f0);
         else
@@ -389,7 +430,8 @@ static void rows_part(void *ctx, int ith, size_t lo, size_t hi) {
     }
     const size_t half = d->n_rot / 2;
     for (size_t t = lo; t < hi; t++) {
-        float *x = c->x + t * E, *xn = c->xn + t * E;
+        float *x = j->x + t * E, *xn = j->xn + t * E;
+        const float *y = c->xn + t * E; /* the last matmul's output, shared by every lane */
         switch (j->kind) {
         case ROWS_ROPE_ANGLES:
             rope_angles(c, c->rope_inv_freq, j->b->pos[t], c->rope_cs + t * half * 2);
@@ -397,8 +439,11 @@ static void rows_part(void *ctx, int ith, size_t lo, size_t hi) {
             break;
         case ROWS_NORM:
         case ROWS_ADD_NORM:
-            if (j->pre) rmsnorm(xn, xn, j->pre, E, d->rms_eps);
-            if (j->kind == ROWS_ADD_NORM) add_into(x, xn, E);
+            if (j->pre) {
+                rmsnorm(xn, y, j->pre, E, d->rms_eps);
+                y = xn;
+            }
+            if (j->kind == ROWS_ADD_NORM) add_into(x, y, E);
             if (j->w) rmsnorm(xn, x, j->w, E, d->rms_eps);
             if (j->w && j->acts.q8a) c->k->quantize_row_q8a(xn, j->acts.q8a + t * (E / HERD_QK8A), E);
             if (j->w && j->acts.q8k) c->k->quantize_row_q8k(xn, j->acts.q8k + t * (E / HERD_QK_K), E);
@@ -409,61 +454,76 @@ static void rows_part(void *ctx, int ith, size_t lo, size_t hi) {
     }
 }
 
-/* The fused activations of a matmul of the n matrices ws on n_tokens rows:
- * when every matrix's activations are quantized (herd_matmul_quantizes),
- * the rows of each family they take; else none. */
-static struct fused_acts fused_acts(const struct herd_context *c, const struct herd_matrix *const *ws, size_t n,
-                                    size_t n_tokens) {
+/* The fused activations of a matmul of the n matrices ws on n_tokens rows,
+ * in scratch (the context's, or a lane's): when every matrix's activations
+ * are quantized (herd_matmul_quantizes), the rows of each family they take;
+ * else none. */
+static struct fused_acts fused_acts(const struct herd_context *c, void *scratch, const struct herd_matrix *const *ws,
+                                    size_t n, size_t n_tokens) {
     struct fused_acts f = {NULL, NULL};
     for (size_t i = 0; i < n; i++)
         if (!herd_matmul_quantizes(ws[i], c->params.precise)) return f;
     for (size_t i = 0; i < n; i++) {
         if (herd_act_type_of(ws[i]->type) == HERD_ACT_Q8A)
-            f.q8a = herd_matmul_q8a_rows(c->mm_scratch);
+            f.q8a = herd_matmul_q8a_rows(scratch);
         else
-            f.q8k = herd_matmul_q8k_rows(c->mm_scratch, ws[0]->cols, n_tokens);
+            f.q8k = herd_matmul_q8k_rows(scratch, ws[0]->cols, n_tokens);
     }
     return f;
 }
 
-static struct fused_acts qkv_acts(const struct herd_context *c, const struct herd_layer *L, size_t n_tokens) {
+static bool fused(struct fused_acts f) { return f.q8a || f.q8k; }
+
+static struct fused_acts qkv_acts(const struct herd_context *c, const struct lane *ln, const struct herd_layer *L,
+                                  size_t n_tokens) {
     const struct herd_matrix *ws[3] = {&L->wq, &L->wk, &L->wv};
-    return fused_acts(c, ws, 3, n_tokens);
+    return fused_acts(c, ln->scratch, ws, 3, n_tokens);
 }
 
-static struct fused_acts gate_up_acts(const struct herd_context *c, const struct herd_layer *L, size_t n_tokens) {
+static struct fused_acts gate_up_acts(const struct herd_context *c, const struct lane *ln, const struct herd_layer *L,
+                                      size_t n_tokens) {
     const struct herd_matrix *ws[2] = {&L->w_gate, &L->w_up};
     if (L->router.data) return (struct fused_acts){NULL, NULL}; /* a MoE layer gathers each expert's rows first */
-    return fused_acts(c, ws, 2, n_tokens);
+    return fused_acts(c, ln->scratch, ws, 2, n_tokens);
 }
 
-/* A layer's matmul: on the activations its producer quantized (acts, one
- * of the above), else from the floats x. outs[i] has role first_role + i (for
- * the observer). */
+/* A layer's matmul: on the activations its producer quantized into scratch
+ * (acts, one of the above), else from the floats x. outs[i] has role
+ * first_role + i (for the observer). */
 static void layer_matmul(struct herd_context *c, uint32_t layer, enum herd_matrix_role first_role,
-                         const struct herd_matmul_out *outs, size_t n_outs, struct fused_acts acts, const float *x,
-                         size_t x_stride, size_t n_tokens) {
+                         const struct herd_matmul_out *outs, size_t n_outs, struct fused_acts acts, void *scratch,
+                         const float *x, size_t x_stride, size_t n_tokens) {
     if (c->params.observe_matmul)
         for (size_t i = 0; i < n_outs; i++)
             c->params.observe_matmul(c->params.observe_ctx, layer, (enum herd_matrix_role)(first_role + (int)i), x,
                                      x_stride, n_tokens);
-    if (acts.q8a || acts.q8k)
-        herd_matmul_multi_quantized(c->pool, c->k, outs, n_outs, n_tokens, c->mm_scratch);
+    if (fused(acts))
+        herd_matmul_multi_quantized(c->pool, c->k, outs, n_outs, n_tokens, scratch);
     else
         herd_matmul_multi(c->pool, c->k, outs, n_outs, x, x_stride, n_tokens, c->mm_scratch, c->params.precise);
 }
 
-/* Runs one per-token step: on every thread (a split run, tokens taken a
- * few at a time) when there is enough work. */
-static void run_rows(struct herd_context *c, const struct herd_batch *b, enum rows_kind kind, uint32_t layer,
-                     const float *pre, const float *w, struct fused_acts acts, size_t floats) {
-    struct rows_job j = {c, b, kind, layer, w, pre, acts};
-    const size_t items =
-        kind == ROWS_SILU_GATE
-            ? (b->n_tokens * c->model->desc.n_ff_layer[layer] + SILU_ITEM_FLOATS - 1) / SILU_ITEM_FLOATS
-            : b->n_tokens;
-    if (floats >= PARALLEL_MIN_FLOATS && herd_pool_size(c->pool) > 1)
-        herd_pool_run_split(c->pool, items, kind == ROWS_SILU_GATE ? 4 : 2, rows_part, &j);
+/* Gate floats per item of ROWS_SILU_GATE in a team pass: one Q8_K block, so
+ * that a one-token gate of a small model (1536 floats) still spreads over
+ * the threads. */
+#define TEAM_SILU_ITEM_FLOATS HERD_QK_K
+
+/* Runs one per-token step. The norms of a team pass run on each thread, on
+ * its lane; every other step, and a plain pass's when there is enough work,
+ * on every thread (a split run, tokens taken a few at a time); else on the
+ * calling thread. */
+static void run_rows(struct herd_context *c, const struct herd_batch *b, const struct lane *ln, enum rows_kind kind,
+                     uint32_t layer, const float *pre, const float *w, struct fused_acts acts, size_t floats) {
+    const bool norm = kind == ROWS_NORM || kind == ROWS_ADD_NORM;
+    const size_t item_floats = ln->team ? TEAM_SILU_ITEM_FLOATS : SILU_ITEM_FLOATS;
+    struct rows_job j = {c, b, kind, layer, ln->x, ln->xn, w, pre, acts, item_floats};
+    const size_t items = kind == ROWS_SILU_GATE
+                             ? (b->n_tokens * c->model->desc.n_ff_layer[layer] + item_floats - 1) / item_floats
+                             : b->n_tokens;
+    if (ln->team && norm)
+        rows_part(&j, 0, 0, items);
+    else if (ln->team || (floats >= PARALLEL_MIN_FLOATS && herd_pool_size(c->pool) > 1))
+        herd_pool_run_split(c->pool, items, kind == ROWS_SILU_GATE && !ln->team ? 4 : ln->team ? 1 : 2, rows_part, &j);
     else
         rows_part(&j, 0, 0, items);
 }
@@ -667,6 +727,8 @@ static void moe_ffn(struct herd_context *c, const struct herd_layer *L, size_t T
 
 /* ------------------------------------------------------------ decode */
 
+#define PROF_T() (P ? herd_prof_now_ns() : 0)
+
 static enum herd_status check_batch(struct herd_context *c, const struct herd_batch *b, struct seq_span *spans,
                                     uint32_t *n_out, struct herd_error *err) {
     const struct herd_model_desc *d = &c->model->desc;
@@ -713,18 +775,185 @@ static enum herd_status check_batch(struct herd_context *c, const struct herd_ba
     return HERD_OK;
 }
 
-enum herd_status herd_decode(struct herd_context *c, const struct herd_batch *b, struct herd_error *err) {
+/* Rows of the gate and up projections per item when a team pass fuses the
+ * gate into their matmul (gate_rows_done): one Q8_K block, so that each
+ * item's gate is whole blocks of the down projection's activations of
+ * either kind. Not smaller: on smollm-135m (items of 6 us) 128 and 64 rows
+ * evened the threads out but broke each thread's stream of the two
+ * matrices into 50 and 25 KiB pieces, and tg128 fell from 69 % of the read
+ * bandwidth to 66.5 and 66. 0 when the gate cannot be fused so: a width
+ * not of whole items, or fewer than two items per thread. */
+#define GATE_ITEM_ROWS HERD_QK_K
+
+static size_t gate_item_rows(const struct herd_context *c, size_t F) {
+    return F % GATE_ITEM_ROWS == 0 && F / GATE_ITEM_ROWS >= 2 * (size_t)herd_pool_size(c->pool) ? GATE_ITEM_ROWS : 0;
+}
+
+/* Rows [r0, r1) of a team pass's gate and up are done on this thread: the
+ * gate of each token there, and its quantized blocks for the down
+ * projection. */
+static void gate_rows_done(void *ctx, size_t r0, size_t r1) {
+    const struct rows_job *j = ctx;
+    struct herd_context *c = j->c;
+    const size_t F = c->model->desc.n_ff_layer[j->layer], n = r1 - r0;
+    for (size_t t = 0; t < j->b->n_tokens; t++) {
+        const size_t f0 = t * F + r0;
+        if (c->model->arch->gemma)
+            c->k->gelu_mul(c->gate + f0, c->up + f0, n);
+        else
+            c->k->silu_mul(c->gate + f0, c->up + f0, n);
+        if (j->acts.q8a) c->k->quantize_row_q8a(c->gate + f0, j->acts.q8a + f0 / HERD_QK8A, n);
+        if (j->acts.q8k) c->k->quantize_row_q8k(c->gate + f0, j->acts.q8k + f0 / HERD_QK_K, n);
+    }
+}
+
+/* The batch's tokens through every layer. */
+struct layers_job {
+    struct herd_context *c;
+    const struct herd_batch *b;
+    uint32_t n_tiles; /* attention tiles (attention_tiles) */
+    /* one token per sequence: each attention task ropes and stores its own head */
+    bool store_in_attention;
+};
+
+/* Every layer on lane ln: the embeddings into ln->x, then from each layer's
+ * xn = rmsnorm(x) * attn_norm (made by the step before) on; the last layer's
+ * FFN output is left in c->xn, not yet added to x. */
+static void run_layers(const struct layers_job *lj, const struct lane *ln) {
+    struct herd_context *c = lj->c;
+    const struct herd_batch *b = lj->b;
     const struct herd_model *m = c->model;
     const struct herd_model_desc *d = &m->desc;
     const size_t T = b->n_tokens, E = d->n_embd, hd = d->head_dim;
     const size_t qd = d->n_head * hd, kvd = d->n_head_kv * hd;
+    struct herd_profile *P = ln->profile;
+    uint64_t t0 = PROF_T();
+    for (size_t t = 0; t < T; t++)
+        herd_dequantize_row_ref(m->tok_embd.type,
+                                (const char *)m->tok_embd.data + (size_t)b->tokens[t] * m->tok_embd.row_bytes,
+                                ln->x + t * E, E);
+    if (m->embd_scale != 1.0f)
+        for (size_t i = 0; i < T * E; i++) ln->x[i] *= m->embd_scale;
+    herd_prof_op(P, HERD_PROF_EMBED, t0);
+    t0 = PROF_T();
+    run_rows(c, b, ln, ROWS_NORM, 0, NULL, m->layers[0].attn_norm, qkv_acts(c, ln, &m->layers[0], T), T * E);
+    herd_prof_op(P, HERD_PROF_NORM, t0);
+
+    for (uint32_t l = 0; l < d->n_layer; l++) {
+        const struct herd_layer *L = &m->layers[l];
+        if (c->params.observe_residual) c->params.observe_residual(c->params.observe_ctx, l, ln->x, E, T);
+        t0 = PROF_T();
+        const struct herd_matmul_out qkv[3] = {{&L->wq, c->q, qd}, {&L->wk, c->kx, kvd}, {&L->wv, c->vx, kvd}};
+        layer_matmul(c, l, HERD_ROLE_ATTN_Q, qkv, 3, qkv_acts(c, ln, L, T), ln->scratch, ln->xn, E, T);
+        herd_prof_matmul(P, HERD_PROF_MM_QKV, L->wq.type, t0);
+        if (!lj->store_in_attention) {
+            t0 = PROF_T();
+            run_rows(c, b, ln, ROWS_ROPE_STORE, l, NULL, NULL, (struct fused_acts){NULL, NULL}, T * (qd + 2 * kvd) * 2);
+            herd_prof_op(P, HERD_PROF_ROPE_STORE, t0);
+        }
+        t0 = PROF_T();
+        /* attention writes the output projection's 8-bit rows qd apart: only
+         * where this layer's rows are that wide (a head-pruned file's may not
+         * be), each task a KV head's G x head_dim outputs as whole blocks */
+        const struct herd_matrix *wo_ws[1] = {&L->wo};
+        const size_t g_hd = d->n_head_layer[l] / d->n_head_kv_layer[l] * hd;
+        struct fused_acts att_acts =
+            L->wo.cols == qd ? fused_acts(c, c->mm_scratch, wo_ws, 1, T) : (struct fused_acts){NULL, NULL};
+        if ((att_acts.q8a && g_hd % HERD_QK8A != 0) || (att_acts.q8k && g_hd % HERD_QK_K != 0))
+            att_acts = (struct fused_acts){NULL, NULL};
+        struct att_job aj = {c, b, l, att_acts, lj->n_tiles, lj->store_in_attention};
+        herd_pool_run_split(c->pool, (size_t)lj->n_tiles * d->n_head_kv_layer[l], 1, attention_part, &aj);
+        herd_prof_op(P, lj->store_in_attention ? HERD_PROF_ROPE_STORE_ATTENTION : HERD_PROF_ATTENTION, t0);
+        t0 = PROF_T();
+        const struct herd_matmul_out wo = {&L->wo, c->xn, E};
+        layer_matmul(c, l, HERD_ROLE_ATTN_OUTPUT, &wo, 1, att_acts, c->mm_scratch, c->att, qd, T);
+        herd_prof_matmul(P, HERD_PROF_MM_ATTN_OUT, L->wo.type, t0);
+        t0 = PROF_T();
+        run_rows(c, b, ln, ROWS_ADD_NORM, l, L->post_attn, L->ffn_norm, gate_up_acts(c, ln, L, T), T * E * 2);
+        herd_prof_op(P, HERD_PROF_ADD_NORM, t0);
+
+        if (L->router.data) {
+            t0 = PROF_T();
+            moe_ffn(c, L, T);
+            herd_prof_matmul(P, HERD_PROF_MM_GATE_UP, L->exp_gate[0].type, t0);
+        } else {
+            const size_t F = d->n_ff_layer[l]; /* gate, up and down rows of F floats, packed */
+            t0 = PROF_T();
+            const struct herd_matmul_out gate_up[2] = {{&L->w_gate, c->gate, F}, {&L->w_up, c->up, F}};
+            const struct herd_matrix *down_ws[1] = {&L->w_down};
+            const struct fused_acts down_acts = fused_acts(c, c->mm_scratch, down_ws, 1, T);
+            const size_t gate_rows = ln->team ? gate_item_rows(c, F) : 0;
+            if (gate_rows) {
+                struct rows_job gj = {c, b, ROWS_SILU_GATE, l, NULL, NULL, NULL, NULL, down_acts, 0};
+                herd_matmul_multi_rows_quantized(c->pool, c->k, gate_up, 2, T, ln->scratch, gate_rows, gate_rows_done,
+                                                 &gj);
+                herd_prof_matmul(P, HERD_PROF_MM_GATE_UP, L->w_gate.type, t0);
+            } else {
+                layer_matmul(c, l, HERD_ROLE_FFN_GATE, gate_up, 2, gate_up_acts(c, ln, L, T), ln->scratch, ln->xn, E,
+                             T);
+                herd_prof_matmul(P, HERD_PROF_MM_GATE_UP, L->w_gate.type, t0);
+                t0 = PROF_T();
+                run_rows(c, b, ln, ROWS_SILU_GATE, l, NULL, NULL, down_acts, T * F * 4);
+                herd_prof_op(P, HERD_PROF_ACTIVATION, t0);
+            }
+            t0 = PROF_T();
+            const struct herd_matmul_out down = {&L->w_down, c->xn, E};
+            layer_matmul(c, l, HERD_ROLE_FFN_DOWN, &down, 1, down_acts, c->mm_scratch, c->gate, F, T);
+            herd_prof_matmul(P, HERD_PROF_MM_DOWN, L->w_down.type, t0);
+        }
+        if (l + 1 < d->n_layer) {
+            t0 = PROF_T();
+            run_rows(c, b, ln, ROWS_ADD_NORM, l, L->post_ffn, m->layers[l + 1].attn_norm,
+                     qkv_acts(c, ln, &m->layers[l + 1], T), T * E * 2);
+            herd_prof_op(P, HERD_PROF_ADD_NORM, t0);
+        }
+    }
+}
+
+/* Whether herd_decode runs a batch of n_tokens as a team pass
+ * (herd_pool_run_team): more than one thread, and every layer's Q/K/V and
+ * gate/up take activations its lane quantizes (not precise, no MoE, no
+ * float matrices); no observer, which would see each lane's copy. */
+static bool team_pass(const struct herd_context *c, size_t n_tokens) {
+    if (!c->team_x || n_tokens > TEAM_MAX_TOKENS || c->params.observe_residual || c->params.observe_matmul)
+        return false;
+    const struct lane probe = {NULL, NULL, c->team_scratch, true, NULL};
+    for (uint64_t l = 0; l < c->model->desc.n_layer; l++) {
+        const struct herd_layer *L = &c->model->layers[l];
+        if (!fused(qkv_acts(c, &probe, L, n_tokens)) || !fused(gate_up_acts(c, &probe, L, n_tokens))) return false;
+    }
+    return true;
+}
+
+/* Thread ith's part of a team pass, on its own lane; thread 0's residual
+ * stream is the one herd_decode goes on with. */
+static void team_layers(void *ctx, int ith, int nth) {
+    (void)nth;
+    const struct layers_job *lj = ctx;
+    struct herd_context *c = lj->c;
+    const size_t E = c->model->desc.n_embd, T = lj->b->n_tokens;
+    const struct lane ln = {
+        c->team_x + (size_t)ith * TEAM_MAX_TOKENS * E,
+        c->team_xn + (size_t)ith * TEAM_MAX_TOKENS * E,
+        (char *)c->team_scratch + (size_t)ith * c->team_scratch_bytes,
+        true,
+        ith == 0 ? c->profile : NULL,
+    };
+    run_layers(lj, &ln);
+    if (ith == 0) memcpy(c->x, ln.x, T * E * sizeof *c->x);
+}
+
+enum herd_status herd_decode(struct herd_context *c, const struct herd_batch *b, struct herd_error *err) {
+    const struct herd_model *m = c->model;
+    const struct herd_model_desc *d = &m->desc;
+    const size_t T = b->n_tokens, E = d->n_embd;
     struct herd_pool *pool = c->pool;
     const struct herd_kernels *k = c->k;
     const bool precise = c->params.precise;
     struct herd_profile *P = c->profile;
-#define PROF_T() (P ? herd_prof_now_ns() : 0)
     uint64_t t0;
     c->n_outputs = 0;
+    const struct lane plain = {c->x, c->xn, c->mm_scratch, false, P};
 
     struct seq_span *spans = c->spans;
     memset(spans, 0, c->params.max_seqs * sizeof *spans);
@@ -745,83 +974,13 @@ enum herd_status herd_decode(struct herd_context *c, const struct herd_batch *b,
     }
 
     t0 = PROF_T();
-    for (size_t t = 0; t < T; t++)
-        herd_dequantize_row_ref(m->tok_embd.type,
-                                (const char *)m->tok_embd.data + (size_t)b->tokens[t] * m->tok_embd.row_bytes,
-                                c->x + t * E, E);
-    if (m->embd_scale != 1.0f)
-        for (size_t i = 0; i < T * E; i++) c->x[i] *= m->embd_scale;
-    herd_prof_op(P, HERD_PROF_EMBED, t0);
-    const uint32_t n_tiles = attention_tiles(c, b);
-    t0 = PROF_T();
-    run_rows(c, b, ROWS_ROPE_ANGLES, 0, NULL, NULL, (struct fused_acts){NULL, NULL}, T * d->n_rot * 8);
+    run_rows(c, b, &plain, ROWS_ROPE_ANGLES, 0, NULL, NULL, (struct fused_acts){NULL, NULL}, T * d->n_rot * 8);
     herd_prof_op(P, HERD_PROF_ROPE, t0);
-    t0 = PROF_T();
-    run_rows(c, b, ROWS_NORM, 0, NULL, m->layers[0].attn_norm, qkv_acts(c, &m->layers[0], T), T * E);
-    herd_prof_op(P, HERD_PROF_NORM, t0);
-
-    /* each layer starts with xn = rmsnorm(x) * attn_norm, made by the step before */
-    for (uint32_t l = 0; l < d->n_layer; l++) {
-        const struct herd_layer *L = &m->layers[l];
-        if (c->params.observe_residual) c->params.observe_residual(c->params.observe_ctx, l, c->x, E, T);
-        t0 = PROF_T();
-        const struct herd_matmul_out qkv[3] = {{&L->wq, c->q, qd}, {&L->wk, c->kx, kvd}, {&L->wv, c->vx, kvd}};
-        layer_matmul(c, l, HERD_ROLE_ATTN_Q, qkv, 3, qkv_acts(c, L, T), c->xn, E, T);
-        herd_prof_matmul(P, HERD_PROF_MM_QKV, L->wq.type, t0);
-        /* one token per sequence: each attention task ropes and stores its own head */
-        const bool store_in_attention = n_seqs == T;
-        if (!store_in_attention) {
-            t0 = PROF_T();
-            run_rows(c, b, ROWS_ROPE_STORE, l, NULL, NULL, (struct fused_acts){NULL, NULL}, T * (qd + 2 * kvd) * 2);
-            herd_prof_op(P, HERD_PROF_ROPE_STORE, t0);
-        }
-        t0 = PROF_T();
-        /* attention writes the output projection's 8-bit rows qd apart: only
-         * where this layer's rows are that wide (a head-pruned file's may not
-         * be), each task a KV head's G x head_dim outputs as whole blocks */
-        const struct herd_matrix *wo_ws[1] = {&L->wo};
-        const size_t g_hd = d->n_head_layer[l] / d->n_head_kv_layer[l] * hd;
-        struct fused_acts att_acts = L->wo.cols == qd ? fused_acts(c, wo_ws, 1, T) : (struct fused_acts){NULL, NULL};
-        if ((att_acts.q8a && g_hd % HERD_QK8A != 0) || (att_acts.q8k && g_hd % HERD_QK_K != 0))
-            att_acts = (struct fused_acts){NULL, NULL};
-        struct att_job aj = {c, b, l, att_acts, n_tiles, store_in_attention};
-        herd_pool_run_split(pool, (size_t)n_tiles * d->n_head_kv_layer[l], 1, attention_part, &aj);
-        herd_prof_op(P, store_in_attention ? HERD_PROF_ROPE_STORE_ATTENTION : HERD_PROF_ATTENTION, t0);
-        t0 = PROF_T();
-        const struct herd_matmul_out wo = {&L->wo, c->xn, E};
-        layer_matmul(c, l, HERD_ROLE_ATTN_OUTPUT, &wo, 1, att_acts, c->att, qd, T);
-        herd_prof_matmul(P, HERD_PROF_MM_ATTN_OUT, L->wo.type, t0);
-        t0 = PROF_T();
-        run_rows(c, b, ROWS_ADD_NORM, l, L->post_attn, L->ffn_norm, gate_up_acts(c, L, T), T * E * 2);
-        herd_prof_op(P, HERD_PROF_ADD_NORM, t0);
-
-        if (L->router.data) {
-            t0 = PROF_T();
-            moe_ffn(c, L, T);
-            herd_prof_matmul(P, HERD_PROF_MM_GATE_UP, L->exp_gate[0].type, t0);
-        } else {
-            const size_t F = d->n_ff_layer[l]; /* gate, up and down rows of F floats, packed */
-            t0 = PROF_T();
-            const struct herd_matmul_out gate_up[2] = {{&L->w_gate, c->gate, F}, {&L->w_up, c->up, F}};
-            layer_matmul(c, l, HERD_ROLE_FFN_GATE, gate_up, 2, gate_up_acts(c, L, T), c->xn, E, T);
-            herd_prof_matmul(P, HERD_PROF_MM_GATE_UP, L->w_gate.type, t0);
-            t0 = PROF_T();
-            const struct herd_matrix *down_ws[1] = {&L->w_down};
-            const struct fused_acts down_acts = fused_acts(c, down_ws, 1, T);
-            run_rows(c, b, ROWS_SILU_GATE, l, NULL, NULL, down_acts, T * F * 4);
-            herd_prof_op(P, HERD_PROF_ACTIVATION, t0);
-            t0 = PROF_T();
-            const struct herd_matmul_out down = {&L->w_down, c->xn, E};
-            layer_matmul(c, l, HERD_ROLE_FFN_DOWN, &down, 1, down_acts, c->gate, F, T);
-            herd_prof_matmul(P, HERD_PROF_MM_DOWN, L->w_down.type, t0);
-        }
-        if (l + 1 < d->n_layer) {
-            t0 = PROF_T();
-            run_rows(c, b, ROWS_ADD_NORM, l, L->post_ffn, m->layers[l + 1].attn_norm, qkv_acts(c, &m->layers[l + 1], T),
-                     T * E * 2);
-            herd_prof_op(P, HERD_PROF_ADD_NORM, t0);
-        }
-    }
+    const struct layers_job lj = {c, b, attention_tiles(c, b), n_seqs == T};
+    if (team_pass(c, T))
+        herd_pool_run_team(pool, team_layers, (void *)&lj);
+    else
+        run_layers(&lj, &plain);
 
     /* the last residual and the output norm, only for the rows that want
      * logits (every row's residual when an observer wants it) */
@@ -857,7 +1016,6 @@ enum herd_status herd_decode(struct herd_context *c, const struct herd_batch *b,
     if (n_out) herd_prof_matmul(P, HERD_PROF_MM_OUTPUT, m->output.type, t0);
     c->n_outputs = n_out;
     if (P) P->decodes++, P->tokens += T;
-#undef PROF_T
 out:
     return rc;
 }

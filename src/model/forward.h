@@ -79,6 +79,13 @@ struct herd_context {
     float *moe_acc;       /* [max_batch_tokens][n_embd]: the layer's FFN output being summed */
     void *mm_scratch;
     size_t mm_scratch_bytes;
+    /* a team pass's lanes (forward.c's team_pass), one per thread; NULL on
+     * one thread: the residual stream and its normed rows ([n_threads]
+     * [4 tokens][n_embd] each), the quantized activations of the Q/K/V and
+     * gate/up matmuls (team_scratch_bytes each, 64-byte aligned) */
+    float *team_x, *team_xn;
+    void *team_scratch;
+    size_t team_scratch_bytes;
     uint32_t n_outputs;           /* rows of logits filled by the last herd_decode */
     struct seq_span *spans;       /* per sequence slot, reused by every herd_decode */
     struct herd_profile *profile; /* NULL; when set, herd_decode records time per operation into it */

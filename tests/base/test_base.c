@@ -222,6 +222,106 @@ static void test_pool_split_takes_a_stalled_share(void **state) {
     herd_pool_destroy(p);
 }
 
+/* A team run: every thread makes the same collective calls, each split run
+ * with its own ctx. */
+struct team_test {
+    struct herd_pool *pool;
+    _Atomic int *hits;               /* [rounds][n_max]: times each item of each split ran */
+    _Atomic int runs[4];             /* herd_pool_run calls seen per thread */
+    _Atomic int slots[4];            /* what each thread wrote before the last barrier */
+    int stall_thread;                /* sleeps before the split of round TEAM_STALL_ROUND; -1: none */
+    _Atomic int ranges_by_thread[4]; /* in that round's split */
+    int bad;
+};
+
+enum { TEAM_ROUNDS = 40, TEAM_N_MAX = 1000, TEAM_STALL_ROUND = 4 /* TEAM_N_MAX items */ };
+
+struct team_member_ctx {
+    struct team_test *t;
+    int round;
+};
+
+static size_t team_round_items(int round) {
+    static const size_t n[] = {0, 1, 7, 64, TEAM_N_MAX};
+    return n[round % 5];
+}
+
+static void team_range(void *ctx, int ith, size_t begin, size_t end) {
+    struct team_member_ctx *m = ctx;
+    if (m->round == TEAM_STALL_ROUND) atomic_fetch_add(&m->t->ranges_by_thread[ith], 1);
+    for (size_t i = begin; i < end; i++) atomic_fetch_add(&m->t->hits[(size_t)m->round * TEAM_N_MAX + i], 1);
+}
+
+static void team_count_run(void *ctx, int ith, int nth) {
+    (void)nth;
+    struct team_test *t = ctx;
+    atomic_fetch_add(&t->runs[ith], 1);
+}
+
+static void team_body(void *ctx, int ith, int nth) {
+    struct team_test *t = ctx;
+    for (int r = 0; r < TEAM_ROUNDS; r++) {
+        struct team_member_ctx m = {t, r}; /* each thread's own */
+        if (r == TEAM_STALL_ROUND && ith == t->stall_thread) usleep(200 * 1000);
+        herd_pool_run_split(t->pool, team_round_items(r), (size_t)(r % 3 + 1), team_range, &m);
+        /* every item of this split ran once, seen by every thread */
+        for (size_t i = 0; i < team_round_items(r); i++)
+            if (atomic_load(&t->hits[(size_t)r * TEAM_N_MAX + i]) != 1) t->bad = 1;
+        herd_pool_run(t->pool, team_count_run, t);
+        for (int k = 0; k < nth; k++)
+            if (atomic_load(&t->runs[k]) != r + 1) t->bad = 1;
+        atomic_store(&t->slots[ith], r);
+        herd_pool_barrier(t->pool);
+        for (int k = 0; k < nth; k++)
+            if (atomic_load(&t->slots[k]) != r) t->bad = 1;
+        herd_pool_barrier(t->pool); /* nobody writes round r + 1 before all have read round r */
+    }
+}
+
+/* Collective split runs, runs and barriers inside a team run, any thread
+ * count; then plain split runs on the same pool as before. */
+static void test_pool_team_run(void **state) {
+    (void)state;
+    for (int nth = 1; nth <= 4; nth++) {
+        struct herd_pool *p = herd_pool_create(nth);
+        assert_non_null(p);
+        for (int rep = 0; rep < 3; rep++) {
+            struct team_test t = {.pool = p, .stall_thread = -1};
+            t.hits = calloc((size_t)TEAM_ROUNDS * TEAM_N_MAX, sizeof *t.hits);
+            assert_non_null(t.hits);
+            herd_pool_run_team(p, team_body, &t);
+            assert_int_equal(t.bad, 0);
+            free(t.hits);
+            _Atomic int hits[64] = {0};
+            struct split_count c = {.hits = hits, .grain = 3, .n = 64, .stall_thread = -1};
+            herd_pool_run_split(p, 64, 3, count_range, &c);
+            for (size_t i = 0; i < 64; i++) assert_int_equal(atomic_load(&hits[i]), 1);
+        }
+        herd_pool_destroy(p);
+    }
+}
+
+/* A thread of a team run that is late to a split (as the OS preempting it
+ * would make it) does not hold its share up: the others take all of it. */
+static void test_pool_team_takes_a_late_share(void **state) {
+    (void)state;
+    struct herd_pool *p = herd_pool_create(2);
+    assert_non_null(p);
+    for (int late = 0; late < 2; late++) {
+        struct team_test t = {.pool = p, .stall_thread = late};
+        t.hits = calloc((size_t)TEAM_ROUNDS * TEAM_N_MAX, sizeof *t.hits);
+        assert_non_null(t.hits);
+        herd_pool_run_team(p, team_body, &t);
+        assert_int_equal(t.bad, 0);
+        /* the other thread opened the late one's share and took it all,
+         * in grains of 2 */
+        assert_int_equal(atomic_load(&t.ranges_by_thread[late]), 0);
+        assert_int_equal(atomic_load(&t.ranges_by_thread[1 - late]), TEAM_N_MAX / 2);
+        free(t.hits);
+    }
+    herd_pool_destroy(p);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_error_set_and_prefix),
@@ -233,6 +333,8 @@ int main(void) {
         cmocka_unit_test(test_log_lines),
         cmocka_unit_test(test_pool_split_runs_each_item_once),
         cmocka_unit_test(test_pool_split_takes_a_stalled_share),
+        cmocka_unit_test(test_pool_team_run),
+        cmocka_unit_test(test_pool_team_takes_a_late_share),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

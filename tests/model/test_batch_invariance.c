@@ -68,9 +68,9 @@ static void check_model(const char *path, const struct herd_kernels *k) {
 
     struct herd_context *c = context(m, 2, k);
     run_alone(c, ids, N, 512, alone);
-    /* same prompt in chunks of 1, 7 and 16 tokens */
-    const uint32_t chunks[] = {1, 7, 16};
-    for (size_t i = 0; i < 3; i++) {
+    /* same prompt in chunks of 1, 3, 7 and 16 tokens (1 and 3: team passes) */
+    const uint32_t chunks[] = {1, 3, 7, 16};
+    for (size_t i = 0; i < sizeof chunks / sizeof *chunks; i++) {
         run_alone(c, ids, N, chunks[i], other);
         if (memcmp(alone, other, V * sizeof *alone) != 0) fail_msg("%s: chunk %u changes the logits", path, chunks[i]);
     }
