@@ -367,7 +367,7 @@ struct rows_job {
 /* Where one thread of a forward pass keeps what it does not share with the
  * others. A plain pass has one lane, the context's own buffers: the
  * steps between matmuls run on the pool or on the calling thread. In a
- * team pass (team_decode) every thread has a lane of its own and does
+ * team pass (team_pass) every thread has a lane of its own and does
  * those steps itself on its copies: the residual add and the norms cost
  * each thread what they cost the caller alone, and no thread waits for
  * another between the matmuls. */
