@@ -270,8 +270,8 @@ static void work_range(void *ctx, int ith, size_t begin, size_t end) {
     }
 }
 
-/* The job's item count and the grain its split claims them in. */
-static size_t job_items(const struct herd_pool *pool, const struct job *j, size_t *grain_out) {
+static void run_job(struct herd_pool *pool, struct job *j, bool quantize) {
+    if (quantize) herd_pool_run(pool, quantize_part, j);
     size_t items = 0, macs = 1;
     for (size_t i = 0; i < j->n_outs; i++) {
         items += out_items(j, &j->outs[i]);
@@ -285,14 +285,6 @@ static size_t job_items(const struct herd_pool *pool, const struct job *j, size_
     const size_t per_share = CLAIMS_PER_THREAD * (size_t)herd_pool_size(pool);
     size_t grain = MACS_PER_CLAIM / macs;
     if (grain > (items + per_share - 1) / per_share) grain = (items + per_share - 1) / per_share;
-    *grain_out = grain;
-    return items;
-}
-
-static void run_job(struct herd_pool *pool, struct job *j, bool quantize) {
-    if (quantize) herd_pool_run(pool, quantize_part, j);
-    size_t grain;
-    const size_t items = job_items(pool, j, &grain);
     herd_pool_run_split(pool, items, grain, work_range, j);
 }
 
@@ -338,9 +330,8 @@ static void rows_range(void *ctx, int ith, size_t begin, size_t end) {
         for (size_t o = 0; o < j->n_outs; o++) {
             const struct herd_matmul_out *out = &j->outs[o];
             const size_t r1 = r0 + j->rows_per_item < out->w->rows ? r0 + j->rows_per_item : out->w->rows;
-            if (packed_path(j, out))
-                packed_items(j, out, r0 / HERD_PACK_ROWS,
-                             r1 / HERD_PACK_ROWS); /* one chunk of tokens: items are groups */
+            if (packed_path(j, out)) /* one chunk of tokens: its items are the groups */
+                packed_items(j, out, r0 / HERD_PACK_ROWS, r1 / HERD_PACK_ROWS);
             else
                 for (size_t item = r0 / DOT_ROWS; item < (r1 + DOT_ROWS - 1) / DOT_ROWS; item++)
                     dot_item(j, out, item, ith);

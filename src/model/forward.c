@@ -408,6 +408,19 @@ static void rope_store(struct herd_context *c, const struct herd_batch *b, uint3
         herd_kv_store_head(c->kv, b->seq[t], layer, b->pos[t], (uint32_t)(h0 + h), k + h * hd, v + h * hd);
 }
 
+/* Floats [f0, f0 + n) of the flat [tokens][n_ff] gate: gate = silu(gate) *
+ * up (gemma: gelu), then quantized for the down projection where acts says.
+ * f0 and n are whole blocks of either kind: the layer's width is a multiple
+ * of the matrix's block. */
+static void gate_range(const struct herd_context *c, struct fused_acts acts, size_t f0, size_t n) {
+    if (c->model->arch->gemma)
+        c->k->gelu_mul(c->gate + f0, c->up + f0, n);
+    else
+        c->k->silu_mul(c->gate + f0, c->up + f0, n);
+    if (acts.q8a) c->k->quantize_row_q8a(c->gate + f0, acts.q8a + f0 / HERD_QK8A, n);
+    if (acts.q8k) c->k->quantize_row_q8k(c->gate + f0, acts.q8k + f0 / HERD_QK_K, n);
+}
+
 /* Items [begin, end): tokens, or SILU_ITEM_FLOATS-float pieces of the gate. */
 static void rows_part(void *ctx, int ith, size_t lo, size_t hi) {
     (void)ith;
@@ -418,14 +431,7 @@ static void rows_part(void *ctx, int ith, size_t lo, size_t hi) {
     const size_t E = d->n_embd;
     if (j->kind == ROWS_SILU_GATE) {
         const size_t n = j->b->n_tokens * d->n_ff_layer[j->layer], f0 = lo * j->item_floats;
-        const size_t f1 = hi * j->item_floats < n ? hi * j->item_floats : n;
-        if (m->arch->gemma)
-            c->k->gelu_mul(c->gate + f0, c->up + f0, f1 - f0);
-        else
-            c->k->silu_mul(c->gate + f0, c->up + f0, f1 - f0);
-        /* whole blocks of either kind: the layer's width is a multiple of the matrix's block */
-        if (j->acts.q8a) c->k->quantize_row_q8a(c->gate + f0, j->acts.q8a + f0 / HERD_QK8A, f1 - f0);
-        if (j->acts.q8k) c->k->quantize_row_q8k(c->gate + f0, j->acts.q8k + f0 / HERD_QK_K, f1 - f0);
+        gate_range(c, j->acts, f0, (hi * j->item_floats < n ? hi * j->item_floats : n) - f0);
         return;
     }
     const size_t half = d->n_rot / 2;
@@ -523,7 +529,7 @@ static void run_rows(struct herd_context *c, const struct herd_batch *b, const s
     if (ln->team && norm)
         rows_part(&j, 0, 0, items);
     else if (ln->team || (floats >= PARALLEL_MIN_FLOATS && herd_pool_size(c->pool) > 1))
-        herd_pool_run_split(c->pool, items, kind == ROWS_SILU_GATE && !ln->team ? 4 : ln->team ? 1 : 2, rows_part, &j);
+        herd_pool_run_split(c->pool, items, ln->team ? 1 : kind == ROWS_SILU_GATE ? 4 : 2, rows_part, &j);
     else
         rows_part(&j, 0, 0, items);
 }
@@ -795,16 +801,8 @@ static size_t gate_item_rows(const struct herd_context *c, size_t F) {
 static void gate_rows_done(void *ctx, size_t r0, size_t r1) {
     const struct rows_job *j = ctx;
     struct herd_context *c = j->c;
-    const size_t F = c->model->desc.n_ff_layer[j->layer], n = r1 - r0;
-    for (size_t t = 0; t < j->b->n_tokens; t++) {
-        const size_t f0 = t * F + r0;
-        if (c->model->arch->gemma)
-            c->k->gelu_mul(c->gate + f0, c->up + f0, n);
-        else
-            c->k->silu_mul(c->gate + f0, c->up + f0, n);
-        if (j->acts.q8a) c->k->quantize_row_q8a(c->gate + f0, j->acts.q8a + f0 / HERD_QK8A, n);
-        if (j->acts.q8k) c->k->quantize_row_q8k(c->gate + f0, j->acts.q8k + f0 / HERD_QK_K, n);
-    }
+    const size_t F = c->model->desc.n_ff_layer[j->layer];
+    for (size_t t = 0; t < j->b->n_tokens; t++) gate_range(c, j->acts, t * F + r0, r1 - r0);
 }
 
 /* The batch's tokens through every layer. */

@@ -278,6 +278,17 @@ static void team_body(void *ctx, int ith, int nth) {
     }
 }
 
+/* Runs team_body on p as a team (thread stall_thread late to one split, or
+ * -1) and checks what its threads saw; t keeps the counts. */
+static void run_team_body(struct herd_pool *p, int stall_thread, struct team_test *t) {
+    *t = (struct team_test){.pool = p, .stall_thread = stall_thread};
+    t->hits = calloc((size_t)TEAM_ROUNDS * TEAM_N_MAX, sizeof *t->hits);
+    assert_non_null(t->hits);
+    herd_pool_run_team(p, team_body, t);
+    assert_int_equal(t->bad, 0);
+    free(t->hits);
+}
+
 /* Collective split runs, runs and barriers inside a team run, any thread
  * count; then plain split runs on the same pool as before. */
 static void test_pool_team_run(void **state) {
@@ -286,12 +297,8 @@ static void test_pool_team_run(void **state) {
         struct herd_pool *p = herd_pool_create(nth);
         assert_non_null(p);
         for (int rep = 0; rep < 3; rep++) {
-            struct team_test t = {.pool = p, .stall_thread = -1};
-            t.hits = calloc((size_t)TEAM_ROUNDS * TEAM_N_MAX, sizeof *t.hits);
-            assert_non_null(t.hits);
-            herd_pool_run_team(p, team_body, &t);
-            assert_int_equal(t.bad, 0);
-            free(t.hits);
+            struct team_test t;
+            run_team_body(p, -1, &t);
             _Atomic int hits[64] = {0};
             struct split_count c = {.hits = hits, .grain = 3, .n = 64, .stall_thread = -1};
             herd_pool_run_split(p, 64, 3, count_range, &c);
@@ -308,16 +315,12 @@ static void test_pool_team_takes_a_late_share(void **state) {
     struct herd_pool *p = herd_pool_create(2);
     assert_non_null(p);
     for (int late = 0; late < 2; late++) {
-        struct team_test t = {.pool = p, .stall_thread = late};
-        t.hits = calloc((size_t)TEAM_ROUNDS * TEAM_N_MAX, sizeof *t.hits);
-        assert_non_null(t.hits);
-        herd_pool_run_team(p, team_body, &t);
-        assert_int_equal(t.bad, 0);
+        struct team_test t;
+        run_team_body(p, late, &t);
         /* the other thread opened the late one's share and took it all,
          * in grains of 2 */
         assert_int_equal(atomic_load(&t.ranges_by_thread[late]), 0);
         assert_int_equal(atomic_load(&t.ranges_by_thread[1 - late]), TEAM_N_MAX / 2);
-        free(t.hits);
     }
     herd_pool_destroy(p);
 }
