@@ -153,8 +153,12 @@ static void quantize_part(void *ctx, int ith, int nth) {
  * most of the share of one the OS has preempted. */
 #define MACS_PER_CLAIM    (512u * 1024u)
 /* Fewest claims per thread in a small job, so its items spread over the
- * threads and a preempted one's share can still be taken. */
-#define CLAIMS_PER_THREAD 4u
+ * threads and a preempted one's share can still be taken. Two, not more:
+ * each claim beyond the first lets the threads interleave at the end of a
+ * share, and a one-token pass of smollm-135m Q4_K_M (its 576-row matrices
+ * claimed 5-9 groups at a time) took 0.990 of the time with 2 against 4,
+ * 1.019, 1.030 and 1.057 with 3, 8 and 16 (alternating in one process). */
+#define CLAIMS_PER_THREAD 2u
 
 static bool packed_path(const struct job *j, const struct herd_matmul_out *o) { return o->w->packed && !j->precise; }
 

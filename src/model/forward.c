@@ -782,17 +782,26 @@ static enum herd_status check_batch(struct herd_context *c, const struct herd_ba
 }
 
 /* Rows of the gate and up projections per item when a team pass fuses the
- * gate into their matmul (gate_rows_done): one Q8_K block, so that each
+ * gate into their matmul (gate_rows_done): whole Q8_K blocks, so that each
  * item's gate is whole blocks of the down projection's activations of
- * either kind. Not smaller: on smollm-135m (items of 6 us) 128 and 64 rows
+ * either kind. One item per thread where the width splits so: each
+ * thread's gate and up rows are then one run of each matrix (smollm-135m
+ * Q4_K_M tg128, each token against the same pass with 256-row items,
+ * alternating in one process: 0.988 and 0.994 of the time; with
+ * CLAIMS_PER_THREAD 2 in matmul.c as well, 0.951-0.977). Else items of one
+ * Q8_K block; not smaller: on smollm-135m (items of 6 us) 128 and 64 rows
  * evened the threads out but broke each thread's stream of the two
  * matrices into 50 and 25 KiB pieces, and tg128 fell from 69 % of the read
- * bandwidth to 66.5 and 66. 0 when the gate cannot be fused so: a width
- * not of whole items, or fewer than two items per thread. */
+ * bandwidth to 66.5 and 66. A thread the OS preempts still has its item
+ * taken by the other once that is done with its own. 0 when the gate
+ * cannot be fused so: a width not of whole blocks, or fewer than two
+ * blocks per thread. */
 #define GATE_ITEM_ROWS HERD_QK_K
 
 static size_t gate_item_rows(const struct herd_context *c, size_t F) {
-    return F % GATE_ITEM_ROWS == 0 && F / GATE_ITEM_ROWS >= 2 * (size_t)herd_pool_size(c->pool) ? GATE_ITEM_ROWS : 0;
+    const size_t nth = (size_t)herd_pool_size(c->pool);
+    if (F % (nth * GATE_ITEM_ROWS) == 0) return F / nth;
+    return F % GATE_ITEM_ROWS == 0 && F / GATE_ITEM_ROWS >= 2 * nth ? GATE_ITEM_ROWS : 0;
 }
 
 /* Rows [r0, r1) of a team pass's gate and up are done on this thread: the

@@ -75,6 +75,16 @@ static void check_model(const char *path, const struct herd_kernels *k) {
         if (memcmp(alone, other, V * sizeof *alone) != 0) fail_msg("%s: chunk %u changes the logits", path, chunks[i]);
     }
     herd_context_destroy(c);
+    /* where the FFN splits into one 256-row item per thread of 3 (tiny-256:
+     * 768 rows), team passes of 3 threads fuse the gate into gate/up that
+     * way (forward.c's gate_item_rows); 2 threads do not, nor the other
+     * shapes' widths */
+    if (m->desc.n_ff_layer[0] % (3 * HERD_QK_K) == 0) {
+        c = context(m, 3, k);
+        run_alone(c, ids, N, 1, other);
+        if (memcmp(alone, other, V * sizeof *alone) != 0) fail_msg("%s: 3 threads change the logits", path);
+        herd_context_destroy(c);
+    }
     /* a different thread count */
     c = context(m, 1, k);
     run_alone(c, ids, N, 512, other);
