@@ -2,13 +2,15 @@
  * loses to the read bandwidth. One token's matmuls of a smollm-135m-shaped
  * model (30 layers of Q/K/V 960 x 576, output 576 x 576, gate/up 3072 x 576
  * and down 576 x 1536 in one weight type, and a 49152 x 576 Q8_0 head), out
- * of cache, on two threads, three ways:
- *   pool    one pool call per matmul, as the forward pass makes them
+ * of cache, on two threads, four ways:
+ *   pool    one pool call per matmul, as a plain forward pass makes them
+ *   team    the same calls inside one team run (herd_pool_run_team), each a
+ *           collective split ending at a barrier, as a team pass makes them
  *   nosync  each thread streams its static half of every matrix through the
  *           same tiles, with no synchronisation until the token's end
  *   read    each thread reads its half of every matrix and computes nothing
  * Each is given as a share of the read probe (herd bench's floor) measured
- * just before and after it; rounds take the three in turn, so the swings of
+ * just before and after it; rounds take the four in turn, so the swings of
  * a shared machine fall on all of them. Prints a table of medians and writes
  * the same as JSON to the path given (if any).
  *   build/bin/herd_bench_stream [q5_0|q4_0|q8_0] [out.json] */
@@ -80,6 +82,14 @@ static void token_pool(struct bench *b) {
     }
 }
 
+/* The forward pass's team way (forward.c's team passes): both threads in
+ * one team run for the token, each matmul a collective split that ends at
+ * a barrier. */
+static void team_part(void *ctx, int ith, int nth) {
+    (void)ith, (void)nth;
+    token_pool(ctx);
+}
+
 /* Packed bytes per 16-row group (matmul.h's layouts: groups consecutive). */
 static size_t group_bytes(const struct herd_matrix *w) { return herd_matrix_packed_bytes(w) / (w->rows / 16); }
 
@@ -121,14 +131,15 @@ static void read_part(void *ctx, int ith, int nth) {
     if (ith == 0) b->sink += s; /* keeps the loads */
 }
 
-enum { MODE_POOL, MODE_NOSYNC, MODE_READ, N_MODES };
-static const char *const mode_names[N_MODES] = {"pool", "nosync", "read"};
+enum { MODE_POOL, MODE_TEAM, MODE_NOSYNC, MODE_READ, N_MODES };
+static const char *const mode_names[N_MODES] = {"pool", "team", "nosync", "read"};
 
 /* GB/s of one measurement of TOKENS tokens. */
 static double measure(struct bench *b, int mode) {
     const double t0 = herd_time_now_s();
     for (int t = 0; t < TOKENS; t++) {
         if (mode == MODE_POOL) token_pool(b);
+        if (mode == MODE_TEAM) herd_pool_run_team(b->pool, team_part, b);
         if (mode == MODE_NOSYNC) herd_pool_run(b->pool, nosync_part, b);
         if (mode == MODE_READ) herd_pool_run(b->pool, read_part, b);
     }
