@@ -65,10 +65,12 @@ struct share {
 #define EPOCH_MASK  ((UINT64_C(1) << (64 - EPOCH_SHIFT)) - 1)
 
 /* A thread's own state in a team run: how many splits it has been through,
- * the same count on every thread since each makes the same calls. */
+ * the same count on every thread since each makes the same calls, and what
+ * it prefetches while it waits (herd_pool_prefetch_while_waiting). */
 struct member {
     uint64_t epoch;
-    char pad[64 - sizeof(uint64_t)];
+    const char *prefetch, *prefetch_end;
+    char pad[64 - sizeof(uint64_t) - 2 * sizeof(const char *)];
 };
 
 struct split_job {
@@ -183,20 +185,40 @@ void herd_pool_destroy(struct herd_pool *p) {
 
 int herd_pool_size(const struct herd_pool *p) { return p->n_threads; }
 
+/* Cache lines a waiting thread asks for between two looks at the barrier:
+ * ~1 KiB, which the memory delivers in a few tens of nanoseconds, so the
+ * thread still sees the barrier open about as soon as it would have. */
+#define PREFETCH_LINES_PER_LOOK 16
+
 /* Waits until every thread of a team run has arrived. The last to arrive
  * starts the next phase; the others spin (the phases of a forward pass are
- * microseconds apart), yielding now and then so that a thread the OS has
- * preempted on a busy machine gets the core back. */
+ * microseconds apart), asking for the region the thread named
+ * (herd_pool_prefetch_while_waiting) while it lasts, and yielding now and
+ * then so that a thread the OS has preempted on a busy machine gets the
+ * core back. */
 static void team_barrier(struct herd_pool *p) {
     const uint64_t seen = atomic_fetch_add_explicit(&p->barrier, 1, memory_order_acq_rel);
     if ((uint32_t)seen == (uint32_t)p->n_threads - 1) {
         atomic_store_explicit(&p->barrier, ((seen >> 32) + 1) << 32, memory_order_release);
         return;
     }
+    struct member *me = &p->members[tls_ith];
     for (unsigned spins = 1; atomic_load_explicit(&p->barrier, memory_order_acquire) >> 32 == seen >> 32; spins++) {
-        CPU_RELAX();
+        if (me->prefetch < me->prefetch_end) {
+            for (int i = 0; i < PREFETCH_LINES_PER_LOOK && me->prefetch < me->prefetch_end; i++, me->prefetch += 64)
+                __builtin_prefetch(me->prefetch, 0, 2);
+        } else {
+            CPU_RELAX();
+        }
         if (spins % SPIN_ITERATIONS == 0) sched_yield();
     }
+}
+
+void herd_pool_prefetch_while_waiting(struct herd_pool *p, const void *start, size_t bytes) {
+    if (!p->team) return;
+    struct member *me = &p->members[tls_ith];
+    me->prefetch = start;
+    me->prefetch_end = start ? (const char *)start + bytes : NULL;
 }
 
 /* Runs fn on every thread and waits: herd_pool_run outside a team run. */
@@ -236,6 +258,12 @@ static void share_bounds(const struct split_job *j, size_t i, size_t nth, size_t
     const size_t b = grains * i / nth * j->grain, e = grains * (i + 1) / nth * j->grain;
     *begin = b < j->n_items ? b : j->n_items;
     *end = e < j->n_items ? e : j->n_items;
+}
+
+void herd_pool_share_bounds(const struct herd_pool *p, size_t n_items, size_t grain, int ith, size_t *begin,
+                            size_t *end) {
+    const struct split_job j = {NULL, NULL, n_items, grain ? grain : 1, 0};
+    share_bounds(&j, (size_t)ith, (size_t)p->n_threads, begin, end);
 }
 
 /* Opens share s for the split of epoch (tagged), at item begin, unless a
@@ -328,7 +356,8 @@ void herd_pool_run_team(struct herd_pool *p, herd_pool_fn fn, void *ctx) {
         fn(ctx, 0, 1);
         return;
     }
-    for (int i = 0; i < p->n_threads; i++) p->members[i].epoch = p->epoch;
+    for (int i = 0; i < p->n_threads; i++)
+        p->members[i] = (struct member){.epoch = p->epoch, .prefetch = NULL, .prefetch_end = NULL};
     const int caller_ith = tls_ith;
     struct team_job j = {fn, ctx};
     p->team = true; /* published to the workers with the run */

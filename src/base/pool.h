@@ -53,4 +53,18 @@ void herd_pool_run_team(struct herd_pool *p, herd_pool_fn fn, void *ctx);
  * returns at once. */
 void herd_pool_barrier(struct herd_pool *p);
 
+/* Inside a team run: the calling thread asks for the bytes [start, start +
+ * bytes) a few cache lines at a time while it waits at the team's barriers
+ * (those that end split runs included), from where it left off, until they
+ * are all asked for or it names another region (NULL: none). A forward
+ * pass names the start of the thread's share of its next matmul: the
+ * memory is otherwise idle while one thread waits for the other. A hint
+ * only: nothing is read or written. Outside a team run: ignored. */
+void herd_pool_prefetch_while_waiting(struct herd_pool *p, const void *start, size_t bytes);
+
+/* Items [*begin, *end) of thread ith's own share of a split run of n_items
+ * in grains of grain on p, the ones it takes first. */
+void herd_pool_share_bounds(const struct herd_pool *p, size_t n_items, size_t grain, int ith, size_t *begin,
+                            size_t *end);
+
 #endif

@@ -274,8 +274,8 @@ static void work_range(void *ctx, int ith, size_t begin, size_t end) {
     }
 }
 
-static void run_job(struct herd_pool *pool, struct job *j, bool quantize) {
-    if (quantize) herd_pool_run(pool, quantize_part, j);
+/* The job's items and the grain its split run claims them in. */
+static size_t job_items(const struct herd_pool *pool, const struct job *j, size_t *grain) {
     size_t items = 0, macs = 1;
     for (size_t i = 0; i < j->n_outs; i++) {
         items += out_items(j, &j->outs[i]);
@@ -287,8 +287,15 @@ static void run_job(struct herd_pool *pool, struct job *j, bool quantize) {
      * a 576-wide matrix is 36 items against a grain of 56) would be claimed
      * whole by one thread while the other waits. */
     const size_t per_share = CLAIMS_PER_THREAD * (size_t)herd_pool_size(pool);
-    size_t grain = MACS_PER_CLAIM / macs;
-    if (grain > (items + per_share - 1) / per_share) grain = (items + per_share - 1) / per_share;
+    *grain = MACS_PER_CLAIM / macs;
+    if (*grain > (items + per_share - 1) / per_share) *grain = (items + per_share - 1) / per_share;
+    return items;
+}
+
+static void run_job(struct herd_pool *pool, struct job *j, bool quantize) {
+    if (quantize) herd_pool_run(pool, quantize_part, j);
+    size_t grain;
+    const size_t items = job_items(pool, j, &grain);
     herd_pool_run_split(pool, items, grain, work_range, j);
 }
 
@@ -356,4 +363,41 @@ void herd_matmul_multi_rows_quantized(struct herd_pool *pool, const struct herd_
     j.done = done;
     j.done_ctx = done_ctx;
     herd_pool_run_split(pool, (outs[0].w->rows + rows_per_item - 1) / rows_per_item, 1, rows_range, &j);
+}
+
+/* The packed bytes of items [i0, i1) of out on the packed path for one
+ * chunk of tokens (an item a group of 16 rows), from the first: *start and
+ * the count; 0 off the packed path. */
+static size_t packed_run(const struct job *j, const struct herd_matmul_out *out, size_t i0, size_t i1,
+                         const void **start) {
+    *start = NULL;
+    if (!packed_path(j, out) || j->n_tokens > PACKED_TOKEN_CHUNK || i1 <= i0) return 0;
+    const size_t group_bytes = herd_matrix_packed_bytes(out->w) / ((size_t)out->w->rows / HERD_PACK_ROWS);
+    *start = out->w->packed + i0 * group_bytes;
+    return (i1 - i0) * group_bytes;
+}
+
+size_t herd_matmul_share_start(const struct herd_pool *pool, const struct herd_matmul_out *outs, size_t n_outs,
+                               size_t n_tokens, int ith, const void **start) {
+    const struct job j = make_job(NULL, outs, n_outs, NULL, 0, n_tokens, NULL, false);
+    size_t grain, b, e, base = 0;
+    const size_t items = job_items(pool, &j, &grain);
+    herd_pool_share_bounds(pool, items, grain, ith, &b, &e);
+    *start = NULL;
+    for (size_t o = 0; o < n_outs && b < e; o++) {
+        const size_t n = out_items(&j, &outs[o]);
+        if (b < base + n) return packed_run(&j, &outs[o], b - base, (e < base + n ? e : base + n) - base, start);
+        base += n;
+    }
+    return 0;
+}
+
+size_t herd_matmul_rows_share_start(const struct herd_pool *pool, const struct herd_matmul_out *outs, size_t n_tokens,
+                                    size_t rows_per_item, int ith, const void **start) {
+    const struct job j = make_job(NULL, outs, 1, NULL, 0, n_tokens, NULL, false);
+    const size_t rows = outs[0].w->rows;
+    size_t b, e;
+    herd_pool_share_bounds(pool, (rows + rows_per_item - 1) / rows_per_item, 1, ith, &b, &e);
+    const size_t r0 = b * rows_per_item, r1 = e * rows_per_item < rows ? e * rows_per_item : rows;
+    return packed_run(&j, &outs[0], r0 / HERD_PACK_ROWS, r1 > r0 ? r1 / HERD_PACK_ROWS : r0 / HERD_PACK_ROWS, start);
 }

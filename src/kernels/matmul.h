@@ -110,4 +110,16 @@ void herd_matmul_multi_rows_quantized(struct herd_pool *pool, const struct herd_
                                       const struct herd_matmul_out *outs, size_t n_outs, size_t n_tokens, void *scratch,
                                       size_t rows_per_item, herd_matmul_rows_fn done, void *done_ctx);
 
+/* Where thread ith of pool starts its own share of
+ * herd_matmul_multi_quantized(pool, k, outs, n_outs, n_tokens, ...) in
+ * memory: *start, and the bytes of that share in the same output from
+ * there (what the thread reads first, in order). 0 and NULL where that
+ * output is not packed or the share is empty. The rows form does the same
+ * for herd_matmul_multi_rows_quantized's first output. For
+ * herd_pool_prefetch_while_waiting. */
+size_t herd_matmul_share_start(const struct herd_pool *pool, const struct herd_matmul_out *outs, size_t n_outs,
+                               size_t n_tokens, int ith, const void **start);
+size_t herd_matmul_rows_share_start(const struct herd_pool *pool, const struct herd_matmul_out *outs, size_t n_tokens,
+                                    size_t rows_per_item, int ith, const void **start);
+
 #endif

@@ -230,11 +230,17 @@ struct team_test {
     _Atomic int runs[4];             /* herd_pool_run calls seen per thread */
     _Atomic int slots[4];            /* what each thread wrote before the last barrier */
     int stall_thread;                /* sleeps before the split of round TEAM_STALL_ROUND; -1: none */
+    const char *prefetch;            /* what the threads name to prefetch while they wait (TEAM_PREFETCH_BYTES) */
     _Atomic int ranges_by_thread[4]; /* in that round's split */
     int bad;
 };
 
-enum { TEAM_ROUNDS = 40, TEAM_N_MAX = 1000, TEAM_STALL_ROUND = 4 /* TEAM_N_MAX items */ };
+enum {
+    TEAM_ROUNDS = 40,
+    TEAM_N_MAX = 1000,
+    TEAM_STALL_ROUND = 4 /* TEAM_N_MAX items */,
+    TEAM_PREFETCH_BYTES = 1 << 18
+};
 
 struct team_member_ctx {
     struct team_test *t;
@@ -263,6 +269,11 @@ static void team_body(void *ctx, int ith, int nth) {
     for (int r = 0; r < TEAM_ROUNDS; r++) {
         struct team_member_ctx m = {t, r}; /* each thread's own */
         if (r == TEAM_STALL_ROUND && ith == t->stall_thread) usleep(200 * 1000);
+        /* a region to ask for while waiting: none, empty, or pieces of the
+         * buffer (a hint: the collective calls give the same results) */
+        const size_t pf_bytes = (size_t)(r % 4) * (TEAM_PREFETCH_BYTES / 4);
+        herd_pool_prefetch_while_waiting(t->pool, r % 5 == 0 ? NULL : t->prefetch + (size_t)ith * 64,
+                                         pf_bytes ? pf_bytes - 64 : 0);
         herd_pool_run_split(t->pool, team_round_items(r), (size_t)(r % 3 + 1), team_range, &m);
         /* every item of this split ran once, seen by every thread */
         for (size_t i = 0; i < team_round_items(r); i++)
@@ -281,12 +292,15 @@ static void team_body(void *ctx, int ith, int nth) {
 /* Runs team_body on p as a team (thread stall_thread late to one split, or
  * -1) and checks what its threads saw; t keeps the counts. */
 static void run_team_body(struct herd_pool *p, int stall_thread, struct team_test *t) {
-    *t = (struct team_test){.pool = p, .stall_thread = stall_thread};
+    char *prefetch = malloc(TEAM_PREFETCH_BYTES);
+    assert_non_null(prefetch);
+    *t = (struct team_test){.pool = p, .stall_thread = stall_thread, .prefetch = prefetch};
     t->hits = calloc((size_t)TEAM_ROUNDS * TEAM_N_MAX, sizeof *t->hits);
     assert_non_null(t->hits);
     herd_pool_run_team(p, team_body, t);
     assert_int_equal(t->bad, 0);
     free(t->hits);
+    free(prefetch);
 }
 
 /* Collective split runs, runs and barriers inside a team run, any thread
@@ -300,6 +314,7 @@ static void test_pool_team_run(void **state) {
             struct team_test t;
             run_team_body(p, -1, &t);
             _Atomic int hits[64] = {0};
+            herd_pool_prefetch_while_waiting(p, hits, sizeof hits); /* outside a team run: ignored */
             struct split_count c = {.hits = hits, .grain = 3, .n = 64, .stall_thread = -1};
             herd_pool_run_split(p, 64, 3, count_range, &c);
             for (size_t i = 0; i < 64; i++) assert_int_equal(atomic_load(&hits[i]), 1);

@@ -210,6 +210,63 @@ static void test_packed_matches_unpacked(void **state) {
     herd_pool_destroy(pool);
 }
 
+/* Where each thread's share of a one-token matmul starts
+ * (herd_matmul_share_start, for prefetching): over the threads of a pool
+ * the shares of a packed matrix cover its packed bytes in order, once; a
+ * share in an unpacked output has none. The rows form likewise over its
+ * first output. */
+static void test_matmul_share_start(void **state) {
+    (void)state;
+    struct herd_rng r;
+    herd_rng_init(&r, 13);
+    const size_t rows = 160, cols = 160;
+    float *wf = malloc(rows * cols * sizeof *wf);
+    fill(&r, wf, rows * cols, 0.3f);
+    uint64_t ne[2] = {cols, rows}, bytes;
+    struct herd_error err;
+    assert_int_equal(herd_ggml_tensor_nbytes(HERD_GGML_TYPE_Q8_0, 2, ne, NULL, &bytes, &err), HERD_OK);
+    uint8_t *wq = malloc(bytes);
+    for (size_t rr = 0; rr < rows; rr++)
+        herd_quantize_row_ref(HERD_GGML_TYPE_Q8_0, wf + rr * cols, wq + rr * (bytes / rows), cols);
+    struct herd_matrix plain = {HERD_GGML_TYPE_Q8_0, wq, rows, cols, bytes / rows, NULL}, packed = plain;
+    const size_t packed_bytes = herd_matrix_packed_bytes(&packed);
+    uint8_t *store = aligned_alloc(64, (packed_bytes + 63) & ~(size_t)63);
+    herd_matrix_pack(&packed, store);
+    float y[160];
+    for (int nth = 1; nth <= 3; nth++) {
+        struct herd_pool *pool = herd_pool_create(nth);
+        assert_non_null(pool);
+        const struct herd_matmul_out one[1] = {{&packed, y, rows}};
+        const struct herd_matmul_out two[2] = {{&packed, y, rows}, {&packed, y, rows}};
+        const struct herd_matmul_out mixed[2] = {{&plain, y, rows}, {&packed, y, rows}};
+        const uint8_t *next = store;
+        for (int ith = 0; ith < nth; ith++) { /* one output: the shares cover it in order */
+            const void *start;
+            const size_t n = herd_matmul_share_start(pool, one, 1, 1, ith, &start);
+            assert_true(n > 0 && start == next);
+            next += n;
+        }
+        assert_ptr_equal(next, store + packed_bytes);
+        next = store;
+        for (int ith = 0; ith < nth; ith++) { /* the rows form, 32 rows an item */
+            const void *start;
+            const size_t n = herd_matmul_rows_share_start(pool, two, 1, 32, ith, &start);
+            assert_true(n > 0 && start == next);
+            next += n;
+        }
+        assert_ptr_equal(next, store + packed_bytes);
+        for (int ith = 0; ith < nth; ith++) { /* a share starts in one output and ends there */
+            const void *start;
+            const size_t n = herd_matmul_share_start(pool, two, 2, 1, ith, &start);
+            assert_true(n > 0 && (const uint8_t *)start >= store && (const uint8_t *)start + n <= store + packed_bytes);
+            const size_t m = herd_matmul_share_start(pool, mixed, 2, 1, ith, &start);
+            assert_true(ith == 0 ? m == 0 && start == NULL : m == 0 || (const uint8_t *)start >= store);
+        }
+        herd_pool_destroy(pool);
+    }
+    free(wf), free(wq), free(store);
+}
+
 /* Attention block kernel of the best family against the ref twin: head
  * sizes 8, 24 and 64, 1..12 heads per KV head, 1..16 valid keys, f16, f32 and
  * 8-bit caches, over three consecutive blocks (so the running max moves);
@@ -401,15 +458,11 @@ static void test_pool_runs_every_thread(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_avx2_matches_ref),
-        cmocka_unit_test(test_avx512_matches_ref),
-        cmocka_unit_test(test_matmul_all_types),
-        cmocka_unit_test(test_packed_matches_unpacked),
-        cmocka_unit_test(test_pool_runs_every_thread),
-        cmocka_unit_test(test_attn_block_matches_ref),
-        cmocka_unit_test(test_silu_mul_matches_ref),
-        cmocka_unit_test(test_gelu_mul_matches_ref),
-        cmocka_unit_test(test_softmax_weights_matches_ref),
+        cmocka_unit_test(test_avx2_matches_ref),       cmocka_unit_test(test_avx512_matches_ref),
+        cmocka_unit_test(test_matmul_all_types),       cmocka_unit_test(test_packed_matches_unpacked),
+        cmocka_unit_test(test_matmul_share_start),     cmocka_unit_test(test_pool_runs_every_thread),
+        cmocka_unit_test(test_attn_block_matches_ref), cmocka_unit_test(test_silu_mul_matches_ref),
+        cmocka_unit_test(test_gelu_mul_matches_ref),   cmocka_unit_test(test_softmax_weights_matches_ref),
         cmocka_unit_test(test_f32_to_f16_matches_ref),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
