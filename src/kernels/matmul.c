@@ -398,6 +398,6 @@ size_t herd_matmul_rows_share_start(const struct herd_pool *pool, const struct h
     const size_t rows = outs[0].w->rows;
     size_t b, e;
     herd_pool_share_bounds(pool, (rows + rows_per_item - 1) / rows_per_item, 1, ith, &b, &e);
-    const size_t r0 = b * rows_per_item, r1 = e * rows_per_item < rows ? e * rows_per_item : rows;
-    return packed_run(&j, &outs[0], r0 / HERD_PACK_ROWS, r1 > r0 ? r1 / HERD_PACK_ROWS : r0 / HERD_PACK_ROWS, start);
+    const size_t r1 = e * rows_per_item < rows ? e * rows_per_item : rows; /* an empty share: below b's rows */
+    return packed_run(&j, &outs[0], b * rows_per_item / HERD_PACK_ROWS, r1 / HERD_PACK_ROWS, start);
 }

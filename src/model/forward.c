@@ -819,8 +819,9 @@ static void gate_rows_done(void *ctx, size_t r0, size_t r1) {
  * for while it waits at the barriers before it (the early thread at the end
  * of a matmul, the one with fewer heads after attention): the memory is
  * idle there. smollm-135m Q4_K_M tg128, each token against the same pass
- * without, alternating in one process: 0.982-0.990 of the time over six
- * runs at 64 KiB; 16 to 256 KiB alike. */
+ * without, alternating in one process: 0.980-0.996 of the time over five
+ * runs at 64 KiB (Q5_K_M 0.983-0.995, Q6_K 0.975-0.988, tinyllama-1.1b
+ * 0.988-0.999); 16 to 256 KiB alike. */
 #define TEAM_PREFETCH_BYTES ((size_t)64 << 10)
 
 static void prefetch_share(const struct herd_context *c, const void *start, size_t bytes) {
