@@ -352,6 +352,12 @@ static void rows_range(void *ctx, int ith, size_t begin, size_t end) {
     }
 }
 
+/* The items of the rows form's split run (the last may be short): the
+ * share start must count them as the run does. */
+static size_t rows_items(const struct herd_matmul_out *outs, size_t rows_per_item) {
+    return (outs[0].w->rows + rows_per_item - 1) / rows_per_item;
+}
+
 void herd_matmul_multi_rows_quantized(struct herd_pool *pool, const struct herd_kernels *k,
                                       const struct herd_matmul_out *outs, size_t n_outs, size_t n_tokens, void *scratch,
                                       size_t rows_per_item, herd_matmul_rows_fn done, void *done_ctx) {
@@ -362,7 +368,7 @@ void herd_matmul_multi_rows_quantized(struct herd_pool *pool, const struct herd_
     j.rows_per_item = rows_per_item;
     j.done = done;
     j.done_ctx = done_ctx;
-    herd_pool_run_split(pool, (outs[0].w->rows + rows_per_item - 1) / rows_per_item, 1, rows_range, &j);
+    herd_pool_run_split(pool, rows_items(outs, rows_per_item), 1, rows_range, &j);
 }
 
 /* The packed bytes of items [i0, i1) of out on the packed path for one
@@ -397,7 +403,7 @@ size_t herd_matmul_rows_share_start(const struct herd_pool *pool, const struct h
     const struct job j = make_job(NULL, outs, 1, NULL, 0, n_tokens, NULL, false);
     const size_t rows = outs[0].w->rows;
     size_t b, e;
-    herd_pool_share_bounds(pool, (rows + rows_per_item - 1) / rows_per_item, 1, ith, &b, &e);
+    herd_pool_share_bounds(pool, rows_items(outs, rows_per_item), 1, ith, &b, &e);
     const size_t r1 = e * rows_per_item < rows ? e * rows_per_item : rows; /* an empty share: below b's rows */
     return packed_run(&j, &outs[0], b * rows_per_item / HERD_PACK_ROWS, r1 / HERD_PACK_ROWS, start);
 }

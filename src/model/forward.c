@@ -837,11 +837,12 @@ static void prefetch_next(const struct herd_context *c, const struct lane *ln, c
     prefetch_share(c, start, bytes);
 }
 
-/* In a team pass: layer L's gate/up comes next (gate_rows per item where
- * the gate is fused into it, see gate_item_rows; 0 where not). */
-static void prefetch_gate_up(const struct herd_context *c, const struct lane *ln, const struct herd_layer *L,
+/* In a team pass: the layer's gate/up comes next (gate_rows per item where
+ * the gate is fused into it, see gate_item_rows; 0 where not). A team pass
+ * has no MoE layer (team_pass), so gate_up holds the layer's own matrices. */
+static void prefetch_gate_up(const struct herd_context *c, const struct lane *ln,
                              const struct herd_matmul_out gate_up[2], size_t gate_rows, size_t n_tokens) {
-    if (!ln->team || L->router.data) return;
+    if (!ln->team) return;
     if (!gate_rows) {
         prefetch_next(c, ln, gate_up, 2, n_tokens);
         return;
@@ -914,7 +915,7 @@ static void run_layers(const struct layers_job *lj, const struct lane *ln) {
         const size_t F = d->n_ff_layer[l]; /* gate, up and down rows of F floats, packed */
         const struct herd_matmul_out gate_up[2] = {{&L->w_gate, c->gate, F}, {&L->w_up, c->up, F}};
         const size_t gate_rows = ln->team ? gate_item_rows(c, F) : 0;
-        prefetch_gate_up(c, ln, L, gate_up, gate_rows, T);
+        prefetch_gate_up(c, ln, gate_up, gate_rows, T);
         layer_matmul(c, l, HERD_ROLE_ATTN_OUTPUT, &wo, 1, att_acts, c->mm_scratch, c->att, qd, T);
         herd_prof_matmul(P, HERD_PROF_MM_ATTN_OUT, L->wo.type, t0);
         t0 = PROF_T();
